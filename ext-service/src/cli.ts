@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ConfigError } from "./config/load.js";
+import { commands } from "./commands/index.js";
+import { registrySubcommand } from "./commands/registry.js";
+
+/** A usage error: printed with the command's help, exit code 2. */
+export class UsageError extends Error {}
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  options: NonNullable<ParseArgsConfig["options"]>;
+  allowPositionals?: boolean;
+  run(
+    values: Record<string, string | boolean | (string | boolean)[] | undefined>,
+    positionals: string[],
+  ): Promise<number | void>;
+}
+
+function mainHelp(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    "mcp-gateway: one policy point between AI agents and their MCP servers",
+    "",
+    "Usage: mcp-gateway <command> [options]",
+    "",
+    "Commands:",
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run 'mcp-gateway <command> --help' for a command's options.",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(mainHelp() + "\n");
+    return name ? 0 : 2;
+  }
+  let command = commands.find((c) => c.name === name);
+  const sub = name === "registry" ? registrySubcommand(rest[0]) : undefined;
+  if (sub) {
+    command = sub;
+    name = sub.name;
+    rest = rest.slice(1);
+  }
+  if (!command) {
+    process.stderr.write(`mcp-gateway: unknown command '${name}'\n\n${mainHelp()}\n`);
+    return 2;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(`${command.usage}\n`);
+    return 0;
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: command.options,
+      allowPositionals: command.allowPositionals ?? false,
+      strict: true,
+    });
+    return (await command.run(values, positionals)) ?? 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n${err.problems.length} problem(s) found.\n`);
+      return 1;
+    }
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`mcp-gateway ${name}: ${(err as Error).message}\n\n${command.usage}\n`);
+      return 2;
+    }
+    process.stderr.write(`mcp-gateway ${name}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+const isEntry = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isEntry || process.argv[1]?.endsWith("/cli.js")) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`mcp-gateway: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

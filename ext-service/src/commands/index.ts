@@ -1,0 +1,6 @@
+import type { Command } from "../cli.js";
+import { registryCommand } from "./registry.js";
+import { tokenCommand } from "./token.js";
+import { validateCommand } from "./validate.js";
+
+export const commands: Command[] = [validateCommand, tokenCommand, registryCommand];

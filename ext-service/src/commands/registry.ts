@@ -1,0 +1,38 @@
+import type { Command } from "../cli.js";
+import { UsageError } from "../cli.js";
+
+/** One `mcp-gateway registry <sub>` subcommand; each lives in its own module. */
+export interface RegistrySubcommand {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Command["options"];
+  run: Command["run"];
+}
+
+const subcommands: RegistrySubcommand[] = [];
+
+export const registryCommand: Command = {
+  name: "registry",
+  summary: "Registry lifecycle: lint, pin, diff, render-envoy",
+  get usage() {
+    return [
+      "Usage: mcp-gateway registry <subcommand> [options]",
+      "",
+      ...subcommands.map((s) => `  ${s.name.padEnd(13)} ${s.summary}`),
+      "",
+      "Run 'mcp-gateway registry <subcommand> --help' for its options.",
+    ].join("\n");
+  },
+  options: {},
+  allowPositionals: true,
+  async run() {
+    throw new UsageError("a subcommand is required");
+  },
+};
+
+/** Resolves `registry <sub> ...` to the subcommand's own Command, so cli.ts parses its options. */
+export function registrySubcommand(name: string | undefined): Command | undefined {
+  const sub = subcommands.find((s) => s.name === name);
+  return sub && { ...sub, name: `registry ${sub.name}` };
+}

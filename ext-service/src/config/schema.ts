@@ -1,0 +1,326 @@
+import { z } from "zod";
+
+/**
+ * Schemas for gateway.yaml and registry.yaml. Every object is strict so a misspelled key is an
+ * error that names the key, never a silently ignored setting.
+ */
+
+const Duration = z
+  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/)])
+  .describe("A duration: seconds as a number, or a string such as 500ms, 30s, 10m, 1h");
+
+const Glob = z.string().min(1).describe("A glob over server/name: * matches within a segment, ** across");
+
+export const AlgorithmSchema = z.enum([
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "HS256",
+  "HS384",
+  "HS512",
+]);
+
+export const JwksSourceSchema = z.union([
+  z
+    .object({
+      uri: z.url().describe("Remote JWKS endpoint"),
+      timeout: Duration.default("5s"),
+      cacheMaxAge: Duration.default("10m").describe("How long fetched keys are trusted without refetching"),
+      cooldown: Duration.default("30s").describe(
+        "Minimum time between refetches triggered by an unknown kid",
+      ),
+    })
+    .strict(),
+  z
+    .object({ file: z.string().min(1).describe("Path to a JWKS JSON file, relative to gateway.yaml") })
+    .strict(),
+  z
+    .object({
+      inline: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).strict(),
+    })
+    .strict(),
+  z
+    .object({
+      secretEnv: z.string().min(1).describe("Environment variable holding a shared HMAC secret (HS* only)"),
+    })
+    .strict(),
+]);
+
+export const IssuerSchema = z
+  .object({
+    issuer: z.string().min(1),
+    audiences: z.array(z.string().min(1)).min(1),
+    jwks: JwksSourceSchema,
+    algorithms: z.array(AlgorithmSchema).min(1).default(["RS256", "ES256", "EdDSA"]),
+    agentClaim: z.string().min(1).default("sub").describe("Claim that names the agent"),
+    rolesClaim: z
+      .string()
+      .min(1)
+      .default("roles")
+      .describe("Claim holding the agent's roles (array or space separated)"),
+    trustTokenRoles: z
+      .boolean()
+      .default(true)
+      .describe("Whether roles in the token count, besides config roles"),
+  })
+  .strict();
+
+export const AuthSchema = z
+  .object({
+    mode: z.enum(["required", "optional"]).default("required"),
+    anonymous: z
+      .object({ agent: z.string().min(1).default("anonymous"), roles: z.array(z.string()).default([]) })
+      .strict()
+      .default({ agent: "anonymous", roles: [] })
+      .describe("Principal used in optional mode when no token is sent"),
+    issuers: z.array(IssuerSchema).default([]),
+    clockSkew: Duration.default("30s"),
+    tokenCache: z
+      .object({
+        ttl: Duration.default("60s").describe("Upper bound; an entry never outlives the token's exp"),
+        maxEntries: z.number().int().positive().default(10_000),
+      })
+      .strict()
+      .default({ ttl: "60s", maxEntries: 10_000 }),
+    authorizationServers: z
+      .array(z.string().min(1))
+      .default([])
+      .describe("Advertised in RFC 9728 protected resource metadata; defaults to the issuers"),
+  })
+  .strict()
+  .superRefine((auth, ctx) => {
+    if (auth.mode === "required" && auth.issuers.length === 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["issuers"],
+        message: "mode 'required' needs at least one issuer",
+      });
+    }
+  });
+
+export const GrantSchema = z
+  .object({
+    tools: z.array(Glob).default([]),
+    prompts: z.array(Glob).default([]),
+    resources: z.array(Glob).default([]).describe("server/URI globs"),
+  })
+  .strict();
+
+export const RuleSchema = z
+  .object({
+    effect: z.enum(["allow", "deny"]),
+    tools: z.array(Glob).optional(),
+    prompts: z.array(Glob).optional(),
+    resources: z.array(Glob).optional(),
+    when: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("CEL condition over claims, agent, roles, server, name, arguments, now (timestamp)"),
+    description: z.string().optional(),
+  })
+  .strict()
+  .refine((r) => r.tools || r.prompts || r.resources, {
+    message: "a rule needs at least one of tools, prompts, resources",
+  });
+
+export const RoleSchema = z
+  .object({
+    description: z.string().optional(),
+    rules: z.array(RuleSchema).default([]),
+  })
+  .strict();
+
+export const AgentSchema = z
+  .object({
+    description: z.string().optional(),
+    roles: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
+const Port = z.number().int().min(0).max(65535);
+const Listen = (port: number, host: string) =>
+  z
+    .object({ host: z.string().min(1).default(host), port: Port.default(port) })
+    .strict()
+    .default({ host, port });
+
+export const LimitsSchema = z
+  .object({
+    maxRequestBytes: z.number().int().positive().default(1_048_576),
+    maxResponseBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(16_777_216)
+      .describe("Largest buffered JSON response the gateway inspects; larger ones are refused"),
+    maxBatchSize: z.number().int().positive().default(32),
+    maxJsonDepth: z.number().int().positive().default(64),
+    maxSseEventBytes: z.number().int().positive().default(4_194_304),
+  })
+  .strict()
+  .default({
+    maxRequestBytes: 1_048_576,
+    maxResponseBytes: 16_777_216,
+    maxBatchSize: 32,
+    maxJsonDepth: 64,
+    maxSseEventBytes: 4_194_304,
+  });
+
+export const EdgeSchema = z
+  .object({
+    rateLimit: z
+      .object({
+        requestsPerSecond: z.number().positive().default(50),
+        burst: z.number().int().positive().default(100),
+      })
+      .strict()
+      .default({ requestsPerSecond: 50, burst: 100 }),
+    upstreamTimeout: Duration.default("30s").describe("Time to first response byte from an MCP server"),
+    breaker: z
+      .object({
+        consecutiveFailures: z.number().int().positive().default(5),
+        cooldown: Duration.default("10s"),
+      })
+      .strict()
+      .default({ consecutiveFailures: 5, cooldown: "10s" }),
+    headersTimeout: Duration.default("10s"),
+    requestTimeout: Duration.default("30s").describe("Time allowed for a client to send its request body"),
+  })
+  .strict()
+  .default({
+    rateLimit: { requestsPerSecond: 50, burst: 100 },
+    upstreamTimeout: "30s",
+    breaker: { consecutiveFailures: 5, cooldown: "10s" },
+    headersTimeout: "10s",
+    requestTimeout: "30s",
+  });
+
+export const GatewayConfigSchema = z
+  .object({
+    $schema: z.string().optional(),
+    registry: z.string().min(1).describe("Path to registry.yaml, relative to this file"),
+    publicUrl: z
+      .string()
+      .url()
+      .default("http://localhost:8080")
+      .describe("Base URL agents use to reach the gateway (for resource metadata)"),
+    listen: z
+      .object({
+        grpc: Listen(9001, "0.0.0.0"),
+        admin: Listen(9901, "127.0.0.1"),
+        edge: Listen(8080, "127.0.0.1"),
+      })
+      .strict()
+      .default({
+        grpc: { host: "0.0.0.0", port: 9001 },
+        admin: { host: "127.0.0.1", port: 9901 },
+        edge: { host: "127.0.0.1", port: 8080 },
+      }),
+    auth: AuthSchema,
+    roles: z.record(z.string().min(1), RoleSchema).default({}),
+    agents: z.record(z.string().min(1), AgentSchema).default({}),
+    limits: LimitsSchema,
+    edge: EdgeSchema,
+    shutdownGrace: Duration.default("10s"),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .strict();
+
+export const ServerNameSchema = z
+  .string()
+  .regex(
+    /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
+    "server names are DNS labels: lower-case letters, digits and '-', 1-63 characters, no leading or trailing '-'",
+  );
+
+const JsonObject = z.record(z.string(), z.unknown());
+
+export const ToolSchema = z
+  .object({
+    name: z.string().min(1).max(128),
+    title: z.string().optional(),
+    description: z.string().default(""),
+    inputSchema: JsonObject.default({ type: "object" }),
+    outputSchema: JsonObject.optional(),
+    annotations: JsonObject.optional(),
+    risk: z.enum(["low", "medium", "high", "critical"]).default("low"),
+    owner: z.string().optional(),
+    deprecated: z
+      .string()
+      .regex(/^\d{4}-\d{2}-\d{2}$/, "a date as YYYY-MM-DD")
+      .optional()
+      .describe("Date from which the tool is no longer offered"),
+    pin: z
+      .string()
+      .regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 hex digits>")
+      .optional()
+      .describe("SHA-256 of the canonical tool definition, written by `mcp-gateway registry pin`"),
+  })
+  .strict();
+
+export const ServerSchema = z
+  .object({
+    name: ServerNameSchema,
+    description: z.string().optional(),
+    owner: z.string().optional(),
+    upstreams: z.array(z.url()).min(1).describe("Streamable HTTP endpoints of the server's replicas"),
+    tools: z.array(ToolSchema).default([]),
+  })
+  .strict();
+
+export const RegistrySchema = z
+  .object({
+    $schema: z.string().optional(),
+    version: z.string().min(1).describe("Registry release version, bumped on every reviewed change"),
+    servers: z.array(ServerSchema).default([]),
+  })
+  .strict()
+  .superRefine((registry, ctx) => {
+    const seen = new Set<string>();
+    registry.servers.forEach((server, i) => {
+      if (seen.has(server.name)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["servers", i, "name"],
+          message: `duplicate server '${server.name}'`,
+        });
+      }
+      seen.add(server.name);
+      const tools = new Set<string>();
+      server.tools.forEach((tool, j) => {
+        if (tools.has(tool.name)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["servers", i, "tools", j, "name"],
+            message: `duplicate tool '${tool.name}' on server '${server.name}'`,
+          });
+        }
+        tools.add(tool.name);
+      });
+    });
+  });
+
+export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
+export type Registry = z.infer<typeof RegistrySchema>;
+export type RegistryServer = z.infer<typeof ServerSchema>;
+export type RegistryTool = z.infer<typeof ToolSchema>;
+export type Rule = z.infer<typeof RuleSchema>;
+export type Issuer = z.infer<typeof IssuerSchema>;
+
+/** Duration in milliseconds. */
+export function durationMs(value: number | string): number {
+  if (typeof value === "number") return value * 1000;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value);
+  if (!match) throw new Error(`invalid duration '${value}'`);
+  const n = Number(match[1]);
+  const unit = match[2];
+  return unit === "ms" ? n : unit === "s" ? n * 1000 : unit === "m" ? n * 60_000 : n * 3_600_000;
+}

@@ -1,0 +1,302 @@
+import { randomUUID } from "node:crypto";
+import { dirname } from "node:path";
+import type { LoadedConfig } from "../config/load.js";
+import type { GatewayConfig } from "../config/schema.js";
+import {
+  errorResponse,
+  parseJsonRpcBody,
+  type JsonRpcMessage,
+  type JsonRpcRequest,
+  type ParseLimits,
+} from "../mcp/jsonrpc.js";
+import { CLIENT_REQUEST_METHODS, requestTarget } from "../mcp/methods.js";
+import { denyExchange, idKey, newExchange, type Exchange } from "./exchange.js";
+import { Authenticator, type Principal } from "./identity.js";
+import { Rbac } from "./rbac.js";
+import { Reasons, type Reason } from "./reasons.js";
+import { ToolRegistry } from "./registry.js";
+import { ResponseTransformer } from "./response.js";
+import { parseRoute, resourceMetadata, resourceMetadataUrl, type Route } from "./routing.js";
+
+/** Request headers the core looks at, lower-case names. */
+export type HeaderMap = Readonly<Record<string, string | undefined>>;
+
+export interface HttpRequestHead {
+  method: string;
+  path: string;
+  headers: HeaderMap;
+}
+
+/** A complete HTTP answer the data plane sends instead of forwarding. */
+export interface HttpReply {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export type Admission =
+  | { ok: true; exchange: Exchange; principal: Principal; server: string }
+  | { ok: false; exchange: Exchange; reply: HttpReply };
+
+export type RequestVerdict =
+  /** Forward the body unchanged. */
+  | { action: "forward" }
+  /** Answer the client directly (all requests denied, or the body is invalid). */
+  | { action: "reply"; reply: HttpReply };
+
+/** Headers the upstream receives: identity from the gateway, never the agent's token. */
+export interface UpstreamHeaders {
+  set: Record<string, string>;
+  remove: string[];
+}
+
+const JSON_HEADERS = { "content-type": "application/json" } as const;
+
+export function jsonReply(status: number, body: unknown, headers: Record<string, string> = {}): HttpReply {
+  return { status, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
+}
+
+/**
+ * The policy core: everything both data planes (Envoy through ext_authz/ext_proc, and the local
+ * edge) decide, with no knowledge of gRPC or sockets. Built once per config; immutable after.
+ */
+export class PolicyEngine {
+  readonly config: GatewayConfig;
+  readonly registry: ToolRegistry;
+  readonly rbac: Rbac;
+  readonly authenticator: Authenticator;
+  readonly limits: ParseLimits & {
+    maxRequestBytes: number;
+    maxResponseBytes: number;
+    maxSseEventBytes: number;
+  };
+
+  constructor(
+    loaded: Pick<LoadedConfig, "config" | "registry" | "configFile">,
+    readonly now: () => number = Date.now,
+  ) {
+    this.config = loaded.config;
+    this.registry = new ToolRegistry(loaded.registry);
+    this.rbac = new Rbac(loaded.config, now);
+    this.authenticator = new Authenticator(loaded.config, dirname(loaded.configFile), now);
+    this.limits = loaded.config.limits;
+  }
+
+  newExchange(httpMethod: string, requestId: string = randomUUID()): Exchange {
+    return newExchange(requestId, httpMethod, this.now());
+  }
+
+  route(path: string): Route {
+    return parseRoute(path, (name) => this.registry.server(name) !== undefined);
+  }
+
+  /** The JSON-RPC error reply for a reason that rejects the whole HTTP request. */
+  rejection(
+    exchange: Exchange,
+    reason: Reason,
+    detail?: string,
+    extraHeaders: Record<string, string> = {},
+  ): HttpReply {
+    denyExchange(exchange, reason, reason === "internal_error" ? "error" : "deny");
+    const info = Reasons[reason];
+    const headers: Record<string, string> = { ...extraHeaders };
+    if (info.status === 401) {
+      const server = exchange.server;
+      headers["www-authenticate"] =
+        `Bearer resource_metadata="${resourceMetadataUrl(this.config.publicUrl, server)}"` +
+        (reason === "token_missing" ? "" : `, error="invalid_token"`);
+    }
+    return jsonReply(
+      info.status,
+      errorResponse(null, info.code, detail ? `${info.message}: ${detail}` : info.message, {
+        reason,
+        request_id: exchange.requestId,
+      }),
+      headers,
+    );
+  }
+
+  /**
+   * Header-phase decision (ext_authz, or the edge before reading the body): route, identity,
+   * and whether the agent may reach the server at all.
+   */
+  async admit(head: HttpRequestHead, exchange: Exchange): Promise<Admission> {
+    const route = this.route(head.path);
+    if (route.kind === "resource_metadata") {
+      // Public by design (RFC 9728): how a client discovers where to get a token.
+      exchange.server = route.server;
+      exchange.status = 200;
+      return { ok: false, exchange, reply: jsonReply(200, this.protectedResourceMetadata(route.server)) };
+    }
+    if (route.kind !== "mcp")
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
+    exchange.server = route.server;
+    const auth = await this.authenticator.authenticate(head.headers.authorization);
+    if (!auth.ok) return { ok: false, exchange, reply: this.rejection(exchange, auth.reason) };
+    exchange.principal = auth.principal;
+    if (!this.rbac.mayReachServer(auth.principal, route.server)) {
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_forbidden") };
+    }
+    return { ok: true, exchange, principal: auth.principal, server: route.server };
+  }
+
+  /** RFC 9728 metadata document for the well-known routes. */
+  protectedResourceMetadata(server: string | undefined): Record<string, unknown> {
+    return resourceMetadata(this.config, server);
+  }
+
+  upstreamHeaders(exchange: Exchange, incoming: HeaderMap): UpstreamHeaders {
+    const remove = ["authorization"];
+    for (const name of Object.keys(incoming)) {
+      if (name.startsWith("x-mcp-")) remove.push(name);
+    }
+    return {
+      set: { "x-mcp-agent": exchange.principal?.agent ?? "", "x-mcp-request-id": exchange.requestId },
+      remove,
+    };
+  }
+
+  /**
+   * Body-phase decision for a POST: parse the JSON-RPC body and decide each request. A batch is
+   * atomic: if any request in it is denied, nothing is forwarded and every request in it is
+   * answered (the denied ones with their reason, the others with `batch_rejected`).
+   */
+  evaluateRequestBody(exchange: Exchange, body: Uint8Array, headers: HeaderMap): RequestVerdict {
+    if (body.byteLength > this.limits.maxRequestBytes) {
+      return { action: "reply", reply: this.rejection(exchange, "body_too_large") };
+    }
+    const parsed = parseJsonRpcBody(body, this.limits);
+    if (!parsed.ok) {
+      const reply = this.rejection(exchange, parsed.reason, parsed.detail);
+      return { action: "reply", reply };
+    }
+    const principal = exchange.principal;
+    const server = exchange.server;
+    if (!principal || !server) return { action: "reply", reply: this.rejection(exchange, "internal_error") };
+
+    const denials: { message: JsonRpcRequest; reason: Reason; detail: string | undefined }[] = [];
+    for (const message of parsed.messages) {
+      if (message.kind !== "request") {
+        if (message.kind === "notification") exchange.methods.push(message.method);
+        continue;
+      }
+      exchange.methods.push(message.method);
+      const denial = this.decideRequest(exchange, principal, server, message);
+      if (denial) denials.push({ message, ...denial });
+    }
+
+    if (!parsed.batch) {
+      const mismatch = this.checkMcpHeaders(parsed.messages[0]!, headers);
+      if (mismatch) return { action: "reply", reply: this.rejection(exchange, "header_mismatch", mismatch) };
+    }
+
+    if (denials.length === 0) {
+      for (const m of parsed.messages) {
+        if (m.kind === "request") {
+          const target = requestTarget(m.method, m.params);
+          exchange.pending.set(idKey(m.id), { method: m.method, target: target?.name });
+        }
+      }
+      return { action: "forward" };
+    }
+
+    const errorFor = (m: JsonRpcRequest, reason: Reason, detail?: string) => {
+      denyExchange(exchange, reason);
+      const info = Reasons[reason];
+      return errorResponse(m.id, info.code, detail ? `${info.message}: ${detail}` : info.message, {
+        reason,
+        request_id: exchange.requestId,
+      });
+    };
+    if (!parsed.batch) {
+      const d = denials[0]!;
+      return { action: "reply", reply: jsonReply(200, errorFor(d.message, d.reason, d.detail)) };
+    }
+    const denied = new Map(denials.map((d) => [d.message, d]));
+    const answers = parsed.messages
+      .filter((m): m is JsonRpcRequest => m.kind === "request")
+      .map((m) => {
+        const d = denied.get(m);
+        return d ? errorFor(m, d.reason, d.detail) : errorFor(m, "batch_rejected");
+      });
+    return { action: "reply", reply: jsonReply(200, answers) };
+  }
+
+  private decideRequest(
+    exchange: Exchange,
+    principal: Principal,
+    server: string,
+    message: JsonRpcRequest,
+  ): { reason: Reason; detail: string | undefined } | undefined {
+    if (!CLIENT_REQUEST_METHODS.has(message.method))
+      return { reason: "method_unknown", detail: message.method };
+    const target = requestTarget(message.method, message.params);
+    if (!target) return undefined;
+    if (target.name === undefined) {
+      return {
+        reason: "invalid_params",
+        detail: target.kind === "resources" ? "'uri' is required" : "'name' is required",
+      };
+    }
+    if (target.kind === "tools") {
+      exchange.tools.push(target.name);
+      const found = this.registry.tool(server, target.name, this.today());
+      // Unregistered, deprecated and forbidden tools all read as unknown: do not reveal what exists.
+      if ("missing" in found) {
+        return {
+          reason: found.missing === "deprecated" ? "tool_deprecated" : "tool_unknown",
+          detail: target.name,
+        };
+      }
+    }
+    const args = message.params?.arguments;
+    const access = this.rbac.decide({
+      principal,
+      server,
+      kind: target.kind,
+      name: target.name,
+      arguments:
+        typeof args === "object" && args !== null && !Array.isArray(args)
+          ? (args as Record<string, unknown>)
+          : undefined,
+    });
+    if (!access.allowed) {
+      const reason =
+        target.kind === "tools"
+          ? "tool_unknown"
+          : target.kind === "prompts"
+            ? "prompt_unknown"
+            : "resource_unknown";
+      return { reason, detail: target.name };
+    }
+    return undefined;
+  }
+
+  /** Newer protocol revisions mirror the method and target in headers; they must agree with the body. */
+  private checkMcpHeaders(message: JsonRpcMessage, headers: HeaderMap): string | undefined {
+    const method = headers["mcp-method"];
+    const name = headers["mcp-name"];
+    if (method === undefined && name === undefined) return undefined;
+    if (message.kind === "response") return "Mcp-Method sent with a response";
+    if (method !== undefined && method !== message.method)
+      return `Mcp-Method '${method}' vs body '${message.method}'`;
+    if (name !== undefined) {
+      const target = requestTarget(message.method, message.params);
+      if (target?.name !== name) return `Mcp-Name '${name}' vs body '${target?.name ?? ""}'`;
+    }
+    return undefined;
+  }
+
+  /** Inspects and rewrites the upstream's response (JSON or SSE) for this exchange. */
+  responseTransformer(
+    exchange: Exchange,
+    contentType: string | undefined,
+    status: number,
+  ): ResponseTransformer {
+    return new ResponseTransformer(this, exchange, contentType, status);
+  }
+
+  today(): string {
+    return new Date(this.now()).toISOString().slice(0, 10);
+  }
+}

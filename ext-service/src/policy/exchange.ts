@@ -1,0 +1,61 @@
+import type { JsonRpcId } from "../mcp/jsonrpc.js";
+import type { Principal } from "./identity.js";
+import type { Reason } from "./reasons.js";
+
+export type Decision = "allow" | "deny" | "error";
+
+/** What the gateway knows about one HTTP exchange; becomes exactly one audit record. */
+export interface Exchange {
+  readonly requestId: string;
+  readonly startedAt: number;
+  server: string | undefined;
+  principal: Principal | undefined;
+  httpMethod: string;
+  /** JSON-RPC methods seen in the request body, in order. */
+  methods: string[];
+  /** Tool names called (tools/call), in order. */
+  tools: string[];
+  decision: Decision;
+  reasons: Reason[];
+  status: number | undefined;
+  /** Counts by kind, e.g. tools filtered from a list or values redacted by DLP. */
+  counters: Record<string, number>;
+  /** Requests awaiting a response, keyed by id, so responses are handled per method. */
+  pending: Map<string, PendingRequest>;
+}
+
+export interface PendingRequest {
+  method: string;
+  /** Tool, prompt name or resource URI the request targeted. */
+  target: string | undefined;
+}
+
+export function idKey(id: JsonRpcId | null): string {
+  return typeof id === "number" ? `n:${id}` : `s:${String(id)}`;
+}
+
+export function newExchange(requestId: string, httpMethod: string, now: number): Exchange {
+  return {
+    requestId,
+    startedAt: now,
+    server: undefined,
+    principal: undefined,
+    httpMethod,
+    methods: [],
+    tools: [],
+    decision: "allow",
+    reasons: [],
+    status: undefined,
+    counters: {},
+    pending: new Map(),
+  };
+}
+
+export function denyExchange(exchange: Exchange, reason: Reason, decision: Decision = "deny"): void {
+  exchange.decision = decision;
+  if (!exchange.reasons.includes(reason)) exchange.reasons.push(reason);
+}
+
+export function countOn(exchange: Exchange, key: string, by = 1): void {
+  exchange.counters[key] = (exchange.counters[key] ?? 0) + by;
+}

@@ -1,0 +1,158 @@
+/**
+ * The one table of decision reasons. Each code is stable: it appears in audit records, metric
+ * labels and JSON-RPC `error.data.reason`, and docs/REASONS.md documents every one (a test checks).
+ */
+
+export const JsonRpcCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603,
+  /** Implementation-defined server errors live in -32000..-32099. */
+  Unauthorized: -32001,
+  Forbidden: -32003,
+  PolicyDenied: -32010,
+  RateLimited: -32029,
+  UpstreamUnavailable: -32050,
+} as const;
+
+export interface ReasonInfo {
+  /** JSON-RPC error code the agent sees. */
+  code: number;
+  /** HTTP status when the reason rejects the whole HTTP request (not one message). */
+  status: number;
+  /** A human sentence for the agent. Never includes secrets or raw arguments. */
+  message: string;
+}
+
+export const Reasons = {
+  // identity
+  token_missing: { code: JsonRpcCode.Unauthorized, status: 401, message: "Authentication required" },
+  token_malformed: { code: JsonRpcCode.Unauthorized, status: 401, message: "The bearer token is malformed" },
+  jwt_expired: { code: JsonRpcCode.Unauthorized, status: 401, message: "The token has expired" },
+  jwt_not_yet_valid: { code: JsonRpcCode.Unauthorized, status: 401, message: "The token is not yet valid" },
+  jwt_issuer_unknown: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The token's issuer is not trusted",
+  },
+  jwt_audience_invalid: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The token was not issued for this gateway",
+  },
+  jwt_algorithm_rejected: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The token's signing algorithm is not allowed",
+  },
+  jwt_signature_invalid: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The token's signature is invalid",
+  },
+  jwt_key_unknown: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The token's signing key is unknown",
+  },
+  jwt_claims_invalid: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The token's claims are invalid",
+  },
+  jwks_unavailable: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The issuer's signing keys could not be fetched; try again later",
+  },
+  // routing and reachability
+  server_unknown: { code: JsonRpcCode.MethodNotFound, status: 404, message: "No such MCP server" },
+  server_forbidden: {
+    code: JsonRpcCode.Forbidden,
+    status: 403,
+    message: "This agent may not use this MCP server",
+  },
+  // message shape
+  parse_error: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid JSON" },
+  invalid_utf8: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid UTF-8" },
+  json_too_deep: { code: JsonRpcCode.InvalidRequest, status: 400, message: "The JSON nesting is too deep" },
+  invalid_request: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "The body is not a JSON-RPC 2.0 message",
+  },
+  batch_empty: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "A JSON-RPC batch must not be empty",
+  },
+  batch_too_large: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "The batch has too many messages",
+  },
+  batch_rejected: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "Not forwarded: another message in the same batch was denied",
+  },
+  body_too_large: { code: JsonRpcCode.InvalidRequest, status: 413, message: "The request body is too large" },
+  unsupported_media_type: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 415,
+    message: "MCP requests must be sent as application/json",
+  },
+  not_acceptable: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 406,
+    message: "MCP clients must accept application/json and text/event-stream",
+  },
+  header_mismatch: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "The Mcp-Method or Mcp-Name header does not match the body",
+  },
+  invalid_params: { code: JsonRpcCode.InvalidParams, status: 200, message: "Invalid params" },
+  // policy on messages
+  method_unknown: { code: JsonRpcCode.MethodNotFound, status: 200, message: "Method not found" },
+  tool_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown tool" },
+  tool_deprecated: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown tool" },
+  prompt_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown prompt" },
+  resource_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown resource" },
+  // upstream and traffic
+  rate_limited: { code: JsonRpcCode.RateLimited, status: 429, message: "Too many requests; slow down" },
+  upstream_unavailable: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 503,
+    message: "The MCP server is unavailable",
+  },
+  upstream_timeout: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 504,
+    message: "The MCP server did not answer in time",
+  },
+  upstream_invalid_response: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 502,
+    message: "The MCP server sent an invalid response",
+  },
+  response_too_large: {
+    code: JsonRpcCode.InternalError,
+    status: 502,
+    message: "The MCP server's response is larger than the gateway inspects",
+  },
+  breaker_open: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 503,
+    message: "The MCP server is failing; requests are paused briefly",
+  },
+  internal_error: { code: JsonRpcCode.InternalError, status: 500, message: "Internal gateway error" },
+} as const satisfies Record<string, ReasonInfo>;
+
+export type Reason = keyof typeof Reasons;
+
+export function reasonInfo(reason: Reason): ReasonInfo {
+  return Reasons[reason];
+}

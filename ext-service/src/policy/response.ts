@@ -1,0 +1,191 @@
+import { classifyMessage, decodeUtf8, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
+import { SseEventTooLarge, SseParser, formatSseEvent } from "../mcp/sse.js";
+import type { SubjectKind } from "../mcp/methods.js";
+import { countOn, denyExchange, idKey, type Exchange } from "./exchange.js";
+import type { PolicyEngine } from "./engine.js";
+import { Reasons } from "./reasons.js";
+
+const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+
+export type ResponseMode = "json" | "sse" | "passthrough";
+
+export function responseMode(contentType: string | undefined): ResponseMode {
+  const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
+  if (type === "application/json") return "json";
+  if (type === "text/event-stream") return "sse";
+  return "passthrough";
+}
+
+/** Result of rewriting one JSON-RPC message: unchanged, replaced, or dropped entirely. */
+type MessageRewrite = { kind: "same" } | { kind: "replace"; value: unknown } | { kind: "drop" };
+const SAME: MessageRewrite = { kind: "same" };
+
+/**
+ * Rewrites an upstream response for one exchange. JSON bodies are handled whole
+ * (`transformJson`); SSE is handled event by event as chunks arrive (`push`/`end`), so a
+ * long-lived stream is never buffered beyond the event in progress.
+ */
+export class ResponseTransformer {
+  readonly mode: ResponseMode;
+  private sse: SseParser | undefined;
+  /** Set when the stream was cut or broken and later chunks must not reach the client. */
+  private failed = false;
+
+  constructor(
+    private readonly engine: PolicyEngine,
+    private readonly exchange: Exchange,
+    contentType: string | undefined,
+    private readonly status: number,
+  ) {
+    this.mode = responseMode(contentType);
+  }
+
+  /**
+   * Whole JSON body. Returns the replacement body, or undefined when it passes unchanged. A
+   * successful response that is not JSON-RPC is replaced by an error (fail closed); error
+   * statuses with non-JSON-RPC bodies pass, since they carry no tool output.
+   */
+  transformJson(body: Uint8Array): Uint8Array | undefined {
+    if (body.byteLength === 0) return undefined;
+    if (body.byteLength > this.engine.limits.maxResponseBytes) return this.invalid("response_too_large");
+    const text = decodeUtf8(body);
+    let value: unknown;
+    try {
+      if (text === undefined) throw new Error("invalid UTF-8");
+      value = JSON.parse(text);
+    } catch {
+      return this.status >= 400 ? undefined : this.invalid("upstream_invalid_response");
+    }
+    if (Array.isArray(value)) {
+      let changed = false;
+      const out: unknown[] = [];
+      for (const item of value) {
+        const r = this.rewriteValue(item);
+        if (r.kind === "same") out.push(item);
+        else {
+          changed = true;
+          if (r.kind === "replace") out.push(r.value);
+        }
+      }
+      return changed ? encoder.encode(JSON.stringify(out)) : undefined;
+    }
+    const r = this.rewriteValue(value);
+    if (r.kind === "same") return undefined;
+    return encoder.encode(r.kind === "replace" ? JSON.stringify(r.value) : "");
+  }
+
+  /** One chunk of an SSE body; returns the bytes to send on in its place (possibly empty). */
+  push(chunk: Uint8Array): Uint8Array {
+    if (this.failed) return EMPTY;
+    this.sse ??= new SseParser(this.engine.limits.maxSseEventBytes);
+    let events;
+    try {
+      events = this.sse.push(chunk);
+    } catch (err) {
+      if (!(err instanceof SseEventTooLarge)) throw err;
+      this.failed = true;
+      denyExchange(this.exchange, "response_too_large", "error");
+      return encoder.encode(this.errorEvent("response_too_large"));
+    }
+    if (events.length === 0) return EMPTY;
+    let out = "";
+    for (const ev of events) {
+      if (ev.data === undefined || ev.data === "") {
+        out += ev.raw; // comments, keep-alives, priming events with only an id
+        continue;
+      }
+      let value: unknown;
+      try {
+        value = JSON.parse(ev.data);
+      } catch {
+        // MCP events carry JSON-RPC; anything else is dropped rather than passed uninspected.
+        countOn(this.exchange, "sse_events_dropped");
+        continue;
+      }
+      const r = this.rewriteValue(value);
+      if (r.kind === "same") out += ev.raw;
+      else if (r.kind === "replace") {
+        out += formatSseEvent({ event: ev.event, id: ev.id, retry: ev.retry, data: JSON.stringify(r.value) });
+      }
+    }
+    return out.length ? encoder.encode(out) : EMPTY;
+  }
+
+  /** End of the SSE body: an event cut mid-way is dropped, as an SSE client would. */
+  end(): Uint8Array {
+    if (!this.sse) return EMPTY;
+    const tail = this.sse.end();
+    if (tail.trim().length > 0) countOn(this.exchange, "sse_truncated_events");
+    return EMPTY;
+  }
+
+  private invalid(reason: "upstream_invalid_response" | "response_too_large"): Uint8Array {
+    denyExchange(this.exchange, reason, "error");
+    const info = Reasons[reason];
+    return encoder.encode(
+      JSON.stringify(
+        errorResponse(null, info.code, info.message, { reason, request_id: this.exchange.requestId }),
+      ),
+    );
+  }
+
+  private errorEvent(reason: "response_too_large"): string {
+    const info = Reasons[reason];
+    return formatSseEvent({
+      event: "message",
+      data: JSON.stringify(
+        errorResponse(null, info.code, info.message, { reason, request_id: this.exchange.requestId }),
+      ),
+    });
+  }
+
+  private rewriteValue(value: unknown): MessageRewrite {
+    const message = classifyMessage(value);
+    if (typeof message === "string") {
+      countOn(this.exchange, "invalid_upstream_messages");
+      return { kind: "drop" };
+    }
+    return this.rewriteMessage(message);
+  }
+
+  private rewriteMessage(message: JsonRpcMessage): MessageRewrite {
+    if (message.kind !== "response" || message.error !== undefined) return SAME;
+    const pending = this.exchange.pending.get(idKey(message.id));
+    if (!pending) return SAME;
+    switch (pending.method) {
+      case "tools/list":
+        return this.filterList(message, "tools", "name");
+      case "prompts/list":
+        return this.filterList(message, "prompts", "name");
+      case "resources/list":
+        return this.filterList(message, "resources", "uri");
+      default:
+        return SAME;
+    }
+  }
+
+  /** Keeps only the entries this agent may use; tools must also be registered and offered. */
+  private filterList(
+    message: JsonRpcMessage & { kind: "response" },
+    kind: SubjectKind,
+    key: "name" | "uri",
+  ): MessageRewrite {
+    const result = message.result as Record<string, unknown> | undefined;
+    const items = result?.[kind];
+    if (!Array.isArray(items)) return SAME;
+    const principal = this.exchange.principal;
+    const server = this.exchange.server;
+    if (!principal || !server) return SAME;
+    const today = this.engine.today();
+    const kept = items.filter((item: unknown) => {
+      const name = (item as Record<string, unknown> | null)?.[key];
+      if (typeof name !== "string") return false;
+      if (kind === "tools" && "missing" in this.engine.registry.tool(server, name, today)) return false;
+      return this.engine.rbac.decide({ principal, server, kind, name }).allowed;
+    });
+    if (kept.length === items.length) return SAME;
+    countOn(this.exchange, `${kind}_filtered`, items.length - kept.length);
+    return { kind: "replace", value: { ...message.raw, result: { ...result, [kind]: kept } } };
+  }
+}

@@ -1,0 +1,54 @@
+import type { GatewayConfig } from "../config/schema.js";
+
+/**
+ * The public routes (identical behind Envoy and on the local edge). Paths are matched exactly,
+ * without percent-decoding: a server name is a DNS label, so any encoded or dotted segment is
+ * simply not a route, which leaves no room for traversal tricks.
+ */
+export type Route =
+  | { kind: "mcp"; server: string }
+  | { kind: "resource_metadata"; server: string | undefined }
+  | { kind: "unknown_server"; server: string }
+  | { kind: "not_found" };
+
+const MCP_PATH = /^\/mcp\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)$/;
+const METADATA_PREFIX = "/.well-known/oauth-protected-resource";
+
+export function parseRoute(rawPath: string, exists: (server: string) => boolean): Route {
+  const q = rawPath.indexOf("?");
+  const path = q < 0 ? rawPath : rawPath.slice(0, q);
+  if (path === METADATA_PREFIX) return { kind: "resource_metadata", server: undefined };
+  if (path.startsWith(METADATA_PREFIX + "/")) {
+    const rest = MCP_PATH.exec(path.slice(METADATA_PREFIX.length));
+    if (rest && exists(rest[1]!)) return { kind: "resource_metadata", server: rest[1]! };
+    return { kind: "not_found" };
+  }
+  const m = MCP_PATH.exec(path);
+  if (!m) return { kind: "not_found" };
+  return exists(m[1]!) ? { kind: "mcp", server: m[1]! } : { kind: "unknown_server", server: m[1]! };
+}
+
+function trimSlash(url: string): string {
+  return url.endsWith("/") ? url.slice(0, -1) : url;
+}
+
+export function resourceUrl(publicUrl: string, server: string | undefined): string {
+  return server ? `${trimSlash(publicUrl)}/mcp/${server}` : trimSlash(publicUrl);
+}
+
+export function resourceMetadataUrl(publicUrl: string, server: string | undefined): string {
+  return `${trimSlash(publicUrl)}${METADATA_PREFIX}${server ? `/mcp/${server}` : ""}`;
+}
+
+/** RFC 9728 protected resource metadata. */
+export function resourceMetadata(config: GatewayConfig, server: string | undefined): Record<string, unknown> {
+  const servers = config.auth.authorizationServers.length
+    ? config.auth.authorizationServers
+    : config.auth.issuers.map((i) => i.issuer);
+  return {
+    resource: resourceUrl(config.publicUrl, server),
+    authorization_servers: servers,
+    bearer_methods_supported: ["header"],
+    resource_name: server ? `MCP server '${server}' via mcp-gateway` : "mcp-gateway",
+  };
+}

@@ -1,0 +1,67 @@
+import type { Exchange } from "../policy/exchange.js";
+import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+
+/** The audit record: who, what, which tool, decision, reasons, latency. Never tokens or arguments. */
+export interface AuditRecord {
+  audit: true;
+  request_id: string;
+  plane: string;
+  agent: string | null;
+  anonymous: boolean;
+  server: string | null;
+  http_method: string;
+  status: number | null;
+  methods: string[];
+  tools: string[];
+  decision: string;
+  reasons: string[];
+  counters: Record<string, number>;
+  latency_ms: number;
+}
+
+const finished = new WeakSet<Exchange>();
+
+/**
+ * Closes an exchange: exactly one audit record and one metrics update, however many times an
+ * adapter's cleanup paths call this (stream end, error, reset).
+ */
+export class AuditTrail {
+  constructor(
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+    private readonly plane: string,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  finish(exchange: Exchange, status?: number): AuditRecord | undefined {
+    if (finished.has(exchange)) return undefined;
+    finished.add(exchange);
+    if (status !== undefined) exchange.status = status;
+    const record: AuditRecord = {
+      audit: true,
+      request_id: exchange.requestId,
+      plane: this.plane,
+      agent: exchange.principal?.agent ?? null,
+      anonymous: exchange.principal?.anonymous ?? false,
+      server: exchange.server ?? null,
+      http_method: exchange.httpMethod,
+      status: exchange.status ?? null,
+      methods: exchange.methods,
+      tools: exchange.tools,
+      decision: exchange.decision,
+      reasons: exchange.reasons,
+      counters: exchange.counters,
+      latency_ms: Math.round((this.now() - exchange.startedAt) * 1000) / 1000,
+    };
+    this.log.info(record, "audit");
+    this.metrics.requests.inc({
+      server: exchange.server ?? "-",
+      method: exchange.methods[0] ?? exchange.httpMethod,
+      decision: exchange.decision,
+    });
+    for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });
+    for (const [kind, n] of Object.entries(exchange.counters)) this.metrics.filtered.inc({ kind }, n);
+    return record;
+  }
+}

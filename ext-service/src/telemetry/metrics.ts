@@ -1,0 +1,68 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics, all prefixed `mcp_gateway_`, on a registry of their own. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"server" | "method" | "decision">;
+  readonly decisionSeconds: Histogram<"phase">;
+  readonly violations: Counter<"reason">;
+  readonly filtered: Counter<"kind">;
+  readonly redactions: Counter<"kind">;
+  readonly upstreamErrors: Counter<"server" | "reason">;
+  readonly breakerOpen: Gauge<"server" | "upstream">;
+  readonly inflight: Gauge<"plane">;
+
+  constructor(withDefaults = true) {
+    const registers = [this.registry];
+    if (withDefaults) collectDefaultMetrics({ register: this.registry, prefix: "mcp_gateway_process_" });
+    this.requests = new Counter({
+      name: "mcp_gateway_requests_total",
+      help: "HTTP exchanges by server, first JSON-RPC method and decision",
+      labelNames: ["server", "method", "decision"],
+      registers,
+    });
+    this.decisionSeconds = new Histogram({
+      name: "mcp_gateway_decision_seconds",
+      help: "Time spent in the policy core per phase",
+      labelNames: ["phase"],
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
+      registers,
+    });
+    this.violations = new Counter({
+      name: "mcp_gateway_violations_total",
+      help: "Policy denials and errors by reason code",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.filtered = new Counter({
+      name: "mcp_gateway_filtered_total",
+      help: "Items removed from list responses or dropped from streams, by kind",
+      labelNames: ["kind"],
+      registers,
+    });
+    this.redactions = new Counter({
+      name: "mcp_gateway_redactions_total",
+      help: "Values redacted by DLP, by detector kind",
+      labelNames: ["kind"],
+      registers,
+    });
+    this.upstreamErrors = new Counter({
+      name: "mcp_gateway_upstream_errors_total",
+      help: "Failures talking to MCP servers",
+      labelNames: ["server", "reason"],
+      registers,
+    });
+    this.breakerOpen = new Gauge({
+      name: "mcp_gateway_breaker_open",
+      help: "1 while the circuit breaker of an upstream is open",
+      labelNames: ["server", "upstream"],
+      registers,
+    });
+    this.inflight = new Gauge({
+      name: "mcp_gateway_inflight_requests",
+      help: "Exchanges in progress",
+      labelNames: ["plane"],
+      registers,
+    });
+  }
+}
