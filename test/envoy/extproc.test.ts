@@ -179,13 +179,14 @@ describe("ext_proc: requests", () => {
       expect((json(r) as { error: { data: { reason: string } } }).error.data.reason).toBe(reason);
     }
     const ok = { status: 200, headers: { "content-type": "application/json" }, body: jsonResult(1, {}) };
-    for (const headers of [
+    const accepted: Record<string, string>[] = [
       { accept: "*/*" },
       { accept: "text/event-stream" },
       { accept: "application/json" },
       { accept: "" },
       { "content-type": "Application/JSON; charset=utf-8" },
-    ]) {
+    ];
+    for (const headers of accepted) {
       const r = await gw.client.exchange(post(body, headers), () => ok);
       expect(r.response.status, JSON.stringify(headers)).toBe(200);
     }
