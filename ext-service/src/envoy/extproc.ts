@@ -29,15 +29,18 @@ type Phase = "request_headers" | "request_body" | "response_headers" | "response
  * body mode left unset means NONE), so every field is spelled out.
  */
 function modeOverride(responseBody: BodySendMode): ProcessingMode {
-  return {
+  return Object.freeze({
     request_header_mode: "SEND",
     request_body_mode: "BUFFERED",
     request_trailer_mode: "SKIP",
     response_header_mode: "SEND",
     response_body_mode: responseBody,
     response_trailer_mode: "SKIP",
-  };
+  });
 }
+const OVERRIDE_BUFFERED = modeOverride("BUFFERED");
+const OVERRIDE_STREAMED = modeOverride("STREAMED");
+const OVERRIDE_NONE = modeOverride("NONE");
 
 function toBuffer(bytes: Uint8Array | undefined): Buffer {
   if (bytes === undefined) return EMPTY;
@@ -215,16 +218,15 @@ export class ProcessStream {
     this.phase = "response_body";
     if (msg.end_of_stream) return this.finishResponse({ response_headers: { response: {} } });
     const mode = this.transformer.mode;
-    const bodyMode: BodySendMode = mode === "json" ? "BUFFERED" : mode === "sse" ? "STREAMED" : "NONE";
-    const reply: ProcessingResponse = {
+    if (mode === "passthrough") {
+      // Nothing more will come for a body that is not inspected: this is the last reply.
+      // (Chunks that still arrive, if Envoy ignored the override, pass through unchanged.)
+      return this.finishResponse({ response_headers: { response: {} }, mode_override: OVERRIDE_NONE }, false);
+    }
+    return {
       response_headers: { response: {} },
-      mode_override: modeOverride(bodyMode),
-      dynamic_metadata: this.gatewayMetadata(),
+      mode_override: mode === "json" ? OVERRIDE_BUFFERED : OVERRIDE_STREAMED,
     };
-    // Nothing more will come for a body that is not inspected: the exchange is complete.
-    // (Chunks that still arrive, if Envoy ignored the override, pass through unchanged.)
-    if (bodyMode === "NONE") this.ctx.audit.finish(exchange);
-    return reply;
   }
 
   private onResponseBody(msg: HttpBody): ProcessingResponse {
@@ -290,12 +292,14 @@ export class ProcessStream {
     return { body_mutation: { body: toBuffer(transformer.transformJson(whole) ?? whole) } };
   }
 
-  /** The last reply of a completed exchange: carries the access-log metadata; audit record. */
-  private finishResponse(reply: ProcessingResponse): ProcessingResponse {
-    this.phase = "done";
-    const exchange = this.exchange!;
+  /**
+   * The last reply of a completed exchange carries the access-log metadata (once: Envoy keeps
+   * it for the rest of the request); the audit record is written.
+   */
+  private finishResponse(reply: ProcessingResponse, done = true): ProcessingResponse {
+    if (done) this.phase = "done";
     reply.dynamic_metadata = this.gatewayMetadata();
-    this.ctx.audit.finish(exchange);
+    this.ctx.audit.finish(this.exchange!);
     return reply;
   }
 
