@@ -37,6 +37,27 @@ function healthCheck(address: string, service = ""): Promise<string> {
   });
 }
 
+/** grpc.health.v1 Watch on the whole server: every status received, until the stream ends. */
+function watchHealth(address: string): { statuses: string[]; ended: Promise<string[]> } {
+  const protos = envoyProtos();
+  const client = new protos.Health(address, credentials.createInsecure()) as unknown as {
+    Watch(req: { service: string }): NodeJS.EventEmitter;
+    close(): void;
+  };
+  const statuses: string[] = [];
+  const stream = client.Watch({ service: "" });
+  stream.on("data", (m: { status: string }) => statuses.push(m.status));
+  const ended = new Promise<string[]>((resolve) => {
+    const done = () => {
+      client.close();
+      resolve(statuses);
+    };
+    stream.on("end", done);
+    stream.on("error", done);
+  });
+  return { statuses, ended };
+}
+
 async function get(port: number, path: string): Promise<{ status: number; text: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
   return { status: res.status, text: await res.text() };
@@ -138,7 +159,11 @@ describe("graceful shutdown", () => {
     try {
       const token = await gw.token("support-bot");
       const { call, requestId } = await openInFlight(gw.client, token);
+      const watched = watchHealth(gw.service.grpcAddress);
+      await vi.waitFor(() => expect(watched.statuses).toEqual(["SERVING"]));
       const closed = gw.service.close(20_000);
+      // Watch streams hear NOT_SERVING and end, so they do not hold the shutdown up.
+      expect(await watched.ended).toEqual(["SERVING", "NOT_SERVING"]);
       expect(gw.service.health.serving).toBe(false);
       expect((await get(gw.service.adminPort, "/readyz")).status).toBe(503);
       const late = new EnvoyRoleClient(gw.service.grpcAddress);

@@ -323,10 +323,14 @@ export class EnvoyRoleClient {
     for (const name of ok?.headers_to_remove ?? []) {
       if (!name.startsWith(":") && name.toLowerCase() !== "host") delete requestHeaders[name.toLowerCase()];
     }
-    if (check.dynamic_metadata) result.authzMetadata = fromStruct(check.dynamic_metadata);
+    // Envoy stores ext_authz's metadata under its namespace, adding the call's duration.
+    const stored = check.dynamic_metadata?.fields
+      ? { fields: { ...check.dynamic_metadata.fields, ext_authz_duration: { numberValue: 1 } } }
+      : undefined;
+    if (stored) result.authzMetadata = fromStruct(stored);
     const metadataContext =
-      this.options.forwardAuthzMetadata && check.dynamic_metadata
-        ? { filter_metadata: { [EXT_AUTHZ_NAMESPACE]: check.dynamic_metadata } }
+      this.options.forwardAuthzMetadata && stored
+        ? { filter_metadata: { [EXT_AUTHZ_NAMESPACE]: stored } }
         : undefined;
 
     const call = this.openProcess();
