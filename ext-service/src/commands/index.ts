@@ -1,6 +1,7 @@
 import type { Command } from "../cli.js";
 import { registryCommand } from "./registry.js";
+import { serveCommand } from "./serve.js";
 import { tokenCommand } from "./token.js";
 import { validateCommand } from "./validate.js";
 
-export const commands: Command[] = [validateCommand, tokenCommand, registryCommand];
+export const commands: Command[] = [serveCommand, validateCommand, tokenCommand, registryCommand];

@@ -1,0 +1,76 @@
+import type { Command } from "../cli.js";
+import { UsageError } from "../cli.js";
+import { loadEngine } from "../config/compile.js";
+import { startExtService } from "../envoy/server.js";
+import { createLogger } from "../telemetry/logger.js";
+
+export { startExtService, type ExtService, type ExtServiceOptions } from "../envoy/server.js";
+
+function portOption(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const port = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || port > 65535) {
+    throw new UsageError(`${name} '${String(value)}' is not a port number (0-65535)`);
+  }
+  return port;
+}
+
+export const serveCommand: Command = {
+  name: "serve",
+  summary: "Run the ext-service for Envoy: ext_authz and ext_proc over gRPC, admin HTTP",
+  usage: `Usage: mcp-gateway serve --config <gateway.yaml> [--grpc-port N] [--admin-port N]
+
+Serves Envoy's external authorization (envoy.service.auth.v3.Authorization) and external
+processing (envoy.service.ext_proc.v3.ExternalProcessor) APIs plus grpc.health.v1.Health on one
+gRPC port (listen.grpc, default 9001), and /metrics, /healthz, /readyz on the admin port
+(listen.admin, default 9901). Port 0 picks a free port; the bound ports are printed on start.
+
+On SIGTERM or SIGINT: readiness and gRPC health turn NOT_SERVING, no new streams are accepted,
+in-flight streams may finish until shutdownGrace (default 10s), then the process exits 0.
+A second signal stops at once.`,
+  options: {
+    config: { type: "string", short: "c" },
+    "grpc-port": { type: "string" },
+    "admin-port": { type: "string" },
+  },
+  async run(values) {
+    const file = values.config;
+    if (typeof file !== "string") throw new UsageError("--config is required");
+    const grpcPort = portOption(values["grpc-port"], "--grpc-port");
+    const adminPort = portOption(values["admin-port"], "--admin-port");
+    const { engine } = loadEngine(file);
+    const logger = createLogger(engine.config.logLevel);
+    const service = await startExtService({ engine, logger, grpcPort, adminPort });
+    const listen = engine.config.listen;
+    process.stdout.write(
+      `mcp-gateway serve: gRPC (ext_authz, ext_proc, health) on ${listen.grpc.host}:${service.grpcPort}, ` +
+        `admin on http://${listen.admin.host}:${service.adminPort}\n`,
+    );
+    logger.info({ grpc_port: service.grpcPort, admin_port: service.adminPort }, "ext-service started");
+
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          logger.warn({ signal }, "second signal: stopping now");
+          process.exit(1);
+        }
+        stopping = true;
+        logger.info({ signal }, "draining: finishing in-flight streams");
+        service.close().then(
+          () => {
+            logger.info("ext-service stopped");
+            resolve();
+          },
+          (err: unknown) => {
+            logger.error({ err }, "shutdown failed");
+            resolve();
+          },
+        );
+      };
+      process.on("SIGTERM", onSignal);
+      process.on("SIGINT", onSignal);
+    });
+    return 0;
+  },
+};

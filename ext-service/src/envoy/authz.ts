@@ -1,0 +1,122 @@
+import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import type { HttpReply } from "../policy/engine.js";
+import { secondsSince, type AdapterContext } from "./context.js";
+import { authzHeader, headerMapToRecord } from "./headers.js";
+import { envoyProtos } from "./protos.js";
+import { encodeAuthzMetadata } from "./principal.js";
+import type { CheckRequest, CheckResponse } from "./types.js";
+
+/** google.rpc codes for CheckResponse.status. Envoy forwards on 0 and answers locally on anything else. */
+const GrpcCode = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  INTERNAL: 13,
+  UNAUTHENTICATED: 16,
+} as const;
+
+function grpcCodeFor(status: number): number {
+  switch (status) {
+    case 401:
+      return GrpcCode.UNAUTHENTICATED;
+    case 403:
+      return GrpcCode.PERMISSION_DENIED;
+    case 404:
+      return GrpcCode.NOT_FOUND;
+    case 400:
+      return GrpcCode.INVALID_ARGUMENT;
+    case 429:
+      return GrpcCode.RESOURCE_EXHAUSTED;
+    default:
+      // 5xx are internal errors; anything else (the 200 of the RFC 9728 metadata document) is
+      // still an answer the gateway gives itself, which Envoy only does for a non-zero code.
+      return status >= 500 ? GrpcCode.INTERNAL : GrpcCode.PERMISSION_DENIED;
+  }
+}
+
+/** The gateway answers the request itself: a denial, or the RFC 9728 metadata document. */
+export function deniedResponse(reply: HttpReply, reason: string | undefined): CheckResponse {
+  return {
+    status: { code: grpcCodeFor(reply.status), message: reason ?? `answered with ${reply.status}` },
+    denied_response: {
+      // Set explicitly: a missing status would make every answer a 403.
+      status: { code: envoyProtos().httpStatusName(reply.status) },
+      headers: Object.entries(reply.headers).map(([k, v]) => authzHeader(k, v)),
+      body: reply.body,
+    },
+  };
+}
+
+/**
+ * `envoy.service.auth.v3.Authorization/Check`: the header phase. Verifies the token, decides
+ * whether the agent may reach the server in the path, and on allow rewrites identity headers.
+ * It writes the audit record only for requests it answers itself; allowed requests are audited
+ * by ext_proc when their stream ends, so each HTTP request yields exactly one record.
+ */
+export function createCheckHandler(ctx: AdapterContext) {
+  const { engine, audit, logger, metrics } = ctx;
+
+  async function decide(request: CheckRequest): Promise<CheckResponse> {
+    const http = request.attributes?.request?.http;
+    const headers =
+      http?.headers && Object.keys(http.headers).length > 0
+        ? lowerCaseKeys(http.headers)
+        : headerMapToRecord(http?.header_map);
+    const method = http?.method || headers[":method"] || "";
+    const path = http?.path || headers[":path"] || "";
+    const exchange = engine.newExchange(method);
+    if (!http || method === "" || path === "") {
+      logger.error({ request_id: exchange.requestId }, "ext_authz: CheckRequest without HTTP attributes");
+      const reply = engine.rejection(exchange, "internal_error");
+      audit.finish(exchange, reply.status);
+      return deniedResponse(reply, "internal_error");
+    }
+    const admission = await engine.admit({ method, path, headers }, exchange);
+    if (!admission.ok) {
+      audit.finish(exchange, admission.reply.status);
+      return deniedResponse(admission.reply, exchange.reasons[0]);
+    }
+    const upstream = engine.upstreamHeaders(exchange, headers);
+    // Envoy applies ok_response.headers before headers_to_remove (and some versions the other
+    // way round): never remove a header we also set, or the agent's own x-mcp-agent would wipe
+    // ours. The overwrite already replaces any client-sent value of those two.
+    const remove = upstream.remove.filter((name) => !(name in upstream.set));
+    return {
+      status: { code: GrpcCode.OK },
+      ok_response: {
+        headers: Object.entries(upstream.set).map(([k, v]) => authzHeader(k, v)),
+        headers_to_remove: remove,
+      },
+      dynamic_metadata: encodeAuthzMetadata(admission.principal, exchange.requestId, admission.server),
+    };
+  }
+
+  return function check(
+    call: ServerUnaryCall<CheckRequest, CheckResponse>,
+    callback: sendUnaryData<CheckResponse>,
+  ): void {
+    const started = performance.now();
+    decide(call.request).then(
+      (response) => {
+        metrics.decisionSeconds.observe({ phase: "authz" }, secondsSince(started));
+        callback(null, response);
+      },
+      (err: unknown) => {
+        // A bug, not a verdict: logged in full, the agent sees a short JSON-RPC error (fail closed).
+        const exchange = engine.newExchange(call.request.attributes?.request?.http?.method ?? "");
+        logger.error({ err, request_id: exchange.requestId }, "ext_authz: check failed");
+        const reply = engine.rejection(exchange, "internal_error");
+        audit.finish(exchange, reply.status);
+        callback(null, deniedResponse(reply, "internal_error"));
+      },
+    );
+  };
+}
+
+function lowerCaseKeys(headers: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) out[k.toLowerCase()] = v;
+  return out;
+}

@@ -1,0 +1,21 @@
+import type { PolicyEngine } from "../policy/engine.js";
+import type { AuditTrail } from "../telemetry/audit.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
+
+/** What the Envoy adapters share: the policy core and telemetry. */
+export interface AdapterContext {
+  engine: PolicyEngine;
+  audit: AuditTrail;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+/** Dynamic metadata namespace ext_authz results are stored under by Envoy. */
+export const EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz";
+/** Dynamic metadata namespace ext_proc writes for access logs (`%DYNAMIC_METADATA(mcp_gateway:method)%`). */
+export const GATEWAY_NAMESPACE = "mcp_gateway";
+
+export function secondsSince(start: number): number {
+  return (performance.now() - start) / 1000;
+}

@@ -1,0 +1,374 @@
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import type { HttpReply } from "../policy/engine.js";
+import type { Exchange } from "../policy/exchange.js";
+import { postMediaViolation } from "../policy/media.js";
+import type { ResponseTransformer } from "../policy/response.js";
+import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
+import { headerMapToRecord, rawHeader } from "./headers.js";
+import { decodeAuthzMetadata } from "./principal.js";
+import { envoyProtos } from "./protos.js";
+import { toStruct } from "./struct.js";
+import type {
+  BodySendMode,
+  CommonResponse,
+  HttpBody,
+  HttpHeaders,
+  ProcessingMode,
+  ProcessingRequest,
+  ProcessingResponse,
+  Struct,
+} from "./types.js";
+
+const EMPTY = Buffer.alloc(0);
+
+/** Which message the stream expects next. */
+type Phase = "request_headers" | "request_body" | "response_headers" | "response_body" | "done";
+
+/**
+ * The processing mode sent back on response headers. Envoy applies an override as a whole (a
+ * body mode left unset means NONE), so every field is spelled out.
+ */
+function modeOverride(responseBody: BodySendMode): ProcessingMode {
+  return Object.freeze({
+    request_header_mode: "SEND",
+    request_body_mode: "BUFFERED",
+    request_trailer_mode: "SKIP",
+    response_header_mode: "SEND",
+    response_body_mode: responseBody,
+    response_trailer_mode: "SKIP",
+  });
+}
+const OVERRIDE_BUFFERED = modeOverride("BUFFERED");
+const OVERRIDE_STREAMED = modeOverride("STREAMED");
+const OVERRIDE_NONE = modeOverride("NONE");
+
+function toBuffer(bytes: Uint8Array | undefined): Buffer {
+  if (bytes === undefined) return EMPTY;
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * One `envoy.service.ext_proc.v3.ExternalProcessor/Process` stream, i.e. one HTTP request, as a
+ * state machine: request headers -> (buffered request body) -> response headers -> response body
+ * (one buffered message, or streamed chunks) -> done. Every message gets exactly one reply, in
+ * order; all handling is synchronous, so pipelined chunks are answered in the order they came.
+ * Anything out of order is answered with a 500 immediate response (fail closed), never a crash.
+ */
+export class ProcessStream {
+  private phase: Phase = "request_headers";
+  private exchange: Exchange | undefined;
+  private requestHeaders: Record<string, string> = {};
+  private transformer: ResponseTransformer | undefined;
+  private responseHadContentLength = false;
+  /** Set once an immediate response went out: Envoy stops listening, later messages are ignored. */
+  private answeredImmediately = false;
+  /** JSON body arriving STREAMED (mode override not honoured): held back until complete. */
+  private jsonChunks: Buffer[] | undefined;
+  private jsonBytes = 0;
+  private jsonFailed = false;
+  private closed = false;
+
+  constructor(private readonly ctx: AdapterContext) {}
+
+  /** Handles one message; returns the reply, or undefined when none is due. */
+  handle(request: ProcessingRequest): ProcessingResponse | undefined {
+    if (this.phase === "done") {
+      if (this.answeredImmediately) return undefined;
+      return this.protocolError(`'${request.request ?? "unknown"}' after the exchange ended`);
+    }
+    try {
+      switch (request.request) {
+        case "request_headers":
+          return this.onRequestHeaders(request.request_headers ?? {}, request);
+        case "request_body":
+          return this.onRequestBody(request.request_body ?? {});
+        case "response_headers":
+          return this.onResponseHeaders(request.response_headers ?? {});
+        case "response_body":
+          return this.onResponseBody(request.response_body ?? {});
+        case "request_trailers":
+          if (this.phase !== "request_body" && this.phase !== "response_headers")
+            return this.protocolError("request trailers out of order");
+          return { request_trailers: {} };
+        case "response_trailers":
+          if (this.phase !== "response_body") return this.protocolError("response trailers out of order");
+          return this.finishResponse({ response_trailers: {} });
+        default:
+          return this.protocolError("a message with no known request field");
+      }
+    } catch (err) {
+      const exchange = this.ensureExchange("");
+      this.ctx.logger.error({ err, request_id: exchange.requestId }, "ext_proc: internal error");
+      return this.immediate(this.ctx.engine.rejection(exchange, "internal_error"));
+    }
+  }
+
+  /** The gRPC stream ended (half-close, cancel or error): the audit record, if not yet written. */
+  close(cause: "end" | "cancelled" | "error"): void {
+    if (this.closed) return;
+    this.closed = true;
+    const exchange = this.exchange;
+    if (!exchange) return;
+    this.ctx.metrics.inflight.dec({ plane: "envoy" });
+    if (this.phase !== "done") {
+      this.ctx.logger.debug(
+        { request_id: exchange.requestId, cause, phase: this.phase },
+        "ext_proc: stream ended before the exchange completed",
+      );
+    }
+    this.ctx.audit.finish(exchange);
+  }
+
+  private ensureExchange(method: string, requestId?: string): Exchange {
+    if (!this.exchange) {
+      this.exchange = this.ctx.engine.newExchange(method, requestId);
+      this.ctx.metrics.inflight.inc({ plane: "envoy" });
+    }
+    return this.exchange;
+  }
+
+  private onRequestHeaders(msg: HttpHeaders, request: ProcessingRequest): ProcessingResponse {
+    if (this.phase !== "request_headers") return this.protocolError("a second request_headers message");
+    const { engine, logger } = this.ctx;
+    const headers = headerMapToRecord(msg.headers);
+    const method = headers[":method"] ?? "";
+    const path = headers[":path"] ?? "";
+    const authz = decodeAuthzMetadata(request.metadata_context);
+    const requestId =
+      headers["x-mcp-request-id"] || (typeof authz === "string" ? undefined : authz.requestId);
+    const exchange = this.ensureExchange(method, requestId || undefined);
+    if (typeof authz === "string") {
+      logger.error(
+        { request_id: exchange.requestId, problem: authz },
+        "ext_proc: no identity from ext_authz",
+      );
+      return this.immediate(engine.rejection(exchange, "internal_error"));
+    }
+    exchange.principal = authz.principal;
+    const route = engine.route(path);
+    if (route.kind !== "mcp" || route.server !== authz.server) {
+      logger.error(
+        { request_id: exchange.requestId, route: route.kind, authz_server: authz.server },
+        "ext_proc: the path does not match the server ext_authz admitted",
+      );
+      return this.immediate(engine.rejection(exchange, "internal_error"));
+    }
+    exchange.server = route.server;
+    this.requestHeaders = headers;
+    if (method === "POST") {
+      const violation = postMediaViolation(headers);
+      if (violation) return this.immediate(engine.rejection(exchange, violation));
+    }
+    if (msg.end_of_stream) {
+      // No body phase will follow. A POST without a body is still evaluated (and refused).
+      if (method === "POST") {
+        const denied = this.evaluateBody(EMPTY);
+        if (denied) return denied;
+      }
+      this.phase = "response_headers";
+    } else {
+      this.phase = "request_body";
+    }
+    return { request_headers: { response: {} } };
+  }
+
+  private onRequestBody(msg: HttpBody): ProcessingResponse {
+    if (this.phase !== "request_body") return this.protocolError("request_body out of order");
+    const exchange = this.exchange!;
+    if (!msg.end_of_stream) {
+      // STREAMED or BUFFERED_PARTIAL: forwarding chunks before the whole body is inspected
+      // would let unchecked requests through.
+      this.ctx.logger.error(
+        { request_id: exchange.requestId },
+        "ext_proc: request body must be sent BUFFERED (request_body_mode: BUFFERED)",
+      );
+      return this.immediate(this.ctx.engine.rejection(exchange, "internal_error"));
+    }
+    const body = toBuffer(msg.body);
+    if (exchange.httpMethod === "POST" || body.byteLength > 0) {
+      const denied = this.evaluateBody(body);
+      if (denied) return denied;
+    }
+    this.phase = "response_headers";
+    return { request_body: { response: {} } };
+  }
+
+  /** Runs the core on a request body; returns the immediate response when it does not forward. */
+  private evaluateBody(body: Buffer): ProcessingResponse | undefined {
+    const started = performance.now();
+    const verdict = this.ctx.engine.evaluateRequestBody(this.exchange!, body, this.requestHeaders);
+    this.ctx.metrics.decisionSeconds.observe({ phase: "request_body" }, secondsSince(started));
+    return verdict.action === "reply" ? this.immediate(verdict.reply) : undefined;
+  }
+
+  private onResponseHeaders(msg: HttpHeaders): ProcessingResponse {
+    if (this.phase !== "response_headers") {
+      return this.protocolError(
+        this.phase === "request_body"
+          ? "response headers before the request body was inspected"
+          : "response_headers out of order",
+      );
+    }
+    const exchange = this.exchange!;
+    const headers = headerMapToRecord(msg.headers);
+    const status = Number(headers[":status"]) || 0;
+    exchange.status = status;
+    this.responseHadContentLength = "content-length" in headers;
+    this.transformer = this.ctx.engine.responseTransformer(exchange, headers["content-type"], status);
+    this.phase = "response_body";
+    if (msg.end_of_stream) return this.finishResponse({ response_headers: { response: {} } });
+    const mode = this.transformer.mode;
+    if (mode === "passthrough") {
+      // Nothing more will come for a body that is not inspected: this is the last reply.
+      // (Chunks that still arrive, if Envoy ignored the override, pass through unchanged.)
+      return this.finishResponse({ response_headers: { response: {} }, mode_override: OVERRIDE_NONE }, false);
+    }
+    return {
+      response_headers: { response: {} },
+      mode_override: mode === "json" ? OVERRIDE_BUFFERED : OVERRIDE_STREAMED,
+    };
+  }
+
+  private onResponseBody(msg: HttpBody): ProcessingResponse {
+    if (this.phase !== "response_body") {
+      return this.protocolError(
+        this.phase === "response_headers"
+          ? "response body before response headers"
+          : "response_body out of order",
+      );
+    }
+    const transformer = this.transformer!;
+    const chunk = toBuffer(msg.body);
+    const eos = msg.end_of_stream === true;
+    let response: CommonResponse = {};
+    if (transformer.mode === "json") {
+      const started = performance.now();
+      response = this.jsonChunk(transformer, chunk, eos);
+      this.ctx.metrics.decisionSeconds.observe({ phase: "response" }, secondsSince(started));
+    } else if (transformer.mode === "sse") {
+      let out = transformer.push(chunk);
+      if (eos) {
+        const tail = transformer.end();
+        if (tail.byteLength > 0) out = Buffer.concat([out, tail]);
+      }
+      // Unchanged bytes pass as they are; anything else replaces this chunk (possibly with nothing).
+      if (!toBuffer(out).equals(chunk)) response = { body_mutation: { body: toBuffer(out) } };
+    }
+    const reply: ProcessingResponse = { response_body: { response } };
+    return eos ? this.finishResponse(reply) : reply;
+  }
+
+  /**
+   * A JSON response body. BUFFERED (the normal case) arrives as one message with end_of_stream;
+   * a changed body also fixes content-length in the same reply, or Envoy fails the request.
+   * Chunks (the filter ignored the BUFFERED override) are held back, each answered with an empty
+   * replacement, and the last chunk carries the whole transformed body.
+   */
+  private jsonChunk(transformer: ResponseTransformer, chunk: Buffer, eos: boolean): CommonResponse {
+    if (this.jsonChunks === undefined && eos) {
+      const out = transformer.transformJson(chunk);
+      if (out === undefined) return {};
+      const body = toBuffer(out);
+      return this.responseHadContentLength
+        ? {
+            header_mutation: { set_headers: [rawHeader("content-length", String(body.byteLength))] },
+            body_mutation: { body },
+          }
+        : { body_mutation: { body } };
+    }
+    if (this.jsonFailed) return { body_mutation: { body: EMPTY } };
+    (this.jsonChunks ??= []).push(chunk);
+    this.jsonBytes += chunk.byteLength;
+    if (this.jsonBytes > this.ctx.engine.limits.maxResponseBytes) {
+      // Over the inspection limit: the core answers with its error body, the rest is dropped.
+      this.jsonFailed = true;
+      const whole = Buffer.concat(this.jsonChunks);
+      this.jsonChunks = [];
+      return { body_mutation: { body: toBuffer(transformer.transformJson(whole) ?? EMPTY) } };
+    }
+    if (!eos) return { body_mutation: { body: EMPTY } };
+    const whole = Buffer.concat(this.jsonChunks);
+    this.jsonChunks = [];
+    return { body_mutation: { body: toBuffer(transformer.transformJson(whole) ?? whole) } };
+  }
+
+  /**
+   * The last reply of a completed exchange carries the access-log metadata (once: Envoy keeps
+   * it for the rest of the request); the audit record is written.
+   */
+  private finishResponse(reply: ProcessingResponse, done = true): ProcessingResponse {
+    if (done) this.phase = "done";
+    reply.dynamic_metadata = this.gatewayMetadata();
+    this.ctx.audit.finish(this.exchange!);
+    return reply;
+  }
+
+  private immediate(reply: HttpReply): ProcessingResponse {
+    const exchange = this.exchange!;
+    this.phase = "done";
+    this.answeredImmediately = true;
+    exchange.status = reply.status;
+    const response: ProcessingResponse = {
+      immediate_response: {
+        status: { code: envoyProtos().httpStatusName(reply.status) },
+        headers: { set_headers: Object.entries(reply.headers).map(([k, v]) => rawHeader(k, v)) },
+        body: Buffer.from(reply.body, "utf8"),
+        details: exchange.reasons[0] ?? "mcp_gateway",
+      },
+      dynamic_metadata: this.gatewayMetadata(),
+    };
+    this.ctx.audit.finish(exchange, reply.status);
+    return response;
+  }
+
+  private protocolError(problem: string): ProcessingResponse {
+    const exchange = this.ensureExchange("");
+    this.ctx.logger.error(
+      { request_id: exchange.requestId, problem, phase: this.phase },
+      "ext_proc: unexpected message from Envoy",
+    );
+    return this.immediate(this.ctx.engine.rejection(exchange, "internal_error"));
+  }
+
+  /** `mcp_gateway` namespace for Envoy's access log (needs `receiving_namespaces`). */
+  private gatewayMetadata(): Struct {
+    const e = this.exchange!;
+    return toStruct({
+      [GATEWAY_NAMESPACE]: {
+        request_id: e.requestId,
+        agent: e.principal?.agent ?? "",
+        server: e.server ?? "",
+        method: e.methods.join(","),
+        tool: e.tools.join(","),
+        decision: e.decision,
+        reasons: e.reasons.join(","),
+      },
+    });
+  }
+}
+
+/** The gRPC handler: one ProcessStream per call, torn down on end, cancel or error. */
+export function createProcessHandler(ctx: AdapterContext) {
+  return function process(call: ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void {
+    const stream = new ProcessStream(ctx);
+    call.on("data", (request: ProcessingRequest) => {
+      const reply = stream.handle(request);
+      if (reply === undefined || call.cancelled || call.destroyed) return;
+      try {
+        call.write(reply);
+      } catch (err) {
+        ctx.logger.debug({ err }, "ext_proc: write after the stream closed");
+      }
+    });
+    call.on("end", () => {
+      stream.close("end");
+      if (!call.destroyed) call.end();
+    });
+    call.on("cancelled", () => stream.close("cancelled"));
+    call.on("error", (err: Error) => {
+      ctx.logger.debug({ err }, "ext_proc: stream error");
+      stream.close("error");
+    });
+    call.on("close", () => stream.close("cancelled"));
+  };
+}

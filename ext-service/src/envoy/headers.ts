@@ -1,0 +1,34 @@
+import type { HeaderMap, HeaderValueOption } from "./types.js";
+
+/**
+ * Header conversions between Envoy's protos and the core's lower-case header map. The two
+ * filters differ: ext_proc carries values as bytes in `raw_value` and only reads `raw_value`
+ * back; ext_authz reads `value` (ARCHITECTURE.md section 5).
+ */
+
+/** ext_proc's HeaderMap as a lower-case map; repeated headers are joined with ", ". */
+export function headerMapToRecord(map: HeaderMap | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const h of map?.headers ?? []) {
+    const key = h.key.toLowerCase();
+    const value =
+      h.raw_value !== undefined && h.raw_value.length > 0
+        ? Buffer.from(h.raw_value.buffer, h.raw_value.byteOffset, h.raw_value.byteLength).toString("latin1")
+        : (h.value ?? "");
+    out[key] = key in out ? `${out[key]}, ${value}` : value;
+  }
+  return out;
+}
+
+/** Sets a header for ext_proc (raw_value), replacing any existing value. */
+export function rawHeader(key: string, value: string): HeaderValueOption {
+  return {
+    header: { key, raw_value: Buffer.from(value, "latin1") },
+    append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+  };
+}
+
+/** Sets a header for ext_authz (value), replacing any existing value: `append` set explicitly. */
+export function authzHeader(key: string, value: string): HeaderValueOption {
+  return { header: { key, value }, append: { value: false } };
+}

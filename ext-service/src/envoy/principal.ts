@@ -1,0 +1,62 @@
+import type { Principal } from "../policy/identity.js";
+import { EXT_AUTHZ_NAMESPACE } from "./context.js";
+import { fromStruct, toStruct } from "./struct.js";
+import type { Metadata, Struct } from "./types.js";
+
+/**
+ * The verified identity travels from ext_authz to ext_proc in Envoy's dynamic metadata: ext_authz
+ * returns it as CheckResponse.dynamic_metadata (Envoy stores it under `envoy.filters.http.ext_authz`),
+ * and the ext_proc filter forwards that namespace in ProcessingRequest.metadata_context when
+ * configured with `metadata_options.forwarding_namespaces.untyped: ["envoy.filters.http.ext_authz"]`.
+ */
+export interface AuthzMetadata {
+  principal: Principal;
+  requestId: string;
+  server: string;
+}
+
+export function encodeAuthzMetadata(principal: Principal, requestId: string, server: string): Struct {
+  return toStruct({
+    agent: principal.agent,
+    roles: [...principal.roles],
+    // A JSON string rather than a nested Struct: Struct numbers are doubles and would not
+    // round-trip every claim exactly.
+    claims: JSON.stringify(principal.claims),
+    issuer: principal.issuer ?? null,
+    anonymous: principal.anonymous,
+    request_id: requestId,
+    server,
+  });
+}
+
+/** Reads the metadata back; a string describes why it is missing or invalid (fail closed). */
+export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetadata | string {
+  const struct = metadata?.filter_metadata?.[EXT_AUTHZ_NAMESPACE];
+  if (!struct) return `no '${EXT_AUTHZ_NAMESPACE}' metadata (is forwarding_namespaces configured?)`;
+  const m = fromStruct(struct);
+  const { agent, roles, claims, issuer, anonymous, request_id: requestId, server } = m;
+  if (typeof agent !== "string" || agent === "") return "metadata: 'agent' missing";
+  if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) return "metadata: 'roles' invalid";
+  if (typeof anonymous !== "boolean") return "metadata: 'anonymous' missing";
+  if (issuer !== null && typeof issuer !== "string") return "metadata: 'issuer' invalid";
+  if (typeof requestId !== "string" || requestId === "") return "metadata: 'request_id' missing";
+  if (typeof server !== "string" || server === "") return "metadata: 'server' missing";
+  if (typeof claims !== "string") return "metadata: 'claims' missing";
+  let parsedClaims: unknown;
+  try {
+    parsedClaims = JSON.parse(claims);
+  } catch {
+    return "metadata: 'claims' is not JSON";
+  }
+  if (typeof parsedClaims !== "object" || parsedClaims === null || Array.isArray(parsedClaims)) {
+    return "metadata: 'claims' is not an object";
+  }
+  const principal: Principal = Object.freeze({
+    agent,
+    roles: Object.freeze(roles as string[]),
+    claims: Object.freeze(parsedClaims as Record<string, unknown>),
+    issuer: issuer ?? undefined,
+    anonymous,
+  });
+  return { principal, requestId, server };
+}

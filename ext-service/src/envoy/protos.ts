@@ -1,0 +1,106 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor } from "@grpc/grpc-js";
+import { loadSync, type EnumTypeDefinition, type PackageDefinition } from "@grpc/proto-loader";
+
+/**
+ * Envoy's gRPC services, loaded once from the .proto files that @grpc/grpc-js-xds ships (see
+ * proto/README.md). Messages are plain objects: field names snake_case as in Envoy's JSON
+ * (`raw_value`, `end_of_stream`), bytes as Buffer, enums as their names, no default values
+ * filled in, and each oneof reported by name (`response: "request_headers"`).
+ *
+ * One exception to snake_case: google.protobuf.Struct/Value come from protobufjs' built-in
+ * well-known types, whose fields are camelCase (`stringValue`, `structValue`); struct.ts
+ * converts them.
+ */
+
+export const AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization";
+export const EXTERNAL_PROCESSOR_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor";
+export const HEALTH_SERVICE = "grpc.health.v1.Health";
+
+const PROTO_FILES = [
+  "envoy/service/auth/v3/external_auth.proto",
+  "envoy/service/ext_proc/v3/external_processor.proto",
+  "grpc/health/v1/health.proto",
+];
+
+export interface EnvoyProtos {
+  definition: PackageDefinition;
+  Authorization: ServiceClientConstructor;
+  ExternalProcessor: ServiceClientConstructor;
+  Health: ServiceClientConstructor;
+  /** envoy.type.v3.StatusCode: enum name (as decoded) to HTTP status number, and back. */
+  httpStatusNumber(value: string | number | undefined): number;
+  httpStatusName(status: number): string | number;
+}
+
+/** Walks up from this module to the package root, which holds proto/ (works from src/ and dist/). */
+function ownProtoDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = join(dir, "proto");
+    if (existsSync(join(candidate, "grpc/health/v1/health.proto"))) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error("mcp-gateway: cannot find the proto/ directory of the package");
+    dir = parent;
+  }
+}
+
+function xdsDepsDir(): string {
+  const require = createRequire(import.meta.url);
+  // The package's main file is build/src/index.js; its .proto files live in deps/.
+  return join(dirname(require.resolve("@grpc/grpc-js-xds")), "..", "..", "deps");
+}
+
+function lookup(root: GrpcObject, name: string): ServiceClientConstructor {
+  let node: unknown = root;
+  for (const part of name.split(".")) node = (node as Record<string, unknown>)[part];
+  if (typeof node !== "function") throw new Error(`gRPC service ${name} missing from the loaded protos`);
+  return node as ServiceClientConstructor;
+}
+
+let loaded: EnvoyProtos | undefined;
+
+export function envoyProtos(): EnvoyProtos {
+  if (loaded) return loaded;
+  const deps = xdsDepsDir();
+  const definition = loadSync(PROTO_FILES, {
+    keepCase: true,
+    bytes: Buffer,
+    longs: Number,
+    enums: String,
+    defaults: false,
+    oneofs: true,
+    includeDirs: [
+      ownProtoDir(),
+      join(deps, "envoy-api"),
+      join(deps, "xds"),
+      join(deps, "googleapis"),
+      join(deps, "protoc-gen-validate"),
+    ],
+  });
+  const root = loadPackageDefinition(definition);
+  const statusEnum = definition["envoy.type.v3.StatusCode"] as EnumTypeDefinition;
+  const byName = new Map<string, number>();
+  const byNumber = new Map<number, string>();
+  for (const v of (statusEnum.type as { value: { name: string; number: number }[] }).value) {
+    byName.set(v.name, v.number);
+    byNumber.set(v.number, v.name);
+  }
+  loaded = {
+    definition,
+    Authorization: lookup(root, AUTHORIZATION_SERVICE),
+    ExternalProcessor: lookup(root, EXTERNAL_PROCESSOR_SERVICE),
+    Health: lookup(root, HEALTH_SERVICE),
+    httpStatusNumber(value) {
+      if (typeof value === "number") return value;
+      if (value === undefined) return 0;
+      return byName.get(value) ?? 0;
+    },
+    // Statuses outside Envoy's enum (e.g. 207) still encode: protobuf enums are open in proto3.
+    httpStatusName: (status) => byNumber.get(status) ?? status,
+  };
+  return loaded;
+}

@@ -1,0 +1,122 @@
+import type { Server as HttpServer } from "node:http";
+import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { durationMs } from "../config/schema.js";
+import type { PolicyEngine } from "../policy/engine.js";
+import { startAdminServer, boundPort } from "../telemetry/admin.js";
+import { AuditTrail } from "../telemetry/audit.js";
+import type { Logger } from "../telemetry/logger.js";
+import { Metrics } from "../telemetry/metrics.js";
+import { createCheckHandler } from "./authz.js";
+import type { AdapterContext } from "./context.js";
+import { createProcessHandler } from "./extproc.js";
+import { HealthService } from "./health.js";
+import { AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE, envoyProtos } from "./protos.js";
+
+export interface ExtServiceOptions {
+  engine: PolicyEngine;
+  logger: Logger;
+  /** Defaults: the config's listen.grpc / listen.admin; port 0 picks a free port. */
+  grpcHost?: string;
+  grpcPort?: number;
+  adminHost?: string;
+  adminPort?: number;
+  metrics?: Metrics;
+  /** How long close() lets in-flight streams finish; default the config's shutdownGrace. */
+  shutdownGraceMs?: number;
+}
+
+export interface ExtService {
+  grpcPort: number;
+  adminPort: number;
+  /** host:port for gRPC clients. */
+  grpcAddress: string;
+  metrics: Metrics;
+  health: HealthService;
+  /**
+   * Graceful stop: /readyz and gRPC health go NOT_SERVING, no new calls are accepted, in-flight
+   * streams may finish until the grace period ends, then the rest are cancelled.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+function bindGrpc(server: Server, host: string, port: number): Promise<number> {
+  const address = host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, ServerCredentials.createInsecure(), (err, bound) =>
+      err ? reject(err) : resolve(bound),
+    );
+  });
+}
+
+/** The ext-service: ext_authz + ext_proc + gRPC health on one port, admin HTTP on another. */
+export async function startExtService(options: ExtServiceOptions): Promise<ExtService> {
+  const { engine, logger } = options;
+  const listen = engine.config.listen;
+  const metrics = options.metrics ?? new Metrics();
+  const audit = new AuditTrail(logger, metrics, "envoy");
+  const ctx: AdapterContext = { engine, audit, logger, metrics };
+  const protos = envoyProtos();
+  const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
+  const limits = engine.limits;
+
+  const grpc = new Server({
+    // A buffered response body arrives as one message: allow the largest body the core inspects.
+    "grpc.max_receive_message_length": Math.max(limits.maxRequestBytes, limits.maxResponseBytes) + 65_536,
+  });
+  grpc.addService(protos.Authorization.service, {
+    Check: createCheckHandler(ctx),
+  } as UntypedServiceImplementation);
+  grpc.addService(protos.ExternalProcessor.service, {
+    Process: createProcessHandler(ctx),
+  } as UntypedServiceImplementation);
+  grpc.addService(protos.Health.service, health.handlers as unknown as UntypedServiceImplementation);
+
+  const grpcHost = options.grpcHost ?? listen.grpc.host;
+  const grpcPort = await bindGrpc(grpc, grpcHost, options.grpcPort ?? listen.grpc.port);
+  let admin: HttpServer;
+  try {
+    admin = await startAdminServer(
+      metrics,
+      { ready: () => health.serving },
+      options.adminHost ?? listen.admin.host,
+      options.adminPort ?? listen.admin.port,
+    );
+  } catch (err) {
+    grpc.forceShutdown();
+    throw err;
+  }
+
+  let closing: Promise<void> | undefined;
+  const graceDefault = options.shutdownGraceMs ?? durationMs(engine.config.shutdownGrace);
+  const close = (graceMs = graceDefault): Promise<void> => {
+    closing ??= (async () => {
+      health.drain();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          logger.warn({ grace_ms: graceMs }, "shutdown grace period over: cancelling remaining streams");
+          grpc.forceShutdown();
+          resolve();
+        }, graceMs);
+        grpc.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve) => {
+        admin.close(() => resolve());
+        admin.closeAllConnections();
+      });
+    })();
+    return closing;
+  };
+
+  const hostForClients = grpcHost === "0.0.0.0" || grpcHost === "::" ? "127.0.0.1" : grpcHost;
+  return {
+    grpcPort,
+    adminPort: boundPort(admin),
+    grpcAddress: `${hostForClients.includes(":") ? `[${hostForClients}]` : hostForClients}:${grpcPort}`,
+    metrics,
+    health,
+    close,
+  };
+}

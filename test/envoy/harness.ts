@@ -1,0 +1,153 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadEngine } from "../../ext-service/src/config/compile.js";
+import { ensureDevKeys, signDevToken, type TokenRequest } from "../../ext-service/src/config/devkeys.js";
+import { EnvoyRoleClient, type EnvoyRoleOptions } from "../../ext-service/src/envoy/envoy-role-client.js";
+import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
+import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
+import { createLogger } from "../../ext-service/src/telemetry/logger.js";
+import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+
+/** A test gateway: its own keys, config and registry in a temp dir; the real ext-service on port 0. */
+
+export const GATEWAY_YAML = `registry: registry.yaml
+publicUrl: https://gateway.test
+auth:
+  mode: required
+  issuers:
+    - issuer: mcp-gateway-dev
+      audiences: [mcp-gateway]
+      jwks: { file: keys/jwks.json }
+      algorithms: [ES256]
+      trustTokenRoles: false
+roles:
+  support:
+    rules:
+      - effect: allow
+        tools: ["tickets/*"]
+        prompts: ["tickets/*"]
+      - effect: deny
+        tools: ["tickets/delete_ticket"]
+  reader:
+    rules:
+      - effect: allow
+        tools: ["kb/*"]
+agents:
+  support-bot: { roles: [support] }
+  research-bot: { roles: [reader] }
+  idle-bot: { roles: [] }
+limits:
+  maxRequestBytes: 4096
+  maxResponseBytes: 65536
+  maxBatchSize: 3
+  maxJsonDepth: 8
+  maxSseEventBytes: 2048
+shutdownGrace: 2s
+logLevel: debug
+`;
+
+export const REGISTRY_YAML = `version: "test-1"
+servers:
+  - name: tickets
+    upstreams: ["http://127.0.0.1:1/mcp"]
+    tools:
+      - name: list_tickets
+        description: List tickets.
+      - name: get_ticket
+        description: Fetch one ticket.
+        inputSchema: { type: object, properties: { id: { type: string } }, required: [id] }
+      - name: delete_ticket
+        description: Delete a ticket.
+  - name: kb
+    upstreams: ["http://127.0.0.1:2/mcp"]
+    tools:
+      - name: search_articles
+        description: Search articles.
+`;
+
+/** Collects pino's JSON lines so tests can read audit records and check what was logged. */
+export class LogCapture {
+  readonly lines: string[] = [];
+  write(line: string): void {
+    this.lines.push(line);
+  }
+  records(): Record<string, unknown>[] {
+    return this.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+  audits(): Record<string, unknown>[] {
+    return this.records().filter((r) => r.audit === true);
+  }
+  auditsFor(requestId: string): Record<string, unknown>[] {
+    return this.audits().filter((r) => r.request_id === requestId);
+  }
+  text(): string {
+    return this.lines.join("");
+  }
+}
+
+export interface Gateway {
+  dir: string;
+  engine: PolicyEngine;
+  service: ExtService;
+  logs: LogCapture;
+  client: EnvoyRoleClient;
+  token(subject: string, extra?: Omit<TokenRequest, "subject">): Promise<string>;
+  newClient(options?: EnvoyRoleOptions): EnvoyRoleClient;
+  close(): Promise<void>;
+}
+
+export async function startGateway(options: { clientOptions?: EnvoyRoleOptions } = {}): Promise<Gateway> {
+  const dir = mkdtempSync(join(tmpdir(), "mcp-gateway-envoy-"));
+  const keys = await ensureDevKeys(join(dir, "keys"));
+  writeFileSync(join(dir, "gateway.yaml"), GATEWAY_YAML);
+  writeFileSync(join(dir, "registry.yaml"), REGISTRY_YAML);
+  const { engine } = loadEngine(join(dir, "gateway.yaml"));
+  const logs = new LogCapture();
+  const logger = createLogger("debug", logs);
+  const service = await startExtService({
+    engine,
+    logger,
+    grpcHost: "127.0.0.1",
+    grpcPort: 0,
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+    metrics: new Metrics(false),
+  });
+  const clients: EnvoyRoleClient[] = [];
+  const newClient = (clientOptions?: EnvoyRoleOptions) => {
+    const c = new EnvoyRoleClient(service.grpcAddress, clientOptions);
+    clients.push(c);
+    return c;
+  };
+  const client = newClient(options.clientOptions);
+  return {
+    dir,
+    engine,
+    service,
+    logs,
+    client,
+    newClient,
+    token: (subject, extra = {}) => signDevToken(keys.privateJwk, { subject, ...extra }),
+    async close() {
+      for (const c of clients) c.close();
+      await service.close(1000);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const MCP_POST_HEADERS = {
+  "content-type": "application/json",
+  accept: "application/json, text/event-stream",
+  "mcp-protocol-version": "2025-06-18",
+  "mcp-session-id": "session-1",
+};
+
+export function toolsCall(id: number | string, name: string, args: Record<string, unknown> = {}) {
+  return { jsonrpc: "2.0", id, method: "tools/call", params: { name, arguments: args } };
+}
+
+export function jsonResult(id: number | string, result: unknown) {
+  return JSON.stringify({ jsonrpc: "2.0", id, result });
+}
