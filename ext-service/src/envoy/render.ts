@@ -67,15 +67,24 @@ function parseUpstreams(server: RegistryServer, index: number, file: string): Up
     const url = new URL(raw);
     const scheme = url.protocol.slice(0, -1);
     if (scheme !== "http" && scheme !== "https") {
-      problems.push({ ...where, message: `scheme '${scheme}' is not supported for Envoy (use http or https)` });
+      problems.push({
+        ...where,
+        message: `scheme '${scheme}' is not supported for Envoy (use http or https)`,
+      });
       return;
     }
     if (url.username || url.password) {
-      problems.push({ ...where, message: "credentials in the URL are not supported; the gateway injects identity" });
+      problems.push({
+        ...where,
+        message: "credentials in the URL are not supported; the gateway injects identity",
+      });
       return;
     }
     if (url.search || url.hash) {
-      problems.push({ ...where, message: "a query or fragment cannot be expressed as an Envoy path rewrite" });
+      problems.push({
+        ...where,
+        message: "a query or fragment cannot be expressed as an Envoy path rewrite",
+      });
       return;
     }
     const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -87,7 +96,10 @@ function parseUpstreams(server: RegistryServer, index: number, file: string): Up
   upstreams.forEach((u, j) => {
     const where = { file, path: `servers[${index}].upstreams[${j}]` };
     if (u.scheme !== first.scheme)
-      problems.push({ ...where, message: `mixes ${first.scheme} and ${u.scheme}: one Envoy cluster has one transport` });
+      problems.push({
+        ...where,
+        message: `mixes ${first.scheme} and ${u.scheme}: one Envoy cluster has one transport`,
+      });
     else if (u.path !== first.path)
       problems.push({
         ...where,
@@ -123,7 +135,9 @@ function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: Lo
     name,
     type,
     connect_timeout: "2s",
-    ...(type === "STATIC" ? {} : { dns_lookup_family: "V4_PREFERRED", dns_refresh_rate: "5s", respect_dns_ttl: true }),
+    ...(type === "STATIC"
+      ? {}
+      : { dns_lookup_family: "V4_PREFERRED", dns_refresh_rate: "5s", respect_dns_ttl: true }),
     lb_policy: "LEAST_REQUEST",
     load_assignment: {
       cluster_name: name,
@@ -193,7 +207,9 @@ function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: Lo
           : { explicit_http_config: { http_protocol_options: {} } }),
       },
     },
-    upstream_connection_options: { tcp_keepalive: { keepalive_time: 60, keepalive_interval: 10, keepalive_probes: 3 } },
+    upstream_connection_options: {
+      tcp_keepalive: { keepalive_time: 60, keepalive_interval: 10, keepalive_probes: 3 },
+    },
   };
   if (tls) {
     cluster.transport_socket = {
@@ -241,7 +257,11 @@ function serverRoutes(server: RegistryServer, upstream: Upstream, loaded: Loaded
       // GET opens the server-to-client SSE stream: no deadline, a long idle allowance.
       name: `${server.name}-get`,
       match: method("GET"),
-      route: routeAction(cluster, upstream.path, { timeout: "0s", idle_timeout: "3600s", retry_policy: safeRetry }),
+      route: routeAction(cluster, upstream.path, {
+        timeout: "0s",
+        idle_timeout: "3600s",
+        retry_policy: safeRetry,
+      }),
     },
     {
       name: `${server.name}-delete`,
@@ -271,7 +291,11 @@ export function tokenBucket(requestsPerSecond: number, burst: number): Obj {
   if (requestsPerSecond >= 1) {
     return { max_tokens: burst, tokens_per_fill: Math.round(requestsPerSecond), fill_interval: "1s" };
   }
-  return { max_tokens: burst, tokens_per_fill: 1, fill_interval: seconds(Math.round(1000 / requestsPerSecond)) };
+  return {
+    max_tokens: burst,
+    tokens_per_fill: 1,
+    fill_interval: seconds(Math.round(1000 / requestsPerSecond)),
+  };
 }
 
 function localRateLimit(loaded: LoadedConfig): Obj {
@@ -321,7 +345,9 @@ function renderRoutes(servers: { server: RegistryServer; upstream: Upstream }[],
         domains: ["*"],
         routes,
         // The descriptor the local rate limit filter matches: the agent ext_authz verified.
-        rate_limits: [{ actions: [{ request_headers: { header_name: AGENT_HEADER, descriptor_key: "agent" } }] }],
+        rate_limits: [
+          { actions: [{ request_headers: { header_name: AGENT_HEADER, descriptor_key: "agent" } }] },
+        ],
         typed_per_filter_config: { [LOCAL_RATELIMIT_FILTER]: localRateLimit(loaded) },
       },
     ],
