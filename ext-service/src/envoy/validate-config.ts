@@ -581,7 +581,7 @@ class Decoder {
     const wrapped = WRAPPERS[name];
     if (wrapped) {
       const problem = this.scalarProblem(wrapped, value);
-      if (problem) this.error(path, `${problem} (${name} is written as a plain value)`);
+      if (problem) this.error(path, isObj(value) ? `${problem} (${name} is written as a plain value)` : problem);
       return true;
     }
     switch (name) {
