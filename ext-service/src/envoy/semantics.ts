@@ -96,7 +96,9 @@ function routeMethods(route: Obj): string[] | "any" {
   if (typeof sm.exact === "string") return [sm.exact.toUpperCase()];
   const regex = obj(sm.safe_regex).regex;
   if (typeof regex === "string") {
-    return ["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD"].filter((m) => new RegExp(regex).test(m));
+    return ["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD"].filter((m) =>
+      new RegExp(regex).test(m),
+    );
   }
   return "any";
 }
@@ -111,7 +113,8 @@ function watchedPath(source: unknown): { path?: string; dir?: string } {
   const p = obj(obj(source).path_config_source);
   return {
     path: typeof p.path === "string" ? p.path : undefined,
-    dir: typeof obj(p.watched_directory).path === "string" ? String(obj(p.watched_directory).path) : undefined,
+    dir:
+      typeof obj(p.watched_directory).path === "string" ? String(obj(p.watched_directory).path) : undefined,
   };
 }
 
@@ -125,13 +128,22 @@ function withoutListenerSpecifics(config: Obj): string {
 
 export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
   const problems: EnvoyProblem[] = [];
-  const add = (path: string, message: string) => problems.push({ path, message });
+  const seen = new Set<string>();
+  // Both MCP listeners share the route configuration: report each problem once.
+  const add = (path: string, message: string) => {
+    const key = `${path}\n${message}`;
+    if (!seen.has(key)) problems.push({ path, message });
+    seen.add(key);
+  };
   const { bootstrap } = input;
 
   // Admin on loopback only.
   const adminAddress = obj(obj(obj(bootstrap.admin).address).socket_address).address;
   if (bootstrap.admin !== undefined && adminAddress !== "127.0.0.1" && adminAddress !== "::1") {
-    add("admin.address.socket_address.address", `admin must bind 127.0.0.1 (found '${String(adminAddress)}')`);
+    add(
+      "admin.address.socket_address.address",
+      `admin must bind 127.0.0.1 (found '${String(adminAddress)}')`,
+    );
   }
 
   const staticClusters = list(obj(bootstrap.static_resources).clusters).map(obj);
@@ -149,7 +161,10 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       obj(ext.typed_extension_protocol_options)["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"],
     );
     if (!isObj(obj(options.explicit_http_config).http2_protocol_options))
-      add(`${extPath}.typed_extension_protocol_options`, "gRPC needs explicit HTTP/2 (http2_protocol_options)");
+      add(
+        `${extPath}.typed_extension_protocol_options`,
+        "gRPC needs explicit HTTP/2 (http2_protocol_options)",
+      );
     if (!list(ext.health_checks).some((h) => isObj(obj(h).grpc_health_check)))
       add(`${extPath}.health_checks`, "the ext-service must be health-checked with grpc_health_check");
     if (!isObj(ext.circuit_breakers)) add(`${extPath}.circuit_breakers`, "circuit breakers are required");
@@ -167,9 +182,12 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
   const routeConfigByName = new Map(input.routeConfigurations.map((rc) => [String(rc.name), rc]));
   const allRoutes: RouteRef[] = [];
   hcms.forEach((h) => {
-    if (isObj(h.config.route_config)) allRoutes.push(...routesOf(h.config.route_config, `${h.path}.route_config`));
+    if (isObj(h.config.route_config))
+      allRoutes.push(...routesOf(h.config.route_config, `${h.path}.route_config`));
   });
-  input.routeConfigurations.forEach((rc) => allRoutes.push(...routesOf(rc, `${ROUTES_FILE}:${String(rc.name)}`)));
+  input.routeConfigurations.forEach((rc) =>
+    allRoutes.push(...routesOf(rc, `${ROUTES_FILE}:${String(rc.name)}`)),
+  );
 
   for (const h of mcpHcms) {
     const rds = obj(h.config.rds);
@@ -177,7 +195,11 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
     if (!source.path?.endsWith(`/${ROUTES_FILE}`) || source.dir !== cds.dir)
       add(`${h.path}.rds.config_source`, `RDS must read ${ROUTES_FILE} from the CDS watched directory`);
     const rc = routeConfigByName.get(String(rds.route_config_name));
-    if (!rc) add(`${h.path}.rds.route_config_name`, `no rendered route configuration '${String(rds.route_config_name)}'`);
+    if (!rc)
+      add(
+        `${h.path}.rds.route_config_name`,
+        `no rendered route configuration '${String(rds.route_config_name)}'`,
+      );
 
     // Filter order.
     const filters = list(h.config.http_filters).map(obj);
@@ -190,19 +212,35 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
     }
     const filter = (type: string) => {
       const i = types.indexOf(type);
-      return i < 0 ? undefined : { path: `${h.path}.http_filters[${i}]`, filter: filters[i]!, config: obj(filters[i]!.typed_config) };
+      return i < 0
+        ? undefined
+        : {
+            path: `${h.path}.http_filters[${i}]`,
+            filter: filters[i]!,
+            config: obj(filters[i]!.typed_config),
+          };
     };
 
     const authz = filter(EXPECTED_FILTERS[0]!);
     if (authz) {
       const c = authz.config;
       const cluster = obj(obj(c.grpc_service).envoy_grpc).cluster_name;
-      if (cluster !== EXT_SERVICE_CLUSTER) add(`${authz.path}.typed_config.grpc_service`, `ext_authz must call '${EXT_SERVICE_CLUSTER}'`);
-      if (c.failure_mode_allow === true) add(`${authz.path}.typed_config.failure_mode_allow`, "ext_authz must fail closed");
-      if (c.transport_api_version !== "V3") add(`${authz.path}.typed_config.transport_api_version`, "must be V3");
-      if (c.with_request_body !== undefined) add(`${authz.path}.typed_config.with_request_body`, "ext_authz is headers only; bodies go to ext_proc");
+      if (cluster !== EXT_SERVICE_CLUSTER)
+        add(`${authz.path}.typed_config.grpc_service`, `ext_authz must call '${EXT_SERVICE_CLUSTER}'`);
+      if (c.failure_mode_allow === true)
+        add(`${authz.path}.typed_config.failure_mode_allow`, "ext_authz must fail closed");
+      if (c.transport_api_version !== "V3")
+        add(`${authz.path}.typed_config.transport_api_version`, "must be V3");
+      if (c.with_request_body !== undefined)
+        add(
+          `${authz.path}.typed_config.with_request_body`,
+          "ext_authz is headers only; bodies go to ext_proc",
+        );
       if (authz.filter.name !== "envoy.filters.http.ext_authz")
-        add(`${authz.path}.name`, "must be 'envoy.filters.http.ext_authz' (the ext-service reads metadata under that namespace)");
+        add(
+          `${authz.path}.name`,
+          "must be 'envoy.filters.http.ext_authz' (the ext-service reads metadata under that namespace)",
+        );
     }
 
     const proc = filter(EXPECTED_FILTERS[2]!);
@@ -213,7 +251,8 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       if (obj(obj(c.grpc_service).envoy_grpc).cluster_name !== EXT_SERVICE_CLUSTER)
         add(`${p}.grpc_service`, `ext_proc must call '${EXT_SERVICE_CLUSTER}'`);
       if (c.failure_mode_allow === true) add(`${p}.failure_mode_allow`, "ext_proc must fail closed");
-      if (c.allow_mode_override !== true) add(`${p}.allow_mode_override`, "must be true (response body mode is chosen per response)");
+      if (c.allow_mode_override !== true)
+        add(`${p}.allow_mode_override`, "must be true (response body mode is chosen per response)");
       const mode = obj(c.processing_mode);
       const expected: Record<string, string> = {
         request_header_mode: "SEND",
@@ -224,7 +263,8 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
         response_trailer_mode: "SKIP",
       };
       for (const [k, v] of Object.entries(expected)) {
-        if (mode[k] !== v) add(`${p}.processing_mode.${k}`, `must be ${v} (found ${String(mode[k] ?? "unset")})`);
+        if (mode[k] !== v)
+          add(`${p}.processing_mode.${k}`, `must be ${v} (found ${String(mode[k] ?? "unset")})`);
       }
       const md = obj(c.metadata_options);
       if (!list(obj(md.forwarding_namespaces).untyped).includes("envoy.filters.http.ext_authz"))
@@ -243,7 +283,10 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       if (rc) {
         for (const { path, route } of routesOf(rc, `${ROUTES_FILE}:${String(rc.name)}`)) {
           const action = obj(route.route);
-          limits.push([`${path}.route.timeout`, action.timeout], [`${path}.route.idle_timeout`, action.idle_timeout]);
+          limits.push(
+            [`${path}.route.timeout`, action.timeout],
+            [`${path}.route.idle_timeout`, action.idle_timeout],
+          );
         }
       }
       for (const [path, value] of limits) {
@@ -260,23 +303,33 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
         const v = obj(vh);
         const vp = `${ROUTES_FILE}:${String(rc.name)}.virtual_hosts[${i}]`;
         const perRoute = obj(obj(v.typed_per_filter_config)[String(rl.filter.name)]);
-        if (!isObj(perRoute.token_bucket)) add(`${vp}.typed_per_filter_config`, `no token bucket for filter '${String(rl.filter.name)}'`);
-        const actions = list(v.rate_limits).flatMap((r) => list(obj(r).actions)).map((a) => obj(obj(a).request_headers));
+        if (!isObj(perRoute.token_bucket))
+          add(`${vp}.typed_per_filter_config`, `no token bucket for filter '${String(rl.filter.name)}'`);
+        const actions = list(v.rate_limits)
+          .flatMap((r) => list(obj(r).actions))
+          .map((a) => obj(obj(a).request_headers));
         const action = actions.find((a) => a.header_name === AGENT_HEADER);
         if (!action) add(`${vp}.rate_limits`, `no descriptor from the ${AGENT_HEADER} header`);
         for (const d of list(perRoute.descriptors)) {
           for (const e of list(obj(d).entries)) {
             if (action && obj(e).key !== action.descriptor_key)
-              add(`${vp}.typed_per_filter_config`, `descriptor key '${String(obj(e).key)}' is not '${String(action.descriptor_key)}'`);
+              add(
+                `${vp}.typed_per_filter_config`,
+                `descriptor key '${String(obj(e).key)}' is not '${String(action.descriptor_key)}'`,
+              );
           }
         }
         if (input.gateway) {
-          const agents = new Set(list(perRoute.descriptors).flatMap((d) => list(obj(d).entries).map((e) => obj(e).value)));
+          const agents = new Set(
+            list(perRoute.descriptors).flatMap((d) => list(obj(d).entries).map((e) => obj(e).value)),
+          );
           for (const agent of Object.keys(input.gateway.agents))
-            if (!agents.has(agent)) add(`${vp}.typed_per_filter_config`, `agent '${agent}' has no token bucket`);
+            if (!agents.has(agent))
+              add(`${vp}.typed_per_filter_config`, `agent '${agent}' has no token bucket`);
         }
       });
-      if (rl.filter.name !== LOCAL_RATELIMIT_FILTER) add(`${rl.path}.name`, `must be '${LOCAL_RATELIMIT_FILTER}'`);
+      if (rl.filter.name !== LOCAL_RATELIMIT_FILTER)
+        add(`${rl.path}.name`, `must be '${LOCAL_RATELIMIT_FILTER}'`);
     }
 
     // Envoy's own error replies: JSON-RPC errors matching the reason table.
@@ -296,9 +349,15 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       const limit = Number(h.listener.per_connection_buffer_limit_bytes ?? 1_048_576);
       const { maxRequestBytes, maxResponseBytes } = input.gateway.limits;
       if (limit < maxRequestBytes)
-        add(`${h.path}`, `listener buffer ${limit} is below limits.maxRequestBytes ${maxRequestBytes}: Envoy would 413 first`);
+        add(
+          `${h.path}`,
+          `listener buffer ${limit} is below limits.maxRequestBytes ${maxRequestBytes}: Envoy would 413 first`,
+        );
       if (limit < maxResponseBytes)
-        add(`${h.path}`, `listener buffer ${limit} is below limits.maxResponseBytes ${maxResponseBytes}: Envoy would 500 first`);
+        add(
+          `${h.path}`,
+          `listener buffer ${limit} is below limits.maxResponseBytes ${maxResponseBytes}: Envoy would 500 first`,
+        );
     }
   }
 
@@ -307,7 +366,10 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
     const first = withoutListenerSpecifics(mcpHcms[0]!.config);
     for (const h of mcpHcms.slice(1)) {
       if (withoutListenerSpecifics(h.config) !== first)
-        add(h.path, `differs from ${mcpHcms[0]!.path} (only stat_prefix and the access log's listener may differ)`);
+        add(
+          h.path,
+          `differs from ${mcpHcms[0]!.path} (only stat_prefix and the access log's listener may differ)`,
+        );
     }
   }
 
@@ -326,12 +388,19 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       .split(",")
       .map((s) => s.trim())
       .filter((s) => s && s !== "connect-failure" && s !== "refused-stream");
-    if (unsafe.length) add(`${path}.route.retry_policy.retry_on`, `only connect-failure and refused-stream are safe (found ${unsafe.join(", ")})`);
+    if (unsafe.length)
+      add(
+        `${path}.route.retry_policy.retry_on`,
+        `only connect-failure and refused-stream are safe (found ${unsafe.join(", ")})`,
+      );
   }
   for (const rc of input.routeConfigurations) {
     list(rc.virtual_hosts).forEach((vh, i) => {
       if (obj(vh).retry_policy !== undefined)
-        add(`${ROUTES_FILE}:${String(rc.name)}.virtual_hosts[${i}].retry_policy`, "no virtual-host retry policy: it would cover POST");
+        add(
+          `${ROUTES_FILE}:${String(rc.name)}.virtual_hosts[${i}].retry_policy`,
+          "no virtual-host retry policy: it would cover POST",
+        );
     });
   }
 
@@ -339,7 +408,8 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
   for (const h of hcms) {
     const tracer = obj(obj(obj(h.config.tracing).provider).typed_config);
     const cluster = obj(obj(tracer.grpc_service).envoy_grpc).cluster_name;
-    if (typeof cluster === "string" && !clusters.has(cluster)) add(`${h.path}.tracing`, `cluster '${cluster}' does not exist`);
+    if (typeof cluster === "string" && !clusters.has(cluster))
+      add(`${h.path}.tracing`, `cluster '${cluster}' does not exist`);
   }
   return problems;
 }

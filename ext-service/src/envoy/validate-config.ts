@@ -581,7 +581,8 @@ class Decoder {
     const wrapped = WRAPPERS[name];
     if (wrapped) {
       const problem = this.scalarProblem(wrapped, value);
-      if (problem) this.error(path, isObj(value) ? `${problem} (${name} is written as a plain value)` : problem);
+      if (problem)
+        this.error(path, isObj(value) ? `${problem} (${name} is written as a plain value)` : problem);
       return true;
     }
     switch (name) {
