@@ -236,7 +236,7 @@ describe("Grafana dashboard", () => {
     const metrics = new Metrics(false);
     const exported = new Set(
       (await metrics.registry.getMetricsAsJSON()).flatMap((m) =>
-        m.type === "histogram" ? [`${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name],
+        String(m.type) === "histogram" ? [`${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name],
       ),
     );
     expect(used.size).toBeGreaterThanOrEqual(7);
