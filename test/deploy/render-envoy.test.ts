@@ -183,6 +183,51 @@ describe("mcp-gateway registry render-envoy", () => {
     expect(readdirSync(out).map((f) => [f, readFileSync(join(out, f), "utf8")])).toEqual(before);
   });
 
+  it("--bootstrap checks an Envoy bootstrap against the API and the rendered files before writing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "render-bootstrap-"));
+    dirs.push(dir);
+    const config = join(ROOT, "deploy/gateway.yaml");
+    const good = await cli([
+      "registry",
+      "render-envoy",
+      "--config",
+      config,
+      "--bootstrap",
+      join(ROOT, "envoy/envoy.yaml"),
+      "--out",
+      join(dir, "ok"),
+    ]);
+    expect(good.stderr).toBe("");
+    expect(good.code).toBe(0);
+
+    const bad = join(dir, "envoy.yaml");
+    writeFileSync(
+      bad,
+      readFileSync(join(ROOT, "envoy/envoy.yaml"), "utf8").replace(
+        "failure_mode_allow: false",
+        "failure_mode_allow: true",
+      ),
+    );
+    const result = await cli([
+      "registry",
+      "render-envoy",
+      "--config",
+      config,
+      "--bootstrap",
+      bad,
+      "--out",
+      join(dir, "no"),
+    ]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `${bad}: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.failure_mode_allow: ext_authz must fail closed\n` +
+        `${bad}: static_resources.listeners[1].filter_chains[0].filters[0].typed_config: differs from ` +
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config (only stat_prefix and the access log's listener may differ)\n" +
+        "2 problem(s) found.\n",
+    );
+    expect(existsSync(join(dir, "no"))).toBe(false);
+  });
+
   it("writes each file by rename: a failed write removes its temporary file and keeps the old target", () => {
     const { dir, config } = fixture(`  - name: kb\n    upstreams: ["http://a:1/mcp"]\n`);
     const out = join(dir, "rendered");
