@@ -85,6 +85,8 @@ describe("docker-compose.yml", () => {
       expect(services[name]!.depends_on).toEqual({ keys: { condition: "service_completed_successfully" } });
     }
     expect(services.grafana!.depends_on).toEqual({ prometheus: { condition: "service_healthy" } });
+    // The key-making job mints a throwaway token on the way: it must not reach the logs.
+    expect((services.keys!.command as string[]).join(" ")).toMatch(/ token .*--ttl 1s .*> \/dev\/null$/);
   });
 
   it("mounts envoy.yaml, the rendered files and the certs where envoy.yaml reads them", () => {

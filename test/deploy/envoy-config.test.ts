@@ -64,6 +64,7 @@ describe("envoy/envoy.yaml against Envoy's API", () => {
       "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
       "envoy.extensions.filters.http.router.v3.Router",
       "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+      "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery",
       "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
       "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

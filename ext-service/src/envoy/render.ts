@@ -173,7 +173,7 @@ function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: Lo
       split_external_local_origin_errors: true,
       interval: "5s",
       base_ejection_time: seconds(durationMs(edge.breaker.cooldown)),
-      max_ejection_time: "300s",
+      max_ejection_time: seconds(Math.max(300_000, durationMs(edge.breaker.cooldown))),
       max_ejection_percent: 100,
       enforcing_consecutive_5xx: 100,
       enforcing_consecutive_gateway_failure: 100,
