@@ -1,5 +1,6 @@
 import type { Command } from "../cli.js";
 import { UsageError } from "../cli.js";
+import { renderEnvoySubcommand } from "./registry-render-envoy.js";
 
 /** One `mcp-gateway registry <sub>` subcommand; each lives in its own module. */
 export interface RegistrySubcommand {
@@ -10,7 +11,7 @@ export interface RegistrySubcommand {
   run: Command["run"];
 }
 
-const subcommands: RegistrySubcommand[] = [];
+const subcommands: RegistrySubcommand[] = [renderEnvoySubcommand];
 
 export const registryCommand: Command = {
   name: "registry",

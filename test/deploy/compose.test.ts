@@ -1,0 +1,286 @@
+import { execFile } from "node:child_process";
+import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "node:tls";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { loadConfig, parseGatewayConfig, parseRegistry } from "../../ext-service/src/config/load.js";
+import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+
+// docker-compose.yml, the Dockerfile and the files they mount, checked without a Docker engine.
+
+const ROOT = join(import.meta.dirname, "..", "..");
+const read = (path: string) => readFileSync(join(ROOT, path), "utf8");
+type Obj = Record<string, unknown>;
+
+const compose = parse(read("docker-compose.yml"), { merge: true }) as {
+  services: Record<string, Obj>;
+  volumes: Obj;
+};
+const services = compose.services;
+const envoyYaml = parse(read("envoy/envoy.yaml")) as Obj;
+const OWN_IMAGE = "mcp-gateway:dev";
+
+function listeners(): { name: string; port: number; address: string }[] {
+  return ((envoyYaml.static_resources as Obj).listeners as Obj[]).map((l) => {
+    const sa = (l.address as Obj).socket_address as Obj;
+    return { name: l.name as string, port: sa.port_value as number, address: sa.address as string };
+  });
+}
+
+/** Compose volume `./host:/container[:ro]` -> [host, container]. */
+function mounts(service: string): [string, string][] {
+  return ((services[service]!.volumes as string[]) ?? []).map((v) => {
+    const [host, container] = v.split(":");
+    return [host!, container!];
+  });
+}
+
+describe("docker-compose.yml", () => {
+  it("runs the whole stack: Envoy, two ext-service replicas, demo servers, metrics, dashboards, tracing", () => {
+    expect(Object.keys(services).sort()).toEqual([
+      "envoy",
+      "ext-service-1",
+      "ext-service-2",
+      "grafana",
+      "jaeger",
+      "keys",
+      "mcp-deploy",
+      "mcp-kb",
+      "mcp-tickets",
+      "prometheus",
+    ]);
+  });
+
+  it("pins every image to a version tag, or builds it", () => {
+    for (const [name, service] of Object.entries(services)) {
+      const image = service.image as string | undefined;
+      if (service.build) {
+        expect(image, name).toBe(OWN_IMAGE);
+        continue;
+      }
+      expect(image, `${name} has no image`).toBeTypeOf("string");
+      const tag = /^[^@]+:([^/:@]+)$/.exec(image!)?.[1];
+      expect(tag, `${name}: '${image}' is untagged`).toBeDefined();
+      expect(tag, `${name}: '${image}'`).not.toMatch(/^(latest|main|master|stable|edge|nightly)$/);
+      expect(tag, `${name}: '${image}' is not a version`).toMatch(/\d+\.\d+/);
+    }
+    expect(services.envoy!.image).toMatch(/^envoyproxy\/envoy:v1\.(3[1-9]|[4-9]\d)\.\d+$/);
+  });
+
+  it("gives every service a health check, and starts Envoy only after its dependencies are healthy", () => {
+    for (const [name, service] of Object.entries(services)) {
+      const check = service.healthcheck as Obj | undefined;
+      expect(check?.test, `${name} has no healthcheck`).toBeInstanceOf(Array);
+      expect((check!.test as string[])[0], name).toBe("CMD");
+    }
+    const deps = services.envoy!.depends_on as Record<string, { condition: string }>;
+    for (const dep of ["ext-service-1", "ext-service-2", "mcp-kb", "mcp-tickets", "mcp-deploy", "jaeger"]) {
+      expect(deps[dep], dep).toEqual({ condition: "service_healthy" });
+    }
+    for (const name of ["ext-service-1", "ext-service-2"]) {
+      expect(services[name]!.depends_on).toEqual({ keys: { condition: "service_completed_successfully" } });
+    }
+    expect(services.grafana!.depends_on).toEqual({ prometheus: { condition: "service_healthy" } });
+    // The key-making job mints a throwaway token on the way: it must not reach the logs.
+    expect((services.keys!.command as string[]).join(" ")).toMatch(/ token .*--ttl 1s .*> \/dev\/null$/);
+  });
+
+  it("mounts envoy.yaml, the rendered files and the certs where envoy.yaml reads them", () => {
+    const m = new Map(mounts("envoy").map(([host, container]) => [container, host]));
+    const command = services.envoy!.command as string[];
+    const configPath = command[command.indexOf("-c") + 1]!;
+    expect(m.get(configPath)).toBe("./envoy/envoy.yaml");
+    const text = read("envoy/envoy.yaml");
+    const files = [...text.matchAll(/(?:filename|path): (\/etc\/envoy\/[^\s}]+)/g)].map((x) => x[1]!);
+    expect(files.length).toBeGreaterThanOrEqual(6);
+    for (const file of files) {
+      const mount = [...m.keys()].find((c) => file === c || file.startsWith(`${c}/`));
+      expect(mount, `${file} is not mounted into the envoy container`).toBeDefined();
+    }
+    expect(m.get("/etc/envoy/rendered")).toBe("./envoy/rendered");
+    expect(m.get("/etc/envoy/certs")).toBe("./envoy/certs");
+    // envoy/gen-certs.sh writes the names envoy.yaml expects.
+    const script = read("envoy/gen-certs.sh");
+    for (const name of files
+      .filter((f) => f.startsWith("/etc/envoy/certs/"))
+      .map((f) => f.split("/").at(-1)!)) {
+      expect(script).toContain(`"$dir/${name}"`);
+    }
+  });
+
+  it("publishes the MCP listeners (plain HTTP on loopback only) and never the admin or metrics ports", () => {
+    const ports = (services.envoy!.ports as string[]).map((p) => p.split(":"));
+    const byName = new Map(listeners().map((l) => [l.name, l]));
+    expect(ports).toEqual([
+      [String(byName.get("mcp_tls")!.port), String(byName.get("mcp_tls")!.port)],
+      ["127.0.0.1", String(byName.get("mcp_plain")!.port), String(byName.get("mcp_plain")!.port)],
+    ]);
+    const published = new Set(
+      Object.values(services).flatMap((s) => ((s.ports as string[]) ?? []).map((p) => p.split(":").at(-1))),
+    );
+    expect(published.has("9901")).toBe(false);
+    expect(published.has(String(byName.get("metrics")!.port))).toBe(false);
+    // Every published port of the supporting services is bound to loopback.
+    for (const name of ["prometheus", "grafana", "jaeger"]) {
+      for (const p of services[name]!.ports as string[]) expect(p, name).toMatch(/^127\.0\.0\.1:/);
+    }
+  });
+
+  it("runs ext-service replicas where the ext_service cluster and Prometheus look for them", () => {
+    const clusters = (envoyYaml.static_resources as Obj).clusters as Obj[];
+    const ext = clusters.find((c) => c.name === "ext_service")!;
+    const endpoints = (((ext.load_assignment as Obj).endpoints as Obj[])[0]!.lb_endpoints as Obj[]).map(
+      (e) => ((e.endpoint as Obj).address as Obj).socket_address as Obj,
+    );
+    const gateway = parseGatewayConfig(read("deploy/gateway.yaml"));
+    expect(endpoints.map((e) => `${String(e.address)}:${String(e.port_value)}`)).toEqual([
+      `ext-service-1:${gateway.listen.grpc.port}`,
+      `ext-service-2:${gateway.listen.grpc.port}`,
+    ]);
+    expect(gateway.listen.grpc.host).toBe("0.0.0.0");
+    expect(gateway.listen.admin.host).toBe("0.0.0.0");
+    for (const name of ["ext-service-1", "ext-service-2"]) {
+      const s = services[name]!;
+      expect(s.command).toEqual(["serve", "--config", "/etc/mcp-gateway/gateway.yaml"]);
+      expect(s.expose).toEqual([String(gateway.listen.grpc.port), String(gateway.listen.admin.port)]);
+      const m = new Map(mounts(name).map(([h, c]) => [c, h]));
+      expect(m.get("/etc/mcp-gateway/gateway.yaml")).toBe("./deploy/gateway.yaml");
+      expect(m.get("/etc/mcp-gateway/registry.yaml")).toBe("./deploy/registry.yaml");
+      const jwks = gateway.auth.issuers[0]!.jwks as { file: string };
+      expect(
+        [...m.keys()].some((c) => jwks.file.startsWith(`${c}/`)),
+        "JWKS file is mounted",
+      ).toBe(true);
+    }
+    // The upstreams Envoy routes to are the demo server services, on the ports they listen on.
+    const registry = parseRegistry(read("deploy/registry.yaml"));
+    for (const server of registry.servers) {
+      const url = new URL(server.upstreams[0]!);
+      const svc = services[url.hostname];
+      expect(svc, `no compose service '${url.hostname}'`).toBeDefined();
+      expect((svc!.environment as Obj).PORT).toBe(url.port);
+      expect(svc!.command).toEqual([server.name]);
+    }
+    const prometheus = parse(read("deploy/prometheus/prometheus.yml")) as { scrape_configs: Obj[] };
+    const targets = Object.fromEntries(
+      prometheus.scrape_configs.map((s) => [s.job_name, (s.static_configs as Obj[])[0]!.targets as string[]]),
+    );
+    expect(targets["ext-service"]).toEqual(
+      endpoints.map((e) => `${String(e.address)}:${gateway.listen.admin.port}`),
+    );
+    expect(targets.envoy).toEqual([`envoy:${listeners().find((l) => l.name === "metrics")!.port}`]);
+  });
+
+  it("keeps the compose registry and gateway config in step with the demo ones", () => {
+    const demo = parseRegistry(read("registry/registry.yaml"));
+    const deploy = parseRegistry(read("deploy/registry.yaml"));
+    const withoutUpstreams = (r: typeof demo) => ({
+      ...r,
+      servers: r.servers.map((s) => ({ ...s, upstreams: [] as string[] })),
+    });
+    expect(withoutUpstreams(deploy)).toEqual(withoutUpstreams(demo));
+    const demoGateway = parseGatewayConfig(read("examples/gateway.yaml"));
+    const deployGateway = loadConfig(join(ROOT, "deploy/gateway.yaml")).config;
+    expect(deployGateway.roles).toEqual(demoGateway.roles);
+    expect(deployGateway.agents).toEqual(demoGateway.agents);
+    expect(deployGateway.auth.issuers.map((i) => ({ ...i, jwks: null }))).toEqual(
+      demoGateway.auth.issuers.map((i) => ({ ...i, jwks: null })),
+    );
+  });
+});
+
+describe("Dockerfile", () => {
+  const dockerfile = read("Dockerfile");
+  const stages = [...dockerfile.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gim)].map((m) => ({
+    image: m[1]!,
+    name: m[2],
+  }));
+
+  it("is a multi-stage build on a pinned Node 24 image, production dependencies only in the final stage", () => {
+    expect(stages.map((s) => s.name)).toEqual(["build", "prod-deps", "runtime"]);
+    expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24\.\d+\.\d+-[a-z]+-slim$/m);
+    const runtime = dockerfile.slice(dockerfile.indexOf("AS runtime"));
+    expect(dockerfile).toMatch(/AS build[\s\S]*RUN npm ci --no-audit[\s\S]*RUN npm run build/);
+    expect(dockerfile).toMatch(/AS prod-deps[\s\S]*RUN npm ci --omit=dev/);
+    expect(runtime).toContain("COPY --from=prod-deps /app/node_modules ./node_modules");
+    expect(runtime).toContain("COPY --from=build /app/dist ./dist");
+    expect(runtime).not.toMatch(/^RUN npm /m);
+  });
+
+  it("runs as a non-root user with a health check", () => {
+    const runtime = dockerfile.slice(dockerfile.indexOf("AS runtime"));
+    const user = /^USER\s+(\S+)/m.exec(runtime)?.[1];
+    expect(user).toBeDefined();
+    expect(user).not.toMatch(/^(root|0)(:|$)/);
+    expect(runtime.indexOf("USER")).toBeLessThan(runtime.indexOf("ENTRYPOINT"));
+    expect(runtime).toMatch(/^HEALTHCHECK .*\n\s+CMD .*\/readyz/m);
+    expect(runtime).toContain('ENTRYPOINT ["node", "--enable-source-maps", "dist/ext-service/src/cli.js"]');
+  });
+
+  it("keeps secrets and build output out of the build context", () => {
+    const ignored = read(".dockerignore")
+      .split("\n")
+      .map((l) => l.trim());
+    for (const entry of [".git", "node_modules", "dist", ".dev", "envoy", ".env"])
+      expect(ignored).toContain(entry);
+  });
+});
+
+describe("Grafana dashboard", () => {
+  it("queries only mcp_gateway_* metrics that the ext-service exports", async () => {
+    const dashboard = JSON.parse(read("deploy/grafana/dashboards/mcp-gateway.json")) as { panels: Obj[] };
+    const exprs = dashboard.panels.flatMap((p) => ((p.targets as Obj[]) ?? []).map((t) => t.expr as string));
+    const used = new Set(exprs.flatMap((e) => [...e.matchAll(/\bmcp_gateway_[a-z_]+/g)].map((m) => m[0])));
+    const metrics = new Metrics(false);
+    const exported = new Set(
+      (await metrics.registry.getMetricsAsJSON()).flatMap((m) =>
+        String(m.type) === "histogram" ? [`${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name],
+      ),
+    );
+    expect(used.size).toBeGreaterThanOrEqual(7);
+    for (const name of used)
+      expect(exported, `${name} is not exported by telemetry/metrics.ts`).toContain(name);
+    const titles = dashboard.panels.map((p) => p.title as string);
+    for (const t of [
+      "Calls by server and decision",
+      "Denials by reason",
+      "Redactions by kind",
+      "Outlier ejections and open breakers",
+    ]) {
+      expect(titles).toContain(t);
+    }
+  });
+});
+
+describe("envoy/gen-certs.sh", () => {
+  const dir = mkdtempSync(join(tmpdir(), "certs-"));
+  let server: Server | undefined;
+  afterAll(async () => {
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("makes a server certificate that a TLS client verifies for localhost against the dev CA", async () => {
+    await promisify(execFile)("bash", [join(ROOT, "envoy/gen-certs.sh")], {
+      env: { ...process.env, MCP_GATEWAY_CERTS_DIR: dir },
+    });
+    const file = (name: string) => readFileSync(join(dir, name));
+    server = createServer({ key: file("server.key"), cert: file("server.crt") }, (_req, res) =>
+      res.end("ok"),
+    );
+    await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const authorized = await new Promise<boolean>((resolve, reject) => {
+      const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ca: file("ca.crt") }, () => {
+        resolve(socket.authorized);
+        socket.end();
+      });
+      socket.on("error", reject);
+    });
+    expect(authorized).toBe(true);
+  });
+});
