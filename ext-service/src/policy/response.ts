@@ -75,13 +75,16 @@ export class ResponseTransformer {
     return encoder.encode(r.kind === "replace" ? JSON.stringify(r.value) : "");
   }
 
-  /** One chunk of an SSE body; returns the bytes to send on in its place (possibly empty). */
-  push(chunk: Uint8Array): Uint8Array {
+  /**
+   * One chunk of an SSE body; returns the bytes to send on in its place (possibly empty).
+   * `final` is for `end()`: the stream is over, so a trailing lone CR ends its line.
+   */
+  push(chunk: Uint8Array, final = false): Uint8Array {
     if (this.failed) return EMPTY;
     this.sse ??= new SseParser(this.engine.limits.maxSseEventBytes);
     let events;
     try {
-      events = this.sse.push(chunk);
+      events = this.sse.push(chunk, final);
     } catch (err) {
       if (!(err instanceof SseEventTooLarge)) throw err;
       this.failed = true;
@@ -112,12 +115,16 @@ export class ResponseTransformer {
     return out.length ? encoder.encode(out) : EMPTY;
   }
 
-  /** End of the SSE body: an event cut mid-way is dropped, as an SSE client would. */
+  /**
+   * End of the SSE body: returns the last bytes to send (an event whose final line ended in a
+   * lone CR completes only now). An event cut mid-way is dropped, as an SSE client would.
+   */
   end(): Uint8Array {
     if (!this.sse) return EMPTY;
+    const out = this.push(EMPTY, true);
     const tail = this.sse.end();
     if (tail.trim().length > 0) countOn(this.exchange, "sse_truncated_events");
-    return EMPTY;
+    return out;
   }
 
   private invalid(reason: "upstream_invalid_response" | "response_too_large"): Uint8Array {
