@@ -178,7 +178,10 @@ function reasonFor(err: unknown): { reason: Reason; detail: string } {
   const detail = err instanceof Error ? err.message : String(err);
   if (err instanceof errors.JWTExpired) return { reason: "jwt_expired", detail };
   if (err instanceof errors.JWTClaimValidationFailed) {
-    if (err.claim === "nbf" || err.claim === "iat") return { reason: "jwt_not_yet_valid", detail };
+    // "check_failed" is a time check; "invalid"/"missing" is a claim of the wrong type or absent.
+    if ((err.claim === "nbf" || err.claim === "iat") && err.reason === "check_failed") {
+      return { reason: "jwt_not_yet_valid", detail };
+    }
     if (err.claim === "aud") return { reason: "jwt_audience_invalid", detail };
     if (err.claim === "iss") return { reason: "jwt_issuer_unknown", detail };
     return { reason: "jwt_claims_invalid", detail };
@@ -305,6 +308,8 @@ export class Authenticator {
         audience: issuer.config.audiences,
         algorithms: issuer.config.algorithms,
         clockTolerance: this.clockSkewSec,
+        // A token without exp would be valid forever if it leaked: refuse it.
+        requiredClaims: ["exp"],
         currentDate: new Date(this.now()),
       };
       const { payload } =

@@ -173,8 +173,9 @@ function compileCondition(source: string, now: () => number): Condition {
       arguments: toCelValue(ctx.arguments ?? {}),
       now: timestampFromDate(new Date(now())),
     } as never);
-    if (isCelError(result)) return "error";
-    return result === true ? "true" : "false";
+    // A result that is not a boolean is a broken condition, like an error: fail closed.
+    if (isCelError(result) || typeof result !== "boolean") return "error";
+    return result ? "true" : "false";
   };
 }
 
@@ -258,7 +259,11 @@ function compileRule(rule: Rule, path: string, now: () => number): CompiledRule 
     kinds[kind] = globs.map((g, i) => {
       const slash = g.indexOf("/");
       if (slash <= 0) throw new RuleProblem([kind, i], `'${g}' must be 'server/name' (globs allowed)`);
-      serverPatterns.push(globToRegExp(g.slice(0, slash)));
+      // The server part ends at the first '/', unless a '**' that can span it starts before.
+      const across = g.indexOf("**");
+      serverPatterns.push(
+        globToRegExp(across >= 0 && across < slash ? g.slice(0, across + 2) : g.slice(0, slash)),
+      );
       return globToRegExp(g);
     });
   }
