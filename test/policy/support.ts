@@ -62,3 +62,60 @@ export function engineFor(
     now,
   );
 }
+
+/** The registry the engine and response tests share. */
+export const REGISTRY = {
+  version: "test-1",
+  servers: [
+    {
+      name: "kb",
+      upstreams: ["http://127.0.0.1:1/mcp"],
+      tools: [{ name: "search" }, { name: "get_article" }],
+    },
+    {
+      name: "tickets",
+      upstreams: ["http://127.0.0.1:2/mcp"],
+      tools: [
+        { name: "list_tickets" },
+        { name: "delete_ticket" },
+        { name: "old_export", deprecated: "2026-01-01" },
+        { name: "new_export", deprecated: "2027-01-01" },
+      ],
+    },
+    { name: "deploy", upstreams: ["http://127.0.0.1:3/mcp"], tools: [{ name: "deploy_service" }] },
+  ],
+};
+
+/** gateway.yaml for the engine and response tests: agents with different reach. */
+export function gatewayFor(jwk: unknown) {
+  return {
+    publicUrl: "https://gw.example/",
+    auth: {
+      issuers: [
+        {
+          issuer: "https://idp.example",
+          audiences: ["mcp-gateway"],
+          jwks: { inline: { keys: [jwk] } },
+          algorithms: ["ES256"],
+        },
+      ],
+    },
+    roles: {
+      reader: { rules: [{ effect: "allow", tools: ["kb/*"], prompts: ["kb/*"], resources: ["kb/**"] }] },
+      support: {
+        rules: [
+          { effect: "allow", tools: ["tickets/*"] },
+          { effect: "deny", tools: ["tickets/delete_ticket"] },
+        ],
+      },
+      limited: { rules: [{ effect: "allow", tools: ["tickets/list_tickets"] }] },
+    },
+    agents: {
+      "research-bot": { roles: ["reader"] },
+      "support-bot": { roles: ["reader", "support"] },
+      "limited-bot": { roles: ["limited"] },
+      "nobody-bot": { roles: [] },
+    },
+    limits: { maxBatchSize: 4, maxJsonDepth: 10, maxRequestBytes: 4096 },
+  };
+}

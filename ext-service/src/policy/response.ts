@@ -72,7 +72,9 @@ export class ResponseTransformer {
     }
     const r = this.rewriteValue(value);
     if (r.kind === "same") return undefined;
-    return encoder.encode(r.kind === "replace" ? JSON.stringify(r.value) : "");
+    if (r.kind === "replace") return encoder.encode(JSON.stringify(r.value));
+    // JSON that is not JSON-RPC: an error status passes as above; a success is refused, not emptied.
+    return this.status >= 400 ? undefined : this.invalid("upstream_invalid_response");
   }
 
   /**
