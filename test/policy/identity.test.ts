@@ -303,6 +303,56 @@ describe("identity: attacks and bad tokens", () => {
   });
 });
 
+describe("identity: shared-secret (HS256) issuers", () => {
+  const secret = "an-hmac-secret-of-at-least-32-characters!";
+  afterAll(() => {
+    delete process.env.MCP_GATEWAY_TEST_SECRET;
+    delete process.env.MCP_GATEWAY_TEST_SHORT;
+  });
+  const hsConfig = (env: string, algorithms = ["HS256"]) =>
+    gatewayConfig({
+      auth: {
+        issuers: [{ issuer: "https://hs.example", audiences: ["mcp"], jwks: { secretEnv: env }, algorithms }],
+      },
+    });
+
+  it("verifies HS256 tokens with the secret from the environment, and nothing else", async () => {
+    process.env.MCP_GATEWAY_TEST_SECRET = secret;
+    const auth = new Authenticator(hsConfig("MCP_GATEWAY_TEST_SECRET"), "/nonexistent", now);
+    const claims = { iss: "https://hs.example", aud: "mcp", sub: "hs-bot", iat: T0, exp: T0 + 60 };
+    const good = await new SignJWT(claims)
+      .setProtectedHeader({ alg: "HS256" })
+      .sign(new TextEncoder().encode(secret));
+    expect(await reason(auth, good)).toBe("ok");
+    const wrong = await new SignJWT(claims)
+      .setProtectedHeader({ alg: "HS256" })
+      .sign(new TextEncoder().encode(secret + "x"));
+    expect(await reason(auth, wrong)).toBe("jwt_signature_invalid");
+    expect(await reason(auth, await sign(rsa, { ...claims }))).toBe("jwt_algorithm_rejected");
+  });
+
+  it("refuses a missing or short secret, and public-key algorithms next to it", () => {
+    process.env.MCP_GATEWAY_TEST_SHORT = "too-short";
+    const problems = (config: ReturnType<typeof hsConfig>) => {
+      try {
+        new Authenticator(config, "/nonexistent", now);
+      } catch (err) {
+        if (err instanceof ConfigurationProblem)
+          return err.problems.map((p) => `${p.path.join(".")}: ${p.message}`);
+        throw err;
+      }
+      return [];
+    };
+    expect(problems(hsConfig("MCP_GATEWAY_TEST_UNSET_VARIABLE"))).toEqual([
+      "auth.issuers.0.jwks.secretEnv: environment variable MCP_GATEWAY_TEST_UNSET_VARIABLE must hold a secret of at least 32 characters",
+    ]);
+    expect(problems(hsConfig("MCP_GATEWAY_TEST_SHORT"))).toHaveLength(1);
+    expect(problems(hsConfig("MCP_GATEWAY_TEST_SECRET", ["HS256", "RS256"]))).toEqual([
+      "auth.issuers.0.algorithms: a shared secret (jwks.secretEnv) only verifies HS* algorithms",
+    ]);
+  });
+});
+
 describe("identity: optional mode", () => {
   it("gives requests without a token the anonymous principal, with its configured and agent roles", async () => {
     const auth = authenticator(

@@ -30,7 +30,8 @@ function globMatch(glob: string, subject: string): boolean {
   return go(0, 0);
 }
 
-type Cond = undefined | "true" | "false" | "claims.missing == 1" | "'text'";
+type Cond =
+  undefined | "true" | "false" | "claims.missing == 1" | "'text'" | "arguments.x == 1" | "arguments.x != 1";
 interface GenRule {
   effect: "allow" | "deny";
   kind: SubjectKind;
@@ -48,14 +49,17 @@ const glob = fc
   )
   .map(([server, parts]) => `${server}/${parts.join("/")}`);
 const kind = fc.constantFrom<SubjectKind>("tools", "prompts", "resources");
-const rule: fc.Arbitrary<GenRule> = fc.record({
-  effect: fc.constantFrom("allow", "deny"),
-  kind,
-  globs: fc.array(glob, { minLength: 1, maxLength: 3 }),
-  when: fc.constantFrom<Cond>(undefined, undefined, "true", "false", "claims.missing == 1", "'text'"),
-});
+const ruleWith = (...conditions: Cond[]): fc.Arbitrary<GenRule> =>
+  fc.record({
+    effect: fc.constantFrom("allow", "deny"),
+    kind,
+    globs: fc.array(glob, { minLength: 1, maxLength: 3 }),
+    when: fc.constantFrom<Cond>(undefined, undefined, ...conditions),
+  });
+const rule = ruleWith("true", "false", "claims.missing == 1", "'text'");
 const roleNames = ["r0", "r1", "r2", "r3"] as const;
-const roles = fc.tuple(...roleNames.map(() => fc.array(rule, { maxLength: 4 })));
+const rolesOf = (r: fc.Arbitrary<GenRule>) => fc.tuple(...roleNames.map(() => fc.array(r, { maxLength: 4 })));
+const roles = rolesOf(rule);
 const subject = fc.record({
   server: fc.constantFrom("kb", "tickets", "kx"),
   name: fc
@@ -161,6 +165,38 @@ describe("RBAC properties", () => {
           if (rbac.decide({ principal: principal(held), ...s }).allowed) {
             expect(rbac.mayReachServer(principal(held), s.server)).toBe(true);
           }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("a list shows every entry that some call could use (mayList never hides an allowed call)", () => {
+    fc.assert(
+      fc.property(
+        rolesOf(ruleWith("true", "false", "claims.missing == 1", "arguments.x == 1", "arguments.x != 1")),
+        fc.uniqueArray(fc.integer({ min: 0, max: 3 }), { maxLength: 4 }),
+        subject,
+        (generated, held, s) => {
+          const rbac = build(generated);
+          const p = principal(held);
+          const callable = [{}, { x: 1 }, { x: 2 }].some(
+            (args) => rbac.decide({ principal: p, ...s, arguments: args }).allowed,
+          );
+          if (callable) expect(rbac.mayList(p, s.server, s.kind, s.name)).toBe(true);
+          // And an unconditional deny always hides.
+          const denied = generated.some(
+            (rules, i) =>
+              held.includes(i) &&
+              rules.some(
+                (r) =>
+                  r.effect === "deny" &&
+                  r.kind === s.kind &&
+                  (r.when === undefined || r.when === "true") &&
+                  r.globs.some((g) => globMatch(g, `${s.server}/${s.name}`)),
+              ),
+          );
+          if (denied) expect(rbac.mayList(p, s.server, s.kind, s.name)).toBe(false);
         },
       ),
       { numRuns: 300 },

@@ -207,6 +207,37 @@ describe("RBAC conditions (CEL)", () => {
   });
 });
 
+describe("mayList (what list responses show)", () => {
+  const r = rbac({
+    deployer: {
+      rules: [
+        { effect: "allow", tools: ["deploy/deploy_service"], when: "arguments.environment == 'staging'" },
+        { effect: "deny", tools: ["deploy/rollback"], when: "arguments.force == true" },
+        { effect: "allow", tools: ["deploy/rollback", "deploy/status"] },
+        { effect: "deny", tools: ["deploy/status"], when: "claims.team != 'sre'" },
+        { effect: "allow", tools: ["deploy/gold"], when: "claims.tier == 'gold'" },
+        { effect: "deny", tools: ["deploy/nuke"] },
+        { effect: "allow", tools: ["deploy/nuke"] },
+      ],
+    },
+  });
+  const p = principal(["deployer"], { team: "sre", tier: "silver" });
+
+  it("keeps entries whose allow depends on arguments, and whose deny depends on arguments", () => {
+    expect(r.mayList(p, "deploy", "tools", "deploy_service")).toBe(true);
+    expect(r.mayList(p, "deploy", "tools", "rollback")).toBe(true);
+  });
+
+  it("drops entries whose allow is certainly false or whose deny certainly applies", () => {
+    expect(r.mayList(p, "deploy", "tools", "gold")).toBe(false);
+    expect(r.mayList(p, "deploy", "tools", "nuke")).toBe(false);
+    expect(r.mayList(principal(["deployer"], { team: "dev" }), "deploy", "tools", "status")).toBe(false);
+    expect(r.mayList(p, "deploy", "tools", "status")).toBe(true);
+    expect(r.mayList(p, "deploy", "tools", "unknown")).toBe(false);
+    expect(r.mayList(principal([]), "deploy", "tools", "status")).toBe(false);
+  });
+});
+
 describe("mayReachServer", () => {
   const r = rbac({
     reader: { rules: [{ effect: "allow", tools: ["kb/*"], resources: ["docs/**"] }] },

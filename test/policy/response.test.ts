@@ -142,6 +142,79 @@ describe("JSON responses", () => {
     expect(ex.counters).toEqual({ prompts_filtered: 2, resources_filtered: 1 });
   });
 
+  it("lists a tool whose allow rule depends on the call's arguments (decided per call)", () => {
+    const conditional = engineFor(
+      {
+        ...gatewayFor({
+          kty: "EC",
+          crv: "P-256",
+          x: "hLjwgpRzyj_NIaf6UhPSGy5xiZ2wDmzU62K-uT3sAKs",
+          y: "h2884qV1A2AtdOSVVkw0nybOMU7IySdx1HRqozbMpW4",
+        }),
+        roles: {
+          deployer: {
+            rules: [
+              { effect: "allow", tools: ["tickets/*"], when: "arguments.environment == 'staging'" },
+              {
+                effect: "deny",
+                tools: ["tickets/list_tickets"],
+                when: "arguments.environment == 'production'",
+              },
+              { effect: "deny", tools: ["tickets/new_export"], when: "agent == 'release-bot'" },
+              { effect: "allow", tools: ["tickets/delete_ticket"], when: "claims.tier == 'gold' && false" },
+            ],
+          },
+        },
+        agents: { "release-bot": { roles: ["deployer"] } },
+      },
+      REGISTRY,
+    );
+    const ex = conditional.newExchange("POST");
+    ex.principal = {
+      agent: "release-bot",
+      roles: ["deployer"],
+      claims: {},
+      issuer: undefined,
+      anonymous: false,
+    };
+    ex.server = "tickets";
+    expect(
+      conditional.evaluateRequestBody(
+        ex,
+        enc.encode(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" })),
+        {},
+      ),
+    ).toEqual({
+      action: "forward",
+    });
+    const out = conditional
+      .responseTransformer(ex, "application/json", 200)
+      .transformJson(enc.encode(JSON.stringify(listResult(1, ALL_TICKET_TOOLS))));
+    // list_tickets: allowed for staging, denied only for production; new_export: denied for this
+    // agent whatever the arguments; delete_ticket: the tickets/* allow may apply.
+    expect(JSON.parse(dec.decode(out)).result.tools.map((t: { name: string }) => t.name)).toEqual([
+      "list_tickets",
+      "delete_ticket",
+    ]);
+    // The calls themselves are decided with their arguments.
+    const callWith = (name: string, environment: string) => {
+      const c = conditional.newExchange("POST");
+      c.principal = ex.principal;
+      c.server = "tickets";
+      const args = { environment };
+      return conditional.evaluateRequestBody(
+        c,
+        enc.encode(
+          JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name, arguments: args } }),
+        ),
+        {},
+      ).action;
+    };
+    expect(callWith("list_tickets", "staging")).toBe("forward");
+    expect(callWith("list_tickets", "production")).toBe("reply");
+    expect(callWith("new_export", "staging")).toBe("reply");
+  });
+
   it("replaces an invalid success body with upstream_invalid_response (fail closed)", () => {
     for (const bad of ["{not json", "\u00ff", '{"result":"not JSON-RPC"}', "42", '"text"']) {
       const ex = exchangeFor("support-bot", ["support"], "tickets", [
@@ -238,6 +311,23 @@ describe("SSE responses", () => {
     const out = runSse(ex, [enc.encode(`data: not json\n\n${ok}data: {"a":1}\n\n`)]);
     expect(out).toBe(ok);
     expect(ex.counters).toEqual({ sse_events_dropped: 1, invalid_upstream_messages: 1 });
+  });
+
+  it("passes each event on as soon as it is complete, so a stream that never ends is never held", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const t = engine.responseTransformer(ex, "text/event-stream", 200);
+    for (let i = 0; i < 2000; i++) {
+      const event = sseEvent({
+        jsonrpc: "2.0",
+        method: "notifications/progress",
+        params: { progressToken: 1, progress: i },
+      });
+      const half = Math.floor(event.length / 2);
+      expect(t.push(enc.encode(event.slice(0, half)))).toHaveLength(0);
+      expect(dec.decode(t.push(enc.encode(event.slice(half))))).toBe(event);
+    }
+    // end() is never called: nothing was buffered beyond the event in progress.
+    expect(ex.counters).toEqual({});
   });
 
   it("drops an event cut mid-way at the end of the stream and counts it", () => {

@@ -242,6 +242,28 @@ export class Rbac {
     return allowed ? { allowed: true } : { allowed: false, rule: "default_deny" };
   }
 
+  /**
+   * Whether a list response (tools/list, prompts/list, resources/list) shows `name`: whether some
+   * call to it could be allowed. The arguments of that call are not known yet, so a condition
+   * that cannot be decided without them counts as "maybe": an allow rule with it keeps the entry,
+   * and a deny rule with it does not remove the entry. Only an allow that is certainly false
+   * and a deny that certainly applies count as such. Each call is still decided in full by
+   * `decide`, so listing more than can be called never lets a call through.
+   */
+  mayList(principal: Principal, server: string, kind: SubjectKind, name: string): boolean {
+    const subject = `${server}/${name}`;
+    const ctx: AccessContext = { principal, server, kind, name, arguments: undefined };
+    let listed = false;
+    for (const rule of this.rulesFor(principal)) {
+      const patterns = rule.kinds[kind];
+      if (!patterns || !patterns.some((p) => p.test(subject))) continue;
+      const outcome = rule.condition ? rule.condition(ctx) : "true";
+      if (rule.effect === "deny" && outcome === "true") return false;
+      if (rule.effect === "allow" && outcome !== "false") listed = true;
+    }
+    return listed;
+  }
+
   /** Whether any allow rule of this principal could apply to something on `server`. */
   mayReachServer(principal: Principal, server: string): boolean {
     return this.rulesFor(principal).some(

@@ -191,7 +191,7 @@ export class ResponseTransformer {
       const name = (item as Record<string, unknown> | null)?.[key];
       if (typeof name !== "string") return false;
       if (kind === "tools" && "missing" in this.engine.registry.tool(server, name, today)) return false;
-      return this.engine.rbac.decide({ principal, server, kind, name }).allowed;
+      return this.engine.rbac.mayList(principal, server, kind, name);
     });
     if (kept.length === items.length) return SAME;
     countOn(this.exchange, `${kind}_filtered`, items.length - kept.length);
