@@ -147,13 +147,16 @@ describe("SSE parsing", () => {
 
   it("refuses an event larger than the limit, counted while it is still incomplete", () => {
     const parser = new SseParser(16);
-    expect(parser.push("data: 0123456789\n\n")).toHaveLength(1);
+    expect(parser.push("data: 01234567\n\n")).toHaveLength(1);
     expect(parser.bufferedChars).toBe(0);
     parser.push("data: 01234");
     expect(parser.bufferedChars).toBe(11);
     parser.push("56789");
     expect(parser.bufferedChars).toBe(16);
     expect(() => parser.push("x")).toThrow(SseEventTooLarge);
+    // A complete event that arrives in one chunk is held to the same limit.
+    expect(new SseParser(16).push("data: 01234567\n\n")).toHaveLength(1);
+    expect(() => new SseParser(16).push("data: 012345678\n\n")).toThrow(SseEventTooLarge);
   });
 });
 

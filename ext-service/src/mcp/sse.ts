@@ -128,6 +128,8 @@ export class SseParser {
   }
 
   private takeRaw(last: string): string {
+    // Also a complete event that arrived in one chunk must respect the limit.
+    if (this.rawChars + last.length > this.maxEventChars) throw new SseEventTooLarge(this.maxEventChars);
     const raw = this.rawParts.length === 0 ? last : this.rawParts.join("") + last;
     this.rawParts = [];
     this.rawChars = 0;
