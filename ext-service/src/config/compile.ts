@@ -1,45 +1,95 @@
-import { loadConfig, ConfigError, type LoadedConfig } from "./load.js";
+import { dirname } from "node:path";
+import {
+  ConfigError,
+  problemAt,
+  readConfigFiles,
+  type ConfigProblem,
+  type ConfigSource,
+  type LoadedConfig,
+} from "./load.js";
+import type { GatewayConfig } from "./schema.js";
 import { PolicyEngine } from "../policy/engine.js";
-import { ConfigurationProblem } from "../policy/identity.js";
-import { RbacConfigError } from "../policy/rbac.js";
+import { Authenticator, ConfigurationProblem } from "../policy/identity.js";
+import { Rbac, RbacConfigError } from "../policy/rbac.js";
 
 /**
- * Load, validate and compile: the only way adapters get a policy engine. Cross-references
- * (roles named by agents, CEL conditions, issuer keys) are checked here, with file and path.
+ * Checks that need more than the schema: roles named by agents and by the anonymous principal,
+ * rule globs and CEL conditions, issuer key sources (JWKS files, secrets, algorithm choices).
+ * Every problem is returned, located in gateway.yaml when its positions are known.
  */
-export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
-  const { config, configFile } = loaded;
-  const problems = [];
-  for (const role of config.auth.anonymous.roles) {
+export function crossReferenceProblems(
+  config: GatewayConfig,
+  configFile: string,
+  source?: ConfigSource,
+): ConfigProblem[] {
+  const where: ConfigSource = source ?? { file: configFile, locate: () => undefined };
+  const problems: ConfigProblem[] = [];
+  config.auth.anonymous.roles.forEach((role, i) => {
     if (!(role in config.roles)) {
-      problems.push({ file: configFile, path: "auth.anonymous.roles", message: `unknown role '${role}'` });
+      problems.push(problemAt(where, ["auth", "anonymous", "roles", i], `unknown role '${role}'`));
     }
-  }
-  if (problems.length) throw new ConfigError(problems);
+  });
   try {
-    return new PolicyEngine(loaded, now);
+    new Rbac(config);
   } catch (err) {
-    if (err instanceof RbacConfigError) {
-      throw new ConfigError([
-        { file: configFile, path: err.path, message: err.message.slice(err.path.length + 2) },
-      ]);
-    }
-    if (err instanceof ConfigurationProblem) {
-      throw new ConfigError([{ file: configFile, path: "auth.issuers", message: err.message }]);
-    }
-    if (err instanceof SyntaxError || (err as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new ConfigError([
-        { file: configFile, path: "auth.issuers", message: `cannot load JWKS: ${(err as Error).message}` },
-      ]);
-    }
-    throw err;
+    if (!(err instanceof RbacConfigError)) throw err;
+    for (const p of err.problems) problems.push(problemAt(where, p.path, p.message));
   }
+  try {
+    new Authenticator(config, dirname(configFile));
+  } catch (err) {
+    if (!(err instanceof ConfigurationProblem)) throw err;
+    for (const p of err.problems) problems.push(problemAt(where, p.path, p.message));
+  }
+  return problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
 }
 
+/**
+ * Validate cross-references and compile: the only way adapters get a policy engine. Throws a
+ * ConfigError listing every problem.
+ */
+export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
+  const problems = crossReferenceProblems(loaded.config, loaded.configFile, loaded.configSource);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return new PolicyEngine(loaded, now);
+}
+
+/**
+ * Load gateway.yaml and its registry, check everything, compile. Problems in both files and
+ * in cross-references are reported together, so `validate` prints every error in one run.
+ */
 export function loadEngine(
   configFile: string,
   now?: () => number,
 ): { loaded: LoadedConfig; engine: PolicyEngine } {
-  const loaded = loadConfig(configFile);
-  return { loaded, engine: compileEngine(loaded, now) };
+  const files = readConfigFiles(configFile);
+  const problems = [...files.problems];
+  if (files.config) {
+    problems.push(...crossReferenceProblems(files.config, files.configFile, files.configSource));
+  }
+  if (problems.length > 0 || !files.config || !files.registry)
+    throw new ConfigError(inFileOrder(problems, configFile));
+  const loaded: LoadedConfig = {
+    configFile: files.configFile,
+    registryFile: files.registryFile,
+    config: files.config,
+    registry: files.registry,
+    configSource: files.configSource,
+  };
+  return { loaded, engine: new PolicyEngine(loaded, now) };
+}
+
+/** Groups problems by file (gateway.yaml first), each file's by line and column. */
+function inFileOrder(problems: ConfigProblem[], configFile: string): ConfigProblem[] {
+  const files = [...new Set([configFile, ...problems.map((p) => p.file)])];
+  return problems
+    .map((p, i) => ({ p, i }))
+    .sort(
+      (a, b) =>
+        files.indexOf(a.p.file) - files.indexOf(b.p.file) ||
+        (a.p.line ?? 0) - (b.p.line ?? 0) ||
+        (a.p.column ?? 0) - (b.p.column ?? 0) ||
+        a.i - b.i,
+    )
+    .map(({ p }) => p);
 }

@@ -5,9 +5,16 @@ import { z } from "zod";
  * error that names the key, never a silently ignored setting.
  */
 
+const DURATION_HINT = "expected a duration: seconds as a number, or a string such as 500ms, 30s, 10m, 1h";
 const Duration = z
-  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/)])
+  .union(
+    [z.number().nonnegative(DURATION_HINT), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, DURATION_HINT)],
+    { error: DURATION_HINT },
+  )
   .describe("A duration: seconds as a number, or a string such as 500ms, 30s, 10m, 1h");
+
+/** http(s) URLs only: an `ftp:` or `file:` upstream or key endpoint is a mistake, not a feature. */
+const HttpUrl = z.url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" });
 
 const Glob = z.string().min(1).describe("A glob over server/name: * matches within a segment, ** across");
 
@@ -27,31 +34,37 @@ export const AlgorithmSchema = z.enum([
   "HS512",
 ]);
 
-export const JwksSourceSchema = z.union([
-  z
-    .object({
-      uri: z.url().describe("Remote JWKS endpoint"),
-      timeout: Duration.default("5s"),
-      cacheMaxAge: Duration.default("10m").describe("How long fetched keys are trusted without refetching"),
-      cooldown: Duration.default("30s").describe(
-        "Minimum time between refetches triggered by an unknown kid",
-      ),
-    })
-    .strict(),
-  z
-    .object({ file: z.string().min(1).describe("Path to a JWKS JSON file, relative to gateway.yaml") })
-    .strict(),
-  z
-    .object({
-      inline: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).strict(),
-    })
-    .strict(),
-  z
-    .object({
-      secretEnv: z.string().min(1).describe("Environment variable holding a shared HMAC secret (HS* only)"),
-    })
-    .strict(),
-]);
+export const JwksSourceSchema = z.union(
+  [
+    z
+      .object({
+        uri: HttpUrl.describe("Remote JWKS endpoint"),
+        timeout: Duration.default("5s"),
+        cacheMaxAge: Duration.default("10m").describe("How long fetched keys are trusted without refetching"),
+        cooldown: Duration.default("30s").describe(
+          "Minimum time between refetches triggered by an unknown kid",
+        ),
+      })
+      .strict(),
+    z
+      .object({ file: z.string().min(1).describe("Path to a JWKS JSON file, relative to gateway.yaml") })
+      .strict(),
+    z
+      .object({
+        inline: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).strict(),
+      })
+      .strict(),
+    z
+      .object({
+        secretEnv: z.string().min(1).describe("Environment variable holding a shared HMAC secret (HS* only)"),
+      })
+      .strict(),
+  ],
+  {
+    error:
+      "expected exactly one key source: uri (with optional timeout, cacheMaxAge, cooldown), file, inline or secretEnv",
+  },
+);
 
 export const IssuerSchema = z
   .object({
@@ -95,15 +108,35 @@ export const AuthSchema = z
       .describe("Advertised in RFC 9728 protected resource metadata; defaults to the issuers"),
   })
   .strict()
-  .superRefine((auth, ctx) => {
-    if (auth.mode === "required" && auth.issuers.length === 0) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["issuers"],
-        message: "mode 'required' needs at least one issuer",
+  .superRefine(
+    (auth, ctx) => {
+      // Runs even when other auth settings are invalid (see `when`): read the input defensively.
+      const mode: unknown = (auth as { mode?: unknown }).mode ?? "required";
+      const issuers: unknown = (auth as { issuers?: unknown }).issuers ?? [];
+      if (!Array.isArray(issuers)) return;
+      if (mode === "required" && issuers.length === 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["issuers"],
+          message: "mode 'required' needs at least one issuer",
+        });
+      }
+      const seen = new Set<string>();
+      issuers.forEach((issuer: unknown, i) => {
+        const name: unknown = (issuer as { issuer?: unknown } | null)?.issuer;
+        if (typeof name !== "string") return;
+        if (seen.has(name)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["issuers", i, "issuer"],
+            message: `duplicate issuer '${name}'`,
+          });
+        }
+        seen.add(name);
       });
-    }
-  });
+    },
+    { when: (payload) => typeof payload.value === "object" && payload.value !== null },
+  );
 
 export const GrantSchema = z
   .object({
@@ -207,11 +240,9 @@ export const GatewayConfigSchema = z
   .object({
     $schema: z.string().optional(),
     registry: z.string().min(1).describe("Path to registry.yaml, relative to this file"),
-    publicUrl: z
-      .string()
-      .url()
-      .default("http://localhost:8080")
-      .describe("Base URL agents use to reach the gateway (for resource metadata)"),
+    publicUrl: HttpUrl.default("http://localhost:8080").describe(
+      "Base URL agents use to reach the gateway (for resource metadata)",
+    ),
     listen: z
       .object({
         grpc: Listen(9001, "0.0.0.0"),
@@ -255,12 +286,12 @@ export const ToolSchema = z
     owner: z.string().optional(),
     deprecated: z
       .string()
-      .regex(/^\d{4}-\d{2}-\d{2}$/, "a date as YYYY-MM-DD")
+      .regex(/^\d{4}-\d{2}-\d{2}$/, "expected a date as YYYY-MM-DD")
       .optional()
       .describe("Date from which the tool is no longer offered"),
     pin: z
       .string()
-      .regex(/^sha256:[0-9a-f]{64}$/, "sha256:<64 hex digits>")
+      .regex(/^sha256:[0-9a-f]{64}$/, "expected 'sha256:' followed by 64 lower-case hex digits")
       .optional()
       .describe("SHA-256 of the canonical tool definition, written by `mcp-gateway registry pin`"),
   })
@@ -271,7 +302,7 @@ export const ServerSchema = z
     name: ServerNameSchema,
     description: z.string().optional(),
     owner: z.string().optional(),
-    upstreams: z.array(z.url()).min(1).describe("Streamable HTTP endpoints of the server's replicas"),
+    upstreams: z.array(HttpUrl).min(1).describe("Streamable HTTP endpoints of the server's replicas"),
     tools: z.array(ToolSchema).default([]),
   })
   .strict();
@@ -283,30 +314,49 @@ export const RegistrySchema = z
     servers: z.array(ServerSchema).default([]),
   })
   .strict()
-  .superRefine((registry, ctx) => {
-    const seen = new Set<string>();
-    registry.servers.forEach((server, i) => {
-      if (seen.has(server.name)) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["servers", i, "name"],
-          message: `duplicate server '${server.name}'`,
-        });
-      }
-      seen.add(server.name);
-      const tools = new Set<string>();
-      server.tools.forEach((tool, j) => {
-        if (tools.has(tool.name)) {
-          ctx.addIssue({
-            code: "custom",
-            path: ["servers", i, "tools", j, "name"],
-            message: `duplicate tool '${tool.name}' on server '${server.name}'`,
-          });
+  .superRefine(
+    (registry, ctx) => {
+      // Runs even when other parts of the file are invalid (see `when`), so the input may be
+      // malformed: look only at what has the expected shape.
+      const servers: unknown = (registry as { servers?: unknown }).servers;
+      if (!Array.isArray(servers)) return;
+      const seen = new Set<string>();
+      servers.forEach((server: unknown, i) => {
+        const name = nameOf(server);
+        if (name !== undefined) {
+          if (seen.has(name)) {
+            ctx.addIssue({
+              code: "custom",
+              path: ["servers", i, "name"],
+              message: `duplicate server '${name}'`,
+            });
+          }
+          seen.add(name);
         }
-        tools.add(tool.name);
+        const tools: unknown = (server as { tools?: unknown } | null)?.tools;
+        if (!Array.isArray(tools)) return;
+        const toolNames = new Set<string>();
+        tools.forEach((tool: unknown, j) => {
+          const toolName = nameOf(tool);
+          if (toolName === undefined) return;
+          if (toolNames.has(toolName)) {
+            ctx.addIssue({
+              code: "custom",
+              path: ["servers", i, "tools", j, "name"],
+              message: `duplicate tool '${toolName}' on server '${name ?? `#${i}`}'`,
+            });
+          }
+          toolNames.add(toolName);
+        });
       });
-    });
-  });
+    },
+    { when: (payload) => typeof payload.value === "object" && payload.value !== null },
+  );
+
+function nameOf(value: unknown): string | undefined {
+  const name: unknown = (value as { name?: unknown } | null)?.name;
+  return typeof name === "string" ? name : undefined;
+}
 
 export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
 export type Registry = z.infer<typeof RegistrySchema>;

@@ -22,11 +22,20 @@ export class SseEventTooLarge extends Error {
 }
 
 export class SseParser {
-  private readonly decoder = new TextDecoder("utf-8");
-  /** Text of the event being assembled (from its first byte). */
-  private pending = "";
-  /** Offset in `pending` up to which complete lines were already read into the fields below. */
-  private scanned = 0;
+  // ignoreBOM: the one leading BOM the spec allows is stripped below, for bytes and strings alike
+  // (the decoder's own stripping would remove a second U+FEFF from bytes only).
+  private readonly decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+  /**
+   * Text of the event being assembled that came in earlier chunks. Pieces are kept in a list and
+   * joined once per event, and each chunk is scanned once, so an event split into many small
+   * chunks costs linear time, not quadratic.
+   */
+  private rawParts: string[] = [];
+  private rawChars = 0;
+  /** Start of the line being read, from earlier chunks (without a terminator). */
+  private lineParts: string[] = [];
+  /** The line being read ended with a CR at the end of the previous chunk: an LF may follow. */
+  private crAtEnd = false;
   private event: string | undefined;
   private id: string | undefined;
   private retry: string | undefined;
@@ -35,66 +44,103 @@ export class SseParser {
 
   constructor(private readonly maxEventChars = Infinity) {}
 
-  /** Feeds one chunk; returns the events it completed. */
-  push(chunk: Uint8Array | string): SseEvent[] {
+  /**
+   * Feeds one chunk; returns the events it completed. Pass `final` with the last chunk (it may be
+   * empty): a CR at the very end of the stream then ends its line instead of waiting for an LF.
+   */
+  push(chunk: Uint8Array | string, final = false): SseEvent[] {
     let text = typeof chunk === "string" ? chunk : this.decoder.decode(chunk, { stream: true });
+    if (final) text += this.decoder.decode();
     if (!this.sawFirstChunk && text.length > 0) {
       this.sawFirstChunk = true;
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     }
-    this.pending += text;
     const out: SseEvent[] = [];
-    for (;;) {
-      const lineStart = this.scanned;
-      let lineEnd = -1;
-      let next = -1;
-      for (let i = lineStart; i < this.pending.length; i++) {
-        const c = this.pending.charCodeAt(i);
-        if (c === 10) {
-          lineEnd = i;
-          next = i + 1;
-          break;
-        }
-        if (c === 13) {
-          // A CR at the very end may be the first half of CRLF: wait for the next chunk.
-          if (i + 1 >= this.pending.length) break;
-          lineEnd = i;
-          next = this.pending.charCodeAt(i + 1) === 10 ? i + 2 : i + 1;
-          break;
-        }
+    /** Start in `text` of what is not yet in rawParts / lineParts. */
+    let rawStart = 0;
+    let lineStart = 0;
+    let i = 0;
+    if (this.crAtEnd) {
+      if (text.length === 0 && !final) return out;
+      this.crAtEnd = false;
+      if (text.charCodeAt(0) === 10) i = 1; // the LF of a CRLF split across chunks
+      lineStart = i;
+      if (this.endLine(this.takeLine(""))) {
+        out.push(this.takeEvent(this.takeRaw(text.slice(0, i))));
+        rawStart = i;
       }
-      if (lineEnd < 0) break;
-      const line = this.pending.slice(lineStart, lineEnd);
-      this.scanned = next;
-      if (line.length === 0) {
-        const raw = this.pending.slice(0, next);
-        this.pending = this.pending.slice(next);
-        this.scanned = 0;
-        out.push(this.takeEvent(raw));
-        continue;
-      }
-      this.readField(line);
     }
-    if (this.pending.length > this.maxEventChars) throw new SseEventTooLarge(this.maxEventChars);
+    for (; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      const lineEnd = i;
+      if (c === 13) {
+        if (i + 1 === text.length && !final) {
+          // Maybe the first half of a CRLF: the line ends here, its terminator with the next chunk.
+          this.lineParts.push(text.slice(lineStart, lineEnd));
+          this.crAtEnd = true;
+          lineStart = text.length;
+          break;
+        }
+        if (text.charCodeAt(i + 1) === 10) i++;
+      }
+      const blank = this.endLine(this.takeLine(text.slice(lineStart, lineEnd)));
+      lineStart = i + 1;
+      if (blank) {
+        out.push(this.takeEvent(this.takeRaw(text.slice(rawStart, i + 1))));
+        rawStart = i + 1;
+      }
+    }
+    if (lineStart < text.length) this.lineParts.push(text.slice(lineStart));
+    if (rawStart < text.length) {
+      this.rawParts.push(text.slice(rawStart));
+      this.rawChars += text.length - rawStart;
+    }
+    if (this.rawChars > this.maxEventChars) throw new SseEventTooLarge(this.maxEventChars);
     return out;
   }
 
   /**
    * Ends the stream. Returns the unterminated tail, if any: per the SSE spec a client discards an
-   * event that was never terminated, so callers normally drop it.
+   * event that was never terminated, so callers normally drop it. Call `push(chunk, true)` first
+   * (possibly with an empty chunk) to collect an event whose last line ends in a lone CR.
    */
   end(): string {
-    this.pending += this.decoder.decode();
-    const rest = this.pending;
-    this.pending = "";
-    this.scanned = 0;
+    const rest = this.rawParts.join("") + this.decoder.decode();
+    this.rawParts = [];
+    this.rawChars = 0;
+    this.lineParts = [];
+    this.crAtEnd = false;
     this.resetFields();
     return rest;
   }
 
   /** Characters buffered for the event in progress. */
   get bufferedChars(): number {
-    return this.pending.length;
+    return this.rawChars;
+  }
+
+  private takeLine(last: string): string {
+    if (this.lineParts.length === 0) return last;
+    const line = this.lineParts.join("") + last;
+    this.lineParts = [];
+    return line;
+  }
+
+  private takeRaw(last: string): string {
+    // Also a complete event that arrived in one chunk must respect the limit.
+    if (this.rawChars + last.length > this.maxEventChars) throw new SseEventTooLarge(this.maxEventChars);
+    const raw = this.rawParts.length === 0 ? last : this.rawParts.join("") + last;
+    this.rawParts = [];
+    this.rawChars = 0;
+    return raw;
+  }
+
+  /** Reads one complete line; true when it is the blank line that ends an event. */
+  private endLine(line: string): boolean {
+    if (line.length === 0) return true;
+    this.readField(line);
+    return false;
   }
 
   private readField(line: string): void {

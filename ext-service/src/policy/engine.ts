@@ -52,6 +52,13 @@ export interface UpstreamHeaders {
 
 const JSON_HEADERS = { "content-type": "application/json" } as const;
 
+function objectArguments(message: JsonRpcRequest): Record<string, unknown> | undefined {
+  const args = message.params?.arguments;
+  return typeof args === "object" && args !== null && !Array.isArray(args)
+    ? (args as Record<string, unknown>)
+    : undefined;
+}
+
 export function jsonReply(status: number, body: unknown, headers: Record<string, string> = {}): HttpReply {
   return { status, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
@@ -212,6 +219,7 @@ export class PolicyEngine {
       const d = denials[0]!;
       return { action: "reply", reply: jsonReply(200, errorFor(d.message, d.reason, d.detail)) };
     }
+    for (const d of denials) denyExchange(exchange, d.reason); // the causes first in the audit record
     const denied = new Map(denials.map((d) => [d.message, d]));
     const answers = parsed.messages
       .filter((m): m is JsonRpcRequest => m.kind === "request")
@@ -242,11 +250,18 @@ export class PolicyEngine {
       exchange.tools.push(target.name);
       const found = this.registry.tool(server, target.name, this.today());
       // Unregistered, deprecated and forbidden tools all read as unknown: do not reveal what exists.
+      // Only an agent the rules allow to call a deprecated tool learns (in data.reason) why it is gone.
       if ("missing" in found) {
-        return {
-          reason: found.missing === "deprecated" ? "tool_deprecated" : "tool_unknown",
-          detail: target.name,
-        };
+        const deprecated =
+          found.missing === "deprecated" &&
+          this.rbac.decide({
+            principal,
+            server,
+            kind: "tools",
+            name: target.name,
+            arguments: objectArguments(message),
+          }).allowed;
+        return { reason: deprecated ? "tool_deprecated" : "tool_unknown", detail: target.name };
       }
     }
     const args = message.params?.arguments;

@@ -39,27 +39,94 @@ interface CacheEntry {
 
 const HMAC = /^HS/;
 
-export class ConfigurationProblem extends Error {}
+/** A problem at a path inside gateway.yaml (segments, e.g. ["auth", "issuers", 0, "jwks"]). */
+export interface PathProblem {
+  path: readonly (string | number)[];
+  message: string;
+}
+
+/** Issuer settings that cannot work; config/compile.ts turns these into located ConfigProblems. */
+export class ConfigurationProblem extends Error {
+  constructor(readonly problems: readonly PathProblem[]) {
+    super(problems.map((p) => p.message).join("; "));
+    this.name = "ConfigurationProblem";
+  }
+}
+
+/** Thrown while compiling one issuer; `path` is relative to the issuer. */
+class IssuerProblem extends Error {
+  constructor(
+    readonly path: readonly (string | number)[],
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Reads and checks a JWKS (file or inline): public keys only, each with a `kty`. */
+function checkJwks(value: unknown, what: string): { keys: Record<string, unknown>[] } {
+  const keys = (value as { keys?: unknown } | null)?.keys;
+  if (typeof value !== "object" || value === null || !Array.isArray(keys) || keys.length === 0) {
+    throw new Error(`${what} is not a JWKS: expected {"keys": [...]} with at least one key`);
+  }
+  keys.forEach((key: unknown, i) => {
+    if (typeof key !== "object" || key === null || typeof (key as { kty?: unknown }).kty !== "string") {
+      throw new Error(`${what}: key ${i} has no 'kty'`);
+    }
+    // A private key here means the signing key was published by mistake: refuse to start.
+    if ("d" in key || "k" in key) throw new Error(`${what}: key ${i} is private or symmetric key material`);
+  });
+  return value as { keys: Record<string, unknown>[] };
+}
+
+function readJwksFile(file: string, baseDir: string): { keys: Record<string, unknown>[] } {
+  let text: string;
+  try {
+    text = readFileSync(resolve(baseDir, file), "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new IssuerProblem(
+      ["jwks", "file"],
+      code === "ENOENT" ? `JWKS file not found: ${file}` : `cannot read JWKS file ${file} (${code})`,
+    );
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new IssuerProblem(["jwks", "file"], `JWKS file ${file} is not valid JSON`);
+  }
+  try {
+    return checkJwks(value, `JWKS file ${file}`);
+  } catch (err) {
+    throw new IssuerProblem(["jwks", "file"], (err as Error).message);
+  }
+}
 
 function compileIssuer(issuer: Issuer, baseDir: string): CompiledIssuer {
   const jwks = issuer.jwks;
   const hmacAlgs = issuer.algorithms.filter((a) => HMAC.test(a));
   if ("secretEnv" in jwks) {
     if (hmacAlgs.length !== issuer.algorithms.length) {
-      throw new ConfigurationProblem(`issuer ${issuer.issuer}: a shared secret only verifies HS* algorithms`);
+      throw new IssuerProblem(
+        ["algorithms"],
+        "a shared secret (jwks.secretEnv) only verifies HS* algorithms",
+      );
     }
     const secret = process.env[jwks.secretEnv];
     if (!secret || secret.length < 32) {
-      throw new ConfigurationProblem(
-        `issuer ${issuer.issuer}: environment variable ${jwks.secretEnv} must hold a secret of at least 32 characters`,
+      throw new IssuerProblem(
+        ["jwks", "secretEnv"],
+        `environment variable ${jwks.secretEnv} must hold a secret of at least 32 characters`,
       );
     }
     return { config: issuer, key: new TextEncoder().encode(secret), symmetric: true };
   }
   // An HMAC algorithm next to public keys would let anyone sign with the public key as the secret.
   if (hmacAlgs.length > 0) {
-    throw new ConfigurationProblem(
-      `issuer ${issuer.issuer}: HS* algorithms need a shared secret (jwks.secretEnv)`,
+    throw new IssuerProblem(
+      ["algorithms"],
+      `${hmacAlgs.join(", ")} cannot be verified with public keys; HS* algorithms need a shared secret (jwks.secretEnv)`,
     );
   }
   if ("uri" in jwks) {
@@ -73,10 +140,15 @@ function compileIssuer(issuer: Issuer, baseDir: string): CompiledIssuer {
       symmetric: false,
     };
   }
-  const set =
-    "file" in jwks
-      ? (JSON.parse(readFileSync(resolve(baseDir, jwks.file), "utf8")) as { keys: Record<string, unknown>[] })
-      : jwks.inline;
+  let set: { keys: Record<string, unknown>[] };
+  if ("file" in jwks) set = readJwksFile(jwks.file, baseDir);
+  else {
+    try {
+      set = checkJwks(jwks.inline, "inline JWKS");
+    } catch (err) {
+      throw new IssuerProblem(["jwks", "inline"], (err as Error).message);
+    }
+  }
   return {
     config: issuer,
     key: createLocalJWKSet(set as Parameters<typeof createLocalJWKSet>[0]),
@@ -106,7 +178,10 @@ function reasonFor(err: unknown): { reason: Reason; detail: string } {
   const detail = err instanceof Error ? err.message : String(err);
   if (err instanceof errors.JWTExpired) return { reason: "jwt_expired", detail };
   if (err instanceof errors.JWTClaimValidationFailed) {
-    if (err.claim === "nbf" || err.claim === "iat") return { reason: "jwt_not_yet_valid", detail };
+    // "check_failed" is a time check; "invalid"/"missing" is a claim of the wrong type or absent.
+    if ((err.claim === "nbf" || err.claim === "iat") && err.reason === "check_failed") {
+      return { reason: "jwt_not_yet_valid", detail };
+    }
     if (err.claim === "aud") return { reason: "jwt_audience_invalid", detail };
     if (err.claim === "iss") return { reason: "jwt_issuer_unknown", detail };
     return { reason: "jwt_claims_invalid", detail };
@@ -144,7 +219,17 @@ export class Authenticator {
     baseDir: string,
     private readonly now: () => number = Date.now,
   ) {
-    this.issuers = new Map(config.auth.issuers.map((i) => [i.issuer, compileIssuer(i, baseDir)]));
+    const problems: PathProblem[] = [];
+    this.issuers = new Map();
+    config.auth.issuers.forEach((issuer, i) => {
+      try {
+        this.issuers.set(issuer.issuer, compileIssuer(issuer, baseDir));
+      } catch (err) {
+        if (!(err instanceof IssuerProblem)) throw err;
+        problems.push({ path: ["auth", "issuers", i, ...err.path], message: err.message });
+      }
+    });
+    if (problems.length > 0) throw new ConfigurationProblem(problems);
     this.cacheTtlMs = durationMs(config.auth.tokenCache.ttl);
     this.cacheMax = config.auth.tokenCache.maxEntries;
     this.clockSkewSec = durationMs(config.auth.clockSkew) / 1000;
@@ -223,6 +308,8 @@ export class Authenticator {
         audience: issuer.config.audiences,
         algorithms: issuer.config.algorithms,
         clockTolerance: this.clockSkewSec,
+        // A token without exp would be valid forever if it leaked: refuse it.
+        requiredClaims: ["exp"],
         currentDate: new Date(this.now()),
       };
       const { payload } =

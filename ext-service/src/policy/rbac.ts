@@ -31,12 +31,87 @@ interface CompiledRule {
   label: string;
 }
 
+/** Rules or agents that cannot work; config/compile.ts turns these into located ConfigProblems. */
 export class RbacConfigError extends Error {
+  constructor(readonly problems: readonly { path: readonly (string | number)[]; message: string }[]) {
+    super(problems.map((p) => `${p.path.join(".")}: ${p.message}`).join("; "));
+    this.name = "RbacConfigError";
+  }
+}
+
+/** One problem while compiling a rule; `path` is relative to the rule. */
+class RuleProblem extends Error {
   constructor(
-    readonly path: string,
+    readonly path: readonly (string | number)[],
     message: string,
   ) {
-    super(`${path}: ${message}`);
+    super(message);
+  }
+}
+
+/** Variables a condition may use, plus CEL's type names (usable as values, as in `type(x) == int`). */
+const CEL_NAMES: ReadonlySet<string> = new Set([
+  "claims",
+  "agent",
+  "roles",
+  "server",
+  "name",
+  "kind",
+  "arguments",
+  "now",
+  "int",
+  "uint",
+  "double",
+  "bool",
+  "string",
+  "bytes",
+  "list",
+  "map",
+  "null_type",
+  "type",
+  "dyn",
+]);
+
+type CelExpr = ReturnType<typeof parse>["expr"];
+
+/**
+ * Names a condition uses that are neither variables nor bound by a macro (`exists(x, ...)`): a
+ * typo such as `argumnets.env` would otherwise make the rule fail closed on every request.
+ */
+function unknownNames(expr: CelExpr | undefined, bound: ReadonlySet<string>, out: Set<string>): void {
+  if (!expr) return;
+  const k = expr.exprKind;
+  switch (k.case) {
+    case "identExpr":
+      if (!CEL_NAMES.has(k.value.name) && !bound.has(k.value.name)) out.add(k.value.name);
+      return;
+    case "selectExpr":
+      return unknownNames(k.value.operand, bound, out);
+    case "callExpr":
+      unknownNames(k.value.target, bound, out);
+      for (const a of k.value.args) unknownNames(a, bound, out);
+      return;
+    case "listExpr":
+      for (const e of k.value.elements) unknownNames(e, bound, out);
+      return;
+    case "structExpr":
+      for (const e of k.value.entries) {
+        if (e.keyKind.case === "mapKey") unknownNames(e.keyKind.value, bound, out);
+        unknownNames(e.value, bound, out);
+      }
+      return;
+    case "comprehensionExpr": {
+      const c = k.value;
+      unknownNames(c.iterRange, bound, out);
+      unknownNames(c.accuInit, bound, out);
+      const inner = new Set([...bound, c.iterVar, c.iterVar2, c.accuVar].filter(Boolean));
+      unknownNames(c.loopCondition, inner, out);
+      unknownNames(c.loopStep, inner, out);
+      unknownNames(c.result, inner, out);
+      return;
+    }
+    default:
+      return;
   }
 }
 
@@ -71,12 +146,21 @@ function toCelValue(v: unknown, depth = 0): unknown {
 
 const env = celEnv();
 
-function compileCondition(source: string, path: string, now: () => number): Condition {
+function compileCondition(source: string, now: () => number): Condition {
   let evaluate: ReturnType<typeof plan>;
   try {
-    evaluate = plan(env, parse(source));
+    const parsed = parse(source);
+    const unknown = new Set<string>();
+    unknownNames(parsed.expr, new Set(), unknown);
+    if (unknown.size > 0) {
+      throw new Error(
+        `unknown name${unknown.size > 1 ? "s" : ""} ${[...unknown].map((n) => `'${n}'`).join(", ")}; ` +
+          "conditions may use claims, agent, roles, server, name, kind, arguments, now",
+      );
+    }
+    evaluate = plan(env, parsed);
   } catch (err) {
-    throw new RbacConfigError(path, `invalid CEL condition: ${(err as Error).message}`);
+    throw new RuleProblem(["when"], `invalid CEL condition: ${(err as Error).message}`);
   }
   return (ctx) => {
     const result = evaluate({
@@ -89,8 +173,9 @@ function compileCondition(source: string, path: string, now: () => number): Cond
       arguments: toCelValue(ctx.arguments ?? {}),
       now: timestampFromDate(new Date(now())),
     } as never);
-    if (isCelError(result)) return "error";
-    return result === true ? "true" : "false";
+    // A result that is not a boolean is a broken condition, like an error: fail closed.
+    if (isCelError(result) || typeof result !== "boolean") return "error";
+    return result ? "true" : "false";
   };
 }
 
@@ -100,17 +185,26 @@ export class Rbac {
 
   constructor(config: Pick<GatewayConfig, "roles" | "agents">, now: () => number = Date.now) {
     const roles = new Map<string, CompiledRule[]>();
+    const problems: { path: (string | number)[]; message: string }[] = [];
     for (const [roleName, role] of Object.entries(config.roles)) {
-      roles.set(
-        roleName,
-        role.rules.map((rule, i) => compileRule(rule, `roles.${roleName}.rules[${i}]`, now)),
-      );
+      const compiled: CompiledRule[] = [];
+      role.rules.forEach((rule, i) => {
+        try {
+          compiled.push(compileRule(rule, `roles.${roleName}.rules[${i}]`, now));
+        } catch (err) {
+          if (!(err instanceof RuleProblem)) throw err;
+          problems.push({ path: ["roles", roleName, "rules", i, ...err.path], message: err.message });
+        }
+      });
+      roles.set(roleName, compiled);
     }
     for (const [agent, a] of Object.entries(config.agents)) {
       a.roles.forEach((r, i) => {
-        if (!roles.has(r)) throw new RbacConfigError(`agents.${agent}.roles[${i}]`, `unknown role '${r}'`);
+        if (!roles.has(r))
+          problems.push({ path: ["agents", agent, "roles", i], message: `unknown role '${r}'` });
       });
     }
+    if (problems.length > 0) throw new RbacConfigError(problems);
     this.roles = roles;
   }
 
@@ -148,6 +242,28 @@ export class Rbac {
     return allowed ? { allowed: true } : { allowed: false, rule: "default_deny" };
   }
 
+  /**
+   * Whether a list response (tools/list, prompts/list, resources/list) shows `name`: whether some
+   * call to it could be allowed. The arguments of that call are not known yet, so a condition
+   * that cannot be decided without them counts as "maybe": an allow rule with it keeps the entry,
+   * and a deny rule with it does not remove the entry. Only an allow that is certainly false
+   * and a deny that certainly applies count as such. Each call is still decided in full by
+   * `decide`, so listing more than can be called never lets a call through.
+   */
+  mayList(principal: Principal, server: string, kind: SubjectKind, name: string): boolean {
+    const subject = `${server}/${name}`;
+    const ctx: AccessContext = { principal, server, kind, name, arguments: undefined };
+    let listed = false;
+    for (const rule of this.rulesFor(principal)) {
+      const patterns = rule.kinds[kind];
+      if (!patterns || !patterns.some((p) => p.test(subject))) continue;
+      const outcome = rule.condition ? rule.condition(ctx) : "true";
+      if (rule.effect === "deny" && outcome === "true") return false;
+      if (rule.effect === "allow" && outcome !== "false") listed = true;
+    }
+    return listed;
+  }
+
   /** Whether any allow rule of this principal could apply to something on `server`. */
   mayReachServer(principal: Principal, server: string): boolean {
     return this.rulesFor(principal).some(
@@ -164,10 +280,12 @@ function compileRule(rule: Rule, path: string, now: () => number): CompiledRule 
     if (!globs) continue;
     kinds[kind] = globs.map((g, i) => {
       const slash = g.indexOf("/");
-      if (slash <= 0) {
-        throw new RbacConfigError(`${path}.${kind}[${i}]`, `'${g}' must be 'server/name' (globs allowed)`);
-      }
-      serverPatterns.push(globToRegExp(g.slice(0, slash)));
+      if (slash <= 0) throw new RuleProblem([kind, i], `'${g}' must be 'server/name' (globs allowed)`);
+      // The server part ends at the first '/', unless a '**' that can span it starts before.
+      const across = g.indexOf("**");
+      serverPatterns.push(
+        globToRegExp(across >= 0 && across < slash ? g.slice(0, across + 2) : g.slice(0, slash)),
+      );
       return globToRegExp(g);
     });
   }
@@ -175,7 +293,7 @@ function compileRule(rule: Rule, path: string, now: () => number): CompiledRule 
     effect: rule.effect,
     kinds,
     serverPatterns,
-    condition: rule.when ? compileCondition(rule.when, `${path}.when`, now) : undefined,
+    condition: rule.when ? compileCondition(rule.when, now) : undefined,
     label: path,
   };
 }

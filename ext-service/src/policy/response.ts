@@ -72,16 +72,21 @@ export class ResponseTransformer {
     }
     const r = this.rewriteValue(value);
     if (r.kind === "same") return undefined;
-    return encoder.encode(r.kind === "replace" ? JSON.stringify(r.value) : "");
+    if (r.kind === "replace") return encoder.encode(JSON.stringify(r.value));
+    // JSON that is not JSON-RPC: an error status passes as above; a success is refused, not emptied.
+    return this.status >= 400 ? undefined : this.invalid("upstream_invalid_response");
   }
 
-  /** One chunk of an SSE body; returns the bytes to send on in its place (possibly empty). */
-  push(chunk: Uint8Array): Uint8Array {
+  /**
+   * One chunk of an SSE body; returns the bytes to send on in its place (possibly empty).
+   * `final` is for `end()`: the stream is over, so a trailing lone CR ends its line.
+   */
+  push(chunk: Uint8Array, final = false): Uint8Array {
     if (this.failed) return EMPTY;
     this.sse ??= new SseParser(this.engine.limits.maxSseEventBytes);
     let events;
     try {
-      events = this.sse.push(chunk);
+      events = this.sse.push(chunk, final);
     } catch (err) {
       if (!(err instanceof SseEventTooLarge)) throw err;
       this.failed = true;
@@ -112,12 +117,16 @@ export class ResponseTransformer {
     return out.length ? encoder.encode(out) : EMPTY;
   }
 
-  /** End of the SSE body: an event cut mid-way is dropped, as an SSE client would. */
+  /**
+   * End of the SSE body: returns the last bytes to send (an event whose final line ended in a
+   * lone CR completes only now). An event cut mid-way is dropped, as an SSE client would.
+   */
   end(): Uint8Array {
     if (!this.sse) return EMPTY;
+    const out = this.push(EMPTY, true);
     const tail = this.sse.end();
     if (tail.trim().length > 0) countOn(this.exchange, "sse_truncated_events");
-    return EMPTY;
+    return out;
   }
 
   private invalid(reason: "upstream_invalid_response" | "response_too_large"): Uint8Array {
@@ -182,7 +191,7 @@ export class ResponseTransformer {
       const name = (item as Record<string, unknown> | null)?.[key];
       if (typeof name !== "string") return false;
       if (kind === "tools" && "missing" in this.engine.registry.tool(server, name, today)) return false;
-      return this.engine.rbac.decide({ principal, server, kind, name }).allowed;
+      return this.engine.rbac.mayList(principal, server, kind, name);
     });
     if (kept.length === items.length) return SAME;
     countOn(this.exchange, `${kind}_filtered`, items.length - kept.length);

@@ -1,0 +1,59 @@
+import { execFile } from "node:child_process";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ensureDevKeys } from "../../ext-service/src/config/devkeys.js";
+
+/** The real binary in a child process: exit codes are what scripts and CI see. */
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "ext-service/src/cli.ts", ...args],
+      { cwd: join(import.meta.dirname, "../.."), timeout: 60_000 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+const tmp = mkdtempSync(join(tmpdir(), "mcp-gateway-cli-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe("mcp-gateway validate (child process)", () => {
+  it("exits 0 for examples/gateway.yaml with its registry and a JWKS", async () => {
+    // The example points at ../registry/registry.yaml and ../.dev/jwks.json: rebuild that layout.
+    cpSync("examples", join(tmp, "examples"), { recursive: true });
+    cpSync("registry", join(tmp, "registry"), { recursive: true });
+    await ensureDevKeys(join(tmp, ".dev"));
+    const run = await cli(["validate", "--config", join(tmp, "examples/gateway.yaml")]);
+    expect(run.stderr).toBe("");
+    expect(run.stdout).toMatch(
+      /gateway\.yaml: valid \(registry \S+: 3 servers, 9 tools; 3 roles, 3 agents; auth required\)/,
+    );
+    expect(run.code).toBe(0);
+  });
+
+  it("exits 1 and prints every problem for an invalid config", async () => {
+    const run = await cli([
+      "validate",
+      "--config",
+      "test/fixtures/config/invalid/every-problem/gateway.yaml",
+    ]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe("");
+    const lines = run.stderr.trimEnd().split("\n");
+    expect(lines.at(-1)).toBe("7 problem(s) found.");
+    expect(lines.filter((l) => l.includes("every-problem/gateway.yaml:"))).toHaveLength(3);
+    expect(lines.filter((l) => l.includes("every-problem/registry.yaml:"))).toHaveLength(4);
+  });
+
+  it("exits 2 on a usage error", async () => {
+    const run = await cli(["validate"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("--config is required");
+  });
+});

@@ -1,0 +1,395 @@
+import fc from "fast-check";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
+import type { Exchange } from "../../ext-service/src/policy/exchange.js";
+import { responseMode } from "../../ext-service/src/policy/response.js";
+import { REGISTRY, engineFor, gatewayFor, makeKey } from "./support.js";
+
+let engine: PolicyEngine;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+beforeAll(async () => {
+  const key = await makeKey("ES256", "k1");
+  const config = gatewayFor(key.publicJwk);
+  engine = engineFor(
+    { ...config, limits: { ...config.limits, maxResponseBytes: 2048, maxSseEventBytes: 1024 } },
+    REGISTRY,
+  );
+});
+
+/** An exchange as the engine leaves it after admitting `agent` and forwarding `requests`. */
+function exchangeFor(agent: string, roles: string[], server: string, requests: unknown[]): Exchange {
+  const exchange = engine.newExchange("POST");
+  exchange.principal = { agent, roles, claims: {}, issuer: "https://idp.example", anonymous: false };
+  exchange.server = server;
+  const v = engine.evaluateRequestBody(
+    exchange,
+    enc.encode(JSON.stringify(requests.length === 1 ? requests[0] : requests)),
+    {},
+  );
+  expect(v).toEqual({ action: "forward" });
+  return exchange;
+}
+
+const tool = (name: string) => ({ name, description: `${name} tool`, inputSchema: { type: "object" } });
+const listResult = (id: number | string, names: string[]) => ({
+  jsonrpc: "2.0",
+  id,
+  result: { tools: names.map(tool), nextCursor: "c2" },
+});
+const ALL_TICKET_TOOLS = ["list_tickets", "delete_ticket", "old_export", "new_export", "unregistered_tool"];
+
+describe("responseMode", () => {
+  it("reads the content type", () => {
+    expect(responseMode("application/json")).toBe("json");
+    expect(responseMode("Application/JSON; charset=utf-8")).toBe("json");
+    expect(responseMode("text/event-stream")).toBe("sse");
+    expect(responseMode("text/event-stream;charset=UTF-8")).toBe("sse");
+    expect(responseMode("text/plain")).toBe("passthrough");
+    expect(responseMode(undefined)).toBe("passthrough");
+  });
+});
+
+describe("JSON responses", () => {
+  it("filters tools/list to registered, offered tools the agent may call", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+    ]);
+    const t = engine.responseTransformer(ex, "application/json", 200);
+    const out = t.transformJson(enc.encode(JSON.stringify(listResult(1, ALL_TICKET_TOOLS))));
+    expect(out).toBeDefined();
+    expect(JSON.parse(dec.decode(out))).toEqual({
+      jsonrpc: "2.0",
+      id: 1,
+      result: { tools: [tool("list_tickets"), tool("new_export")], nextCursor: "c2" },
+    });
+    expect(ex.counters).toEqual({ tools_filtered: 3 });
+  });
+
+  it("passes a list unchanged (undefined) when nothing is filtered", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+    ]);
+    const t = engine.responseTransformer(ex, "application/json", 200);
+    expect(t.transformJson(enc.encode(JSON.stringify(listResult(1, ["list_tickets"]))))).toBeUndefined();
+    expect(ex.counters).toEqual({});
+  });
+
+  it("leaves responses it has no pending request for, errors, and other methods alone", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+      { jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "list_tickets" } },
+    ]);
+    const t = engine.responseTransformer(ex, "application/json", 200);
+    const passes = [
+      listResult(99, ALL_TICKET_TOOLS),
+      listResult("1", ALL_TICKET_TOOLS), // id "1" is not id 1
+      { jsonrpc: "2.0", id: 1, error: { code: -32000, message: "nope" } },
+      { jsonrpc: "2.0", id: 2, result: { content: [{ type: "text", text: "delete_ticket" }] } },
+      { jsonrpc: "2.0", method: "notifications/message", params: { level: "info", data: "x" } },
+      { jsonrpc: "2.0", id: 1, result: { tools: "not a list" } },
+    ];
+    for (const m of passes)
+      expect(t.transformJson(enc.encode(JSON.stringify(m))), JSON.stringify(m)).toBeUndefined();
+  });
+
+  it("filters prompts/list and resources/list by the agent's rules", () => {
+    const ex = exchangeFor("research-bot", ["reader"], "kb", [
+      { jsonrpc: "2.0", id: 1, method: "prompts/list" },
+      { jsonrpc: "2.0", id: 2, method: "resources/list" },
+    ]);
+    const rules = engineFor(
+      {
+        ...gatewayFor({
+          kty: "EC",
+          crv: "P-256",
+          x: "hLjwgpRzyj_NIaf6UhPSGy5xiZ2wDmzU62K-uT3sAKs",
+          y: "h2884qV1A2AtdOSVVkw0nybOMU7IySdx1HRqozbMpW4",
+        }),
+        roles: {
+          reader: {
+            rules: [{ effect: "allow", prompts: ["kb/summarise"], resources: ["kb/file:///public/**"] }],
+          },
+        },
+        agents: {},
+      },
+      REGISTRY,
+    );
+    const t = rules.responseTransformer(ex, "application/json", 200);
+    const batch = [
+      {
+        jsonrpc: "2.0",
+        id: 1,
+        result: { prompts: [{ name: "summarise" }, { name: "secret_prompt" }, { title: "no name" }] },
+      },
+      {
+        jsonrpc: "2.0",
+        id: 2,
+        result: {
+          resources: [
+            { uri: "file:///public/a.md", name: "a" },
+            { uri: "file:///private/b.md", name: "b" },
+          ],
+        },
+      },
+    ];
+    const out = JSON.parse(dec.decode(t.transformJson(enc.encode(JSON.stringify(batch)))));
+    expect(out).toEqual([
+      { jsonrpc: "2.0", id: 1, result: { prompts: [{ name: "summarise" }] } },
+      { jsonrpc: "2.0", id: 2, result: { resources: [{ uri: "file:///public/a.md", name: "a" }] } },
+    ]);
+    expect(ex.counters).toEqual({ prompts_filtered: 2, resources_filtered: 1 });
+  });
+
+  it("lists a tool whose allow rule depends on the call's arguments (decided per call)", () => {
+    const conditional = engineFor(
+      {
+        ...gatewayFor({
+          kty: "EC",
+          crv: "P-256",
+          x: "hLjwgpRzyj_NIaf6UhPSGy5xiZ2wDmzU62K-uT3sAKs",
+          y: "h2884qV1A2AtdOSVVkw0nybOMU7IySdx1HRqozbMpW4",
+        }),
+        roles: {
+          deployer: {
+            rules: [
+              { effect: "allow", tools: ["tickets/*"], when: "arguments.environment == 'staging'" },
+              {
+                effect: "deny",
+                tools: ["tickets/list_tickets"],
+                when: "arguments.environment == 'production'",
+              },
+              { effect: "deny", tools: ["tickets/new_export"], when: "agent == 'release-bot'" },
+              { effect: "allow", tools: ["tickets/delete_ticket"], when: "claims.tier == 'gold' && false" },
+            ],
+          },
+        },
+        agents: { "release-bot": { roles: ["deployer"] } },
+      },
+      REGISTRY,
+    );
+    const ex = conditional.newExchange("POST");
+    ex.principal = {
+      agent: "release-bot",
+      roles: ["deployer"],
+      claims: {},
+      issuer: undefined,
+      anonymous: false,
+    };
+    ex.server = "tickets";
+    expect(
+      conditional.evaluateRequestBody(
+        ex,
+        enc.encode(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" })),
+        {},
+      ),
+    ).toEqual({
+      action: "forward",
+    });
+    const out = conditional
+      .responseTransformer(ex, "application/json", 200)
+      .transformJson(enc.encode(JSON.stringify(listResult(1, ALL_TICKET_TOOLS))));
+    // list_tickets: allowed for staging, denied only for production; new_export: denied for this
+    // agent whatever the arguments; delete_ticket: the tickets/* allow may apply.
+    expect(JSON.parse(dec.decode(out)).result.tools.map((t: { name: string }) => t.name)).toEqual([
+      "list_tickets",
+      "delete_ticket",
+    ]);
+    // The calls themselves are decided with their arguments.
+    const callWith = (name: string, environment: string) => {
+      const c = conditional.newExchange("POST");
+      c.principal = ex.principal;
+      c.server = "tickets";
+      const args = { environment };
+      return conditional.evaluateRequestBody(
+        c,
+        enc.encode(
+          JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name, arguments: args } }),
+        ),
+        {},
+      ).action;
+    };
+    expect(callWith("list_tickets", "staging")).toBe("forward");
+    expect(callWith("list_tickets", "production")).toBe("reply");
+    expect(callWith("new_export", "staging")).toBe("reply");
+  });
+
+  it("replaces an invalid success body with upstream_invalid_response (fail closed)", () => {
+    for (const bad of ["{not json", "\u00ff", '{"result":"not JSON-RPC"}', "42", '"text"']) {
+      const ex = exchangeFor("support-bot", ["support"], "tickets", [
+        { jsonrpc: "2.0", id: 1, method: "tools/list" },
+      ]);
+      const t = engine.responseTransformer(ex, "application/json", 200);
+      const out = t.transformJson(bad === "\u00ff" ? new Uint8Array([0xff, 0xfe]) : enc.encode(bad));
+      expect(out, bad).toBeDefined();
+      expect(JSON.parse(dec.decode(out))).toEqual({
+        jsonrpc: "2.0",
+        id: null,
+        error: {
+          code: -32050,
+          message: "The MCP server sent an invalid response",
+          data: { reason: "upstream_invalid_response", request_id: ex.requestId },
+        },
+      });
+      expect(ex).toMatchObject({ decision: "error", reasons: ["upstream_invalid_response"] });
+    }
+  });
+
+  it("passes error statuses whose bodies are not JSON-RPC: they carry no tool output", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+    ]);
+    for (const b of ["<html>Bad Gateway</html>", '{"error":"session not found"}']) {
+      expect(
+        engine.responseTransformer(ex, "application/json", 404).transformJson(enc.encode(b)),
+        b,
+      ).toBeUndefined();
+    }
+    expect(ex.decision).toBe("allow");
+  });
+
+  it("drops invalid members of a batch response and keeps the rest", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+      { jsonrpc: "2.0", id: 2, method: "ping" },
+    ]);
+    const t = engine.responseTransformer(ex, "application/json", 200);
+    const out = t.transformJson(
+      enc.encode(JSON.stringify([{ jsonrpc: "2.0", id: 2, result: {} }, { nonsense: true }])),
+    );
+    expect(JSON.parse(dec.decode(out))).toEqual([{ jsonrpc: "2.0", id: 2, result: {} }]);
+    expect(ex.counters).toEqual({ invalid_upstream_messages: 1 });
+  });
+
+  it("refuses a body larger than maxResponseBytes", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+    ]);
+    const big = enc.encode(
+      JSON.stringify(
+        listResult(
+          1,
+          Array.from({ length: 100 }, (_, i) => `tool_${i}`),
+        ),
+      ),
+    );
+    expect(big.byteLength).toBeGreaterThan(2048);
+    const out = engine.responseTransformer(ex, "application/json", 200).transformJson(big);
+    expect(JSON.parse(dec.decode(out)).error.data.reason).toBe("response_too_large");
+  });
+});
+
+const sseEvent = (data: unknown, extra = "") => `${extra}event: message\ndata: ${JSON.stringify(data)}\n\n`;
+
+function runSse(ex: Exchange, chunks: Uint8Array[]): string {
+  const t = engine.responseTransformer(ex, "text/event-stream", 200);
+  let out = "";
+  const parts: Uint8Array[] = [];
+  for (const c of chunks) parts.push(t.push(c));
+  parts.push(t.end());
+  for (const p of parts) out += dec.decode(p, { stream: true });
+  return out + dec.decode();
+}
+
+describe("SSE responses", () => {
+  const listRequest = [{ jsonrpc: "2.0", id: 1, method: "tools/list" }];
+
+  it("filters a tools/list carried in an event and passes other events byte for byte", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const progress = `id: 5\r\nevent: message\r\ndata: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/progress", params: { progressToken: 1, progress: 1 } })}\r\n\r\n`;
+    const input = `: keep-alive\n\n${progress}${sseEvent(listResult(1, ALL_TICKET_TOOLS), "id: 6\n")}`;
+    expect(runSse(ex, [enc.encode(input)])).toBe(
+      `: keep-alive\n\n${progress}event: message\nid: 6\ndata: ${JSON.stringify({ jsonrpc: "2.0", id: 1, result: { tools: [tool("list_tickets"), tool("new_export")], nextCursor: "c2" } })}\n\n`,
+    );
+    expect(ex.counters).toEqual({ tools_filtered: 3 });
+  });
+
+  it("drops events whose data is not JSON, and JSON that is not JSON-RPC", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const ok = sseEvent({ jsonrpc: "2.0", method: "notifications/message", params: {} });
+    const out = runSse(ex, [enc.encode(`data: not json\n\n${ok}data: {"a":1}\n\n`)]);
+    expect(out).toBe(ok);
+    expect(ex.counters).toEqual({ sse_events_dropped: 1, invalid_upstream_messages: 1 });
+  });
+
+  it("passes each event on as soon as it is complete, so a stream that never ends is never held", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const t = engine.responseTransformer(ex, "text/event-stream", 200);
+    for (let i = 0; i < 2000; i++) {
+      const event = sseEvent({
+        jsonrpc: "2.0",
+        method: "notifications/progress",
+        params: { progressToken: 1, progress: i },
+      });
+      const half = Math.floor(event.length / 2);
+      expect(t.push(enc.encode(event.slice(0, half)))).toHaveLength(0);
+      expect(dec.decode(t.push(enc.encode(event.slice(half))))).toBe(event);
+    }
+    // end() is never called: nothing was buffered beyond the event in progress.
+    expect(ex.counters).toEqual({});
+  });
+
+  it("drops an event cut mid-way at the end of the stream and counts it", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const ok = sseEvent({ jsonrpc: "2.0", method: "notifications/message", params: {} });
+    expect(
+      runSse(ex, [enc.encode(ok + 'event: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[')]),
+    ).toBe(ok);
+    expect(ex.counters).toEqual({ sse_truncated_events: 1 });
+  });
+
+  it("emits an event whose last line ends in a lone CR when the stream ends", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const cr = `data: ${JSON.stringify(listResult(1, ["list_tickets"]))}\r\r`;
+    expect(runSse(ex, [enc.encode(cr)])).toBe(cr);
+  });
+
+  it("replaces an event over maxSseEventBytes with an error event and sends nothing after it", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const t = engine.responseTransformer(ex, "text/event-stream", 200);
+    const first = dec.decode(t.push(enc.encode(`data: ${"x".repeat(2000)}`)));
+    expect(first).toMatch(/^event: message\ndata: /);
+    expect(JSON.parse(first.split("data: ")[1]!).error.data.reason).toBe("response_too_large");
+    expect(t.push(enc.encode(sseEvent({ jsonrpc: "2.0", id: 1, result: {} })))).toHaveLength(0);
+    expect(t.end()).toHaveLength(0);
+    expect(ex).toMatchObject({ decision: "error", reasons: ["response_too_large"] });
+  });
+
+  it("gives the same output for any split of the stream into chunks (property)", () => {
+    const stream = [
+      ": comment\r\n\r\n",
+      `id: 1\nevent: message\ndata: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/progress", params: { progressToken: "é😀", progress: 1 } })}\n\n`,
+      `event: message\r\ndata: ${JSON.stringify(listResult(1, ALL_TICKET_TOOLS))}\r\n\r\n`,
+      "data: not json\r\r",
+      `data: ${JSON.stringify({ jsonrpc: "2.0", id: 1, result: { tools: [tool("ünïcode_😀")] } }).replace(",", ",\ndata: ")}\n\n`,
+      'data: {"jsonrpc":"2.0","id":7,"result":{"cut":',
+    ].join("");
+    const bytes = enc.encode(stream);
+    const wholeExchange = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const whole = runSse(wholeExchange, [bytes]);
+    // Two responses for id 1 (3 tools dropped, then 1), one non-JSON event, one cut event.
+    expect(wholeExchange.counters).toEqual({
+      tools_filtered: 4,
+      sse_events_dropped: 1,
+      sse_truncated_events: 1,
+    });
+    expect(whole).toContain("new_export");
+    expect(whole).not.toContain("delete_ticket");
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 0, max: bytes.length }), { maxLength: 20 }), (cuts) => {
+        cuts.sort((a, b) => a - b);
+        const chunks: Uint8Array[] = [];
+        let prev = 0;
+        for (const c of [...cuts, bytes.length]) {
+          chunks.push(bytes.subarray(prev, c));
+          prev = c;
+        }
+        const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+        expect(runSse(ex, chunks)).toBe(whole);
+        expect(ex.counters).toEqual(wholeExchange.counters);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
