@@ -1,6 +1,8 @@
 import type { Command } from "../cli.js";
+import { devCommand } from "./dev.js";
+import { edgeCommand } from "./edge.js";
 import { registryCommand } from "./registry.js";
 import { tokenCommand } from "./token.js";
 import { validateCommand } from "./validate.js";
 
-export const commands: Command[] = [validateCommand, tokenCommand, registryCommand];
+export const commands: Command[] = [devCommand, edgeCommand, validateCommand, tokenCommand, registryCommand];
