@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -99,7 +99,7 @@ export async function startGateway(spec: GatewaySpec): Promise<Gateway> {
       ],
     },
     roles: spec.roles ?? {
-      all: { rules: [{ effect: "allow", tools: ["**"], prompts: ["**"], resources: ["**"] }] },
+      all: { rules: [{ effect: "allow", tools: ["*/*"], prompts: ["*/*"], resources: ["*/**"] }] },
     },
     agents: spec.agents ?? { tester: { roles: ["all"] }, other: { roles: ["all"] } },
     ...(spec.edge ? { edge: spec.edge } : {}),
@@ -280,4 +280,39 @@ export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
 
 export function rpc(method: string, params?: Record<string, unknown>, id: number | string = 1): string {
   return JSON.stringify({ jsonrpc: "2.0", id, method, ...(params ? { params } : {}) });
+}
+
+/** Sends raw bytes on a fresh TCP connection and collects everything until the server closes. */
+export function rawHttp(
+  port: number,
+  payload: string | Buffer,
+  options: { endAfterWrite?: boolean } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(port, "127.0.0.1", () => {
+      socket.write(payload);
+      if (options.endAfterWrite) socket.end();
+    });
+    socket.on("data", (d) => chunks.push(d));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString("utf8")));
+  });
+}
+
+/** Status, lower-case headers and body of a raw HTTP/1.1 response (no chunked decoding). */
+export function parseRawResponse(raw: string): {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+} {
+  const split = raw.indexOf("\r\n\r\n");
+  const head = split < 0 ? raw : raw.slice(0, split);
+  const [statusLine, ...lines] = head.split("\r\n");
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const i = line.indexOf(":");
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return { status: Number(statusLine?.split(" ")[1]), headers, body: split < 0 ? "" : raw.slice(split + 4) };
 }

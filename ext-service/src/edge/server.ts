@@ -57,6 +57,14 @@ interface Active {
 
 const encoder = new TextEncoder();
 
+const UPSTREAM_FAILURES: ReadonlySet<Reason> = new Set<Reason>([
+  "upstream_unavailable",
+  "upstream_timeout",
+  "upstream_invalid_response",
+  "response_too_large",
+  "breaker_open",
+]);
+
 function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
@@ -76,6 +84,11 @@ function drained(res: ServerResponse): Promise<void> {
     res.once("drain", done);
     res.once("close", done);
   });
+}
+
+function timeOut(state: Active): void {
+  state.timedOut = true;
+  state.upstream.abort();
 }
 
 /** Maps an undici failure before response headers to the reason the client sees. */
@@ -117,6 +130,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       connectTimeoutMs: upstreamTimeoutMs > 0 ? Math.min(upstreamTimeoutMs, 10_000) : 10_000,
     },
     metrics,
+    logger,
   );
   const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const active = new Set<Active>();
@@ -137,21 +151,24 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     exchange: Exchange,
     reason: Reason,
     extra: Record<string, string> = {},
-  ) => sendReply(res, engine.rejection(exchange, reason, undefined, extra));
+  ) => {
+    const reply = engine.rejection(exchange, reason, undefined, extra);
+    // The gateway or the upstream failed; the agent was not denied anything.
+    if (UPSTREAM_FAILURES.has(reason)) exchange.decision = "error";
+    sendReply(res, reply);
+  };
 
   const upstreamFailure = (server: string, endpoint: Endpoint | undefined, reason: string, err?: unknown) => {
     metrics.upstreamErrors.inc({ server, reason });
-    if (err !== undefined) {
-      logger.warn(
-        {
-          server,
-          upstream: endpoint?.label,
-          reason,
-          error: (err as { code?: string }).code ?? (err as Error).message,
-        },
-        "upstream request failed",
-      );
-    }
+    const fields = {
+      server,
+      upstream: endpoint?.label,
+      reason,
+      ...(err !== undefined ? { error: (err as { code?: string }).code ?? (err as Error).message } : {}),
+    };
+    // An open breaker refuses every request: one warning when it opens is enough (below).
+    if (reason === "breaker_open") logger.debug(fields, "upstream skipped");
+    else logger.warn(fields, "upstream request failed");
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -275,6 +292,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     upstreamHeaders["accept-encoding"] = "identity";
 
     let response: Dispatcher.ResponseData;
+    // Our own timer (undici's timeouts are coarse): time to the upstream's response headers.
+    const timer = upstreamTimeoutMs > 0 ? setTimeout(timeOut, upstreamTimeoutMs, state) : undefined;
     try {
       response = await endpoint.pool.request({
         path,
@@ -282,7 +301,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
         headers: upstreamHeaders,
         body,
         signal: state.upstream.signal,
-        headersTimeout: upstreamTimeoutMs,
+        headersTimeout: 0,
         bodyTimeout: 0,
       });
     } catch (err) {
@@ -291,9 +310,11 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
         return;
       }
       endpoint.breaker.failure(ticket);
-      const reason = failureReason(err);
-      upstreamFailure(server, endpoint, reason, err);
+      const reason = state.timedOut ? "upstream_timeout" : failureReason(err);
+      upstreamFailure(server, endpoint, reason, state.timedOut ? undefined : err);
       return reject(res, exchange, reason);
+    } finally {
+      clearTimeout(timer);
     }
 
     const status = response.statusCode;
@@ -331,13 +352,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;
-    const timer =
-      upstreamTimeoutMs > 0
-        ? setTimeout(() => {
-            state.timedOut = true;
-            state.upstream.abort();
-          }, upstreamTimeoutMs)
-        : undefined;
+    const timer = upstreamTimeoutMs > 0 ? setTimeout(timeOut, upstreamTimeoutMs, state) : undefined;
     let failed: unknown;
     try {
       for await (const chunk of response.body) {

@@ -1,4 +1,5 @@
 import { Pool } from "undici";
+import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { CircuitBreaker, type BreakerTicket } from "./breaker.js";
 
@@ -20,7 +21,7 @@ export class Endpoint {
   readonly label: string;
   inflight = 0;
 
-  constructor(server: string, url: string, options: UpstreamOptions, metrics: Metrics) {
+  constructor(server: string, url: string, options: UpstreamOptions, metrics: Metrics, logger?: Logger) {
     const parsed = new URL(url);
     this.path = parsed.pathname + parsed.search;
     this.label = `${parsed.origin}${parsed.pathname}`;
@@ -33,9 +34,10 @@ export class Endpoint {
     });
     const labels = { server, upstream: this.label };
     metrics.breakerOpen.set(labels, 0);
-    this.breaker = new CircuitBreaker(options.breakerFailures, options.breakerCooldownMs, (state) =>
-      metrics.breakerOpen.set(labels, state === "closed" ? 0 : 1),
-    );
+    this.breaker = new CircuitBreaker(options.breakerFailures, options.breakerCooldownMs, (state) => {
+      metrics.breakerOpen.set(labels, state === "closed" ? 0 : 1);
+      logger?.[state === "open" ? "warn" : "info"]({ ...labels, breaker: state }, "circuit breaker");
+    });
   }
 }
 
@@ -110,9 +112,10 @@ export class Upstreams {
     servers: Iterable<{ name: string; upstreams: readonly string[] }>,
     options: UpstreamOptions,
     metrics: Metrics,
+    logger?: Logger,
   ) {
     for (const s of servers) {
-      const endpoints = s.upstreams.map((url) => new Endpoint(s.name, url, options, metrics));
+      const endpoints = s.upstreams.map((url) => new Endpoint(s.name, url, options, metrics, logger));
       this.groups.set(s.name, new UpstreamGroup(s.name, endpoints, options.maxSessions));
     }
   }
