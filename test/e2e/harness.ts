@@ -178,8 +178,11 @@ export async function connectClient(
   url: string,
   token: string | undefined,
   capabilities: ClientCapabilities = {},
+  /** Runs before connecting: register handlers for server-to-client requests here. */
+  setup?: (client: Client) => void,
 ): Promise<Connected> {
   const client = new Client({ name: "e2e-test", version: "1.0.0" }, { capabilities });
+  setup?.(client);
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     requestInit: token ? { headers: { Authorization: `Bearer ${token}` } } : {},
   });
