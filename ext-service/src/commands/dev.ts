@@ -196,7 +196,7 @@ export function curlListTools(url: string, token: string): string {
     `  | tr -d '\\r' | awk 'tolower($1)=="mcp-session-id:" {print $2}')`,
     `curl -s "$URL" -H "Authorization: Bearer $TOKEN" -H "Mcp-Session-Id: $SID" \\`,
     `  -H 'Mcp-Protocol-Version: ${CURL_PROTOCOL_VERSION}' ${mcpHeaders} \\`,
-    `  -d '${list}'`,
+    `  -d '${list}' | sed -n 's/^data: //p'`,
   ].join("\n");
 }
 
