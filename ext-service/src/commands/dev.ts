@@ -233,9 +233,8 @@ export function devBanner(dev: DevRuntime): string {
       curlListTools(dev.urls[server]!, agent.token),
       CURL_END,
       "",
-      "Point any MCP client at a gateway URL with the header 'Authorization: Bearer <token>',",
-      "for example the MCP Inspector (npx @modelcontextprotocol/inspector): transport Streamable HTTP,",
-      "URL as above, the token under Authentication. More in README.md.",
+      "Point any MCP client at a gateway URL with the header 'Authorization: Bearer <token>'",
+      "(MCP Inspector, agent configs: see 'Connect an MCP client' in README.md).",
     );
   }
   lines.push(
