@@ -287,6 +287,39 @@ describe("bad input over HTTP", () => {
     );
   });
 
+  it("the request timeouts never cut a response that streams longer than them", async () => {
+    // requestTimeout is 700ms here; this upstream streams for ~1.2s after the request arrived
+    const slow = await fakeUpstream((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write(": open\n\n");
+        setTimeout(() => res.end('data: {"jsonrpc":"2.0","id":1,"result":{"late":true}}\n\n'), 1200);
+      });
+    });
+    const late = await startGateway({
+      servers: [{ name: "slow", upstreams: [slow.url] }],
+      edge: { headersTimeout: "400ms", requestTimeout: "700ms" },
+    });
+    try {
+      const post = await httpCall(late.url("slow"), {
+        headers: { ...MCP_HEADERS, authorization: `Bearer ${await late.token("tester")}` },
+        body: rpc("ping"),
+      });
+      expect(post.status).toBe(200);
+      expect(post.messages).toEqual([{ jsonrpc: "2.0", id: 1, result: { late: true } }]);
+      const get = await httpCall(late.url("slow"), {
+        method: "GET",
+        headers: { accept: "text/event-stream", authorization: `Bearer ${await late.token("tester")}` },
+      });
+      expect(get.status).toBe(200);
+      expect(get.text).toContain('"late":true');
+    } finally {
+      await late.close();
+      await slow.close();
+    }
+  });
+
   it("still serves after all of it", async () => {
     const r = await httpCall(gw.url("ok"), { headers: { ...MCP_HEADERS, ...auth() }, body: rpc("ping") });
     expect(r.status).toBe(200);
