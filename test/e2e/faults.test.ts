@@ -41,6 +41,7 @@ describe("upstream faults through the edge", () => {
   let gateSent: () => void = () => {};
   let gate: Promise<void> = Promise.resolve();
   let upstreamClosed = false;
+  let bigEventUpstreamClosed = false;
   const hungSockets = new Set<Socket>();
 
   beforeAll(async () => {
@@ -83,6 +84,14 @@ describe("upstream faults through the edge", () => {
         `data: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}\n\n`,
       ]);
       res.end();
+    });
+    fakes.bigevent = await fakeUpstream(async (req, res) => {
+      await readJsonBody(req);
+      res.on("close", () => {
+        bigEventUpstreamClosed = true;
+      });
+      sse(res, [`data: {"jsonrpc":"2.0","id":1,"result":{"blob":"${"y".repeat(3000)}`]);
+      // ...and the event never ends: the upstream would keep the stream open forever
     });
     fakes.flaky = await fakeUpstream(async (req, res) => {
       const msg = (await readJsonBody(req)) as { id: number };
@@ -136,12 +145,13 @@ describe("upstream faults through the edge", () => {
         { name: "resumable", upstreams: [fakes.resumable.url] },
         { name: "ends", upstreams: [fakes.ends.url] },
         { name: "flaky", upstreams: [fakes.flaky.url] },
+        { name: "bigevent", upstreams: [fakes.bigevent.url] },
         { name: "slow", upstreams: [fakes.slow.url] },
         { name: "headers", upstreams: [fakes.headers.url] },
         { name: "accepted", upstreams: [fakes.accepted.url] },
       ],
       edge: { upstreamTimeout: "300ms", breaker: { consecutiveFailures: 2, cooldown: "300ms" } },
-      limits: { maxResponseBytes: 1000 },
+      limits: { maxResponseBytes: 1000, maxSseEventBytes: 2000 },
     });
   });
 
@@ -253,6 +263,18 @@ describe("upstream faults through the edge", () => {
       },
     ]);
     expect(r.text).not.toContain("this is not json");
+  });
+
+  it("SSE event over maxSseEventBytes: error for the request, upstream stream abandoned", async () => {
+    const r = await post("bigevent", rpc("ping", undefined, 1));
+    expect(r.status).toBe(200);
+    expect(r.text).not.toContain("yyyy");
+    const errors = r.messages as { id: unknown; error: { data: { reason: string } } }[];
+    expect(errors.map((m) => [m.id, m.error.data.reason])).toEqual([
+      [null, "response_too_large"],
+      [1, "response_too_large"],
+    ]);
+    await waitFor(() => bigEventUpstreamClosed, 5_000, "the upstream stream to be closed");
   });
 
   it("breaker: opens after consecutive failures, answers 503 without calling, recovers after the cool-down", async () => {

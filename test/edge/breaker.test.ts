@@ -82,6 +82,21 @@ describe("CircuitBreaker", () => {
     expect(b.current).toBe("half_open");
   });
 
+  it("counts only the first outcome of a ticket", () => {
+    const { b, advance } = breaker(1, 10);
+    const t = b.tryAcquire()!;
+    b.success(t);
+    b.failure(t);
+    b.release(t);
+    expect(b.current).toBe("closed");
+    b.failure(b.tryAcquire()!);
+    advance(10);
+    const probe = b.tryAcquire()!;
+    b.failure(probe);
+    b.release(probe); // a cleanup path must not free the slot of a decided probe
+    expect(b.current).toBe("open");
+  });
+
   it("recordFailure counts a stream that broke after a good start", () => {
     const { b } = breaker(2);
     b.success(b.tryAcquire()!);

@@ -11,13 +11,14 @@
 
 export type BreakerState = "closed" | "open" | "half_open";
 
-/** Permission to send one request; report exactly one outcome (or release it unused). */
+/**
+ * Permission to send one request. Its first outcome (success, failure or release) counts; later
+ * ones are ignored, so a cleanup path can always release a ticket without double counting.
+ */
 export interface BreakerTicket {
   readonly probe: boolean;
+  settled: boolean;
 }
-
-const NORMAL: BreakerTicket = Object.freeze({ probe: false });
-const PROBE: BreakerTicket = Object.freeze({ probe: true });
 
 export class CircuitBreaker {
   private state: BreakerState = "closed";
@@ -49,15 +50,17 @@ export class CircuitBreaker {
 
   tryAcquire(): BreakerTicket | undefined {
     const s = this.current;
-    if (s === "closed") return NORMAL;
+    if (s === "closed") return { probe: false, settled: false };
     if (s === "half_open" && !this.probing) {
       this.probing = true;
-      return PROBE;
+      return { probe: true, settled: false };
     }
     return undefined;
   }
 
   success(ticket: BreakerTicket): void {
+    if (ticket.settled) return;
+    ticket.settled = true;
     if (ticket.probe) {
       this.probing = false;
       if (this.state === "half_open") {
@@ -70,6 +73,8 @@ export class CircuitBreaker {
   }
 
   failure(ticket: BreakerTicket): void {
+    if (ticket.settled) return;
+    ticket.settled = true;
     if (ticket.probe) {
       this.probing = false;
       if (this.state === "half_open") this.trip();
@@ -82,11 +87,13 @@ export class CircuitBreaker {
 
   /** A failure found after the outcome was reported (a stream that broke mid-way). */
   recordFailure(): void {
-    this.failure(NORMAL);
+    this.failure({ probe: false, settled: false });
   }
 
   /** The request was never answered for reasons of its own (client went away): no outcome. */
   release(ticket: BreakerTicket): void {
+    if (ticket.settled) return;
+    ticket.settled = true;
     if (ticket.probe) this.probing = false;
   }
 

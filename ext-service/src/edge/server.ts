@@ -96,11 +96,11 @@ function failureReason(
   err: unknown,
 ): Extract<Reason, "upstream_timeout" | "upstream_unavailable" | "upstream_invalid_response"> {
   const code = (err as { code?: string } | null)?.code ?? "";
-  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_CONNECT_TIMEOUT") return "upstream_timeout";
-  if (code === "HPE_INVALID_CONSTANT" || code.startsWith("HPE_") || code === "UND_ERR_INFO") {
+  if (code === "UND_ERR_CONNECT_TIMEOUT") return "upstream_timeout";
+  // llhttp's parse errors (HPE_*): the peer did not speak HTTP/1.1
+  if (code.startsWith("HPE_") || (err as Error | null)?.name === "HTTPParserError") {
     return "upstream_invalid_response";
   }
-  if ((err as Error | null)?.name === "HTTPParserError") return "upstream_invalid_response";
   return "upstream_unavailable";
 }
 
@@ -263,6 +263,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       await forward(req, res, exchange, state, group, endpoint, ticket, headers, body);
     } finally {
       endpoint.inflight--;
+      endpoint.breaker.release(ticket); // no-op once an outcome was reported
     }
   }
 
@@ -419,7 +420,11 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     try {
       for await (const chunk of response.body) {
         const out = transformer.push(chunk as Buffer);
-        if (out.byteLength > 0 && !res.write(out)) await drained(res);
+        if (out.byteLength > 0) {
+          if (!res.write(out)) await drained(res);
+          // An event over maxSseEventBytes ends the stream: stop reading the upstream too.
+          if (exchange.reasons.includes("response_too_large")) break;
+        }
         if (res.destroyed) break;
       }
     } catch (err) {
@@ -435,7 +440,11 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     // A stream that ends without answering its requests, and cannot be resumed (no event ids),
     // would leave the client waiting: answer them with an error instead.
     if (exchange.pending.size > 0 && transformer.lastEventId === undefined) {
-      const reason: Reason = broken !== undefined ? "upstream_unavailable" : "upstream_invalid_response";
+      const reason: Reason = exchange.reasons.includes("response_too_large")
+        ? "response_too_large"
+        : broken !== undefined
+          ? "upstream_unavailable"
+          : "upstream_invalid_response";
       denyExchange(exchange, reason, "error");
       const info = Reasons[reason];
       let events = "";
