@@ -7,6 +7,7 @@
  *   npx tsx bench/edge-quick.ts [--rate 150] [--seconds 10]
  *
  * --rate is per target (the total is twice that). Prints median, p90, p99 and max per target.
+ * --profile-dir DIR writes a CPU profile of the edge process there (open it in Chrome DevTools).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -20,7 +21,11 @@ import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../ext-service/src/conf
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
-  options: { rate: { type: "string", default: "150" }, seconds: { type: "string", default: "10" } },
+  options: {
+    rate: { type: "string", default: "150" },
+    seconds: { type: "string", default: "10" },
+    "profile-dir": { type: "string" },
+  },
 });
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
@@ -153,6 +158,7 @@ async function main(): Promise<void> {
     );
     const edge = await child(
       [
+        ...(values["profile-dir"] ? ["--cpu-prof", "--cpu-prof-dir", values["profile-dir"]] : []),
         "ext-service/src/cli.ts",
         "edge",
         "--config",
