@@ -1,7 +1,16 @@
 import type { Command } from "../cli.js";
+import { devCommand } from "./dev.js";
+import { edgeCommand } from "./edge.js";
 import { registryCommand } from "./registry.js";
 import { serveCommand } from "./serve.js";
 import { tokenCommand } from "./token.js";
 import { validateCommand } from "./validate.js";
 
-export const commands: Command[] = [serveCommand, validateCommand, tokenCommand, registryCommand];
+export const commands: Command[] = [
+  serveCommand,
+  edgeCommand,
+  devCommand,
+  validateCommand,
+  tokenCommand,
+  registryCommand,
+];

@@ -109,6 +109,16 @@ export const Reasons = {
     status: 406,
     message: "MCP clients must accept application/json and text/event-stream",
   },
+  http_method_not_allowed: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 405,
+    message: "MCP endpoints accept POST, GET and DELETE",
+  },
+  request_timeout: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 408,
+    message: "The request body was not received in time",
+  },
   header_mismatch: {
     code: JsonRpcCode.InvalidRequest,
     status: 400,

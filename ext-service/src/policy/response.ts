@@ -31,6 +31,8 @@ export class ResponseTransformer {
   private sse: SseParser | undefined;
   /** Set when the stream was cut or broken and later chunks must not reach the client. */
   private failed = false;
+  /** The last SSE event id seen: when set, the stream is resumable (`Last-Event-ID`). */
+  lastEventId: string | undefined;
 
   constructor(
     private readonly engine: PolicyEngine,
@@ -96,6 +98,7 @@ export class ResponseTransformer {
     if (events.length === 0) return EMPTY;
     let out = "";
     for (const ev of events) {
+      if (ev.id !== undefined) this.lastEventId = ev.id;
       if (ev.data === undefined || ev.data === "") {
         out += ev.raw; // comments, keep-alives, priming events with only an id
         continue;
@@ -159,9 +162,13 @@ export class ResponseTransformer {
   }
 
   private rewriteMessage(message: JsonRpcMessage): MessageRewrite {
-    if (message.kind !== "response" || message.error !== undefined) return SAME;
-    const pending = this.exchange.pending.get(idKey(message.id));
+    if (message.kind !== "response") return SAME;
+    const key = idKey(message.id);
+    const pending = this.exchange.pending.get(key);
     if (!pending) return SAME;
+    // Answered: what is left in `pending` at the end of a stream never got a response.
+    this.exchange.pending.delete(key);
+    if (message.error !== undefined) return SAME;
     switch (pending.method) {
       case "tools/list":
         return this.filterList(message, "tools", "name");

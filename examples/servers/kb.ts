@@ -1,0 +1,161 @@
+import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { z } from "zod";
+import { serveMcp, type RunningServer } from "./http.js";
+
+/**
+ * Demo knowledge base: article search and retrieval, one prompt and two resources. One article
+ * contains credential-looking strings (a fake AWS-style access key id and a fake private key
+ * header) so the gateway's DLP has something to find. None of them is a real secret.
+ */
+
+interface Article {
+  id: string;
+  title: string;
+  tags: string[];
+  body: string;
+}
+
+export const ARTICLES: readonly Article[] = [
+  {
+    id: "kb-101",
+    title: "Resetting a customer password",
+    tags: ["accounts", "support"],
+    body: "Open the admin console, find the customer by email, choose 'Send reset link'. Links expire after 30 minutes.",
+  },
+  {
+    id: "kb-102",
+    title: "Refund policy",
+    tags: ["billing", "support"],
+    body: "Refunds are granted within 30 days of purchase. Partial refunds need a team lead's approval.",
+  },
+  {
+    id: "kb-103",
+    title: "Deploying the billing service",
+    tags: ["deploy", "billing"],
+    body: "Deploy to staging first, watch the error rate for 15 minutes, then promote to production.",
+  },
+  {
+    id: "kb-104",
+    title: "Rotating CI credentials",
+    tags: ["security", "ci"],
+    body: [
+      "Rotate the CI deploy key every 90 days. The old key must be revoked after the new one works.",
+      "Example from the last rotation (do not copy keys into articles!):",
+      "aws_access_key_id = AKIAQ7DEMO3XAMPLE5KZ",
+      "-----BEGIN RSA PRIVATE KEY----- MIIEowIBAAKCAQEAdemoNOTaREALkey0000000000",
+    ].join("\n"),
+  },
+  {
+    id: "kb-105",
+    title: "Escalating an incident",
+    tags: ["incident", "support"],
+    body: "Page the on-call engineer for severity 1 and 2. Post updates in the incident channel every 30 minutes.",
+  },
+];
+
+const STYLE_GUIDE = "Write short sentences. Put the answer first. Link the article id (kb-NNN) you used.";
+
+function search(query: string, limit: number): { id: string; title: string; score: number }[] {
+  const words = query.toLowerCase().split(/\W+/).filter(Boolean);
+  return ARTICLES.map((a) => {
+    const text = `${a.title} ${a.tags.join(" ")} ${a.body}`.toLowerCase();
+    return { id: a.id, title: a.title, score: words.filter((w) => text.includes(w)).length };
+  })
+    .filter((r) => r.score > 0)
+    .sort((x, y) => y.score - x.score || x.id.localeCompare(y.id))
+    .slice(0, limit);
+}
+
+export function createKbServer(): McpServer {
+  const server = new McpServer({ name: "demo-kb", version: "1.0.0" });
+
+  server.registerTool(
+    "search_articles",
+    {
+      title: "Search articles",
+      description: "Search knowledge-base articles by keywords. Returns matching article ids and titles.",
+      inputSchema: {
+        query: z.string().min(1).describe("Keywords to look for"),
+        limit: z.number().int().min(1).max(20).optional().describe("Maximum results (default 5)"),
+      },
+      outputSchema: {
+        results: z.array(z.object({ id: z.string(), title: z.string(), score: z.number() })),
+      },
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async ({ query, limit }) => {
+      const results = search(query, limit ?? 5);
+      return {
+        content: [{ type: "text", text: JSON.stringify({ results }) }],
+        structuredContent: { results },
+      };
+    },
+  );
+
+  server.registerTool(
+    "get_article",
+    {
+      title: "Get article",
+      description: "Fetch one knowledge-base article by id, with its full text.",
+      inputSchema: { id: z.string().describe("Article id such as kb-101") },
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async ({ id }) => {
+      const article = ARTICLES.find((a) => a.id === id);
+      if (!article) return { content: [{ type: "text", text: `No article ${id}` }], isError: true };
+      return { content: [{ type: "text", text: `# ${article.title}\n\n${article.body}` }] };
+    },
+  );
+
+  server.registerPrompt(
+    "answer_from_kb",
+    {
+      title: "Answer from the knowledge base",
+      description: "Draft an answer to a customer question using only knowledge-base articles.",
+      argsSchema: { question: z.string().describe("The customer's question") },
+    },
+    ({ question }) => ({
+      messages: [
+        {
+          role: "user",
+          content: {
+            type: "text",
+            text: `Answer this question using search_articles and get_article. ${STYLE_GUIDE}\n\nQuestion: ${question}`,
+          },
+        },
+      ],
+    }),
+  );
+
+  server.registerResource(
+    "style-guide",
+    "kb://style-guide",
+    { title: "Answer style guide", description: "How answers should be written", mimeType: "text/plain" },
+    async (uri) => ({ contents: [{ uri: uri.href, mimeType: "text/plain", text: STYLE_GUIDE }] }),
+  );
+
+  server.registerResource(
+    "article",
+    new ResourceTemplate("kb://articles/{id}", {
+      list: async () => ({
+        resources: ARTICLES.map((a) => ({
+          uri: `kb://articles/${a.id}`,
+          name: a.title,
+          mimeType: "text/markdown",
+        })),
+      }),
+    }),
+    { title: "Knowledge-base article", mimeType: "text/markdown" },
+    async (uri, { id }) => {
+      const article = ARTICLES.find((a) => a.id === id);
+      const text = article ? `# ${article.title}\n\n${article.body}` : `No article ${String(id)}`;
+      return { contents: [{ uri: uri.href, mimeType: "text/markdown", text }] };
+    },
+  );
+
+  return server;
+}
+
+export function startKbServer(port: number, host?: string): Promise<RunningServer> {
+  return serveMcp(createKbServer, port, host);
+}

@@ -1,0 +1,102 @@
+import type { Server } from "node:http";
+import type { Command } from "../cli.js";
+import { UsageError } from "../cli.js";
+import { loadEngine } from "../config/compile.js";
+import { startEdge } from "../edge/index.js";
+import { boundPort, startAdminServer } from "../telemetry/admin.js";
+import { createLogger } from "../telemetry/logger.js";
+import { Metrics } from "../telemetry/metrics.js";
+
+export function parsePort(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || n > 65535) {
+    throw new UsageError(`${flag} '${String(value)}' is not a port number (0-65535)`);
+  }
+  return n;
+}
+
+/**
+ * Resolves on the first SIGINT or SIGTERM and runs `stop`; a second signal while stopping exits
+ * at once with status 130.
+ */
+export function untilSignal(stop: (signal: NodeJS.Signals) => Promise<void>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`\n${signal} again: exiting now\n`);
+        process.exit(130);
+      }
+      stopping = true;
+      stop(signal).then(() => {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        resolve();
+      }, reject);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+export function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+export const edgeCommand: Command = {
+  name: "edge",
+  summary: "Run the local data plane (no Envoy needed) in front of the registry's MCP servers",
+  usage: `Usage: mcp-gateway edge --config <gateway.yaml> [--port N] [--admin-port N] [--host H]
+
+Serves POST|GET|DELETE /mcp/<server> (MCP Streamable HTTP) and the RFC 9728 metadata routes on
+listen.edge (default 127.0.0.1:8080), applying the same policy as the Envoy path, and
+/metrics, /healthz, /readyz on listen.admin (default 127.0.0.1:9901).
+--port / --admin-port override the config (0 picks a free port). SIGINT/SIGTERM drain and stop.`,
+  options: {
+    config: { type: "string", short: "c" },
+    port: { type: "string", short: "p" },
+    "admin-port": { type: "string" },
+    host: { type: "string" },
+  },
+  async run(values) {
+    if (typeof values.config !== "string") throw new UsageError("--config is required");
+    const port = parsePort(values.port, "--port");
+    const adminPort = parsePort(values["admin-port"], "--admin-port");
+    const { engine } = loadEngine(values.config);
+    const logger = createLogger(engine.config.logLevel);
+    const metrics = new Metrics();
+    const edge = await startEdge({
+      engine,
+      logger,
+      metrics,
+      port,
+      host: typeof values.host === "string" ? values.host : undefined,
+    });
+    let admin: Server;
+    try {
+      admin = await startAdminServer(
+        metrics,
+        { ready: edge.ready },
+        engine.config.listen.admin.host,
+        adminPort ?? engine.config.listen.admin.port,
+      );
+    } catch (err) {
+      await edge.close(0);
+      throw err;
+    }
+    logger.info(
+      { edge: edge.url, admin: `http://${engine.config.listen.admin.host}:${boundPort(admin)}` },
+      "edge listening",
+    );
+    await untilSignal(async (signal) => {
+      logger.info({ signal }, "draining");
+      await edge.close();
+      await closeServer(admin);
+    });
+    return 0;
+  },
+};

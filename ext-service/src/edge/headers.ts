@@ -1,0 +1,76 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { HeaderMap, UpstreamHeaders } from "../policy/engine.js";
+
+/** Hop-by-hop headers (RFC 9110 section 7.6.1) and the legacy ones proxies also drop. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/** Request headers the edge sets itself: the upstream's host, the body's length, no 100-continue. */
+const NOT_FORWARDED = new Set(["host", "content-length", "expect"]);
+
+/** Names listed in a Connection header are hop-by-hop for this message only. */
+function connectionListed(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value.join(",") : value;
+  const names = text
+    .split(",")
+    .map((n) => n.trim().toLowerCase())
+    .filter(Boolean);
+  return names.length ? new Set(names) : undefined;
+}
+
+/** Node's request headers as the core's map (lower-case names, repeated values joined). */
+export function headerMap(headers: IncomingHttpHeaders): HeaderMap {
+  const out: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    out[name] = Array.isArray(value) ? value.join(", ") : value;
+  }
+  return out;
+}
+
+/**
+ * Headers for the upstream request: the client's end-to-end headers (Mcp-Session-Id,
+ * Mcp-Protocol-Version, Last-Event-ID pass untouched) minus hop-by-hop ones and what the core
+ * removes (the agent's Authorization, client-sent x-mcp-*), plus what the core sets (identity).
+ */
+export function upstreamRequestHeaders(
+  incoming: IncomingHttpHeaders,
+  core: UpstreamHeaders,
+  bodyLength: number | undefined,
+): Record<string, string | string[]> {
+  const listed = connectionListed(incoming.connection);
+  const removed = new Set(core.remove);
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined) continue;
+    if (HOP_BY_HOP.has(name) || NOT_FORWARDED.has(name) || listed?.has(name) || removed.has(name)) continue;
+    if (name.startsWith("x-mcp-")) continue; // never trust a client's x-mcp-*, whatever the core says
+    out[name] = value;
+  }
+  for (const [name, value] of Object.entries(core.set)) out[name.toLowerCase()] = value;
+  if (bodyLength !== undefined) out["content-length"] = String(bodyLength);
+  return out;
+}
+
+/** Headers for the client: the upstream's end-to-end headers; the length is set by the edge. */
+export function clientResponseHeaders(
+  upstream: Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
+  const listed = connectionListed(upstream.connection);
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(upstream)) {
+    if (value === undefined) continue;
+    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === "content-length") continue;
+    out[name] = value;
+  }
+  return out;
+}

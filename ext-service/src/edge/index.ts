@@ -1,0 +1,1 @@
+export { startEdge, type Edge, type EdgeOptions } from "./server.js";

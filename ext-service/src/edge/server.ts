@@ -1,0 +1,594 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { performance } from "node:perf_hooks";
+import type { Dispatcher } from "undici";
+import { durationMs } from "../config/schema.js";
+import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
+import { checkMcpMedia } from "../mcp/media.js";
+import { formatSseEvent } from "../mcp/sse.js";
+import type { HttpReply, PolicyEngine } from "../policy/engine.js";
+import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
+import { Reasons, type Reason } from "../policy/reasons.js";
+import type { ResponseTransformer } from "../policy/response.js";
+import { AuditTrail } from "../telemetry/audit.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { readBody } from "./body.js";
+import type { BreakerTicket } from "./breaker.js";
+import { clientResponseHeaders, headerMap, upstreamRequestHeaders } from "./headers.js";
+import { RateLimiter } from "./ratelimit.js";
+import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
+
+export interface EdgeOptions {
+  engine: PolicyEngine;
+  /** Defaults to the config's `listen.edge`. */
+  host?: string;
+  port?: number;
+  logger: Logger;
+  metrics: Metrics;
+  /** Defaults to an AuditTrail on `logger` for the plane "edge". */
+  audit?: AuditTrail;
+}
+
+export interface Edge {
+  port: number;
+  /** Base URL, e.g. http://127.0.0.1:8080 */
+  url: string;
+  /** True while listening and not draining (for /readyz). */
+  ready(): boolean;
+  /**
+   * Stops accepting, ends server-to-client (GET) streams, waits up to `graceMs` (default: the
+   * config's shutdownGrace) for requests in flight, then closes every connection.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** One request in flight, for shutdown and abort handling. */
+interface Active {
+  /** Aborts the upstream call: client gone, timeout or shutdown. */
+  upstream: AbortController;
+  /** A GET (server-to-client) stream: ended at once on shutdown. */
+  longLived: boolean;
+  clientGone: boolean;
+  timedOut: boolean;
+  shuttingDown: boolean;
+  bodyTimeout: boolean;
+}
+
+const encoder = new TextEncoder();
+
+const UPSTREAM_FAILURES: ReadonlySet<Reason> = new Set<Reason>([
+  "upstream_unavailable",
+  "upstream_timeout",
+  "upstream_invalid_response",
+  "response_too_large",
+  "breaker_open",
+]);
+
+function firstHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Undoes `idKey` from policy/exchange.ts ("n:<number>" or "s:<string>"). */
+function idFromKey(key: string): JsonRpcId {
+  return key.startsWith("n:") ? Number(key.slice(2)) : key.slice(2);
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}
+
+function timeOut(state: Active): void {
+  state.timedOut = true;
+  state.upstream.abort();
+}
+
+/** Maps an undici failure before response headers to the reason the client sees. */
+function failureReason(
+  err: unknown,
+): Extract<Reason, "upstream_timeout" | "upstream_unavailable" | "upstream_invalid_response"> {
+  const code = (err as { code?: string } | null)?.code ?? "";
+  if (code === "UND_ERR_CONNECT_TIMEOUT") return "upstream_timeout";
+  // llhttp's parse errors (HPE_*): the peer did not speak HTTP/1.1
+  if (code.startsWith("HPE_") || (err as Error | null)?.name === "HTTPParserError") {
+    return "upstream_invalid_response";
+  }
+  return "upstream_unavailable";
+}
+
+/**
+ * The local data plane: node:http in, undici pools out, the policy core in between. Serves the
+ * public routes (ARCHITECTURE.md section 2) with the same verdicts, errors and audit records as
+ * the Envoy path.
+ */
+export function startEdge(options: EdgeOptions): Promise<Edge> {
+  const { engine, logger, metrics } = options;
+  const cfg = engine.config.edge;
+  const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
+  const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
+  const requestTimeout = durationMs(cfg.requestTimeout);
+  // Node refuses a header timeout longer than the whole-request timeout.
+  const headersTimeout =
+    requestTimeout > 0
+      ? Math.min(durationMs(cfg.headersTimeout), requestTimeout)
+      : durationMs(cfg.headersTimeout);
+  const upstreams = new Upstreams(
+    engine.registry
+      .serverNames()
+      .map((name) => ({ name, upstreams: engine.registry.server(name)!.config.upstreams })),
+    {
+      breakerFailures: cfg.breaker.consecutiveFailures,
+      breakerCooldownMs: durationMs(cfg.breaker.cooldown),
+      connectTimeoutMs: upstreamTimeoutMs > 0 ? Math.min(upstreamTimeoutMs, 10_000) : 10_000,
+    },
+    metrics,
+    logger,
+  );
+  const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
+  const active = new Set<Active>();
+  const bySocket = new WeakMap<Socket, { state: Active; res: ServerResponse; exchange: Exchange }>();
+  let idleWaiter: (() => void) | undefined;
+  let closing = false;
+  let listening = false;
+
+  const sendReply = (res: ServerResponse, reply: HttpReply, extra: Record<string, string> = {}): void => {
+    if (res.headersSent || res.destroyed) return;
+    const body = Buffer.from(reply.body);
+    res.writeHead(reply.status, { ...reply.headers, ...extra, "content-length": String(body.length) });
+    res.end(body);
+  };
+
+  const reject = (
+    res: ServerResponse,
+    exchange: Exchange,
+    reason: Reason,
+    extra: Record<string, string> = {},
+  ) => {
+    const reply = engine.rejection(exchange, reason, undefined, extra);
+    // The gateway or the upstream failed; the agent was not denied anything.
+    if (UPSTREAM_FAILURES.has(reason)) exchange.decision = "error";
+    sendReply(res, reply);
+  };
+
+  const upstreamFailure = (server: string, endpoint: Endpoint | undefined, reason: string, err?: unknown) => {
+    metrics.upstreamErrors.inc({ server, reason });
+    const fields = {
+      server,
+      upstream: endpoint?.label,
+      reason,
+      ...(err !== undefined ? { error: (err as { code?: string }).code ?? (err as Error).message } : {}),
+    };
+    // An open breaker refuses every request: one warning when it opens is enough (below).
+    if (reason === "breaker_open") logger.debug(fields, "upstream skipped");
+    else logger.warn(fields, "upstream request failed");
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? "";
+    const exchange = engine.newExchange(method);
+    const state: Active = {
+      upstream: new AbortController(),
+      longLived: method === "GET",
+      clientGone: false,
+      timedOut: false,
+      shuttingDown: false,
+      bodyTimeout: false,
+    };
+    active.add(state);
+    const socket = req.socket;
+    bySocket.set(socket, { state, res, exchange });
+    metrics.inflight.inc({ plane: "edge" });
+    res.once("close", () => {
+      active.delete(state);
+      if (bySocket.get(socket)?.state === state) bySocket.delete(socket);
+      metrics.inflight.dec({ plane: "edge" });
+      if (!res.writableFinished) {
+        state.clientGone = !state.shuttingDown;
+        state.upstream.abort();
+        if (state.bodyTimeout) denyExchange(exchange, "request_timeout");
+        else if (state.clientGone) countOn(exchange, "client_aborted");
+      }
+      const status = res.headersSent ? res.statusCode : state.bodyTimeout ? 408 : 499;
+      audit.finish(exchange, status);
+      if (active.size === 0) idleWaiter?.();
+    });
+    try {
+      await serve(req, res, exchange, state);
+    } catch (err) {
+      logger.error({ err, request_id: exchange.requestId }, "edge request failed");
+      if (!res.headersSent) reject(res, exchange, "internal_error");
+      else {
+        denyExchange(exchange, "internal_error", "error");
+        res.destroy();
+      }
+    }
+  }
+
+  async function serve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+  ): Promise<void> {
+    const method = exchange.httpMethod;
+    const headers = headerMap(req.headers);
+    const t0 = performance.now();
+    const admission = await engine.admit({ method, path: req.url ?? "/", headers }, exchange);
+    metrics.decisionSeconds.observe({ phase: "admit" }, (performance.now() - t0) / 1000);
+    if (!admission.ok) return sendReply(res, admission.reply);
+
+    const wait = limiter.take(admission.principal.agent);
+    if (wait > 0) return reject(res, exchange, "rate_limited", { "retry-after": String(wait) });
+
+    if (method !== "POST" && method !== "GET" && method !== "DELETE") {
+      return reject(res, exchange, "http_method_not_allowed", { allow: "GET, POST, DELETE" });
+    }
+    const media = checkMcpMedia(method, headers);
+    if (media) return reject(res, exchange, media);
+
+    let body: Buffer | undefined;
+    if (method === "POST") {
+      const read = await readBody(req, engine.limits.maxRequestBytes);
+      if (!read.ok) {
+        if (read.problem === "too_large")
+          return reject(res, exchange, "body_too_large", { connection: "close" });
+        return; // the client left, or the request timeout answered 408 (see clientError below)
+      }
+      body = read.body;
+      const t1 = performance.now();
+      const verdict = engine.evaluateRequestBody(exchange, body, headers);
+      metrics.decisionSeconds.observe({ phase: "request" }, (performance.now() - t1) / 1000);
+      if (verdict.action === "reply") return sendReply(res, verdict.reply);
+    }
+    if (res.destroyed) return;
+
+    const group = upstreams.group(admission.server)!;
+    const sessionId = headers["mcp-session-id"];
+    const selected = group.pick(sessionId);
+    if (!selected.endpoint) {
+      upstreamFailure(admission.server, undefined, "breaker_open");
+      return reject(res, exchange, "breaker_open");
+    }
+    const { endpoint, ticket } = selected;
+    endpoint.inflight++;
+    try {
+      await forward(req, res, exchange, state, group, endpoint, ticket, headers, body);
+    } finally {
+      endpoint.inflight--;
+      endpoint.breaker.release(ticket); // no-op once an outcome was reported
+    }
+  }
+
+  async function forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+    group: UpstreamGroup,
+    endpoint: Endpoint,
+    ticket: BreakerTicket,
+    headers: ReturnType<typeof headerMap>,
+    body: Buffer | undefined,
+  ): Promise<void> {
+    const server = group.server;
+    const method = exchange.httpMethod as "GET" | "POST" | "DELETE";
+    const url = req.url ?? "";
+    const q = url.indexOf("?");
+    const path =
+      q < 0 ? endpoint.path : endpoint.path + (endpoint.path.includes("?") ? "&" : "?") + url.slice(q + 1);
+    const upstreamHeaders = upstreamRequestHeaders(
+      req.headers,
+      engine.upstreamHeaders(exchange, headers),
+      body?.length,
+    );
+    // Bodies must arrive as the upstream wrote them, or the core cannot inspect them.
+    upstreamHeaders["accept-encoding"] = "identity";
+
+    let response: Dispatcher.ResponseData;
+    // Our own timer (undici's timeouts are coarse): time to the upstream's response headers.
+    const timer = upstreamTimeoutMs > 0 ? setTimeout(timeOut, upstreamTimeoutMs, state) : undefined;
+    try {
+      response = await endpoint.pool.request({
+        path,
+        method,
+        headers: upstreamHeaders,
+        body,
+        signal: state.upstream.signal,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      if (state.clientGone || state.shuttingDown) {
+        endpoint.breaker.release(ticket);
+        return;
+      }
+      endpoint.breaker.failure(ticket);
+      const reason = state.timedOut ? "upstream_timeout" : failureReason(err);
+      upstreamFailure(server, endpoint, reason, state.timedOut ? undefined : err);
+      return reject(res, exchange, reason);
+    } finally {
+      clearTimeout(timer);
+    }
+
+    const status = response.statusCode;
+    const sessionId = headers["mcp-session-id"];
+    const newSession = firstHeader(response.headers["mcp-session-id"]);
+    if (newSession !== undefined && status < 400) group.bindSession(newSession, endpoint);
+    if (sessionId !== undefined && ((method === "DELETE" && status < 300) || status === 404)) {
+      group.unbindSession(sessionId);
+    }
+    const contentType = firstHeader(response.headers["content-type"]);
+    const transformer = engine.responseTransformer(exchange, contentType, status);
+    if (transformer.mode === "json") {
+      return relayJson(res, exchange, state, server, endpoint, ticket, response, transformer);
+    }
+    if (status >= 500) {
+      endpoint.breaker.failure(ticket);
+      upstreamFailure(server, endpoint, "http_5xx");
+    } else endpoint.breaker.success(ticket);
+    if (transformer.mode === "sse")
+      return relaySse(res, exchange, state, server, endpoint, response, transformer);
+    return relayRaw(res, state, server, endpoint, response);
+  }
+
+  async function relayJson(
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+    server: string,
+    endpoint: Endpoint,
+    ticket: BreakerTicket,
+    response: Dispatcher.ResponseData,
+    transformer: ResponseTransformer,
+  ): Promise<void> {
+    const limit = engine.limits.maxResponseBytes;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    const timer = upstreamTimeoutMs > 0 ? setTimeout(timeOut, upstreamTimeoutMs, state) : undefined;
+    let failed: unknown;
+    try {
+      for await (const chunk of response.body) {
+        size += (chunk as Buffer).length;
+        if (size > limit) {
+          tooLarge = true;
+          break; // leaving the loop destroys the upstream body: nothing more is read
+        }
+        chunks.push(chunk as Buffer);
+      }
+    } catch (err) {
+      failed = err;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (state.clientGone || state.shuttingDown) {
+      endpoint.breaker.release(ticket);
+      return;
+    }
+    if (failed !== undefined || tooLarge) {
+      const reason = tooLarge
+        ? "response_too_large"
+        : state.timedOut
+          ? "upstream_timeout"
+          : "upstream_unavailable";
+      if (tooLarge) endpoint.breaker.success(ticket);
+      else endpoint.breaker.failure(ticket);
+      upstreamFailure(server, endpoint, reason, failed);
+      return reject(res, exchange, reason);
+    }
+    const raw = Buffer.concat(chunks, size);
+    const replaced = transformer.transformJson(raw);
+    let status = response.statusCode;
+    if (replaced && exchange.reasons.includes("upstream_invalid_response")) {
+      status = Reasons.upstream_invalid_response.status;
+      endpoint.breaker.failure(ticket);
+      upstreamFailure(server, endpoint, "upstream_invalid_response");
+    } else if (status >= 500) {
+      endpoint.breaker.failure(ticket);
+      upstreamFailure(server, endpoint, "http_5xx");
+    } else endpoint.breaker.success(ticket);
+    const out = replaced ?? raw;
+    if (res.destroyed) return;
+    res.writeHead(status, {
+      ...clientResponseHeaders(response.headers),
+      "content-length": String(out.byteLength),
+    });
+    res.end(out);
+  }
+
+  async function relaySse(
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+    server: string,
+    endpoint: Endpoint,
+    response: Dispatcher.ResponseData,
+    transformer: ResponseTransformer,
+  ): Promise<void> {
+    if (res.destroyed) return;
+    res.writeHead(response.statusCode, clientResponseHeaders(response.headers));
+    res.flushHeaders();
+    let broken: unknown;
+    try {
+      for await (const chunk of response.body) {
+        const out = transformer.push(chunk as Buffer);
+        if (out.byteLength > 0) {
+          if (!res.write(out)) await drained(res);
+          // An event over maxSseEventBytes ends the stream: stop reading the upstream too.
+          if (exchange.reasons.includes("response_too_large")) break;
+        }
+        if (res.destroyed) break;
+      }
+    } catch (err) {
+      broken = err;
+    }
+    if (state.clientGone || res.destroyed) return;
+    const tail = transformer.end();
+    if (tail.byteLength > 0) res.write(tail);
+    if (broken !== undefined && !state.shuttingDown) {
+      endpoint.breaker.recordFailure();
+      upstreamFailure(server, endpoint, "stream_broken", broken);
+    }
+    // A stream that ends without answering its requests, and cannot be resumed (no event ids),
+    // would leave the client waiting: answer them with an error instead.
+    if (exchange.pending.size > 0 && transformer.lastEventId === undefined) {
+      const reason: Reason = exchange.reasons.includes("response_too_large")
+        ? "response_too_large"
+        : broken !== undefined
+          ? "upstream_unavailable"
+          : "upstream_invalid_response";
+      denyExchange(exchange, reason, "error");
+      const info = Reasons[reason];
+      let events = "";
+      for (const key of exchange.pending.keys()) {
+        events += formatSseEvent({
+          event: "message",
+          data: JSON.stringify(
+            errorResponse(idFromKey(key), info.code, info.message, {
+              reason,
+              request_id: exchange.requestId,
+            }),
+          ),
+        });
+      }
+      exchange.pending.clear();
+      res.write(encoder.encode(events));
+    }
+    res.end();
+  }
+
+  async function relayRaw(
+    res: ServerResponse,
+    state: Active,
+    server: string,
+    endpoint: Endpoint,
+    response: Dispatcher.ResponseData,
+  ): Promise<void> {
+    if (res.destroyed) return;
+    const length = firstHeader(response.headers["content-length"]);
+    const headers = clientResponseHeaders(response.headers);
+    if (length !== undefined) headers["content-length"] = length;
+    res.writeHead(response.statusCode, headers);
+    try {
+      for await (const chunk of response.body) {
+        if (!res.write(chunk as Buffer)) await drained(res);
+        if (res.destroyed) return;
+      }
+    } catch (err) {
+      if (!state.clientGone && !state.shuttingDown) upstreamFailure(server, endpoint, "stream_broken", err);
+      res.destroy(); // a cut body must not look complete
+      return;
+    }
+    res.end();
+  }
+
+  const http: Server = createServer(
+    {
+      headersTimeout,
+      requestTimeout,
+      // Node checks both timeouts on this interval (default 30 s): keep it well below them.
+      connectionsCheckingInterval: Math.max(
+        100,
+        Math.min(headersTimeout || 30_000, requestTimeout || 30_000) / 4,
+      ),
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        logger.error({ err }, "edge handler failed");
+        if (!res.headersSent) res.writeHead(500).end();
+        else res.destroy();
+      });
+    },
+  );
+
+  // Protocol errors and timeouts Node detects before or while reading a request. A body that
+  // stops arriving (slow client) gets 408 with a JSON-RPC error; malformed HTTP a bare 400/431.
+  http.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    const current = bySocket.get(socket);
+    if (err.code === "ECONNRESET" || !socket.writable || current?.res.headersSent) {
+      socket.destroy();
+      return;
+    }
+    let head: string;
+    let body = "";
+    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      if (current) current.state.bodyTimeout = true;
+      const info = Reasons.request_timeout;
+      body = JSON.stringify(
+        errorResponse(null, info.code, info.message, {
+          reason: "request_timeout",
+          ...(current ? { request_id: current.exchange.requestId } : {}),
+        }),
+      );
+      head = "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json";
+    } else if (err.code === "HPE_HEADER_OVERFLOW") {
+      head = "HTTP/1.1 431 Request Header Fields Too Large";
+    } else {
+      head = "HTTP/1.1 400 Bad Request";
+    }
+    socket.end(`${head}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.destroySoon();
+  });
+
+  return new Promise((resolve, reject) => {
+    http.once("error", reject);
+    http.listen(
+      options.port ?? engine.config.listen.edge.port,
+      options.host ?? engine.config.listen.edge.host,
+      () => {
+        http.off("error", reject);
+        listening = true;
+        const port = (http.address() as AddressInfo).port;
+        const host = options.host ?? engine.config.listen.edge.host;
+        const shownHost =
+          host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+        let closed: Promise<void> | undefined;
+        resolve({
+          port,
+          url: `http://${shownHost}:${port}`,
+          ready: () => listening && !closing,
+          close(graceMs = durationMs(engine.config.shutdownGrace)) {
+            closed ??= (async () => {
+              closing = true;
+              const stopped = new Promise<void>((done) => http.close(() => done()));
+              http.closeIdleConnections();
+              for (const a of active) {
+                if (a.longLived) {
+                  a.shuttingDown = true;
+                  a.upstream.abort();
+                }
+              }
+              if (active.size > 0) {
+                await new Promise<void>((done) => {
+                  const timer = setTimeout(done, graceMs);
+                  idleWaiter = () => {
+                    clearTimeout(timer);
+                    done();
+                  };
+                });
+              }
+              for (const a of active) {
+                a.shuttingDown = true;
+                a.upstream.abort();
+              }
+              http.closeAllConnections();
+              await stopped;
+              listening = false;
+              await upstreams.close();
+            })();
+            return closed;
+          },
+        });
+      },
+    );
+  });
+}

@@ -1,0 +1,131 @@
+import { Pool } from "undici";
+import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { CircuitBreaker, type BreakerTicket } from "./breaker.js";
+
+export interface UpstreamOptions {
+  breakerFailures: number;
+  breakerCooldownMs: number;
+  connectTimeoutMs: number;
+  /** Session-to-endpoint bindings kept per server with several endpoints. */
+  maxSessions?: number;
+}
+
+/** One upstream URL of a server: its connection pool, breaker and in-flight count. */
+export class Endpoint {
+  readonly pool: Pool;
+  readonly breaker: CircuitBreaker;
+  /** Path (and query) of the MCP endpoint on the upstream, e.g. `/mcp`. */
+  readonly path: string;
+  /** The URL without credentials, for metrics labels and logs. */
+  readonly label: string;
+  inflight = 0;
+
+  constructor(server: string, url: string, options: UpstreamOptions, metrics: Metrics, logger?: Logger) {
+    const parsed = new URL(url);
+    this.path = parsed.pathname + parsed.search;
+    this.label = `${parsed.origin}${parsed.pathname}`;
+    this.pool = new Pool(parsed.origin, {
+      connectTimeout: options.connectTimeoutMs,
+      // Streams (SSE) are long-lived; time limits are applied per request by the edge.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      keepAliveTimeout: 4_000,
+    });
+    const labels = { server, upstream: this.label };
+    metrics.breakerOpen.set(labels, 0);
+    this.breaker = new CircuitBreaker(options.breakerFailures, options.breakerCooldownMs, (state) => {
+      metrics.breakerOpen.set(labels, state === "closed" ? 0 : 1);
+      logger?.[state === "open" ? "warn" : "info"]({ ...labels, breaker: state }, "circuit breaker");
+    });
+  }
+}
+
+export type Selection = { endpoint: Endpoint; ticket: BreakerTicket } | { endpoint: undefined };
+
+/**
+ * The endpoints of one server. Requests go to the endpoint with the fewest requests in flight
+ * among those whose breaker admits one (an endpoint with an open breaker is skipped: passive
+ * ejection). MCP sessions live in one replica, so a request carrying `Mcp-Session-Id` goes to the
+ * endpoint that created the session; if that endpoint is ejected the request fails rather than
+ * reaching a replica that does not know the session.
+ */
+export class UpstreamGroup {
+  private readonly sessions: Map<string, Endpoint> | undefined;
+  private readonly maxSessions: number;
+  private next = 0;
+
+  constructor(
+    readonly server: string,
+    readonly endpoints: readonly Endpoint[],
+    maxSessions = 10_000,
+  ) {
+    this.sessions = endpoints.length > 1 ? new Map() : undefined;
+    this.maxSessions = maxSessions;
+  }
+
+  pick(sessionId: string | undefined): Selection {
+    if (this.endpoints.length === 1) {
+      const endpoint = this.endpoints[0]!;
+      const ticket = endpoint.breaker.tryAcquire();
+      return ticket ? { endpoint, ticket } : { endpoint: undefined };
+    }
+    if (sessionId !== undefined) {
+      const bound = this.sessions?.get(sessionId);
+      if (bound) {
+        const ticket = bound.breaker.tryAcquire();
+        return ticket ? { endpoint: bound, ticket } : { endpoint: undefined };
+      }
+    }
+    let best: Endpoint | undefined;
+    const n = this.endpoints.length;
+    const start = this.next++ % n;
+    for (let i = 0; i < n; i++) {
+      const e = this.endpoints[(start + i) % n]!;
+      if (!e.breaker.available()) continue;
+      if (!best || e.inflight < best.inflight) best = e;
+    }
+    const ticket = best?.breaker.tryAcquire();
+    return best && ticket ? { endpoint: best, ticket } : { endpoint: undefined };
+  }
+
+  /** Remembers which endpoint owns a session (learned from its `Mcp-Session-Id` response header). */
+  bindSession(sessionId: string, endpoint: Endpoint): void {
+    if (!this.sessions || this.sessions.get(sessionId) === endpoint) return;
+    if (this.sessions.size >= this.maxSessions) {
+      const oldest = this.sessions.keys().next().value;
+      if (oldest !== undefined) this.sessions.delete(oldest);
+    }
+    this.sessions.set(sessionId, endpoint);
+  }
+
+  unbindSession(sessionId: string): void {
+    this.sessions?.delete(sessionId);
+  }
+}
+
+/** All upstream groups, built once from the registry. */
+export class Upstreams {
+  private readonly groups = new Map<string, UpstreamGroup>();
+
+  constructor(
+    servers: Iterable<{ name: string; upstreams: readonly string[] }>,
+    options: UpstreamOptions,
+    metrics: Metrics,
+    logger?: Logger,
+  ) {
+    for (const s of servers) {
+      const endpoints = s.upstreams.map((url) => new Endpoint(s.name, url, options, metrics, logger));
+      this.groups.set(s.name, new UpstreamGroup(s.name, endpoints, options.maxSessions));
+    }
+  }
+
+  group(server: string): UpstreamGroup | undefined {
+    return this.groups.get(server);
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.groups.values()].flatMap((g) => g.endpoints.map((e) => e.pool));
+    await Promise.allSettled(pools.map((p) => p.destroy()));
+  }
+}

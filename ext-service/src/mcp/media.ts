@@ -1,0 +1,89 @@
+import type { Reason } from "../policy/reasons.js";
+
+/**
+ * Media-type rules of MCP Streamable HTTP, shared by both data planes (the edge checks them
+ * before reading a body; the Envoy path on request headers):
+ * - POST carries `Content-Type: application/json` (UTF-8, the only charset JSON-RPC over MCP allows)
+ *   and an `Accept` listing both `application/json` and `text/event-stream`;
+ * - GET (the server-to-client stream) needs an `Accept` listing `text/event-stream`.
+ * Wildcard ranges (`*\/*`, `text/*`) count, as in HTTP; a range with `q=0` refuses a type.
+ */
+
+interface MediaRange {
+  type: string;
+  subtype: string;
+  q: number;
+}
+
+function parseAccept(header: string): MediaRange[] {
+  const out: MediaRange[] = [];
+  for (const part of header.split(",")) {
+    const [range, ...params] = part.split(";");
+    const [type, subtype] = (range ?? "").trim().toLowerCase().split("/");
+    if (!type || !subtype) continue;
+    let q = 1;
+    for (const p of params) {
+      const [k, v] = p.split("=");
+      if (k?.trim().toLowerCase() === "q") {
+        const n = Number(v?.trim());
+        q = Number.isFinite(n) ? n : 0;
+      }
+    }
+    out.push({ type, subtype, q });
+  }
+  return out;
+}
+
+/** Whether an Accept header value accepts `mediaType` (the most specific matching range decides). */
+export function accepts(header: string | undefined, mediaType: string): boolean {
+  if (header === undefined) return false;
+  const [type, subtype] = mediaType.split("/");
+  let best: MediaRange | undefined;
+  let bestRank = -1;
+  for (const r of parseAccept(header)) {
+    const rank =
+      r.type === type && r.subtype === subtype
+        ? 2
+        : r.type === type && r.subtype === "*"
+          ? 1
+          : r.type === "*" && r.subtype === "*"
+            ? 0
+            : -1;
+    if (rank > bestRank) {
+      best = r;
+      bestRank = rank;
+    }
+  }
+  return best !== undefined && best.q > 0;
+}
+
+/** Whether a Content-Type value is JSON in UTF-8 (no charset parameter means UTF-8). */
+export function isJsonContentType(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  const [type, ...params] = header.split(";");
+  if (type?.trim().toLowerCase() !== "application/json") return false;
+  for (const p of params) {
+    const [k, v] = p.split("=");
+    if (k?.trim().toLowerCase() === "charset") {
+      const charset = v?.trim().replace(/^"|"$/g, "").toLowerCase();
+      if (charset !== "utf-8" && charset !== "utf8") return false;
+    }
+  }
+  return true;
+}
+
+/** The reason to refuse an MCP request on its headers alone, or undefined when acceptable. */
+export function checkMcpMedia(
+  httpMethod: string,
+  headers: Readonly<Record<string, string | undefined>>,
+): Extract<Reason, "unsupported_media_type" | "not_acceptable"> | undefined {
+  if (httpMethod === "POST") {
+    if (!isJsonContentType(headers["content-type"])) return "unsupported_media_type";
+    const accept = headers.accept;
+    if (!accepts(accept, "application/json") || !accepts(accept, "text/event-stream"))
+      return "not_acceptable";
+  } else if (httpMethod === "GET") {
+    if (!accepts(headers.accept, "text/event-stream")) return "not_acceptable";
+  }
+  return undefined;
+}

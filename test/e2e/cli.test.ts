@@ -1,0 +1,162 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { CURL_BEGIN, CURL_END, repoRoot } from "../../ext-service/src/commands/dev.js";
+import { DEV_ISSUER, ensureDevKeys } from "../../ext-service/src/config/devkeys.js";
+import { httpCall, MCP_HEADERS, rpc, tempDir } from "./harness.js";
+
+const CLI = join(repoRoot(), "ext-service", "src", "cli.ts");
+
+interface Running {
+  child: ChildProcess;
+  stdout(): string;
+  exit: Promise<number | null>;
+}
+
+/** Runs the CLI from source in a child process (as `npm start` does from dist/). */
+function cli(args: string[]): Running {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+    cwd: repoRoot(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, stdout: () => out, exit };
+}
+
+async function until(run: Running, pattern: RegExp, limitMs = 20_000): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const m = pattern.exec(run.stdout());
+    if (m) return m;
+    if (run.child.exitCode !== null) throw new Error(`exited early:\n${run.stdout()}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${run.stdout()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function bash(script: string): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("bash", ["-c", script], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    child.once("exit", (code) => resolve({ code, out }));
+  });
+}
+
+describe("mcp-gateway dev (npm start)", () => {
+  const keys = tempDir();
+  let run: Running | undefined;
+  afterAll(async () => {
+    if (run && run.child.exitCode === null) {
+      run.child.kill("SIGKILL");
+      await run.exit;
+    }
+    keys.remove();
+  });
+
+  it("prints URLs, tokens and a curl command that really lists tools; Ctrl-C stops it cleanly", async () => {
+    run = cli(["dev", "--port", "0", "--admin-port", "0", "--demo-ports", "0", "--keys", keys.dir]);
+    await until(run, /Ctrl-C stops everything\./);
+    const out = run.stdout();
+    for (const server of ["kb", "tickets", "deploy"]) {
+      expect(out).toMatch(new RegExp(`  ${server} +http://127\\.0\\.0\\.1:\\d+/mcp/${server} `));
+    }
+    for (const agent of ["research-bot", "support-bot", "release-bot"])
+      expect(out).toContain(`  ${agent}  roles: `);
+    expect(out.match(/^ {4}eyJ[\w-]+\.[\w-]+\.[\w-]+$/gm)).toHaveLength(3);
+
+    const snippet = out.slice(out.indexOf(CURL_BEGIN) + CURL_BEGIN.length, out.indexOf(CURL_END));
+    const result = await bash(snippet);
+    expect(result.code).toBe(0);
+    const listed = JSON.parse(result.out) as { id: number; result: { tools: { name: string }[] } };
+    expect(listed.id).toBe(2);
+    expect(listed.result.tools.map((t) => t.name)).toEqual(["list_tickets", "get_ticket", "create_ticket"]);
+
+    const admin = (await until(run, /Admin: (http:\/\/127\.0\.0\.1:\d+)\/metrics/))[1]!;
+    expect((await httpCall(`${admin}/readyz`, { method: "GET" })).status).toBe(200);
+    expect((await httpCall(`${admin}/metrics`, { method: "GET" })).text).toContain(
+      "mcp_gateway_requests_total",
+    );
+    // the audit records of the two curl requests are on stdout, without the token
+    await until(run, /"methods":\["tools\/list"\]/);
+    const token = /^TOKEN='([^']+)'$/m.exec(snippet)![1]!;
+    expect(run.stdout().split(CURL_END)[1]).not.toContain(token);
+
+    run.child.kill("SIGINT");
+    expect(await run.exit).toBe(0);
+    expect(run.stdout()).toContain("SIGINT: stopping the gateway and the demo servers\nstopped\n");
+  });
+
+  it("explains a busy port instead of crashing", async () => {
+    const blocker = cli(["dev", "--port", "0", "--admin-port", "0", "--demo-ports", "0", "--keys", keys.dir]);
+    try {
+      const url = (await until(blocker, /tickets +http:\/\/127\.0\.0\.1:(\d+)\/mcp\/tickets/))[1]!;
+      const second = cli([
+        "dev",
+        "--port",
+        url,
+        "--admin-port",
+        "0",
+        "--demo-ports",
+        "0",
+        "--keys",
+        keys.dir,
+      ]);
+      expect(await second.exit).toBe(1);
+      expect(second.stdout()).toContain(`The gateway port ${url} is already in use`);
+      expect(second.stdout()).not.toMatch(/\n\s+at /);
+    } finally {
+      blocker.child.kill("SIGTERM");
+      expect(await blocker.exit).toBe(0);
+    }
+  });
+});
+
+describe("mcp-gateway edge", () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.remove());
+
+  it("serves with admin endpoints and drains on SIGTERM", async () => {
+    const keys = await ensureDevKeys(join(tmp.dir, "keys"));
+    writeFileSync(
+      join(tmp.dir, "registry.yaml"),
+      stringify({ version: "1", servers: [{ name: "svc", upstreams: ["http://127.0.0.1:9/mcp"] }] }),
+    );
+    writeFileSync(
+      join(tmp.dir, "gateway.yaml"),
+      stringify({
+        registry: "registry.yaml",
+        auth: {
+          issuers: [{ issuer: DEV_ISSUER, audiences: ["mcp-gateway"], jwks: { file: keys.jwksFile } }],
+        },
+      }),
+    );
+    const run = cli(["edge", "--config", join(tmp.dir, "gateway.yaml"), "--port", "0", "--admin-port", "0"]);
+    try {
+      const m = await until(run, /"edge":"(http:\/\/[^"]+)","admin":"(http:\/\/[^"]+)"/);
+      const [, edge, admin] = m;
+      expect((await httpCall(`${admin}/healthz`, { method: "GET" })).status).toBe(200);
+      expect((await httpCall(`${admin}/readyz`, { method: "GET" })).status).toBe(200);
+      const r = await httpCall(`${edge}/mcp/svc`, { headers: { ...MCP_HEADERS }, body: rpc("ping") });
+      expect(r.status).toBe(401);
+      expect(r.messages[0]).toMatchObject({ error: { data: { reason: "token_missing" } } });
+    } finally {
+      run.child.kill("SIGTERM");
+    }
+    expect(await run.exit).toBe(0);
+    expect(run.stdout()).toContain('"msg":"draining"');
+  });
+
+  it("refuses to start on an invalid config, naming the problem", async () => {
+    writeFileSync(join(tmp.dir, "bad.yaml"), "registry: registry.yaml\nedgee: {}\n");
+    const run = cli(["edge", "--config", join(tmp.dir, "bad.yaml")]);
+    expect(await run.exit).toBe(1);
+    expect(run.stdout()).toContain("unknown key 'edgee'");
+  });
+});
