@@ -165,13 +165,16 @@ describe("ext_proc: requests", () => {
     expect(r.response.body.toString()).toBe(answer);
   });
 
-  it("answers 415 for a POST that is not application/json and 406 when the client takes neither JSON nor SSE", async () => {
+  it("answers 415 for a POST that is not application/json and 406 unless the client takes both JSON and SSE", async () => {
     const body = JSON.stringify(toolsCall(1, "list_tickets"));
     const cases: [Record<string, string>, number, string][] = [
       [{ "content-type": "text/plain" }, 415, "unsupported_media_type"],
       [{ "content-type": "application/json-seq" }, 415, "unsupported_media_type"],
       [{ accept: "text/html" }, 406, "not_acceptable"],
       [{ accept: "application/json;q=0, text/html" }, 406, "not_acceptable"],
+      [{ accept: "text/event-stream" }, 406, "not_acceptable"],
+      [{ accept: "application/json" }, 406, "not_acceptable"],
+      [{ accept: "" }, 406, "not_acceptable"],
     ];
     for (const [headers, status, reason] of cases) {
       const r = await gw.client.exchange(post(body, headers), unreachable);
@@ -181,9 +184,8 @@ describe("ext_proc: requests", () => {
     const ok = { status: 200, headers: { "content-type": "application/json" }, body: jsonResult(1, {}) };
     const accepted: Record<string, string>[] = [
       { accept: "*/*" },
-      { accept: "text/event-stream" },
-      { accept: "application/json" },
-      { accept: "" },
+      { accept: "application/*, text/*" },
+      { accept: "text/event-stream, application/json;q=0.5" },
       { "content-type": "Application/JSON; charset=utf-8" },
     ];
     for (const headers of accepted) {

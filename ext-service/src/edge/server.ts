@@ -4,7 +4,7 @@ import { performance } from "node:perf_hooks";
 import type { Dispatcher } from "undici";
 import { durationMs } from "../config/schema.js";
 import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
-import { checkMcpMedia } from "../mcp/media.js";
+import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { formatSseEvent } from "../mcp/sse.js";
 import type { HttpReply, PolicyEngine } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
@@ -228,11 +228,15 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const wait = limiter.take(admission.principal.agent);
     if (wait > 0) return reject(res, exchange, "rate_limited", { "retry-after": String(wait) });
 
-    if (method !== "POST" && method !== "GET" && method !== "DELETE") {
-      return reject(res, exchange, "http_method_not_allowed", { allow: "GET, POST, DELETE" });
-    }
     const media = checkMcpMedia(method, headers);
-    if (media) return reject(res, exchange, media);
+    if (media) {
+      return reject(
+        res,
+        exchange,
+        media,
+        media === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {},
+      );
+    }
 
     let body: Buffer | undefined;
     if (method === "POST") {

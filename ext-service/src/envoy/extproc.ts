@@ -1,7 +1,7 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { HttpReply } from "../policy/engine.js";
 import type { Exchange } from "../policy/exchange.js";
-import { postMediaViolation } from "../policy/media.js";
+import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
 import { headerMapToRecord, rawHeader } from "./headers.js";
@@ -155,9 +155,11 @@ export class ProcessStream {
     }
     exchange.server = route.server;
     this.requestHeaders = headers;
-    if (method === "POST") {
-      const violation = postMediaViolation(headers);
-      if (violation) return this.immediate(engine.rejection(exchange, violation));
+    const violation = checkMcpMedia(method, headers);
+    if (violation) {
+      const allow: Record<string, string> =
+        violation === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {};
+      return this.immediate(engine.rejection(exchange, violation, undefined, allow));
     }
     if (msg.end_of_stream) {
       // No body phase will follow. A POST without a body is still evaluated (and refused).

@@ -72,11 +72,19 @@ export function isJsonContentType(header: string | undefined): boolean {
   return true;
 }
 
-/** The reason to refuse an MCP request on its headers alone, or undefined when acceptable. */
+/** The methods of MCP Streamable HTTP; anything else is 405 on both data planes. */
+export const MCP_HTTP_METHODS = "GET, POST, DELETE";
+
+/**
+ * The reason to refuse an MCP request on its method and headers alone, or undefined when
+ * acceptable. Both data planes call this after admission, so they refuse the same requests.
+ */
 export function checkMcpMedia(
   httpMethod: string,
   headers: Readonly<Record<string, string | undefined>>,
-): Extract<Reason, "unsupported_media_type" | "not_acceptable"> | undefined {
+): Extract<Reason, "unsupported_media_type" | "not_acceptable" | "http_method_not_allowed"> | undefined {
+  if (httpMethod !== "POST" && httpMethod !== "GET" && httpMethod !== "DELETE")
+    return "http_method_not_allowed";
   if (httpMethod === "POST") {
     if (!isJsonContentType(headers["content-type"])) return "unsupported_media_type";
     const accept = headers.accept;
