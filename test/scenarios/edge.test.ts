@@ -1,14 +1,10 @@
 import { Pool, request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bodyMessages, startDemoGateway, type DemoGateway } from "../e2e/harness.js";
-import {
-  agentOf,
-  authorizationFor,
-  bodyBytes,
-  requestHeaders,
-  SCENARIO_PROTOCOL_VERSION,
-} from "./request.js";
-import { scenarios, type Scenario } from "./table.js";
+import { startDemoGateway, type DemoGateway } from "../e2e/harness.js";
+import { expectOutcome } from "./outcome.js";
+import { scenarioSessions } from "./sessions.js";
+import { authorizationFor, bodyBytes, requestHeaders } from "./request.js";
+import { scenarios } from "./table.js";
 
 /** Every row of the scenario table through the local edge, over HTTP, against the demo servers. */
 describe("scenario table: local edge", () => {
@@ -16,7 +12,6 @@ describe("scenario table: local edge", () => {
   // A dispatcher of its own: paths go on the wire exactly as the table writes them (no URL
   // normalisation of "..", percent-escapes or slashes).
   let pool: Pool;
-  const shared = new Map<string, string>();
 
   beforeAll(async () => {
     gw = await startDemoGateway();
@@ -27,44 +22,15 @@ describe("scenario table: local edge", () => {
     await gw?.close();
   });
 
-  async function newSession(agent: string, path: string): Promise<string> {
-    const res = await request(`${gw.dev.edge.url}${path}`, {
-      method: "POST",
-      headers: requestHeaders(
-        { method: "POST", path },
-        await authorizationFor({ agent }, gw.privateJwk),
-        undefined,
-      ),
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 0,
-        method: "initialize",
-        params: {
-          protocolVersion: SCENARIO_PROTOCOL_VERSION,
-          capabilities: {},
-          clientInfo: { name: "table", version: "1" },
-        },
-      }),
-    });
-    await res.body.text();
-    const id = res.headers["mcp-session-id"];
-    if (res.statusCode !== 200 || typeof id !== "string")
-      throw new Error(`initialize failed: ${res.statusCode}`);
-    return id;
-  }
-
-  async function sessionFor(row: Scenario): Promise<string | undefined> {
-    const agent = agentOf(row.identity);
-    if (!row.request.session || !agent) return undefined;
-    if (row.request.session === "fresh") return newSession(agent, row.request.path);
-    const key = `${agent} ${row.request.path}`;
-    let id = shared.get(key);
-    if (!id) {
-      id = await newSession(agent, row.request.path);
-      shared.set(key, id);
-    }
-    return id;
-  }
+  const sessionFor = scenarioSessions(
+    async (path, headers, body) => {
+      const res = await request(`${gw.dev.edge.url}${path}`, { method: "POST", headers, body });
+      await res.body.text();
+      const id = res.headers["mcp-session-id"];
+      return { status: res.statusCode, sessionId: typeof id === "string" ? id : undefined };
+    },
+    () => gw.privateJwk,
+  );
 
   it("has unique row names", () => {
     expect(new Set(scenarios.map((s) => s.name)).size).toBe(scenarios.length);
@@ -86,66 +52,18 @@ describe("scenario table: local edge", () => {
         body: bodyBytes(row.request.body),
         signal: controller.signal,
       });
-      const expected = row.expect;
-      expect(res.statusCode).toBe(expected.status);
-      const contentType = String(res.headers["content-type"] ?? "");
-
-      if (expected.verdict === "forward" && expected.stream) {
-        expect(contentType).toBe("text/event-stream");
-        controller.abort(); // the stream would stay open
-        await res.body.text().catch(() => undefined);
-        return;
-      }
-      const text = await res.body.text();
-      const messages = bodyMessages(contentType, text) as Record<string, unknown>[];
-
-      if (expected.verdict === "local") {
-        expect(JSON.parse(text)).toMatchObject(expected.json);
-        return;
-      }
-      if (expected.verdict === "deny") {
-        expect(contentType).toBe("application/json");
-        for (const [name, prefix] of Object.entries(expected.headers ?? {})) {
-          expect(String(res.headers[name])).toMatch(
-            new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`),
-          );
-        }
-        const body = JSON.parse(text) as unknown;
-        if (expected.batch) {
-          expect(Array.isArray(body)).toBe(true);
-          expect(
-            (body as { error: { code: number; data: { reason: string } } }[]).map((m) => ({
-              code: m.error.code,
-              reason: m.error.data.reason,
-            })),
-          ).toEqual(expected.batch);
-        } else {
-          expect(body).toMatchObject({
-            jsonrpc: "2.0",
-            error: { code: expected.code, data: { reason: expected.reason } },
-          });
-          expect((body as { error: { data: { request_id: string } } }).error.data.request_id).toMatch(
-            /^[0-9a-f-]{36}$/,
-          );
-        }
-        return;
-      }
-      // forwarded
-      if (expected.answer === "none") {
-        expect(text).toBe("");
-        return;
-      }
-      if (expected.answer === "result") {
-        const answer = messages.find((m) => "id" in m && ("result" in m || "error" in m));
-        expect(answer, text).toMatchObject({ jsonrpc: "2.0" });
-        expect(answer).toHaveProperty("result");
-        expect((answer!.result as { isError?: boolean }).isError).toBeFalsy();
-        if (expected.tools) {
-          expect((answer!.result as { tools: { name: string }[] }).tools.map((t) => t.name)).toEqual(
-            expected.tools,
-          );
-        }
-      }
+      const stream = row.expect.verdict === "forward" && row.expect.stream === true;
+      if (stream) controller.abort(); // the server stream would stay open
+      const text = stream ? "" : await res.body.text();
+      if (stream) await res.body.text().catch(() => undefined);
+      expectOutcome(row, {
+        status: res.statusCode,
+        header: (name) => {
+          const v = res.headers[name];
+          return v === undefined ? undefined : String(v);
+        },
+        text,
+      });
     });
   }
 });
