@@ -76,15 +76,33 @@ describe("JSON responses", () => {
     expect(ex.counters).toEqual({});
   });
 
-  it("leaves responses it has no pending request for, errors, and other methods alone", () => {
+  it("filters list-shaped responses that match no pending request (unknown or duplicate ids, resumed streams)", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+    ]);
+    const t = engine.responseTransformer(ex, "application/json", 200);
+    for (const m of [
+      listResult(99, ALL_TICKET_TOOLS),
+      listResult("1", ALL_TICKET_TOOLS),
+      listResult(1, ALL_TICKET_TOOLS),
+      listResult(1, ALL_TICKET_TOOLS),
+    ]) {
+      const out = t.transformJson(enc.encode(JSON.stringify(m)));
+      expect(out, JSON.stringify(m.id)).toBeDefined();
+      const names = (
+        JSON.parse(dec.decode(out)) as { result: { tools: { name: string }[] } }
+      ).result.tools.map((x) => x.name);
+      expect(names).not.toContain("delete_ticket");
+    }
+  });
+
+  it("leaves errors, other methods and non-list results alone", () => {
     const ex = exchangeFor("support-bot", ["support"], "tickets", [
       { jsonrpc: "2.0", id: 1, method: "tools/list" },
       { jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "list_tickets" } },
     ]);
     const t = engine.responseTransformer(ex, "application/json", 200);
     const passes = [
-      listResult(99, ALL_TICKET_TOOLS),
-      listResult("1", ALL_TICKET_TOOLS), // id "1" is not id 1
       { jsonrpc: "2.0", id: 1, error: { code: -32000, message: "nope" } },
       { jsonrpc: "2.0", id: 2, result: { content: [{ type: "text", text: "delete_ticket" }] } },
       { jsonrpc: "2.0", method: "notifications/message", params: { level: "info", data: "x" } },

@@ -17,6 +17,16 @@ export function responseMode(contentType: string | undefined): ResponseMode {
   return "passthrough";
 }
 
+/** The list method whose result this looks like, for responses that match no pending request. */
+function listMethodByShape(result: unknown): string | undefined {
+  if (typeof result !== "object" || result === null) return undefined;
+  const r = result as Record<string, unknown>;
+  if (Array.isArray(r.tools)) return "tools/list";
+  if (Array.isArray(r.prompts)) return "prompts/list";
+  if (Array.isArray(r.resources)) return "resources/list";
+  return undefined;
+}
+
 /** Result of rewriting one JSON-RPC message: unchanged, replaced, or dropped entirely. */
 type MessageRewrite = { kind: "same" } | { kind: "replace"; value: unknown } | { kind: "drop" };
 const SAME: MessageRewrite = { kind: "same" };
@@ -165,11 +175,12 @@ export class ResponseTransformer {
     if (message.kind !== "response") return SAME;
     const key = idKey(message.id);
     const pending = this.exchange.pending.get(key);
-    if (!pending) return SAME;
     // Answered: what is left in `pending` at the end of a stream never got a response.
-    this.exchange.pending.delete(key);
+    if (pending) this.exchange.pending.delete(key);
     if (message.error !== undefined) return SAME;
-    switch (pending.method) {
+    // A response with no request waiting for it (a duplicate id, or one replayed on a resumed
+    // GET stream) is judged by its shape, so a list can never slip through unfiltered.
+    switch (pending?.method ?? listMethodByShape(message.result)) {
       case "tools/list":
         return this.filterList(message, "tools", "name");
       case "prompts/list":
