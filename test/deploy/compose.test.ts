@@ -175,6 +175,7 @@ describe("docker-compose.yml", () => {
     expect(targets.envoy).toEqual([`envoy:${listeners().find((l) => l.name === "metrics")!.port}`]);
   });
 
+  // Regenerate deploy/registry.yaml with `npx tsx deploy/sync-registry.ts` when this fails.
   it("keeps the compose registry and gateway config in step with the demo ones", () => {
     const demo = parseRegistry(read("registry/registry.yaml"));
     const deploy = parseRegistry(read("deploy/registry.yaml"));
