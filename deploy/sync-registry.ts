@@ -7,6 +7,7 @@
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { format } from "prettier";
 import { parseDocument } from "yaml";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -35,6 +36,6 @@ for (const server of servers.items) {
 const target = join(ROOT, "deploy/registry.yaml");
 // The source's own header comments describe the source; the copy gets its own header instead.
 const body = doc.toString({ lineWidth: 0 }).replace(/^(#.*\n)+/, "");
-writeFileSync(`${target}.tmp`, HEADER + body);
+writeFileSync(`${target}.tmp`, await format(HEADER + body, { parser: "yaml", printWidth: 110 }));
 renameSync(`${target}.tmp`, target);
 process.stdout.write("wrote deploy/registry.yaml\n");
