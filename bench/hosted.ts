@@ -1,0 +1,69 @@
+import { fork, type ChildProcess } from "node:child_process";
+
+/** A server running in its own process (see bench/host.ts). */
+export interface Hosted {
+  readonly label: string;
+  readonly pid: number;
+  readonly ports: Readonly<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+const START_TIMEOUT_MS = 30_000;
+const CLOSE_TIMEOUT_MS = 5_000;
+const children = new Set<ChildProcess>();
+
+// However the run ends, no server is left behind.
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
+/** `.ts` when running from source under tsx, `.js` when compiled. */
+const EXT = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+const HOST = new URL(`./host${EXT}`, import.meta.url);
+
+/**
+ * Forks bench/host with the export `exportName` of `module`, and resolves once it listens. The
+ * child inherits execArgv (tsx loader, --cpu-prof), so profiling the bench profiles every server.
+ */
+export function startHosted(
+  module: URL,
+  exportName: string,
+  params: unknown,
+  label: string,
+): Promise<Hosted> {
+  const child = fork(HOST, [module.href, exportName, JSON.stringify(params)], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+
+  const close = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const timer = setTimeout(() => child.kill("SIGKILL"), CLOSE_TIMEOUT_MS);
+      child.once("exit", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      if (child.connected) child.send({ type: "close" });
+      else child.kill("SIGTERM");
+    });
+
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${label}: not listening after ${START_TIMEOUT_MS / 1000} s`));
+    }, START_TIMEOUT_MS);
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      clearTimeout(timer);
+      reject(new Error(`${label}: exited before listening (${signal ?? `code ${code}`}), see stderr above`));
+    };
+    child.once("exit", onExit);
+    child.on("message", (m: { type?: string; ports?: Record<string, number> }) => {
+      if (m.type !== "ready" || !m.ports) return;
+      clearTimeout(timer);
+      child.off("exit", onExit);
+      resolve({ label, pid: child.pid ?? -1, ports: Object.freeze({ ...m.ports }), close });
+    });
+  });
+}
