@@ -20,10 +20,16 @@ process.on("exit", () => {
 /** `.ts` when running from source under tsx, `.js` when compiled. */
 const EXT = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 const HOST = new URL(`./host${EXT}`, import.meta.url);
+/**
+ * Children inherit execArgv (tsx loader, --cpu-prof). From TypeScript sources without tsx in
+ * execArgv (a test runner with its own loader), the child gets tsx.
+ */
+const EXEC_ARGV =
+  EXT === ".ts" && !process.execArgv.some((a) => a.includes("tsx")) ? ["--import", "tsx"] : process.execArgv;
 
 /**
- * Forks bench/host with the export `exportName` of `module`, and resolves once it listens. The
- * child inherits execArgv (tsx loader, --cpu-prof), so profiling the bench profiles every server.
+ * Forks bench/host with the export `exportName` of `module`, and resolves once it listens.
+ * Profiling the bench (`node --cpu-prof`) profiles every server too.
  */
 export function startHosted(
   module: URL,
@@ -33,6 +39,7 @@ export function startHosted(
 ): Promise<Hosted> {
   const child = fork(HOST, [module.href, exportName, JSON.stringify(params)], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
+    execArgv: EXEC_ARGV,
   });
   children.add(child);
   child.once("exit", () => children.delete(child));
