@@ -35,6 +35,20 @@ export function niceCeil(v: number): number {
   return 10 * pow;
 }
 
+/** The power of ten at or below v. */
+export function niceFloor(v: number): number {
+  return 10 ** Math.floor(Math.log10(v));
+}
+
+/** 1, 2, 5 times each power of ten between lo and hi. */
+export function logTicks(lo: number, hi: number): number[] {
+  const out: number[] = [];
+  for (let d = lo; d <= hi * 1.0001; d *= 10) {
+    for (const m of [1, 2, 5]) if (d * m <= hi * 1.0001) out.push(+(d * m).toPrecision(3));
+  }
+  return out;
+}
+
 function color(side: string, i: number): string {
   return COLORS[side] ?? FALLBACK_COLORS[i % FALLBACK_COLORS.length]!;
 }
@@ -67,16 +81,18 @@ export function renderChart(r: BenchResults): string {
     const plotW = PANEL_W - M.left - M.right;
     const plotH = PANEL_H - M.top - M.bottom;
     const lines = r.latency.filter((l) => l.workload === w.id && l.rate === rate && l.spectrum.length > 0);
-    const ymax = niceCeil(
-      Math.max(0, ...lines.flatMap((l) => l.spectrum.filter(([p]) => p <= 99.9).map(([, v]) => v))),
-    );
+    // Log scale: the median region (tenths of a ms) and the tail (tens of ms) both stay readable.
+    const shown = lines.flatMap((l) => l.spectrum.filter(([p]) => p <= 99.9).map(([, v]) => v));
+    const ymin = niceFloor(Math.min(...shown.filter((v) => v > 0), 1));
+    const ymax = Math.max(niceCeil(Math.max(...shown, 0)), ymin * 10);
+    const span = Math.log10(ymax) - Math.log10(ymin);
     const px = (p: number) => ox + M.left + (xOf(p) / MAX_X) * plotW;
-    const py = (v: number) => oy + M.top + plotH - (v / ymax) * plotH;
+    const py = (v: number) =>
+      oy + M.top + plotH - ((Math.log10(Math.max(v, ymin)) - Math.log10(ymin)) / span) * plotH;
     o.push(`<g>`);
     o.push(`<text x="${ox + M.left}" y="${oy + 20}" font-weight="bold">${esc(w.title)}</text>`);
     // Axes and grid.
-    for (let i = 0; i <= 5; i++) {
-      const v = (ymax * i) / 5;
+    for (const v of logTicks(ymin, ymax)) {
       const y = py(v);
       o.push(
         `<line x1="${ox + M.left}" x2="${ox + M.left + plotW}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`,
@@ -91,7 +107,7 @@ export function renderChart(r: BenchResults): string {
       );
     }
     o.push(
-      `<text x="${ox + 14}" y="${oy + M.top + plotH / 2}" transform="rotate(-90 ${ox + 14} ${oy + M.top + plotH / 2})" text-anchor="middle" fill="#555">ms</text>`,
+      `<text x="${ox + 14}" y="${oy + M.top + plotH / 2}" transform="rotate(-90 ${ox + 14} ${oy + M.top + plotH / 2})" text-anchor="middle" fill="#555">ms (log)</text>`,
       `<rect x="${ox + M.left}" y="${oy + M.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#999"/>`,
     );
     // One line per side; the last visible point is p99.9.

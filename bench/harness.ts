@@ -162,8 +162,9 @@ async function measure(
 
   for (const { side, ops } of measured) {
     for (const w of workloads) {
+      // As many connections as the throughput phase, so none is opened while measuring.
       await closedLoop(ops.get(w.id)!, {
-        concurrency: Math.min(4, settings.connections),
+        concurrency: side.concurrency ?? settings.connections,
         durationMs: settings.warmupSeconds * 1000,
         drainMs: DRAIN_MS,
       });
@@ -177,11 +178,13 @@ async function measure(
     for (const rate of settings.rates) {
       for (const w of workloads) {
         for (const { side, ops } of order) {
+          const cpu0 = await side.serverCpuMicros();
           const r = await openLoop(ops.get(w.id)!, {
             ratePerSecond: rate,
             durationMs: settings.latencySeconds * 1000,
             drainMs: DRAIN_MS,
           });
+          const cpuMs = ((await side.serverCpuMicros()) - cpu0) / 1000;
           const key = `${side.name}|${w.id}|${rate}`;
           const cell: LatencyCell = latency.get(key) ?? {
             side: side.name,
@@ -195,6 +198,7 @@ async function measure(
             sendLag: new Samples(),
             latency: new Samples(),
             service: new Samples(),
+            serverCpuMs: 0,
             firstError: undefined,
           };
           cell.scheduled += r.scheduled;
@@ -205,6 +209,7 @@ async function measure(
           cell.sendLag.addAll(r.sendLag);
           cell.latency.addAll(r.latency);
           cell.service.addAll(r.service);
+          cell.serverCpuMs += cpuMs;
           cell.firstError ??= r.firstError;
           latency.set(key, cell);
           const sorted = r.latency.sorted();
@@ -219,17 +224,24 @@ async function measure(
     }
     for (const w of workloads) {
       for (const { side, ops } of order) {
+        const concurrency = side.concurrency ?? settings.connections;
+        const cpu0 = await side.serverCpuMicros();
+        const client0 = process.cpuUsage();
         const r = await closedLoop(ops.get(w.id)!, {
-          concurrency: settings.connections,
+          concurrency,
           durationMs: settings.throughputSeconds * 1000,
           drainMs: DRAIN_MS,
         });
+        const client = process.cpuUsage(client0);
+        const cpuMs = ((await side.serverCpuMicros()) - cpu0) / 1000;
         const key = `${side.name}|${w.id}`;
         const cell: ThroughputCell = throughput.get(key) ?? {
           side: side.name,
           workload: w.id,
-          connections: settings.connections,
+          connections: concurrency,
           elapsedMs: 0,
+          serverCpuMs: 0,
+          clientCpuMs: 0,
           ok: 0,
           errors: 0,
           stuck: 0,
@@ -238,6 +250,8 @@ async function measure(
           firstError: undefined,
         };
         cell.elapsedMs += r.elapsedMs;
+        cell.serverCpuMs += cpuMs;
+        cell.clientCpuMs += (client.user + client.system) / 1000;
         cell.ok += r.ok;
         cell.errors += r.errors;
         cell.stuck += r.stuck;
@@ -246,7 +260,8 @@ async function measure(
         cell.firstError ??= r.firstError;
         throughput.set(key, cell);
         progress(
-          `${tag} throughput ${w.id} ${side.name}: ${Math.round(r.perSecond)} req/s` +
+          `${tag} throughput ${w.id} ${side.name}: ${Math.round(r.perSecond)} req/s, server ${(cpuMs / r.elapsedMs).toFixed(2)} cores, ` +
+            `load generator ${((client.user + client.system) / 1000 / r.elapsedMs).toFixed(2)} cores` +
             (r.errors + r.stuck ? `, ${r.errors + r.stuck} errors (${r.firstError ?? "stuck"})` : ""),
         );
       }
@@ -274,6 +289,7 @@ export async function runBench(run: RunOptions): Promise<number> {
       configFile: work.configFile,
       token: work.token,
       referenceOrigin,
+      referenceCpuMicros: reference.cpuMicros,
       connections: settings.connections,
     };
     const infos: SideInfo[] = [];

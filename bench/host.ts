@@ -4,7 +4,9 @@
  * loop, as in a real deployment. Started by `startHosted` (bench/hosted.ts).
  *
  * argv: <module URL> <export name> <JSON params>. The export returns
- * `{ ports: Record<string, number>, close(): Promise<void> }`.
+ * `{ ports: Record<string, number>, close(): Promise<void> }`. IPC: the child sends `ready`
+ * once listening; the parent sends `cpu` (answered with the CPU microseconds used so far) and
+ * `close` (answered with `closed`).
  */
 
 interface Started {
@@ -12,7 +14,8 @@ interface Started {
   close(): Promise<void> | void;
 }
 
-type Message = { type: "ready"; ports: Record<string, number> } | { type: "closed" };
+type Message =
+  { type: "ready"; ports: Record<string, number> } | { type: "closed" } | { type: "cpu"; micros: number };
 
 function send(message: Message): Promise<void> {
   return new Promise((resolve) => {
@@ -40,6 +43,11 @@ async function main(): Promise<void> {
   };
   process.on("message", (m: { type?: string } | null) => {
     if (m?.type === "close") void stop();
+    if (m?.type === "cpu") {
+      // CPU time of this process (all threads), so the harness can charge each side its cost.
+      const used = process.cpuUsage();
+      void send({ type: "cpu", micros: used.user + used.system });
+    }
   });
   // The parent went away: nothing will ever measure this server again.
   process.on("disconnect", () => process.exit(0));

@@ -5,6 +5,8 @@ export interface Hosted {
   readonly label: string;
   readonly pid: number;
   readonly ports: Readonly<Record<string, number>>;
+  /** CPU time (user + system, microseconds) the process has used so far. */
+  cpuMicros(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -56,6 +58,18 @@ export function startHosted(
       else child.kill("SIGTERM");
     });
 
+  // Answers come back in order, one per request.
+  const cpuWaiters: ((micros: number) => void)[] = [];
+  child.on("message", (m: { type?: string; micros?: number }) => {
+    if (m.type === "cpu" && typeof m.micros === "number") cpuWaiters.shift()?.(m.micros);
+  });
+  const cpuMicros = () =>
+    new Promise<number>((resolve, reject) => {
+      if (!child.connected) return reject(new Error(`${label} is not running`));
+      cpuWaiters.push(resolve);
+      child.send({ type: "cpu" });
+    });
+
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
@@ -70,7 +84,7 @@ export function startHosted(
       if (m.type !== "ready" || !m.ports) return;
       clearTimeout(timer);
       child.off("exit", onExit);
-      resolve({ label, pid: child.pid ?? -1, ports: Object.freeze({ ...m.ports }), close });
+      resolve({ label, pid: child.pid ?? -1, ports: Object.freeze({ ...m.ports }), cpuMicros, close });
     });
   });
 }

@@ -13,6 +13,8 @@ export interface HttpSideOptions {
   pathFor(workload: Workload): string;
   token: string;
   connections: number;
+  /** CPU microseconds of the server process this side measures. */
+  serverCpuMicros(): Promise<number>;
   /** Runs after the pool is closed (e.g. stop the server behind it). */
   onClose?: () => Promise<void>;
 }
@@ -45,6 +47,7 @@ export function httpSide(opts: HttpSideOptions): Side {
     name: opts.name,
     baseline: opts.baseline,
     description: opts.description,
+    serverCpuMicros: opts.serverCpuMicros,
 
     async prepare(workload: Workload): Promise<Operation> {
       const path = opts.pathFor(workload);

@@ -37,9 +37,23 @@ export function renderReport(r: BenchResults): string {
     r.comparisons.find((c) => c.side === side && c.workload === workload);
   out.push(
     "",
-    "Latency in ms at a fixed request rate (open loop, from the scheduled send time)",
+    "Latency in ms at a fixed request rate (open loop, from the scheduled send time); cpu: measured server process",
     table(
-      ["workload", "side", "rate/s", "ok", "err", "p50", "p90", "p99", "max", "+p50", "+p99", "x p50"],
+      [
+        "workload",
+        "side",
+        "rate/s",
+        "ok",
+        "err",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "+p50",
+        "+p99",
+        "x p50",
+        "cpu us/req",
+      ],
       r.latency.map((l) => {
         const c = cmpFor(l.side, l.workload)?.latency.find((x) => x.rate === l.rate);
         return [
@@ -55,6 +69,7 @@ export function renderReport(r: BenchResults): string {
           signed(c?.addedMs.p50),
           signed(c?.addedMs.p99),
           fmt(c?.ratio.p50, 2),
+          fmt(l.serverCpuUsPerRequest, 0),
         ];
       }),
     ),
@@ -66,17 +81,34 @@ export function renderReport(r: BenchResults): string {
       return `(includes the load generator's own send lag, the same for every side: p50 up to ${fmt(p50)} ms, p99 up to ${fmt(p99)} ms)`;
     })(),
     "",
-    `Throughput at saturation (closed loop, ${r.settings.connections} connections, median of ${r.settings.rounds} round(s))`,
+    `Throughput at saturation (closed loop, conc concurrent requests, median of ${r.settings.rounds} round(s)); ` +
+      "cores and req/cpu-s: the measured server process; gen cores: the load generator (near 1.00: it was the limit)",
     table(
-      ["workload", "side", "req/s", "err", "p50 ms", "p99 ms", "x baseline"],
+      [
+        "workload",
+        "side",
+        "conc",
+        "req/s",
+        "err",
+        "p50 ms",
+        "p99 ms",
+        "x baseline",
+        "cores",
+        "req/cpu-s",
+        "gen cores",
+      ],
       r.throughput.map((t) => [
         t.workload,
         t.side,
+        String(t.connections),
         t.perSecond === null ? "-" : String(t.perSecond),
         String(t.errors + t.stuck),
         fmt(t.latencyMs.p50),
         fmt(t.latencyMs.p99),
         fmt(cmpFor(t.side, t.workload)?.throughputRatio, 2),
+        fmt(t.serverCores, 2),
+        t.perCpuSecond === null ? "-" : String(t.perCpuSecond),
+        fmt(t.clientCores, 2),
       ]),
     ),
     "",

@@ -78,6 +78,8 @@ export const ResultsSchema = z
           sendLagMs: SummarySchema,
           latencyMs: SummarySchema,
           serviceMs: SummarySchema,
+          /** CPU time of the measured server process per answered request (microseconds). */
+          serverCpuUsPerRequest: z.number().nullable(),
           spectrum: z.array(z.tuple([z.number(), z.number()])),
           firstError: z.string().nullable(),
         })
@@ -96,6 +98,13 @@ export const ResultsSchema = z
           /** Median over rounds. */
           perSecond: z.number().nullable(),
           rounds: z.array(z.number()),
+          serverCpuUsPerRequest: z.number().nullable(),
+          /** Average CPU cores the measured server process used during the phase. */
+          serverCores: z.number().nullable(),
+          /** Requests per CPU-second of the measured server process: its capacity on one core. */
+          perCpuSecond: z.number().nullable(),
+          /** Average CPU cores the load generator used; near 1 means it, not the server, was the limit. */
+          clientCores: z.number().nullable(),
           latencyMs: SummarySchema,
           firstError: z.string().nullable(),
         })
@@ -149,6 +158,8 @@ export interface LatencyCell {
   sendLag: Samples;
   latency: Samples;
   service: Samples;
+  /** CPU milliseconds used by the measured server process during the phases. */
+  serverCpuMs: number;
   firstError: string | undefined;
 }
 
@@ -157,6 +168,8 @@ export interface ThroughputCell {
   workload: string;
   connections: number;
   elapsedMs: number;
+  serverCpuMs: number;
+  clientCpuMs: number;
   ok: number;
   errors: number;
   stuck: number;
@@ -181,6 +194,7 @@ export function latencyResult(cell: LatencyCell): LatencyResult {
     sendLagMs: summarize(cell.sendLag.sorted()),
     latencyMs: summarize(sorted),
     serviceMs: summarize(cell.service.sorted()),
+    serverCpuUsPerRequest: cell.ok > 0 ? Math.round((cell.serverCpuMs * 10_000) / cell.ok) / 10 : null,
     spectrum: spectrum(sorted),
     firstError: cell.firstError ?? null,
   };
@@ -198,6 +212,10 @@ export function throughputResult(cell: ThroughputCell): ThroughputResult {
     stuck: cell.stuck,
     perSecond: perSecond === null ? null : Math.round(perSecond),
     rounds: cell.perRound.map((r) => Math.round(r)),
+    serverCpuUsPerRequest: cell.ok > 0 ? Math.round((cell.serverCpuMs * 10_000) / cell.ok) / 10 : null,
+    serverCores: cell.elapsedMs > 0 ? Math.round((cell.serverCpuMs / cell.elapsedMs) * 100) / 100 : null,
+    perCpuSecond: cell.serverCpuMs > 0 ? Math.round((cell.ok * 1000) / cell.serverCpuMs) : null,
+    clientCores: cell.elapsedMs > 0 ? Math.round((cell.clientCpuMs / cell.elapsedMs) * 100) / 100 : null,
     latencyMs: summarize(cell.latency.sorted()),
     firstError: cell.firstError ?? null,
   };
@@ -282,7 +300,7 @@ export function checkTargets(
     value: value ?? null,
     status: value === null || value === undefined ? "pending" : ok(value) ? "pass" : "fail",
   });
-  const extTput = throughput.find((t) => t.side === "ext-service" && t.workload === workload)?.perSecond;
+  const extTput = throughput.find((t) => t.side === "ext-service" && t.workload === workload)?.perCpuSecond;
   return [
     check(
       "edge_added_p50",
@@ -322,7 +340,7 @@ export function checkTargets(
     ),
     check(
       "ext_service_decisions_per_second",
-      "ext-service: tools/call decisions per second, one process",
+      "ext-service: tools/call decisions per CPU-second (one core)",
       "ext-service",
       false,
       ">= 3000",

@@ -20,6 +20,7 @@ export const target: Target = {
         pathFor: (w) => w.upstreamPath,
         token: ctx.token,
         connections: ctx.connections,
+        serverCpuMicros: ctx.referenceCpuMicros,
       }),
     ];
   },

@@ -63,6 +63,7 @@ export const target: Target = {
         pathFor: (w) => `/mcp/${w.server}`,
         token: ctx.token,
         connections: ctx.connections,
+        serverCpuMicros: edge.cpuMicros,
         onClose: edge.close,
       }),
     ];

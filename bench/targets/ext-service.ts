@@ -4,7 +4,7 @@ import type { Logger } from "../../ext-service/src/telemetry/logger.js";
 import { startHosted, type Hosted } from "../hosted.js";
 import type { Operation } from "../load.js";
 import { answerPost } from "../reference-server.js";
-import { PROTOCOL_VERSION, type Workload } from "../workloads.js";
+import { PROTOCOL_VERSION, checkAnswer, type Workload } from "../workloads.js";
 import { benchLogger, importModule, missingModules } from "./support.js";
 import type { Side, SideDeclaration, Target } from "./types.js";
 
@@ -12,41 +12,50 @@ import type { Side, SideDeclaration, Target } from "./types.js";
  * Two sides measured with the same Envoy-role gRPC client: the ext-service (all policies) and a
  * do-nothing ext_authz/ext_proc server, the protocol floor. One operation is what Envoy does for
  * one MCP request: ext_authz Check, then one ext_proc stream with request headers, the request
- * body, response headers and the response body (JSON in one buffered message, SSE in chunks).
- * The response bodies are what the reference server would answer, so no MCP server is involved.
+ * body, response headers and the response body (JSON buffered, SSE streamed in chunks). The
+ * response is what the reference server answers, so no MCP server is involved.
  */
 
-// Wiring points: modules (paths without extension) and the API this file expects of them.
-const EXT_SERVICE_MODULE = new URL("../../ext-service/src/envoy/index", import.meta.url);
+// Wiring points: modules (paths without extension) and the API this file expects of them,
+// as found in the envoy-adapters branch while it was being written (check after merging).
+const EXT_SERVICE_MODULE = new URL("../../ext-service/src/envoy/server", import.meta.url);
 const CLIENT_MODULE = new URL("../../ext-service/src/envoy/envoy-role-client", import.meta.url);
 const NOOP_MODULE = new URL("../noop-ext-service", import.meta.url);
 
-interface Running {
-  grpcPort: number;
-  close(): Promise<void>;
-}
 interface ExtServiceModule {
   startExtService(opts: {
     engine: PolicyEngine;
-    grpcPort: number;
-    adminPort: number;
     logger: Logger;
-  }): Promise<Running & { adminPort: number }>;
+    grpcHost?: string;
+    grpcPort?: number;
+    adminHost?: string;
+    adminPort?: number;
+  }): Promise<{ grpcPort: number; adminPort: number; close(): Promise<void> }>;
 }
 interface NoopModule {
-  startNoopExtService(opts: { grpcPort: number }): Promise<Running>;
+  startNoopExtService(host?: string, port?: number): Promise<{ address: string; close(): Promise<void> }>;
 }
-/** One HTTP exchange as Envoy would present it (headers include the pseudo-headers). */
-interface EnvoyExchange {
-  requestHeaders: Record<string, string>;
-  requestBody: Uint8Array;
-  responseHeaders: Record<string, string>;
-  /** One chunk: BUFFERED; several: STREAMED, the last one ending the stream. */
-  responseBody: Uint8Array[];
+interface HttpRequestSpec {
+  method: string;
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Uint8Array;
+}
+interface UpstreamResponseSpec {
+  status: number;
+  headers?: Record<string, string>;
+  /** One string: one buffered chunk; an array: a chunked body split exactly there. */
+  body?: string | Uint8Array | (string | Uint8Array)[];
 }
 interface EnvoyRoleClient {
-  check(headers: Record<string, string>): Promise<{ allowed: boolean; status: number }>;
-  process(exchange: EnvoyExchange): Promise<{ immediateResponse?: { status: number } }>;
+  /** One HTTP request through ext_authz and ext_proc, `upstream` playing the MCP server. */
+  exchange(
+    req: HttpRequestSpec,
+    upstream: () => UpstreamResponseSpec,
+  ): Promise<{
+    response: { status: number; headers: Record<string, string>; body: Buffer };
+    answeredBy: string;
+  }>;
   close(): void;
 }
 interface ClientModule {
@@ -57,23 +66,34 @@ interface ClientModule {
 export async function serveExtService(params: { configFile: string }) {
   const { startExtService } = await importModule<ExtServiceModule>(EXT_SERVICE_MODULE);
   const { engine } = loadEngine(params.configFile);
-  const svc = await startExtService({ engine, grpcPort: 0, adminPort: 0, logger: benchLogger() });
+  const svc = await startExtService({
+    engine,
+    logger: benchLogger(),
+    grpcHost: "127.0.0.1",
+    grpcPort: 0,
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+  });
   return { ports: { grpc: svc.grpcPort, admin: svc.adminPort }, close: () => svc.close() };
 }
 
 /** Runs in the no-op server's process. */
 export async function serveNoop() {
   const { startNoopExtService } = await importModule<NoopModule>(NOOP_MODULE);
-  const noop = await startNoopExtService({ grpcPort: 0 });
-  return { ports: { grpc: noop.grpcPort }, close: () => noop.close() };
+  const noop = await startNoopExtService("127.0.0.1", 0);
+  const port = Number(noop.address.slice(noop.address.lastIndexOf(":") + 1));
+  return { ports: { grpc: port }, close: () => noop.close() };
 }
 
-const SSE_CHUNK_BYTES = 16 * 1024;
 const encoder = new TextEncoder();
+const GRPC_CONCURRENCY = 32;
 
-function chunks(bytes: Uint8Array, size: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (let i = 0; i < bytes.length; i += size) out.push(bytes.subarray(i, i + size));
+/** SSE bodies reach ext_proc in chunks that do not align with events, as from a real upstream. */
+const SSE_CHUNK_BYTES = 16 * 1024;
+
+function chunks(text: string, size: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size));
   return out;
 }
 
@@ -92,38 +112,55 @@ function grpcSide(declared: SideDeclaration, hosted: Hosted, client: EnvoyRoleCl
   const name = declared.name;
   return {
     ...declared,
+    // Envoy keeps many ext_proc streams open at once; one JS client needs them to load the server.
+    concurrency: GRPC_CONCURRENCY,
+    serverCpuMicros: hosted.cpuMicros,
     async prepare(workload: Workload): Promise<Operation> {
-      const body = workload.requestBody(1_000_000);
+      const id = 1_000_000;
+      const body = workload.requestBody(id);
       const answer = answerPost(body, workload.responseType === "text/event-stream");
-      const requestHeaders = {
-        ":method": "POST",
-        ":path": `/mcp/${workload.server}`,
-        ":authority": "gateway.bench",
-        ":scheme": "http",
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-        authorization: `Bearer ${token}`,
-        "mcp-protocol-version": PROTOCOL_VERSION,
+      const request: HttpRequestSpec = {
+        method: "POST",
+        path: `/mcp/${workload.server}`,
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          authorization: `Bearer ${token}`,
+          "mcp-protocol-version": PROTOCOL_VERSION,
+        },
+        body: encoder.encode(body),
       };
-      const responseBytes = encoder.encode(answer.body);
-      const exchange: EnvoyExchange = {
-        requestHeaders,
-        requestBody: encoder.encode(body),
-        responseHeaders: { ":status": String(answer.status), "content-type": answer.contentType ?? "" },
-        responseBody:
-          answer.contentType === "text/event-stream"
-            ? chunks(responseBytes, SSE_CHUNK_BYTES)
-            : [responseBytes],
+      const response: UpstreamResponseSpec = {
+        status: answer.status,
+        headers: { "content-type": answer.contentType ?? "application/octet-stream" },
+        body:
+          workload.responseType === "text/event-stream" ? chunks(answer.body, SSE_CHUNK_BYTES) : answer.body,
       };
-      const op = async () => {
-        const verdict = await client.check(requestHeaders);
-        if (!verdict.allowed) throw new Error(`${name}: Check denied (${verdict.status})`);
-        const out = await client.process(exchange);
-        if (out.immediateResponse)
-          throw new Error(`${name}: ext_proc answered ${out.immediateResponse.status}`);
+      const upstream = () => response;
+
+      const first = await client.exchange(request, upstream);
+      const problem =
+        first.answeredBy !== "upstream"
+          ? `answered by ${first.answeredBy} (${first.response.status}): ${first.response.body.toString("utf8", 0, 300)}`
+          : checkAnswer(
+              workload,
+              id,
+              first.response.status,
+              first.response.headers["content-type"],
+              first.response.body.toString("utf8"),
+            );
+      if (problem) throw new Error(`${name} ${workload.id}: ${problem}`);
+      const expectedBytes = first.response.body.byteLength;
+
+      return async () => {
+        const r = await client.exchange(request, upstream);
+        if (r.response.status !== 200 || r.answeredBy !== "upstream") {
+          throw new Error(`answered by ${r.answeredBy} with ${r.response.status}`);
+        }
+        if (r.response.body.byteLength !== expectedBytes) {
+          throw new Error(`answer of ${r.response.body.byteLength} bytes, expected ${expectedBytes}`);
+        }
       };
-      await op();
-      return op;
     },
     async close() {
       client.close();

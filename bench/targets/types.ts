@@ -7,6 +7,10 @@ import type { Workload } from "../workloads.js";
  * decision) the load generator can repeat.
  */
 export interface Side extends SideDeclaration {
+  /** Concurrent requests at saturation, when the side needs more than the run's connections. */
+  readonly concurrency?: number;
+  /** CPU microseconds used so far by the process(es) this side measures. */
+  serverCpuMicros(): Promise<number>;
   /** Checks one complete answer for the workload, then returns the repeatable operation. */
   prepare(workload: Workload): Promise<Operation>;
   close(): Promise<void>;
@@ -20,6 +24,8 @@ export interface BenchContext {
   readonly token: string;
   /** http://127.0.0.1:<port> of the reference MCP server. */
   readonly referenceOrigin: string;
+  /** CPU microseconds used so far by the reference server's process. */
+  referenceCpuMicros(): Promise<number>;
   /** Upper bound of concurrent requests per side (closed-loop workers). */
   readonly connections: number;
 }

@@ -33,12 +33,13 @@ function lat(s: string, workload: string, rate: number, p50: number, p99: number
     sendLagMs: summarize([0, 0]),
     latencyMs: { ...summary, p50, p90: p99, p99 },
     serviceMs: summary,
+    serverCpuUsPerRequest: 100,
     spectrum: [],
     firstError: null,
   };
 }
 
-function tput(s: string, workload: string, perSecond: number): ThroughputResult {
+function tput(s: string, workload: string, perSecond: number, perCpuSecond = perSecond): ThroughputResult {
   return {
     side: s,
     workload,
@@ -49,6 +50,10 @@ function tput(s: string, workload: string, perSecond: number): ThroughputResult 
     stuck: 0,
     perSecond,
     rounds: [perSecond],
+    serverCpuUsPerRequest: Math.round(1e6 / perCpuSecond),
+    serverCores: perSecond / perCpuSecond,
+    perCpuSecond,
+    clientCores: 0.5,
     latencyMs: summarize([1]),
     firstError: null,
   };
@@ -118,14 +123,15 @@ describe("comparisons", () => {
     ).toEqual(["fail", "fail", "fail"]);
   });
 
-  it("evaluates ext-service against the do-nothing server", () => {
+  it("evaluates ext-service against the do-nothing server, and its capacity per CPU-second", () => {
     const grpcSides = [side("ext-service", "noop"), side("noop", null)];
     const cmp = compare(
       grpcSides,
       [lat("noop", "call_small", 200, 0.3, 0.6), lat("ext-service", "call_small", 200, 0.42, 0.9)],
       [tput("noop", "call_small", 9_000), tput("ext-service", "call_small", 3_500)],
     );
-    const targets = checkTargets([200], cmp, [tput("ext-service", "call_small", 3_500)]);
+    // The load generator reached 1,200 decisions/s; the ext-service used a third of a core for them.
+    const targets = checkTargets([200], cmp, [tput("ext-service", "call_small", 1_200, 3_500)]);
     expect(targets.slice(3).map((t) => [t.id, t.value, t.status])).toEqual([
       ["ext_service_latency_ratio", 1.4, "pass"],
       ["ext_service_decisions_per_second", 3_500, "pass"],
