@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { Samples } from "./stats.js";
+import { sleepUntil } from "./ticker.js";
 
 /**
  * The two load shapes. Both take the clock as a parameter so their accounting can be tested
@@ -19,20 +20,25 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
+/** Sleeps shorter than this use the precise helper thread; longer ones (drains) use a timer. */
+const PRECISE_BELOW_MS = 50;
+
 export const realClock: Clock = {
   now: () => performance.now(),
   sleep: (ms, signal) =>
-    new Promise((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, ms));
-      signal?.addEventListener(
-        "abort",
-        () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        { once: true },
-      );
-    }),
+    ms < PRECISE_BELOW_MS && !signal
+      ? sleepUntil(performance.now() + Math.max(0, ms))
+      : new Promise((resolve) => {
+          const timer = setTimeout(resolve, Math.max(0, ms));
+          signal?.addEventListener(
+            "abort",
+            () => {
+              clearTimeout(timer);
+              resolve();
+            },
+            { once: true },
+          );
+        }),
 };
 
 /** Waits for `work` or for `ms`, whichever comes first, without leaving a timer behind. */
