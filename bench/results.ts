@@ -229,6 +229,19 @@ function ratio(a: number | null, b: number | null): number | null {
   return a === null || b === null || b === 0 ? null : Math.round((a / b) * 100) / 100;
 }
 
+/**
+ * Throughput ratio as the median of per-round ratios: a side and its baseline run minutes apart
+ * at most within one round, so background load that changes between rounds cancels out.
+ */
+export function roundRatio(side: readonly number[], baseline: readonly number[]): number | null {
+  const ratios = side.flatMap((v, i) => {
+    const b = baseline[i];
+    return b === undefined || b === 0 ? [] : [v / b];
+  });
+  const m = median(ratios);
+  return m === null ? null : Math.round(m * 100) / 100;
+}
+
 /** Each measured side with a baseline, against that baseline, per workload. */
 export function compare(
   sides: readonly SideInfo[],
@@ -265,7 +278,7 @@ export function compare(
         baseline: baseline.name,
         workload,
         latency: lat,
-        throughputRatio: ratio(t?.perSecond ?? null, tb?.perSecond ?? null),
+        throughputRatio: t && tb ? roundRatio(t.rounds, tb.rounds) : null,
       });
     }
   }

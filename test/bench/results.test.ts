@@ -4,6 +4,7 @@ import {
   ResultsSchema,
   checkTargets,
   compare,
+  roundRatio,
   type LatencyResult,
   type SideInfo,
   type ThroughputResult,
@@ -136,6 +137,13 @@ describe("comparisons", () => {
       ["ext_service_latency_ratio", 1.4, "pass"],
       ["ext_service_decisions_per_second", 3_500, "pass"],
     ]);
+  });
+
+  it("takes the throughput ratio round by round, so drift between rounds cancels", () => {
+    // The machine got twice as busy in round 2: both sides halved, the ratio did not move.
+    expect(roundRatio([7_000, 3_500], [10_000, 5_000])).toBe(0.7);
+    expect(roundRatio([6_000, 3_600, 4_000], [10_000, 6_000, 5_000])).toBe(0.6);
+    expect(roundRatio([1], [0])).toBeNull();
   });
 
   it("does not compare with a baseline that was not measured", () => {
