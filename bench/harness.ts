@@ -280,10 +280,13 @@ export async function runBench(run: RunOptions): Promise<number> {
   let reference: Hosted | undefined;
   let work: Workdir | undefined;
   let sides: Side[] = [];
+  const removeWork = () => work?.remove();
   try {
     reference = await startHosted(REFERENCE_MODULE, "serveReference", {}, "reference server");
     const referenceOrigin = `http://127.0.0.1:${reference.ports.http}`;
     work = await prepareWorkdir(referenceOrigin);
+    // The temp dir holds a private key: gone even if the run is cut short.
+    process.on("exit", removeWork);
     const ctx: BenchContext = {
       workdir: work.dir,
       configFile: work.configFile,
@@ -366,6 +369,7 @@ export async function runBench(run: RunOptions): Promise<number> {
   } finally {
     for (const side of sides) await side.close().catch(() => undefined);
     await reference?.close();
-    work?.remove();
+    removeWork();
+    process.off("exit", removeWork);
   }
 }

@@ -35,6 +35,10 @@ async function main(): Promise<number> {
   });
 }
 
+// Interrupted: exit normally so the servers are stopped and the temp dir is removed.
+process.once("SIGINT", () => process.exit(130));
+process.once("SIGTERM", () => process.exit(143));
+
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
