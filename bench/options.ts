@@ -1,0 +1,152 @@
+import { parseArgs } from "node:util";
+import { WORKLOAD_IDS, type WorkloadId } from "./workloads.js";
+
+/** Everything that shapes a run; recorded in results.json. */
+export interface BenchSettings {
+  quick: boolean;
+  /** Open-loop request rates (per second) for the latency phase. */
+  rates: number[];
+  latencySeconds: number;
+  throughputSeconds: number;
+  warmupSeconds: number;
+  /** Closed-loop workers (concurrent connections) for the throughput phase. */
+  connections: number;
+  rounds: number;
+  targets: string[];
+  workloads: WorkloadId[];
+  /** Directory for results.json and results.svg. */
+  out: string;
+}
+
+export const USAGE = `Usage: npm run bench -- [options]
+
+Measures the gateway against a direct connection to a reference MCP server, in rounds that
+alternate the sides. Writes a table to stdout, results.json and results.svg to --out.
+
+Options (environment variable in brackets; a flag wins over its variable):
+  --quick                   seconds-long smoke run; writes to bench/out/quick  [BENCH_QUICK=1]
+  --rates 200,500           open-loop request rates per second                 [BENCH_RATES]
+  --latency-seconds 4       length of each open-loop (latency) phase           [BENCH_LATENCY_SECONDS]
+  --throughput-seconds 2    length of each closed-loop (throughput) phase      [BENCH_THROUGHPUT_SECONDS]
+  --warmup-seconds 0.5      warm-up per side and workload before round 1       [BENCH_WARMUP_SECONDS]
+  --connections 8           concurrent connections at saturation               [BENCH_CONNECTIONS]
+  --rounds 2                rounds; each round rotates the order of the sides  [BENCH_ROUNDS]
+  --targets direct,edge,ext-service                                            [BENCH_TARGETS]
+  --workloads ${WORKLOAD_IDS.join(",")}
+                                                                               [BENCH_WORKLOADS]
+  --out bench               where results.json and results.svg go              [BENCH_OUT]
+  --help
+`;
+
+export class UsageError extends Error {}
+
+const DEFAULTS = {
+  rates: [200],
+  latencySeconds: 4,
+  throughputSeconds: 2,
+  warmupSeconds: 0.5,
+  connections: 8,
+  rounds: 2,
+};
+const QUICK = {
+  rates: [100],
+  latencySeconds: 0.4,
+  throughputSeconds: 0.3,
+  warmupSeconds: 0.1,
+  connections: 4,
+  rounds: 1,
+};
+
+function positive(name: string, text: string, integer: boolean): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`${name} '${text}' is not a positive ${integer ? "integer" : "number"}`);
+  }
+  return n;
+}
+
+function list(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/**
+ * Flags, then environment, then defaults. `repoBench` is the committed bench/ directory (the
+ * default output of a full run); quick runs default to bench/out/quick so they never overwrite
+ * the committed results.
+ */
+export function parseSettings(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  knownTargets: readonly string[],
+  repoBench: string,
+): BenchSettings | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      quick: { type: "boolean" },
+      rates: { type: "string" },
+      "latency-seconds": { type: "string" },
+      "throughput-seconds": { type: "string" },
+      "warmup-seconds": { type: "string" },
+      connections: { type: "string" },
+      rounds: { type: "string" },
+      targets: { type: "string" },
+      workloads: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const quick = values.quick ?? (env.BENCH_QUICK === "1" || env.BENCH_QUICK === "true");
+  const base = quick ? QUICK : DEFAULTS;
+  const pick = (flag: string | undefined, variable: string) => flag ?? env[variable];
+
+  const ratesText = pick(values.rates, "BENCH_RATES");
+  const rates = ratesText ? list(ratesText).map((r) => positive("rate", r, false)) : base.rates;
+  const num = (flag: string | undefined, variable: string, fallback: number, integer = false) => {
+    const text = pick(flag, variable);
+    return text === undefined ? fallback : positive(variable, text, integer);
+  };
+
+  const targetsText = pick(values.targets, "BENCH_TARGETS");
+  const targets = targetsText ? list(targetsText) : [...knownTargets];
+  for (const t of targets) {
+    if (!knownTargets.includes(t)) {
+      throw new UsageError(`unknown target '${t}' (known: ${knownTargets.join(", ")})`);
+    }
+  }
+  const workloadsText = pick(values.workloads, "BENCH_WORKLOADS");
+  const workloads = (workloadsText ? list(workloadsText) : [...WORKLOAD_IDS]) as WorkloadId[];
+  for (const w of workloads) {
+    if (!(WORKLOAD_IDS as readonly string[]).includes(w)) {
+      throw new UsageError(`unknown workload '${w}' (known: ${WORKLOAD_IDS.join(", ")})`);
+    }
+  }
+  if (rates.length === 0 || targets.length === 0 || workloads.length === 0) {
+    throw new UsageError("rates, targets and workloads must not be empty");
+  }
+
+  return {
+    quick,
+    rates,
+    latencySeconds: num(values["latency-seconds"], "BENCH_LATENCY_SECONDS", base.latencySeconds),
+    throughputSeconds: num(values["throughput-seconds"], "BENCH_THROUGHPUT_SECONDS", base.throughputSeconds),
+    warmupSeconds: num(values["warmup-seconds"], "BENCH_WARMUP_SECONDS", base.warmupSeconds),
+    connections: num(values.connections, "BENCH_CONNECTIONS", base.connections, true),
+    rounds: num(values.rounds, "BENCH_ROUNDS", base.rounds, true),
+    targets,
+    workloads,
+    out: pick(values.out, "BENCH_OUT") ?? (quick ? `${repoBench}/out/quick` : repoBench),
+  };
+}
+
+/** Seconds of measurement (excluding start-up and drains) for `sides` sides. */
+export function estimateSeconds(s: BenchSettings, sides: number): number {
+  const perSideWorkload =
+    s.rounds * (s.rates.length * s.latencySeconds + s.throughputSeconds) + s.warmupSeconds;
+  return perSideWorkload * sides * s.workloads.length;
+}

@@ -1,0 +1,10 @@
+import { target as direct } from "./direct.js";
+import { target as edge } from "./edge.js";
+import { target as extService } from "./ext-service.js";
+import type { Target } from "./types.js";
+
+export type { BenchContext, Side, Target } from "./types.js";
+
+/** Every target, in measuring order. Each is skipped (with the reason) when it cannot run. */
+export const TARGETS: readonly Target[] = [direct, edge, extService];
+export const TARGET_NAMES = TARGETS.map((t) => t.name);
