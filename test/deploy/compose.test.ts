@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -173,6 +173,19 @@ describe("docker-compose.yml", () => {
       endpoints.map((e) => `${String(e.address)}:${gateway.listen.admin.port}`),
     );
     expect(targets.envoy).toEqual([`envoy:${listeners().find((l) => l.name === "metrics")!.port}`]);
+  });
+
+  it("starts every container from a script that the build produces (dist/X.js from X.ts)", () => {
+    for (const [name, service] of Object.entries(services)) {
+      const argv = [
+        ...((service.entrypoint as string[] | undefined) ?? []),
+        ...((service.command as string[] | undefined) ?? []),
+      ];
+      for (const arg of argv.filter((a) => typeof a === "string" && a.startsWith("dist/"))) {
+        const source = arg.replace(/^dist\//, "").replace(/\.js$/, ".ts");
+        expect(existsSync(join(ROOT, source)), `${name}: ${arg}`).toBe(true);
+      }
+    }
   });
 
   // Regenerate deploy/registry.yaml with `npx tsx deploy/sync-registry.ts` when this fails.
