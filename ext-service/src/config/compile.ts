@@ -2,6 +2,7 @@ import { loadConfig, ConfigError, type LoadedConfig } from "./load.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { ConfigurationProblem } from "../policy/identity.js";
 import { RbacConfigError } from "../policy/rbac.js";
+import { SecurityConfigError } from "../policy/security.js";
 
 /**
  * Load, validate and compile: the only way adapters get a policy engine. Cross-references
@@ -23,6 +24,10 @@ export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyE
       throw new ConfigError([
         { file: configFile, path: err.path, message: err.message.slice(err.path.length + 2) },
       ]);
+    }
+    if (err instanceof SecurityConfigError) {
+      const file = err.file === "registry" ? loaded.registryFile : configFile;
+      throw new ConfigError([{ file, path: err.path, message: err.message }]);
     }
     if (err instanceof ConfigurationProblem) {
       throw new ConfigError([{ file: configFile, path: "auth.issuers", message: err.message }]);

@@ -1,7 +1,7 @@
 import { classifyMessage, decodeUtf8, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import { SseEventTooLarge, SseParser, formatSseEvent } from "../mcp/sse.js";
 import type { SubjectKind } from "../mcp/methods.js";
-import { countOn, denyExchange, idKey, type Exchange } from "./exchange.js";
+import { countOn, denyExchange, idKey, type Exchange, type PendingRequest } from "./exchange.js";
 import type { PolicyEngine } from "./engine.js";
 import { Reasons } from "./reasons.js";
 
@@ -150,8 +150,18 @@ export class ResponseTransformer {
   }
 
   private rewriteMessage(message: JsonRpcMessage): MessageRewrite {
+    const pending = message.kind === "response" ? this.exchange.pending.get(idKey(message.id)) : undefined;
+    // Security policies first (pins, poisoning, injection, DLP), then RBAC list filtering.
+    const secured = this.engine.security.inspectServerMessage(this.exchange, message, pending);
+    if (secured.kind === "drop") return secured;
+    const current = secured.kind === "replace" ? secured.message : message;
+    const filtered = this.filterMessage(current, pending);
+    if (filtered.kind !== "same") return filtered;
+    return secured.kind === "replace" ? { kind: "replace", value: secured.message.raw } : SAME;
+  }
+
+  private filterMessage(message: JsonRpcMessage, pending: PendingRequest | undefined): MessageRewrite {
     if (message.kind !== "response" || message.error !== undefined) return SAME;
-    const pending = this.exchange.pending.get(idKey(message.id));
     if (!pending) return SAME;
     switch (pending.method) {
       case "tools/list":

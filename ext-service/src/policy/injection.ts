@@ -1,0 +1,505 @@
+import { DEFAULT_DECODE_LIMITS, normalizeForScan, type DecodeLimits, type LayerKind } from "./normalize.js";
+
+/**
+ * Prompt-injection and tool-poisoning detection. Text is normalised first (normalize.ts), then
+ * tiered rules run over every layer: `block` rules are high precision (an instruction aimed at
+ * the model, hidden payloads, exfiltration recipes), `alert` rules are broader signals.
+ *
+ * Regex discipline (so a hostile 100k-character input cannot stall the event loop): no nested
+ * quantifiers; every gap is a bounded single character class such as `[^\n.!?]{0,40}`; alternations
+ * are literal words. The worst case is linear in the input times a small constant (the gap bound).
+ */
+
+export type Tier = "block" | "alert";
+
+export type InjectionCategory =
+  | "override"
+  | "role"
+  | "markup"
+  | "secrecy"
+  | "exfiltration"
+  | "shadowing"
+  | "hidden"
+  | "command"
+  | "address";
+
+export interface InjectionFinding {
+  rule: string;
+  tier: Tier;
+  category: InjectionCategory;
+  /** Which layer matched: the text itself or a decoded one. */
+  layer: LayerKind;
+}
+
+export interface InjectionResult {
+  findings: InjectionFinding[];
+  /** Highest tier among the findings, if any. */
+  tier: Tier | undefined;
+  /** Decoding stopped at a limit. */
+  truncated: boolean;
+}
+
+interface Rule {
+  id: string;
+  /** The pattern with the global flag, for iterating over matches. */
+  global: RegExp;
+  tier: Tier;
+  category: InjectionCategory;
+  /** Lower-case words; the rule runs only when the prefilter saw one of them. */
+  anchors: readonly string[];
+  pattern: RegExp;
+  /**
+   * When true, a match inside quotes in a sentence that discusses attacks (documentation about
+   * prompt injection) is not reported.
+   */
+  mentionable: boolean;
+}
+
+/** Sentence-internal gap of at most n characters. */
+const gap = (n: number) => `[^\\n.!?]{0,${n}}?`;
+/** Line-internal gap of at most n characters. */
+const lineGap = (n: number) => `[^\\n]{0,${n}}?`;
+
+function rule(
+  id: string,
+  tier: Tier,
+  category: InjectionCategory,
+  anchors: readonly string[],
+  source: string,
+  mentionable = true,
+): Rule {
+  return {
+    id,
+    tier,
+    category,
+    anchors,
+    pattern: new RegExp(source, "i"),
+    global: new RegExp(source, "gi"),
+    mentionable,
+  };
+}
+
+const PRIOR =
+  "(?:previous|prior|preceding|above|earlier|former|foregoing|original|initial|existing|system|developer|all(?:\\s+the)?(?:\\s+other)?|any(?:\\s+other)?|your|these|those|the)";
+const GUIDANCE =
+  "(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|context|messages|commands|constraints|restrictions|guardrails|policies|programming|orders|safety\\s+(?:rules|guidelines|filters))";
+const AI =
+  "(?:ai|a\\.i\\.|llm|language\\s+model|assistant|chatbot|claude|chatgpt|gpt|copilot|gemini|agent|model)";
+const SENSITIVE =
+  "(?:conversation|chat\\s+history|chat\\s+log|message\\s+history|previous\\s+messages|system\\s+prompt|api[\\s_-]?keys?|secrets?|credentials|passwords?|private\\s+keys?|access\\s+tokens?|session\\s+(?:tokens?|cookies?)|cookies|env(?:ironment)?\\s+variables|ssh\\s+keys?|\\.env\\s+file|user(?:'s)?\\s+(?:data|files|emails|messages))";
+const SECRET_FILE =
+  "(?:id_rsa|id_ed25519|id_ecdsa|\\.ssh|\\.aws|aws\\/credentials|\\.cursor|mcp\\.json|claude_desktop_config|\\.kube|kubeconfig|\\.npmrc|\\.netrc|\\.pgpass|\\.git-credentials|\\.env\\b|\\/etc\\/passwd|\\/etc\\/shadow|\\.bash_history|\\.zsh_history|keychain|wallet\\.dat|private\\s+key)";
+const COVERT_TARGET =
+  "(?:parameter|argument|param|field|sidenote|side\\s+note|note|notes|metadata|context|comment|query|url|request|header|body|feedback|reason)";
+
+const RULES: readonly Rule[] = [
+  // --- instruction overrides
+  rule(
+    "override.ignore_previous",
+    "block",
+    "override",
+    ["ignore", "disregard", "forget", "override", "abandon", "discard", "neglect", "set aside"],
+    `\\b(?:ignore|disregard|forget|override|abandon|discard|neglect|set\\s+aside)\\b${gap(30)}\\b${PRIOR}\\b${gap(25)}\\b${GUIDANCE}`,
+  ),
+  rule(
+    "override.forget_everything",
+    "block",
+    "override",
+    ["ignore", "disregard", "forget"],
+    `\\b(?:ignore|disregard|forget)\\s+(?:everything|anything|all\\s+of\\s+(?:that|this|the\\s+above)|what\\s+(?:you\\s+were|i)\\s+(?:told|said))\\b${gap(30)}\\b(?:above|before|earlier|previously|so\\s+far|you\\s+(?:were|have\\s+been)\\s+told|and\\s+(?:instead|now|do|follow|obey|listen))`,
+  ),
+  rule(
+    "override.do_not_follow",
+    "block",
+    "override",
+    ["follow", "obey", "listen"],
+    `\\b(?:do\\s+not|don't|dont|never|stop)\\s+(?:follow(?:ing)?|obey(?:ing)?|listen(?:ing)?\\s+to|comply(?:ing)?\\s+with)\\b${gap(25)}\\b(?:previous|prior|system|original|developer|above|earlier|the\\s+user's|your)\\b${gap(15)}\\b${GUIDANCE}`,
+  ),
+  rule(
+    "override.new_instructions",
+    "block",
+    "override",
+    ["instruction", "directive"],
+    `\\b(?:new|updated|revised|real|actual|true|secret|hidden|override|overriding|priority)\\s+(?:system\\s+|admin\\s+)?(?:instructions?|directives?)\\s*(?::|-\\s|for\\s+(?:the\\s+)?${AI}|from\\s+(?:the\\s+)?(?:system|admin|developer))`,
+  ),
+  rule(
+    "override.priority_claim",
+    "block",
+    "override",
+    ["instruction", "priority", "supersede", "precedence", "override"],
+    `\\b(?:these|this|the\\s+following|my|following)\\s+(?:instructions?|rules|directives?|commands?)\\s+(?:take|takes|have|has)\\s+(?:absolute\\s+|highest\\s+|top\\s+)?(?:priority|precedence)\\b|\\b(?:supersedes?|overrides?)\\s+(?:all|any|every)\\s+(?:other\\s+|previous\\s+|prior\\s+)?${GUIDANCE}`,
+  ),
+
+  // --- role hijack
+  rule(
+    "role.jailbreak_mode",
+    "block",
+    "role",
+    ["mode", "do anything now", "jailbreak"],
+    `\\b(?:dan|developer|god|jailbreak|jailbroken|unrestricted|unfiltered|uncensored|evil|debug\\s+admin)\\s+mode\\b${gap(20)}\\b(?:enabled|activated|engaged|unlocked|on)\\b|\\b(?:enable|activate|enter|switch\\s+to|you\\s+are\\s+(?:now\\s+)?in)\\s+(?:dan|developer|god|jailbreak|unrestricted|unfiltered|uncensored|evil)\\s+mode\\b|\\bdo\\s+anything\\s+now\\b`,
+  ),
+  rule(
+    "role.unrestricted_persona",
+    "block",
+    "role",
+    ["you are", "you're", "pretend", "act as", "behave as", "roleplay", "role-play", "from now on"],
+    `\\b(?:you\\s+are|you're|pretend\\s+(?:that\\s+)?you\\s+are|act\\s+as|behave\\s+as|role-?play\\s+as|from\\s+now\\s+on,?\\s+you\\s+are)\\b${gap(30)}\\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|no\\s+longer\\s+(?:bound|restricted|an?\\s+(?:ai|assistant))|free\\s+(?:from|of)\\s+(?:all\\s+|any\\s+)?(?:restrictions|rules|guidelines|filters|limitations|ethics)|without\\s+(?:any\\s+)?(?:restrictions|rules|filters|limitations|ethics|guidelines|censorship))`,
+  ),
+  rule(
+    "role.identity_switch",
+    "alert",
+    "role",
+    ["you are", "from now on", "pretend", "act as"],
+    `\\b(?:you\\s+are\\s+now|from\\s+now\\s+on,?\\s+you\\s+(?:are|will|must|shall))\\b${gap(40)}\\b(?:${AI}|assistant|persona|character|called|named|hacker|admin|administrator|root|no\\s+longer)\\b|\\bpretend\\s+(?:that\\s+)?you\\s+(?:are|have)\\s+(?:no|an?\\s+(?:different|new|evil|malicious))\\b|\\b(?:act|behave)\\s+as\\s+(?:if\\s+you\\s+(?:are|were|have)\\s+)?(?:an?\\s+)?(?:different|new|evil|malicious|rogue|hacker)\\b`,
+  ),
+
+  // --- chat-template and pseudo-system markup
+  rule(
+    "markup.chat_template",
+    "block",
+    "markup",
+    ["<|", "[inst]", "[/inst]", "<<sys>>", "<</sys>>"],
+    `<\\|im_start\\|>\\s*(?:system|assistant|developer)|<\\|(?:system|assistant|im_end|endoftext|start_header_id|end_header_id|eot_id)\\|>|\\[\\/?INST\\]|<<\\/?SYS>>`,
+    false,
+  ),
+  rule(
+    "markup.pseudo_tags",
+    "block",
+    "markup",
+    ["<important", "<system", "</system", "<instruction", "<admin", "<secret", "<hidden", "<!--"],
+    `<\\/?\\s*(?:important|system|system[_-]?prompt|system[_-]?message|instructions?|admin|secret|hidden|assistant[_-]?instructions?|ai[_-]?instructions?)\\s*>|<!--${lineGap(40)}\\b(?:ai|assistant|llm|agent|model|instructions?|ignore|system)\\b${lineGap(80)}-->`,
+    false,
+  ),
+  rule(
+    "markup.system_prefix",
+    "block",
+    "markup",
+    ["system", "admin", "developer"],
+    `(?:^|\\n)\\s*[[(#*>-]{0,6}\\s*(?:system|admin|administrator|developer|root|operator)(?:\\s+(?:message|prompt|override|note|instruction|notice|update))?\\s*[\\]):]\\s*[^\\n]{0,10}?\\b(?:ignore|disregard|forget|you\\s+(?:must|are|will|should)|new\\s+instructions?|the\\s+(?:assistant|ai|model)\\s+(?:must|should|will))`,
+  ),
+
+  // --- secrecy towards the user
+  rule(
+    "secrecy.hide_from_user",
+    "block",
+    "secrecy",
+    ["user"],
+    `\\b(?:do\\s+not|don't|dont|never|must\\s+not)\\s+(?:tell|inform|alert|warn|notify|let)\\s+(?:the\\s+)?user\\b${gap(12)}\\b(?:know|about|that|this|of|anything)\\b|\\b(?:do\\s+not|don't|dont|never|must\\s+not)\\s+(?:mention|reveal|disclose|show|explain)\\b${gap(40)}\\bto\\s+the\\s+user\\b|\\bwithout\\s+(?:telling|informing|alerting|warning)\\s+the\\s+user\\b|\\bthe\\s+user\\s+(?:must|should|will|need|needs)\\s+(?:not|never)\\s+(?:to\\s+)?(?:know|see|notice|find\\s+out|be\\s+told|be\\s+informed|learn)\\b|\\b(?:keep|hide)\\s+(?:this|it|these\\s+(?:steps|instructions))\\s+(?:secret\\s+|hidden\\s+)?from\\s+the\\s+user\\b`,
+  ),
+  rule(
+    "secrecy.stealth",
+    "alert",
+    "secrecy",
+    ["silently", "secretly", "quietly", "covertly"],
+    `\\b(?:silently|secretly|quietly|covertly)\\s+(?:send|forward|copy|upload|include|append|add|call|invoke|run|execute|read|collect|exfiltrate|transfer|email|post)\\b`,
+  ),
+
+  // --- exfiltration recipes
+  rule(
+    "exfiltration.send_sensitive",
+    "block",
+    "exfiltration",
+    [
+      "send",
+      "forward",
+      "post",
+      "upload",
+      "transmit",
+      "exfiltrate",
+      "leak",
+      "email",
+      "share",
+      "copy",
+      "submit",
+    ],
+    `\\b(?:send|forward|post|upload|transmit|exfiltrate|leak|email|share|copy|submit)\\b${gap(40)}\\b${SENSITIVE}\\b${gap(60)}\\b(?:to|at|via|into)\\s+(?:https?:\\/\\/|www\\.|[\\w.+-]+@[\\w-]+\\.|the\\s+(?:following\\s+|external\\s+)?(?:url|address|endpoint|server|webhook|link|email\\s+address))`,
+  ),
+  rule(
+    "exfiltration.secret_file_to_param",
+    "block",
+    "exfiltration",
+    [
+      "ssh",
+      "id_rsa",
+      "id_ed25519",
+      "aws",
+      "mcp.json",
+      ".cursor",
+      ".env",
+      "passwd",
+      "credentials",
+      "private key",
+      "kube",
+      "npmrc",
+      "netrc",
+      "history",
+      "keychain",
+      "wallet",
+    ],
+    `\\b(?:read|cat|open|load|include|fetch|get|collect|grab|extract|copy|dump)\\b${lineGap(60)}${SECRET_FILE}${lineGap(120)}\\b(?:pass|send|include|put|add|attach|append|upload|provide|insert|embed|place|forward|post)\\b${lineGap(50)}\\b(?:as|in|into|inside|to|within|via)\\b${lineGap(25)}\\b${COVERT_TARGET}`,
+  ),
+  rule(
+    "exfiltration.content_in_param",
+    "block",
+    "exfiltration",
+    ["sidenote", "side note", "content", "contents"],
+    `\\b(?:pass|send|include|put|add|attach|append|provide|insert|embed|place)\\s+(?:its|their|the\\s+file's|the\\s+full|the\\s+entire|all\\s+(?:of\\s+)?(?:its|the))\\s+(?:full\\s+|entire\\s+|complete\\s+|raw\\s+)?(?:contents?|text|data)\\s+(?:as|in|into|inside|via)\\s+(?:the\\s+|a\\s+)?['"\`]?(?:sidenote|side_note|note|notes|metadata|context|comment|feedback|extra|debug)['"\`]?`,
+  ),
+  rule(
+    "exfiltration.markdown_image_placeholder",
+    "block",
+    "exfiltration",
+    ["!["],
+    `!\\[[^\\]\\n]{0,120}\\]\\(\\s*https?:\\/\\/[^\\s)]{1,300}?(?:[?&=\\/](?:\\{\\{?|\\$\\{|%7[Bb]|<|\\[)\\s*[A-Za-z_]|[?&](?:data|d|q|c|msg|message|history|conversation|conv|chat|secret|token|key|pwd|password|payload|exfil|leak|steal|memory|context|prompt|summary|info|content|email|ssn|card)=[^\\s)&]{0,8}(?:\\{|\\$|<|\\[|%7[Bb]))`,
+  ),
+  rule(
+    "exfiltration.url_with_data",
+    "block",
+    "exfiltration",
+    ["http", "url", "link"],
+    `\\b(?:append|add|include|put|encode|insert|embed|attach)\\b${gap(40)}\\b${SENSITIVE}\\b${gap(40)}\\b(?:to|in|into|as)\\s+(?:the\\s+|this\\s+|a\\s+)?(?:url|link|query\\s+(?:string|parameter)|image\\s+(?:url|link|source)|request|https?:\\/\\/)`,
+  ),
+  rule(
+    "exfiltration.render_image",
+    "alert",
+    "exfiltration",
+    ["image", "![", "img"],
+    `\\b(?:render|display|show|include|output|print|embed)\\b${lineGap(40)}\\b(?:markdown\\s+image|image\\s+(?:tag|link)|<img)\\b${lineGap(160)}https?:\\/\\/|!\\[[^\\]\\n]{0,80}\\]\\(\\s*https?:\\/\\/[^\\s)]{1,300}?[?&](?:data|history|conversation|conv|chat|secret|token|key|pwd|password|payload|exfil|leak|steal|memory|context|prompt|summary)=`,
+  ),
+
+  // --- shadowing: instructions about other tools and servers
+  rule(
+    "shadowing.when_using_tool",
+    "block",
+    "shadowing",
+    ["when", "whenever", "before", "after"],
+    `\\b(?:when(?:ever)?|before|after|each\\s+time|every\\s+time)\\s+(?:you\\s+)?(?:use|using|call|calling|invoke|invoking|run|running)\\s+(?:the\\s+|any\\s+|a\\s+)?['"\`]?[A-Za-z][\\w.-]{2,60}['"\`]?\\s+(?:tool|function|command|server|integration)\\b${gap(80)}\\b(?:always|must|also|make\\s+sure\\s+to|ensure\\s+(?:that\\s+)?you|remember\\s+to|you\\s+should|change|replace|redirect|bcc|cc|instead|first\\s+(?:call|send|read|run))\\b`,
+  ),
+  rule(
+    "shadowing.instead_of_tool",
+    "block",
+    "shadowing",
+    ["instead"],
+    `\\binstead\\s+of\\s+(?:using|calling|invoking)\\s+(?:the\\s+)?['"\`]?[A-Za-z][\\w.-]{2,60}['"\`]?(?:\\s+(?:tool|function|server))?${gap(40)}\\b(?:use|call|invoke)\\s+(?:this|me|our)\\b|\\b(?:use|call|invoke)\\s+this\\s+(?:tool|function)\\s+instead\\s+of\\b`,
+  ),
+  rule(
+    "shadowing.ignore_other_tools",
+    "block",
+    "shadowing",
+    ["other", "another"],
+    `\\b(?:ignore|disregard|do\\s+not\\s+(?:use|call|trust)|don't\\s+(?:use|call|trust)|never\\s+(?:use|call|trust)|stop\\s+using)\\s+(?:the\\s+|any\\s+|all\\s+)?(?:other|another|remaining)\\s+(?:tools?|servers?|mcp\\s+servers?|functions?|plugins?|integrations?|assistants?)\\b`,
+  ),
+  rule(
+    "shadowing.redirect_recipients",
+    "block",
+    "shadowing",
+    ["bcc", "cc", "copy", "forward"],
+    `\\b(?:always|all|every|each)\\b${gap(40)}\\b(?:bcc|cc|blind\\s+copy|send\\s+a\\s+copy\\s+to|forward\\s+(?:a\\s+copy\\s+)?to|also\\s+(?:send|email)\\s+(?:it\\s+)?to)\\b${gap(30)}[\\w.+-]{1,64}@[\\w-]{1,63}\\.[\\w.-]{2,63}`,
+  ),
+  rule(
+    "shadowing.tool_precedence",
+    "alert",
+    "shadowing",
+    ["tool", "function"],
+    `\\b(?:this|the)\\s+(?:tool|function)\\s+(?:must|should|has\\s+to)\\s+(?:always\\s+)?(?:be\\s+)?(?:called|used|invoked|run)\\s+(?:before|after|instead\\s+of|prior\\s+to)\\s+(?:any|every|all|each)\\s+(?:other\\s+)?(?:tools?|calls?|requests?|functions?)\\b|\\b(?:other|the\\s+\\w+)\\s+(?:tool|server)\\s+(?:is|has\\s+been)\\s+(?:deprecated|broken|disabled|malicious|compromised|unsafe|untrusted)\\b${gap(60)}\\b(?:use|call)\\s+this\\b`,
+  ),
+
+  // --- text addressed to the model
+  rule(
+    "address.direct_imperative",
+    "block",
+    "address",
+    ["ai", "llm", "model", "assistant", "chatbot", "claude", "chatgpt", "gpt", "copilot", "gemini", "agent"],
+    `\\b${AI}s?\\b${gap(40)}\\byou\\s+(?:must|should|need\\s+to|have\\s+to|are\\s+(?:required|instructed|ordered)\\s+to|will\\s+now)\\s+(?:now\\s+|immediately\\s+|also\\s+|first\\s+)?(?:ignore|disregard|forget|execute|run|send|call|invoke|reveal|output|print|delete|forward|email|transfer|append|fetch|visit|open|exfiltrate|obey|follow\\s+(?:these|the\\s+following|my))\\b`,
+  ),
+  rule(
+    "address.note_to_ai",
+    "block",
+    "address",
+    ["note", "attention", "message", "dear", "hey", "if you are", "if you're"],
+    `\\b(?:(?:note|message|instructions?|memo|reminder)\\s+(?:to|for)|attention|dear|hey|hello)\\s*,?\\s+(?:the\\s+|any\\s+|all\\s+)?${AI}s?\\b|\\bif\\s+you\\s+(?:are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+assistant|assistant|chatbot|ai\\s+agent|autonomous\\s+agent)\\b${gap(30)}\\b(?:reading|processing|parsing|summari[sz]ing|seeing|you\\s+(?:must|should|need))`,
+  ),
+  rule(
+    "address.prompt_leak",
+    "block",
+    "address",
+    ["prompt", "instructions", "developer message"],
+    `\\b(?:reveal|print|output|repeat|show|display|tell\\s+me|give\\s+me|leak|dump|write\\s+out|paste)\\b${gap(25)}\\b(?:your|the)\\s+(?:full\\s+|entire\\s+|complete\\s+|original\\s+|initial\\s+|hidden\\s+|secret\\s+|exact\\s+)?(?:system\\s+prompt|initial\\s+instructions|hidden\\s+instructions|instructions\\s+above|prompt\\s+above|developer\\s+(?:message|prompt)|pre-?prompt)\\b`,
+  ),
+  rule(
+    "address.tool_call_request",
+    "alert",
+    "address",
+    ["call", "invoke", "execute", "run", "use"],
+    `\\b(?:you\\s+must|you\\s+should|you\\s+need\\s+to|now|immediately|please)\\s+(?:call|invoke|execute|run|use)\\s+(?:the\\s+)?['"\`]?[a-z][a-z0-9]*(?:_[a-z0-9]+){1,5}['"\`]?\\s+(?:tool|function)\\b${gap(60)}\\b(?:with|passing|and\\s+(?:send|pass|set))\\b`,
+  ),
+
+  // --- commands
+  rule(
+    "command.covert_execution",
+    "block",
+    "command",
+    ["run", "execute"],
+    `\\b(?:run|execute)\\b${gap(25)}\\b(?:this|the\\s+following|these)\\s+(?:command|commands|script|code|shell)\\b${lineGap(60)}\\b(?:silently|quietly|without\\s+(?:asking|confirmation|confirming|telling|showing|prompting)|before\\s+(?:responding|answering|replying)|automatically\\s+and)\\b`,
+  ),
+  rule(
+    "command.pipe_to_shell_instruction",
+    "alert",
+    "command",
+    ["curl", "wget"],
+    `\\b(?:you\\s+must|you\\s+should|immediately|now|first|always)\\s+(?:run|execute)\\b${lineGap(40)}\\b(?:curl|wget)\\b[^\\n|]{1,200}\\|\\s*(?:sudo\\s+)?(?:ba|z)?sh\\b`,
+  ),
+];
+
+/** Findings from hidden characters rather than from text rules. */
+const HIDDEN_RULES = {
+  tags: { rule: "hidden.tag_characters", tier: "block", category: "hidden" },
+  selectors: { rule: "hidden.variation_selector_payload", tier: "block", category: "hidden" },
+  bidi: { rule: "hidden.bidi_controls", tier: "alert", category: "hidden" },
+  zeroWidth: { rule: "hidden.zero_width_in_word", tier: "alert", category: "hidden" },
+} as const;
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+const ANCHORS = [...new Set(RULES.flatMap((r) => r.anchors))].sort((a, b) => b.length - a.length);
+/** One pass over the text finds which anchor words occur; rules without a present anchor are skipped. */
+const PREFILTER = new RegExp(
+  ANCHORS.map((a) => (/^\w/.test(a) ? "\\b" : "") + escapeRegExp(a).replace(/ /g, "\\s+")).join("|"),
+  "gi",
+);
+
+/** Words that mark a sentence as discussing injection rather than performing it. */
+const META_CONTEXT =
+  /\b(?:attacks?|attackers?|attacker's|injections?|injected|jailbreaks?|jailbreaking|examples?|e\.g\.|such\s+as|phrases?|detect(?:s|ed|ion|or|ors)?|malicious|adversar(?:y|ies|ial)|red[\s-]?team(?:s|ing)?|payloads?|mitigat(?:e|es|ion|ions)|defen[cs]es?|classifiers?|strings?\s+like|patterns?|warns?|beware)\b/i;
+const QUOTES = new Set(['"', "`", "\u201c", "\u201d", "\u2018", "\u2019", "\u00ab", "\u00bb", "'"]);
+
+/**
+ * True when the match looks like a quotation in a sentence about attacks: documentation,
+ * security advisories and detector test cases say "ignore previous instructions" too.
+ */
+function isQuotedMention(text: string, start: number, end: number): boolean {
+  let open = -1;
+  for (let i = start - 1; i >= 0 && i >= start - 80; i--) {
+    const c = text[i]!;
+    if (c === "\n") break;
+    if (QUOTES.has(c)) {
+      // An apostrophe inside a word (don't) is not a quote.
+      if (c === "'" && i > 0 && /\w/.test(text[i - 1]!)) continue;
+      open = i;
+      break;
+    }
+  }
+  if (open < 0) return false;
+  let close = -1;
+  for (let i = end; i < text.length && i <= end + 160; i++) {
+    const c = text[i]!;
+    if (c === "\n") break;
+    if (QUOTES.has(c)) {
+      if (c === "'" && i + 1 < text.length && /\w/.test(text[i + 1]!)) continue;
+      close = i;
+      break;
+    }
+  }
+  if (close < 0) return false;
+  const lineStart = text.lastIndexOf("\n", open) + 1;
+  const nl = text.indexOf("\n", close);
+  const lineEnd = nl < 0 ? text.length : nl;
+  const before = text.slice(Math.max(lineStart, open - 200), open);
+  const after = text.slice(close + 1, Math.min(lineEnd, close + 200));
+  return META_CONTEXT.test(before) || META_CONTEXT.test(after);
+}
+
+/** Third-person description of an attack: "tricks the model into ignoring previous instructions". */
+const DESCRIBED =
+  /\b(?:tells?|telling|told|instructs?|instructing|asks?|asking|tricks?|tricking|convinces?|convincing|makes?|making|gets?|getting|causes?|causing|coax(?:es|ing)?|persuades?|persuading)\s+(?:the|a|an|your|its)\s+(?:model|llm|ai|assistant|agent|chatbot|system|bot)\s+(?:to|into)\s+$/i;
+
+function isDescribed(text: string, start: number): boolean {
+  const before = text.slice(Math.max(0, start - 60), start);
+  return DESCRIBED.test(before);
+}
+
+export interface ScanOptions {
+  decode?: DecodeLimits;
+}
+
+/** Scans one string: normalise, then every rule over every layer. */
+export function scanInjection(input: string, options: ScanOptions = {}): InjectionResult {
+  const normalized = normalizeForScan(input, options.decode ?? DEFAULT_DECODE_LIMITS);
+  const findings: InjectionFinding[] = [];
+  const seen = new Set<string>();
+  const add = (f: InjectionFinding) => {
+    if (seen.has(f.rule)) return;
+    seen.add(f.rule);
+    findings.push(f);
+  };
+  const h = normalized.hidden;
+  if (h.tagCharacters > 0) add({ ...HIDDEN_RULES.tags, layer: "tags" });
+  if (h.selectorPayload > 0) add({ ...HIDDEN_RULES.selectors, layer: "selectors" });
+  if (h.bidiControls > 0) add({ ...HIDDEN_RULES.bidi, layer: "text" });
+  if (h.zeroWidthInWord > 0) add({ ...HIDDEN_RULES.zeroWidth, layer: "text" });
+
+  for (const layer of normalized.layers) {
+    const present = anchorsIn(layer.text);
+    if (present.size === 0) continue;
+    for (const r of RULES) {
+      if (seen.has(r.id) || !r.anchors.some((a) => present.has(a))) continue;
+      const m = firstReportable(r, layer.text);
+      if (m) add({ rule: r.id, tier: r.tier, category: r.category, layer: layer.kind });
+    }
+  }
+  let tier: Tier | undefined;
+  for (const f of findings) {
+    if (f.tier === "block") tier = "block";
+    else tier ??= "alert";
+  }
+  return { findings, tier, truncated: normalized.truncated };
+}
+
+function anchorsIn(text: string): Set<string> {
+  const present = new Set<string>();
+  PREFILTER.lastIndex = 0;
+  let m: RegExpExecArray | null;
+  while ((m = PREFILTER.exec(text)) !== null) {
+    present.add(m[0].toLowerCase().replace(/\s+/g, " "));
+    if (present.size >= ANCHORS.length) break;
+  }
+  PREFILTER.lastIndex = 0;
+  return present;
+}
+
+/** The first match of a rule that is not a quoted mention in documentation about attacks. */
+function firstReportable(r: Rule, text: string): boolean {
+  const global = r.global;
+  global.lastIndex = 0;
+  let m: RegExpExecArray | null;
+  let tries = 0;
+  while ((m = global.exec(text)) !== null) {
+    if (m[0].length === 0) global.lastIndex++;
+    const start = m.index;
+    const end = start + m[0].length;
+    if (!r.mentionable || (!isQuotedMention(text, start, end) && !isDescribed(text, start)) || ++tries > 64) {
+      // More than 64 quoted mentions in one text is not documentation; report it.
+      global.lastIndex = 0;
+      return true;
+    }
+  }
+  global.lastIndex = 0;
+  return false;
+}
+
+/** Every regex this module runs, for the catastrophic-backtracking tests. */
+export function injectionPatterns(): { id: string; pattern: RegExp }[] {
+  return [
+    ...RULES.map((r) => ({ id: r.id, pattern: r.pattern })),
+    { id: "prefilter", pattern: PREFILTER },
+    { id: "meta_context", pattern: META_CONTEXT },
+    { id: "described", pattern: DESCRIBED },
+  ];
+}
+
+export const INJECTION_RULE_IDS: readonly string[] = [
+  ...RULES.map((r) => r.id),
+  ...Object.values(HIDDEN_RULES).map((r) => r.rule),
+];
