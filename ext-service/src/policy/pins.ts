@@ -137,7 +137,7 @@ export interface ToolDiff {
   removed: RegistryTool[];
   changed: (ToolChange & { live: Record<string, unknown> })[];
   /** Registered tools that match the live definition but have no recorded pin yet. */
-  unpinned: string[];
+  unpinned: { name: string; pin: string }[];
   unchanged: string[];
 }
 
@@ -159,7 +159,7 @@ export function diffTools(
     const after = toolPin(l);
     if (before !== after) {
       diff.changed.push({ name: tool.name, fields: changedFields(tool, l), before, after, live: l });
-    } else if (tool.pin === undefined) diff.unpinned.push(tool.name);
+    } else if (tool.pin === undefined) diff.unpinned.push({ name: tool.name, pin: after });
     else diff.unchanged.push(tool.name);
   }
   const known = new Set(registered.map((t) => t.name));
