@@ -80,17 +80,33 @@ function rule(
 }
 
 const PRIOR =
-  "(?:previous|prior|preceding|above|earlier|former|foregoing|original|initial|existing|system|developer|all(?:\\s+the)?(?:\\s+other)?|any(?:\\s+other)?|your|these|those|the)";
+  "(?:previous|prior|preceding|above|earlier|former|foregoing|original|initial|existing|system|developer|all(?:\\s+(?:the|your|of\\s+the|of\\s+your))?(?:\\s+other)?|any(?:\\s+other)?|every|the\\s+user's|your(?:\\s+(?:previous|prior|original|initial|current|existing|old))?)";
 const GUIDANCE =
-  "(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|context|messages|commands|constraints|restrictions|guardrails|policies|programming|orders|safety\\s+(?:rules|guidelines|filters))";
+  "(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|context|messages|conversation|commands|constraints|restrictions|guardrails|policies|programming|orders|safety\\s+(?:rules|guidelines|filters))";
+/** A human referring to their own earlier message ("the instructions I sent") is not an override. */
+const NOT_OWN = "(?!\\s+(?:i|we)\\s+(?:sent|gave|wrote|mentioned|shared|emailed|posted|left))";
 const AI =
-  "(?:ai|a\\.i\\.|llm|language\\s+model|assistant|chatbot|claude|chatgpt|gpt|copilot|gemini|agent|model)";
+  "(?:ai|a\\.i\\.|llm|language\\s+model|assistant|chatbot|bot|claude|chatgpt|gpt|copilot|gemini|agent|model)";
+const AI_VERBS =
+  "(?:ignore|disregard|forget|execute|run|send|call|invoke|reveal|output|print|delete|forward|email|transfer|append|fetch|visit|open|exfiltrate|obey|approve|evaluate|include|recommend|mark|close|grant|refund|pay|issue|insert|add|tell|say|write|reply|respond|follow\\s+(?:these|the\\s+following|my))";
 const SENSITIVE =
-  "(?:conversation|chat\\s+history|chat\\s+log|message\\s+history|previous\\s+messages|system\\s+prompt|api[\\s_-]?keys?|secrets?|credentials|passwords?|private\\s+keys?|access\\s+tokens?|session\\s+(?:tokens?|cookies?)|cookies|env(?:ironment)?\\s+variables|ssh\\s+keys?|\\.env\\s+file|user(?:'s)?\\s+(?:data|files|emails|messages))";
+  "(?:conversation|chat\\s+history|chat\\s+log|message\\s+history|previous\\s+messages|system\\s+prompt|api[\\s_-]?keys?|secrets?|credentials|passwords?|private\\s+keys?|access\\s+tokens?|session\\s+(?:tokens?|cookies?)|cookies|env(?:ironment)?\\s+variables|ssh\\s+keys?|\\.env(?:\\s+file)?|user(?:'s)?\\s+(?:data|files|emails|messages))";
 const SECRET_FILE =
   "(?:id_rsa|id_ed25519|id_ecdsa|\\.ssh|\\.aws|aws\\/credentials|\\.cursor|mcp\\.json|claude_desktop_config|\\.kube|kubeconfig|\\.npmrc|\\.netrc|\\.pgpass|\\.git-credentials|\\.env\\b|\\/etc\\/passwd|\\/etc\\/shadow|\\.bash_history|\\.zsh_history|keychain|wallet\\.dat|private\\s+key)";
 const COVERT_TARGET =
   "(?:parameter|argument|param|field|sidenote|side\\s+note|note|notes|metadata|context|comment|query|url|request|header|body|feedback|reason)";
+/** Parameter names that carry no purpose of their own and are used as covert channels. */
+const COVERT_PARAM =
+  "(?:sidenote|side_note|note|notes|metadata|context|comment|feedback|extra|debug|reason|details)";
+const SENSITIVE_SPAN = `(?<![\\w])${SENSITIVE}(?![\\w])`;
+/**
+ * A tool name: quoted, or identifier-like (snake, kebab or dotted case), not a plain word. (Rules
+ * are case-insensitive, so camelCase cannot be told from a word; quote it.)
+ */
+const TOOL_NAME = "(?:['\"`][A-Za-z][\\w.-]{1,60}['\"`]|[A-Za-z][A-Za-z0-9]*[_.-][\\w.-]{1,60})";
+const EMAIL = "[\\w.+-]{1,64}@[\\w-]{1,63}\\.[\\w.-]{2,63}";
+const SHADOW_VERBS =
+  "(?:always|must|also|make\\s+sure\\s+to|ensure\\s+(?:that\\s+)?you|remember\\s+to|you\\s+should|change|replace|redirect|bcc|cc|instead|first\\s+(?:call|send|read|run)|append|prepend|insert)";
 
 const RULES: readonly Rule[] = [
   // --- instruction overrides
@@ -98,15 +114,30 @@ const RULES: readonly Rule[] = [
     "override.ignore_previous",
     "block",
     "override",
-    ["ignore", "disregard", "forget", "override", "abandon", "discard", "neglect", "set aside"],
-    `\\b(?:ignore|disregard|forget|override|abandon|discard|neglect|set\\s+aside)\\b${gap(30)}\\b${PRIOR}\\b${gap(25)}\\b${GUIDANCE}`,
+    [
+      "ignore",
+      "disregard",
+      "forget",
+      "override",
+      "abandon",
+      "discard",
+      "neglect",
+      "set aside",
+      "drop",
+      "scrap",
+      "ditch",
+      "throw",
+      "your",
+      "obey",
+    ],
+    `\\b(?:ignore|disregard|forget|override|abandon|discard|neglect|set\\s+aside)\\b${gap(30)}\\b${PRIOR}\\b${gap(25)}\\b${GUIDANCE}\\b${NOT_OWN}|\\b(?:ignore|disregard|forget)\\s+(?:all\\s+|any\\s+)?(?:the\\s+|your\\s+)?${GUIDANCE}\\s+(?:above|before\\s+this|given\\s+(?:before|earlier|above)|you\\s+(?:were|have\\s+been)\\s+given|so\\s+far)\\b|\\b(?:ignore|disregard|forget|set\\s+aside|drop)\\s+(?:whatever|any|all(?:\\s+the)?|the)\\s+${GUIDANCE}\\s+you\\s+(?:were|have\\s+been)\\s+(?:given|told)|\\b(?:drop|scrap|ditch|throw\\s+(?:away|out))\\s+(?:all\\s+)?your\\s+(?:[a-z]+\\s+)?${GUIDANCE}\\b|\\byour\\s+(?:old\\s+|previous\\s+|prior\\s+|original\\s+|earlier\\s+|current\\s+|existing\\s+)?${GUIDANCE}\\s+(?:no\\s+longer\\s+apply|(?:are|were|have\\s+been)\\s+(?:now\\s+)?(?:void|cancell?ed|revoked|suspended|disabled|lifted|a\\s+test))\\b|\\bobey\\s+(?:only\\s+)?(?:this|these|the\\s+following)\\s+(?:text|document|page|message|instructions)\\b`,
   ),
   rule(
     "override.forget_everything",
     "block",
     "override",
     ["ignore", "disregard", "forget"],
-    `\\b(?:ignore|disregard|forget)\\s+(?:everything|anything|all\\s+of\\s+(?:that|this|the\\s+above)|what\\s+(?:you\\s+were|i)\\s+(?:told|said))\\b${gap(30)}\\b(?:above|before|earlier|previously|so\\s+far|you\\s+(?:were|have\\s+been)\\s+told|and\\s+(?:instead|now|do|follow|obey|listen))`,
+    `\\b(?:ignore|disregard|forget)\\s+(?:everything|anything|all\\s+of\\s+(?:that|this|the\\s+above)|what\\s+(?:you\\s+were|i)\\s+(?:told|said))\\b${gap(30)}\\b(?:above|before|earlier|previously|so\\s+far|you\\s+(?:were|have\\s+been)\\s+told|and\\s+(?:instead|now|do|follow|obey|listen))|\\b(?:ignore|disregard|forget)\\s+(?:all\\s+)?(?:of\\s+)?(?:the\\s+)?(?:above|previous|preceding|prior|earlier)\\s+(?:text\\s+|content\\s+)?and\\s+(?:instead\\s+)?(?:say|print|write|output|respond|reply|answer|tell|do|follow|obey|run|execute|send|return)\\b`,
   ),
   rule(
     "override.do_not_follow",
@@ -120,7 +151,7 @@ const RULES: readonly Rule[] = [
     "block",
     "override",
     ["instruction", "directive"],
-    `\\b(?:new|updated|revised|real|actual|true|secret|hidden|override|overriding|priority)\\s+(?:system\\s+|admin\\s+)?(?:instructions?|directives?)\\s*(?::|-\\s|for\\s+(?:the\\s+)?${AI}|from\\s+(?:the\\s+)?(?:system|admin|developer))`,
+    `\\b(?:real|actual|true|secret|hidden|override|overriding|priority)\\s+(?:system\\s+|admin\\s+)?(?:instructions?|directives?)\\s*(?::|-\\s|#{2,}|={2,}|\\*{2,}|\\]|(?:are|is)\\s+(?:to\\b|as\\s+follows)|for\\s+(?:the\\s+)?${AI}|from\\s+(?:the\\s+)?(?:system|admin|developer))|\\b(?:new|updated|revised)\\s+(?:system\\s+|admin\\s+)?(?:instructions?|directives?)\\s*(?:#{2,}|={2,}|\\*{2,}|\\]|for\\s+(?:the\\s+)?${AI}|from\\s+(?:the\\s+)?(?:system|admin|developer)|[:-]\\s*(?:you\\b|ignore|disregard|forget|from\\s+now|the\\s+(?:assistant|ai|model)|${AI_VERBS}\\b))|\\byour\\s+(?:new|updated|real|actual|true)\\s+instructions?\\s*(?::|are\\b)|\\binstructions?\\s+override\\b|\\bnew\\s+system\\s+instructions?\\b`,
   ),
   rule(
     "override.priority_claim",
@@ -135,22 +166,36 @@ const RULES: readonly Rule[] = [
     "role.jailbreak_mode",
     "block",
     "role",
-    ["mode", "do anything now", "jailbreak"],
-    `\\b(?:dan|developer|god|jailbreak|jailbroken|unrestricted|unfiltered|uncensored|evil|debug\\s+admin)\\s+mode\\b${gap(20)}\\b(?:enabled|activated|engaged|unlocked|on)\\b|\\b(?:enable|activate|enter|switch\\s+to|you\\s+are\\s+(?:now\\s+)?in)\\s+(?:dan|developer|god|jailbreak|unrestricted|unfiltered|uncensored|evil)\\s+mode\\b|\\bdo\\s+anything\\s+now\\b`,
+    ["mode", "do anything now", "jailbreak", "you are"],
+    `\\b(?:dan|developer|god|jailbreak|jailbroken|unrestricted|unfiltered|uncensored|evil)\\s+mode\\b${gap(20)}\\b(?:enabled|activated|engaged|unlocked|on)\\b|\\b(?:enable|activate|enter|switch\\s+to|you\\s+are\\s+(?:now\\s+)?in)\\s+(?:dan|god|jailbreak|unrestricted|unfiltered|uncensored|evil)\\s+mode\\b|\\byou\\s+are\\s+now\\s+in\\s+developer\\s+mode\\b|\\bdo\\s+anything\\s+now\\b|\\byou\\s+are\\s+(?:now\\s+)?(?:DAN|STAN|DUDE|AIM)\\b`,
   ),
   rule(
     "role.unrestricted_persona",
     "block",
     "role",
-    ["you are", "you're", "pretend", "act as", "behave as", "roleplay", "role-play", "from now on"],
-    `\\b(?:you\\s+are|you're|pretend\\s+(?:that\\s+)?you\\s+are|act\\s+as|behave\\s+as|role-?play\\s+as|from\\s+now\\s+on,?\\s+you\\s+are)\\b${gap(30)}\\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|no\\s+longer\\s+(?:bound|restricted|an?\\s+(?:ai|assistant))|free\\s+(?:from|of)\\s+(?:all\\s+|any\\s+)?(?:restrictions|rules|guidelines|filters|limitations|ethics)|without\\s+(?:any\\s+)?(?:restrictions|rules|filters|limitations|ethics|guidelines|censorship))`,
+    [
+      "you are",
+      "you're",
+      "pretend",
+      "act as",
+      "behave as",
+      "roleplay",
+      "role-play",
+      "from now on",
+      "unfiltered",
+      "uncensored",
+      "amoral",
+      "unrestricted",
+      "jailbroken",
+    ],
+    `\\b(?:you\\s+are|you're|pretend\\s+(?:that\\s+)?you\\s+(?:are|have)|act\\s+as|behave\\s+as|role-?play\\s+as|from\\s+now\\s+on,?\\s+you\\s+are)\\b${gap(40)}\\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|no\\s+longer\\s+(?:bound|restricted|an?\\s+(?:ai|assistant))|free\\s+(?:from|of)\\s+(?:all\\s+|any\\s+)?(?:restrictions|rules|guidelines|filters|limitations|ethics)|without\\s+(?:any\\s+)?(?:restrictions|rules|filters|limitations|ethics|guidelines|censorship|safety)|(?:have|has|with)\\s+no\\s+(?:restrictions|rules|limits|limitations|filters|guidelines|ethics|boundaries|safety|content\\s+polic(?:y|ies)|polic(?:y|ies)|morals))|\\bas\\s+(?:an?\\s+)?(?:unfiltered|uncensored|amoral|unrestricted|jailbroken)\\b`,
   ),
   rule(
     "role.identity_switch",
     "alert",
     "role",
     ["you are", "from now on", "pretend", "act as"],
-    `\\b(?:you\\s+are\\s+now|from\\s+now\\s+on,?\\s+you\\s+(?:are|will|must|shall))\\b${gap(40)}\\b(?:${AI}|assistant|persona|character|called|named|hacker|admin|administrator|root|no\\s+longer)\\b|\\bpretend\\s+(?:that\\s+)?you\\s+(?:are|have)\\s+(?:no|an?\\s+(?:different|new|evil|malicious))\\b|\\b(?:act|behave)\\s+as\\s+(?:if\\s+you\\s+(?:are|were|have)\\s+)?(?:an?\\s+)?(?:different|new|evil|malicious|rogue|hacker)\\b`,
+    `\\b(?:you\\s+are\\s+now|from\\s+now\\s+on,?\\s+you\\s+(?:are|will|must|shall))\\b${gap(40)}\\b(?:${AI}|persona|character|called|named|hacker|admin|administrator|root|no\\s+longer)\\b|\\bfrom\\s+now\\s+on,?\\s+you\\s+(?:must|will|shall|are\\s+going\\s+to)\\s+(?:answer|respond|reply|speak|talk|write|behave)\\s+(?:as|like)\\b|\\byou\\s+are\\s+no\\s+longer\\s+(?:an?\\s+|the\\s+)?(?:[a-z]+\\s+)?(?:bot|assistant|ai|model|agent|chatbot)\\b|\\bpretend\\s+(?:that\\s+)?you\\s+(?:are|have)\\s+(?:no|an?\\s+(?:different|evil|malicious))\\b|\\b(?:act|behave)\\s+as\\s+(?:if\\s+you\\s+(?:are|were|have)\\s+)?(?:an?\\s+)?(?:different|evil|malicious|rogue|hacker)\\b`,
   ),
 
   // --- chat-template and pseudo-system markup
@@ -166,8 +211,8 @@ const RULES: readonly Rule[] = [
     "markup.pseudo_tags",
     "block",
     "markup",
-    ["<important", "<system", "</system", "<instruction", "<admin", "<secret", "<hidden", "<!--"],
-    `<\\/?\\s*(?:important|system|system[_-]?prompt|system[_-]?message|instructions?|admin|secret|hidden|assistant[_-]?instructions?|ai[_-]?instructions?)\\s*>|<!--${lineGap(40)}\\b(?:ai|assistant|llm|agent|model|instructions?|ignore|system)\\b${lineGap(80)}-->`,
+    ["<important", "<system", "<instruction", "<admin", "<secret", "<hidden", "<!--", "<ai", "<assistant"],
+    `<\\s*(important|system|system[_-]?prompt|system[_-]?message|instructions?|admin|secret|hidden|assistant[_-]?instructions?|ai[_-]?instructions?)\\s*>(?:[^<]{0,400}?\\b(?:before|ignore|disregard|do\\s+not|don't|always|never|you|read|send|must|call|use|pass|include|tell|mention|reveal|grant|delete|forward|exfiltrate|copy)\\b[^<]{0,3000}<\\/\\s*\\1\\s*>|\\s{0,5}(?:before|ignore|disregard|do\\s+not|don't|always|never|you|read|send|when|call|use|pass|include|also|this\\s+tool|the\\s+(?:assistant|ai|model)|assistant|ai)\\b)|<!--${lineGap(40)}\\b(?:ai|assistant|llm|agent|model|instructions?|ignore|system)\\b${lineGap(120)}-->`,
     false,
   ),
   rule(
@@ -175,7 +220,7 @@ const RULES: readonly Rule[] = [
     "block",
     "markup",
     ["system", "admin", "developer"],
-    `(?:^|\\n)\\s*[[(#*>-]{0,6}\\s*(?:system|admin|administrator|developer|root|operator)(?:\\s+(?:message|prompt|override|note|instruction|notice|update))?\\s*[\\]):]\\s*[^\\n]{0,10}?\\b(?:ignore|disregard|forget|you\\s+(?:must|are|will|should)|new\\s+instructions?|the\\s+(?:assistant|ai|model)\\s+(?:must|should|will))`,
+    `(?:^|\\n|[.!?]\\s)\\s*[[(#*>-]{0,6}\\s*(?:system|admin|administrator|developer|root|operator)(?:\\s+(?:message|prompt|override|note|instruction|notice|update))?\\s*[\\]):]\\s*[^\\n]{0,10}?\\b(?:ignore|disregard|forget|you\\s+(?:must|are|will|should)|new\\s+instructions?|the\\s+(?:assistant|ai|model)\\s+(?:must|should|will))|\\[(?:system|admin|developer)\\]\\s*\\(\\s*#[^)\\n]{0,30}\\)`,
   ),
 
   // --- secrecy towards the user
@@ -212,7 +257,14 @@ const RULES: readonly Rule[] = [
       "copy",
       "submit",
     ],
-    `\\b(?:send|forward|post|upload|transmit|exfiltrate|leak|email|share|copy|submit)\\b${gap(40)}\\b${SENSITIVE}\\b${gap(60)}\\b(?:to|at|via|into)\\s+(?:https?:\\/\\/|www\\.|[\\w.+-]+@[\\w-]+\\.|the\\s+(?:following\\s+|external\\s+)?(?:url|address|endpoint|server|webhook|link|email\\s+address))`,
+    `\\b(?:send|forward|post|upload|transmit|exfiltrate|leak|email|share|copy|submit)\\b${gap(40)}${SENSITIVE_SPAN}${gap(60)}\\b(?:to|at|via|into)\\s+(?:https?:\\/\\/|www\\.|[\\w.+-]+@[\\w-]+\\.|the\\s+(?:following\\s+|external\\s+)?(?:url|address|endpoint|server|webhook|link|email\\s+address))`,
+  ),
+  rule(
+    "exfiltration.collect_and_send",
+    "block",
+    "exfiltration",
+    ["collect", "gather", "find", "extract", "dump", "grab", "harvest"],
+    `\\b(?:collect|gather|find|extract|dump|grab|harvest)\\b${gap(30)}${SENSITIVE_SPAN}${gap(80)}\\b(?:send|forward|post|upload|email|transmit|submit)\\b${gap(20)}\\b(?:to|at)\\s+(?:https?:\\/\\/|[\\w.+-]+@[\\w-]+\\.|the\\s+(?:url|address|endpoint|webhook))`,
   ),
   rule(
     "exfiltration.secret_file_to_param",
@@ -236,14 +288,28 @@ const RULES: readonly Rule[] = [
       "keychain",
       "wallet",
     ],
-    `\\b(?:read|cat|open|load|include|fetch|get|collect|grab|extract|copy|dump)\\b${lineGap(60)}${SECRET_FILE}${lineGap(120)}\\b(?:pass|send|include|put|add|attach|append|upload|provide|insert|embed|place|forward|post)\\b${lineGap(50)}\\b(?:as|in|into|inside|to|within|via)\\b${lineGap(25)}\\b${COVERT_TARGET}`,
+    `\\b(?:read|cat|open|load|include|fetch|get|collect|grab|extract|copy|dump)\\b${lineGap(60)}${SECRET_FILE}${lineGap(120)}\\b(?:pass|send|include|put|add|attach|append|upload|provide|insert|embed|place|forward|post)\\b${lineGap(50)}\\b(?:as|in|into|inside|to|within|via)\\b${lineGap(25)}\\b${COVERT_TARGET}|\\b(?:contents?|text|data)\\s+of\\s+(?:the\\s+|your\\s+|the\\s+user's\\s+)?[~\\\\/\\w.-]{0,40}?${SECRET_FILE}${lineGap(60)}\\b(?:as|in|into|inside|to|via)\\b${lineGap(25)}\\b${COVERT_TARGET}`,
   ),
   rule(
     "exfiltration.content_in_param",
     "block",
     "exfiltration",
     ["sidenote", "side note", "content", "contents"],
-    `\\b(?:pass|send|include|put|add|attach|append|provide|insert|embed|place)\\s+(?:its|their|the\\s+file's|the\\s+full|the\\s+entire|all\\s+(?:of\\s+)?(?:its|the))\\s+(?:full\\s+|entire\\s+|complete\\s+|raw\\s+)?(?:contents?|text|data)\\s+(?:as|in|into|inside|via)\\s+(?:the\\s+|a\\s+)?['"\`]?(?:sidenote|side_note|note|notes|metadata|context|comment|feedback|extra|debug)['"\`]?`,
+    `\\b(?:pass|send|include|put|add|attach|append|provide|insert|embed|place|copy|paste)\\s+(?:its|their|the\\s+file's|the\\s+full|the\\s+entire|all\\s+(?:of\\s+)?(?:its|the))\\s+(?:full\\s+|entire\\s+|complete\\s+|raw\\s+)?(?:contents?|text|data)\\s+(?:as|in|into|inside|via)\\s+(?:the\\s+|a\\s+)?['"\`]?${COVERT_PARAM}['"\`]?|\\b(?:contents?|text)\\s+of\\s+(?:any|every|all|each)\\s+(?:files?|documents?|messages?|emails?)\\b${gap(40)}\\b(?:into|in|as|to|inside)\\s+(?:the\\s+|a\\s+)?['"\`]?\\w{1,30}['"\`]?\\s+(?:parameter|argument|field|param)`,
+  ),
+  rule(
+    "exfiltration.sensitive_to_param",
+    "block",
+    "exfiltration",
+    ["include", "put", "add", "insert", "pass", "append", "attach", "embed"],
+    `\\b(?:include|put|add|insert|pass|append|attach|embed)\\b${gap(40)}${SENSITIVE_SPAN}${gap(40)}\\b(?:in|into|as|inside)\\s+(?:the\\s+|a\\s+|every\\s+|each\\s+)?['"\`]?\\w{1,30}['"\`]?\\s+(?:argument|parameter|param|field)\\b`,
+  ),
+  rule(
+    "exfiltration.tool_with_sensitive",
+    "block",
+    "exfiltration",
+    ["call", "invoke", "use"],
+    `\\b(?:call|invoke|use)\\s+(?:the\\s+)?${TOOL_NAME}(?:\\s+(?:tool|function))?\\s+with\\s+(?:the\\s+|all\\s+(?:the\\s+)?)?(?:full\\s+|entire\\s+|complete\\s+|whole\\s+)?${SENSITIVE_SPAN}`,
   ),
   rule(
     "exfiltration.markdown_image_placeholder",
@@ -253,11 +319,18 @@ const RULES: readonly Rule[] = [
     `!\\[[^\\]\\n]{0,120}\\]\\(\\s*https?:\\/\\/[^\\s)]{1,300}?(?:[?&=\\/](?:\\{\\{?|\\$\\{|%7[Bb]|<|\\[)\\s*[A-Za-z_]|[?&](?:data|d|q|c|msg|message|history|conversation|conv|chat|secret|token|key|pwd|password|payload|exfil|leak|steal|memory|context|prompt|summary|info|content|email|ssn|card)=[^\\s)&]{0,8}(?:\\{|\\$|<|\\[|%7[Bb]))`,
   ),
   rule(
+    "exfiltration.link_placeholder",
+    "block",
+    "exfiltration",
+    ["]("],
+    `\\]\\(\\s*https?:\\/\\/[^\\s)]{1,300}?(?:\\{\\{?|\\$\\{|%7[Bb]|<|\\[)\\s*[A-Za-z_]{0,30}?(?:token|secret|password|passwd|api_?key|session|cookie|history|conversation|chat|credential|ssn|card|memory|prompt)`,
+  ),
+  rule(
     "exfiltration.url_with_data",
     "block",
     "exfiltration",
     ["http", "url", "link"],
-    `\\b(?:append|add|include|put|encode|insert|embed|attach)\\b${gap(40)}\\b${SENSITIVE}\\b${gap(40)}\\b(?:to|in|into|as)\\s+(?:the\\s+|this\\s+|a\\s+)?(?:url|link|query\\s+(?:string|parameter)|image\\s+(?:url|link|source)|request|https?:\\/\\/)`,
+    `\\b(?:append|add|include|put|encode|insert|embed|attach)\\b${gap(40)}${SENSITIVE_SPAN}${gap(40)}\\b(?:to|in|into|as)\\s+(?:the\\s+|this\\s+|a\\s+)?(?:url|link|query\\s+(?:string|parameter)|image\\s+(?:url|link|source)|request|https?:\\/\\/)`,
   ),
   rule(
     "exfiltration.render_image",
@@ -272,29 +345,29 @@ const RULES: readonly Rule[] = [
     "shadowing.when_using_tool",
     "block",
     "shadowing",
-    ["when", "whenever", "before", "after"],
-    `\\b(?:when(?:ever)?|before|after|each\\s+time|every\\s+time)\\s+(?:you\\s+)?(?:use|using|call|calling|invoke|invoking|run|running)\\s+(?:the\\s+|any\\s+|a\\s+)?['"\`]?[A-Za-z][\\w.-]{2,60}['"\`]?\\s+(?:tool|function|command|server|integration)\\b${gap(80)}\\b(?:always|must|also|make\\s+sure\\s+to|ensure\\s+(?:that\\s+)?you|remember\\s+to|you\\s+should|change|replace|redirect|bcc|cc|instead|first\\s+(?:call|send|read|run))\\b`,
+    ["when", "whenever", "before", "after", "each time", "every time"],
+    `\\b(?:when(?:ever)?|before|after|each\\s+time|every\\s+time)\\s+(?:you\\s+)?(?:use|using|call|calling|invoke|invoking|run|running)\\s+(?:the\\s+|any\\s+|a\\s+)?${TOOL_NAME}\\s+(?:(?:command|mcp)\\s+)?(?:tool|function|command|server|integration)\\b${gap(80)}\\b${SHADOW_VERBS}\\b`,
   ),
   rule(
     "shadowing.instead_of_tool",
     "block",
     "shadowing",
     ["instead"],
-    `\\binstead\\s+of\\s+(?:using|calling|invoking)\\s+(?:the\\s+)?['"\`]?[A-Za-z][\\w.-]{2,60}['"\`]?(?:\\s+(?:tool|function|server))?${gap(40)}\\b(?:use|call|invoke)\\s+(?:this|me|our)\\b|\\b(?:use|call|invoke)\\s+this\\s+(?:tool|function)\\s+instead\\s+of\\b`,
+    `\\binstead\\s+of\\s+(?:using|calling|invoking)\\s+${gap(30)}${TOOL_NAME}(?:\\s+(?:tool|function|server))?${gap(40)}\\b(?:use|call|invoke)\\s+(?:this|me|our)\\b|\\b(?:use|call|invoke)\\s+this\\s+(?:tool|function)\\s+instead\\s+of\\b|\\b(?:is|are)\\s+(?:deprecated|broken|disabled|compromised|unsafe|malicious)\\b${gap(40)}\\buse\\s+this\\s+(?:tool|function|server)\\s+instead\\b|\\bbefore\\s+(?:using|calling|invoking)\\s+any\\s+(?:other\\s+)?tools?\\b${gap(60)}${SENSITIVE_SPAN}`,
   ),
   rule(
     "shadowing.ignore_other_tools",
     "block",
     "shadowing",
     ["other", "another"],
-    `\\b(?:ignore|disregard|do\\s+not\\s+(?:use|call|trust)|don't\\s+(?:use|call|trust)|never\\s+(?:use|call|trust)|stop\\s+using)\\s+(?:the\\s+|any\\s+|all\\s+)?(?:other|another|remaining)\\s+(?:tools?|servers?|mcp\\s+servers?|functions?|plugins?|integrations?|assistants?)\\b`,
+    `\\b(?:ignore|disregard|do\\s+not\\s+(?:use|call|trust)|don't\\s+(?:use|call|trust)|never\\s+(?:use|call|trust)|stop\\s+using)\\s+(?:the\\s+|any\\s+|all\\s+)?(?:other|another|remaining)\\s+(?:[a-z]+\\s+)?(?:tools?|servers?|mcp\\s+servers?|functions?|plugins?|integrations?|assistants?)\\b`,
   ),
   rule(
     "shadowing.redirect_recipients",
     "block",
     "shadowing",
-    ["bcc", "cc", "copy", "forward"],
-    `\\b(?:always|all|every|each)\\b${gap(40)}\\b(?:bcc|cc|blind\\s+copy|send\\s+a\\s+copy\\s+to|forward\\s+(?:a\\s+copy\\s+)?to|also\\s+(?:send|email)\\s+(?:it\\s+)?to)\\b${gap(30)}[\\w.+-]{1,64}@[\\w-]{1,63}\\.[\\w.-]{2,63}`,
+    ["bcc", "cc", "copy", "forward", "tool"],
+    `\\b(?:always|all|every|each)\\b${gap(40)}\\b(?:bcc|bcc'd|blind\\s+cop(?:y|ies))\\b${gap(30)}${EMAIL}|\\btool\\b${gap(80)}\\b(?:always|all|every|each)\\b${gap(40)}\\b(?:cc|cc'd|send\\s+a\\s+copy\\s+to|forward\\s+(?:a\\s+copy\\s+)?to|also\\s+(?:send|email)\\s+(?:it\\s+)?to|send\\s+(?:all\\s+)?(?:e-?mails?|messages)\\s+to)\\b${gap(30)}${EMAIL}|\\b(?:always|all|every|each)\\b${gap(40)}\\b(?:cc|cc'd)\\b${gap(30)}${EMAIL}${gap(40)}\\b(?:whichever|any|every)\\s+tool\\b|\\btool\\b${gap(80)}\\b(?:add|include|put|insert|append)\\s+${EMAIL}\\s+(?:in|to|as)\\s+(?:the\\s+)?b?cc\\b`,
   ),
   rule(
     "shadowing.tool_precedence",
@@ -309,22 +382,53 @@ const RULES: readonly Rule[] = [
     "address.direct_imperative",
     "block",
     "address",
-    ["ai", "llm", "model", "assistant", "chatbot", "claude", "chatgpt", "gpt", "copilot", "gemini", "agent"],
-    `\\b${AI}s?\\b${gap(40)}\\byou\\s+(?:must|should|need\\s+to|have\\s+to|are\\s+(?:required|instructed|ordered)\\s+to|will\\s+now)\\s+(?:now\\s+|immediately\\s+|also\\s+|first\\s+)?(?:ignore|disregard|forget|execute|run|send|call|invoke|reveal|output|print|delete|forward|email|transfer|append|fetch|visit|open|exfiltrate|obey|follow\\s+(?:these|the\\s+following|my))\\b`,
+    [
+      "ai",
+      "llm",
+      "model",
+      "assistant",
+      "chatbot",
+      "bot",
+      "claude",
+      "chatgpt",
+      "gpt",
+      "copilot",
+      "gemini",
+      "agent",
+      "you",
+    ],
+    `\\b${AI}s?\\b${gap(40)}\\byou\\s+(?:must|should|need\\s+to|have\\s+to|are\\s+(?:required|instructed|ordered)\\s+to|will\\s+now)\\s+(?:now\\s+|immediately\\s+|also\\s+|first\\s+)?${AI_VERBS}\\b|\\byou,?\\s+(?:the\\s+)?${AI},?\\s+(?:must|should|need\\s+to|have\\s+to|are\\s+required\\s+to|will)\\b`,
   ),
   rule(
     "address.note_to_ai",
     "block",
     "address",
-    ["note", "attention", "message", "dear", "hey", "if you are", "if you're"],
-    `\\b(?:(?:note|message|instructions?|memo|reminder)\\s+(?:to|for)|attention|dear|hey|hello)\\s*,?\\s+(?:the\\s+|any\\s+|all\\s+)?${AI}s?\\b|\\bif\\s+you\\s+(?:are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+assistant|assistant|chatbot|ai\\s+agent|autonomous\\s+agent)\\b${gap(30)}\\b(?:reading|processing|parsing|summari[sz]ing|seeing|you\\s+(?:must|should|need))`,
+    [
+      "note",
+      "attention",
+      "message",
+      "dear",
+      "hey",
+      "if you are",
+      "if you're",
+      "p.s",
+      "ps",
+      "processing",
+      "reading",
+      "summari",
+      "parsing",
+      "reviewing",
+      "analy",
+      "screening",
+    ],
+    `\\b(?:(?:note|message|instructions?|memo|reminder|p\\.\\s?s\\.?|ps)\\s+(?:to|for)|attention|dear|hey|hello)\\s*,?\\s+(?:the\\s+|any\\s+|all\\s+)?${AI}s?\\b|\\bif\\s+you(?:\\s+are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+assistant|assistant|chatbot|ai\\s+agent|autonomous\\s+agent)\\b${gap(30)}\\b(?:reading|processing|parsing|summari[sz]ing|seeing|you\\s+(?:must|should|need))|\\bif\\s+you(?:\\s+are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+(?:assistant|agent|model|system)|chatbot|autonomous\\s+agent)\\s*[,:;]|\\b${AI}s?(?:\\s+(?:systems?|models?|agents?|assistants?|tools?))?\\s+(?:processing|reading|summari[sz]ing|parsing|reviewing|analy[sz]ing|screening)\\s+(?:this|these|the)\\s+\\w+\\s+(?:must|should|shall|are\\s+(?:to|required\\s+to)|need\\s+to)\\b`,
   ),
   rule(
     "address.prompt_leak",
     "block",
     "address",
     ["prompt", "instructions", "developer message"],
-    `\\b(?:reveal|print|output|repeat|show|display|tell\\s+me|give\\s+me|leak|dump|write\\s+out|paste)\\b${gap(25)}\\b(?:your|the)\\s+(?:full\\s+|entire\\s+|complete\\s+|original\\s+|initial\\s+|hidden\\s+|secret\\s+|exact\\s+)?(?:system\\s+prompt|initial\\s+instructions|hidden\\s+instructions|instructions\\s+above|prompt\\s+above|developer\\s+(?:message|prompt)|pre-?prompt)\\b`,
+    `\\b(?:reveal|print|output|repeat|show|display|tell\\s+me|give\\s+me|leak|dump|write\\s+out|paste)\\b${gap(25)}\\b(?:your|the|its)\\s+(?:full\\s+|entire\\s+|complete\\s+|original\\s+|initial\\s+|hidden\\s+|secret\\s+|exact\\s+)?(?:system\\s+prompt|initial\\s+instructions|hidden\\s+instructions|instructions\\s+above|prompt\\s+above|developer\\s+(?:message|prompt)|pre-?prompt)\\b`,
   ),
   rule(
     "address.tool_call_request",
@@ -363,7 +467,17 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-const ANCHORS = [...new Set(RULES.flatMap((r) => r.anchors))].sort((a, b) => b.length - a.length);
+/**
+ * Anchor words, reduced so none is a prefix of another (the prefilter reports the shortest one,
+ * "instruction" for "instructions"); each rule is keyed by the reduced forms of its anchors.
+ */
+const ALL_ANCHORS = [...new Set(RULES.flatMap((r) => r.anchors))];
+const canonicalAnchor = (a: string) =>
+  ALL_ANCHORS.filter((b) => a.startsWith(b)).sort((x, y) => x.length - y.length)[0] ?? a;
+const ANCHORS = [...new Set(ALL_ANCHORS.map(canonicalAnchor))].sort((a, b) => b.length - a.length);
+const RULE_ANCHORS: ReadonlyMap<Rule, readonly string[]> = new Map(
+  RULES.map((r) => [r, [...new Set(r.anchors.map(canonicalAnchor))]]),
+);
 /** One pass over the text finds which anchor words occur; rules without a present anchor are skipped. */
 const PREFILTER = new RegExp(
   ANCHORS.map((a) => (/^\w/.test(a) ? "\\b" : "") + escapeRegExp(a).replace(/ /g, "\\s+")).join("|"),
@@ -372,7 +486,7 @@ const PREFILTER = new RegExp(
 
 /** Words that mark a sentence as discussing injection rather than performing it. */
 const META_CONTEXT =
-  /\b(?:attacks?|attackers?|attacker's|injections?|injected|jailbreaks?|jailbreaking|examples?|e\.g\.|such\s+as|phrases?|detect(?:s|ed|ion|or|ors)?|malicious|adversar(?:y|ies|ial)|red[\s-]?team(?:s|ing)?|payloads?|mitigat(?:e|es|ion|ions)|defen[cs]es?|classifiers?|strings?\s+like|patterns?|warns?|beware)\b/i;
+  /\b(?:attacks?|attackers?|attacker's|injections?|injected|jailbreaks?|jailbreaking|examples?|e\.g\.|such\s+as|phrases?|detect(?:s|ed|ion|or|ors)?|malicious|adversar(?:y|ies|ial)|red[\s-]?team(?:s|ing)?|payloads?|mitigat(?:e|es|ion|ions)|defen[cs]es?|classifiers?|strings?\s+like|patterns?|warns?|beware|like|tests?|testing)\b/i;
 const QUOTES = new Set(['"', "`", "\u201c", "\u201d", "\u2018", "\u2019", "\u00ab", "\u00bb", "'"]);
 
 /**
@@ -413,7 +527,7 @@ function isQuotedMention(text: string, start: number, end: number): boolean {
 
 /** Third-person description of an attack: "tricks the model into ignoring previous instructions". */
 const DESCRIBED =
-  /\b(?:tells?|telling|told|instructs?|instructing|asks?|asking|tricks?|tricking|convinces?|convincing|makes?|making|gets?|getting|causes?|causing|coax(?:es|ing)?|persuades?|persuading)\s+(?:the|a|an|your|its)\s+(?:model|llm|ai|assistant|agent|chatbot|system|bot)\s+(?:to|into)\s+$/i;
+  /\b(?:tells?|telling|told|instructs?|instructing|asks?|asking|tricks?|tricking|convinces?|convincing|makes?|making|gets?|getting|causes?|causing|coax(?:es|ing)?|persuades?|persuading)\s+(?:the|a|an|your|its)\s+(?:model|llm|ai|assistant|agent|chatbot|system|bot)\s+(?:(?:to|into)\s+)?$/i;
 
 function isDescribed(text: string, start: number): boolean {
   const before = text.slice(Math.max(0, start - 60), start);
@@ -444,7 +558,7 @@ export function scanInjection(input: string, options: ScanOptions = {}): Injecti
     const present = anchorsIn(layer.text);
     if (present.size === 0) continue;
     for (const r of RULES) {
-      if (seen.has(r.id) || !r.anchors.some((a) => present.has(a))) continue;
+      if (seen.has(r.id) || !RULE_ANCHORS.get(r)!.some((a) => present.has(a))) continue;
       const m = firstReportable(r, layer.text);
       if (m) add({ rule: r.id, tier: r.tier, category: r.category, layer: layer.kind });
     }

@@ -375,7 +375,8 @@ function visit(
     let m: RegExpExecArray | null;
     while ((m = ENCODED_RUN.exec(text)) !== null) {
       const run = m[0];
-      if (HEX_ONLY.test(run)) nested.push({ kind: "hex", text: run });
+      const hex = run.startsWith("0x") || run.startsWith("0X") ? run.slice(2) : run;
+      if (hex.length >= 16 && HEX_ONLY.test(hex)) nested.push({ kind: "hex", text: hex });
       else if (HAS_UPPER.test(run) && HAS_LOWER.test(run)) nested.push({ kind: "base64", text: run });
     }
     ENCODED_RUN.lastIndex = 0;
