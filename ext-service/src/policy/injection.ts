@@ -212,7 +212,7 @@ const RULES: readonly Rule[] = [
     "block",
     "markup",
     ["<important", "<system", "<instruction", "<admin", "<secret", "<hidden", "<!--", "<ai", "<assistant"],
-    `<\\s*(important|system|system[_-]?prompt|system[_-]?message|instructions?|admin|secret|hidden|assistant[_-]?instructions?|ai[_-]?instructions?)\\s*>(?:[^<]{0,400}?\\b(?:before|ignore|disregard|do\\s+not|don't|always|never|you|read|send|must|call|use|pass|include|tell|mention|reveal|grant|delete|forward|exfiltrate|copy)\\b[^<]{0,3000}<\\/\\s*\\1\\s*>|\\s{0,5}(?:before|ignore|disregard|do\\s+not|don't|always|never|you|read|send|when|call|use|pass|include|also|this\\s+tool|the\\s+(?:assistant|ai|model)|assistant|ai)\\b)|<!--${lineGap(40)}\\b(?:ai|assistant|llm|agent|model|instructions?|ignore|system)\\b${lineGap(120)}-->`,
+    `<\\s*(important|system|system[_-]?prompt|system[_-]?message|instructions?|admin|secret|hidden|assistant[_-]?instructions?|ai[_-]?instructions?)\\s*>(?:[^<]{0,400}?\\b(?:before|ignore|disregard|do\\s+not|don't|always|never|you|read|send|must|call|use|pass|include|tell|mention|reveal|grant|delete|forward|exfiltrate|copy)\\b[^<]{0,3000}<\\/\\s*\\1\\s*>|\\s{0,5}(?:before|ignore|disregard|do\\s+not|don't|always|never|you|read|send|when|call|use|pass|include|also|this\\s+tool|the\\s+(?:assistant|ai|model)|assistant|ai)\\b)|<!--${lineGap(60)}\\b${AI}s?\\b\\s*[,:]${lineGap(200)}-->|<!--${lineGap(200)}\\b(?:you\\s+(?:must|should|are\\s+to)|ignore\\s+(?:all|any|previous|prior|the\\s+user)|(?:instructions?|note)\\s+(?:for|to)\\s+(?:the\\s+|any\\s+)?${AI}s?|if\\s+you(?:\\s+are|'re)\\s+an?\\s+${AI})\\b${lineGap(200)}-->`,
     false,
   ),
   rule(
@@ -337,7 +337,7 @@ const RULES: readonly Rule[] = [
     "alert",
     "exfiltration",
     ["image", "![", "img"],
-    `\\b(?:render|display|show|include|output|print|embed)\\b${lineGap(40)}\\b(?:markdown\\s+image|image\\s+(?:tag|link)|<img)\\b${lineGap(160)}https?:\\/\\/|!\\[[^\\]\\n]{0,80}\\]\\(\\s*https?:\\/\\/[^\\s)]{1,300}?[?&](?:data|history|conversation|conv|chat|secret|token|key|pwd|password|payload|exfil|leak|steal|memory|context|prompt|summary)=`,
+    `\\b(?:render|display|show|include|output|print|embed)\\b${lineGap(40)}\\b(?:markdown\\s+image|image\\s+(?:tag|link)|<img)\\b${lineGap(160)}https?:\\/\\/|!\\[[^\\]\\n]{0,80}\\]\\(\\s*https?:\\/\\/[^\\s)]{1,300}?[?&](?:history|conversation|conv|chat|secret|pwd|password|exfil|leak|steal|memory|prompt)=`,
   ),
 
   // --- shadowing: instructions about other tools and servers
@@ -421,7 +421,7 @@ const RULES: readonly Rule[] = [
       "analy",
       "screening",
     ],
-    `\\b(?:(?:note|message|instructions?|memo|reminder|p\\.\\s?s\\.?|ps)\\s+(?:to|for)|attention|dear|hey|hello)\\s*,?\\s+(?:the\\s+|any\\s+|all\\s+)?${AI}s?\\b|\\bif\\s+you(?:\\s+are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+assistant|assistant|chatbot|ai\\s+agent|autonomous\\s+agent)\\b${gap(30)}\\b(?:reading|processing|parsing|summari[sz]ing|seeing|you\\s+(?:must|should|need))|\\bif\\s+you(?:\\s+are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+(?:assistant|agent|model|system)|chatbot|autonomous\\s+agent)\\s*[,:;]|\\b${AI}s?(?:\\s+(?:systems?|models?|agents?|assistants?|tools?))?\\s+(?:processing|reading|summari[sz]ing|parsing|reviewing|analy[sz]ing|screening)\\s+(?:this|these|the)\\s+\\w+\\s+(?:must|should|shall|are\\s+(?:to|required\\s+to)|need\\s+to)\\b`,
+    `\\b(?:note|message|memo|reminder|instructions?|p\\.\\s?s\\.?|ps)\\s+(?:to|for)\\s+(?:the\\s+|any\\s+|all\\s+)?${AI}s?(?:\\s+[a-z-]{1,20})?(?:\\s+(?:assistants?|agents?|models?|systems?|reviewers?))?\\s*(?:[:,;]|-\\s|\\b(?:reading|processing|parsing|summari[sz]ing|who|that)\\b)|\\b(?:attention|dear|hey|hello)\\s*,?\\s+(?:the\\s+|any\\s+|all\\s+)?${AI}s?\\b|\\bif\\s+you(?:\\s+are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+assistant|assistant|chatbot|ai\\s+agent|autonomous\\s+agent)\\b${gap(30)}\\b(?:reading|processing|parsing|summari[sz]ing|seeing|you\\s+(?:must|should|need))|\\bif\\s+you(?:\\s+are|'re)\\s+(?:an?\\s+)?(?:ai|llm|large\\s+language\\s+model|language\\s+model|ai\\s+(?:assistant|agent|model|system)|chatbot|autonomous\\s+agent)\\s*[,:;]|\\b${AI}s?(?:\\s+(?:systems?|models?|agents?|assistants?|tools?))?\\s+(?:processing|reading|summari[sz]ing|parsing|reviewing|analy[sz]ing|screening)\\s+(?:this|these|the)\\s+\\w+\\s+(?:must|should|shall|are\\s+(?:to|required\\s+to)|need\\s+to)\\b`,
   ),
   rule(
     "address.prompt_leak",
