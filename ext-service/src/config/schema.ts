@@ -324,6 +324,14 @@ export const SecuritySchema = z
       })
       .strict()
       .prefault({}),
+    maxScanChars: z
+      .number()
+      .int()
+      .positive()
+      .default(2_097_152)
+      .describe(
+        "Most characters of text inspected per message; a larger server message is refused (response_too_large), since scanning it would stall the event loop",
+      ),
     decode: z
       .object({
         maxDepth: z.number().int().min(0).max(8).default(3),

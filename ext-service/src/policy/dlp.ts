@@ -396,6 +396,32 @@ const ibanDetector: Detector = {
   },
 };
 
+/** `scheme://user:password@host`: found from each "://" so the scan stays linear. */
+const URL_SCHEME = /[a-z][a-z0-9+.-]{1,20}$/i;
+const URL_USERINFO = /[^\s:@/]{1,100}:([^\s:@/]{3,100})@/y;
+const urlCredentialsDetector: Detector = {
+  kind: "url_credentials",
+  category: "secret",
+  patterns: [URL_SCHEME, URL_USERINFO],
+  maybe: (t) => t.includes("://"),
+  find(text, out) {
+    let at = text.indexOf("://");
+    while (at >= 0) {
+      if (URL_SCHEME.test(text.slice(Math.max(0, at - 21), at))) {
+        URL_USERINFO.lastIndex = at + 3;
+        const m = URL_USERINFO.exec(text);
+        const password = m?.[1];
+        if (m && password && !PLACEHOLDER.test(password) && password.length >= 6) {
+          const end = at + 3 + m[0].length - 1;
+          out.push({ kind: "url_credentials", category: "secret", start: end - password.length, end });
+        }
+      }
+      at = text.indexOf("://", at + 3);
+    }
+    URL_USERINFO.lastIndex = 0;
+  },
+};
+
 const DETECTORS: readonly Detector[] = [
   // --- secrets
   privateKeyDetector,
@@ -433,12 +459,7 @@ const DETECTORS: readonly Detector[] = [
     "secret",
     /\beyJ[A-Za-z0-9_-]{10,4096}\.eyJ[A-Za-z0-9_-]{10,16384}\.[A-Za-z0-9_-]{10,4096}/g,
   ),
-  regexDetector(
-    "url_credentials",
-    "secret",
-    /\b[a-z][a-z0-9+.-]{1,20}:\/\/[^\s:@/]{1,100}:([^\s:@/]{3,100})@/gi,
-    { group: 1, maybe: (t) => t.includes("://"), valid: (v) => !PLACEHOLDER.test(v) && v.length >= 6 },
-  ),
+  urlCredentialsDetector,
   regexDetector("bearer_token", "secret", /\bBearer\s{1,4}([A-Za-z0-9._~+/-]{20,2048}=*)/g, {
     group: 1,
     valid: (v) => looksSecret(v),

@@ -235,8 +235,43 @@ function looksLikeText(s: string): boolean {
   return bad / s.length < 0.08;
 }
 
-/** Runs that could be base64 (standard or URL alphabet) or hex; classified after matching. */
-const ENCODED_RUN = /[A-Za-z0-9+/_-]{16,}={0,2}/g;
+/** Characters of base64 (standard and URL alphabets), which includes hex digits. */
+const B64 = new Uint8Array(128);
+for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
+  B64[c.charCodeAt(0)] = 1;
+const MIN_RUN = 16;
+
+function isB64(c: number): boolean {
+  return c < 128 && B64[c] === 1;
+}
+
+/**
+ * Runs of at least 16 base64/hex characters (plus up to two '=' of padding). Any such run covers
+ * one of every 16th index, so the scan probes only those and expands around hits: about n/16
+ * probes plus the length of the words they land in, far cheaper than a regex tried at every index.
+ */
+export function encodedRuns(text: string): string[] {
+  const out: string[] = [];
+  const n = text.length;
+  let i = MIN_RUN - 1;
+  while (i < n) {
+    if (!isB64(text.charCodeAt(i))) {
+      i += MIN_RUN;
+      continue;
+    }
+    let s = i;
+    while (s > 0 && isB64(text.charCodeAt(s - 1))) s--;
+    let e = i + 1;
+    while (e < n && isB64(text.charCodeAt(e))) e++;
+    if (e - s >= MIN_RUN) {
+      let end = e;
+      while (end < n && end - e < 2 && text.charCodeAt(end) === 61) end++;
+      out.push(text.slice(s, end));
+    }
+    i = e + MIN_RUN;
+  }
+  return out;
+}
 const HEX_ONLY = /^[0-9a-fA-F]+$/;
 const HAS_UPPER = /[A-Z]/;
 const HAS_LOWER = /[a-z]/;
@@ -371,15 +406,11 @@ function visit(
   layers.push({ kind, depth, text });
   if (depth < limits.maxDepth) {
     // Collect first: decoding recurses, and the regexes below are shared.
-    ENCODED_RUN.lastIndex = 0;
-    let m: RegExpExecArray | null;
-    while ((m = ENCODED_RUN.exec(text)) !== null) {
-      const run = m[0];
+    for (const run of encodedRuns(text)) {
       const hex = run.startsWith("0x") || run.startsWith("0X") ? run.slice(2) : run;
       if (hex.length >= 16 && HEX_ONLY.test(hex)) nested.push({ kind: "hex", text: hex });
       else if (HAS_UPPER.test(run) && HAS_LOWER.test(run)) nested.push({ kind: "base64", text: run });
     }
-    ENCODED_RUN.lastIndex = 0;
     if (text.includes("%")) {
       for (const t of tokensWith(text, PERCENT, 2, limits.maxCandidateChars)) {
         nested.push({ kind: "percent", text: t });
@@ -390,8 +421,7 @@ function visit(
         nested.push({ kind: "escape", text: t });
       }
     }
-  } else if (ENCODED_RUN.test(text) || text.includes("%")) {
-    ENCODED_RUN.lastIndex = 0;
+  } else if (text.includes("%") || encodedRuns(text).length > 0) {
     budget.truncated = true;
   }
   for (const n of nested) {

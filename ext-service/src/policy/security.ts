@@ -140,6 +140,8 @@ interface WalkContext {
   notes: Note[];
   /** A structure deeper than the walker follows: not inspected, so not passed. */
   tooDeep: boolean;
+  /** Characters of text inspected so far in this message. */
+  scanned: number;
 }
 
 const MAX_WALK_DEPTH = 256;
@@ -435,6 +437,7 @@ export class SecurityPolicy {
       block: undefined,
       notes: [],
       tooDeep: false,
+      scanned: 0,
     };
     if (!ctx.injection && !ctx.dlp) return SAME;
     const raw = message.raw;
@@ -543,6 +546,15 @@ export class SecurityPolicy {
 
   private scanString(value: string, ctx: WalkContext, path: (string | number)[]): string {
     if (value.length < 6) return value;
+    ctx.scanned += value.length;
+    if (ctx.scanned > this.settings.maxScanChars) {
+      // Scanning is linear, but a message this large would still hold the event loop too long.
+      ctx.block = {
+        reason: "response_too_large",
+        detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
+      };
+      return value;
+    }
     const { exchange, settings } = ctx;
     let text = value;
     if (ctx.dlp) {
