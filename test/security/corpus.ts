@@ -50,7 +50,8 @@ const TRANSFORMS: Record<string, (s: string) => string> = {
   base64url: (s) => Buffer.from(s, "utf8").toString("base64url"),
   hex: (s) => Buffer.from(s, "utf8").toString("hex"),
   percent: (s) => encodeURIComponent(s),
-  "percent-all": (s) => [...Buffer.from(s, "utf8")].map((b) => `%${b.toString(16).padStart(2, "0")}`).join(""),
+  "percent-all": (s) =>
+    [...Buffer.from(s, "utf8")].map((b) => `%${b.toString(16).padStart(2, "0")}`).join(""),
   "escape-x": (s) => [...Buffer.from(s, "utf8")].map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join(""),
   "escape-u": (s) => [...s].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`).join(""),
   "html-entities": (s) => [...s].map((c) => `&#${c.codePointAt(0)};`).join(""),
@@ -62,10 +63,14 @@ const TRANSFORMS: Record<string, (s: string) => string> = {
   // Text in logical order between an override and its terminator, as Trojan Source does.
   bidi: (s) => `\u202e${s}\u202c`,
   homoglyph: (s) => s.replace(/[aeopcixysAEOI]/g, (c) => HOMOGLYPHS[c] ?? c),
-  fullwidth: (s) => s.replace(/[!-~]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 0xfee0)).replace(/ /g, "\u3000"),
+  fullwidth: (s) =>
+    s.replace(/[!-~]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 0xfee0)).replace(/ /g, "\u3000"),
   "zero-width+homoglyph": (s) => TRANSFORMS["zero-width"]!(TRANSFORMS.homoglyph!(s)),
   "mixed-invisible": (s) =>
-    s.replace(/ /g, () => " \u2060").replace(/([a-z])([a-z])/g, "$1\u200c$2").replace(/^/, "\ufeff"),
+    s
+      .replace(/ /g, () => " \u2060")
+      .replace(/([a-z])([a-z])/g, "$1\u200c$2")
+      .replace(/^/, "\ufeff"),
 };
 
 export function applyTransform(text: string, transform: string | undefined): string {
