@@ -72,13 +72,16 @@ function rule(
   mentionable = true,
   reach = 300,
 ): Rule {
+  // Whitespace runs are bounded, so two quantifiers meeting over spaces cannot backtrack
+  // quadratically on a long run of whitespace.
+  const bounded = source.replace(/\\s\*/g, "\\s{0,16}").replace(/\\s\+/g, "\\s{1,16}");
   return {
     id,
     tier,
     category,
     anchors,
-    pattern: new RegExp(source, "i"),
-    global: new RegExp(source, "gi"),
+    pattern: new RegExp(bounded, "i"),
+    global: new RegExp(bounded, "gi"),
     mentionable,
     reach,
   };

@@ -170,6 +170,8 @@ function stripHidden(s: string, hidden: HiddenCharacters): Stripped {
   const selectorBytes: number[] = [];
   let selectorRun: number[] = [];
   let lastEnd = -1;
+  let tagRunEnd = -1;
+  let tagRunIsFlag = false;
   const flushRun = () => {
     if (selectorRun.length >= 4) {
       hidden.selectorPayload += selectorRun.length;
@@ -182,8 +184,13 @@ function stripHidden(s: string, hidden: HiddenCharacters): Stripped {
     if (offset !== lastEnd) flushRun();
     lastEnd = offset + m.length;
     if (cp >= 0xe0000 && cp <= 0xe007f) {
-      // Emoji subdivision flags (black flag U+1F3F4 + tags) are the one legitimate use.
-      if (!inFlagSequence(s, offset)) {
+      // Emoji subdivision flags (black flag U+1F3F4 + tags) are the one legitimate use. A run of
+      // tags is a flag when its first tag follows the black flag (decided once per run).
+      if (offset !== tagRunEnd)
+        tagRunIsFlag =
+          offset >= 2 && s.charCodeAt(offset - 2) === 0xd83c && s.charCodeAt(offset - 1) === 0xdff4;
+      tagRunEnd = offset + m.length;
+      if (!tagRunIsFlag) {
         hidden.tagCharacters++;
         if (cp >= 0xe0020 && cp <= 0xe007e) tagText += String.fromCharCode(cp - 0xe0000);
       }
@@ -209,17 +216,6 @@ function stripHidden(s: string, hidden: HiddenCharacters): Stripped {
   });
   flushRun();
   return { text, tagText, selectorBytes };
-}
-
-/** True when the tag character at `offset` belongs to a run that starts right after U+1F3F4. */
-function inFlagSequence(s: string, offset: number): boolean {
-  let i = offset;
-  while (i >= 2 && s.charCodeAt(i - 2) === 0xdb40) {
-    const low = s.charCodeAt(i - 1);
-    if (low < 0xdc00 || low > 0xdc7f) break;
-    i -= 2;
-  }
-  return i >= 2 && s.charCodeAt(i - 2) === 0xd83c && s.charCodeAt(i - 1) === 0xdff4;
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: false });
@@ -350,7 +346,8 @@ function tokensWith(text: string, re: RegExp, min: number, maxLen: number): stri
   while ((m = re.exec(text)) !== null) {
     if (m.index < tokenEnd) continue;
     let start = m.index;
-    const floor = Math.max(0, m.index - maxLen);
+    // Never reach back into the previous token: each character belongs to one token at most.
+    const floor = Math.max(0, tokenEnd, m.index - maxLen);
     while (start > floor && !isSpace(text.charCodeAt(start - 1))) start--;
     let end = m.index + m[0].length;
     const ceil = Math.min(text.length, start + maxLen);
