@@ -331,27 +331,23 @@ const cardDetector: Detector = {
     let m: RegExpExecArray | null;
     while ((m = CARD_CANDIDATE.exec(text)) !== null) {
       const cand = m[0];
-      if (isCardNumber(cand)) {
-        out.push({ kind: "payment_card", category: "pii", start: m.index, end: m.index + cand.length });
-        continue;
-      }
-      // A card next to other numbers ("qty 2 4111 1111 1111 1111"): try windows of whole groups.
+      // A card next to other numbers ("qty 2 4111 1111 1111 1111"): try the longest run of whole
+      // groups from the first group; if none is a card, retry from the next group.
       const groups: { start: number; end: number }[] = [];
       const re = /[0-9]+/g;
       let g: RegExpExecArray | null;
       while ((g = re.exec(cand)) !== null) groups.push({ start: g.index, end: g.index + g[0].length });
-      if (groups.length > 8) continue;
-      search: for (let i = 0; i < groups.length; i++) {
-        for (let j = groups.length - 1; j >= i; j--) {
-          if (i === 0 && j === groups.length - 1) continue;
-          const sub = cand.slice(groups[i]!.start, groups[j]!.end);
-          if (isCardNumber(sub)) {
-            const start = m.index + groups[i]!.start;
-            out.push({ kind: "payment_card", category: "pii", start, end: start + sub.length });
-            break search;
-          }
+      let found = false;
+      for (let j = groups.length - 1; j >= 0; j--) {
+        const sub = cand.slice(0, groups[j]!.end);
+        if (isCardNumber(sub)) {
+          out.push({ kind: "payment_card", category: "pii", start: m.index, end: m.index + sub.length });
+          CARD_CANDIDATE.lastIndex = m.index + sub.length;
+          found = true;
+          break;
         }
       }
+      if (!found) CARD_CANDIDATE.lastIndex = m.index + groups[0]!.end;
     }
     CARD_CANDIDATE.lastIndex = 0;
   },
@@ -475,7 +471,7 @@ const DETECTORS: readonly Detector[] = [
   regexDetector(
     "phone",
     "pii",
-    /(?<![\w+.-])(?:\+[1-9][0-9]{0,2}[ .-]?)?(?:\([0-9]{2,4}\)[ .-]?|[0-9]{2,4}[ .-])[0-9]{3,4}[ .-][0-9]{3,4}(?![\w.-])|(?<![\w+])\+[1-9][0-9]{9,14}(?![\w.-])/g,
+    /(?<![\w+.-])(?:\+[1-9][0-9]{0,2}[ .-]?)?(?:\([0-9]{2,4}\)[ .-]?|[0-9]{2,4}[ .-])[0-9]{3,4}[ .-][0-9]{3,4}(?![\w-]|\.[0-9])|(?<![\w+])\+[1-9][0-9]{9,14}(?![\w-]|\.[0-9])/g,
     {
       maybe: (_t, h) => h.digits,
       valid: (v) => {
