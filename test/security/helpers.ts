@@ -1,6 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
+import { vi } from "vitest";
+import { main } from "../../ext-service/src/cli.js";
 import { GatewayConfigSchema, RegistrySchema, type Registry } from "../../ext-service/src/config/schema.js";
 import { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import type { Exchange } from "../../ext-service/src/policy/exchange.js";
@@ -251,4 +253,22 @@ async function handle(
     .writeHead(upstream.status, { ...resHeaders, "content-length": String(payload.byteLength) })
     .end(payload);
   finish(upstream.status);
+}
+
+/** Runs the CLI in-process, capturing stdout and stderr. */
+export async function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const capture = (append: (s: string) => void) => (chunk: string | Uint8Array) => {
+    append(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
+    return true;
+  };
+  const stdout = vi.spyOn(process.stdout, "write").mockImplementation(capture((s) => (out += s)));
+  const stderr = vi.spyOn(process.stderr, "write").mockImplementation(capture((s) => (err += s)));
+  try {
+    return { code: await main(args), out, err };
+  } finally {
+    stdout.mockRestore();
+    stderr.mockRestore();
+  }
 }

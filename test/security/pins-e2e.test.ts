@@ -9,12 +9,11 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { McpServer, type RegisteredTool } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { McpError, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { main } from "../../ext-service/src/cli.js";
 import { loadEngine } from "../../ext-service/src/config/compile.js";
 import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
-import { startMiniGateway, telemetry } from "./helpers.js";
+import { runCli, startMiniGateway, telemetry } from "./helpers.js";
 
 /**
  * The rug pull, end to end: a real MCP server (SDK) changes a tool's description after it was
@@ -39,24 +38,6 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   for await (const c of req) chunks.push(c as Buffer);
   const text = Buffer.concat(chunks).toString("utf8");
   return text ? JSON.parse(text) : undefined;
-}
-
-async function runCli(args: string[]): Promise<{ code: number; out: string }> {
-  let out = "";
-  const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-    out += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
-    return true;
-  });
-  const err = vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
-    out += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
-    return true;
-  });
-  try {
-    return { code: await main(args), out };
-  } finally {
-    write.mockRestore();
-    err.mockRestore();
-  }
 }
 
 /** One McpServer per session (the SDK serves one transport per server); all share the tool's description. */

@@ -120,6 +120,9 @@ const CONFUSABLES: Readonly<Record<string, string>> = Object.freeze({
   "\u0578": "n",
   "\u0131": "i",
   "\u0237": "j",
+  "\u0142": "l",
+  "\u0251": "a",
+  "\u0261": "g",
 });
 
 const CONFUSABLE_RE = new RegExp(`[${Object.keys(CONFUSABLES).join("")}]`, "g");
