@@ -10,8 +10,8 @@
  * path (ResponseTransformer.transformJson: parse, scan, re-serialise). Also a 10 MB result and a
  * false-positive check on the READMEs of installed packages (text nobody tuned the rules on).
  */
-import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { dirname, extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GatewayConfigSchema, RegistrySchema } from "../ext-service/src/config/schema.js";
 import { classifyMessage, type JsonRpcMessage } from "../ext-service/src/mcp/jsonrpc.js";
@@ -189,5 +189,39 @@ if (existsSync(modules)) {
   process.stdout.write(
     `injection findings on ${paragraphs} README paragraphs of installed packages: ${flagged} ` +
       `(${((flagged / Math.max(paragraphs, 1)) * 100).toFixed(3)}%)\n`,
+  );
+}
+
+// And 4 KB chunks of the installed packages' JavaScript/TypeScript sources and docs.
+if (existsSync(modules)) {
+  const files: string[] = [];
+  const walk = (dir: string, depth: number): void => {
+    if (files.length >= 3000 || depth > 6) return;
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p, depth + 1);
+      else if ([".js", ".mjs", ".ts", ".md"].includes(extname(e.name)) && statSync(p).size < 200_000)
+        files.push(p);
+    }
+  };
+  walk(modules, 0);
+  let chunks = 0;
+  let hits = 0;
+  for (const f of files) {
+    const text = readFileSync(f, "utf8");
+    for (let i = 0; i < text.length; i += 4096) {
+      chunks++;
+      if (scanInjection(text.slice(i, i + 4096)).tier !== undefined) hits++;
+    }
+  }
+  process.stdout.write(
+    `injection findings on ${chunks} 4 KB chunks of ${files.length} installed source/doc files: ${hits} ` +
+      `(${((hits / Math.max(chunks, 1)) * 100).toFixed(3)}%)\n`,
   );
 }

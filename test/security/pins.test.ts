@@ -152,3 +152,20 @@ describe("pins recorded in the registry", () => {
     expect(problem!.message).toContain("does not match the definition recorded in the registry");
   });
 });
+
+describe("hostile definitions", () => {
+  it("treats a live definition too deep to canonicalise as drift instead of failing", async () => {
+    let deep: Record<string, unknown> = { type: "string" };
+    for (let i = 0; i < 200; i++) deep = { type: "object", properties: { x: deep } };
+    const engine = makeEngine();
+    const { out, exchange } = await roundTrip(
+      engine,
+      { jsonrpc: "2.0", id: 1, method: "tools/list" },
+      { jsonrpc: "2.0", id: 1, result: { tools: [{ ...DEMO_TOOLS[0]!, inputSchema: deep }, DEMO_TOOLS[1]] } },
+    );
+    expect((out!.result as { tools: { name: string }[] }).tools.map((t) => t.name)).toEqual([
+      "create_ticket",
+    ]);
+    expect(exchange.reasons).toEqual(["tool_pin_mismatch"]);
+  });
+});

@@ -64,7 +64,13 @@ export class PinBook {
     if (typeof name !== "string") return undefined;
     const expected = this.expected(server, name);
     if (!expected) return undefined;
-    const livePin = toolPin(live);
+    let livePin: string;
+    try {
+      livePin = toolPin(live);
+    } catch {
+      // A definition that cannot be canonicalised (absurdly deep) cannot match: treat as drift.
+      return { ok: false, livePin: "sha256:invalid", expected: expected.pin, fields: [] };
+    }
     if (livePin === expected.pin) return { ok: true, pin: livePin };
     return { ok: false, livePin, expected: expected.pin, fields: changedFields(expected.tool, live) };
   }
