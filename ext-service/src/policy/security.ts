@@ -364,7 +364,11 @@ export class SecurityPolicy {
         injection: false,
       });
     }
-    if (!pending) return SAME;
+    if (!pending) {
+      // A response this exchange did not see the request for (a stream resumed with
+      // Last-Event-ID replays earlier answers): unknown method, so scanned as server output.
+      return this.scanMessage(exchange, message, "result", this.resolve(server, "*"), { injection: true });
+    }
     const name = pending.target ?? "*";
     switch (pending.method) {
       case "tools/list":
