@@ -1,5 +1,8 @@
 import type { Command } from "../cli.js";
 import { UsageError } from "../cli.js";
+import { registryDiffCommand } from "./registry-diff.js";
+import { registryLintCommand } from "./registry-lint.js";
+import { registryPinCommand } from "./registry-pin.js";
 import { renderEnvoySubcommand } from "./registry-render-envoy.js";
 
 /** One `mcp-gateway registry <sub>` subcommand; each lives in its own module. */
@@ -8,10 +11,16 @@ export interface RegistrySubcommand {
   summary: string;
   usage: string;
   options: Command["options"];
+  allowPositionals?: boolean;
   run: Command["run"];
 }
 
-const subcommands: RegistrySubcommand[] = [renderEnvoySubcommand];
+const subcommands: RegistrySubcommand[] = [
+  registryLintCommand,
+  registryPinCommand,
+  registryDiffCommand,
+  renderEnvoySubcommand,
+];
 
 export const registryCommand: Command = {
   name: "registry",

@@ -11,6 +11,7 @@ import type { GatewayConfig } from "./schema.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { Authenticator, ConfigurationProblem } from "../policy/identity.js";
 import { Rbac, RbacConfigError } from "../policy/rbac.js";
+import { SecurityConfigError } from "../policy/security.js";
 
 /**
  * Checks that need more than the schema: roles named by agents and by the anonymous principal,
@@ -51,7 +52,14 @@ export function crossReferenceProblems(
 export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
   const problems = crossReferenceProblems(loaded.config, loaded.configFile, loaded.configSource);
   if (problems.length > 0) throw new ConfigError(problems);
-  return new PolicyEngine(loaded, now);
+  try {
+    return new PolicyEngine(loaded, now);
+  } catch (err) {
+    // Security settings and registry pins are checked while the engine compiles them.
+    if (!(err instanceof SecurityConfigError)) throw err;
+    const file = err.file === "registry" ? loaded.registryFile : loaded.configFile;
+    throw new ConfigError([{ file, path: err.path, message: err.message }]);
+  }
 }
 
 /**

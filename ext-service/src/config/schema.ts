@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DLP_KINDS } from "../policy/dlp.js";
 
 /**
  * Schemas for gateway.yaml and registry.yaml. Every object is strict so a misspelled key is an
@@ -236,6 +237,151 @@ export const EdgeSchema = z
     requestTimeout: "30s",
   });
 
+const SecurityAction = z
+  .enum(["block", "redact", "annotate", "log"])
+  .describe(
+    "block: refuse (drop the tool, answer an error); redact: replace the text; annotate: pass with a warning; log: pass, count and audit",
+  );
+const ArgumentAction = z
+  .enum(["block", "log"])
+  .describe("block: refuse the request; log: forward, count and audit");
+const DlpKind = z.enum(DLP_KINDS as [string, ...string[]]);
+
+type SecurityActionValue = "block" | "redact" | "annotate" | "log";
+type ArgumentActionValue = "block" | "log";
+
+const tierActions = (block: SecurityActionValue, alert: SecurityActionValue) =>
+  z
+    .object({ block: SecurityAction.default(block), alert: SecurityAction.default(alert) })
+    .strict()
+    .prefault({})
+    .describe("Action for findings of high-precision (block) and broad (alert) rules");
+const argumentTierActions = (block: ArgumentActionValue, alert: ArgumentActionValue) =>
+  z
+    .object({ block: ArgumentAction.default(block), alert: ArgumentAction.default(alert) })
+    .strict()
+    .prefault({})
+    .describe("Action for findings of high-precision (block) and broad (alert) rules");
+
+export const DlpAllowSchema = z
+  .object({
+    detector: DlpKind.optional().describe(
+      "Limit this entry to one detector; alone, it turns the detector off",
+    ),
+    values: z.array(z.string().min(1)).optional().describe("Exact matched values that are not sensitive"),
+    patterns: z
+      .array(z.string().min(1))
+      .optional()
+      .describe("Regular expressions a matched value must match in full to be allowed"),
+    description: z.string().optional(),
+  })
+  .strict()
+  .refine((a) => a.detector || a.values || a.patterns, {
+    message: "an allow entry needs detector, values or patterns",
+  });
+
+const InjectionOverrideSchema = z
+  .object({
+    enabled: z.boolean().optional(),
+    descriptions: z.object({ block: SecurityAction, alert: SecurityAction }).partial().strict().optional(),
+    arguments: z.object({ block: ArgumentAction, alert: ArgumentAction }).partial().strict().optional(),
+    outputs: z.object({ block: SecurityAction, alert: SecurityAction }).partial().strict().optional(),
+  })
+  .strict();
+
+const DlpOverrideSchema = z
+  .object({
+    enabled: z.boolean().optional(),
+    arguments: z.object({ secret: ArgumentAction, pii: ArgumentAction }).partial().strict().optional(),
+    outputs: z.object({ secret: SecurityAction, pii: SecurityAction }).partial().strict().optional(),
+    allow: z.array(DlpAllowSchema).optional().describe("Added to the global allowlist for matching tools"),
+  })
+  .strict();
+
+export const SecurityOverrideSchema = z
+  .object({
+    match: z
+      .array(Glob)
+      .min(1)
+      .describe("server/name globs: a tool, prompt or resource URI (e.g. tickets/*, kb/**)"),
+    description: z.string().optional(),
+    validateArguments: z.boolean().optional(),
+    injection: InjectionOverrideSchema.optional(),
+    dlp: DlpOverrideSchema.optional(),
+  })
+  .strict();
+
+export const SecuritySchema = z
+  .object({
+    pins: z
+      .object({
+        enforce: z
+          .boolean()
+          .default(true)
+          .describe("Drop drifted tools from tools/list and refuse calls to them; false only counts drift"),
+      })
+      .strict()
+      .prefault({}),
+    validateArguments: z
+      .boolean()
+      .default(true)
+      .describe("Validate tools/call arguments against the tool's pinned inputSchema"),
+    injection: z
+      .object({
+        enabled: z.boolean().default(true),
+        descriptions: tierActions("block", "log").describe(
+          "Tool descriptions (and schema texts) in tools/list and the initialize instructions",
+        ),
+        arguments: argumentTierActions("block", "log").describe("tools/call and prompts/get arguments"),
+        outputs: tierActions("block", "annotate").describe(
+          "Tool results, prompts, resources, sampling and elicitation requests from servers",
+        ),
+      })
+      .strict()
+      .prefault({}),
+    dlp: z
+      .object({
+        enabled: z.boolean().default(true),
+        detectors: z.array(DlpKind).optional().describe("Detectors to run; all when omitted"),
+        arguments: z
+          .object({ secret: ArgumentAction.default("block"), pii: ArgumentAction.default("log") })
+          .strict()
+          .prefault({})
+          .describe("Secrets and personal data in tools/call and prompts/get arguments"),
+        outputs: z
+          .object({ secret: SecurityAction.default("redact"), pii: SecurityAction.default("redact") })
+          .strict()
+          .prefault({})
+          .describe("Secrets and personal data in everything servers send"),
+        allow: z.array(DlpAllowSchema).default([]),
+      })
+      .strict()
+      .prefault({}),
+    maxScanChars: z
+      .number()
+      .int()
+      .positive()
+      .default(2_097_152)
+      .describe(
+        "Most characters of text inspected per message; a larger server message is refused (response_too_large), since scanning it would stall the event loop",
+      ),
+    decode: z
+      .object({
+        maxDepth: z.number().int().min(0).max(8).default(3),
+        maxDecodedChars: z.number().int().positive().default(262_144),
+        maxCandidateChars: z.number().int().positive().default(65_536),
+      })
+      .strict()
+      .prefault({})
+      .describe("Bounds on decoding base64/hex/percent layers before injection rules run"),
+    overrides: z
+      .array(SecurityOverrideSchema)
+      .default([])
+      .describe("Per server/tool settings; later entries win"),
+  })
+  .strict()
+  .prefault({});
+
 export const GatewayConfigSchema = z
   .object({
     $schema: z.string().optional(),
@@ -260,6 +406,7 @@ export const GatewayConfigSchema = z
     agents: z.record(z.string().min(1), AgentSchema).default({}),
     limits: LimitsSchema,
     edge: EdgeSchema,
+    security: SecuritySchema,
     shutdownGrace: Duration.default("10s"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
@@ -364,6 +511,11 @@ export type RegistryServer = z.infer<typeof ServerSchema>;
 export type RegistryTool = z.infer<typeof ToolSchema>;
 export type Rule = z.infer<typeof RuleSchema>;
 export type Issuer = z.infer<typeof IssuerSchema>;
+export type SecurityConfig = z.infer<typeof SecuritySchema>;
+export type SecurityOverride = z.infer<typeof SecurityOverrideSchema>;
+export type SecurityActionName = z.infer<typeof SecurityAction>;
+export type ArgumentActionName = z.infer<typeof ArgumentAction>;
+export type DlpAllowEntry = z.infer<typeof DlpAllowSchema>;
 
 /** Duration in milliseconds. */
 export function durationMs(value: number | string): number {

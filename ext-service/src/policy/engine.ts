@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { dirname } from "node:path";
 import type { LoadedConfig } from "../config/load.js";
-import type { GatewayConfig } from "../config/schema.js";
+import type { GatewayConfig, RegistryTool } from "../config/schema.js";
 import {
   errorResponse,
   parseJsonRpcBody,
@@ -16,6 +16,7 @@ import { Rbac } from "./rbac.js";
 import { Reasons, type Reason } from "./reasons.js";
 import { ToolRegistry } from "./registry.js";
 import { ResponseTransformer } from "./response.js";
+import { SecurityPolicy } from "./security.js";
 import { parseRoute, resourceMetadata, resourceMetadataUrl, type Route } from "./routing.js";
 
 /** Request headers the core looks at, lower-case names. */
@@ -72,6 +73,8 @@ export class PolicyEngine {
   readonly registry: ToolRegistry;
   readonly rbac: Rbac;
   readonly authenticator: Authenticator;
+  /** Pins, argument validation, injection and DLP (docs/SECURITY.md); holds the drift state. */
+  readonly security: SecurityPolicy;
   readonly limits: ParseLimits & {
     maxRequestBytes: number;
     maxResponseBytes: number;
@@ -86,6 +89,7 @@ export class PolicyEngine {
     this.registry = new ToolRegistry(loaded.registry);
     this.rbac = new Rbac(loaded.config, now);
     this.authenticator = new Authenticator(loaded.config, dirname(loaded.configFile), now);
+    this.security = new SecurityPolicy(loaded.config, loaded.registry);
     this.limits = loaded.config.limits;
   }
 
@@ -246,6 +250,7 @@ export class PolicyEngine {
         detail: target.kind === "resources" ? "'uri' is required" : "'name' is required",
       };
     }
+    let tool: RegistryTool | undefined;
     if (target.kind === "tools") {
       exchange.tools.push(target.name);
       const found = this.registry.tool(server, target.name, this.today());
@@ -263,6 +268,7 @@ export class PolicyEngine {
           }).allowed;
         return { reason: deprecated ? "tool_deprecated" : "tool_unknown", detail: target.name };
       }
+      tool = found.tool;
     }
     const args = message.params?.arguments;
     const access = this.rbac.decide({
@@ -284,7 +290,7 @@ export class PolicyEngine {
             : "resource_unknown";
       return { reason, detail: target.name };
     }
-    return undefined;
+    return this.security.checkRequest(exchange, server, message.method, target.name, message.params, tool);
   }
 
   /** Newer protocol revisions mirror the method and target in headers; they must agree with the body. */

@@ -131,6 +131,53 @@ export const Reasons = {
   tool_deprecated: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown tool" },
   prompt_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown prompt" },
   resource_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown resource" },
+  // security policies (docs/SECURITY.md)
+  tool_pin_mismatch: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The tool's definition changed since it was approved; calls are refused until it is re-pinned",
+  },
+  tool_poisoned: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The tool's description contains instructions aimed at the model",
+  },
+  tool_collision: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The tool's name collides with a tool of another server",
+  },
+  invalid_arguments: { code: JsonRpcCode.InvalidParams, status: 200, message: "Invalid arguments" },
+  injection_blocked: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "Blocked: the content contains a prompt-injection pattern",
+  },
+  injection_suspected: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The content resembles a prompt injection",
+  },
+  secret_in_arguments: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The arguments contain a secret; the request was not sent",
+  },
+  pii_in_arguments: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The arguments contain personal data; the request was not sent",
+  },
+  secret_in_output: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The server's answer contained a secret and was withheld",
+  },
+  pii_in_output: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The server's answer contained personal data and was withheld",
+  },
   // upstream and traffic
   rate_limited: { code: JsonRpcCode.RateLimited, status: 429, message: "Too many requests; slow down" },
   upstream_unavailable: {

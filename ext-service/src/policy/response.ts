@@ -1,7 +1,7 @@
 import { classifyMessage, decodeUtf8, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import { SseEventTooLarge, SseParser, formatSseEvent } from "../mcp/sse.js";
 import type { SubjectKind } from "../mcp/methods.js";
-import { countOn, denyExchange, idKey, type Exchange } from "./exchange.js";
+import { countOn, denyExchange, idKey, type Exchange, type PendingRequest } from "./exchange.js";
 import type { PolicyEngine } from "./engine.js";
 import { Reasons } from "./reasons.js";
 
@@ -172,15 +172,28 @@ export class ResponseTransformer {
   }
 
   private rewriteMessage(message: JsonRpcMessage): MessageRewrite {
-    if (message.kind !== "response") return SAME;
-    const key = idKey(message.id);
-    const pending = this.exchange.pending.get(key);
+    const key = message.kind === "response" ? idKey(message.id) : undefined;
+    const waiting = key === undefined ? undefined : this.exchange.pending.get(key);
     // Answered: what is left in `pending` at the end of a stream never got a response.
-    if (pending) this.exchange.pending.delete(key);
-    if (message.error !== undefined) return SAME;
+    if (waiting && key !== undefined) this.exchange.pending.delete(key);
     // A response with no request waiting for it (a duplicate id, or one replayed on a resumed
     // GET stream) is judged by its shape, so a list can never slip through unfiltered.
-    switch (pending?.method ?? listMethodByShape(message.result)) {
+    const listShape = message.kind === "response" && !waiting ? listMethodByShape(message.result) : undefined;
+    const pending: PendingRequest | undefined =
+      waiting ?? (listShape ? { method: listShape, target: undefined } : undefined);
+    // Security policies first (pins, poisoning, injection, DLP), then RBAC list filtering.
+    const secured = this.engine.security.inspectServerMessage(this.exchange, message, pending);
+    if (secured.kind === "drop") return secured;
+    const current = secured.kind === "replace" ? secured.message : message;
+    const filtered = this.filterMessage(current, pending);
+    if (filtered.kind !== "same") return filtered;
+    return secured.kind === "replace" ? { kind: "replace", value: secured.message.raw } : SAME;
+  }
+
+  private filterMessage(message: JsonRpcMessage, pending: PendingRequest | undefined): MessageRewrite {
+    if (message.kind !== "response" || message.error !== undefined) return SAME;
+    if (!pending) return SAME;
+    switch (pending.method) {
       case "tools/list":
         return this.filterList(message, "tools", "name");
       case "prompts/list":

@@ -23,6 +23,34 @@ export interface AuditRecord {
 const finished = new WeakSet<Exchange>();
 
 /**
+ * Exchange counters into metrics. Security counters carry a label value after the colon
+ * (docs/SECURITY.md): `redacted:<detector>`, `dlp:<detector>`, `injection:<rule>`,
+ * `tool_drift:<tool>`; everything else counts as filtered items.
+ */
+function countMetric(metrics: Metrics, exchange: Exchange, key: string, n: number): void {
+  const colon = key.indexOf(":");
+  const prefix = colon < 0 ? key : key.slice(0, colon);
+  const label = key.slice(colon + 1);
+  switch (colon < 0 ? "" : prefix) {
+    case "redacted":
+      metrics.redactions.inc({ kind: label }, n);
+      metrics.findings.inc({ scanner: "dlp", rule: label }, n);
+      return;
+    case "dlp":
+      metrics.findings.inc({ scanner: "dlp", rule: label }, n);
+      return;
+    case "injection":
+      metrics.findings.inc({ scanner: "injection", rule: label }, n);
+      return;
+    case "tool_drift":
+      metrics.toolDrift.inc({ server: exchange.server ?? "-", tool: label }, n);
+      return;
+    default:
+      metrics.filtered.inc({ kind: key }, n);
+  }
+}
+
+/**
  * Closes an exchange: exactly one audit record and one metrics update, however many times an
  * adapter's cleanup paths call this (stream end, error, reset).
  */
@@ -61,7 +89,7 @@ export class AuditTrail {
       decision: exchange.decision,
     });
     for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });
-    for (const [kind, n] of Object.entries(exchange.counters)) this.metrics.filtered.inc({ kind }, n);
+    for (const [kind, n] of Object.entries(exchange.counters)) countMetric(this.metrics, exchange, kind, n);
     return record;
   }
 }

@@ -8,6 +8,8 @@ export class Metrics {
   readonly violations: Counter<"reason">;
   readonly filtered: Counter<"kind">;
   readonly redactions: Counter<"kind">;
+  readonly toolDrift: Counter<"server" | "tool">;
+  readonly findings: Counter<"scanner" | "rule">;
   readonly upstreamErrors: Counter<"server" | "reason">;
   readonly breakerOpen: Gauge<"server" | "upstream">;
   readonly inflight: Gauge<"plane">;
@@ -44,6 +46,18 @@ export class Metrics {
       name: "mcp_gateway_redactions_total",
       help: "Values redacted by DLP, by detector kind",
       labelNames: ["kind"],
+      registers,
+    });
+    this.toolDrift = new Counter({
+      name: "mcp_gateway_tool_drift_total",
+      help: "tools/list entries whose live definition did not match the registry pin (rug pulls)",
+      labelNames: ["server", "tool"],
+      registers,
+    });
+    this.findings = new Counter({
+      name: "mcp_gateway_security_findings_total",
+      help: "Injection rule matches and DLP detections (whatever the action), by scanner and rule or detector",
+      labelNames: ["scanner", "rule"],
       registers,
     });
     this.upstreamErrors = new Counter({

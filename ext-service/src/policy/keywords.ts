@@ -1,0 +1,152 @@
+/**
+ * A keyword index for the injection rules' prefilter: one linear pass over the text finds where
+ * anchor words (and word pairs) occur, so each rule only runs in windows around its anchors.
+ *
+ * Anchor syntax (lower case):
+ *   "word"            a whole word ([a-z0-9_]+)
+ *   "word next"       a word followed (after whitespace) by another word or one punctuation mark
+ *   anything else     a literal searched case-insensitively anywhere ("<|", "![", ".ssh", "p.s")
+ *
+ * The scan hashes each token while reading it (FNV-1a over lower-cased ASCII) and looks words and
+ * adjacent pairs up in 64 Ki-entry filters, so it allocates nothing for ordinary text. That is
+ * several times cheaper than a large case-insensitive alternation regex, the naive prefilter.
+ * A hash collision only widens the windows a rule runs in; it cannot hide a match.
+ */
+
+export type KeywordHits = Map<string, number[]>;
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+function isWordCode(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95;
+}
+
+function isSpaceCode(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11 || c === 160;
+}
+
+function foldCode(c: number): number {
+  return c >= 65 && c <= 90 ? c | 32 : c;
+}
+
+/** FNV-1a of a token, ASCII letters lower-cased (must match the scan loop). */
+function hashToken(token: string): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < token.length; i++) h = Math.imul(h ^ foldCode(token.charCodeAt(i)), FNV_PRIME);
+  return h;
+}
+
+function pairHash(first: number, second: number): number {
+  return (Math.imul(first, 0x9e3779b1) ^ second) | 0;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+export class KeywordIndex {
+  private readonly singles = new Map<number, string>();
+  private readonly pairs = new Map<number, string>();
+  /** Low 16 bits of single-word and pair hashes: one array read rejects most tokens. */
+  private readonly singleFilter = new Uint8Array(65536);
+  private readonly pairFilter = new Uint8Array(65536);
+  private readonly special: RegExp | undefined;
+
+  constructor(anchors: Iterable<string>) {
+    const specials: string[] = [];
+    for (const raw of anchors) {
+      const a = raw.toLowerCase();
+      const pair = /^([a-z0-9_]+) ([a-z0-9_]+|[^a-z0-9_\s])$/.exec(a);
+      if (/^[a-z0-9_]+$/.test(a)) {
+        const h = hashToken(a) | 0;
+        this.singles.set(h, a);
+        this.singleFilter[h & 0xffff] = 1;
+      } else if (pair) {
+        const h = pairHash(hashToken(pair[1]!), hashToken(pair[2]!));
+        this.pairs.set(h, a);
+        this.pairFilter[h & 0xffff] = 1;
+      } else specials.push(a);
+    }
+    this.special = specials.length
+      ? new RegExp(
+          specials
+            .sort((x, y) => y.length - x.length)
+            .map(escapeRegExp)
+            .join("|"),
+          "gi",
+        )
+      : undefined;
+  }
+
+  /**
+   * Anchor keys found in `text` with their positions. Returns "all" when more than `maxHits`
+   * occurrences are seen (windows would cover the text anyway), undefined when there are none.
+   */
+  find(text: string, maxHits = 2048): KeywordHits | "all" | undefined {
+    const hits: KeywordHits = new Map();
+    let total = 0;
+    const n = text.length;
+    let prevHash = 0;
+    let prevStart = -1;
+    let i = 0;
+    while (i < n) {
+      let c = text.charCodeAt(i);
+      if (isSpaceCode(c)) {
+        i++;
+        continue;
+      }
+      const start = i;
+      let h = FNV_OFFSET;
+      if (isWordCode(c)) {
+        do {
+          h = Math.imul(h ^ foldCode(c), FNV_PRIME);
+          i++;
+        } while (i < n && isWordCode((c = text.charCodeAt(i))));
+        h |= 0;
+        if (this.singleFilter[h & 0xffff] === 1) {
+          const key = this.singles.get(h);
+          if (key !== undefined && add(hits, key, start) && ++total > maxHits) return "all";
+        }
+      } else {
+        // One punctuation mark (or any other character) is a token of its own.
+        h = Math.imul(h ^ c, FNV_PRIME) | 0;
+        i++;
+      }
+      if (prevStart >= 0) {
+        const p = pairHash(prevHash, h);
+        if (this.pairFilter[p & 0xffff] === 1) {
+          const key = this.pairs.get(p);
+          if (key !== undefined && add(hits, key, prevStart) && ++total > maxHits) return "all";
+        }
+      }
+      prevHash = h;
+      prevStart = start;
+    }
+    if (this.special) {
+      const re = this.special;
+      re.lastIndex = 0;
+      let m: RegExpExecArray | null;
+      while ((m = re.exec(text)) !== null) {
+        if (add(hits, m[0].toLowerCase(), m.index) && ++total > maxHits) {
+          re.lastIndex = 0;
+          return "all";
+        }
+      }
+      re.lastIndex = 0;
+    }
+    return total === 0 ? undefined : hits;
+  }
+
+  /** The literal regex for non-word anchors (for the backtracking tests). */
+  get specialPattern(): RegExp | undefined {
+    return this.special;
+  }
+}
+
+function add(hits: KeywordHits, key: string, at: number): true {
+  let list = hits.get(key);
+  if (!list) hits.set(key, (list = []));
+  list.push(at);
+  return true;
+}

@@ -1,0 +1,174 @@
+import type { Registry, RegistryTool } from "../config/schema.js";
+import { changedFields, toolPin, type PinnedField } from "./canonical.js";
+
+/**
+ * Pinned tool definitions (the rug-pull defence). Every registered tool has an expected pin: the
+ * one recorded in the registry, or, when none is recorded, the hash of the registry's own
+ * definition. A live definition whose hash differs has drifted.
+ */
+
+export interface ExpectedPin {
+  pin: string;
+  /** True when the registry records the pin explicitly. */
+  recorded: boolean;
+  tool: RegistryTool;
+}
+
+/** A registry entry whose recorded pin does not match its own definition (a review mistake). */
+export interface PinInconsistency {
+  server: string;
+  serverIndex: number;
+  tool: string;
+  toolIndex: number;
+  recorded: string;
+  computed: string;
+}
+
+export type PinCheck =
+  { ok: true; pin: string } | { ok: false; livePin: string; expected: string; fields: PinnedField[] };
+
+export class PinBook {
+  private readonly byServer = new Map<string, Map<string, ExpectedPin>>();
+  readonly inconsistencies: readonly PinInconsistency[];
+
+  constructor(registry: Registry) {
+    const problems: PinInconsistency[] = [];
+    registry.servers.forEach((server, serverIndex) => {
+      const tools = new Map<string, ExpectedPin>();
+      server.tools.forEach((tool, toolIndex) => {
+        const computed = toolPin(tool);
+        if (tool.pin !== undefined && tool.pin !== computed) {
+          problems.push({
+            server: server.name,
+            serverIndex,
+            tool: tool.name,
+            toolIndex,
+            recorded: tool.pin,
+            computed,
+          });
+        }
+        tools.set(tool.name, { pin: tool.pin ?? computed, recorded: tool.pin !== undefined, tool });
+      });
+      this.byServer.set(server.name, tools);
+    });
+    this.inconsistencies = problems;
+  }
+
+  expected(server: string, tool: string): ExpectedPin | undefined {
+    return this.byServer.get(server)?.get(tool);
+  }
+
+  /** Compares a tool as the server lists it with its pin. */
+  check(server: string, live: Readonly<Record<string, unknown>>): PinCheck | undefined {
+    const name = live.name;
+    if (typeof name !== "string") return undefined;
+    const expected = this.expected(server, name);
+    if (!expected) return undefined;
+    let livePin: string;
+    try {
+      livePin = toolPin(live);
+    } catch {
+      // A definition that cannot be canonicalised (absurdly deep) cannot match: treat as drift.
+      return { ok: false, livePin: "sha256:invalid", expected: expected.pin, fields: [] };
+    }
+    if (livePin === expected.pin) return { ok: true, pin: livePin };
+    return { ok: false, livePin, expected: expected.pin, fields: changedFields(expected.tool, live) };
+  }
+}
+
+export interface DriftRecord {
+  livePin: string;
+  expected: string;
+  fields: PinnedField[];
+  /** When the drift was last seen (ms since epoch). */
+  seenAt: number;
+}
+
+/**
+ * What the gateway has learned at runtime about live definitions: which tools drifted (calls to
+ * them are refused until a tools/list shows them matching again), and which servers announced
+ * `notifications/tools/list_changed` since their last checked tools/list. The one piece of
+ * mutable state the engine owns; small and bounded by the registry.
+ */
+export class ToolDriftState {
+  private readonly drifted = new Map<string, Map<string, DriftRecord>>();
+  private readonly stale = new Set<string>();
+
+  drift(server: string, tool: string): DriftRecord | undefined {
+    return this.drifted.get(server)?.get(tool);
+  }
+
+  recordDrift(server: string, tool: string, record: DriftRecord): void {
+    let tools = this.drifted.get(server);
+    if (!tools) this.drifted.set(server, (tools = new Map()));
+    tools.set(tool, record);
+  }
+
+  recordMatch(server: string, tool: string): void {
+    const tools = this.drifted.get(server);
+    if (tools?.delete(tool) && tools.size === 0) this.drifted.delete(server);
+  }
+
+  /** `notifications/tools/list_changed` seen: definitions must be checked again. */
+  markStale(server: string): void {
+    this.stale.add(server);
+  }
+
+  isStale(server: string): boolean {
+    return this.stale.has(server);
+  }
+
+  /** A tools/list from the server was checked. */
+  listChecked(server: string): void {
+    this.stale.delete(server);
+  }
+
+  /** Drifted tools by server, for the admin endpoint and tests. */
+  snapshot(): Record<string, Record<string, DriftRecord>> {
+    const out: Record<string, Record<string, DriftRecord>> = {};
+    for (const [server, tools] of this.drifted) out[server] = Object.fromEntries(tools);
+    return out;
+  }
+}
+
+export interface ToolChange {
+  name: string;
+  fields: PinnedField[];
+  before: string;
+  after: string;
+}
+
+export interface ToolDiff {
+  added: Record<string, unknown>[];
+  removed: RegistryTool[];
+  changed: (ToolChange & { live: Record<string, unknown> })[];
+  /** Registered tools that match the live definition but have no recorded pin yet. */
+  unpinned: { name: string; pin: string }[];
+  unchanged: string[];
+}
+
+/** Registry tools of one server against the live tools/list of that server. */
+export function diffTools(
+  registered: readonly RegistryTool[],
+  live: readonly Record<string, unknown>[],
+): ToolDiff {
+  const diff: ToolDiff = { added: [], removed: [], changed: [], unpinned: [], unchanged: [] };
+  const liveByName = new Map<string, Record<string, unknown>>();
+  for (const t of live) if (typeof t.name === "string") liveByName.set(t.name, t);
+  for (const tool of registered) {
+    const l = liveByName.get(tool.name);
+    if (!l) {
+      diff.removed.push(tool);
+      continue;
+    }
+    const before = tool.pin ?? toolPin(tool);
+    const after = toolPin(l);
+    if (before !== after) {
+      diff.changed.push({ name: tool.name, fields: changedFields(tool, l), before, after, live: l });
+    } else if (tool.pin === undefined) diff.unpinned.push({ name: tool.name, pin: after });
+    else diff.unchanged.push(tool.name);
+  }
+  const known = new Set(registered.map((t) => t.name));
+  for (const [name, t] of liveByName) if (!known.has(name)) diff.added.push(t);
+  return diff;
+}
