@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
 import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { ensureDevKeys, signDevToken, type TokenRequest } from "../../ext-service/src/config/devkeys.js";
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "../../ext-service/src/envoy/envoy-role-client.js";
@@ -8,6 +9,7 @@ import { startExtService, type ExtService } from "../../ext-service/src/envoy/se
 import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+import { listedTool } from "../policy/support.js";
 
 /** A test gateway: its own keys, config and registry in a temp dir; the real ext-service on port 0. */
 
@@ -53,7 +55,7 @@ servers:
     upstreams: ["http://127.0.0.1:1/mcp"]
     tools:
       - name: list_tickets
-        description: List tickets.
+        description: List tickets — ünïcode ✓
       - name: get_ticket
         description: Fetch one ticket.
         inputSchema: { type: object, properties: { id: { type: string } }, required: [id] }
@@ -65,6 +67,11 @@ servers:
       - name: search_articles
         description: Search articles.
 `;
+
+/** How `server` lists `name` in tools/list: REGISTRY_YAML's definition, so its pin matches. */
+export function listedTestTool(server: string, name: string): Record<string, unknown> {
+  return listedTool(parseYaml(REGISTRY_YAML) as Record<string, unknown>, server, name);
+}
 
 /** Collects pino's JSON lines so tests can read audit records and check what was logged. */
 export class LogCapture {

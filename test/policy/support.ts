@@ -70,21 +70,57 @@ export const REGISTRY = {
     {
       name: "kb",
       upstreams: ["http://127.0.0.1:1/mcp"],
-      tools: [{ name: "search" }, { name: "get_article" }],
+      tools: [
+        {
+          name: "search",
+          description: "Search knowledge-base articles.",
+          inputSchema: { type: "object", properties: { query: { type: "string" } } },
+        },
+        { name: "get_article", description: "Fetch one article by id." },
+      ],
     },
     {
       name: "tickets",
       upstreams: ["http://127.0.0.1:2/mcp"],
       tools: [
-        { name: "list_tickets" },
-        { name: "delete_ticket" },
-        { name: "old_export", deprecated: "2026-01-01" },
-        { name: "new_export", deprecated: "2027-01-01" },
+        { name: "list_tickets", title: "List tickets", description: "List open tickets." },
+        { name: "delete_ticket", description: "Delete a ticket.", annotations: { destructiveHint: true } },
+        { name: "old_export", description: "Export tickets (old format).", deprecated: "2026-01-01" },
+        { name: "new_export", description: "Export tickets.", deprecated: "2027-01-01" },
       ],
     },
-    { name: "deploy", upstreams: ["http://127.0.0.1:3/mcp"], tools: [{ name: "deploy_service" }] },
+    {
+      name: "deploy",
+      upstreams: ["http://127.0.0.1:3/mcp"],
+      tools: [{ name: "deploy_service", description: "Deploy a service." }],
+    },
   ],
 };
+
+/**
+ * A tool as its MCP server lists it in tools/list. A registered tool is listed with the
+ * registry's definition of it (the fields a pin covers, as the registry records them after
+ * defaults), so it matches its pin as a well-behaved server's tool does; a name the registry does
+ * not have gets a made-up definition, like an unregistered tool on a real server. Tests that need
+ * a drifted definition change the result of this function.
+ */
+export function listedTool(
+  reg: Record<string, unknown>,
+  server: string,
+  name: string,
+): Record<string, unknown> {
+  const tool = registry(reg)
+    .servers.find((s) => s.name === server)
+    ?.tools.find((t) => t.name === name);
+  if (!tool) return { name, description: `${name} (not in the registry)`, inputSchema: { type: "object" } };
+  const listed: Record<string, unknown> = { name: tool.name };
+  if (tool.title !== undefined) listed.title = tool.title;
+  if (tool.description !== "") listed.description = tool.description;
+  listed.inputSchema = tool.inputSchema;
+  if (tool.outputSchema !== undefined) listed.outputSchema = tool.outputSchema;
+  if (tool.annotations !== undefined) listed.annotations = tool.annotations;
+  return listed;
+}
 
 /** gateway.yaml for the engine and response tests: agents with different reach. */
 export function gatewayFor(jwk: unknown) {

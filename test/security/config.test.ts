@@ -39,7 +39,7 @@ describe("the security section of gateway.yaml", () => {
 
   it("names misspelled keys, unknown detectors and actions not allowed for arguments", () => {
     expect(problems(`${base}security:\n  injection:\n    outputz: {}\n`)).toEqual([
-      "security.injection: unknown key 'outputz'",
+      "security.injection: unknown key 'outputz' (did you mean 'outputs'?)",
     ]);
     expect(problems(`${base}security:\n  dlp:\n    detectors: [email, ssn]\n`)[0]).toMatch(
       /^security\.dlp\.detectors\[1\]: /,

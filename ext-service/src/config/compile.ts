@@ -52,14 +52,29 @@ export function crossReferenceProblems(
 export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
   const problems = crossReferenceProblems(loaded.config, loaded.configFile, loaded.configSource);
   if (problems.length > 0) throw new ConfigError(problems);
+  return buildEngine(loaded, now);
+}
+
+/**
+ * Security settings and registry pins are checked while the engine compiles them: such a
+ * problem becomes a ConfigError located in its file, like every other config problem.
+ */
+function buildEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
   try {
     return new PolicyEngine(loaded, now);
   } catch (err) {
-    // Security settings and registry pins are checked while the engine compiles them.
     if (!(err instanceof SecurityConfigError)) throw err;
-    const file = err.file === "registry" ? loaded.registryFile : loaded.configFile;
+    const inRegistry = err.file === "registry";
+    const source = inRegistry ? loaded.registrySource : loaded.configSource;
+    if (source) throw new ConfigError([problemAt(source, pathKeys(err.path), err.message)]);
+    const file = inRegistry ? loaded.registryFile : loaded.configFile;
     throw new ConfigError([{ file, path: err.path, message: err.message }]);
   }
+}
+
+/** `servers[0].tools[1].pin` as keys for ConfigSource.locate. */
+function pathKeys(path: string): PropertyKey[] {
+  return [...path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)].map((m) => (m[2] === undefined ? m[1]! : Number(m[2])));
 }
 
 /**
@@ -83,8 +98,9 @@ export function loadEngine(
     config: files.config,
     registry: files.registry,
     configSource: files.configSource,
+    registrySource: files.registrySource,
   };
-  return { loaded, engine: new PolicyEngine(loaded, now) };
+  return { loaded, engine: buildEngine(loaded, now) };
 }
 
 /** Groups problems by file (gateway.yaml first), each file's by line and column. */

@@ -262,6 +262,8 @@ export interface LoadedConfig {
   registry: Registry;
   /** Positions in gateway.yaml, for problems found after the schema (see config/compile.ts). */
   configSource?: ConfigSource;
+  /** Positions in the registry, for problems found after the schema (registry pins). */
+  registrySource?: ConfigSource;
 }
 
 /** Whatever could be read of gateway.yaml and its registry, with every problem found so far. */
@@ -271,6 +273,7 @@ export interface ConfigFiles {
   config: GatewayConfig | undefined;
   registry: Registry | undefined;
   configSource: ConfigSource | undefined;
+  registrySource: ConfigSource | undefined;
   problems: ConfigProblem[];
 }
 
@@ -286,6 +289,7 @@ export function readConfigFiles(configFile: string): ConfigFiles {
     config: undefined,
     registry: undefined,
     configSource: undefined,
+    registrySource: undefined,
     problems: [],
   };
   const text = readText(configPath);
@@ -309,6 +313,7 @@ export function readConfigFiles(configFile: string): ConfigFiles {
   }
   const registry = parseFile(RegistrySchema, label, registryText);
   out.registry = registry.value;
+  out.registrySource = registry.source;
   out.problems.push(...registry.problems);
   return out;
 }
@@ -323,5 +328,6 @@ export function loadConfig(configFile: string): LoadedConfig {
     config: files.config,
     registry: files.registry,
     configSource: files.configSource,
+    registrySource: files.registrySource,
   };
 }

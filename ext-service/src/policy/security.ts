@@ -100,7 +100,8 @@ function compileAllow(entries: readonly DlpAllowEntry[], path: string): DlpAllow
         throw new SecurityConfigError(
           "config",
           `${path}[${i}].patterns[${j}]`,
-          `invalid regular expression: ${(err as Error).message}`,
+          // V8 says "Invalid regular expression: /<the anchored wrapper>/u: <problem>": keep the problem.
+          `invalid regular expression: ${(err as Error).message.replace(/^Invalid regular expression: \/.*\/\w*: /s, "")}`,
         );
       }
     });
