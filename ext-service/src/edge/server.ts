@@ -138,6 +138,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   );
   const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const active = new Set<Active>();
+  const stopCounting = metrics.countInflight("edge", () => active.size);
   const bySocket = new WeakMap<Socket, { state: Active; res: ServerResponse; exchange: Exchange }>();
   let idleWaiter: (() => void) | undefined;
   let closing = false;
@@ -190,11 +191,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     active.add(state);
     const socket = req.socket;
     bySocket.set(socket, { state, res, exchange });
-    metrics.inflight.inc({ plane: "edge" });
     res.once("close", () => {
       active.delete(state);
       if (bySocket.get(socket)?.state === state) bySocket.delete(socket);
-      metrics.inflight.dec({ plane: "edge" });
       if (!res.writableFinished) {
         state.clientGone = !state.shuttingDown;
         stopUpstream(state);
@@ -540,12 +539,16 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   });
 
   return new Promise((resolve, reject) => {
-    http.once("error", reject);
+    const failed = (err: Error) => {
+      stopCounting();
+      reject(err);
+    };
+    http.once("error", failed);
     http.listen(
       options.port ?? engine.config.listen.edge.port,
       options.host ?? engine.config.listen.edge.host,
       () => {
-        http.off("error", reject);
+        http.off("error", failed);
         listening = true;
         const port = (http.address() as AddressInfo).port;
         const host = options.host ?? engine.config.listen.edge.host;
@@ -583,6 +586,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               http.closeAllConnections();
               await stopped;
               listening = false;
+              stopCounting();
               await upstreams.close();
             })();
             return closed;
