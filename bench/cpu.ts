@@ -5,6 +5,7 @@
  * (Linux only) around the measured window.
  *
  *   npm run build && node dist/bench/cpu.js --side edge --workload call_small --seconds 5
+ *   node dist/bench/cpu.js --side ext-service --rate 200        (open loop: CPU per request at low load)
  *   node --cpu-prof --cpu-prof-dir=DIR dist/bench/cpu.js --side ext-service ...
  *
  * With --cpu-prof every process writes a profile; the line `window` gives the measured window
@@ -15,8 +16,9 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startHosted } from "./hosted.js";
 import { httpSide } from "./http-side.js";
-import { closedLoop } from "./load.js";
+import { closedLoop, openLoop } from "./load.js";
 import { prepareWorkdir } from "./setup.js";
+import { percentile } from "./stats.js";
 import { TARGETS, type BenchContext, type Side } from "./targets/index.js";
 import { WORKLOADS, type WorkloadId } from "./workloads.js";
 
@@ -81,6 +83,8 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "2" },
       concurrency: { type: "string" },
       repeat: { type: "string", default: "1" },
+      /** Open loop at this many requests per second instead of the closed loop (saturation). */
+      rate: { type: "string" },
     },
   });
   const sideName = values.side!;
@@ -112,17 +116,23 @@ async function main(): Promise<void> {
     for (let i = 0; i < Number(values.repeat); i++) {
       const t0 = monotonicMicros();
       const c0 = cpuOf(pid);
-      const r = await closedLoop(op, {
-        concurrency,
-        durationMs: Number(values.seconds) * 1000,
-        drainMs: 5000,
-      });
+      const durationMs = Number(values.seconds) * 1000;
+      const r = values.rate
+        ? await openLoop(op, { ratePerSecond: Number(values.rate), durationMs, drainMs: 5000 }).then((o) => ({
+            ok: o.ok,
+            errors: o.errors,
+            perSecond: (o.ok * 1000) / durationMs,
+            latency: o.latency,
+          }))
+        : await closedLoop(op, { concurrency, durationMs, drainMs: 5000 });
+      const median = percentile(r.latency.sorted(), 50) ?? NaN;
       const c1 = cpuOf(pid);
       const t1 = monotonicMicros();
       const user = (c1.user - c0.user) / r.ok;
       const system = (c1.system - c0.system) / r.ok;
       process.stdout.write(
-        `${sideName} ${workload.id} c=${concurrency}: ${Math.round(r.perSecond)} req/s, errors ${r.errors}, ` +
+        `${sideName} ${workload.id} ${values.rate ? `rate=${values.rate}` : `c=${concurrency}`}: ` +
+          `${Math.round(r.perSecond)} req/s, median ${median.toFixed(3)} ms, errors ${r.errors}, ` +
           `server pid ${pid}: ${(user + system).toFixed(1)} us/req (user ${user.toFixed(1)}, kernel ${system.toFixed(1)}), ` +
           `${Math.round(1e6 / (user + system))} req/cpu-s, ${(((c1.user + c1.system - c0.user - c0.system) / (t1 - t0)) * 1).toFixed(2)} cores\n` +
           `window ${t0} ${t1}\n`,
