@@ -65,9 +65,12 @@ function childPid(exportName: string): number {
   return Number(line.trim().split(/\s+/)[0]);
 }
 
-/** utime and stime of a process, in microseconds. */
-function cpuOf(pid: number): { user: number; system: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+/** utime and stime of a process (or of one thread: `/proc/<pid>/task/<tid>`), in microseconds. */
+function cpuOf(pid: number, tid?: number): { user: number; system: number } {
+  const stat = readFileSync(
+    tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`,
+    "utf8",
+  );
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return { user: (Number(fields[11]) * 1e6) / TICKS, system: (Number(fields[12]) * 1e6) / TICKS };
 }
@@ -116,6 +119,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < Number(values.repeat); i++) {
       const t0 = monotonicMicros();
       const c0 = cpuOf(pid);
+      const m0 = cpuOf(pid, pid);
       const durationMs = Number(values.seconds) * 1000;
       const r = values.rate
         ? await openLoop(op, { ratePerSecond: Number(values.rate), durationMs, drainMs: 5000 }).then((o) => ({
@@ -127,13 +131,15 @@ async function main(): Promise<void> {
         : await closedLoop(op, { concurrency, durationMs, drainMs: 5000 });
       const median = percentile(r.latency.sorted(), 50) ?? NaN;
       const c1 = cpuOf(pid);
+      const m1 = cpuOf(pid, pid);
+      const main = (m1.user + m1.system - m0.user - m0.system) / r.ok;
       const t1 = monotonicMicros();
       const user = (c1.user - c0.user) / r.ok;
       const system = (c1.system - c0.system) / r.ok;
       process.stdout.write(
         `${sideName} ${workload.id} ${values.rate ? `rate=${values.rate}` : `c=${concurrency}`}: ` +
           `${Math.round(r.perSecond)} req/s, median ${median.toFixed(3)} ms, errors ${r.errors}, ` +
-          `server pid ${pid}: ${(user + system).toFixed(1)} us/req (user ${user.toFixed(1)}, kernel ${system.toFixed(1)}), ` +
+          `server pid ${pid}: ${(user + system).toFixed(1)} us/req (user ${user.toFixed(1)}, kernel ${system.toFixed(1)}; main thread ${main.toFixed(1)}), ` +
           `${Math.round(1e6 / (user + system))} req/cpu-s, ${(((c1.user + c1.system - c0.user - c0.system) / (t1 - t0)) * 1).toFixed(2)} cores\n` +
           `window ${t0} ${t1}\n`,
       );

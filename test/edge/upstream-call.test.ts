@@ -113,6 +113,34 @@ describe("UpstreamCall (undici dispatch)", () => {
     expect(got.kind === "complete" && got.body.equals(BIG)).toBe(true);
   });
 
+  it("a consumer that throws or stops ends the stream, whether chunks were held back or not", async () => {
+    for (const early of [false, true]) {
+      const thrown = new Error("consumer bug");
+      const throwing = get("/big");
+      await throwing.response;
+      if (early) await waitFor(() => throwing.isPaused, 5_000, "the upstream to pause");
+      let calls = 0;
+      const error = await throwing.stream(() => {
+        if (++calls === 2) throw thrown;
+      });
+      expect(error).toBe(thrown);
+      expect(calls).toBe(2);
+
+      const stopping = get("/big");
+      await stopping.response;
+      if (early) await waitFor(() => stopping.isPaused, 5_000, "the upstream to pause");
+      let seenAfterStop = 0;
+      let stopped = false;
+      const reason = new Error("enough");
+      await stopping.stream(() => {
+        if (stopped) seenAfterStop++;
+        stopped = true;
+        stopping.abort(reason);
+      });
+      expect(seenAfterStop).toBe(0);
+    }
+  });
+
   it("reports a body cut by the upstream", async () => {
     const stream = get("/cut");
     await stream.response;

@@ -74,8 +74,9 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   /** Stops the call (client gone, timeout, shutdown); the awaited step fails with `reason`. */
   abort(reason: Error = new Error("aborted")): void {
-    if (this.done || this.abortReason) return;
-    this.abortReason = reason;
+    if (this.abortReason) return;
+    this.abortReason = reason; // also stops handing over chunks that came before stream()
+    if (this.done) return;
     if (this.controller) this.controller.abort(reason);
     // Still queued in the pool: fail now; undici aborts it when it reaches a connection.
     else this.fail(reason);
@@ -129,9 +130,15 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     this.chunks = [];
     this.size = 0;
     this.sink = onChunk;
-    for (const chunk of early) {
-      if (this.abortReason) break; // the consumer stopped the call
-      onChunk(chunk);
+    try {
+      for (const chunk of early) {
+        if (this.abortReason) break; // the consumer stopped the call
+        onChunk(chunk);
+      }
+    } catch (err) {
+      // As for later chunks, where undici turns a throw into an abort: the stream ends with it.
+      if (this.done) this.error ??= err as Error;
+      else this.abort(err as Error);
     }
     this.release();
     return new Promise((resolve) => {
