@@ -84,12 +84,21 @@ describe("several upstream URLs per server", () => {
     const second = call();
     await waitFor(() => idle.waiting === 1, 5_000, "the second request to reach the idle replica");
     expect(busy.waiting).toBe(1);
+    const inflight = () => gw.metrics.registry.getSingleMetricAsString("mcp_gateway_inflight_requests");
+    expect(await inflight()).toContain('mcp_gateway_inflight_requests{plane="edge"} 2');
     a.hold(false);
     b.hold(false);
     a.release();
     b.release();
     const replicas = [(await first).headers["x-replica"], (await second).headers["x-replica"]];
     expect(replicas).toEqual([busy.name, idle.name]);
+    // Each exchange closes just after its answer went out.
+    let settled = false;
+    for (let i = 0; i < 100 && !settled; i++) {
+      settled = (await inflight()).includes('mcp_gateway_inflight_requests{plane="edge"} 0');
+      if (!settled) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(settled).toBe(true);
   });
 
   it("keeps a session on the replica that created it, even when that one is busier", async () => {

@@ -41,4 +41,21 @@ describe("MCP media-type rules", () => {
     expect(checkMcpMedia("GET", {})).toBe("not_acceptable");
     expect(checkMcpMedia("DELETE", {})).toBeUndefined();
   });
+
+  it("gives the same verdict for a header value seen again, whatever came between", () => {
+    const both = "application/json, text/event-stream";
+    const sequence: [string, Record<string, string>, string | undefined][] = [
+      ["POST", { "content-type": "application/json", accept: both }, undefined],
+      ["POST", { "content-type": "application/json", accept: both }, undefined],
+      ["POST", { "content-type": "text/plain", accept: both }, "unsupported_media_type"],
+      ["POST", { "content-type": "application/json", accept: "application/json" }, "not_acceptable"],
+      ["POST", { "content-type": "application/json", accept: "application/json" }, "not_acceptable"],
+      ["POST", { "content-type": "application/json", accept: both }, undefined],
+      ["GET", { accept: both }, undefined],
+      ["GET", { accept: "application/json" }, "not_acceptable"],
+      ["GET", { accept: both }, undefined],
+      ["POST", { "content-type": "text/plain", accept: both }, "unsupported_media_type"],
+    ];
+    for (const [method, headers, expected] of sequence) expect(checkMcpMedia(method, headers)).toBe(expected);
+  });
 });

@@ -19,7 +19,8 @@ const NOT_FORWARDED = new Set(["host", "content-length", "expect"]);
 
 /** Names listed in a Connection header are hop-by-hop for this message only. */
 function connectionListed(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  // The usual values name nothing beyond HOP_BY_HOP: skip the parsing.
+  if (value === undefined || value === "keep-alive" || value === "close") return undefined;
   const text = Array.isArray(value) ? value.join(",") : value;
   const names = text
     .split(",")
@@ -31,7 +32,8 @@ function connectionListed(value: string | string[] | undefined): Set<string> | u
 /** Node's request headers as the core's map (lower-case names, repeated values joined). */
 export function headerMap(headers: IncomingHttpHeaders): HeaderMap {
   const out: Record<string, string | undefined> = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     out[name] = Array.isArray(value) ? value.join(", ") : value;
   }
   return out;
@@ -48,15 +50,17 @@ export function upstreamRequestHeaders(
   bodyLength: number | undefined,
 ): Record<string, string | string[]> {
   const listed = connectionListed(incoming.connection);
-  const removed = new Set(core.remove);
+  const removed = core.remove; // a handful of names: an array scan beats building a Set
   const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(incoming)) {
+  for (const name in incoming) {
+    const value = incoming[name];
     if (value === undefined) continue;
-    if (HOP_BY_HOP.has(name) || NOT_FORWARDED.has(name) || listed?.has(name) || removed.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || NOT_FORWARDED.has(name) || listed?.has(name) || removed.includes(name))
+      continue;
     if (name.startsWith("x-mcp-")) continue; // never trust a client's x-mcp-*, whatever the core says
     out[name] = value;
   }
-  for (const [name, value] of Object.entries(core.set)) out[name.toLowerCase()] = value;
+  for (const name in core.set) out[name.toLowerCase()] = core.set[name]!;
   if (bodyLength !== undefined) out["content-length"] = String(bodyLength);
   return out;
 }
@@ -67,7 +71,8 @@ export function clientResponseHeaders(
 ): Record<string, string | string[]> {
   const listed = connectionListed(upstream.connection);
   const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(upstream)) {
+  for (const name in upstream) {
+    const value = upstream[name];
     if (value === undefined) continue;
     if (HOP_BY_HOP.has(name) || listed?.has(name) || name === "content-length") continue;
     out[name] = value;

@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import type { Dispatcher } from "undici";
 import { durationMs } from "../config/schema.js";
 import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
@@ -18,6 +17,7 @@ import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, upstreamRequestHeaders } from "./headers.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
+import { UpstreamCall } from "./upstream-call.js";
 
 export interface EdgeOptions {
   engine: PolicyEngine;
@@ -45,8 +45,10 @@ export interface Edge {
 
 /** One request in flight, for shutdown and abort handling. */
 interface Active {
-  /** Aborts the upstream call: client gone, timeout or shutdown. */
-  upstream: AbortController;
+  /** The upstream call once started; see stopUpstream. */
+  call: UpstreamCall | undefined;
+  /** The upstream call must not run, or stop: client gone, timeout or shutdown. */
+  stopped: boolean;
   /** A GET (server-to-client) stream: ended at once on shutdown. */
   longLived: boolean;
   clientGone: boolean;
@@ -74,21 +76,23 @@ function idFromKey(key: string): JsonRpcId {
   return key.startsWith("n:") ? Number(key.slice(2)) : key.slice(2);
 }
 
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.once("drain", done);
-    res.once("close", done);
-  });
+/** Aborts the upstream call, or keeps it from starting. */
+function stopUpstream(state: Active): void {
+  state.stopped = true;
+  state.call?.abort();
 }
 
 function timeOut(state: Active): void {
   state.timedOut = true;
-  state.upstream.abort();
+  stopUpstream(state);
+}
+
+/** Writes a chunk to the client; a full socket pauses the upstream until it drains. */
+function relayChunk(res: ServerResponse, call: UpstreamCall, chunk: Uint8Array): void {
+  if (!res.write(chunk) && !call.isPaused) {
+    call.pause();
+    res.once("drain", () => call.resume());
+  }
 }
 
 /** Maps an undici failure before response headers to the reason the client sees. */
@@ -134,6 +138,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   );
   const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const active = new Set<Active>();
+  const stopCounting = metrics.countInflight("edge", () => active.size);
   const bySocket = new WeakMap<Socket, { state: Active; res: ServerResponse; exchange: Exchange }>();
   let idleWaiter: (() => void) | undefined;
   let closing = false;
@@ -175,7 +180,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const method = req.method ?? "";
     const exchange = engine.newExchange(method);
     const state: Active = {
-      upstream: new AbortController(),
+      call: undefined,
+      stopped: false,
       longLived: method === "GET",
       clientGone: false,
       timedOut: false,
@@ -185,14 +191,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     active.add(state);
     const socket = req.socket;
     bySocket.set(socket, { state, res, exchange });
-    metrics.inflight.inc({ plane: "edge" });
     res.once("close", () => {
       active.delete(state);
       if (bySocket.get(socket)?.state === state) bySocket.delete(socket);
-      metrics.inflight.dec({ plane: "edge" });
       if (!res.writableFinished) {
         state.clientGone = !state.shuttingDown;
-        state.upstream.abort();
+        stopUpstream(state);
         if (state.bodyTimeout) denyExchange(exchange, "request_timeout");
         else if (state.clientGone) countOn(exchange, "client_aborted");
       }
@@ -296,20 +300,24 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     // Bodies must arrive as the upstream wrote them, or the core cannot inspect them.
     upstreamHeaders["accept-encoding"] = "identity";
 
-    let response: Dispatcher.ResponseData;
-    // Our own timer (undici's timeouts are coarse): time to the upstream's response headers.
+    const call = new UpstreamCall();
+    state.call = call;
+    if (state.stopped) call.abort();
+    // Our own timer (undici's timeouts are coarse): time to the upstream's response headers,
+    // then (JSON) to the end of the body.
     const timer = upstreamTimeoutMs > 0 ? setTimeout(timeOut, upstreamTimeoutMs, state) : undefined;
+    call.start(endpoint.pool, {
+      path,
+      method,
+      headers: upstreamHeaders,
+      body,
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
     try {
-      response = await endpoint.pool.request({
-        path,
-        method,
-        headers: upstreamHeaders,
-        body,
-        signal: state.upstream.signal,
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      });
+      await call.response;
     } catch (err) {
+      clearTimeout(timer);
       if (state.clientGone || state.shuttingDown) {
         endpoint.breaker.release(ticket);
         return;
@@ -318,29 +326,33 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       const reason = state.timedOut ? "upstream_timeout" : failureReason(err);
       upstreamFailure(server, endpoint, reason, state.timedOut ? undefined : err);
       return reject(res, exchange, reason);
-    } finally {
-      clearTimeout(timer);
     }
 
-    const status = response.statusCode;
+    const status = call.status;
     const sessionId = headers["mcp-session-id"];
-    const newSession = firstHeader(response.headers["mcp-session-id"]);
+    const newSession = firstHeader(call.headers["mcp-session-id"]);
     if (newSession !== undefined && status < 400) group.bindSession(newSession, endpoint);
     if (sessionId !== undefined && ((method === "DELETE" && status < 300) || status === 404)) {
       group.unbindSession(sessionId);
     }
-    const contentType = firstHeader(response.headers["content-type"]);
+    const contentType = firstHeader(call.headers["content-type"]);
     const transformer = engine.responseTransformer(exchange, contentType, status);
     if (transformer.mode === "json") {
-      return relayJson(res, exchange, state, server, endpoint, ticket, response, transformer);
+      timer?.refresh();
+      try {
+        return await relayJson(res, exchange, state, server, endpoint, ticket, call, transformer);
+      } finally {
+        clearTimeout(timer);
+      }
     }
+    clearTimeout(timer);
     if (status >= 500) {
       endpoint.breaker.failure(ticket);
       upstreamFailure(server, endpoint, "http_5xx");
     } else endpoint.breaker.success(ticket);
     if (transformer.mode === "sse")
-      return relaySse(res, exchange, state, server, endpoint, response, transformer);
-    return relayRaw(res, state, server, endpoint, response);
+      return relaySse(res, exchange, state, server, endpoint, call, transformer);
+    return relayRaw(res, state, server, endpoint, call);
   }
 
   async function relayJson(
@@ -350,47 +362,30 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     server: string,
     endpoint: Endpoint,
     ticket: BreakerTicket,
-    response: Dispatcher.ResponseData,
+    call: UpstreamCall,
     transformer: ResponseTransformer,
   ): Promise<void> {
-    const limit = engine.limits.maxResponseBytes;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    const timer = upstreamTimeoutMs > 0 ? setTimeout(timeOut, upstreamTimeoutMs, state) : undefined;
-    let failed: unknown;
-    try {
-      for await (const chunk of response.body) {
-        size += (chunk as Buffer).length;
-        if (size > limit) {
-          tooLarge = true;
-          break; // leaving the loop destroys the upstream body: nothing more is read
-        }
-        chunks.push(chunk as Buffer);
-      }
-    } catch (err) {
-      failed = err;
-    } finally {
-      clearTimeout(timer);
-    }
+    // Over the limit, the call is aborted at once: nothing more is read.
+    const got = await call.collect(engine.limits.maxResponseBytes);
     if (state.clientGone || state.shuttingDown) {
       endpoint.breaker.release(ticket);
       return;
     }
-    if (failed !== undefined || tooLarge) {
-      const reason = tooLarge
-        ? "response_too_large"
-        : state.timedOut
-          ? "upstream_timeout"
-          : "upstream_unavailable";
-      if (tooLarge) endpoint.breaker.success(ticket);
+    if (got.kind !== "complete") {
+      const reason =
+        got.kind === "too_large"
+          ? "response_too_large"
+          : state.timedOut
+            ? "upstream_timeout"
+            : "upstream_unavailable";
+      if (got.kind === "too_large") endpoint.breaker.success(ticket);
       else endpoint.breaker.failure(ticket);
-      upstreamFailure(server, endpoint, reason, failed);
+      upstreamFailure(server, endpoint, reason, got.kind === "failed" ? got.error : undefined);
       return reject(res, exchange, reason);
     }
-    const raw = Buffer.concat(chunks, size);
+    const raw = got.body;
     const replaced = transformer.transformJson(raw);
-    let status = response.statusCode;
+    let status = call.status;
     if (replaced && exchange.reasons.includes("upstream_invalid_response")) {
       status = Reasons.upstream_invalid_response.status;
       endpoint.breaker.failure(ticket);
@@ -401,10 +396,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     } else endpoint.breaker.success(ticket);
     const out = replaced ?? raw;
     if (res.destroyed) return;
-    res.writeHead(status, {
-      ...clientResponseHeaders(response.headers),
-      "content-length": String(out.byteLength),
-    });
+    const headers = clientResponseHeaders(call.headers);
+    headers["content-length"] = String(out.byteLength);
+    res.writeHead(status, headers);
     res.end(out);
   }
 
@@ -414,26 +408,23 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     state: Active,
     server: string,
     endpoint: Endpoint,
-    response: Dispatcher.ResponseData,
+    call: UpstreamCall,
     transformer: ResponseTransformer,
   ): Promise<void> {
-    if (res.destroyed) return;
-    res.writeHead(response.statusCode, clientResponseHeaders(response.headers));
+    if (res.destroyed) return call.abort();
+    res.writeHead(call.status, clientResponseHeaders(call.headers));
     res.flushHeaders();
-    let broken: unknown;
-    try {
-      for await (const chunk of response.body) {
-        const out = transformer.push(chunk as Buffer);
-        if (out.byteLength > 0) {
-          if (!res.write(out)) await drained(res);
-          // An event over maxSseEventBytes ends the stream: stop reading the upstream too.
-          if (exchange.reasons.includes("response_too_large")) break;
-        }
-        if (res.destroyed) break;
+    let stopped = false;
+    const cut = await call.stream((chunk) => {
+      const out = transformer.push(chunk);
+      if (out.byteLength > 0) relayChunk(res, call, out);
+      // An event over maxSseEventBytes ends the stream: stop reading the upstream too.
+      if (res.destroyed || (out.byteLength > 0 && exchange.reasons.includes("response_too_large"))) {
+        stopped = true;
+        call.abort();
       }
-    } catch (err) {
-      broken = err;
-    }
+    });
+    const broken = stopped ? undefined : cut;
     if (state.clientGone || res.destroyed) return;
     const tail = transformer.end();
     if (tail.byteLength > 0) res.write(tail);
@@ -474,20 +465,24 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     state: Active,
     server: string,
     endpoint: Endpoint,
-    response: Dispatcher.ResponseData,
+    call: UpstreamCall,
   ): Promise<void> {
-    if (res.destroyed) return;
-    const length = firstHeader(response.headers["content-length"]);
-    const headers = clientResponseHeaders(response.headers);
+    if (res.destroyed) return call.abort();
+    const length = firstHeader(call.headers["content-length"]);
+    const headers = clientResponseHeaders(call.headers);
     if (length !== undefined) headers["content-length"] = length;
-    res.writeHead(response.statusCode, headers);
-    try {
-      for await (const chunk of response.body) {
-        if (!res.write(chunk as Buffer)) await drained(res);
-        if (res.destroyed) return;
+    res.writeHead(call.status, headers);
+    let stopped = false;
+    const cut = await call.stream((chunk) => {
+      relayChunk(res, call, chunk);
+      if (res.destroyed) {
+        stopped = true;
+        call.abort();
       }
-    } catch (err) {
-      if (!state.clientGone && !state.shuttingDown) upstreamFailure(server, endpoint, "stream_broken", err);
+    });
+    if (stopped) return;
+    if (cut !== undefined) {
+      if (!state.clientGone && !state.shuttingDown) upstreamFailure(server, endpoint, "stream_broken", cut);
       res.destroy(); // a cut body must not look complete
       return;
     }
@@ -544,12 +539,16 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   });
 
   return new Promise((resolve, reject) => {
-    http.once("error", reject);
+    const failed = (err: Error) => {
+      stopCounting();
+      reject(err);
+    };
+    http.once("error", failed);
     http.listen(
       options.port ?? engine.config.listen.edge.port,
       options.host ?? engine.config.listen.edge.host,
       () => {
-        http.off("error", reject);
+        http.off("error", failed);
         listening = true;
         const port = (http.address() as AddressInfo).port;
         const host = options.host ?? engine.config.listen.edge.host;
@@ -568,7 +567,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               for (const a of active) {
                 if (a.longLived) {
                   a.shuttingDown = true;
-                  a.upstream.abort();
+                  stopUpstream(a);
                 }
               }
               if (active.size > 0) {
@@ -582,11 +581,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               }
               for (const a of active) {
                 a.shuttingDown = true;
-                a.upstream.abort();
+                stopUpstream(a);
               }
               http.closeAllConnections();
               await stopped;
               listening = false;
+              stopCounting();
               await upstreams.close();
             })();
             return closed;

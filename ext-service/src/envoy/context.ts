@@ -9,6 +9,8 @@ export interface AdapterContext {
   audit: AuditTrail;
   logger: Logger;
   metrics: Metrics;
+  /** Exchanges in progress on ext_proc streams, read by the in-flight gauge when scraped. */
+  inflight: { count: number };
 }
 
 /** Dynamic metadata namespace ext_authz results are stored under by Envoy. */

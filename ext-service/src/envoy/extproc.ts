@@ -109,7 +109,7 @@ export class ProcessStream {
     this.closed = true;
     const exchange = this.exchange;
     if (!exchange) return;
-    this.ctx.metrics.inflight.dec({ plane: "envoy" });
+    this.ctx.inflight.count--;
     if (this.phase !== "done") {
       this.ctx.logger.debug(
         { request_id: exchange.requestId, cause, phase: this.phase },
@@ -122,7 +122,7 @@ export class ProcessStream {
   private ensureExchange(method: string, requestId?: string): Exchange {
     if (!this.exchange) {
       this.exchange = this.ctx.engine.newExchange(method, requestId);
-      this.ctx.metrics.inflight.inc({ plane: "envoy" });
+      this.ctx.inflight.count++;
     }
     return this.exchange;
   }

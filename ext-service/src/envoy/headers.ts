@@ -11,9 +11,12 @@ export function headerMapToRecord(map: HeaderMap | undefined): Record<string, st
   const out: Record<string, string> = {};
   for (const h of map?.headers ?? []) {
     const key = h.key.toLowerCase();
+    const raw = h.raw_value;
     const value =
-      h.raw_value !== undefined && h.raw_value.length > 0
-        ? Buffer.from(h.raw_value.buffer, h.raw_value.byteOffset, h.raw_value.byteLength).toString("latin1")
+      raw !== undefined && raw.length > 0
+        ? Buffer.isBuffer(raw)
+          ? raw.toString("latin1")
+          : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("latin1")
         : (h.value ?? "");
     out[key] = key in out ? `${out[key]}, ${value}` : value;
   }

@@ -3,7 +3,14 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor } from "@grpc/grpc-js";
-import { loadSync, type EnumTypeDefinition, type PackageDefinition } from "@grpc/proto-loader";
+import {
+  loadSync,
+  type EnumTypeDefinition,
+  type MethodDefinition,
+  type PackageDefinition,
+  type ServiceDefinition,
+} from "@grpc/proto-loader";
+import { encodeStructField, withoutField } from "./wire.js";
 
 /**
  * Envoy's gRPC services, loaded once from the .proto files that @grpc/grpc-js-xds ships (see
@@ -61,6 +68,53 @@ function lookup(root: GrpcObject, name: string): ServiceClientConstructor {
   return node as ServiceClientConstructor;
 }
 
+type Serialize = (value: object) => Buffer;
+type Deserialize = (bytes: Buffer) => object;
+
+/**
+ * ProcessingRequest without proto-loader's conversion of metadata_context (field 8) except on
+ * request_headers messages: Envoy repeats the ext_authz Struct in every message of a stream,
+ * and the ext-service reads it once, with the request headers (see wire.ts). On the other
+ * messages the field is left out.
+ */
+function processingRequestDeserializer(deserialize: Deserialize) {
+  return (bytes: Buffer): object => {
+    // metadata_context (8), unless the message is request_headers (2)
+    return deserialize(withoutField(bytes, 8, 2) ?? bytes);
+  };
+}
+
+/** Encodes the message without its Struct field `name`, then that field (see wire.ts). */
+function structFieldLast(serialize: Serialize, fieldNumber: number, name: string) {
+  return (message: object): Buffer => {
+    const struct = (message as Record<string, unknown>)[name];
+    if (struct === undefined || struct === null) return serialize(message);
+    const { [name]: _struct, ...rest } = message as Record<string, unknown>;
+    return Buffer.concat([serialize(rest), encodeStructField(fieldNumber, struct as object)]);
+  };
+}
+
+/**
+ * The server side's hot path (reading requests, writing replies) skips converting the Struct
+ * fields that cost most (see wire.ts); the messages our code sees and sends are unchanged.
+ * The client side (the Envoy-role client) keeps proto-loader's conversions.
+ */
+function tuneServerSide(definition: PackageDefinition): void {
+  const process = (definition[EXTERNAL_PROCESSOR_SERVICE] as ServiceDefinition).Process as MethodDefinition<
+    object,
+    object
+  >;
+  const check = (definition[AUTHORIZATION_SERVICE] as ServiceDefinition).Check as MethodDefinition<
+    object,
+    object
+  >;
+  const writable = (m: MethodDefinition<object, object>) =>
+    m as { -readonly [K in keyof typeof m]: (typeof m)[K] };
+  writable(process).requestDeserialize = processingRequestDeserializer(process.requestDeserialize);
+  writable(process).responseSerialize = structFieldLast(process.responseSerialize, 8, "dynamic_metadata");
+  writable(check).responseSerialize = structFieldLast(check.responseSerialize, 4, "dynamic_metadata");
+}
+
 let loaded: EnvoyProtos | undefined;
 
 export function envoyProtos(): EnvoyProtos {
@@ -81,6 +135,7 @@ export function envoyProtos(): EnvoyProtos {
       join(deps, "protoc-gen-validate"),
     ],
   });
+  tuneServerSide(definition);
   const root = loadPackageDefinition(definition);
   const statusEnum = definition["envoy.type.v3.StatusCode"] as EnumTypeDefinition;
   const byName = new Map<string, number>();

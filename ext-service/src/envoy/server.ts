@@ -54,11 +54,14 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const listen = engine.config.listen;
   const metrics = options.metrics ?? new Metrics();
   const audit = new AuditTrail(logger, metrics, "envoy");
-  const ctx: AdapterContext = { engine, audit, logger, metrics };
+  const ctx: AdapterContext = { engine, audit, logger, metrics, inflight: { count: 0 } };
   const protos = envoyProtos();
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
   const limits = engine.limits;
 
+  // Channelz stays on (grpc-js's default) although nothing serves it: its per-call bookkeeping
+  // shows in profiles, but with it off grpc-js 1.14's forceShutdown() does not see the open
+  // sessions (it tracks them only for channelz) and the shutdown grace period would not end them.
   const grpc = new Server({
     // A buffered response body arrives as one message: allow the largest body the core inspects.
     "grpc.max_receive_message_length": Math.max(limits.maxRequestBytes, limits.maxResponseBytes) + 65_536,
@@ -85,6 +88,8 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     grpc.forceShutdown();
     throw err;
   }
+  // Read on each scrape of the admin port, which is up from here.
+  const stopCounting = metrics.countInflight("envoy", () => ctx.inflight.count);
 
   let closing: Promise<void> | undefined;
   const graceDefault = options.shutdownGraceMs ?? durationMs(engine.config.shutdownGrace);
@@ -106,6 +111,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
         admin.close(() => resolve());
         admin.closeAllConnections();
       });
+      stopCounting();
     })();
     return closing;
   };

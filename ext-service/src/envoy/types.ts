@@ -119,6 +119,7 @@ export interface ProcessingRequest {
   request_trailers?: HttpTrailers;
   response_trailers?: HttpTrailers;
   request?: ProcessingRequestKind;
+  /** On the server side, present only on request_headers messages (protos.ts). */
   metadata_context?: Metadata;
   observability_mode?: boolean;
 }

@@ -317,7 +317,15 @@ export class PolicyEngine {
     return new ResponseTransformer(this, exchange, contentType, status);
   }
 
+  /** The UTC date as YYYY-MM-DD, formatted once per day (it is asked for on every tools/call). */
   today(): string {
-    return new Date(this.now()).toISOString().slice(0, 10);
+    const now = this.now();
+    if (now < this.dayStart || now >= this.dayStart + 86_400_000) {
+      this.dayStart = now - (now % 86_400_000);
+      this.day = new Date(now).toISOString().slice(0, 10);
+    }
+    return this.day;
   }
+  private dayStart = Infinity;
+  private day = "";
 }

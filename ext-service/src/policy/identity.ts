@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import {
@@ -261,7 +261,7 @@ export class Authenticator {
       if (this.anonymous) return { ok: true, principal: this.anonymous, cached: true };
       return { ok: false, reason: "token_missing", detail: "no bearer token" };
     }
-    const cacheKey = createHash("sha256").update(token).digest("base64url");
+    const cacheKey = hash("sha256", token, "base64url");
     const hit = this.cache.get(cacheKey);
     const now = this.now();
     if (hit) {

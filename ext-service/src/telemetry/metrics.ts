@@ -13,6 +13,8 @@ export class Metrics {
   readonly upstreamErrors: Counter<"server" | "reason">;
   readonly breakerOpen: Gauge<"server" | "upstream">;
   readonly inflight: Gauge<"plane">;
+  /** Per plane, the counts of exchanges in flight, read when scraped (see countInflight). */
+  private readonly inflightCounts = new Map<string, Set<() => number>>();
 
   constructor(withDefaults = true) {
     const registers = [this.registry];
@@ -77,6 +79,24 @@ export class Metrics {
       help: "Exchanges in progress",
       labelNames: ["plane"],
       registers,
+      collect: () => {
+        for (const [plane, counts] of this.inflightCounts) {
+          let n = 0;
+          for (const count of counts) n += count();
+          this.inflight.set({ plane }, n);
+        }
+      },
     });
+  }
+
+  /**
+   * Reports a plane's exchanges in flight through `count`, read at each scrape, instead of a
+   * gauge update at the start and end of every request. Returns the function that stops it.
+   */
+  countInflight(plane: string, count: () => number): () => void {
+    let counts = this.inflightCounts.get(plane);
+    if (!counts) this.inflightCounts.set(plane, (counts = new Set()));
+    counts.add(count);
+    return () => counts.delete(count);
   }
 }
