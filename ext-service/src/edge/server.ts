@@ -178,7 +178,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? "";
-    const exchange = engine.newExchange(method);
+    const traceparent = req.headers.traceparent;
+    const exchange = engine.newExchange(
+      method,
+      undefined,
+      typeof traceparent === "string" ? traceparent : undefined,
+    );
     const state: Active = {
       call: undefined,
       stopped: false,

@@ -66,7 +66,7 @@ export function createCheckHandler(ctx: AdapterContext) {
         : headerMapToRecord(http?.header_map);
     const method = http?.method || headers[":method"] || "";
     const path = http?.path || headers[":path"] || "";
-    const exchange = engine.newExchange(method);
+    const exchange = engine.newExchange(method, undefined, headers.traceparent);
     if (!http || method === "" || path === "") {
       logger.error({ request_id: exchange.requestId }, "ext_authz: CheckRequest without HTTP attributes");
       const reply = engine.rejection(exchange, "internal_error");

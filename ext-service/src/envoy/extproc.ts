@@ -119,9 +119,9 @@ export class ProcessStream {
     this.ctx.audit.finish(exchange);
   }
 
-  private ensureExchange(method: string, requestId?: string): Exchange {
+  private ensureExchange(method: string, requestId?: string, traceparent?: string): Exchange {
     if (!this.exchange) {
-      this.exchange = this.ctx.engine.newExchange(method, requestId);
+      this.exchange = this.ctx.engine.newExchange(method, requestId, traceparent);
       this.ctx.inflight.count++;
     }
     return this.exchange;
@@ -136,7 +136,7 @@ export class ProcessStream {
     const authz = decodeAuthzMetadata(request.metadata_context);
     const requestId =
       headers["x-mcp-request-id"] || (typeof authz === "string" ? undefined : authz.requestId);
-    const exchange = this.ensureExchange(method, requestId || undefined);
+    const exchange = this.ensureExchange(method, requestId || undefined, headers.traceparent);
     if (typeof authz === "string") {
       logger.error(
         { request_id: exchange.requestId, problem: authz },

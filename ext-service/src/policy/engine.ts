@@ -10,7 +10,7 @@ import {
   type ParseLimits,
 } from "../mcp/jsonrpc.js";
 import { CLIENT_REQUEST_METHODS, requestTarget } from "../mcp/methods.js";
-import { denyExchange, idKey, newExchange, type Exchange } from "./exchange.js";
+import { denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { Authenticator, type Principal } from "./identity.js";
 import { Rbac } from "./rbac.js";
 import { Reasons, type Reason } from "./reasons.js";
@@ -93,8 +93,10 @@ export class PolicyEngine {
     this.limits = loaded.config.limits;
   }
 
-  newExchange(httpMethod: string, requestId: string = randomUUID()): Exchange {
-    return newExchange(requestId, httpMethod, this.now());
+  newExchange(httpMethod: string, requestId: string = randomUUID(), traceparent?: string): Exchange {
+    const exchange = newExchange(requestId, httpMethod, this.now());
+    exchange.traceId = traceIdOf(traceparent);
+    return exchange;
   }
 
   route(path: string): Route {

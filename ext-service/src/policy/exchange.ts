@@ -8,6 +8,8 @@ export type Decision = "allow" | "deny" | "error";
 export interface Exchange {
   readonly requestId: string;
   readonly startedAt: number;
+  /** W3C trace id from the client's `traceparent`, so the audit record joins the trace. */
+  traceId: string | undefined;
   server: string | undefined;
   principal: Principal | undefined;
   httpMethod: string;
@@ -38,6 +40,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
   return {
     requestId,
     startedAt: now,
+    traceId: undefined,
     server: undefined,
     principal: undefined,
     httpMethod,
@@ -58,4 +61,12 @@ export function denyExchange(exchange: Exchange, reason: Reason, decision: Decis
 
 export function countOn(exchange: Exchange, key: string, by = 1): void {
   exchange.counters[key] = (exchange.counters[key] ?? 0) + by;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** The trace id of a W3C `traceparent` header; undefined when absent or malformed (or all zeros). */
+export function traceIdOf(traceparent: string | undefined): string | undefined {
+  const id = traceparent === undefined ? undefined : TRACEPARENT.exec(traceparent.trim())?.[1];
+  return id === undefined || /^0+$/.test(id) ? undefined : id;
 }

@@ -6,6 +6,8 @@ import type { Metrics } from "./metrics.js";
 export interface AuditRecord {
   audit: true;
   request_id: string;
+  /** W3C trace id from the request's `traceparent`, when it had one. */
+  trace_id: string | null;
   plane: string;
   agent: string | null;
   anonymous: boolean;
@@ -76,6 +78,7 @@ export class AuditTrail {
     const record: AuditRecord = {
       audit: true,
       request_id: exchange.requestId,
+      trace_id: exchange.traceId ?? null,
       plane: this.plane,
       agent: exchange.principal?.agent ?? null,
       anonymous: exchange.principal?.anonymous ?? false,
