@@ -1,5 +1,10 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { newExchange } from "../../ext-service/src/policy/exchange.js";
+import { denyExchange, newExchange } from "../../ext-service/src/policy/exchange.js";
 import { AuditTrail } from "../../ext-service/src/telemetry/audit.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
@@ -55,5 +60,64 @@ describe("AuditTrail", () => {
     new AuditTrail(logger, new Metrics(false), "edge");
     logger.info({ token: "secret-token", headers: { authorization: "Bearer x" } }, "other");
     expect(lines[0]).toMatchObject({ token: "[redacted]", headers: { authorization: "[redacted]" } });
+  });
+
+  it("finishSoon: the record is taken at once and written at the end of the event-loop turn", async () => {
+    const { lines, logger } = capture();
+    const audit = new AuditTrail(logger, new Metrics(false), "envoy");
+    const exchange = newExchange("req-3", "POST", 0);
+    exchange.methods.push("tools/call");
+    const record = audit.finishSoon(exchange, 403);
+    expect(record).toMatchObject({ request_id: "req-3", status: 403, methods: ["tools/call"] });
+    expect(lines).toHaveLength(0);
+    // Later changes to the exchange, and later finish calls, change nothing.
+    denyExchange(exchange, "internal_error");
+    exchange.methods.push("ping");
+    expect(audit.finish(exchange, 500)).toBeUndefined();
+    expect(audit.finishSoon(exchange, 500)).toBeUndefined();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      request_id: "req-3",
+      status: 403,
+      methods: ["tools/call"],
+      reasons: [],
+    });
+  });
+
+  it("flush() writes waiting records at once", () => {
+    const { lines, logger } = capture();
+    const audit = new AuditTrail(logger, new Metrics(false), "envoy");
+    audit.finishSoon(newExchange("req-4", "POST", 0), 200);
+    audit.finishSoon(newExchange("req-5", "POST", 0), 200);
+    audit.flush();
+    expect(lines.map((l) => l.request_id)).toEqual(["req-4", "req-5"]);
+  });
+
+  it("a process that exits before the turn ends still writes its waiting records", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mcp-gw-audit-"));
+    try {
+      const src = (name: string) => fileURLToPath(new URL(`../../ext-service/src/${name}`, import.meta.url));
+      const script = join(dir, "exit.ts");
+      writeFileSync(
+        script,
+        `import { AuditTrail } from ${JSON.stringify(src("telemetry/audit.ts"))};
+import { createLogger } from ${JSON.stringify(src("telemetry/logger.ts"))};
+import { Metrics } from ${JSON.stringify(src("telemetry/metrics.ts"))};
+import { newExchange } from ${JSON.stringify(src("policy/exchange.ts"))};
+const audit = new AuditTrail(createLogger("info"), new Metrics(false), "envoy");
+audit.finishSoon(newExchange("req-exit", "POST", 0), 200);
+process.exit(0);
+`,
+      );
+      const out = execFileSync(process.execPath, ["--import", "tsx", script], { encoding: "utf8" });
+      const records = out
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(records.filter((r) => r.audit === true && r.request_id === "req-exit")).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

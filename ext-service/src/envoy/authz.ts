@@ -70,12 +70,12 @@ export function createCheckHandler(ctx: AdapterContext) {
     if (!http || method === "" || path === "") {
       logger.error({ request_id: exchange.requestId }, "ext_authz: CheckRequest without HTTP attributes");
       const reply = engine.rejection(exchange, "internal_error");
-      audit.finish(exchange, reply.status);
+      audit.finishSoon(exchange, reply.status);
       return deniedResponse(reply, "internal_error");
     }
     const admission = await engine.admit({ method, path, headers }, exchange);
     if (!admission.ok) {
-      audit.finish(exchange, admission.reply.status);
+      audit.finishSoon(exchange, admission.reply.status);
       return deniedResponse(admission.reply, exchange.reasons[0]);
     }
     const upstream = engine.upstreamHeaders(exchange, headers);
@@ -108,7 +108,7 @@ export function createCheckHandler(ctx: AdapterContext) {
         const exchange = engine.newExchange(call.request.attributes?.request?.http?.method ?? "");
         logger.error({ err, request_id: exchange.requestId }, "ext_authz: check failed");
         const reply = engine.rejection(exchange, "internal_error");
-        audit.finish(exchange, reply.status);
+        audit.finishSoon(exchange, reply.status);
         callback(null, deniedResponse(reply, "internal_error"));
       },
     );

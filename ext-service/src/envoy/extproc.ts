@@ -296,12 +296,12 @@ export class ProcessStream {
 
   /**
    * The last reply of a completed exchange carries the access-log metadata (once: Envoy keeps
-   * it for the rest of the request); the audit record is written.
+   * it for the rest of the request); the audit record is taken, and written once the reply is out.
    */
   private finishResponse(reply: ProcessingResponse, done = true): ProcessingResponse {
     if (done) this.phase = "done";
     reply.dynamic_metadata = this.gatewayMetadata();
-    this.ctx.audit.finish(this.exchange!);
+    this.ctx.audit.finishSoon(this.exchange!);
     return reply;
   }
 
@@ -319,7 +319,7 @@ export class ProcessStream {
       },
       dynamic_metadata: this.gatewayMetadata(),
     };
-    this.ctx.audit.finish(exchange, reply.status);
+    this.ctx.audit.finishSoon(exchange, reply.status);
     return response;
   }
 

@@ -112,6 +112,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
         admin.closeAllConnections();
       });
       stopCounting();
+      audit.flush(); // records of the last exchanges, if their turn of the event loop has not ended
     })();
     return closing;
   };
