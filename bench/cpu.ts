@@ -120,6 +120,7 @@ async function main(): Promise<void> {
       const t0 = monotonicMicros();
       const c0 = cpuOf(pid);
       const m0 = cpuOf(pid, pid);
+      const g0 = process.cpuUsage();
       const durationMs = Number(values.seconds) * 1000;
       const r = values.rate
         ? await openLoop(op, { ratePerSecond: Number(values.rate), durationMs, drainMs: 5000 }).then((o) => ({
@@ -133,6 +134,8 @@ async function main(): Promise<void> {
       const c1 = cpuOf(pid);
       const m1 = cpuOf(pid, pid);
       const main = (m1.user + m1.system - m0.user - m0.system) / r.ok;
+      const g = process.cpuUsage(g0);
+      const generator = (g.user + g.system) / r.ok;
       const t1 = monotonicMicros();
       const user = (c1.user - c0.user) / r.ok;
       const system = (c1.system - c0.system) / r.ok;
@@ -140,7 +143,7 @@ async function main(): Promise<void> {
         `${sideName} ${workload.id} ${values.rate ? `rate=${values.rate}` : `c=${concurrency}`}: ` +
           `${Math.round(r.perSecond)} req/s, median ${median.toFixed(3)} ms, errors ${r.errors}, ` +
           `server pid ${pid}: ${(user + system).toFixed(1)} us/req (user ${user.toFixed(1)}, kernel ${system.toFixed(1)}; main thread ${main.toFixed(1)}), ` +
-          `${Math.round(1e6 / (user + system))} req/cpu-s, ${(((c1.user + c1.system - c0.user - c0.system) / (t1 - t0)) * 1).toFixed(2)} cores\n` +
+          `${Math.round(1e6 / (user + system))} req/cpu-s, load generator ${generator.toFixed(1)} us/req, ${(((c1.user + c1.system - c0.user - c0.system) / (t1 - t0)) * 1).toFixed(2)} cores\n` +
           `window ${t0} ${t1}\n`,
       );
     }
