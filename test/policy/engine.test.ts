@@ -169,11 +169,46 @@ describe("admit", () => {
       resource: "https://gw.example",
       resource_name: "mcp-gateway",
     });
+    // An unregistered name gets the same document as a registered one, so the metadata route
+    // does not list the registry; it stays out of the audit record's server field.
+    const unknownExchange = engine.newExchange("GET");
     const unknown = await engine.admit(
       { method: "GET", path: "/.well-known/oauth-protected-resource/mcp/nope", headers: {} },
+      unknownExchange,
+    );
+    expect(!unknown.ok && unknown.reply.status).toBe(200);
+    expect(!unknown.ok && json(unknown.reply)).toMatchObject({ resource: "https://gw.example/mcp/nope" });
+    expect(unknownExchange.server).toBeUndefined();
+    const notAName = await engine.admit(
+      { method: "GET", path: "/.well-known/oauth-protected-resource/mcp/../kb", headers: {} },
       engine.newExchange("GET"),
     );
-    expect(!unknown.ok && unknown.reply.status).toBe(404);
+    expect(!notAName.ok && notAName.reply.status).toBe(404);
+  });
+
+  it("authenticates before looking the server up: without a token, known and unknown names answer alike", async () => {
+    const challenge = async (path: string, authorization?: string) => {
+      const exchange = engine.newExchange("POST");
+      const headers = authorization ? { authorization } : {};
+      const admission = await engine.admit({ method: "POST", path, headers }, exchange);
+      if (admission.ok) throw new Error("admitted");
+      const body = json(admission.reply) as { error: { data: { reason: string } } };
+      return {
+        status: admission.reply.status,
+        reason: body.error.data.reason,
+        challenge: admission.reply.headers["www-authenticate"]?.replace(/mcp\/[a-z]+/, "mcp/<name>"),
+        server: exchange.server,
+      };
+    };
+    for (const authorization of [undefined, "Bearer not-a-jwt"]) {
+      const known = await challenge("/mcp/kb", authorization);
+      const unknown = await challenge("/mcp/nope", authorization);
+      expect(known.status).toBe(401);
+      expect({ ...unknown, server: "kb" }).toEqual(known);
+      expect(unknown.server).toBeUndefined();
+    }
+    const withToken = await challenge("/mcp/nope", `Bearer ${tokens["support-bot"]}`);
+    expect(withToken).toMatchObject({ status: 404, reason: "server_unknown" });
   });
 });
 

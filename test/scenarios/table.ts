@@ -182,9 +182,15 @@ export const scenarios: readonly Scenario[] = [
     expect: deny(404, -32601, "server_unknown"),
   },
   {
-    name: "unknown server, no token (routing comes first)",
+    name: "unknown server, no token: 401 as for a real one (names are not revealed before authentication)",
     identity: { token: "none" },
     request: { method: "POST", path: "/mcp/nope", body: listTools },
+    expect: deny(401, -32001, "token_missing", UNAUTHORIZED),
+  },
+  {
+    name: "path that is no server name at all, no token",
+    identity: { token: "none" },
+    request: { method: "POST", path: "/admin", body: listTools },
     expect: deny(404, -32601, "server_unknown"),
   },
   {

@@ -113,12 +113,7 @@ export class PolicyEngine {
     denyExchange(exchange, reason, reason === "internal_error" ? "error" : "deny");
     const info = Reasons[reason];
     const headers: Record<string, string> = { ...extraHeaders };
-    if (info.status === 401) {
-      const server = exchange.server;
-      headers["www-authenticate"] =
-        `Bearer resource_metadata="${resourceMetadataUrl(this.config.publicUrl, server)}"` +
-        (reason === "token_missing" ? "" : `, error="invalid_token"`);
-    }
+    if (info.status === 401) headers["www-authenticate"] ??= this.bearerChallenge(reason, exchange.server);
     return jsonReply(
       info.status,
       errorResponse(null, info.code, detail ? `${info.message}: ${detail}` : info.message, {
@@ -137,20 +132,38 @@ export class PolicyEngine {
     const route = this.route(head.path);
     if (route.kind === "resource_metadata") {
       // Public by design (RFC 9728): how a client discovers where to get a token.
-      exchange.server = route.server;
+      // Only a registered name goes into the audit record and the metrics' server label.
+      if (route.server !== undefined && this.registry.server(route.server)) exchange.server = route.server;
       exchange.status = 200;
       return { ok: false, exchange, reply: jsonReply(200, this.protectedResourceMetadata(route.server)) };
     }
-    if (route.kind !== "mcp")
+    if (route.kind === "not_found")
       return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
-    exchange.server = route.server;
+    // Authentication comes before the server lookup, so a caller without a valid token cannot
+    // tell which server names exist: every well-formed /mcp/<name> answers it the same 401.
+    // exchange.server stays unset for an unknown name, so unauthenticated callers cannot grow
+    // the metrics' server label either.
+    if (route.kind === "mcp") exchange.server = route.server;
     const auth = await this.authenticator.authenticate(head.headers.authorization);
-    if (!auth.ok) return { ok: false, exchange, reply: this.rejection(exchange, auth.reason) };
+    if (!auth.ok) {
+      const challenge = { "www-authenticate": this.bearerChallenge(auth.reason, route.server) };
+      return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
+    }
     exchange.principal = auth.principal;
+    if (route.kind === "unknown_server")
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
     if (!this.rbac.mayReachServer(auth.principal, route.server)) {
       return { ok: false, exchange, reply: this.rejection(exchange, "server_forbidden") };
     }
     return { ok: true, exchange, principal: auth.principal, server: route.server };
+  }
+
+  /** The RFC 6750 challenge of a 401, pointing at the RFC 9728 metadata of the server in the path. */
+  private bearerChallenge(reason: Reason, server: string | undefined): string {
+    return (
+      `Bearer resource_metadata="${resourceMetadataUrl(this.config.publicUrl, server)}"` +
+      (reason === "token_missing" ? "" : `, error="invalid_token"`)
+    );
   }
 
   /** RFC 9728 metadata document for the well-known routes. */

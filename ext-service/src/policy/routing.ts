@@ -19,9 +19,11 @@ export function parseRoute(rawPath: string, exists: (server: string) => boolean)
   const path = q < 0 ? rawPath : rawPath.slice(0, q);
   if (path === METADATA_PREFIX) return { kind: "resource_metadata", server: undefined };
   if (path.startsWith(METADATA_PREFIX + "/")) {
+    // Answered for any well-formed server name, registered or not: the document names only the
+    // path and the authorization servers, and a 404 for unknown names would list the registry
+    // to anyone who asks.
     const rest = MCP_PATH.exec(path.slice(METADATA_PREFIX.length));
-    if (rest && exists(rest[1]!)) return { kind: "resource_metadata", server: rest[1]! };
-    return { kind: "not_found" };
+    return rest ? { kind: "resource_metadata", server: rest[1]! } : { kind: "not_found" };
   }
   const m = MCP_PATH.exec(path);
   if (!m) return { kind: "not_found" };
