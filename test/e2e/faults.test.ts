@@ -52,6 +52,12 @@ describe("upstream faults through the edge", () => {
     fakes.garbage = await fakeUpstream((_req, res) => {
       res.writeHead(200, { "content-type": "application/json" }).end("<html>not json at all");
     });
+    fakes.plaintext = await fakeUpstream((req, res) => {
+      // A success labelled as neither JSON nor SSE; the error statuses carry a text body too.
+      if (req.headers["x-test-status"] === "500")
+        return void res.writeHead(500, { "content-type": "text/plain" }).end("boom");
+      res.writeHead(200, { "content-type": "text/plain" }).end("key AKIAIOSFODNN7EXAMPLE and the rest");
+    });
     fakes.huge = await fakeUpstream((_req, res) => {
       const body = JSON.stringify({ jsonrpc: "2.0", id: 1, result: { padding: "x".repeat(5000) } });
       res.writeHead(200, { "content-type": "application/json" }).end(body);
@@ -139,6 +145,7 @@ describe("upstream faults through the edge", () => {
         { name: "down", upstreams: [`http://127.0.0.1:${down}/mcp`] },
         { name: "hang", upstreams: [fakes.hang.url] },
         { name: "garbage", upstreams: [fakes.garbage.url] },
+        { name: "plaintext", upstreams: [fakes.plaintext.url] },
         { name: "nothttp", upstreams: [`http://127.0.0.1:${garbagePort}/mcp`] },
         { name: "huge", upstreams: [fakes.huge.url] },
         { name: "cut", upstreams: [fakes.cut.url] },
@@ -200,6 +207,16 @@ describe("upstream faults through the edge", () => {
     const r = await post("garbage");
     expectError(r, 502, -32050, "upstream_invalid_response");
     expect(r.text).not.toContain("<html>");
+  });
+
+  it("a success that is neither JSON nor SSE is refused, not passed unread; an error status passes", async () => {
+    const r = await post("plaintext");
+    expectError(r, 502, -32050, "upstream_invalid_response");
+    expect(r.headers["content-type"]).toBe("application/json");
+    expect(r.text).not.toContain("AKIA");
+    const failed = await post("plaintext", rpc("ping"), { "x-test-status": "500" });
+    expect(failed.status).toBe(500);
+    expect(failed.text).toBe("boom");
   });
 
   it("not HTTP at all: 502 upstream_invalid_response", async () => {

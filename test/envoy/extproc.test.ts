@@ -416,7 +416,22 @@ describe("ext_proc: responses", () => {
     }
   });
 
-  it("does not inspect bodies that are neither JSON nor SSE (mode NONE)", async () => {
+  it("refuses a success that is neither JSON nor SSE: buffered, replaced by a 502 JSON-RPC error", async () => {
+    const r = await gw.client.exchange(post(JSON.stringify(toolsCall(1, "list_tickets"))), () => ({
+      status: 200,
+      headers: { "content-type": "text/plain", "content-length": "37" },
+      body: "key AKIAIOSFODNN7EXAMPLE and the rest",
+    }));
+    expect(r.envoyError).toBeUndefined();
+    expect(r.responseBodyMode).toBe("BUFFERED");
+    expect(r.response.status).toBe(502);
+    expect(r.response.headers["content-type"]).toBe("application/json");
+    expect(r.response.headers["content-length"]).toBe(String(r.response.body.byteLength));
+    expect(json(r)).toMatchObject({ error: { code: -32050, data: { reason: "upstream_invalid_response" } } });
+    expect(r.response.body.toString()).not.toContain("AKIA");
+  });
+
+  it("does not inspect error bodies that are neither JSON nor SSE (mode NONE)", async () => {
     const r = await gw.client.exchange(post(JSON.stringify(toolsCall(1, "list_tickets"))), () => ({
       status: 500,
       headers: { "content-type": "text/plain" },

@@ -56,12 +56,16 @@ const ALL_TICKET_TOOLS = ["list_tickets", "delete_ticket", "old_export", "new_ex
 
 describe("responseMode", () => {
   it("reads the content type", () => {
-    expect(responseMode("application/json")).toBe("json");
-    expect(responseMode("Application/JSON; charset=utf-8")).toBe("json");
-    expect(responseMode("text/event-stream")).toBe("sse");
-    expect(responseMode("text/event-stream;charset=UTF-8")).toBe("sse");
-    expect(responseMode("text/plain")).toBe("passthrough");
-    expect(responseMode(undefined)).toBe("passthrough");
+    expect(responseMode("application/json", 200)).toBe("json");
+    expect(responseMode("Application/JSON; charset=utf-8", 200)).toBe("json");
+    expect(responseMode("text/event-stream", 200)).toBe("sse");
+    expect(responseMode("text/event-stream;charset=UTF-8", 200)).toBe("sse");
+    // Any other success goes through the JSON path, so it cannot reach the agent unread.
+    expect(responseMode("text/plain", 200)).toBe("json");
+    expect(responseMode(undefined, 202)).toBe("json");
+    expect(responseMode("text/plain", 204)).toBe("passthrough");
+    expect(responseMode("text/plain", 404)).toBe("passthrough");
+    expect(responseMode(undefined, 500)).toBe("passthrough");
   });
 });
 

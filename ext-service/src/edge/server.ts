@@ -391,10 +391,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const raw = got.body;
     const replaced = transformer.transformJson(raw);
     let status = call.status;
-    if (replaced && exchange.reasons.includes("upstream_invalid_response")) {
-      status = Reasons.upstream_invalid_response.status;
-      endpoint.breaker.failure(ticket);
-      upstreamFailure(server, endpoint, "upstream_invalid_response");
+    const refusal = transformer.refusal;
+    if (refusal) {
+      status = Reasons[refusal].status;
+      if (refusal === "upstream_invalid_response") endpoint.breaker.failure(ticket);
+      else endpoint.breaker.success(ticket);
+      upstreamFailure(server, endpoint, refusal);
     } else if (status >= 500) {
       endpoint.breaker.failure(ticket);
       upstreamFailure(server, endpoint, "http_5xx");
@@ -403,6 +405,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     if (res.destroyed) return;
     const headers = clientResponseHeaders(call.headers);
     headers["content-length"] = String(out.byteLength);
+    if (refusal) headers["content-type"] = "application/json";
     res.writeHead(status, headers);
     res.end(out);
   }

@@ -1,6 +1,7 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { HttpReply } from "../policy/engine.js";
 import type { Exchange } from "../policy/exchange.js";
+import { Reasons } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
@@ -271,11 +272,17 @@ export class ProcessStream {
       const out = transformer.transformJson(chunk);
       if (out === undefined) return {};
       const body = toBuffer(out);
-      return this.responseHadContentLength
-        ? {
-            header_mutation: { set_headers: [rawHeader("content-length", String(body.byteLength))] },
-            body_mutation: { body },
-          }
+      const set = [];
+      if (this.responseHadContentLength) set.push(rawHeader("content-length", String(body.byteLength)));
+      // A refused body becomes the core's JSON-RPC error, with its status and type (the response
+      // headers are still held: BUFFERED mode sends them after the body's reply).
+      const refusal = transformer.refusal;
+      if (refusal) {
+        set.push(rawHeader(":status", String(Reasons[refusal].status)));
+        set.push(rawHeader("content-type", "application/json"));
+      }
+      return set.length
+        ? { header_mutation: { set_headers: set }, body_mutation: { body } }
         : { body_mutation: { body } };
     }
     if (this.jsonFailed) return { body_mutation: { body: EMPTY } };

@@ -10,11 +10,17 @@ const EMPTY = new Uint8Array(0);
 
 export type ResponseMode = "json" | "sse" | "passthrough";
 
-export function responseMode(contentType: string | undefined): ResponseMode {
+/**
+ * How a response body is inspected. A success whose body is neither JSON nor SSE would reach the
+ * agent unread (a DLP bypass for any server that labels its output text/plain), so it takes the
+ * JSON path: an empty body passes, anything that is not JSON-RPC is refused (fail closed). Error
+ * statuses, 204 and 304 pass as they are: they carry no tool output.
+ */
+export function responseMode(contentType: string | undefined, status: number): ResponseMode {
   const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
   if (type === "application/json") return "json";
   if (type === "text/event-stream") return "sse";
-  return "passthrough";
+  return status >= 200 && status < 300 && status !== 204 ? "json" : "passthrough";
 }
 
 /** The list method whose result this looks like, for responses that match no pending request. */
@@ -43,6 +49,11 @@ export class ResponseTransformer {
   private failed = false;
   /** The last SSE event id seen: when set, the stream is resumable (`Last-Event-ID`). */
   lastEventId: string | undefined;
+  /**
+   * Set when transformJson refused the whole body: the adapters then answer with this reason's
+   * HTTP status and a JSON content type instead of the upstream's.
+   */
+  refusal: "upstream_invalid_response" | "response_too_large" | undefined;
 
   constructor(
     private readonly engine: PolicyEngine,
@@ -50,7 +61,7 @@ export class ResponseTransformer {
     contentType: string | undefined,
     private readonly status: number,
   ) {
-    this.mode = responseMode(contentType);
+    this.mode = responseMode(contentType, status);
   }
 
   /**
@@ -143,6 +154,7 @@ export class ResponseTransformer {
   }
 
   private invalid(reason: "upstream_invalid_response" | "response_too_large"): Uint8Array {
+    this.refusal = reason;
     denyExchange(this.exchange, reason, "error");
     const info = Reasons[reason];
     return encoder.encode(
