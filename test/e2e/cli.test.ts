@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { CURL_BEGIN, CURL_END, repoRoot } from "../../ext-service/src/commands/dev.js";
-import { DEV_ISSUER, ensureDevKeys } from "../../ext-service/src/config/devkeys.js";
-import { httpCall, MCP_HEADERS, rpc, tempDir } from "./harness.js";
+import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
+import { fakeUpstream, httpCall, MCP_HEADERS, readJsonBody, rpc, tempDir } from "./harness.js";
 
 const CLI = join(repoRoot(), "ext-service", "src", "cli.ts");
 
@@ -151,6 +151,70 @@ describe("mcp-gateway edge", () => {
     }
     expect(await run.exit).toBe(0);
     expect(run.stdout()).toContain('"msg":"draining"');
+  });
+
+  it("reloads config and registry on SIGHUP; a broken config is logged and the running one kept", async () => {
+    const keys = await ensureDevKeys(join(tmp.dir, "keys"));
+    const upstream = await fakeUpstream(async (req, res) => {
+      const msg = (await readJsonBody(req)) as { id: number };
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: {} }));
+    });
+    const registry = (servers: string[]) =>
+      writeFileSync(
+        join(tmp.dir, "reload-registry.yaml"),
+        stringify({
+          version: servers.join("+"),
+          servers: servers.map((name) => ({ name, upstreams: [upstream.url] })),
+        }),
+      );
+    const gateway = (extra: Record<string, unknown> = {}) =>
+      writeFileSync(
+        join(tmp.dir, "reload.yaml"),
+        stringify({
+          registry: "reload-registry.yaml",
+          auth: {
+            issuers: [{ issuer: DEV_ISSUER, audiences: ["mcp-gateway"], jwks: { file: keys.jwksFile } }],
+          },
+          roles: { all: { rules: [{ effect: "allow", tools: ["*/*"] }] } },
+          agents: { tester: { roles: ["all"] } },
+          ...extra,
+        }),
+      );
+    registry(["one"]);
+    gateway();
+    const run = cli(["edge", "--config", join(tmp.dir, "reload.yaml"), "--port", "0", "--admin-port", "0"]);
+    try {
+      const [, edge, admin] = await until(run, /"edge":"(http:\/\/[^"]+)","admin":"(http:\/\/[^"]+)"/);
+      const token = await signDevToken(keys.privateJwk, { subject: "tester" });
+      const ping = (server: string) =>
+        httpCall(`${edge}/mcp/${server}`, {
+          headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+          body: rpc("ping"),
+        });
+      expect((await ping("one")).status).toBe(200);
+      expect((await ping("two")).status).toBe(404);
+
+      registry(["one", "two"]);
+      run.child.kill("SIGHUP");
+      await until(run, /"registry_version":"one\+two".*"msg":"config reloaded"/);
+      expect((await ping("two")).status).toBe(200);
+
+      gateway({ edgee: {} });
+      run.child.kill("SIGHUP");
+      await until(run, /config reload rejected/);
+      expect(run.stdout()).toContain("unknown key 'edgee'");
+      expect((await ping("two")).status).toBe(200);
+      expect(run.child.exitCode).toBeNull();
+
+      const metrics = (await httpCall(`${admin}/metrics`, { method: "GET" })).text;
+      expect(metrics).toContain('mcp_gateway_config_reloads_total{result="applied"} 1');
+      expect(metrics).toContain('mcp_gateway_config_reloads_total{result="rejected"} 1');
+    } finally {
+      run.child.kill("SIGTERM");
+      await upstream.close();
+    }
+    expect(await run.exit).toBe(0);
   });
 
   it("refuses to start on an invalid config, naming the problem", async () => {

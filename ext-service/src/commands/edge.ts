@@ -3,6 +3,7 @@ import type { Command } from "../cli.js";
 import { UsageError } from "../cli.js";
 import { loadEngine } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
+import { reloadOnHangup } from "./reload.js";
 import { boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
@@ -55,7 +56,12 @@ export const edgeCommand: Command = {
 Serves POST|GET|DELETE /mcp/<server> (MCP Streamable HTTP) and the RFC 9728 metadata routes on
 listen.edge (default 127.0.0.1:8080), applying the same policy as the Envoy path, and
 /metrics, /healthz, /readyz on listen.admin (default 127.0.0.1:9901).
---port / --admin-port override the config (0 picks a free port). SIGINT/SIGTERM drain and stop.`,
+--port / --admin-port override the config (0 picks a free port). SIGINT/SIGTERM drain and stop.
+
+On SIGHUP: gateway.yaml and the registry are read and checked again; if every check passes the
+new policy and servers apply to the next requests (a server whose URLs did not change keeps its
+connections and sessions), otherwise every problem is logged and the running config is kept.
+listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a restart.`,
   options: {
     config: { type: "string", short: "c" },
     port: { type: "string", short: "p" },
@@ -92,7 +98,15 @@ listen.edge (default 127.0.0.1:8080), applying the same policy as the Envoy path
       { edge: edge.url, admin: `http://${engine.config.listen.admin.host}:${boundPort(admin)}` },
       "edge listening",
     );
+    const stopReloading = reloadOnHangup({
+      configFile: values.config,
+      target: edge,
+      logger,
+      metrics,
+      fixedAtStart: ["listen", "edge", "logLevel", "shutdownGrace"],
+    });
     await untilSignal(async (signal) => {
+      stopReloading();
       logger.info({ signal }, "draining");
       await edge.close();
       await closeServer(admin);

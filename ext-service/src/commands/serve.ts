@@ -2,6 +2,7 @@ import type { Command } from "../cli.js";
 import { UsageError } from "../cli.js";
 import { loadEngine } from "../config/compile.js";
 import { startExtService } from "../envoy/server.js";
+import { reloadOnHangup } from "./reload.js";
 import { createLogger } from "../telemetry/logger.js";
 
 export { startExtService, type ExtService, type ExtServiceOptions } from "../envoy/server.js";
@@ -25,6 +26,10 @@ processing (envoy.service.ext_proc.v3.ExternalProcessor) APIs plus grpc.health.v
 gRPC port (listen.grpc, default 9001), and /metrics, /healthz, /readyz on the admin port
 (listen.admin, default 9901). Port 0 picks a free port; the bound ports are printed on start.
 
+On SIGHUP: gateway.yaml and the registry are read and checked again; if every check passes the
+new policy applies to the calls and streams that start from then on, otherwise every problem is
+logged and the running policy is kept. listen, limits, logLevel and shutdownGrace need a restart.
+
 On SIGTERM or SIGINT: readiness and gRPC health turn NOT_SERVING, no new streams are accepted,
 in-flight streams may finish until shutdownGrace (default 10s), then the process exits 0.
 A second signal stops at once.`,
@@ -47,6 +52,13 @@ A second signal stops at once.`,
         `admin on http://${listen.admin.host}:${service.adminPort}\n`,
     );
     logger.info({ grpc_port: service.grpcPort, admin_port: service.adminPort }, "ext-service started");
+    const stopReloading = reloadOnHangup({
+      configFile: file,
+      target: service,
+      logger,
+      metrics: service.metrics,
+      fixedAtStart: ["listen", "limits", "logLevel", "shutdownGrace"],
+    });
 
     await new Promise<void>((resolve) => {
       let stopping = false;
@@ -56,6 +68,7 @@ A second signal stops at once.`,
           process.exit(1);
         }
         stopping = true;
+        stopReloading();
         logger.info({ signal }, "draining: finishing in-flight streams");
         service.close().then(
           () => {

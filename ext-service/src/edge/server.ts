@@ -31,6 +31,14 @@ export interface EdgeOptions {
 }
 
 export interface Edge {
+  /** The policy in force; replaced by setEngine (config reload). */
+  readonly engine: PolicyEngine;
+  /**
+   * Replaces the policy: the next requests use it, and servers added to or removed from the
+   * registry are routed accordingly (a server whose URLs did not change keeps its connections,
+   * sessions and breakers). Listen addresses, edge traffic settings and timeouts stay as started.
+   */
+  setEngine(engine: PolicyEngine): void;
   port: number;
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
@@ -114,7 +122,8 @@ function failureReason(
  * the Envoy path.
  */
 export function startEdge(options: EdgeOptions): Promise<Edge> {
-  const { engine, logger, metrics } = options;
+  const { logger, metrics } = options;
+  let engine = options.engine;
   const cfg = engine.config.edge;
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
@@ -124,10 +133,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     requestTimeout > 0
       ? Math.min(durationMs(cfg.headersTimeout), requestTimeout)
       : durationMs(cfg.headersTimeout);
-  const upstreams = new Upstreams(
-    engine.registry
+  const upstreamsOf = (policy: PolicyEngine) =>
+    policy.registry
       .serverNames()
-      .map((name) => ({ name, upstreams: engine.registry.server(name)!.config.upstreams })),
+      .map((name) => ({ name, upstreams: policy.registry.server(name)!.config.upstreams }));
+  const upstreams = new Upstreams(
+    upstreamsOf(engine),
     {
       breakerFailures: cfg.breaker.consecutiveFailures,
       breakerCooldownMs: durationMs(cfg.breaker.cooldown),
@@ -564,6 +575,13 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
         let closed: Promise<void> | undefined;
         resolve({
+          get engine() {
+            return engine;
+          },
+          setEngine(next) {
+            engine = next;
+            upstreams.update(upstreamsOf(next));
+          },
           port,
           url: `http://${shownHost}:${port}`,
           ready: () => listening && !closing,

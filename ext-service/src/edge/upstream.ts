@@ -107,17 +107,45 @@ export class UpstreamGroup {
 /** All upstream groups, built once from the registry. */
 export class Upstreams {
   private readonly groups = new Map<string, UpstreamGroup>();
+  /** Each server's upstream URLs as configured, to tell on reload whether its group can stay. */
+  private readonly urls = new Map<string, string>();
 
   constructor(
     servers: Iterable<{ name: string; upstreams: readonly string[] }>,
-    options: UpstreamOptions,
-    metrics: Metrics,
-    logger?: Logger,
+    private readonly options: UpstreamOptions,
+    private readonly metrics: Metrics,
+    private readonly logger?: Logger,
   ) {
-    for (const s of servers) {
-      const endpoints = s.upstreams.map((url) => new Endpoint(s.name, url, options, metrics, logger));
-      this.groups.set(s.name, new UpstreamGroup(s.name, endpoints, options.maxSessions));
+    for (const s of servers) this.add(s);
+  }
+
+  private add(s: { name: string; upstreams: readonly string[] }): void {
+    const endpoints = s.upstreams.map(
+      (url) => new Endpoint(s.name, url, this.options, this.metrics, this.logger),
+    );
+    this.groups.set(s.name, new UpstreamGroup(s.name, endpoints, this.options.maxSessions));
+    this.urls.set(s.name, JSON.stringify(s.upstreams));
+  }
+
+  /**
+   * Applies a reloaded registry. A server whose URLs are unchanged keeps its group (sessions,
+   * breakers, open connections); a new or changed one gets a fresh group. Pools nobody routes to
+   * any more are closed, which lets their requests in flight (long SSE streams too) finish first.
+   */
+  update(servers: Iterable<{ name: string; upstreams: readonly string[] }>): void {
+    const wanted = new Map([...servers].map((s) => [s.name, s.upstreams] as const));
+    // Retire first, so an endpoint that moves to a fresh group keeps its breaker metric.
+    for (const [name, group] of [...this.groups]) {
+      const upstreams = wanted.get(name);
+      if (upstreams && this.urls.get(name) === JSON.stringify(upstreams)) continue;
+      this.groups.delete(name);
+      this.urls.delete(name);
+      for (const endpoint of group.endpoints) {
+        this.metrics.breakerOpen.remove({ server: name, upstream: endpoint.label });
+        endpoint.pool.close().catch(() => {});
+      }
     }
+    for (const [name, upstreams] of wanted) if (!this.groups.has(name)) this.add({ name, upstreams });
   }
 
   group(server: string): UpstreamGroup | undefined {

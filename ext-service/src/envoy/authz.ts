@@ -56,9 +56,10 @@ export function deniedResponse(reply: HttpReply, reason: string | undefined): Ch
  * by ext_proc when their stream ends, so each HTTP request yields exactly one record.
  */
 export function createCheckHandler(ctx: AdapterContext) {
-  const { engine, audit, logger, metrics } = ctx;
+  const { audit, logger, metrics } = ctx;
 
   async function decide(request: CheckRequest): Promise<CheckResponse> {
+    const engine = ctx.engine; // one policy per call, even if a reload lands while it awaits
     const http = request.attributes?.request?.http;
     const headers =
       http?.headers && Object.keys(http.headers).length > 0
@@ -105,9 +106,9 @@ export function createCheckHandler(ctx: AdapterContext) {
       },
       (err: unknown) => {
         // A bug, not a verdict: logged in full, the agent sees a short JSON-RPC error (fail closed).
-        const exchange = engine.newExchange(call.request.attributes?.request?.http?.method ?? "");
+        const exchange = ctx.engine.newExchange(call.request.attributes?.request?.http?.method ?? "");
         logger.error({ err, request_id: exchange.requestId }, "ext_authz: check failed");
-        const reply = engine.rejection(exchange, "internal_error");
+        const reply = ctx.engine.rejection(exchange, "internal_error");
         audit.finishSoon(exchange, reply.status);
         callback(null, deniedResponse(reply, "internal_error"));
       },

@@ -1,5 +1,5 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { HttpReply } from "../policy/engine.js";
+import type { HttpReply, PolicyEngine } from "../policy/engine.js";
 import type { Exchange } from "../policy/exchange.js";
 import { Reasons } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
@@ -69,7 +69,12 @@ export class ProcessStream {
   private jsonFailed = false;
   private closed = false;
 
-  constructor(private readonly ctx: AdapterContext) {}
+  /** The policy this stream started under: a config reload applies to the streams after it. */
+  private readonly engine: PolicyEngine;
+
+  constructor(private readonly ctx: AdapterContext) {
+    this.engine = ctx.engine;
+  }
 
   /** Handles one message; returns the reply, or undefined when none is due. */
   handle(request: ProcessingRequest): ProcessingResponse | undefined {
@@ -100,7 +105,7 @@ export class ProcessStream {
     } catch (err) {
       const exchange = this.ensureExchange("");
       this.ctx.logger.error({ err, request_id: exchange.requestId }, "ext_proc: internal error");
-      return this.immediate(this.ctx.engine.rejection(exchange, "internal_error"));
+      return this.immediate(this.engine.rejection(exchange, "internal_error"));
     }
   }
 
@@ -122,7 +127,7 @@ export class ProcessStream {
 
   private ensureExchange(method: string, requestId?: string, traceparent?: string): Exchange {
     if (!this.exchange) {
-      this.exchange = this.ctx.engine.newExchange(method, requestId, traceparent);
+      this.exchange = this.engine.newExchange(method, requestId, traceparent);
       this.ctx.inflight.count++;
     }
     return this.exchange;
@@ -130,7 +135,8 @@ export class ProcessStream {
 
   private onRequestHeaders(msg: HttpHeaders, request: ProcessingRequest): ProcessingResponse {
     if (this.phase !== "request_headers") return this.protocolError("a second request_headers message");
-    const { engine, logger } = this.ctx;
+    const { engine } = this;
+    const { logger } = this.ctx;
     const headers = headerMapToRecord(msg.headers);
     const method = headers[":method"] ?? "";
     const path = headers[":path"] ?? "";
@@ -185,7 +191,7 @@ export class ProcessStream {
         { request_id: exchange.requestId },
         "ext_proc: request body must be sent BUFFERED (request_body_mode: BUFFERED)",
       );
-      return this.immediate(this.ctx.engine.rejection(exchange, "internal_error"));
+      return this.immediate(this.engine.rejection(exchange, "internal_error"));
     }
     const body = toBuffer(msg.body);
     if (exchange.httpMethod === "POST" || body.byteLength > 0) {
@@ -199,7 +205,7 @@ export class ProcessStream {
   /** Runs the core on a request body; returns the immediate response when it does not forward. */
   private evaluateBody(body: Buffer): ProcessingResponse | undefined {
     const started = performance.now();
-    const verdict = this.ctx.engine.evaluateRequestBody(this.exchange!, body, this.requestHeaders);
+    const verdict = this.engine.evaluateRequestBody(this.exchange!, body, this.requestHeaders);
     this.ctx.metrics.decisionSeconds.observe({ phase: "request_body" }, secondsSince(started));
     return verdict.action === "reply" ? this.immediate(verdict.reply) : undefined;
   }
@@ -217,7 +223,7 @@ export class ProcessStream {
     const status = Number(headers[":status"]) || 0;
     exchange.status = status;
     this.responseHadContentLength = "content-length" in headers;
-    this.transformer = this.ctx.engine.responseTransformer(exchange, headers["content-type"], status);
+    this.transformer = this.engine.responseTransformer(exchange, headers["content-type"], status);
     this.phase = "response_body";
     if (msg.end_of_stream) return this.finishResponse({ response_headers: { response: {} } });
     const mode = this.transformer.mode;
@@ -288,7 +294,7 @@ export class ProcessStream {
     if (this.jsonFailed) return { body_mutation: { body: EMPTY } };
     (this.jsonChunks ??= []).push(chunk);
     this.jsonBytes += chunk.byteLength;
-    if (this.jsonBytes > this.ctx.engine.limits.maxResponseBytes) {
+    if (this.jsonBytes > this.engine.limits.maxResponseBytes) {
       // Over the inspection limit: the core answers with its error body, the rest is dropped.
       this.jsonFailed = true;
       const whole = Buffer.concat(this.jsonChunks);
@@ -336,7 +342,7 @@ export class ProcessStream {
       { request_id: exchange.requestId, problem, phase: this.phase },
       "ext_proc: unexpected message from Envoy",
     );
-    return this.immediate(this.ctx.engine.rejection(exchange, "internal_error"));
+    return this.immediate(this.engine.rejection(exchange, "internal_error"));
   }
 
   /** `mcp_gateway` namespace for Envoy's access log (needs `receiving_namespaces`). */

@@ -26,6 +26,14 @@ export interface ExtServiceOptions {
 }
 
 export interface ExtService {
+  /** The policy in force; replaced by setEngine (config reload). */
+  readonly engine: PolicyEngine;
+  /**
+   * Replaces the policy for the Check calls and ext_proc streams that start from now on; streams
+   * already open finish under the policy they started with. Ports and the gRPC message size
+   * limit stay as started.
+   */
+  setEngine(engine: PolicyEngine): void;
   grpcPort: number;
   adminPort: number;
   /** host:port for gRPC clients. */
@@ -119,6 +127,12 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
 
   const hostForClients = grpcHost === "0.0.0.0" || grpcHost === "::" ? "127.0.0.1" : grpcHost;
   return {
+    get engine() {
+      return ctx.engine;
+    },
+    setEngine(next) {
+      ctx.engine = next;
+    },
     grpcPort,
     adminPort: boundPort(admin),
     grpcAddress: `${hostForClients.includes(":") ? `[${hostForClients}]` : hostForClients}:${grpcPort}`,

@@ -13,6 +13,7 @@ export class Metrics {
   readonly upstreamErrors: Counter<"server" | "reason">;
   readonly breakerOpen: Gauge<"server" | "upstream">;
   readonly inflight: Gauge<"plane">;
+  readonly configReloads: Counter<"result">;
   /** Per plane, the counts of exchanges in flight, read when scraped (see countInflight). */
   private readonly inflightCounts = new Map<string, Set<() => number>>();
 
@@ -72,6 +73,12 @@ export class Metrics {
       name: "mcp_gateway_breaker_open",
       help: "1 while the circuit breaker of an upstream is open",
       labelNames: ["server", "upstream"],
+      registers,
+    });
+    this.configReloads = new Counter({
+      name: "mcp_gateway_config_reloads_total",
+      help: "Config and registry reloads (SIGHUP) by result: applied, or rejected with the old config kept",
+      labelNames: ["result"],
       registers,
     });
     this.inflight = new Gauge({
