@@ -468,7 +468,9 @@ const RULES: readonly Rule[] = [
       ".env",
       "/etc/passwd",
       "/etc/shadow",
-      "_history",
+      // Whole words: "_history" would never equal a token (".bash_history" is "." + "bash_history").
+      "bash_history",
+      "zsh_history",
       "keychain",
       "wallet.dat",
       "private key",
