@@ -56,6 +56,10 @@ interface Rule {
   mentionable: boolean;
   /** How far (characters) a match can extend before or after any of its anchors. */
   reach: number;
+  /** Words (lower case) every match begins with, when known: see STARTS. */
+  starts: readonly string[] | undefined;
+  /** The pattern anchored at lastIndex, for trying it at those words only. */
+  sticky: RegExp;
 }
 
 /** Sentence-internal gap of at most n characters. */
@@ -84,8 +88,88 @@ function rule(
     global: new RegExp(bounded, "gi"),
     mentionable,
     reach,
+    starts: STARTS[id],
+    sticky: new RegExp(bounded, "iy"),
   };
 }
+
+/**
+ * For the rules that scan the most text (their anchors are common words), the words every match
+ * begins with: each alternative of the pattern starts with `\b` and one of these as a whole word
+ * (the keyword index's tokens: [a-z0-9_]+ or one other character, case-folded). Such a rule is
+ * tried only at those words, in order and skipping overlaps, which finds exactly the matches a
+ * global scan of the whole text would (test/security/corpus.test.ts checks the two agree).
+ */
+const STARTS: Readonly<Record<string, readonly string[]>> = {
+  "override.ignore_previous": [
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "abandon",
+    "discard",
+    "neglect",
+    "set",
+    "drop",
+    "scrap",
+    "ditch",
+    "throw",
+    "your",
+    "obey",
+  ],
+  "exfiltration.send_sensitive": [
+    "send",
+    "forward",
+    "post",
+    "upload",
+    "transmit",
+    "exfiltrate",
+    "leak",
+    "email",
+    "share",
+    "copy",
+    "submit",
+  ],
+  "exfiltration.collect_and_send": ["collect", "gather", "find", "extract", "dump", "grab", "harvest"],
+  "exfiltration.tool_with_sensitive": ["call", "invoke", "use"],
+  "exfiltration.url_with_data": ["append", "add", "include", "put", "encode", "insert", "embed", "attach"],
+  "exfiltration.content_in_param": [
+    "pass",
+    "send",
+    "include",
+    "put",
+    "add",
+    "attach",
+    "append",
+    "provide",
+    "insert",
+    "embed",
+    "place",
+    "copy",
+    "paste",
+    "content",
+    "contents",
+    "text",
+  ],
+  "exfiltration.secret_file_to_param": [
+    "read",
+    "cat",
+    "open",
+    "load",
+    "include",
+    "fetch",
+    "get",
+    "collect",
+    "grab",
+    "extract",
+    "copy",
+    "dump",
+    "content",
+    "contents",
+    "text",
+    "data",
+  ],
+};
 
 const PRIOR =
   "(?:previous|prior|preceding|above|earlier|former|foregoing|original|initial|existing|system|developer|all(?:\\s+(?:the|your|of\\s+the|of\\s+your))?(?:\\s+other)?|any(?:\\s+other)?|every|the\\s+user's|your(?:\\s+(?:previous|prior|original|initial|current|existing|old))?)";
@@ -723,7 +807,10 @@ const HIDDEN_RULES = {
 } as const;
 
 /** One linear pass finds the rules' anchor words; rules run only in windows around them. */
-const KEYWORDS = new KeywordIndex(RULES.flatMap((r) => r.anchors));
+const KEYWORDS = new KeywordIndex(
+  RULES.flatMap((r) => r.anchors),
+  RULES.flatMap((r) => r.starts ?? []),
+);
 
 /** Words that mark a sentence as discussing injection rather than performing it. */
 const META_CONTEXT =
@@ -824,6 +911,21 @@ function ruleMatches(r: Rule, text: string, hits: KeywordHits | "all"): boolean 
     if (p) positions = positions ? positions.concat(p) : p;
   }
   if (!positions) return false;
+  if (r.starts) {
+    let starts: number[] = [];
+    for (const w of r.starts) {
+      const p = hits.get(w);
+      if (p) starts = starts.concat(p);
+    }
+    // Each try costs about as much as a regex step over a few dozen characters: past that many,
+    // the windows below are cheaper.
+    if (starts.length * 32 < text.length)
+      return firstReportableAt(
+        r,
+        text,
+        starts.sort((a, b) => a - b),
+      );
+  }
   if (positions.length * r.reach * 2 >= text.length) return firstReportable(r, text);
   positions = [...positions].sort((a, b) => a - b);
   let start = -1;
@@ -872,6 +974,45 @@ function firstReportable(r: Rule, text: string): boolean {
   global.lastIndex = 0;
   return false;
 }
+
+/**
+ * firstReportable over the whole text when every match starts at one of `starts` (ascending):
+ * the same matches in the same order, since a global scan resumes after each match and its next
+ * match begins at the first position, from there, where the pattern matches.
+ */
+function firstReportableAt(r: Rule, text: string, starts: readonly number[]): boolean {
+  const sticky = r.sticky;
+  let resume = 0;
+  for (const p of starts) {
+    if (p < resume) continue;
+    sticky.lastIndex = p;
+    const m = sticky.exec(text);
+    if (m === null) continue;
+    const end = p + m[0].length;
+    if (!r.mentionable || (!isQuotedMention(text, p, end) && !isDescribed(text, p))) {
+      sticky.lastIndex = 0;
+      return true;
+    }
+    resume = Math.max(end, p + 1);
+  }
+  sticky.lastIndex = 0;
+  return false;
+}
+
+/**
+ * For tests: whether rule `id` reports a match in `text` (one layer, no normalisation) as the
+ * scanner runs it (prefilter, then start words or windows) and as a global scan of the whole
+ * text does. Undefined for an unknown rule.
+ */
+export function ruleVerdicts(id: string, text: string): { scanned: boolean; whole: boolean } | undefined {
+  const r = RULES.find((x) => x.id === id);
+  if (!r) return undefined;
+  const hits = KEYWORDS.find(text);
+  return { scanned: hits !== undefined && ruleMatches(r, text, hits), whole: firstReportable(r, text) };
+}
+
+/** Rules the scanner tries only at their start words. */
+export const STARTS_RULE_IDS: readonly string[] = Object.keys(STARTS);
 
 /** Every regex this module runs, for the catastrophic-backtracking tests. */
 export function injectionPatterns(): { id: string; pattern: RegExp }[] {

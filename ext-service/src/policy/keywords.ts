@@ -52,10 +52,22 @@ export class KeywordIndex {
   private readonly singleFilter = new Uint8Array(65536);
   private readonly pairFilter = new Uint8Array(65536);
   private readonly special: RegExp | undefined;
+  /** Keys whose hits do not count towards `maxHits` (start words: see find). */
+  private readonly uncounted = new Set<string>();
 
-  constructor(anchors: Iterable<string>) {
+  /**
+   * `starts` are further words whose positions are reported like anchors' but, being common,
+   * do not count towards the "all" limit: a rule only uses them once its own anchors were found.
+   */
+  constructor(anchors: Iterable<string>, starts: Iterable<string> = []) {
     const specials: string[] = [];
-    for (const raw of anchors) {
+    const anchorSet = new Set([...anchors].map((a) => a.toLowerCase()));
+    for (const w of starts) {
+      const a = w.toLowerCase();
+      if (!/^[a-z0-9_]+$/.test(a)) throw new Error(`start word '${w}' is not a word`);
+      if (!anchorSet.has(a)) this.uncounted.add(a);
+    }
+    for (const raw of [...anchorSet, ...this.uncounted]) {
       const a = raw.toLowerCase();
       const pair = /^([a-z0-9_]+) ([a-z0-9_]+|[^a-z0-9_\s])$/.exec(a);
       if (/^[a-z0-9_]+$/.test(a)) {
@@ -106,7 +118,8 @@ export class KeywordIndex {
         h |= 0;
         if (this.singleFilter[h & 0xffff] === 1) {
           const key = this.singles.get(h);
-          if (key !== undefined && add(hits, key, start) && ++total > maxHits) return "all";
+          if (key !== undefined && add(hits, key, start) && !this.uncounted.has(key) && ++total > maxHits)
+            return "all";
         }
       } else {
         // One punctuation mark (or any other character) is a token of its own.
@@ -135,6 +148,7 @@ export class KeywordIndex {
       }
       re.lastIndex = 0;
     }
+    // Start words alone do not make a rule run.
     return total === 0 ? undefined : hits;
   }
 
