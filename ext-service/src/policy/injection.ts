@@ -94,7 +94,8 @@ function rule(
 }
 
 /**
- * For the rules that scan the most text (their anchors are common words), the words every match
+ * For rules whose matches all begin with a word (most of them, and all that scan much text), the
+ * words every match
  * begins with: each alternative of the pattern starts with `\b` and one of these as a whole word
  * (the keyword index's tokens: [a-z0-9_]+ or one other character, case-folded). Such a rule is
  * tried only at those words, in order and skipping overlaps, which finds exactly the matches a
@@ -116,6 +117,76 @@ const STARTS: Readonly<Record<string, readonly string[]>> = {
     "throw",
     "your",
     "obey",
+  ],
+  "override.forget_everything": ["ignore", "disregard", "forget"],
+  "override.new_instructions": [
+    "real",
+    "actual",
+    "true",
+    "secret",
+    "hidden",
+    "override",
+    "overriding",
+    "priority",
+    "new",
+    "updated",
+    "revised",
+    "your",
+    "instruction",
+    "instructions",
+  ],
+  "role.jailbreak_mode": [
+    "dan",
+    "developer",
+    "god",
+    "jailbreak",
+    "jailbroken",
+    "unrestricted",
+    "unfiltered",
+    "uncensored",
+    "evil",
+    "enable",
+    "activate",
+    "enter",
+    "switch",
+    "you",
+    "do",
+  ],
+  "role.identity_switch": ["you", "from", "pretend", "act", "behave"],
+  "shadowing.instead_of_tool": ["instead", "use", "call", "invoke", "is", "are", "before"],
+  "shadowing.ignore_other_tools": ["ignore", "disregard", "do", "don", "never", "stop"],
+  "address.note_to_ai": [
+    "note",
+    "message",
+    "memo",
+    "reminder",
+    "instruction",
+    "instructions",
+    "p",
+    "ps",
+    "attention",
+    "dear",
+    "hey",
+    "hello",
+    "if",
+    // AI, then an optional plural "s" (a.i. starts with the word "a").
+    ...["ai", "llm", "assistant", "chatbot", "bot", "claude", "chatgpt", "gpt", "copilot", "gemini", "agent"],
+    ...["model", "ais", "llms", "assistants", "chatbots", "bots", "claudes", "chatgpts", "gpts"],
+    ...["copilots", "geminis", "agents", "models", "a", "language"],
+  ],
+  "address.prompt_leak": [
+    "reveal",
+    "print",
+    "output",
+    "repeat",
+    "show",
+    "display",
+    "tell",
+    "give",
+    "leak",
+    "dump",
+    "write",
+    "paste",
   ],
   "exfiltration.send_sensitive": [
     "send",
@@ -716,6 +787,8 @@ const RULES: readonly Rule[] = [
     [
       ...pairs(["note", "message", "memo", "reminder", "instruction", "instructions", "ps"], ["to", "for"]),
       "p.s",
+      // The dotted spelling of AI is not a word the tokenizer sees ("a" "." "i" ".").
+      "a.i.",
       ...pairs(["attention", "dear", "hey", "hello"], [",", ...AI_WORDS, "the", "any", "all"]),
       ...pairs(["an", "a"], ["ai", "llm", "large", "language", "assistant", "chatbot", "autonomous"]),
       ...pairs(AI_WORDS, [
@@ -911,21 +984,8 @@ function ruleMatches(r: Rule, text: string, hits: KeywordHits | "all"): boolean 
     if (p) positions = positions ? positions.concat(p) : p;
   }
   if (!positions) return false;
-  if (r.starts) {
-    let starts: number[] = [];
-    for (const w of r.starts) {
-      const p = hits.get(w);
-      if (p) starts = starts.concat(p);
-    }
-    // Each try costs about as much as a regex step over a few dozen characters: past that many,
-    // the windows below are cheaper.
-    if (starts.length * 32 < text.length)
-      return firstReportableAt(
-        r,
-        text,
-        starts.sort((a, b) => a - b),
-      );
-  }
+  const starts = startPositions(r, text, hits);
+  if (starts) return firstReportableAt(r, text, starts);
   if (positions.length * r.reach * 2 >= text.length) return firstReportable(r, text);
   positions = [...positions].sort((a, b) => a - b);
   let start = -1;
@@ -975,6 +1035,19 @@ function firstReportable(r: Rule, text: string): boolean {
   return false;
 }
 
+/** Where a rule with start words is tried (ascending), or undefined to use windows instead. */
+function startPositions(r: Rule, text: string, hits: KeywordHits): number[] | undefined {
+  if (!r.starts) return undefined;
+  let starts: number[] = [];
+  for (const w of r.starts) {
+    const p = hits.get(w);
+    if (p) starts = starts.concat(p);
+  }
+  // Each try costs about as much as a regex step over a few dozen characters: past that many,
+  // windows are cheaper.
+  return starts.length * 32 < text.length ? starts.sort((a, b) => a - b) : undefined;
+}
+
 /**
  * firstReportable over the whole text when every match starts at one of `starts` (ascending):
  * the same matches in the same order, since a global scan resumes after each match and its next
@@ -1002,13 +1075,24 @@ function firstReportableAt(r: Rule, text: string, starts: readonly number[]): bo
 /**
  * For tests: whether rule `id` reports a match in `text` (one layer, no normalisation) as the
  * scanner runs it (prefilter, then start words or windows) and as a global scan of the whole
- * text does. Undefined for an unknown rule.
+ * text does, and whether the scanner tried it at its start words. Undefined for an unknown rule.
  */
-export function ruleVerdicts(id: string, text: string): { scanned: boolean; whole: boolean } | undefined {
+export function ruleVerdicts(
+  id: string,
+  text: string,
+): { scanned: boolean; whole: boolean; atStarts: boolean } | undefined {
   const r = RULES.find((x) => x.id === id);
   if (!r) return undefined;
   const hits = KEYWORDS.find(text);
-  return { scanned: hits !== undefined && ruleMatches(r, text, hits), whole: firstReportable(r, text) };
+  return {
+    scanned: hits !== undefined && ruleMatches(r, text, hits),
+    whole: firstReportable(r, text),
+    atStarts:
+      hits !== undefined &&
+      hits !== "all" &&
+      r.anchors.some((a) => hits.has(a)) &&
+      startPositions(r, text, hits) !== undefined,
+  };
 }
 
 /** Rules the scanner tries only at their start words. */
