@@ -168,4 +168,71 @@ describe("keyword index", () => {
       { numRuns: 300 },
     );
   });
+
+  it("finds every occurrence of every non-word literal, overlapping ones included", () => {
+    const literals = [
+      "p.s",
+      "a.i.",
+      "mcp.json",
+      "pre-prompt",
+      ".ssh",
+      ".env",
+      "<|",
+      "![",
+      "](",
+      "<ai",
+      "<assistant",
+      "<<sys>>",
+      "<</sys>>",
+    ];
+    const index = new KeywordIndex(literals);
+    const pieces = [
+      "p",
+      "P",
+      ".",
+      "s",
+      "sh",
+      "a",
+      "A",
+      "i",
+      "I",
+      "mcp",
+      "json",
+      "pre",
+      "-",
+      "prompt",
+      "env",
+      "<",
+      "|",
+      "!",
+      "[",
+      "]",
+      "(",
+      "ai",
+      "ssistant",
+      "sys",
+      ">",
+      "p.ssh",
+      "A.I.env",
+      "<<</sys>>",
+      "![](",
+      "/",
+      " ",
+      "x",
+    ];
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 60 }), (parts) => {
+        const text = parts.join("");
+        const lower = text.toLowerCase();
+        const hits = index.find(text);
+        for (const a of literals) {
+          const expected: number[] = [];
+          for (let i = lower.indexOf(a); i >= 0; i = lower.indexOf(a, i + 1)) expected.push(i);
+          const found = hits === undefined ? [] : hits === "all" ? expected : (hits.get(a) ?? []);
+          expect(found, `${a} in ${JSON.stringify(text)}`).toEqual(expected);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
 });

@@ -52,6 +52,8 @@ export class KeywordIndex {
   private readonly singleFilter = new Uint8Array(65536);
   private readonly pairFilter = new Uint8Array(65536);
   private readonly special: RegExp | undefined;
+  /** Non-word literals by their first character. */
+  private readonly specialsAt = new Map<number, string[]>();
   /** Keys whose hits do not count towards `maxHits` (start words: see find). */
   private readonly uncounted = new Set<string>();
 
@@ -80,9 +82,16 @@ export class KeywordIndex {
         this.pairFilter[h & 0xffff] = 1;
       } else specials.push(a);
     }
-    this.special = specials.length
+    const literals = [...new Set(specials)];
+    for (const a of literals) {
+      const at = a.charCodeAt(0);
+      const list = this.specialsAt.get(at);
+      if (list) list.push(a);
+      else this.specialsAt.set(at, [a]);
+    }
+    this.special = literals.length
       ? new RegExp(
-          specials
+          literals
             .sort((x, y) => y.length - x.length)
             .map(escapeRegExp)
             .join("|"),
@@ -140,11 +149,17 @@ export class KeywordIndex {
       const re = this.special;
       re.lastIndex = 0;
       let m: RegExpExecArray | null;
+      // The regex reports one literal per position; resuming one character on and checking every
+      // literal with that first character finds overlapping and nested occurrences too.
       while ((m = re.exec(text)) !== null) {
-        if (add(hits, m[0].toLowerCase(), m.index) && ++total > maxHits) {
-          re.lastIndex = 0;
-          return "all";
+        const q = m.index;
+        for (const key of this.specialsAt.get(foldCode(text.charCodeAt(q))) ?? []) {
+          if (literalAt(text, q, key) && add(hits, key, q) && ++total > maxHits) {
+            re.lastIndex = 0;
+            return "all";
+          }
         }
+        re.lastIndex = q + 1;
       }
       re.lastIndex = 0;
     }
@@ -156,6 +171,15 @@ export class KeywordIndex {
   get specialPattern(): RegExp | undefined {
     return this.special;
   }
+}
+
+/** Whether `literal` (lower case) occurs at `start`, ASCII letters compared case-insensitively. */
+function literalAt(text: string, start: number, literal: string): boolean {
+  if (start + literal.length > text.length) return false;
+  for (let j = 0; j < literal.length; j++) {
+    if (foldCode(text.charCodeAt(start + j)) !== literal.charCodeAt(j)) return false;
+  }
+  return true;
 }
 
 function add(hits: KeywordHits, key: string, at: number): true {
