@@ -15,8 +15,21 @@
 
 export type KeywordHits = Map<string, number[]>;
 
-const FNV_OFFSET = 0x811c9dc5;
+/** The FNV-1a offset basis as a signed 32-bit integer, so hashes stay small integers. */
+const FNV_OFFSET = 0x811c9dc5 | 0;
 const FNV_PRIME = 0x01000193;
+
+const OTHER = 0;
+const SPACE = 1;
+const WORD = 2;
+/** Classes of ASCII characters for the scan loop (U+00A0 is whitespace too). */
+const CLASS = new Uint8Array(128);
+/** ASCII with letters lower-cased. */
+const FOLD = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  CLASS[c] = isWordCode(c) ? WORD : isSpaceCode(c) ? SPACE : OTHER;
+  FOLD[c] = foldCode(c);
+}
 
 function isWordCode(c: number): boolean {
   return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 95;
@@ -108,36 +121,39 @@ export class KeywordIndex {
     const hits: KeywordHits = new Map();
     let total = 0;
     const n = text.length;
+    // Locals: the loop calls into Map code, after which fields would be reloaded.
+    const singleFilter = this.singleFilter;
+    const pairFilter = this.pairFilter;
     let prevHash = 0;
     let prevStart = -1;
     let i = 0;
     while (i < n) {
       let c = text.charCodeAt(i);
-      if (isSpaceCode(c)) {
+      const cls = c < 128 ? CLASS[c]! : c === 160 ? SPACE : OTHER;
+      if (cls === SPACE) {
         i++;
         continue;
       }
       const start = i;
       let h = FNV_OFFSET;
-      if (isWordCode(c)) {
+      if (cls === WORD) {
         do {
-          h = Math.imul(h ^ foldCode(c), FNV_PRIME);
+          h = Math.imul(h ^ FOLD[c]!, FNV_PRIME);
           i++;
-        } while (i < n && isWordCode((c = text.charCodeAt(i))));
-        h |= 0;
-        if (this.singleFilter[h & 0xffff] === 1) {
+        } while (i < n && (c = text.charCodeAt(i)) < 128 && CLASS[c] === WORD);
+        if (singleFilter[h & 0xffff] === 1) {
           const key = this.singles.get(h);
           if (key !== undefined && add(hits, key, start) && !this.uncounted.has(key) && ++total > maxHits)
             return "all";
         }
       } else {
         // One punctuation mark (or any other character) is a token of its own.
-        h = Math.imul(h ^ c, FNV_PRIME) | 0;
+        h = Math.imul(h ^ c, FNV_PRIME);
         i++;
       }
       if (prevStart >= 0) {
         const p = pairHash(prevHash, h);
-        if (this.pairFilter[p & 0xffff] === 1) {
+        if (pairFilter[p & 0xffff] === 1) {
           const key = this.pairs.get(p);
           if (key !== undefined && add(hits, key, prevStart) && ++total > maxHits) return "all";
         }
