@@ -1097,6 +1097,11 @@ export function ruleVerdicts(
   };
 }
 
+/** The keyword prefilter alone, for the per-stage breakdown of bench/scan-cost.ts. */
+export function injectionPrefilter(text: string): void {
+  KEYWORDS.find(text);
+}
+
 /** Rules the scanner tries only at their start words. */
 export const STARTS_RULE_IDS: readonly string[] = Object.keys(STARTS);
 
