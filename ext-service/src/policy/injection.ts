@@ -188,6 +188,8 @@ const STARTS: Readonly<Record<string, readonly string[]>> = {
     "write",
     "paste",
   ],
+  "shadowing.when_using_tool": ["when", "whenever", "before", "after", "each", "every"],
+  "shadowing.redirect_recipients": ["always", "all", "every", "each", "tool"],
   "exfiltration.send_sensitive": [
     "send",
     "forward",
@@ -978,16 +980,16 @@ export function scanInjection(input: string, options: ScanOptions = {}): Injecti
  */
 function ruleMatches(r: Rule, text: string, hits: KeywordHits | "all"): boolean {
   if (hits === "all") return firstReportable(r, text);
-  let positions: number[] | undefined;
-  for (const a of r.anchors) {
-    const p = hits.get(a);
-    if (p) positions = positions ? positions.concat(p) : p;
-  }
-  if (!positions) return false;
+  if (!r.anchors.some((a) => hits.has(a))) return false;
   const starts = startPositions(r, text, hits);
   if (starts) return firstReportableAt(r, text, starts);
+  let positions: number[] = [];
+  for (const a of r.anchors) {
+    const p = hits.get(a);
+    if (p) positions = positions.concat(p);
+  }
   if (positions.length * r.reach * 2 >= text.length) return firstReportable(r, text);
-  positions = [...positions].sort((a, b) => a - b);
+  positions.sort((a, b) => a - b);
   let start = -1;
   let end = -1;
   for (const p of positions) {
