@@ -1,7 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { KeywordIndex } from "../../ext-service/src/policy/keywords.js";
-import { encodedRuns, foldText, normalizeForScan } from "../../ext-service/src/policy/normalize.js";
+import {
+  encodedRuns,
+  foldText,
+  foldTextReference,
+  normalizeForScan,
+} from "../../ext-service/src/policy/normalize.js";
 
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 const tags = (s: string) => [...s].map((c) => String.fromCodePoint(0xe0000 + c.charCodeAt(0))).join("");
@@ -61,6 +66,56 @@ describe("normalisation before scanning", () => {
     expect(n.truncated).toBe(true);
   });
 
+  it("folds piecewise exactly as NFKC and the confusables table over the whole text", () => {
+    // ASCII next to what NFKC composes, decomposes or widens: combining marks (U+0338 turns "<"
+    // into U+226E), Hangul jamo, fullwidth and ligature forms, lookalikes, astral letters, lone
+    // surrogates and hidden characters.
+    const pieces = [
+      "a",
+      "<",
+      "=",
+      "e",
+      " ",
+      "\n",
+      "ignore",
+      "\u0301",
+      "\u0338",
+      "\u0327\u0301",
+      "\u1100",
+      "\u1161",
+      "\u11a8",
+      "\uac00",
+      "\uff29",
+      "\ufb01",
+      "\u2460",
+      "\u00bd",
+      "\u0430",
+      "\u03bf",
+      "\u0131",
+      "\u{1d41a}",
+      "\ud835",
+      "\udc1a",
+      "\u200b",
+      "\u00e9",
+      "\u1e9b\u0323",
+      "\u0b47\u0b3e",
+    ];
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 60 }), (parts) => {
+        const text = parts.join("");
+        expect(foldText(text)).toBe(foldTextReference(text));
+      }),
+      { numRuns: 2000 },
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 80 }), fc.string({ maxLength: 20 }), (u, a) => {
+        const text = a + u + a + u;
+        expect(foldText(text)).toBe(foldTextReference(text));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it("finds exactly the runs a regex would, probing every 16th character", () => {
     const alphabet = "aB3+/_-= .\n".split("");
     fc.assert(
@@ -111,6 +166,73 @@ describe("keyword index", () => {
         expect(found.sort()).toEqual(naive.sort());
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it("finds every occurrence of every non-word literal, overlapping ones included", () => {
+    const literals = [
+      "p.s",
+      "a.i.",
+      "mcp.json",
+      "pre-prompt",
+      ".ssh",
+      ".env",
+      "<|",
+      "![",
+      "](",
+      "<ai",
+      "<assistant",
+      "<<sys>>",
+      "<</sys>>",
+    ];
+    const index = new KeywordIndex(literals);
+    const pieces = [
+      "p",
+      "P",
+      ".",
+      "s",
+      "sh",
+      "a",
+      "A",
+      "i",
+      "I",
+      "mcp",
+      "json",
+      "pre",
+      "-",
+      "prompt",
+      "env",
+      "<",
+      "|",
+      "!",
+      "[",
+      "]",
+      "(",
+      "ai",
+      "ssistant",
+      "sys",
+      ">",
+      "p.ssh",
+      "A.I.env",
+      "<<</sys>>",
+      "![](",
+      "/",
+      " ",
+      "x",
+    ];
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 60 }), (parts) => {
+        const text = parts.join("");
+        const lower = text.toLowerCase();
+        const hits = index.find(text);
+        for (const a of literals) {
+          const expected: number[] = [];
+          for (let i = lower.indexOf(a); i >= 0; i = lower.indexOf(a, i + 1)) expected.push(i);
+          const found = hits === undefined ? [] : hits === "all" ? expected : (hits.get(a) ?? []);
+          expect(found, `${a} in ${JSON.stringify(text)}`).toEqual(expected);
+        }
+      }),
+      { numRuns: 2000 },
     );
   });
 });

@@ -56,6 +56,10 @@ interface Rule {
   mentionable: boolean;
   /** How far (characters) a match can extend before or after any of its anchors. */
   reach: number;
+  /** Words (lower case) every match begins with, when known: see STARTS. */
+  starts: readonly string[] | undefined;
+  /** The pattern anchored at lastIndex, for trying it at those words only. */
+  sticky: RegExp;
 }
 
 /** Sentence-internal gap of at most n characters. */
@@ -84,8 +88,161 @@ function rule(
     global: new RegExp(bounded, "gi"),
     mentionable,
     reach,
+    starts: STARTS[id],
+    sticky: new RegExp(bounded, "iy"),
   };
 }
+
+/**
+ * For rules whose matches all begin with a word (most of them, and all that scan much text), the
+ * words every match
+ * begins with: each alternative of the pattern starts with `\b` and one of these as a whole word
+ * (the keyword index's tokens: [a-z0-9_]+ or one other character, case-folded). Such a rule is
+ * tried only at those words, in order and skipping overlaps, which finds exactly the matches a
+ * global scan of the whole text would (test/security/corpus.test.ts checks the two agree).
+ */
+const STARTS: Readonly<Record<string, readonly string[]>> = {
+  "override.ignore_previous": [
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "abandon",
+    "discard",
+    "neglect",
+    "set",
+    "drop",
+    "scrap",
+    "ditch",
+    "throw",
+    "your",
+    "obey",
+  ],
+  "override.forget_everything": ["ignore", "disregard", "forget"],
+  "override.new_instructions": [
+    "real",
+    "actual",
+    "true",
+    "secret",
+    "hidden",
+    "override",
+    "overriding",
+    "priority",
+    "new",
+    "updated",
+    "revised",
+    "your",
+    "instruction",
+    "instructions",
+  ],
+  "role.jailbreak_mode": [
+    "dan",
+    "developer",
+    "god",
+    "jailbreak",
+    "jailbroken",
+    "unrestricted",
+    "unfiltered",
+    "uncensored",
+    "evil",
+    "enable",
+    "activate",
+    "enter",
+    "switch",
+    "you",
+    "do",
+  ],
+  "role.identity_switch": ["you", "from", "pretend", "act", "behave"],
+  "shadowing.instead_of_tool": ["instead", "use", "call", "invoke", "is", "are", "before"],
+  "shadowing.ignore_other_tools": ["ignore", "disregard", "do", "don", "never", "stop"],
+  "address.note_to_ai": [
+    "note",
+    "message",
+    "memo",
+    "reminder",
+    "instruction",
+    "instructions",
+    "p",
+    "ps",
+    "attention",
+    "dear",
+    "hey",
+    "hello",
+    "if",
+    // AI, then an optional plural "s" (a.i. starts with the word "a").
+    ...["ai", "llm", "assistant", "chatbot", "bot", "claude", "chatgpt", "gpt", "copilot", "gemini", "agent"],
+    ...["model", "ais", "llms", "assistants", "chatbots", "bots", "claudes", "chatgpts", "gpts"],
+    ...["copilots", "geminis", "agents", "models", "a", "language"],
+  ],
+  "address.prompt_leak": [
+    "reveal",
+    "print",
+    "output",
+    "repeat",
+    "show",
+    "display",
+    "tell",
+    "give",
+    "leak",
+    "dump",
+    "write",
+    "paste",
+  ],
+  "shadowing.when_using_tool": ["when", "whenever", "before", "after", "each", "every"],
+  "shadowing.redirect_recipients": ["always", "all", "every", "each", "tool"],
+  "exfiltration.send_sensitive": [
+    "send",
+    "forward",
+    "post",
+    "upload",
+    "transmit",
+    "exfiltrate",
+    "leak",
+    "email",
+    "share",
+    "copy",
+    "submit",
+  ],
+  "exfiltration.collect_and_send": ["collect", "gather", "find", "extract", "dump", "grab", "harvest"],
+  "exfiltration.tool_with_sensitive": ["call", "invoke", "use"],
+  "exfiltration.url_with_data": ["append", "add", "include", "put", "encode", "insert", "embed", "attach"],
+  "exfiltration.content_in_param": [
+    "pass",
+    "send",
+    "include",
+    "put",
+    "add",
+    "attach",
+    "append",
+    "provide",
+    "insert",
+    "embed",
+    "place",
+    "copy",
+    "paste",
+    "content",
+    "contents",
+    "text",
+  ],
+  "exfiltration.secret_file_to_param": [
+    "read",
+    "cat",
+    "open",
+    "load",
+    "include",
+    "fetch",
+    "get",
+    "collect",
+    "grab",
+    "extract",
+    "copy",
+    "dump",
+    "content",
+    "contents",
+    "text",
+    "data",
+  ],
+};
 
 const PRIOR =
   "(?:previous|prior|preceding|above|earlier|former|foregoing|original|initial|existing|system|developer|all(?:\\s+(?:the|your|of\\s+the|of\\s+your))?(?:\\s+other)?|any(?:\\s+other)?|every|the\\s+user's|your(?:\\s+(?:previous|prior|original|initial|current|existing|old))?)";
@@ -468,7 +625,9 @@ const RULES: readonly Rule[] = [
       ".env",
       "/etc/passwd",
       "/etc/shadow",
-      "_history",
+      // Whole words: "_history" would never equal a token (".bash_history" is "." + "bash_history").
+      "bash_history",
+      "zsh_history",
       "keychain",
       "wallet.dat",
       "private key",
@@ -630,6 +789,8 @@ const RULES: readonly Rule[] = [
     [
       ...pairs(["note", "message", "memo", "reminder", "instruction", "instructions", "ps"], ["to", "for"]),
       "p.s",
+      // The dotted spelling of AI is not a word the tokenizer sees ("a" "." "i" ".").
+      "a.i.",
       ...pairs(["attention", "dear", "hey", "hello"], [",", ...AI_WORDS, "the", "any", "all"]),
       ...pairs(["an", "a"], ["ai", "llm", "large", "language", "assistant", "chatbot", "autonomous"]),
       ...pairs(AI_WORDS, [
@@ -721,7 +882,10 @@ const HIDDEN_RULES = {
 } as const;
 
 /** One linear pass finds the rules' anchor words; rules run only in windows around them. */
-const KEYWORDS = new KeywordIndex(RULES.flatMap((r) => r.anchors));
+const KEYWORDS = new KeywordIndex(
+  RULES.flatMap((r) => r.anchors),
+  RULES.flatMap((r) => r.starts ?? []),
+);
 
 /** Words that mark a sentence as discussing injection rather than performing it. */
 const META_CONTEXT =
@@ -816,14 +980,16 @@ export function scanInjection(input: string, options: ScanOptions = {}): Injecti
  */
 function ruleMatches(r: Rule, text: string, hits: KeywordHits | "all"): boolean {
   if (hits === "all") return firstReportable(r, text);
-  let positions: number[] | undefined;
+  if (!r.anchors.some((a) => hits.has(a))) return false;
+  const starts = startPositions(r, text, hits);
+  if (starts) return firstReportableAt(r, text, starts);
+  let positions: number[] = [];
   for (const a of r.anchors) {
     const p = hits.get(a);
-    if (p) positions = positions ? positions.concat(p) : p;
+    if (p) positions = positions.concat(p);
   }
-  if (!positions) return false;
   if (positions.length * r.reach * 2 >= text.length) return firstReportable(r, text);
-  positions = [...positions].sort((a, b) => a - b);
+  positions.sort((a, b) => a - b);
   let start = -1;
   let end = -1;
   for (const p of positions) {
@@ -870,6 +1036,76 @@ function firstReportable(r: Rule, text: string): boolean {
   global.lastIndex = 0;
   return false;
 }
+
+/** Where a rule with start words is tried (ascending), or undefined to use windows instead. */
+function startPositions(r: Rule, text: string, hits: KeywordHits): Int32Array | undefined {
+  if (!r.starts) return undefined;
+  let n = 0;
+  for (const w of r.starts) n += hits.get(w)?.length ?? 0;
+  // Each try costs about as much as a regex step over a few dozen characters: past that many,
+  // windows are cheaper.
+  if (n * 32 >= text.length) return undefined;
+  const out = new Int32Array(n);
+  let k = 0;
+  for (const w of r.starts) for (const p of hits.get(w) ?? []) out[k++] = p;
+  // A typed array sorts numerically, without a comparator call per pair.
+  return out.sort();
+}
+
+/**
+ * firstReportable over the whole text when every match starts at one of `starts` (ascending):
+ * the same matches in the same order, since a global scan resumes after each match and its next
+ * match begins at the first position, from there, where the pattern matches.
+ */
+function firstReportableAt(r: Rule, text: string, starts: Int32Array): boolean {
+  const sticky = r.sticky;
+  let resume = 0;
+  for (const p of starts) {
+    if (p < resume) continue;
+    sticky.lastIndex = p;
+    const m = sticky.exec(text);
+    if (m === null) continue;
+    const end = p + m[0].length;
+    if (!r.mentionable || (!isQuotedMention(text, p, end) && !isDescribed(text, p))) {
+      sticky.lastIndex = 0;
+      return true;
+    }
+    resume = Math.max(end, p + 1);
+  }
+  sticky.lastIndex = 0;
+  return false;
+}
+
+/**
+ * For tests: whether rule `id` reports a match in `text` (one layer, no normalisation) as the
+ * scanner runs it (prefilter, then start words or windows) and as a global scan of the whole
+ * text does, and whether the scanner tried it at its start words. Undefined for an unknown rule.
+ */
+export function ruleVerdicts(
+  id: string,
+  text: string,
+): { scanned: boolean; whole: boolean; atStarts: boolean } | undefined {
+  const r = RULES.find((x) => x.id === id);
+  if (!r) return undefined;
+  const hits = KEYWORDS.find(text);
+  return {
+    scanned: hits !== undefined && ruleMatches(r, text, hits),
+    whole: firstReportable(r, text),
+    atStarts:
+      hits !== undefined &&
+      hits !== "all" &&
+      r.anchors.some((a) => hits.has(a)) &&
+      startPositions(r, text, hits) !== undefined,
+  };
+}
+
+/** The keyword prefilter alone, for the per-stage breakdown of bench/scan-cost.ts. */
+export function injectionPrefilter(text: string): void {
+  KEYWORDS.find(text);
+}
+
+/** Rules the scanner tries only at their start words. */
+export const STARTS_RULE_IDS: readonly string[] = Object.keys(STARTS);
 
 /** Every regex this module runs, for the catastrophic-backtracking tests. */
 export function injectionPatterns(): { id: string; pattern: RegExp }[] {
