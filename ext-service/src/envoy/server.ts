@@ -57,8 +57,9 @@ function bindGrpc(server: Server, host: string, port: number): Promise<number> {
  * sends a buffered body of up to the inspection limit as one message, so with 64 KiB it stalls
  * until a WINDOW_UPDATE comes back, and that frame only leaves once the event loop is done with
  * whatever it is running (e.g. scanning another stream's 64 KiB body): every stream of the
- * connection then waits on one busy turn. grpc-js reads each message in full as soon as it
- * arrives, so the small window limited no memory, only the pace.
+ * connection then waits on one busy turn. The window still bounds memory: unread data per
+ * connection stays under one message of the largest size grpc.max_receive_message_length
+ * accepts anyway.
  *
  * grpc-js 1.14 has no server option for this, so the hook is its per-port `createHttp2Server`
  * (the version is pinned; test/envoy/serve.test.ts fails if the hook goes away).
@@ -96,11 +97,11 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
   const limits = engine.limits;
 
+  // A buffered response body arrives as one message: allow the largest body the core inspects.
+  const maxMessageBytes = Math.max(limits.maxRequestBytes, limits.maxResponseBytes) + 65_536;
   // Channelz stays on (grpc-js's default) although nothing serves it: its per-call bookkeeping
   // shows in profiles, but with it off grpc-js 1.14's forceShutdown() does not see the open
   // sessions (it tracks them only for channelz) and the shutdown grace period would not end them.
-  // A buffered response body arrives as one message: allow the largest body the core inspects.
-  const maxMessageBytes = Math.max(limits.maxRequestBytes, limits.maxResponseBytes) + 65_536;
   const grpc = new Server({ "grpc.max_receive_message_length": maxMessageBytes });
   // One whole message in flight per stream; HTTP/2 caps a window at 2^31-1.
   advertiseFlowControlWindow(grpc, Math.min(maxMessageBytes, 2 ** 31 - 1), logger);
