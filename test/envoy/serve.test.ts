@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { connect as http2Connect } from "node:http2";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -150,6 +151,25 @@ describe("admin endpoints and gRPC health", () => {
     expect(await healthCheck(address, "envoy.service.auth.v3.Authorization")).toBe("SERVING");
     expect(await healthCheck(address, "envoy.service.ext_proc.v3.ExternalProcessor")).toBe("SERVING");
     await expect(healthCheck(address, "no.such.Service")).rejects.toMatchObject({ code: 5 });
+  });
+});
+
+describe("HTTP/2 flow control", () => {
+  it("grants a whole inspectable message per stream and per connection, not HTTP/2's 64 KiB", async () => {
+    const gw = await startGateway();
+    const session = http2Connect(`http://${gw.service.grpcAddress}`);
+    try {
+      // The harness's limits: 64 KiB responses, 4 KiB requests, plus 64 KiB of framing room.
+      const expected = 65_536 + 65_536;
+      await once(session, "connect");
+      // A PING's answer comes after every frame the server sent on accepting the connection.
+      await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+      expect(session.remoteSettings.initialWindowSize).toBe(expected);
+      expect(session.state.remoteWindowSize).toBe(expected);
+    } finally {
+      session.close();
+      await gw.close();
+    }
   });
 });
 

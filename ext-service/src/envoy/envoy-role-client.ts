@@ -159,6 +159,9 @@ export class ProcessCall {
 
 type Kind = ProcessingResponseKind;
 
+/** Envoy's default HTTP/2 flow-control window, per stream and per connection: 256 MiB. */
+export const ENVOY_DEFAULT_WINDOW_BYTES = 256 * 1024 * 1024;
+
 class EnvoyFailure extends Error {
   constructor(
     readonly status: number,
@@ -225,7 +228,14 @@ export class EnvoyRoleClient {
   constructor(address: string, options: EnvoyRoleOptions = {}) {
     const protos = envoyProtos();
     const creds = credentials.createInsecure();
-    const channelOptions = { "grpc.max_receive_message_length": 64 * 1024 * 1024 };
+    const channelOptions = {
+      "grpc.max_receive_message_length": 64 * 1024 * 1024,
+      // Envoy's default HTTP/2 windows (initial_stream_window_size and
+      // initial_connection_window_size), which the ext_service cluster in envoy/ keeps. With
+      // grpc-js's 64 KiB instead, a reply carrying a 64 KiB body would wait for this client's
+      // WINDOW_UPDATE, a stall Envoy never has.
+      "grpc-node.flow_control_window": ENVOY_DEFAULT_WINDOW_BYTES,
+    };
     this.authz = new protos.Authorization(address, creds, channelOptions) as unknown as typeof this.authz;
     this.extProc = new protos.ExternalProcessor(
       address,

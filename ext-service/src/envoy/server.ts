@@ -1,4 +1,5 @@
 import type { Server as HttpServer } from "node:http";
+import type { Http2Server, Http2Session } from "node:http2";
 import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { durationMs } from "../config/schema.js";
 import type { PolicyEngine } from "../policy/engine.js";
@@ -56,6 +57,43 @@ function bindGrpc(server: Server, host: string, port: number): Promise<number> {
   });
 }
 
+/**
+ * Advertises HTTP/2 flow-control windows of `bytes` (per stream and per connection) on every
+ * connection the gRPC server accepts.
+ *
+ * Node's defaults are the protocol's 64 KiB. Envoy pipelines every chunk of a streamed body and
+ * sends a buffered body of up to the inspection limit as one message, so with 64 KiB it stalls
+ * until a WINDOW_UPDATE comes back, and that frame only leaves once the event loop is done with
+ * whatever it is running (e.g. scanning another stream's 64 KiB body): every stream of the
+ * connection then waits on one busy turn. The window still bounds memory: unread data per
+ * connection stays under one message of the largest size grpc.max_receive_message_length
+ * accepts anyway.
+ *
+ * grpc-js 1.14 has no server option for this, so the hook is its per-port `createHttp2Server`
+ * (the version is pinned; test/envoy/serve.test.ts fails if the hook goes away).
+ */
+function advertiseFlowControlWindow(server: Server, bytes: number, logger: Logger): void {
+  const hooked = server as unknown as { createHttp2Server?: (credentials: unknown) => Http2Server };
+  const create = hooked.createHttp2Server;
+  if (typeof create !== "function") {
+    logger.warn("grpc-js has no createHttp2Server: HTTP/2 flow-control windows stay at 64 KiB");
+    return;
+  }
+  hooked.createHttp2Server = (credentials: unknown) => {
+    const http2Server = create.call(server, credentials);
+    http2Server.on("session", (session: Http2Session) => {
+      try {
+        session.settings({ initialWindowSize: bytes });
+        session.setLocalWindowSize(bytes);
+      } catch (err) {
+        // Already closing: nothing will flow on it.
+        logger.debug({ err }, "ext-service: could not set the HTTP/2 window of a closing session");
+      }
+    });
+    return http2Server;
+  };
+}
+
 /** The ext-service: ext_authz + ext_proc + gRPC health on one port, admin HTTP on another. */
 export async function startExtService(options: ExtServiceOptions): Promise<ExtService> {
   const { engine, logger } = options;
@@ -67,13 +105,14 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
   const limits = engine.limits;
 
+  // A buffered response body arrives as one message: allow the largest body the core inspects.
+  const maxMessageBytes = Math.max(limits.maxRequestBytes, limits.maxResponseBytes) + 65_536;
   // Channelz stays on (grpc-js's default) although nothing serves it: its per-call bookkeeping
   // shows in profiles, but with it off grpc-js 1.14's forceShutdown() does not see the open
   // sessions (it tracks them only for channelz) and the shutdown grace period would not end them.
-  const grpc = new Server({
-    // A buffered response body arrives as one message: allow the largest body the core inspects.
-    "grpc.max_receive_message_length": Math.max(limits.maxRequestBytes, limits.maxResponseBytes) + 65_536,
-  });
+  const grpc = new Server({ "grpc.max_receive_message_length": maxMessageBytes });
+  // One whole message in flight per stream; HTTP/2 caps a window at 2^31-1.
+  advertiseFlowControlWindow(grpc, Math.min(maxMessageBytes, 2 ** 31 - 1), logger);
   grpc.addService(protos.Authorization.service, {
     Check: createCheckHandler(ctx),
   } as UntypedServiceImplementation);

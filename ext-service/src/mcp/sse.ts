@@ -70,9 +70,16 @@ export class SseParser {
         rawStart = i;
       }
     }
+    // Jumps from terminator to terminator: a data line is often most of a 64 KiB event, and
+    // indexOf scans it natively where a charCodeAt loop costs a JS step per character.
+    let nextLf = -2;
+    let nextCr = -2;
     for (; i < text.length; i++) {
+      if (nextLf !== -1 && nextLf < i) nextLf = text.indexOf("\n", i);
+      if (nextCr !== -1 && nextCr < i) nextCr = text.indexOf("\r", i);
+      if (nextLf === -1 && nextCr === -1) break;
+      i = nextLf === -1 ? nextCr : nextCr === -1 ? nextLf : Math.min(nextLf, nextCr);
       const c = text.charCodeAt(i);
-      if (c !== 10 && c !== 13) continue;
       const lineEnd = i;
       if (c === 13) {
         if (i + 1 === text.length && !final) {
