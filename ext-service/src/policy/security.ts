@@ -7,6 +7,7 @@ import type {
   SecurityConfig,
   SecurityOverride,
 } from "../config/schema.js";
+import { arrayItemSources } from "../mcp/json-source.js";
 import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import { toolPin } from "./canonical.js";
 import { crossReferences, nameCollisions, type NamedTool } from "./collisions.js";
@@ -354,6 +355,8 @@ export class SecurityPolicy {
     exchange: Exchange,
     message: JsonRpcMessage,
     pending: PendingRequest | undefined,
+    /** The JSON text `message` was parsed from, when the caller has it: lets verdicts be cached. */
+    source?: string,
   ): SecurityRewrite {
     const server = exchange.server;
     if (!server) return SAME;
@@ -373,7 +376,7 @@ export class SecurityPolicy {
     const name = pending.target ?? "*";
     switch (pending.method) {
       case "tools/list":
-        return this.inspectToolList(exchange, server, message);
+        return this.inspectToolList(exchange, server, message, source);
       case "prompts/list":
       case "resources/list":
       case "resources/templates/list":
@@ -619,18 +622,23 @@ export class SecurityPolicy {
     exchange: Exchange,
     server: string,
     message: JsonRpcMessage & { kind: "response" },
+    source: string | undefined,
   ): SecurityRewrite {
     const result = message.result;
     if (!isRecord(result) || !Array.isArray(result.tools)) return SAME;
+    const tools = result.tools as unknown[];
+    let sources = source === undefined ? undefined : arrayItemSources(source, ["result", "tools"]);
+    if (sources?.length !== tools.length) sources = undefined;
     let changed = false;
     const kept: unknown[] = [];
-    for (const item of result.tools as unknown[]) {
+    for (let i = 0; i < tools.length; i++) {
+      const item = tools[i];
       if (!isRecord(item) || typeof item.name !== "string") {
         kept.push(item);
         continue;
       }
       const name = item.name;
-      const check = this.pins.check(server, item);
+      const check = this.pins.check(server, item, sources?.[i]);
       if (!check) {
         kept.push(item);
         continue;
