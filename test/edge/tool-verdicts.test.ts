@@ -87,6 +87,18 @@ describe("tools/list pin verdicts through the edge, listed again and again", () 
     return msg.error ? (msg.error.data?.reason ?? "error") : undefined;
   }
 
+  it("times each request's admission and body decision per phase", async () => {
+    const count = async (phase: string) =>
+      (await gw.metrics.decisionSeconds.get()).values.find(
+        (v) => v.labels.phase === phase && v.metricName === "mcp_gateway_decision_seconds_count",
+      )?.value ?? 0;
+    const before = { admit: await count("admit"), request: await count("request") };
+    await listed("alpha");
+    expect(await callReason("alpha", "lookup")).toBeUndefined();
+    expect(await count("admit")).toBe(before.admit + 2);
+    expect(await count("request")).toBe(before.request + 2);
+  });
+
   for (const mode of ["json", "sse"] as const) {
     describe(`answers in ${mode}`, () => {
       beforeAll(() => {
