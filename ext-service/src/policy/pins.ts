@@ -14,8 +14,8 @@ export interface ExpectedPin {
   tool: RegistryTool;
 }
 
-/** Bounds of PinBook's verdict cache: entries, characters of source text, one source. */
-const MAX_VERDICTS = 4096;
+/** Bounds of PinBook's verdict cache: per tool, characters of source text in all, one source. */
+const VERDICTS_PER_TOOL = 4;
 const MAX_VERDICT_CHARS = 8 * 1024 * 1024;
 const MAX_CACHED_SOURCE = 256 * 1024;
 
@@ -71,14 +71,15 @@ export class PinBook {
   }
 
   /**
-   * Verdicts by server and the exact JSON text a live definition was parsed from: a server lists
-   * the same definitions again and again, and canonicalising and hashing each one was most of a
-   * tools/list's cost. Equal text parses to an equal value, so the verdict is the same; any
-   * change to a definition changes its text and is checked afresh.
+   * The last few verdicts of each registered tool, by the exact JSON text its live definition
+   * was parsed from: a server lists the same definitions again and again, and canonicalising and
+   * hashing each one was most of a tools/list's cost. Equal text parses to an equal value, so the
+   * verdict is the same; any change to a definition changes its text and is checked afresh.
+   * Kept per (server, tool) entry of the registry, so no verdict can answer for another server
+   * or tool; compared by string equality, which costs less than hashing the text for a Map.
    */
-  private readonly verdicts = new Map<string, Map<string, PinCheck>>();
-  private verdictCount = 0;
-  private verdictChars = 0;
+  private readonly recent = new Map<ExpectedPin, { source: string; verdict: PinCheck }[]>();
+  private recentChars = 0;
 
   /**
    * Compares a tool as the server lists it with its pin. `source`, when given, must be the JSON
@@ -90,25 +91,23 @@ export class PinBook {
     const expected = this.expected(server, name);
     if (!expected) return undefined;
     if (source === undefined || source.length > MAX_CACHED_SOURCE) return this.compare(expected, live);
-    let known = this.verdicts.get(server);
-    const cached = known?.get(source);
-    if (cached) return cached;
+    let seen = this.recent.get(expected);
+    if (seen) for (const entry of seen) if (entry.source === source) return entry.verdict;
     const verdict = this.compare(expected, live);
-    if (this.verdictCount >= MAX_VERDICTS || this.verdictChars + source.length > MAX_VERDICT_CHARS) {
-      this.verdicts.clear();
-      this.verdictCount = 0;
-      this.verdictChars = 0;
-      known = undefined;
-    }
     // A copy: a slice would keep the whole response it was cut from alive. Text from decoded
     // UTF-8 survives the round trip; anything else (a lone surrogate) is not cached.
-    const key = Buffer.from(source, "utf8").toString("utf8");
-    if (key !== source) return verdict;
+    const copy = Buffer.from(source, "utf8").toString("utf8");
+    if (copy !== source) return verdict;
+    if (this.recentChars + copy.length > MAX_VERDICT_CHARS) {
+      this.recent.clear();
+      this.recentChars = 0;
+      seen = undefined;
+    }
+    if (!seen) this.recent.set(expected, (seen = []));
     if (!verdict.ok) Object.freeze(verdict.fields);
-    if (!known) this.verdicts.set(server, (known = new Map()));
-    known.set(key, Object.freeze(verdict));
-    this.verdictCount++;
-    this.verdictChars += source.length;
+    seen.unshift({ source: copy, verdict: Object.freeze(verdict) });
+    this.recentChars += copy.length;
+    if (seen.length > VERDICTS_PER_TOOL) this.recentChars -= seen.pop()!.source.length;
     return verdict;
   }
 

@@ -176,7 +176,9 @@ export class SecurityPolicy {
   private readonly registeredTools: readonly NamedTool[];
   private readonly serverNames: readonly string[];
   /** Injection results of definition texts, which repeat on every tools/list. */
-  private readonly definitionScans = new Map<string, InjectionFinding[]>();
+  // By server, then pin: a cached pin verdict hands back the same pin string, whose hash V8 keeps.
+  private readonly definitionScans = new Map<string, Map<string, InjectionFinding[]>>();
+  private definitionScanCount = 0;
 
   constructor(config: Pick<GatewayConfig, "security">, registry: Registry) {
     const s = config.security;
@@ -683,8 +685,8 @@ export class SecurityPolicy {
 
   /** Injection and shadowing findings for the texts of one definition, cached by its hash. */
   private definitionFindings(server: string, pin: string, item: Record<string, unknown>): InjectionFinding[] {
-    const key = `${server}\u0000${pin}`;
-    const cached = this.definitionScans.get(key);
+    let byPin = this.definitionScans.get(server);
+    const cached = byPin?.get(pin);
     if (cached) return cached;
     const findings: InjectionFinding[] = [];
     const seen = new Set<string>();
@@ -708,8 +710,14 @@ export class SecurityPolicy {
         layer: "text",
       });
     }
-    if (this.definitionScans.size >= MAX_SCAN_CACHE) this.definitionScans.clear();
-    this.definitionScans.set(key, findings);
+    if (this.definitionScanCount >= MAX_SCAN_CACHE) {
+      this.definitionScans.clear();
+      this.definitionScanCount = 0;
+      byPin = undefined;
+    }
+    if (!byPin) this.definitionScans.set(server, (byPin = new Map()));
+    byPin.set(pin, findings);
+    this.definitionScanCount++;
     return findings;
   }
 
@@ -721,8 +729,9 @@ export class SecurityPolicy {
     item: Record<string, unknown>,
     findings: InjectionFinding[],
   ): Record<string, unknown> | undefined {
+    if (findings.length === 0) return item;
     const settings = this.resolve(server, name);
-    if (findings.length === 0 || !settings.injection.enabled) return item;
+    if (!settings.injection.enabled) return item;
     let action: SecurityActionName = "log";
     const rank = { log: 0, annotate: 1, redact: 2, block: 3 } as const;
     for (const f of findings) {
