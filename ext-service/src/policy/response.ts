@@ -11,6 +11,9 @@ const EMPTY = new Uint8Array(0);
 export type ResponseMode = "json" | "sse" | "passthrough";
 
 export function responseMode(contentType: string | undefined): ResponseMode {
+  // What servers send nearly always, answered without splitting and lower-casing a copy.
+  if (contentType === "application/json") return "json";
+  if (contentType === "text/event-stream") return "sse";
   const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
   if (type === "application/json") return "json";
   if (type === "text/event-stream") return "sse";
