@@ -6,8 +6,9 @@ import { Pool, type Dispatcher } from "undici";
  * The floor under the local edge: a reverse proxy on the same stack (node:http in, an undici
  * pool out) with no policy, no audit, no metrics. `/mcp/<server>` goes to the reference server's
  * `/mcp` (or `/mcp-sse` for `ref-sse`). The body is read whole and the answer relayed whole, as
- * the edge does for JSON. Used by bench/cpu.ts (`--side bare-proxy`) to show how much of the
- * edge's cost is the proxying itself.
+ * the edge does for JSON. Shows how much of the edge's cost is the proxying itself: CPU per
+ * request with bench/cpu.ts (`--side bare-proxy`), throughput against direct with the optional
+ * bench target (`npm run bench -- --targets direct,edge,bare-proxy`, bench/targets/bare-proxy.ts).
  *
  * Not a gateway: no header filtering, no limits, no timeouts.
  */

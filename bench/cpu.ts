@@ -15,10 +15,10 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startHosted } from "./hosted.js";
-import { httpSide } from "./http-side.js";
 import { closedLoop, openLoop } from "./load.js";
 import { prepareWorkdir } from "./setup.js";
 import { percentile } from "./stats.js";
+import { BARE_PROXY, BARE_PROXY_DISPATCH, startBareProxy } from "./targets/bare-proxy.js";
 import { TARGETS, type BenchContext, type Side } from "./targets/index.js";
 import { WORKLOADS, type WorkloadId } from "./workloads.js";
 
@@ -33,29 +33,6 @@ const SERVER_EXPORT: Record<string, string> = {
   "bare-proxy": "serveBareProxy",
   "bare-proxy-dispatch": "serveBareProxy",
 };
-const BARE_PROXY_MODULE = new URL(`./bare-proxy${EXT}`, import.meta.url);
-
-/** The floor under the edge (bench/bare-proxy.ts): a proxy with no policy. */
-async function bareProxySide(ctx: BenchContext, name: string): Promise<Side> {
-  const api = name === "bare-proxy-dispatch" ? "dispatch" : "request";
-  const hosted = await startHosted(
-    BARE_PROXY_MODULE,
-    "serveBareProxy",
-    { origin: ctx.referenceOrigin, api },
-    name,
-  );
-  return httpSide({
-    name,
-    baseline: "direct",
-    description: "client -> bare proxy (no policy) -> reference MCP server",
-    origin: `http://127.0.0.1:${hosted.ports.http}`,
-    pathFor: (w) => `/mcp/${w.server}`,
-    token: ctx.token,
-    connections: ctx.connections,
-    serverCpuMicros: hosted.cpuMicros,
-    onClose: hosted.close,
-  });
-}
 const TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
 function childPid(exportName: string): number {
@@ -93,9 +70,9 @@ async function main(): Promise<void> {
   const sideName = values.side!;
   const workload = WORKLOADS[values.workload as WorkloadId];
   if (!workload) throw new Error(`unknown workload ${values.workload}`);
-  const bare = sideName.startsWith("bare-proxy");
+  const bare = [BARE_PROXY, BARE_PROXY_DISPATCH].find((s) => s.name === sideName);
   const target = TARGETS.find((t) => t.sides.some((s) => s.name === sideName));
-  if (!target && !bare) throw new Error(`unknown side ${sideName}`);
+  if (!target) throw new Error(`unknown side ${sideName}`);
 
   const reference = await startHosted(REFERENCE_MODULE, "serveReference", {}, "reference server");
   const referenceOrigin = `http://127.0.0.1:${reference.ports.http}`;
@@ -110,7 +87,8 @@ async function main(): Promise<void> {
       referenceCpuMicros: reference.cpuMicros,
       connections: 8,
     };
-    sides = bare ? [await bareProxySide(ctx, sideName)] : await target!.start(ctx);
+    // One bare proxy, not both of its target's sides: the other would only take CPU.
+    sides = bare ? [await startBareProxy(ctx, bare)] : await target.start(ctx);
     const side = sides.find((s) => s.name === sideName)!;
     const pid = childPid(SERVER_EXPORT[sideName]!);
     const op = await side.prepare(workload);

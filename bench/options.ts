@@ -32,6 +32,8 @@ Options (environment variable in brackets; a flag wins over its variable):
   --connections 8           concurrent connections at saturation               [BENCH_CONNECTIONS]
   --rounds 2                rounds; each round rotates the order of the sides  [BENCH_ROUNDS]
   --targets direct,edge,ext-service                                            [BENCH_TARGETS]
+                            also bare-proxy (not run by default): node:http +
+                            undici with no policy, the floor under the edge
   --workloads ${WORKLOAD_IDS.join(",")}
                                                                                [BENCH_WORKLOADS]
   --out bench               where results.json and results.svg go              [BENCH_OUT]
@@ -82,6 +84,8 @@ export function parseSettings(
   env: NodeJS.ProcessEnv,
   knownTargets: readonly string[],
   repoBench: string,
+  /** Targets run when none are named; the others run only on request. */
+  defaultTargets: readonly string[] = knownTargets,
 ): BenchSettings | "help" {
   const { values } = parseArgs({
     args: argv,
@@ -113,7 +117,7 @@ export function parseSettings(
   };
 
   const targetsText = pick(values.targets, "BENCH_TARGETS");
-  const targets = targetsText ? list(targetsText) : [...knownTargets];
+  const targets = targetsText ? list(targetsText) : [...defaultTargets];
   for (const t of targets) {
     if (!knownTargets.includes(t)) {
       throw new UsageError(`unknown target '${t}' (known: ${knownTargets.join(", ")})`);

@@ -56,6 +56,15 @@ describe("bench options", () => {
     expect(() => parse(["--bogus"])).toThrow(/Unknown option/);
   });
 
+  it("runs an optional target only when it is named", () => {
+    const all = [...TARGETS, "bare-proxy"];
+    const withOptional = (argv: string[]) =>
+      parseSettings(argv, {}, all, "/repo/bench", TARGETS) as BenchSettings;
+    expect(withOptional([]).targets).toEqual(TARGETS);
+    expect(withOptional(["--targets", "direct,bare-proxy"]).targets).toEqual(["direct", "bare-proxy"]);
+    expect(() => withOptional(["--targets", "bare"])).toThrow(/known: direct, edge, ext-service, bare-proxy/);
+  });
+
   it("answers --help", () => {
     expect(parseSettings(["--help"], {}, TARGETS, "/repo/bench")).toBe("help");
   });

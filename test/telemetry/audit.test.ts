@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { denyExchange, newExchange } from "../../ext-service/src/policy/exchange.js";
 import { AuditTrail } from "../../ext-service/src/telemetry/audit.js";
@@ -119,5 +120,77 @@ process.exit(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  describe("writes the very line pino writes for the record", () => {
+    function rawCapture(options: pino.LoggerOptions = {}) {
+      const lines: string[] = [];
+      const logger = pino(
+        {
+          base: { service: "mcp-gateway" },
+          timestamp: pino.stdTimeFunctions.isoTime,
+          redact: { paths: ["token", "*.token"], censor: "[redacted]" },
+          ...options,
+        },
+        { write: (line: string) => void lines.push(line) },
+      );
+      return { lines, logger };
+    }
+    const untimed = (line: string) => line.replace(/"time":"[^"]*"/, '"time":"T"');
+
+    function exchangeWithEverything() {
+      const exchange = newExchange('req-"9\u2028', "POST", 1_000);
+      exchange.traceId = "0af7651916cd43dd8448eb211c80319c";
+      exchange.server = "kb";
+      exchange.principal = { agent: "b\u00f6t\n", roles: [], claims: {}, issuer: "i", anonymous: false };
+      exchange.methods.push("tools/call", "notifications/progress");
+      exchange.tools.push("search");
+      exchange.counters["dlp:email"] = 2;
+      denyExchange(exchange, "tool_pin_mismatch");
+      return exchange;
+    }
+
+    it("byte for byte, but for the time", () => {
+      const { lines, logger } = rawCapture();
+      const record = new AuditTrail(logger, new Metrics(false), "edge", () => 1_234.5678).finish(
+        exchangeWithEverything(),
+        403,
+      );
+      logger.child({}, { redact: [] }).info(record, "audit");
+      expect(lines).toHaveLength(2);
+      expect(untimed(lines[0]!)).toBe(untimed(lines[1]!));
+      expect(JSON.parse(lines[0]!)).toMatchObject({ level: 30, service: "mcp-gateway", msg: "audit" });
+    });
+
+    it("as pino does after the logger's bindings change", () => {
+      const { lines, logger } = rawCapture();
+      const audit = new AuditTrail(logger, new Metrics(false), "edge", () => 10);
+      const twin = logger.child({}, { redact: [] }); // what the trail logs through
+      logger.setBindings({ region: "eu" });
+      twin.info(audit.finish(newExchange("req-3", "GET", 0), 200), "audit");
+      expect(lines).toHaveLength(2);
+      expect(untimed(lines[0]!)).toBe(untimed(lines[1]!));
+    });
+
+    it("through pino itself when the logger changes lines (mixin, hooks, formatters, prefix)", () => {
+      const variants: pino.LoggerOptions[] = [
+        { mixin: () => ({ extra: 1 }) },
+        { hooks: { streamWrite: (s: string) => s.replace("{", '{"extra":1,') } },
+        { formatters: { log: (o: Record<string, unknown>) => ({ ...o, extra: 1 }) } },
+        { msgPrefix: "[gw] " },
+        { nestedKey: "payload" },
+        { serializers: { tools: (t: string[]) => t.length } },
+      ];
+      for (const options of variants) {
+        const { lines, logger } = rawCapture(options);
+        const record = new AuditTrail(logger, new Metrics(false), "edge", () => 10).finish(
+          exchangeWithEverything(),
+          403,
+        );
+        logger.child({}, { redact: [] }).info(record, "audit");
+        expect(lines).toHaveLength(2);
+        expect(untimed(lines[0]!)).toBe(untimed(lines[1]!));
+      }
+    });
   });
 });

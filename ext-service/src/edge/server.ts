@@ -148,6 +148,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     logger,
   );
   const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
+  // Bound once: observe() with a labels object builds and checks them on every request.
+  const admitSeconds = metrics.decisionSeconds.labels({ phase: "admit" });
+  const requestSeconds = metrics.decisionSeconds.labels({ phase: "request" });
   const active = new Set<Active>();
   const stopCounting = metrics.countInflight("edge", () => active.size);
   const bySocket = new WeakMap<Socket, { state: Active; res: ServerResponse; exchange: Exchange }>();
@@ -242,7 +245,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const headers = headerMap(req.headers);
     const t0 = performance.now();
     const admission = await engine.admit({ method, path: req.url ?? "/", headers }, exchange);
-    metrics.decisionSeconds.observe({ phase: "admit" }, (performance.now() - t0) / 1000);
+    admitSeconds.observe((performance.now() - t0) / 1000);
     if (!admission.ok) return sendReply(res, admission.reply);
 
     const wait = limiter.take(admission.principal.agent);
@@ -269,7 +272,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       body = read.body;
       const t1 = performance.now();
       const verdict = engine.evaluateRequestBody(exchange, body, headers);
-      metrics.decisionSeconds.observe({ phase: "request" }, (performance.now() - t1) / 1000);
+      requestSeconds.observe((performance.now() - t1) / 1000);
       if (verdict.action === "reply") return sendReply(res, verdict.reply);
     }
     if (res.destroyed) return;

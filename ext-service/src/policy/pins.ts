@@ -14,6 +14,11 @@ export interface ExpectedPin {
   tool: RegistryTool;
 }
 
+/** Bounds of PinBook's verdict cache: per tool, characters of source text in all, one source. */
+const VERDICTS_PER_TOOL = 4;
+const MAX_VERDICT_CHARS = 8 * 1024 * 1024;
+const MAX_CACHED_SOURCE = 256 * 1024;
+
 /** A registry entry whose recorded pin does not match its own definition (a review mistake). */
 export interface PinInconsistency {
   server: string;
@@ -24,8 +29,15 @@ export interface PinInconsistency {
   computed: string;
 }
 
+/** Shared between calls when cached: read only. */
 export type PinCheck =
-  { ok: true; pin: string } | { ok: false; livePin: string; expected: string; fields: PinnedField[] };
+  | { readonly ok: true; readonly pin: string }
+  | {
+      readonly ok: false;
+      readonly livePin: string;
+      readonly expected: string;
+      readonly fields: PinnedField[];
+    };
 
 export class PinBook {
   private readonly byServer = new Map<string, Map<string, ExpectedPin>>();
@@ -58,12 +70,48 @@ export class PinBook {
     return this.byServer.get(server)?.get(tool);
   }
 
-  /** Compares a tool as the server lists it with its pin. */
-  check(server: string, live: Readonly<Record<string, unknown>>): PinCheck | undefined {
+  /**
+   * The last few verdicts of each registered tool, by the exact JSON text its live definition
+   * was parsed from: a server lists the same definitions again and again, and canonicalising and
+   * hashing each one was most of a tools/list's cost. Equal text parses to an equal value, so the
+   * verdict is the same; any change to a definition changes its text and is checked afresh.
+   * Kept per (server, tool) entry of the registry, so no verdict can answer for another server
+   * or tool; compared by string equality, which costs less than hashing the text for a Map.
+   */
+  private readonly recent = new Map<ExpectedPin, { source: string; verdict: PinCheck }[]>();
+  private recentChars = 0;
+
+  /**
+   * Compares a tool as the server lists it with its pin. `source`, when given, must be the JSON
+   * text `live` was parsed from (see mcp/json-source.ts); the verdict is then cached by it.
+   */
+  check(server: string, live: Readonly<Record<string, unknown>>, source?: string): PinCheck | undefined {
     const name = live.name;
     if (typeof name !== "string") return undefined;
     const expected = this.expected(server, name);
     if (!expected) return undefined;
+    if (source === undefined || source.length > MAX_CACHED_SOURCE) return this.compare(expected, live);
+    let seen = this.recent.get(expected);
+    if (seen) for (const entry of seen) if (entry.source === source) return entry.verdict;
+    const verdict = this.compare(expected, live);
+    // A copy: a slice would keep the whole response it was cut from alive. Text from decoded
+    // UTF-8 survives the round trip; anything else (a lone surrogate) is not cached.
+    const copy = Buffer.from(source, "utf8").toString("utf8");
+    if (copy !== source) return verdict;
+    if (this.recentChars + copy.length > MAX_VERDICT_CHARS) {
+      this.recent.clear();
+      this.recentChars = 0;
+      seen = undefined;
+    }
+    if (!seen) this.recent.set(expected, (seen = []));
+    if (!verdict.ok) Object.freeze(verdict.fields);
+    seen.unshift({ source: copy, verdict: Object.freeze(verdict) });
+    this.recentChars += copy.length;
+    if (seen.length > VERDICTS_PER_TOOL) this.recentChars -= seen.pop()!.source.length;
+    return verdict;
+  }
+
+  private compare(expected: ExpectedPin, live: Readonly<Record<string, unknown>>): PinCheck {
     let livePin: string;
     try {
       livePin = toolPin(live);

@@ -17,6 +17,9 @@ export type ResponseMode = "json" | "sse" | "passthrough";
  * statuses, 204 and 304 pass as they are: they carry no tool output.
  */
 export function responseMode(contentType: string | undefined, status: number): ResponseMode {
+  // What servers send nearly always, answered without splitting and lower-casing a copy.
+  if (contentType === "application/json") return "json";
+  if (contentType === "text/event-stream") return "sse";
   const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
   if (type === "application/json") return "json";
   if (type === "text/event-stream") return "sse";
@@ -93,7 +96,7 @@ export class ResponseTransformer {
       }
       return changed ? encoder.encode(JSON.stringify(out)) : undefined;
     }
-    const r = this.rewriteValue(value);
+    const r = this.rewriteValue(value, text);
     if (r.kind === "same") return undefined;
     if (r.kind === "replace") return encoder.encode(JSON.stringify(r.value));
     // JSON that is not JSON-RPC: an error status passes as above; a success is refused, not emptied.
@@ -132,7 +135,7 @@ export class ResponseTransformer {
         countOn(this.exchange, "sse_events_dropped");
         continue;
       }
-      const r = this.rewriteValue(value);
+      const r = this.rewriteValue(value, ev.data);
       if (r.kind === "same") out += ev.raw;
       else if (r.kind === "replace") {
         out += formatSseEvent({ event: ev.event, id: ev.id, retry: ev.retry, data: JSON.stringify(r.value) });
@@ -174,16 +177,17 @@ export class ResponseTransformer {
     });
   }
 
-  private rewriteValue(value: unknown): MessageRewrite {
+  /** `source`: the JSON text `value` was parsed from, when it is one message's alone. */
+  private rewriteValue(value: unknown, source?: string): MessageRewrite {
     const message = classifyMessage(value);
     if (typeof message === "string") {
       countOn(this.exchange, "invalid_upstream_messages");
       return { kind: "drop" };
     }
-    return this.rewriteMessage(message);
+    return this.rewriteMessage(message, source);
   }
 
-  private rewriteMessage(message: JsonRpcMessage): MessageRewrite {
+  private rewriteMessage(message: JsonRpcMessage, source: string | undefined): MessageRewrite {
     const key = message.kind === "response" ? idKey(message.id) : undefined;
     const waiting = key === undefined ? undefined : this.exchange.pending.get(key);
     // Answered: what is left in `pending` at the end of a stream never got a response.
@@ -194,7 +198,7 @@ export class ResponseTransformer {
     const pending: PendingRequest | undefined =
       waiting ?? (listShape ? { method: listShape, target: undefined } : undefined);
     // Security policies first (pins, poisoning, injection, DLP), then RBAC list filtering.
-    const secured = this.engine.security.inspectServerMessage(this.exchange, message, pending);
+    const secured = this.engine.security.inspectServerMessage(this.exchange, message, pending, source);
     if (secured.kind === "drop") return secured;
     const current = secured.kind === "replace" ? secured.message : message;
     const filtered = this.filterMessage(current, pending);

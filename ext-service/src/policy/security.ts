@@ -7,6 +7,7 @@ import type {
   SecurityConfig,
   SecurityOverride,
 } from "../config/schema.js";
+import { arrayItemSources } from "../mcp/json-source.js";
 import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import { toolPin } from "./canonical.js";
 import { crossReferences, nameCollisions, type NamedTool } from "./collisions.js";
@@ -175,7 +176,9 @@ export class SecurityPolicy {
   private readonly registeredTools: readonly NamedTool[];
   private readonly serverNames: readonly string[];
   /** Injection results of definition texts, which repeat on every tools/list. */
-  private readonly definitionScans = new Map<string, InjectionFinding[]>();
+  // By server, then pin: a cached pin verdict hands back the same pin string, whose hash V8 keeps.
+  private readonly definitionScans = new Map<string, Map<string, InjectionFinding[]>>();
+  private definitionScanCount = 0;
 
   constructor(config: Pick<GatewayConfig, "security">, registry: Registry) {
     const s = config.security;
@@ -354,6 +357,8 @@ export class SecurityPolicy {
     exchange: Exchange,
     message: JsonRpcMessage,
     pending: PendingRequest | undefined,
+    /** The JSON text `message` was parsed from, when the caller has it: lets verdicts be cached. */
+    source?: string,
   ): SecurityRewrite {
     const server = exchange.server;
     if (!server) return SAME;
@@ -373,7 +378,7 @@ export class SecurityPolicy {
     const name = pending.target ?? "*";
     switch (pending.method) {
       case "tools/list":
-        return this.inspectToolList(exchange, server, message);
+        return this.inspectToolList(exchange, server, message, source);
       case "prompts/list":
       case "resources/list":
       case "resources/templates/list":
@@ -619,18 +624,23 @@ export class SecurityPolicy {
     exchange: Exchange,
     server: string,
     message: JsonRpcMessage & { kind: "response" },
+    source: string | undefined,
   ): SecurityRewrite {
     const result = message.result;
     if (!isRecord(result) || !Array.isArray(result.tools)) return SAME;
+    const tools = result.tools as unknown[];
+    let sources = source === undefined ? undefined : arrayItemSources(source, ["result", "tools"]);
+    if (sources?.length !== tools.length) sources = undefined;
     let changed = false;
     const kept: unknown[] = [];
-    for (const item of result.tools as unknown[]) {
+    for (let i = 0; i < tools.length; i++) {
+      const item = tools[i];
       if (!isRecord(item) || typeof item.name !== "string") {
         kept.push(item);
         continue;
       }
       const name = item.name;
-      const check = this.pins.check(server, item);
+      const check = this.pins.check(server, item, sources?.[i]);
       if (!check) {
         kept.push(item);
         continue;
@@ -675,8 +685,8 @@ export class SecurityPolicy {
 
   /** Injection and shadowing findings for the texts of one definition, cached by its hash. */
   private definitionFindings(server: string, pin: string, item: Record<string, unknown>): InjectionFinding[] {
-    const key = `${server}\u0000${pin}`;
-    const cached = this.definitionScans.get(key);
+    let byPin = this.definitionScans.get(server);
+    const cached = byPin?.get(pin);
     if (cached) return cached;
     const findings: InjectionFinding[] = [];
     const seen = new Set<string>();
@@ -700,8 +710,14 @@ export class SecurityPolicy {
         layer: "text",
       });
     }
-    if (this.definitionScans.size >= MAX_SCAN_CACHE) this.definitionScans.clear();
-    this.definitionScans.set(key, findings);
+    if (this.definitionScanCount >= MAX_SCAN_CACHE) {
+      this.definitionScans.clear();
+      this.definitionScanCount = 0;
+      byPin = undefined;
+    }
+    if (!byPin) this.definitionScans.set(server, (byPin = new Map()));
+    byPin.set(pin, findings);
+    this.definitionScanCount++;
     return findings;
   }
 
@@ -713,8 +729,9 @@ export class SecurityPolicy {
     item: Record<string, unknown>,
     findings: InjectionFinding[],
   ): Record<string, unknown> | undefined {
+    if (findings.length === 0) return item;
     const settings = this.resolve(server, name);
-    if (findings.length === 0 || !settings.injection.enabled) return item;
+    if (!settings.injection.enabled) return item;
     let action: SecurityActionName = "log";
     const rank = { log: 0, annotate: 1, redact: 2, block: 3 } as const;
     for (const f of findings) {
