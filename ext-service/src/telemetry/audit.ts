@@ -56,8 +56,9 @@ const AUDIT_KEYS: readonly (keyof AuditRecord)[] = [
 /**
  * Writes `log.info(record, "audit")`'s line without pino's field-by-field serialisation (about
  * 5 us of a record's 6 in a micro benchmark, more inside a loaded edge): the record's fields are
- * fixed, plain JSON, so one JSON.stringify gives the same text pino builds from them. The level prefix, time, bindings and line end are
- * pino's own (pino.symbols), read at each write, so setBindings() and level changes hold.
+ * fixed, plain JSON, so one JSON.stringify gives the same text pino builds from them. The level
+ * prefix, time, bindings and line end are pino's own (pino.symbols), read at each write, so
+ * setBindings() and level changes hold.
  * Undefined (use log.info) when the logger does anything to a line this would skip: a mixin,
  * hooks, a log formatter, a nested key, a message prefix, redaction or serializers of these
  * fields, or a stream that wants metadata (multistream).
