@@ -148,8 +148,10 @@ describe("docker-compose.yml", () => {
       expect(s.command).toEqual(["serve", "--config", "/etc/mcp-gateway/gateway.yaml"]);
       expect(s.expose).toEqual([String(gateway.listen.grpc.port), String(gateway.listen.admin.port)]);
       const m = new Map(mounts(name).map(([h, c]) => [c, h]));
-      expect(m.get("/etc/mcp-gateway/gateway.yaml")).toBe("./deploy/gateway.yaml");
-      expect(m.get("/etc/mcp-gateway/registry.yaml")).toBe("./deploy/registry.yaml");
+      // The directory is mounted (so a reload sees files replaced by rename), holding both files.
+      expect(m.get("/etc/mcp-gateway")).toBe("./deploy");
+      expect(gateway.registry).toBe("registry.yaml");
+      expect(existsSync(join(ROOT, "deploy", "registry.yaml"))).toBe(true);
       const jwks = gateway.auth.issuers[0]!.jwks as { file: string };
       expect(
         [...m.keys()].some((c) => jwks.file.startsWith(`${c}/`)),
