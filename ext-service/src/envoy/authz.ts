@@ -57,6 +57,8 @@ export function deniedResponse(reply: HttpReply, reason: string | undefined): Ch
  */
 export function createCheckHandler(ctx: AdapterContext) {
   const { audit, logger, metrics } = ctx;
+  // Bound once: observe() with a labels object builds and checks them on every call.
+  const authzSeconds = metrics.decisionSeconds.labels({ phase: "authz" });
 
   async function decide(request: CheckRequest): Promise<CheckResponse> {
     const engine = ctx.engine; // one policy per call, even if a reload lands while it awaits
@@ -101,7 +103,7 @@ export function createCheckHandler(ctx: AdapterContext) {
     const started = performance.now();
     decide(call.request).then(
       (response) => {
-        metrics.decisionSeconds.observe({ phase: "authz" }, secondsSince(started));
+        authzSeconds.observe(secondsSince(started));
         callback(null, response);
       },
       (err: unknown) => {

@@ -22,6 +22,20 @@ import type {
 
 const EMPTY = Buffer.alloc(0);
 
+/** The decision-time histogram's children for ext_proc's phases, bound once per server. */
+export interface PhaseTimers {
+  requestBody: { observe(seconds: number): void };
+  response: { observe(seconds: number): void };
+}
+
+function phaseTimers(ctx: AdapterContext): PhaseTimers {
+  // observe() with a labels object builds and checks them on every call.
+  return {
+    requestBody: ctx.metrics.decisionSeconds.labels({ phase: "request_body" }),
+    response: ctx.metrics.decisionSeconds.labels({ phase: "response" }),
+  };
+}
+
 /** Which message the stream expects next. */
 type Phase = "request_headers" | "request_body" | "response_headers" | "response_body" | "done";
 
@@ -72,7 +86,10 @@ export class ProcessStream {
   /** The policy this stream started under: a config reload applies to the streams after it. */
   private readonly engine: PolicyEngine;
 
-  constructor(private readonly ctx: AdapterContext) {
+  constructor(
+    private readonly ctx: AdapterContext,
+    private readonly timers: PhaseTimers = phaseTimers(ctx),
+  ) {
     this.engine = ctx.engine;
   }
 
@@ -206,7 +223,7 @@ export class ProcessStream {
   private evaluateBody(body: Buffer): ProcessingResponse | undefined {
     const started = performance.now();
     const verdict = this.engine.evaluateRequestBody(this.exchange!, body, this.requestHeaders);
-    this.ctx.metrics.decisionSeconds.observe({ phase: "request_body" }, secondsSince(started));
+    this.timers.requestBody.observe(secondsSince(started));
     return verdict.action === "reply" ? this.immediate(verdict.reply) : undefined;
   }
 
@@ -253,7 +270,7 @@ export class ProcessStream {
     if (transformer.mode === "json") {
       const started = performance.now();
       response = this.jsonChunk(transformer, chunk, eos);
-      this.ctx.metrics.decisionSeconds.observe({ phase: "response" }, secondsSince(started));
+      this.timers.response.observe(secondsSince(started));
     } else if (transformer.mode === "sse") {
       let out = transformer.push(chunk);
       if (eos) {
@@ -364,8 +381,9 @@ export class ProcessStream {
 
 /** The gRPC handler: one ProcessStream per call, torn down on end, cancel or error. */
 export function createProcessHandler(ctx: AdapterContext) {
+  const timers = phaseTimers(ctx);
   return function process(call: ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void {
-    const stream = new ProcessStream(ctx);
+    const stream = new ProcessStream(ctx, timers);
     call.on("data", (request: ProcessingRequest) => {
       const reply = stream.handle(request);
       if (reply === undefined || call.cancelled || call.destroyed) return;
