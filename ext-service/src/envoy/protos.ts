@@ -10,7 +10,7 @@ import {
   type PackageDefinition,
   type ServiceDefinition,
 } from "@grpc/proto-loader";
-import { encodeStructField, withoutField } from "./wire.js";
+import { EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
 
 /**
  * Envoy's gRPC services, loaded once from the .proto files that @grpc/grpc-js-xds ships (see
@@ -84,12 +84,13 @@ function processingRequestDeserializer(deserialize: Deserialize) {
   };
 }
 
-/** Encodes the message without its Struct field `name`, then that field (see wire.ts). */
+/** Encodes the message without its Struct field `name` (an object, or an EncodedStruct), then that field (see wire.ts). */
 function structFieldLast(serialize: Serialize, fieldNumber: number, name: string) {
   return (message: object): Buffer => {
     const struct = (message as Record<string, unknown>)[name];
     if (struct === undefined || struct === null) return serialize(message);
     const { [name]: _struct, ...rest } = message as Record<string, unknown>;
+    if (struct instanceof EncodedStruct) return appendStructField(serialize(rest), fieldNumber, struct);
     return Buffer.concat([serialize(rest), encodeStructField(fieldNumber, struct as object)]);
   };
 }
