@@ -7,7 +7,7 @@ import type { ResponseTransformer } from "../policy/response.js";
 import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
 import { headerMapToRecord, rawHeader } from "./headers.js";
 import { decodeAuthzMetadata } from "./principal.js";
-import { envoyProtos } from "./protos.js";
+import { constantMessage, envoyProtos } from "./protos.js";
 import type {
   BodySendMode,
   CommonResponse,
@@ -58,6 +58,18 @@ function modeOverride(responseBody: BodySendMode): ProcessingMode {
 const OVERRIDE_BUFFERED = modeOverride("BUFFERED");
 const OVERRIDE_STREAMED = modeOverride("STREAMED");
 const OVERRIDE_NONE = modeOverride("NONE");
+
+// The replies that let a message through unchanged, encoded once (constantMessage).
+const CONTINUE_REQUEST_HEADERS = constantMessage<ProcessingReply>({ request_headers: { response: {} } });
+const CONTINUE_REQUEST_BODY = constantMessage<ProcessingReply>({ request_body: { response: {} } });
+const CONTINUE_JSON_RESPONSE = constantMessage<ProcessingReply>({
+  response_headers: { response: {} },
+  mode_override: OVERRIDE_BUFFERED,
+});
+const CONTINUE_SSE_RESPONSE = constantMessage<ProcessingReply>({
+  response_headers: { response: {} },
+  mode_override: OVERRIDE_STREAMED,
+});
 
 function toBuffer(bytes: Uint8Array | undefined): Buffer {
   if (bytes === undefined) return EMPTY;
@@ -197,7 +209,7 @@ export class ProcessStream {
     } else {
       this.phase = "request_body";
     }
-    return { request_headers: { response: {} } };
+    return CONTINUE_REQUEST_HEADERS;
   }
 
   private onRequestBody(msg: HttpBody): ProcessingReply {
@@ -218,7 +230,7 @@ export class ProcessStream {
       if (denied) return denied;
     }
     this.phase = "response_headers";
-    return { request_body: { response: {} } };
+    return CONTINUE_REQUEST_BODY;
   }
 
   /** Runs the core on a request body; returns the immediate response when it does not forward. */
@@ -251,10 +263,7 @@ export class ProcessStream {
       // (Chunks that still arrive, if Envoy ignored the override, pass through unchanged.)
       return this.finishResponse({ response_headers: { response: {} }, mode_override: OVERRIDE_NONE }, false);
     }
-    return {
-      response_headers: { response: {} },
-      mode_override: mode === "json" ? OVERRIDE_BUFFERED : OVERRIDE_STREAMED,
-    };
+    return mode === "json" ? CONTINUE_JSON_RESPONSE : CONTINUE_SSE_RESPONSE;
   }
 
   private onResponseBody(msg: HttpBody): ProcessingReply {

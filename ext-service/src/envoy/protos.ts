@@ -95,6 +95,35 @@ function structFieldLast(serialize: Serialize, fieldNumber: number, name: string
   };
 }
 
+/** Replies that are the same on every exchange (see constantMessage): encoded once, on first use. */
+const constants = new WeakSet<object>();
+const encodedConstants = new WeakMap<object, Buffer>();
+
+/**
+ * Marks a reply that never changes, frozen all the way down, so the server-side serializer
+ * encodes it once: the usual ext_proc continue replies and mode overrides are a fixed handful.
+ * grpc-js copies the serialized bytes into each frame, so one Buffer serves every write.
+ */
+export function constantMessage<T extends object>(message: T): T {
+  const freeze = (value: unknown): void => {
+    if (typeof value !== "object" || value === null || Object.isFrozen(value)) return;
+    for (const v of Object.values(value)) freeze(v);
+    Object.freeze(value);
+  };
+  freeze(message);
+  constants.add(message);
+  return message;
+}
+
+function onceForConstants(serialize: Serialize): Serialize {
+  return (message: object): Buffer => {
+    if (!constants.has(message)) return serialize(message);
+    let bytes = encodedConstants.get(message);
+    if (bytes === undefined) encodedConstants.set(message, (bytes = serialize(message)));
+    return bytes;
+  };
+}
+
 /**
  * The server side's hot path (reading requests, writing replies) skips converting the Struct
  * fields that cost most (see wire.ts); the messages our code sees and sends are unchanged.
@@ -112,7 +141,9 @@ function tuneServerSide(definition: PackageDefinition): void {
   const writable = (m: MethodDefinition<object, object>) =>
     m as { -readonly [K in keyof typeof m]: (typeof m)[K] };
   writable(process).requestDeserialize = processingRequestDeserializer(process.requestDeserialize);
-  writable(process).responseSerialize = structFieldLast(process.responseSerialize, 8, "dynamic_metadata");
+  writable(process).responseSerialize = onceForConstants(
+    structFieldLast(process.responseSerialize, 8, "dynamic_metadata"),
+  );
   writable(check).responseSerialize = structFieldLast(check.responseSerialize, 4, "dynamic_metadata");
 }
 
