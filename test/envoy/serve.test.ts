@@ -130,6 +130,8 @@ describe("admin endpoints and gRPC health", () => {
       },
       () => ({ status: 500 }),
     );
+    // An allowed exchange with a JSON response: the response phase is timed too.
+    await finishInFlight((await openInFlight(gw.client, token)).call);
     const port = gw.service.adminPort;
     expect(await get(port, "/healthz")).toEqual({ status: 200, text: "ok\n" });
     expect(await get(port, "/readyz")).toEqual({ status: 200, text: "ready\n" });
@@ -141,6 +143,7 @@ describe("admin endpoints and gRPC health", () => {
     expect(metrics.text).toContain('mcp_gateway_violations_total{reason="tool_unknown"} 1');
     expect(metrics.text).toMatch(/mcp_gateway_decision_seconds_count\{phase="authz"\} [1-9]/);
     expect(metrics.text).toMatch(/mcp_gateway_decision_seconds_count\{phase="request_body"\} [1-9]/);
+    expect(metrics.text).toMatch(/mcp_gateway_decision_seconds_count\{phase="response"\} [1-9]/);
     expect(metrics.text).toContain('mcp_gateway_inflight_requests{plane="envoy"} 0');
     expect((await get(port, "/nope")).status).toBe(404);
   });

@@ -4,11 +4,22 @@ import { describe, expect, it } from "vitest";
 import {
   AUTHORIZATION_SERVICE,
   EXTERNAL_PROCESSOR_SERVICE,
+  constantMessage,
   envoyProtos,
 } from "../../ext-service/src/envoy/protos.js";
+import type { Principal } from "../../ext-service/src/policy/identity.js";
+import { encodeAuthzMetadata } from "../../ext-service/src/envoy/principal.js";
 import { toStruct } from "../../ext-service/src/envoy/struct.js";
 import type { Struct } from "../../ext-service/src/envoy/types.js";
-import { encodeStructField, withoutField } from "../../ext-service/src/envoy/wire.js";
+import {
+  EncodedStruct,
+  appendStructField,
+  encodeStruct,
+  encodeStructField,
+  structOfStruct,
+  structWithStrings,
+  withoutField,
+} from "../../ext-service/src/envoy/wire.js";
 
 /**
  * The ext-service's hand-tuned wire paths (wire.ts, protos.ts) against proto-loader's own
@@ -128,6 +139,99 @@ describe("Struct encoding (wire.ts)", () => {
   });
 });
 
+describe("Structs built from encoded parts (wire.ts)", () => {
+  // toStruct, the reference, assigns fields one by one: an own "__proto__" key would set the
+  // prototype of its result instead. The metadata's keys are fixed names, never that one.
+  const key = text.filter((k) => k !== "__proto__");
+  const strings = fc.array(fc.tuple(key, text), { maxLength: 8 });
+
+  it("a prefix and string fields: the bytes of the whole Struct", () => {
+    fc.assert(
+      fc.property(json, strings, fc.integer({ min: 1, max: 20 }), (value, pairs, field) => {
+        // Later keys replace earlier ones in an object: keep each key once, prefix first.
+        const fresh = pairs.filter(([k], i) => !(k in value) && pairs.findIndex(([j]) => j === k) === i);
+        const built = structWithStrings(
+          encodeStruct(toStruct(value)),
+          fresh.map(([k]) => k),
+          fresh.map(([, v]) => v),
+        );
+        const whole = toStruct({ ...value, ...Object.fromEntries(fresh) });
+        expect(
+          appendStructField(Buffer.alloc(0), field, built).equals(referenceStructField(field, whole)),
+        ).toBe(true);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("a Struct nested under one key", () => {
+    fc.assert(
+      fc.property(key, strings, (outer, pairs) => {
+        const inner = Object.fromEntries(pairs);
+        const built = structOfStruct(
+          outer,
+          structWithStrings(Buffer.alloc(0), Object.keys(inner), Object.values(inner)),
+        );
+        const whole = toStruct({ [outer]: inner });
+        expect(appendStructField(Buffer.alloc(0), 8, built).equals(referenceStructField(8, whole))).toBe(
+          true,
+        );
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("appended to a message, after its other fields", () => {
+    const message = Buffer.from([0x08, 0x01]);
+    const built = structWithStrings(Buffer.alloc(0), ["a"], ["b"]);
+    expect(appendStructField(message, 4, built)).toEqual(
+      Buffer.concat([message, referenceStructField(4, toStruct({ a: "b" }))]),
+    );
+  });
+
+  const principal: fc.Arbitrary<Principal> = fc.record({
+    agent: text,
+    roles: fc.array(text, { maxLength: 4 }),
+    claims: json,
+    issuer: fc.option(text, { nil: undefined }),
+    anonymous: fc.boolean(),
+  });
+
+  /** The ext_authz identity as one Struct object, as it was built before it was cached. */
+  const authzStruct = (p: Principal, requestId: string, server: string) =>
+    toStruct({
+      agent: p.agent,
+      roles: [...p.roles],
+      claims: JSON.stringify(p.claims),
+      issuer: p.issuer ?? null,
+      anonymous: p.anonymous,
+      request_id: requestId,
+      server,
+    });
+
+  it("the ext_authz identity: the bytes of its Struct, the principal's part cached", () => {
+    fc.assert(
+      fc.property(
+        principal,
+        fc.array(fc.tuple(text, text), { minLength: 1, maxLength: 3 }),
+        (p, requests) => {
+          const frozen = Object.freeze({ ...p, roles: Object.freeze([...p.roles]) });
+          for (const [requestId, server] of requests) {
+            const ours = encodeAuthzMetadata(frozen, requestId, server);
+            expect(ours).toBeInstanceOf(EncodedStruct);
+            expect(
+              appendStructField(Buffer.alloc(0), 4, ours).equals(
+                referenceStructField(4, authzStruct(frozen, requestId, server)),
+              ),
+            ).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
 /** What the server reads: proto-loader's decoding, without metadata_context unless the message
  * carries request headers. */
 function expectedRequest(bytes: Buffer): object {
@@ -224,6 +328,34 @@ describe("server-side replies: dynamic_metadata written last", () => {
         processingResponse.deserialize(processingResponse.serialize(reply)),
       );
     }
+  });
+
+  it("an encoded Struct goes out as the Struct it encodes", () => {
+    const encoded = new EncodedStruct(encodeStruct(struct));
+    const ext = { response_body: { response: {} } };
+    expect(
+      processingResponse.deserialize(processMethod.responseSerialize({ ...ext, dynamic_metadata: encoded })),
+    ).toEqual(
+      processingResponse.deserialize(processingResponse.serialize({ ...ext, dynamic_metadata: struct })),
+    );
+    const check = { status: { code: 0 }, ok_response: { headers_to_remove: ["authorization"] } };
+    expect(
+      checkResponse.deserialize(checkMethod.responseSerialize({ ...check, dynamic_metadata: encoded })),
+    ).toEqual(checkResponse.deserialize(checkResponse.serialize({ ...check, dynamic_metadata: struct })));
+  });
+
+  it("a constant reply is encoded once, as proto-loader encodes it, and cannot change", () => {
+    const override = { response_body_mode: "BUFFERED", response_header_mode: "SEND" };
+    const reply = constantMessage({ response_headers: { response: {} }, mode_override: override });
+    const first = processMethod.responseSerialize(reply);
+    expect(first.equals(processingResponse.serialize(reply))).toBe(true);
+    expect(processMethod.responseSerialize(reply)).toBe(first);
+    expect(Object.isFrozen(reply) && Object.isFrozen(reply.response_headers.response)).toBe(true);
+    expect(Object.isFrozen(override)).toBe(true);
+    // An equal message that is not marked is encoded afresh.
+    const other = { response_headers: { response: {} }, mode_override: { ...override } };
+    expect(processMethod.responseSerialize(other)).not.toBe(first);
+    expect(processMethod.responseSerialize(other).equals(first)).toBe(true);
   });
 
   it("ext_authz replies too", () => {

@@ -4,9 +4,9 @@ import { secondsSince, type AdapterContext } from "./context.js";
 import { authzHeader, headerMapToRecord } from "./headers.js";
 import { envoyProtos } from "./protos.js";
 import { encodeAuthzMetadata } from "./principal.js";
-import type { CheckRequest, CheckResponse } from "./types.js";
+import type { CheckReply, CheckRequest } from "./types.js";
 
-/** google.rpc codes for CheckResponse.status. Envoy forwards on 0 and answers locally on anything else. */
+/** google.rpc codes for CheckReply.status. Envoy forwards on 0 and answers locally on anything else. */
 const GrpcCode = {
   OK: 0,
   INVALID_ARGUMENT: 3,
@@ -37,7 +37,7 @@ function grpcCodeFor(status: number): number {
 }
 
 /** The gateway answers the request itself: a denial, or the RFC 9728 metadata document. */
-export function deniedResponse(reply: HttpReply, reason: string | undefined): CheckResponse {
+export function deniedResponse(reply: HttpReply, reason: string | undefined): CheckReply {
   return {
     status: { code: grpcCodeFor(reply.status), message: reason ?? `answered with ${reply.status}` },
     denied_response: {
@@ -57,8 +57,10 @@ export function deniedResponse(reply: HttpReply, reason: string | undefined): Ch
  */
 export function createCheckHandler(ctx: AdapterContext) {
   const { audit, logger, metrics } = ctx;
+  // Bound once: observe() with a labels object builds and checks them on every call.
+  const authzSeconds = metrics.decisionSeconds.labels({ phase: "authz" });
 
-  async function decide(request: CheckRequest): Promise<CheckResponse> {
+  async function decide(request: CheckRequest): Promise<CheckReply> {
     const engine = ctx.engine; // one policy per call, even if a reload lands while it awaits
     const http = request.attributes?.request?.http;
     const headers =
@@ -95,13 +97,13 @@ export function createCheckHandler(ctx: AdapterContext) {
   }
 
   return function check(
-    call: ServerUnaryCall<CheckRequest, CheckResponse>,
-    callback: sendUnaryData<CheckResponse>,
+    call: ServerUnaryCall<CheckRequest, CheckReply>,
+    callback: sendUnaryData<CheckReply>,
   ): void {
     const started = performance.now();
     decide(call.request).then(
       (response) => {
-        metrics.decisionSeconds.observe({ phase: "authz" }, secondsSince(started));
+        authzSeconds.observe(secondsSince(started));
         callback(null, response);
       },
       (err: unknown) => {

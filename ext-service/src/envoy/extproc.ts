@@ -7,20 +7,36 @@ import type { ResponseTransformer } from "../policy/response.js";
 import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
 import { headerMapToRecord, rawHeader } from "./headers.js";
 import { decodeAuthzMetadata } from "./principal.js";
-import { envoyProtos } from "./protos.js";
-import { toStruct } from "./struct.js";
+import { constantMessage, envoyProtos } from "./protos.js";
 import type {
   BodySendMode,
   CommonResponse,
   HttpBody,
   HttpHeaders,
   ProcessingMode,
+  ProcessingReply,
   ProcessingRequest,
-  ProcessingResponse,
-  Struct,
 } from "./types.js";
+import { structOfStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 
 const EMPTY = Buffer.alloc(0);
+
+/** The decision-time histogram's children for ext_proc's phases, bound once per server. */
+export interface PhaseTimers {
+  requestBody: { observe(seconds: number): void };
+  response: { observe(seconds: number): void };
+}
+
+function phaseTimers(ctx: AdapterContext): PhaseTimers {
+  // observe() with a labels object builds and checks them on every call.
+  return {
+    requestBody: ctx.metrics.decisionSeconds.labels({ phase: "request_body" }),
+    response: ctx.metrics.decisionSeconds.labels({ phase: "response" }),
+  };
+}
+
+/** The access-log fields of the `mcp_gateway` namespace, in the order its Struct has always listed them. */
+const GATEWAY_KEYS = ["request_id", "agent", "server", "method", "tool", "decision", "reasons"] as const;
 
 /** Which message the stream expects next. */
 type Phase = "request_headers" | "request_body" | "response_headers" | "response_body" | "done";
@@ -42,6 +58,18 @@ function modeOverride(responseBody: BodySendMode): ProcessingMode {
 const OVERRIDE_BUFFERED = modeOverride("BUFFERED");
 const OVERRIDE_STREAMED = modeOverride("STREAMED");
 const OVERRIDE_NONE = modeOverride("NONE");
+
+// The replies that let a message through unchanged, encoded once (constantMessage).
+const CONTINUE_REQUEST_HEADERS = constantMessage<ProcessingReply>({ request_headers: { response: {} } });
+const CONTINUE_REQUEST_BODY = constantMessage<ProcessingReply>({ request_body: { response: {} } });
+const CONTINUE_JSON_RESPONSE = constantMessage<ProcessingReply>({
+  response_headers: { response: {} },
+  mode_override: OVERRIDE_BUFFERED,
+});
+const CONTINUE_SSE_RESPONSE = constantMessage<ProcessingReply>({
+  response_headers: { response: {} },
+  mode_override: OVERRIDE_STREAMED,
+});
 
 function toBuffer(bytes: Uint8Array | undefined): Buffer {
   if (bytes === undefined) return EMPTY;
@@ -72,12 +100,15 @@ export class ProcessStream {
   /** The policy this stream started under: a config reload applies to the streams after it. */
   private readonly engine: PolicyEngine;
 
-  constructor(private readonly ctx: AdapterContext) {
+  constructor(
+    private readonly ctx: AdapterContext,
+    private readonly timers: PhaseTimers = phaseTimers(ctx),
+  ) {
     this.engine = ctx.engine;
   }
 
   /** Handles one message; returns the reply, or undefined when none is due. */
-  handle(request: ProcessingRequest): ProcessingResponse | undefined {
+  handle(request: ProcessingRequest): ProcessingReply | undefined {
     if (this.phase === "done") {
       if (this.answeredImmediately) return undefined;
       return this.protocolError(`'${request.request ?? "unknown"}' after the exchange ended`);
@@ -133,7 +164,7 @@ export class ProcessStream {
     return this.exchange;
   }
 
-  private onRequestHeaders(msg: HttpHeaders, request: ProcessingRequest): ProcessingResponse {
+  private onRequestHeaders(msg: HttpHeaders, request: ProcessingRequest): ProcessingReply {
     if (this.phase !== "request_headers") return this.protocolError("a second request_headers message");
     const { engine } = this;
     const { logger } = this.ctx;
@@ -178,10 +209,10 @@ export class ProcessStream {
     } else {
       this.phase = "request_body";
     }
-    return { request_headers: { response: {} } };
+    return CONTINUE_REQUEST_HEADERS;
   }
 
-  private onRequestBody(msg: HttpBody): ProcessingResponse {
+  private onRequestBody(msg: HttpBody): ProcessingReply {
     if (this.phase !== "request_body") return this.protocolError("request_body out of order");
     const exchange = this.exchange!;
     if (!msg.end_of_stream) {
@@ -199,18 +230,18 @@ export class ProcessStream {
       if (denied) return denied;
     }
     this.phase = "response_headers";
-    return { request_body: { response: {} } };
+    return CONTINUE_REQUEST_BODY;
   }
 
   /** Runs the core on a request body; returns the immediate response when it does not forward. */
-  private evaluateBody(body: Buffer): ProcessingResponse | undefined {
+  private evaluateBody(body: Buffer): ProcessingReply | undefined {
     const started = performance.now();
     const verdict = this.engine.evaluateRequestBody(this.exchange!, body, this.requestHeaders);
-    this.ctx.metrics.decisionSeconds.observe({ phase: "request_body" }, secondsSince(started));
+    this.timers.requestBody.observe(secondsSince(started));
     return verdict.action === "reply" ? this.immediate(verdict.reply) : undefined;
   }
 
-  private onResponseHeaders(msg: HttpHeaders): ProcessingResponse {
+  private onResponseHeaders(msg: HttpHeaders): ProcessingReply {
     if (this.phase !== "response_headers") {
       return this.protocolError(
         this.phase === "request_body"
@@ -232,13 +263,10 @@ export class ProcessStream {
       // (Chunks that still arrive, if Envoy ignored the override, pass through unchanged.)
       return this.finishResponse({ response_headers: { response: {} }, mode_override: OVERRIDE_NONE }, false);
     }
-    return {
-      response_headers: { response: {} },
-      mode_override: mode === "json" ? OVERRIDE_BUFFERED : OVERRIDE_STREAMED,
-    };
+    return mode === "json" ? CONTINUE_JSON_RESPONSE : CONTINUE_SSE_RESPONSE;
   }
 
-  private onResponseBody(msg: HttpBody): ProcessingResponse {
+  private onResponseBody(msg: HttpBody): ProcessingReply {
     if (this.phase !== "response_body") {
       return this.protocolError(
         this.phase === "response_headers"
@@ -253,7 +281,7 @@ export class ProcessStream {
     if (transformer.mode === "json") {
       const started = performance.now();
       response = this.jsonChunk(transformer, chunk, eos);
-      this.ctx.metrics.decisionSeconds.observe({ phase: "response" }, secondsSince(started));
+      this.timers.response.observe(secondsSince(started));
     } else if (transformer.mode === "sse") {
       let out = transformer.push(chunk);
       if (eos) {
@@ -263,7 +291,7 @@ export class ProcessStream {
       // Unchanged bytes pass as they are; anything else replaces this chunk (possibly with nothing).
       if (!toBuffer(out).equals(chunk)) response = { body_mutation: { body: toBuffer(out) } };
     }
-    const reply: ProcessingResponse = { response_body: { response } };
+    const reply: ProcessingReply = { response_body: { response } };
     return eos ? this.finishResponse(reply) : reply;
   }
 
@@ -311,19 +339,19 @@ export class ProcessStream {
    * The last reply of a completed exchange carries the access-log metadata (once: Envoy keeps
    * it for the rest of the request); the audit record is taken, and written once the reply is out.
    */
-  private finishResponse(reply: ProcessingResponse, done = true): ProcessingResponse {
+  private finishResponse(reply: ProcessingReply, done = true): ProcessingReply {
     if (done) this.phase = "done";
     reply.dynamic_metadata = this.gatewayMetadata();
     this.ctx.audit.finishSoon(this.exchange!);
     return reply;
   }
 
-  private immediate(reply: HttpReply): ProcessingResponse {
+  private immediate(reply: HttpReply): ProcessingReply {
     const exchange = this.exchange!;
     this.phase = "done";
     this.answeredImmediately = true;
     exchange.status = reply.status;
-    const response: ProcessingResponse = {
+    const response: ProcessingReply = {
       immediate_response: {
         status: { code: envoyProtos().httpStatusName(reply.status) },
         headers: { set_headers: Object.entries(reply.headers).map(([k, v]) => rawHeader(k, v)) },
@@ -336,7 +364,7 @@ export class ProcessStream {
     return response;
   }
 
-  private protocolError(problem: string): ProcessingResponse {
+  private protocolError(problem: string): ProcessingReply {
     const exchange = this.ensureExchange("");
     this.ctx.logger.error(
       { request_id: exchange.requestId, problem, phase: this.phase },
@@ -346,26 +374,28 @@ export class ProcessStream {
   }
 
   /** `mcp_gateway` namespace for Envoy's access log (needs `receiving_namespaces`). */
-  private gatewayMetadata(): Struct {
+  private gatewayMetadata(): EncodedStruct {
     const e = this.exchange!;
-    return toStruct({
-      [GATEWAY_NAMESPACE]: {
-        request_id: e.requestId,
-        agent: e.principal?.agent ?? "",
-        server: e.server ?? "",
-        method: e.methods.join(","),
-        tool: e.tools.join(","),
-        decision: e.decision,
-        reasons: e.reasons.join(","),
-      },
-    });
+    return structOfStruct(
+      GATEWAY_NAMESPACE,
+      structWithStrings(EMPTY, GATEWAY_KEYS, [
+        e.requestId,
+        e.principal?.agent ?? "",
+        e.server ?? "",
+        e.methods.join(","),
+        e.tools.join(","),
+        e.decision,
+        e.reasons.join(","),
+      ]),
+    );
   }
 }
 
 /** The gRPC handler: one ProcessStream per call, torn down on end, cancel or error. */
 export function createProcessHandler(ctx: AdapterContext) {
-  return function process(call: ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void {
-    const stream = new ProcessStream(ctx);
+  const timers = phaseTimers(ctx);
+  return function process(call: ServerDuplexStream<ProcessingRequest, ProcessingReply>): void {
+    const stream = new ProcessStream(ctx, timers);
     call.on("data", (request: ProcessingRequest) => {
       const reply = stream.handle(request);
       if (reply === undefined || call.cancelled || call.destroyed) return;

@@ -1,7 +1,8 @@
 import type { Principal } from "../policy/identity.js";
 import { EXT_AUTHZ_NAMESPACE } from "./context.js";
 import { fromStruct, toStruct } from "./struct.js";
-import type { Metadata, Struct } from "./types.js";
+import type { Metadata } from "./types.js";
+import { encodeStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 
 /**
  * The verified identity travels from ext_authz to ext_proc in Envoy's dynamic metadata: ext_authz
@@ -15,18 +16,32 @@ export interface AuthzMetadata {
   server: string;
 }
 
-export function encodeAuthzMetadata(principal: Principal, requestId: string, server: string): Struct {
-  return toStruct({
-    agent: principal.agent,
-    roles: [...principal.roles],
-    // A JSON string rather than a nested Struct: Struct numbers are doubles and would not
-    // round-trip every claim exactly.
-    claims: JSON.stringify(principal.claims),
-    issuer: principal.issuer ?? null,
-    anonymous: principal.anonymous,
-    request_id: requestId,
-    server,
-  });
+/**
+ * The principal's fields of the metadata, encoded once per principal: the token cache hands out
+ * the same (frozen) principal for every request with that token, and only the request id and
+ * the server change from one request to the next.
+ */
+const principalFields = new WeakMap<Principal, Buffer>();
+const REQUEST_KEYS = ["request_id", "server"] as const;
+
+export function encodeAuthzMetadata(principal: Principal, requestId: string, server: string): EncodedStruct {
+  let fields = principalFields.get(principal);
+  if (fields === undefined) {
+    fields = encodeStruct(
+      toStruct({
+        agent: principal.agent,
+        roles: [...principal.roles],
+        // A JSON string rather than a nested Struct: Struct numbers are doubles and would not
+        // round-trip every claim exactly.
+        claims: JSON.stringify(principal.claims),
+        issuer: principal.issuer ?? null,
+        anonymous: principal.anonymous,
+      }),
+    );
+    principalFields.set(principal, fields);
+  }
+  // The same entries, in the same order, as one Struct of all seven fields.
+  return structWithStrings(fields, REQUEST_KEYS, [requestId, server]);
 }
 
 /** Reads the metadata back; a string describes why it is missing or invalid (fail closed). */

@@ -10,7 +10,7 @@ import {
   type PackageDefinition,
   type ServiceDefinition,
 } from "@grpc/proto-loader";
-import { encodeStructField, withoutField } from "./wire.js";
+import { EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
 
 /**
  * Envoy's gRPC services, loaded once from the .proto files that @grpc/grpc-js-xds ships (see
@@ -84,13 +84,43 @@ function processingRequestDeserializer(deserialize: Deserialize) {
   };
 }
 
-/** Encodes the message without its Struct field `name`, then that field (see wire.ts). */
+/** Encodes the message without its Struct field `name` (an object, or an EncodedStruct), then that field (see wire.ts). */
 function structFieldLast(serialize: Serialize, fieldNumber: number, name: string) {
   return (message: object): Buffer => {
     const struct = (message as Record<string, unknown>)[name];
     if (struct === undefined || struct === null) return serialize(message);
     const { [name]: _struct, ...rest } = message as Record<string, unknown>;
+    if (struct instanceof EncodedStruct) return appendStructField(serialize(rest), fieldNumber, struct);
     return Buffer.concat([serialize(rest), encodeStructField(fieldNumber, struct as object)]);
+  };
+}
+
+/** Replies that are the same on every exchange (see constantMessage): encoded once, on first use. */
+const constants = new WeakSet<object>();
+const encodedConstants = new WeakMap<object, Buffer>();
+
+/**
+ * Marks a reply that never changes, frozen all the way down, so the server-side serializer
+ * encodes it once: the usual ext_proc continue replies and mode overrides are a fixed handful.
+ * grpc-js copies the serialized bytes into each frame, so one Buffer serves every write.
+ */
+export function constantMessage<T extends object>(message: T): T {
+  const freeze = (value: unknown): void => {
+    if (typeof value !== "object" || value === null || Object.isFrozen(value)) return;
+    for (const v of Object.values(value)) freeze(v);
+    Object.freeze(value);
+  };
+  freeze(message);
+  constants.add(message);
+  return message;
+}
+
+function onceForConstants(serialize: Serialize): Serialize {
+  return (message: object): Buffer => {
+    if (!constants.has(message)) return serialize(message);
+    let bytes = encodedConstants.get(message);
+    if (bytes === undefined) encodedConstants.set(message, (bytes = serialize(message)));
+    return bytes;
   };
 }
 
@@ -111,7 +141,9 @@ function tuneServerSide(definition: PackageDefinition): void {
   const writable = (m: MethodDefinition<object, object>) =>
     m as { -readonly [K in keyof typeof m]: (typeof m)[K] };
   writable(process).requestDeserialize = processingRequestDeserializer(process.requestDeserialize);
-  writable(process).responseSerialize = structFieldLast(process.responseSerialize, 8, "dynamic_metadata");
+  writable(process).responseSerialize = onceForConstants(
+    structFieldLast(process.responseSerialize, 8, "dynamic_metadata"),
+  );
   writable(check).responseSerialize = structFieldLast(check.responseSerialize, 4, "dynamic_metadata");
 }
 

@@ -4,6 +4,8 @@
  * Hand-written rather than generated: a few dozen fields out of hundreds.
  */
 
+import type { EncodedStruct } from "./wire.js";
+
 // google.protobuf.Struct / Value (protobufjs built-ins: camelCase fields).
 export interface StructValue {
   nullValue?: "NULL_VALUE" | 0;
@@ -164,6 +166,16 @@ export interface ProcessingResponse {
   dynamic_metadata?: Struct;
   mode_override?: ProcessingMode;
 }
+
+/**
+ * A reply as the ext-service hands it to its own serializer (protos.ts): dynamic metadata may
+ * come already encoded (wire.ts). What goes over the wire is the same message.
+ */
+export type Outgoing<T extends { dynamic_metadata?: Struct }> = Omit<T, "dynamic_metadata"> & {
+  dynamic_metadata?: Struct | EncodedStruct;
+};
+export type CheckReply = Outgoing<CheckResponse>;
+export type ProcessingReply = Outgoing<ProcessingResponse>;
 
 // grpc.health.v1
 export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";

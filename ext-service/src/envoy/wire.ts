@@ -275,3 +275,97 @@ export function encodeStructField(fieldNumber: number, struct: Struct): Buffer {
   if (w.pos !== buf.length) throw new Error(`Struct encoding wrote ${w.pos} of ${buf.length} bytes`);
   return buf;
 }
+
+/**
+ * A google.protobuf.Struct already in wire form: the message's bytes without a length prefix.
+ * Replies carry one where their metadata is rebuilt on every exchange (the ext_authz identity,
+ * the ext_proc access-log namespace): built from strings and cached parts, it skips the Struct
+ * object and the size pass over it. The server-side serializer (protos.ts) copies it as it is.
+ */
+export class EncodedStruct {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** The bytes of a Struct (without a length prefix), for parts that are encoded once and reused. */
+export function encodeStruct(struct: Struct): Buffer {
+  const field = encodeStructField(1, struct);
+  let pos = 1; // past tag 1 (one byte), then past the length
+  while (field[pos]! & 0x80) pos++;
+  return field.subarray(pos + 1);
+}
+
+/**
+ * A Struct of the entries `prefix` (bytes of a Struct, see encodeStruct) followed by string
+ * fields `keys[i]: values[i]`, as encodeStructField would write them after the same prefix.
+ */
+export function structWithStrings(
+  prefix: Uint8Array,
+  keys: readonly string[],
+  values: readonly string[],
+): EncodedStruct {
+  const count = keys.length;
+  const lengths = new Array<number>(count * 2);
+  let size = prefix.length;
+  for (let i = 0; i < count; i++) {
+    const k = utf8Length(keys[i]!);
+    const s = utf8Length(values[i]!);
+    lengths[2 * i] = k;
+    lengths[2 * i + 1] = s;
+    const value = 1 + varintSize(s) + s;
+    const entry = 1 + varintSize(k) + k + 1 + varintSize(value) + value;
+    size += 1 + varintSize(entry) + entry;
+  }
+  const buf = Buffer.allocUnsafe(size);
+  buf.set(prefix, 0);
+  const w = new Writer(buf, []);
+  w.pos = prefix.length;
+  for (let i = 0; i < count; i++) {
+    const k = lengths[2 * i]!;
+    const s = lengths[2 * i + 1]!;
+    const value = 1 + varintSize(s) + s;
+    buf[w.pos++] = 0x0a; // fields (map entry)
+    w.varint(1 + varintSize(k) + k + 1 + varintSize(value) + value);
+    buf[w.pos++] = 0x0a; // key
+    w.string(keys[i]!, k);
+    buf[w.pos++] = 0x12; // value
+    w.varint(value);
+    buf[w.pos++] = 0x1a; // string_value
+    w.string(values[i]!, s);
+  }
+  if (w.pos !== size) throw new Error(`Struct encoding wrote ${w.pos} of ${size} bytes`);
+  return new EncodedStruct(buf);
+}
+
+/** A Struct with the one field `key` holding `inner` as its struct_value. */
+export function structOfStruct(key: string, inner: EncodedStruct): EncodedStruct {
+  const k = utf8Length(key);
+  const n = inner.bytes.length;
+  const value = 1 + varintSize(n) + n;
+  const entry = 1 + varintSize(k) + k + 1 + varintSize(value) + value;
+  const buf = Buffer.allocUnsafe(1 + varintSize(entry) + entry);
+  const w = new Writer(buf, []);
+  buf[w.pos++] = 0x0a;
+  w.varint(entry);
+  buf[w.pos++] = 0x0a;
+  w.string(key, k);
+  buf[w.pos++] = 0x12;
+  w.varint(value);
+  buf[w.pos++] = 0x2a; // struct_value
+  w.varint(n);
+  buf.set(inner.bytes, w.pos);
+  return new EncodedStruct(buf);
+}
+
+/** `message` followed by `struct` as its field `fieldNumber` (fields may come in any order). */
+export function appendStructField(message: Uint8Array, fieldNumber: number, struct: EncodedStruct): Buffer {
+  const tag = fieldNumber * 8 + WireType.Length;
+  const n = struct.bytes.length;
+  const buf = Buffer.allocUnsafe(message.length + varintSize(tag) + varintSize(n) + n);
+  buf.set(message, 0);
+  const w = new Writer(buf, []);
+  w.pos = message.length;
+  w.varint(tag);
+  w.varint(n);
+  buf.set(struct.bytes, w.pos);
+  return buf;
+}
