@@ -60,6 +60,8 @@ interface Rule {
   starts: readonly string[] | undefined;
   /** The pattern anchored at lastIndex, for trying it at those words only. */
   sticky: RegExp;
+  /** Matches at the start of a line, so it reads the text with its line breaks (joinWrappedLines). */
+  lineStart: boolean;
 }
 
 /** Sentence-internal gap of at most n characters. */
@@ -90,6 +92,7 @@ function rule(
     reach,
     starts: STARTS[id],
     sticky: new RegExp(bounded, "iy"),
+    lineStart: source.includes("(?:^|\\n"),
   };
 }
 
@@ -958,11 +961,12 @@ export function scanInjection(input: string, options: ScanOptions = {}): Injecti
   if (h.zeroWidthInWord > 0) add({ ...HIDDEN_RULES.zeroWidth, layer: "text" });
 
   for (const layer of normalized.layers) {
-    const hits = KEYWORDS.find(layer.text);
+    const text = joinWrappedLines(layer.text);
+    const hits = KEYWORDS.find(text);
     if (hits === undefined) continue;
     for (const r of RULES) {
       if (seen.has(r.id)) continue;
-      if (ruleMatches(r, layer.text, hits))
+      if (ruleMatches(r, r.lineStart ? layer.text : text, hits))
         add({ rule: r.id, tier: r.tier, category: r.category, layer: layer.kind });
     }
   }
@@ -972,6 +976,40 @@ export function scanInjection(input: string, options: ScanOptions = {}): Injecti
     else tier ??= "alert";
   }
   return { findings, tier, truncated: normalized.truncated };
+}
+
+/**
+ * A line break inside a sentence becomes a space, so "ignore all\nprevious instructions" reads as
+ * the sentence it is: rule gaps stop at line breaks, which made one inserted newline enough to
+ * hide a phrase. Only wrapped prose is joined (the next line goes on with a lower-case letter, or
+ * with any letter after a lower-case letter or comma): list items, headings, markup and blank
+ * lines keep their breaks. Same length, so positions are unchanged.
+ */
+export function joinWrappedLines(text: string): string {
+  let at = text.indexOf("\n");
+  if (at < 0) return text;
+  let out = "";
+  let from = 0;
+  for (; at >= 0; at = text.indexOf("\n", at + 1)) {
+    const start = at > 0 && text.charCodeAt(at - 1) === 13 ? at - 1 : at;
+    if (start === 0 || at + 1 >= text.length) continue;
+    const prev = text.charCodeAt(start - 1);
+    const next = text.charCodeAt(at + 1);
+    if (prev === 10) continue; // the second break of a blank line
+    const wrapped = isLower(next) || (isLetter(next) && (isLower(prev) || prev === 44));
+    if (!wrapped) continue;
+    out += text.slice(from, start) + (start < at ? "  " : " ");
+    from = at + 1;
+  }
+  return from === 0 ? text : out + text.slice(from);
+}
+
+function isLower(c: number): boolean {
+  return c >= 97 && c <= 122;
+}
+
+function isLetter(c: number): boolean {
+  return isLower(c) || (c >= 65 && c <= 90);
 }
 
 /**
