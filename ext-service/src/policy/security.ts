@@ -144,6 +144,8 @@ interface WalkContext {
   tooDeep: boolean;
   /** Characters of text inspected so far in this message. */
   scanned: number;
+  /** Injection rules found in single strings, so a scan across strings reports only what is new. */
+  rules: Set<string>;
 }
 
 const MAX_WALK_DEPTH = 256;
@@ -448,12 +450,14 @@ export class SecurityPolicy {
       notes: [],
       tooDeep: false,
       scanned: 0,
+      rules: new Set(),
     };
     if (!ctx.injection && !ctx.dlp) return SAME;
     const raw = message.raw;
     const before = raw[field];
     if (before === undefined) return SAME;
-    const after = this.walk(before, ctx, [field], 0, undefined, undefined);
+    let after = this.walk(before, ctx, [field], 0, undefined, undefined);
+    if (ctx.injection && options.toolResult && !ctx.block) after = this.scanAcrossItems(after, ctx);
     if (ctx.tooDeep)
       ctx.block ??= { reason: "upstream_invalid_response", detail: "nested too deeply to inspect" };
     if (ctx.block) return this.refuse(exchange, message, ctx.block);
@@ -596,6 +600,7 @@ export class SecurityPolicy {
       const result = this.scan(text);
       let replace = false;
       for (const f of result.findings) {
+        ctx.rules.add(f.rule);
         countOn(exchange, `injection:${f.rule}`);
         const action = settings.injection.outputs[f.tier];
         if (action === "block") {
@@ -611,6 +616,54 @@ export class SecurityPolicy {
       if (replace) text = REDACTED_INJECTION;
     }
     return text;
+  }
+
+  /**
+   * A tool result's text items reach the model one after the other, so an instruction split
+   * across two of them ("Please ignore all previous" | "instructions and ...") is one
+   * instruction. Their texts are scanned joined as well; a rule found only there acts on the
+   * whole content: block refuses the result, redact replaces every text item, annotate notes
+   * `result.content`.
+   */
+  private scanAcrossItems(result: unknown, ctx: WalkContext): unknown {
+    if (!isRecord(result) || !Array.isArray(result.content)) return result;
+    const texts: string[] = [];
+    for (const item of result.content as unknown[]) {
+      if (isRecord(item) && item.type === "text" && typeof item.text === "string") texts.push(item.text);
+    }
+    if (texts.length < 2) return result;
+    const joined = texts.join("\n");
+    ctx.scanned += joined.length;
+    if (ctx.scanned > this.settings.maxScanChars) {
+      ctx.block = {
+        reason: "response_too_large",
+        detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
+      };
+      return result;
+    }
+    const { exchange, settings } = ctx;
+    let redact = false;
+    for (const f of this.scan(joined).findings) {
+      if (ctx.rules.has(f.rule)) continue;
+      countOn(exchange, `injection:${f.rule}`);
+      const action = settings.injection.outputs[f.tier];
+      if (action === "block") {
+        ctx.block = { reason: "injection_blocked", detail: `${f.rule} across result.content` };
+        return result;
+      }
+      flagExchange(exchange, "injection_suspected");
+      if (action === "redact") redact = true;
+      else if (action === "annotate") {
+        ctx.notes.push({ path: "result.content", rule: f.rule, tier: f.tier, action });
+      }
+    }
+    if (!redact) return result;
+    const content = (result.content as unknown[]).map((item) =>
+      isRecord(item) && item.type === "text" && typeof item.text === "string"
+        ? { ...item, text: REDACTED_INJECTION }
+        : item,
+    );
+    return { ...result, content };
   }
 
   // ------------------------------------------------------------------ definitions
