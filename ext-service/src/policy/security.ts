@@ -560,15 +560,7 @@ export class SecurityPolicy {
 
   private scanString(value: string, ctx: WalkContext, path: (string | number)[]): string {
     if (value.length < 6) return value;
-    ctx.scanned += value.length;
-    if (ctx.scanned > this.settings.maxScanChars) {
-      // Scanning is linear, but a message this large would still hold the event loop too long.
-      ctx.block = {
-        reason: "response_too_large",
-        detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
-      };
-      return value;
-    }
+    if (this.overScanBudget(ctx, value.length)) return value;
     const { exchange, settings } = ctx;
     let text = value;
     if (ctx.dlp) {
@@ -597,25 +589,51 @@ export class SecurityPolicy {
       }
     }
     if (ctx.injection) {
-      const result = this.scan(text);
-      let replace = false;
-      for (const f of result.findings) {
-        ctx.rules.add(f.rule);
-        countOn(exchange, `injection:${f.rule}`);
-        const action = settings.injection.outputs[f.tier];
-        if (action === "block") {
-          ctx.block = { reason: "injection_blocked", detail: `${f.rule} in ${pathString(path)}` };
-          return value;
-        }
-        flagExchange(exchange, "injection_suspected");
-        if (action === "redact") replace = true;
-        else if (action === "annotate") {
-          ctx.notes.push({ path: pathString(path), rule: f.rule, tier: f.tier, action });
-        }
-      }
-      if (replace) text = REDACTED_INJECTION;
+      const outcome = this.actOnInjection(ctx, this.scan(text).findings, path);
+      if (outcome === "block") return value;
+      if (outcome === "redact") text = REDACTED_INJECTION;
     }
     return text;
+  }
+
+  /** Counts `chars` more characters inspected; past security.maxScanChars the message is refused. */
+  private overScanBudget(ctx: WalkContext, chars: number): boolean {
+    ctx.scanned += chars;
+    if (ctx.scanned <= this.settings.maxScanChars) return false;
+    // Scanning is linear, but a message this large would still hold the event loop too long.
+    ctx.block = {
+      reason: "response_too_large",
+      detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
+    };
+    return true;
+  }
+
+  /**
+   * Applies the output actions to injection findings in one string (`path`) or across a tool
+   * result's text items ("result.content"): counts them, blocks, flags, notes annotations.
+   * Returns what the text itself needs.
+   */
+  private actOnInjection(
+    ctx: WalkContext,
+    findings: readonly InjectionFinding[],
+    path: (string | number)[] | "result.content",
+  ): "block" | "redact" | undefined {
+    let redact = false;
+    for (const f of findings) {
+      ctx.rules.add(f.rule);
+      countOn(ctx.exchange, `injection:${f.rule}`);
+      const action = ctx.settings.injection.outputs[f.tier];
+      const at = typeof path === "string" ? path : pathString(path);
+      if (action === "block") {
+        const where = typeof path === "string" ? "across" : "in";
+        ctx.block = { reason: "injection_blocked", detail: `${f.rule} ${where} ${at}` };
+        return "block";
+      }
+      flagExchange(ctx.exchange, "injection_suspected");
+      if (action === "redact") redact = true;
+      else if (action === "annotate") ctx.notes.push({ path: at, rule: f.rule, tier: f.tier, action });
+    }
+    return redact ? "redact" : undefined;
   }
 
   /**
@@ -633,31 +651,10 @@ export class SecurityPolicy {
     }
     if (texts.length < 2) return result;
     const joined = texts.join("\n");
-    ctx.scanned += joined.length;
-    if (ctx.scanned > this.settings.maxScanChars) {
-      ctx.block = {
-        reason: "response_too_large",
-        detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
-      };
-      return result;
-    }
-    const { exchange, settings } = ctx;
-    let redact = false;
-    for (const f of this.scan(joined).findings) {
-      if (ctx.rules.has(f.rule)) continue;
-      countOn(exchange, `injection:${f.rule}`);
-      const action = settings.injection.outputs[f.tier];
-      if (action === "block") {
-        ctx.block = { reason: "injection_blocked", detail: `${f.rule} across result.content` };
-        return result;
-      }
-      flagExchange(exchange, "injection_suspected");
-      if (action === "redact") redact = true;
-      else if (action === "annotate") {
-        ctx.notes.push({ path: "result.content", rule: f.rule, tier: f.tier, action });
-      }
-    }
-    if (!redact) return result;
+    if (this.overScanBudget(ctx, joined.length)) return result;
+    const findings = this.scan(joined).findings.filter((f) => !ctx.rules.has(f.rule));
+    const outcome = this.actOnInjection(ctx, findings, "result.content");
+    if (outcome !== "redact") return result;
     const content = (result.content as unknown[]).map((item) =>
       isRecord(item) && item.type === "text" && typeof item.text === "string"
         ? { ...item, text: REDACTED_INJECTION }
