@@ -96,6 +96,19 @@ function rule(
   };
 }
 
+/** "<word> mode" names of jailbreak personas: the rule's anchors and words its matches start with. */
+const JAILBREAK_MODES = [
+  "dan",
+  "developer",
+  "god",
+  "jailbreak",
+  "jailbroken",
+  "unrestricted",
+  "unfiltered",
+  "uncensored",
+  "evil",
+];
+
 /**
  * For rules whose matches all begin with a word (most of them, and all that scan much text), the
  * words every match
@@ -138,23 +151,7 @@ const STARTS: Readonly<Record<string, readonly string[]>> = {
     "instruction",
     "instructions",
   ],
-  "role.jailbreak_mode": [
-    "dan",
-    "developer",
-    "god",
-    "jailbreak",
-    "jailbroken",
-    "unrestricted",
-    "unfiltered",
-    "uncensored",
-    "evil",
-    "enable",
-    "activate",
-    "enter",
-    "switch",
-    "you",
-    "do",
-  ],
+  "role.jailbreak_mode": [...JAILBREAK_MODES, "enable", "activate", "enter", "switch", "you", "do"],
   "role.identity_switch": ["you", "from", "pretend", "act", "behave"],
   "shadowing.instead_of_tool": ["instead", "use", "call", "invoke", "is", "are", "before"],
   "shadowing.ignore_other_tools": ["ignore", "disregard", "do", "don", "never", "stop"],
@@ -431,24 +428,7 @@ const RULES: readonly Rule[] = [
     "role.jailbreak_mode",
     "block",
     "role",
-    [
-      ...pairs(
-        [
-          "dan",
-          "developer",
-          "god",
-          "jailbreak",
-          "jailbroken",
-          "unrestricted",
-          "unfiltered",
-          "uncensored",
-          "evil",
-        ],
-        ["mode"],
-      ),
-      "anything now",
-      ...pairs(["are", "now"], ["dan", "stan", "dude"]),
-    ],
+    [...pairs(JAILBREAK_MODES, ["mode"]), "anything now", ...pairs(["are", "now"], ["dan", "stan", "dude"])],
     `\\b(?:dan|developer|god|jailbreak|jailbroken|unrestricted|unfiltered|uncensored|evil)\\s+mode\\b${gap(20)}\\b(?:enabled|activated|engaged|unlocked|on)\\b|\\b(?:enable|activate|enter|switch\\s+to|you\\s+are\\s+(?:now\\s+)?in)\\s+(?:dan|god|jailbreak|unrestricted|unfiltered|uncensored|evil)\\s+mode\\b|\\byou\\s+are\\s+now\\s+in\\s+developer\\s+mode\\b|\\bdo\\s+anything\\s+now\\b|\\byou\\s+are\\s+(?:now\\s+)?(?:DAN|STAN|DUDE|AIM)\\b`,
   ),
   rule(
