@@ -20,6 +20,7 @@ import { prepareWorkdir } from "./setup.js";
 import { percentile } from "./stats.js";
 import { BARE_PROXY, BARE_PROXY_DISPATCH, startBareProxy } from "./targets/bare-proxy.js";
 import { TARGETS, type BenchContext, type Side } from "./targets/index.js";
+import { runScript } from "./script.js";
 import { WORKLOADS, type WorkloadId } from "./workloads.js";
 
 const EXT = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -132,10 +133,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runScript(main);

@@ -16,6 +16,7 @@ import { startHosted } from "./hosted.js";
 import { closedLoop, openLoop, type Operation } from "./load.js";
 import { prepareWorkdir } from "./setup.js";
 import { target } from "./targets/ext-service.js";
+import { runScript } from "./script.js";
 import { WORKLOADS, type WorkloadId } from "./workloads.js";
 
 const EXT = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -119,10 +120,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runScript(main);

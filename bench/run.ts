@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { runBench } from "./harness.js";
 import { USAGE, UsageError, parseSettings, type BenchSettings } from "./options.js";
+import { runScript } from "./script.js";
 import { DEFAULT_TARGET_NAMES, TARGETS, TARGET_NAMES } from "./targets/index.js";
 
 /** `npm run bench`: see USAGE in options.ts and docs/BENCHMARKS.md. */
@@ -45,10 +46,4 @@ async function main(): Promise<number> {
 process.once("SIGINT", () => process.exit(130));
 process.once("SIGTERM", () => process.exit(143));
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runScript(main, "bench: ");

@@ -7,6 +7,7 @@ import { startHosted } from "./hosted.js";
 import { httpSide } from "./http-side.js";
 import { closedLoop, openLoop } from "./load.js";
 import { percentile } from "./stats.js";
+import { runScript } from "./script.js";
 import { WORKLOADS } from "./workloads.js";
 
 /**
@@ -105,11 +106,5 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] && new URL(import.meta.url).pathname === process.argv[1]) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
+  runScript(main);
 }
