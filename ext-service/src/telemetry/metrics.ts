@@ -19,7 +19,8 @@ export class Metrics {
 
   constructor(withDefaults = true) {
     const registers = [this.registry];
-    if (withDefaults) collectDefaultMetrics({ register: this.registry, prefix: "mcp_gateway_process_" });
+    // prom-client's own names already start with process_ or nodejs_: the prefix is ours alone.
+    if (withDefaults) collectDefaultMetrics({ register: this.registry, prefix: "mcp_gateway_" });
     this.requests = new Counter({
       name: "mcp_gateway_requests_total",
       help: "HTTP exchanges by server, first JSON-RPC method and decision",
