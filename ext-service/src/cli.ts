@@ -1,23 +1,11 @@
 #!/usr/bin/env node
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import { ConfigError } from "./config/load.js";
 import { commands } from "./commands/index.js";
+import { UsageError } from "./commands/command.js";
 import { registrySubcommand } from "./commands/registry.js";
 
-/** A usage error: printed with the command's help, exit code 2. */
-export class UsageError extends Error {}
-
-export interface Command {
-  name: string;
-  summary: string;
-  usage: string;
-  options: NonNullable<ParseArgsConfig["options"]>;
-  allowPositionals?: boolean;
-  run(
-    values: Record<string, string | boolean | (string | boolean)[] | undefined>,
-    positionals: string[],
-  ): Promise<number | void>;
-}
+export { UsageError, type Command } from "./commands/command.js";
 
 function mainHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -86,7 +86,9 @@ describe("docker-compose.yml", () => {
     }
     expect(services.grafana!.depends_on).toEqual({ prometheus: { condition: "service_healthy" } });
     // The key-making job mints a throwaway token on the way: it must not reach the logs.
-    expect((services.keys!.command as string[]).join(" ")).toMatch(/ token .*--ttl 1s .*> \/dev\/null$/);
+    expect((services.keys!.command as string[]).join(" ")).toMatch(
+      / token .*--ttl 1s .*--init-key > \/dev\/null$/,
+    );
   });
 
   it("mounts envoy.yaml, the rendered files and the certs where envoy.yaml reads them", () => {

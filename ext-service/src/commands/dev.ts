@@ -9,8 +9,8 @@ import {
   type DemoServerName,
   type RunningServer,
 } from "../../../examples/servers/index.js";
-import type { Command } from "../cli.js";
-import { UsageError } from "../cli.js";
+import type { Command } from "./command.js";
+import { UsageError } from "./command.js";
 import { compileEngine } from "../config/compile.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../config/devkeys.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";

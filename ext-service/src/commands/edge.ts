@@ -1,6 +1,6 @@
 import type { Server } from "node:http";
-import type { Command } from "../cli.js";
-import { UsageError } from "../cli.js";
+import type { Command } from "./command.js";
+import { UsageError } from "./command.js";
 import { loadEngine } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
 import { reloadOnHangup } from "./reload.js";

@@ -1,4 +1,4 @@
-import type { Command } from "../cli.js";
+import type { Command } from "./command.js";
 import { devCommand } from "./dev.js";
 import { edgeCommand } from "./edge.js";
 import { registryCommand } from "./registry.js";

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { UsageError } from "../cli.js";
+import { UsageError } from "./command.js";
 import { ConfigError, parseRegistry } from "../config/load.js";
 import type { Registry, RegistryServer, RegistryTool } from "../config/schema.js";
 import { changedFields, toolPin } from "../policy/canonical.js";

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { LineCounter, isNode, parseDocument } from "yaml";
-import { UsageError } from "../cli.js";
+import { UsageError } from "./command.js";
 import { loadConfig } from "../config/load.js";
 import type { Registry } from "../config/schema.js";
 import { toolPin } from "../policy/canonical.js";

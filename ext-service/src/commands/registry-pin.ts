@@ -4,7 +4,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { isMap, isSeq, parseDocument, type Document, type YAMLMap, type YAMLSeq } from "yaml";
 import { z } from "zod";
-import { UsageError } from "../cli.js";
+import { UsageError } from "./command.js";
 import { loadConfig } from "../config/load.js";
 import { RegistrySchema, type RegistryServer } from "../config/schema.js";
 import { canonicalJson, PINNED_FIELDS, toolPin, type PinnedField } from "../policy/canonical.js";

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { UsageError } from "../cli.js";
+import { UsageError } from "./command.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import { renderEnvoy, writeRendered, type RenderedEnvoy } from "../envoy/render.js";
 import { checkEnvoyDeployment } from "../envoy/semantics.js";

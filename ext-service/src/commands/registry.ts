@@ -1,5 +1,5 @@
-import type { Command } from "../cli.js";
-import { UsageError } from "../cli.js";
+import type { Command } from "./command.js";
+import { UsageError } from "./command.js";
 import { registryDiffCommand } from "./registry-diff.js";
 import { registryLintCommand } from "./registry-lint.js";
 import { registryPinCommand } from "./registry-pin.js";

@@ -1,5 +1,5 @@
-import type { Command } from "../cli.js";
-import { UsageError } from "../cli.js";
+import type { Command } from "./command.js";
+import { UsageError } from "./command.js";
 import { loadEngine } from "../config/compile.js";
 
 export const validateCommand: Command = {
