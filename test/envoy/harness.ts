@@ -97,6 +97,7 @@ export interface Gateway {
   dir: string;
   engine: PolicyEngine;
   service: ExtService;
+  metrics: Metrics;
   logs: LogCapture;
   client: EnvoyRoleClient;
   token(subject: string, extra?: Omit<TokenRequest, "subject">): Promise<string>;
@@ -104,14 +105,22 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-export async function startGateway(options: { clientOptions?: EnvoyRoleOptions } = {}): Promise<Gateway> {
+export async function startGateway(
+  options: {
+    clientOptions?: EnvoyRoleOptions;
+    /** Config and registry texts in place of GATEWAY_YAML and REGISTRY_YAML. */
+    gatewayYaml?: string;
+    registryYaml?: string;
+  } = {},
+): Promise<Gateway> {
   const dir = mkdtempSync(join(tmpdir(), "mcp-gateway-envoy-"));
   const keys = await ensureDevKeys(join(dir, "keys"));
-  writeFileSync(join(dir, "gateway.yaml"), GATEWAY_YAML);
-  writeFileSync(join(dir, "registry.yaml"), REGISTRY_YAML);
+  writeFileSync(join(dir, "gateway.yaml"), options.gatewayYaml ?? GATEWAY_YAML);
+  writeFileSync(join(dir, "registry.yaml"), options.registryYaml ?? REGISTRY_YAML);
   const { engine } = loadEngine(join(dir, "gateway.yaml"));
   const logs = new LogCapture();
   const logger = createLogger("debug", logs);
+  const metrics = new Metrics(false);
   const service = await startExtService({
     engine,
     logger,
@@ -119,7 +128,7 @@ export async function startGateway(options: { clientOptions?: EnvoyRoleOptions }
     grpcPort: 0,
     adminHost: "127.0.0.1",
     adminPort: 0,
-    metrics: new Metrics(false),
+    metrics,
   });
   const clients: EnvoyRoleClient[] = [];
   const newClient = (clientOptions?: EnvoyRoleOptions) => {
@@ -132,6 +141,7 @@ export async function startGateway(options: { clientOptions?: EnvoyRoleOptions }
     dir,
     engine,
     service,
+    metrics,
     logs,
     client,
     newClient,

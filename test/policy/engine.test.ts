@@ -366,7 +366,7 @@ describe("evaluateRequestBody: single messages", () => {
       "prompts/list",
       "resources/list",
       "logging/setLevel",
-      "completion/complete",
+      // completion/complete targets a prompt or template: decided as it (security review F6).
     ]) {
       const ex = await admitted("limited-bot");
       expect(

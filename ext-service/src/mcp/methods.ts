@@ -19,6 +19,15 @@ export const CLIENT_REQUEST_METHODS: ReadonlySet<string> = new Set([
   "tasks/cancel",
 ]);
 
+/** MCP notifications a client may send to a server. */
+export const CLIENT_NOTIFICATION_METHODS: ReadonlySet<string> = new Set([
+  "notifications/initialized",
+  "notifications/cancelled",
+  "notifications/progress",
+  "notifications/roots/list_changed",
+  "notifications/tasks/status",
+]);
+
 export const PROTOCOL_VERSIONS = ["2025-03-26", "2025-06-18", "2025-11-25"] as const;
 
 /** Which kind of named thing a method acts on, for RBAC. */
@@ -41,4 +50,25 @@ export function requestTarget(
     default:
       return undefined;
   }
+}
+
+/**
+ * What a `completion/complete` request asks completions for: a prompt (`ref/prompt`, by name) or
+ * a resource template (`ref/resource`, by URI template). `name` is undefined when the reference
+ * is missing or malformed; the whole result is undefined for any other method.
+ */
+export function completionTarget(
+  method: string,
+  params: Record<string, unknown> | undefined,
+): { kind: "prompts" | "resources"; name: string | undefined } | undefined {
+  if (method !== "completion/complete") return undefined;
+  const ref = params?.ref;
+  if (typeof ref !== "object" || ref === null) return { kind: "prompts", name: undefined };
+  const r = ref as Record<string, unknown>;
+  if (r.type === "ref/resource")
+    return { kind: "resources", name: typeof r.uri === "string" ? r.uri : undefined };
+  return {
+    kind: "prompts",
+    name: r.type === "ref/prompt" && typeof r.name === "string" ? r.name : undefined,
+  };
 }

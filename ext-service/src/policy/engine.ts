@@ -9,12 +9,13 @@ import {
   type JsonRpcRequest,
   type ParseLimits,
 } from "../mcp/jsonrpc.js";
-import { CLIENT_REQUEST_METHODS, requestTarget } from "../mcp/methods.js";
+import { CLIENT_REQUEST_METHODS, completionTarget, requestTarget } from "../mcp/methods.js";
 import { denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { Authenticator, type Principal } from "./identity.js";
 import { Rbac } from "./rbac.js";
 import { Reasons, type Reason } from "./reasons.js";
 import { ToolRegistry } from "./registry.js";
+import { resourceTemplateProblem, resourceUriProblem } from "./resource-uri.js";
 import { ResponseTransformer } from "./response.js";
 import { SecurityPolicy } from "./security.js";
 import { parseRoute, resourceMetadata, resourceMetadataUrl, type Route } from "./routing.js";
@@ -219,7 +220,7 @@ export class PolicyEngine {
     if (denials.length === 0) {
       for (const m of parsed.messages) {
         if (m.kind === "request") {
-          const target = requestTarget(m.method, m.params);
+          const target = requestTarget(m.method, m.params) ?? completionTarget(m.method, m.params);
           exchange.pending.set(idKey(m.id), { method: m.method, target: target?.name });
         }
       }
@@ -257,6 +258,8 @@ export class PolicyEngine {
   ): { reason: Reason; detail: string | undefined } | undefined {
     if (!CLIENT_REQUEST_METHODS.has(message.method))
       return { reason: "method_unknown", detail: message.method };
+    const completion = completionTarget(message.method, message.params);
+    if (completion) return this.decideCompletion(exchange, principal, server, message, completion);
     const target = requestTarget(message.method, message.params);
     if (!target) return undefined;
     if (target.name === undefined) {
@@ -264,6 +267,12 @@ export class PolicyEngine {
         reason: "invalid_params",
         detail: target.kind === "resources" ? "'uri' is required" : "'name' is required",
       };
+    }
+    if (target.kind === "resources") {
+      // Rules judge the URI the server will serve; only a URI already in that form is let through.
+      const problem = resourceUriProblem(target.name);
+      if (problem) return { reason: "resource_uri_invalid", detail: problem };
+      exchange.resources.push(this.security.auditText(target.name));
     }
     let tool: RegistryTool | undefined;
     if (target.kind === "tools") {
@@ -306,6 +315,46 @@ export class PolicyEngine {
       return { reason, detail: target.name };
     }
     return this.security.checkRequest(exchange, server, message.method, target.name, message.params, tool);
+  }
+
+  /**
+   * `completion/complete` runs the completer of a prompt or resource template, so it is decided as
+   * that prompt or template would be (security review F6): a denied or unknown prompt reads as
+   * unknown, and its completer never runs.
+   */
+  private decideCompletion(
+    exchange: Exchange,
+    principal: Principal,
+    server: string,
+    message: JsonRpcRequest,
+    target: { kind: "prompts" | "resources"; name: string | undefined },
+  ): { reason: Reason; detail: string | undefined } | undefined {
+    if (target.name === undefined) {
+      return {
+        reason: "invalid_params",
+        detail: "'ref' must be a ref/prompt with a 'name' or a ref/resource with a 'uri'",
+      };
+    }
+    if (target.kind === "resources") {
+      const problem = resourceTemplateProblem(target.name);
+      if (problem) return { reason: "resource_uri_invalid", detail: problem };
+      exchange.resources.push(this.security.auditText(target.name));
+    }
+    const access = this.rbac.decide({ principal, server, kind: target.kind, name: target.name });
+    if (!access.allowed) {
+      return {
+        reason: target.kind === "prompts" ? "prompt_unknown" : "resource_unknown",
+        detail: target.name,
+      };
+    }
+    return this.security.checkRequest(
+      exchange,
+      server,
+      message.method,
+      target.name,
+      message.params,
+      undefined,
+    );
   }
 
   /** Newer protocol revisions mirror the method and target in headers; they must agree with the body. */

@@ -17,6 +17,8 @@ export interface Exchange {
   methods: string[];
   /** Tool names called (tools/call), in order. */
   tools: string[];
+  /** Resource URIs read, subscribed or unsubscribed, in order (canonical; secrets redacted). */
+  resources: string[];
   decision: Decision;
   reasons: Reason[];
   status: number | undefined;
@@ -46,6 +48,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     httpMethod,
     methods: [],
     tools: [],
+    resources: [],
     decision: "allow",
     reasons: [],
     status: undefined,

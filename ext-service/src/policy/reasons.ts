@@ -131,6 +131,11 @@ export const Reasons = {
   tool_deprecated: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown tool" },
   prompt_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown prompt" },
   resource_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown resource" },
+  resource_uri_invalid: {
+    code: JsonRpcCode.InvalidParams,
+    status: 200,
+    message: "The resource URI must be an absolute URI in canonical form",
+  },
   // security policies (docs/SECURITY.md)
   tool_pin_mismatch: {
     code: JsonRpcCode.PolicyDenied,

@@ -4,6 +4,7 @@ import type { SubjectKind } from "../mcp/methods.js";
 import { countOn, denyExchange, idKey, type Exchange, type PendingRequest } from "./exchange.js";
 import type { PolicyEngine } from "./engine.js";
 import { Reasons } from "./reasons.js";
+import { isCanonicalResourceUri, resourceTemplateProblem } from "./resource-uri.js";
 
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
@@ -216,6 +217,8 @@ export class ResponseTransformer {
         return this.filterList(message, "prompts", "name");
       case "resources/list":
         return this.filterList(message, "resources", "uri");
+      case "resources/templates/list":
+        return this.filterList(message, "resourceTemplates", "uriTemplate");
       default:
         return SAME;
     }
@@ -224,11 +227,12 @@ export class ResponseTransformer {
   /** Keeps only the entries this agent may use; tools must also be registered and offered. */
   private filterList(
     message: JsonRpcMessage & { kind: "response" },
-    kind: SubjectKind,
-    key: "name" | "uri",
+    field: SubjectKind | "resourceTemplates",
+    key: "name" | "uri" | "uriTemplate",
   ): MessageRewrite {
+    const kind: SubjectKind = field === "resourceTemplates" ? "resources" : field;
     const result = message.result as Record<string, unknown> | undefined;
-    const items = result?.[kind];
+    const items = result?.[field];
     if (!Array.isArray(items)) return SAME;
     const principal = this.exchange.principal;
     const server = this.exchange.server;
@@ -238,10 +242,15 @@ export class ResponseTransformer {
       const name = (item as Record<string, unknown> | null)?.[key];
       if (typeof name !== "string") return false;
       if (kind === "tools" && "missing" in this.engine.registry.tool(server, name, today)) return false;
+      // A URI the gateway would refuse to read is not offered either (security review F1).
+      if (key === "uri" && !isCanonicalResourceUri(name)) return false;
+      // A template is judged by its text: `file:///public/{name}` under `file:///public/**`.
+      // Each URI read from it is still decided on its own.
+      if (key === "uriTemplate" && resourceTemplateProblem(name) !== undefined) return false;
       return this.engine.rbac.mayList(principal, server, kind, name);
     });
     if (kept.length === items.length) return SAME;
-    countOn(this.exchange, `${kind}_filtered`, items.length - kept.length);
-    return { kind: "replace", value: { ...message.raw, result: { ...result, [kind]: kept } } };
+    countOn(this.exchange, `${field}_filtered`, items.length - kept.length);
+    return { kind: "replace", value: { ...message.raw, result: { ...result, [field]: kept } } };
   }
 }

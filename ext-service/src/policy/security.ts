@@ -254,6 +254,15 @@ export class SecurityPolicy {
     return r;
   }
 
+  /**
+   * A client-supplied text as the audit record may hold it: whatever a DLP detector finds is
+   * replaced, whatever the DLP settings say, since audit records never carry secrets.
+   */
+  auditText(text: string): string {
+    const matches = this.scanner.scan(text);
+    return matches.length === 0 ? text : redactMatches(text, matches);
+  }
+
   scan(text: string): InjectionResult {
     return scanInjection(text, { decode: this.decode });
   }

@@ -1,7 +1,7 @@
 import { pino } from "pino";
 import type { Exchange } from "../policy/exchange.js";
 import type { Logger } from "./logger.js";
-import type { Metrics } from "./metrics.js";
+import { methodLabel, type Metrics } from "./metrics.js";
 
 /** The audit record: who, what, which tool, decision, reasons, latency. Never tokens or arguments. */
 export interface AuditRecord {
@@ -17,6 +17,7 @@ export interface AuditRecord {
   status: number | null;
   methods: string[];
   tools: string[];
+  resources: string[];
   decision: string;
   reasons: string[];
   counters: Record<string, number>;
@@ -24,6 +25,27 @@ export interface AuditRecord {
 }
 
 const finished = new WeakSet<Exchange>();
+
+/**
+ * Bounds for the record's client-chosen strings (security review F3): a method, tool name or URI
+ * can be as long as the request body, and each record is written to the audit log.
+ */
+const MAX_METHOD_CHARS = 64;
+const MAX_NAME_CHARS = 128;
+const MAX_URI_CHARS = 512;
+const MAX_LIST_ENTRIES = 32;
+
+function boundedText(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length} chars)`;
+}
+
+/** At most MAX_LIST_ENTRIES strings, each cut to `max` characters; always a new array. */
+export function boundedTexts(texts: readonly string[], max: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < texts.length && i < MAX_LIST_ENTRIES; i++) out.push(boundedText(texts[i]!, max));
+  if (texts.length > MAX_LIST_ENTRIES) out.push(`…(${texts.length - MAX_LIST_ENTRIES} more)`);
+  return out;
+}
 
 /** Trails with records waiting for the end of the event-loop turn (finishSoon). */
 const waiting = new Set<AuditTrail>();
@@ -47,6 +69,7 @@ const AUDIT_KEYS: readonly (keyof AuditRecord)[] = [
   "status",
   "methods",
   "tools",
+  "resources",
   "decision",
   "reasons",
   "counters",
@@ -200,11 +223,12 @@ export class AuditTrail {
       agent: exchange.principal?.agent ?? null,
       anonymous: exchange.principal?.anonymous ?? false,
       server: exchange.server ?? null,
-      http_method: exchange.httpMethod,
+      http_method: boundedText(exchange.httpMethod, MAX_METHOD_CHARS),
       status: exchange.status ?? null,
-      // Written later: a copy, so nothing done to the exchange from now on shows in it.
-      methods: later ? [...exchange.methods] : exchange.methods,
-      tools: later ? [...exchange.tools] : exchange.tools,
+      // Client-chosen strings, bounded (a copy, so nothing done to the exchange later shows in it).
+      methods: boundedTexts(exchange.methods, MAX_METHOD_CHARS),
+      tools: boundedTexts(exchange.tools, MAX_NAME_CHARS),
+      resources: boundedTexts(exchange.resources, MAX_URI_CHARS),
       decision: exchange.decision,
       reasons: later ? [...exchange.reasons] : exchange.reasons,
       counters: later ? { ...exchange.counters } : exchange.counters,
@@ -214,7 +238,7 @@ export class AuditTrail {
     else this.writeLine(record);
     this.metrics.requests.inc({
       server: exchange.server ?? "-",
-      method: exchange.methods[0] ?? exchange.httpMethod,
+      method: methodLabel(exchange.methods[0], exchange.httpMethod),
       decision: exchange.decision,
     });
     for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });

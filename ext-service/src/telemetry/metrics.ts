@@ -1,4 +1,32 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { CLIENT_NOTIFICATION_METHODS, CLIENT_REQUEST_METHODS } from "../mcp/methods.js";
+
+/** HTTP methods a label may name; anything else a client sends is counted as `other`. */
+const HTTP_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "POST",
+  "DELETE",
+  "PUT",
+  "PATCH",
+  "HEAD",
+  "OPTIONS",
+  "CONNECT",
+  "TRACE",
+]);
+
+/**
+ * The `method` label of an exchange: its first JSON-RPC method when MCP defines it, else its
+ * HTTP method when HTTP defines it, else `other`. Labels take known values only (security
+ * review F3): any string a client sends would otherwise become a series that lives forever.
+ */
+export function methodLabel(jsonRpcMethod: string | undefined, httpMethod: string): string {
+  if (jsonRpcMethod !== undefined) {
+    return CLIENT_REQUEST_METHODS.has(jsonRpcMethod) || CLIENT_NOTIFICATION_METHODS.has(jsonRpcMethod)
+      ? jsonRpcMethod
+      : "other";
+  }
+  return HTTP_METHODS.has(httpMethod) ? httpMethod : "other";
+}
 
 /** Prometheus metrics, all prefixed `mcp_gateway_`, on a registry of their own. */
 export class Metrics {

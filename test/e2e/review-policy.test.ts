@@ -1,0 +1,142 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  DOCS_READER_RULES,
+  ESCAPING_URIS,
+  PAYROLL,
+  SALARIES,
+  SECRET_DEALS,
+  startDocsUpstream,
+  type DocsUpstream,
+  type RpcAnswer,
+} from "../security/review-upstream.js";
+import { MCP_HEADERS, httpCall, rpc, startGateway, type Gateway } from "./harness.js";
+
+/**
+ * Findings of the security review (docs/SECURITY.md) on the local edge, against a real SDK
+ * server. test/envoy/review-policy.test.ts holds the same findings on the Envoy plane.
+ */
+
+let docs: DocsUpstream;
+let gw: Gateway;
+let token: string;
+
+beforeAll(async () => {
+  docs = await startDocsUpstream();
+  gw = await startGateway({
+    servers: [{ name: "docs", upstreams: [docs.url] }],
+    roles: { "docs-reader": { rules: DOCS_READER_RULES } },
+    agents: { reader: { roles: ["docs-reader"] } },
+  });
+  token = await gw.token("reader");
+});
+afterAll(async () => {
+  await gw?.close();
+  await docs?.close();
+});
+
+async function call(url: string, method: string, params: Record<string, unknown>, bearer?: string) {
+  const r = await httpCall(url, {
+    headers: { ...MCP_HEADERS, ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
+    body: rpc(method, params),
+  });
+  return { status: r.status, message: r.messages[0] as RpcAnswer };
+}
+
+describe("security review F1: resource rules judge the URI the server serves", () => {
+  it("each escaping URI reads a private resource from the server directly, and is refused by the edge", async () => {
+    for (const uri of ESCAPING_URIS) {
+      const direct = await call(docs.url, "resources/read", { uri });
+      expect([PAYROLL, SALARIES], uri).toContain(direct.message.result?.contents?.[0]?.text);
+      const through = await call(gw.url("docs"), "resources/read", { uri }, token);
+      expect(through.message.error?.data?.reason, JSON.stringify(uri)).toBe("resource_uri_invalid");
+      expect(JSON.stringify(through.message)).not.toContain("ceo");
+    }
+  });
+
+  it("refuses subscribe and unsubscribe the same way", async () => {
+    for (const method of ["resources/subscribe", "resources/unsubscribe"]) {
+      const r = await call(gw.url("docs"), method, { uri: "docs://inte\nrnal/salaries" }, token);
+      expect(r.message.error?.data?.reason).toBe("resource_uri_invalid");
+    }
+  });
+
+  it("reads an allowed canonical URI, denies a denied one, and audits the URI", async () => {
+    const ok = await call(gw.url("docs"), "resources/read", { uri: "file:///public/readme.txt" }, token);
+    expect(ok.message.result?.contents?.[0]?.text).toBe("public readme");
+    const denied = await call(gw.url("docs"), "resources/read", { uri: "docs://internal/salaries" }, token);
+    expect(denied.message.error?.data?.reason).toBe("resource_unknown");
+    await new Promise((r) => setTimeout(r, 20));
+    const audited = gw.log.audits.flatMap((a) => a.resources);
+    expect(audited).toContain("file:///public/readme.txt");
+    expect(audited).toContain("docs://internal/salaries");
+  });
+});
+
+describe("security review F6: completion/complete and resources/templates/list follow the rules", () => {
+  it("runs no completer of a denied prompt, and completes an allowed one", async () => {
+    const argument = { name: "deal", value: "" };
+    const direct = await call(docs.url, "completion/complete", {
+      ref: { type: "ref/prompt", name: "internal_escalation" },
+      argument,
+    });
+    expect(direct.message.result?.completion?.values).toEqual(SECRET_DEALS);
+    const denied = await call(
+      gw.url("docs"),
+      "completion/complete",
+      { ref: { type: "ref/prompt", name: "internal_escalation" }, argument },
+      token,
+    );
+    expect(denied.message.error?.data?.reason).toBe("prompt_unknown");
+    const unknown = await call(
+      gw.url("docs"),
+      "completion/complete",
+      { ref: { type: "ref/prompt", name: "no_such_prompt" }, argument },
+      token,
+    );
+    expect(unknown.message.error?.data?.reason).toBe("prompt_unknown");
+    const allowed = await call(
+      gw.url("docs"),
+      "completion/complete",
+      { ref: { type: "ref/prompt", name: "public_help" }, argument: { name: "topic", value: "" } },
+      token,
+    );
+    expect(allowed.message.result?.completion?.values).toEqual(["billing", "login"]);
+  });
+
+  it("decides a resource-template completion by the template, and filters resources/templates/list", async () => {
+    const denied = await call(
+      gw.url("docs"),
+      "completion/complete",
+      { ref: { type: "ref/resource", uri: "file:///private/{name}" }, argument: { name: "name", value: "" } },
+      token,
+    );
+    expect(denied.message.error?.data?.reason).toBe("resource_unknown");
+    const direct = await call(docs.url, "resources/templates/list", {});
+    expect(direct.message.result?.resourceTemplates?.map((t) => t.uriTemplate)).toEqual([
+      "file:///public/{page}",
+      "file:///private/{name}",
+    ]);
+    const listed = await call(gw.url("docs"), "resources/templates/list", {}, token);
+    expect(listed.message.result?.resourceTemplates?.map((t) => t.uriTemplate)).toEqual([
+      "file:///public/{page}",
+    ]);
+  });
+});
+
+describe("security review F3: client input never becomes a metric label", () => {
+  it("keeps /metrics the same size through 90 requests with long random methods", async () => {
+    const send = (i: number) =>
+      httpCall(gw.url("docs"), {
+        headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+        body: rpc(`M-${Math.random().toString(36).slice(2)}-${"X".repeat(50_000)}`, {}, i),
+      });
+    await send(0);
+    const before = (await gw.metrics.registry.metrics()).length;
+    for (let i = 1; i <= 90; i++) await send(i);
+    const after = await gw.metrics.registry.metrics();
+    expect(after).not.toContain("XXXXXXXX");
+    expect(after.length - before).toBeLessThan(200); // counts grow by digits, not by series
+    await new Promise((r) => setTimeout(r, 20));
+    for (const a of gw.log.audits.slice(-90)) for (const m of a.methods) expect(m.length).toBeLessThan(120);
+  });
+});

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse as parseYaml, stringify } from "yaml";
+import type { Upstream } from "../../ext-service/src/envoy/envoy-role-client.js";
+import {
+  DOCS_READER_RULES,
+  ESCAPING_URIS,
+  startDocsUpstream,
+  type DocsUpstream,
+  type RpcAnswer,
+} from "../security/review-upstream.js";
+import { GATEWAY_YAML, MCP_POST_HEADERS, startGateway, type Gateway } from "./harness.js";
+
+/**
+ * Findings of the security review (docs/SECURITY.md) on the Envoy plane: the Envoy-role client
+ * plays Envoy, and its upstream forwards to a real SDK server over HTTP, so each answer is what
+ * that server would give. test/e2e/review-policy.test.ts holds the same findings on the edge.
+ */
+
+let docs: DocsUpstream;
+let gw: Gateway;
+let token: string;
+
+/** Forwards what Envoy would send upstream to the docs server, and returns its answer. */
+const proxy: Upstream = async (req) => {
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (!k.startsWith(":") && k !== "content-length" && k !== "host") headers[k] = v;
+  }
+  const res = await fetch(docs.url, { method: req.method, headers, body: req.body });
+  const out: Record<string, string> = {};
+  res.headers.forEach((v, k) => {
+    if (k !== "content-length" && k !== "transfer-encoding" && k !== "connection") out[k] = v;
+  });
+  return { status: res.status, headers: out, body: Buffer.from(await res.arrayBuffer()) };
+};
+
+beforeAll(async () => {
+  docs = await startDocsUpstream();
+  const config = parseYaml(GATEWAY_YAML) as Record<string, unknown>;
+  config.roles = { "docs-reader": { rules: DOCS_READER_RULES } };
+  config.agents = { reader: { roles: ["docs-reader"] } };
+  config.limits = { ...(config.limits as object), maxRequestBytes: 65_536 };
+  gw = await startGateway({
+    gatewayYaml: stringify(config),
+    registryYaml: stringify({ version: "review", servers: [{ name: "docs", upstreams: [docs.url] }] }),
+  });
+  token = await gw.token("reader");
+});
+afterAll(async () => {
+  await gw?.close();
+  await docs?.close();
+});
+
+async function call(method: string, params: Record<string, unknown>) {
+  const r = await gw.client.exchange(
+    {
+      method: "POST",
+      path: "/mcp/docs",
+      headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
+    },
+    proxy,
+  );
+  return JSON.parse(r.response.body.toString("utf8")) as RpcAnswer;
+}
+
+describe("security review F1 (Envoy plane): resource rules judge the URI the server serves", () => {
+  it("refuses each escaping URI before it reaches the server", async () => {
+    for (const uri of ESCAPING_URIS) {
+      const r = await call("resources/read", { uri });
+      expect(r.error?.data?.reason, JSON.stringify(uri)).toBe("resource_uri_invalid");
+    }
+    for (const method of ["resources/subscribe", "resources/unsubscribe"]) {
+      const r = await call(method, { uri: "file:///public/%2e%2e/private/payroll.csv" });
+      expect(r.error?.data?.reason).toBe("resource_uri_invalid");
+    }
+  });
+
+  it("reads an allowed URI and audits it", async () => {
+    const ok = await call("resources/read", { uri: "docs://public/faq" });
+    expect(ok.result?.contents?.[0]?.text).toBe("public faq");
+    expect(gw.logs.audits().flatMap((a) => a.resources as string[])).toContain("docs://public/faq");
+  });
+});
+
+describe("security review F6 (Envoy plane): completion/complete and resources/templates/list", () => {
+  it("refuses completions of a denied prompt and template, and filters the template list", async () => {
+    const prompt = await call("completion/complete", {
+      ref: { type: "ref/prompt", name: "internal_escalation" },
+      argument: { name: "deal", value: "" },
+    });
+    expect(prompt.error?.data?.reason).toBe("prompt_unknown");
+    const template = await call("completion/complete", {
+      ref: { type: "ref/resource", uri: "file:///private/{name}" },
+      argument: { name: "name", value: "" },
+    });
+    expect(template.error?.data?.reason).toBe("resource_unknown");
+    const listed = await call("resources/templates/list", {});
+    expect(listed.result?.resourceTemplates?.map((t) => t.uriTemplate)).toEqual(["file:///public/{page}"]);
+  });
+});
+
+describe("security review F3 (Envoy plane): client input never becomes a metric label", () => {
+  it("keeps /metrics the same size through 90 requests with long random methods", async () => {
+    const random = (n: number) => `M-${Math.random().toString(36).slice(2)}-${"X".repeat(n)}`;
+    const send = (i: number) =>
+      i % 2 === 0
+        ? // JSON-RPC method, authenticated: refused as method_unknown.
+          gw.client.exchange(
+            {
+              method: "POST",
+              path: "/mcp/docs",
+              headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+              body: JSON.stringify({ jsonrpc: "2.0", id: i, method: random(20_000), params: {} }),
+            },
+            proxy,
+          )
+        : // HTTP method (any token over HTTP/2), no credentials: refused by ext_authz.
+          gw.client.exchange({ method: random(2_000).toUpperCase(), path: "/mcp/docs", headers: {} }, proxy);
+    await send(0);
+    await send(1);
+    const before = (await gw.metrics.registry.metrics()).length;
+    for (let i = 2; i < 92; i++) await send(i);
+    const after = await gw.metrics.registry.metrics();
+    expect(after).not.toContain("XXXXXXXX");
+    expect(after.length - before).toBeLessThan(200); // counts grow by digits, not by series
+    const audits = gw.logs.audits().slice(-90);
+    for (const a of audits) {
+      for (const m of a.methods as string[]) expect(m.length).toBeLessThan(120);
+      expect((a.http_method as string).length).toBeLessThan(120);
+    }
+  });
+});

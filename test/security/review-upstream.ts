@@ -1,0 +1,133 @@
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { completable } from "@modelcontextprotocol/sdk/server/completable.js";
+import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { z } from "zod";
+
+/**
+ * The honest MCP server of the security review (official SDK, stateless, JSON answers): public
+ * and private resources served by `new URL(uri).href` as every SDK server does, a resource
+ * template per area, and prompts whose arguments have completers. Both planes' review tests
+ * (test/e2e/review-policy.test.ts, test/envoy/review-policy.test.ts) put the gateway in front.
+ */
+
+export const PAYROLL = "name,salary\nceo,1000000";
+export const SALARIES = "INTERNAL: ceo 1,000,000";
+export const SECRET_DEALS = ["acme-merger-2027", "globex-layoffs"];
+
+/** The role the review gave its docs reader: public files and docs, never docs://internal. */
+export const DOCS_READER_RULES = [
+  {
+    effect: "allow",
+    resources: ["docs/file:///public/**", "docs/docs://**"],
+    prompts: ["docs/public_help"],
+    tools: ["docs/*"],
+  },
+  { effect: "deny", resources: ["docs/docs://internal/**"] },
+];
+
+function docsServer(): McpServer {
+  const mcp = new McpServer({ name: "docs", version: "1.0.0" });
+  const text = (uri: URL, body: string) => ({ contents: [{ uri: uri.href, text: body }] });
+  mcp.registerResource("readme", "file:///public/readme.txt", {}, (uri) => text(uri, "public readme"));
+  mcp.registerResource("payroll", "file:///private/payroll.csv", {}, (uri) => text(uri, PAYROLL));
+  mcp.registerResource("faq", "docs://public/faq", {}, (uri) => text(uri, "public faq"));
+  mcp.registerResource("salaries", "docs://internal/salaries", {}, (uri) => text(uri, SALARIES));
+  mcp.registerResource(
+    "public-page",
+    new ResourceTemplate("file:///public/{page}", { list: undefined }),
+    {},
+    (uri) => text(uri, "a public page"),
+  );
+  mcp.registerResource(
+    "private-file",
+    new ResourceTemplate("file:///private/{name}", {
+      list: undefined,
+      complete: { name: () => ["payroll.csv", "board-minutes.txt"] },
+    }),
+    {},
+    (uri) => text(uri, "a private file"),
+  );
+  mcp.registerPrompt(
+    "public_help",
+    { argsSchema: { topic: completable(z.string(), () => ["billing", "login"]) } },
+    ({ topic }) => ({ messages: [{ role: "user", content: { type: "text", text: `help on ${topic}` } }] }),
+  );
+  mcp.registerPrompt(
+    "internal_escalation",
+    { argsSchema: { deal: completable(z.string(), () => SECRET_DEALS) } },
+    ({ deal }) => ({ messages: [{ role: "user", content: { type: "text", text: `escalate ${deal}` } }] }),
+  );
+  return mcp;
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text ? JSON.parse(text) : undefined;
+}
+
+export interface DocsUpstream {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** The docs server on 127.0.0.1, port 0: a fresh stateless server and transport per request. */
+export async function startDocsUpstream(): Promise<DocsUpstream> {
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      const body = req.method === "POST" ? await readJson(req) : undefined;
+      const transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+        enableJsonResponse: true,
+      });
+      const mcp = docsServer();
+      res.on("close", () => void transport.close().then(() => mcp.close()));
+      await mcp.connect(transport);
+      await transport.handleRequest(req, res, body);
+    })().catch(() => {
+      if (!res.headersSent) res.writeHead(500).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * The review's bypasses (F1): each URI reads a private or internal resource from an SDK server
+ * although the rules, read on the raw string, allow it. The gateway refuses every one.
+ */
+export const ESCAPING_URIS: readonly string[] = [
+  "file:///public/../private/payroll.csv",
+  "file:///public/%2e%2e/private/payroll.csv",
+  "file:///public/%2E%2E/private/payroll.csv",
+  "file:///public/..\\private\\payroll.csv",
+  "file:///public/./../private/payroll.csv",
+  "FILE:///public/../private/payroll.csv",
+  "docs://inte\nrnal/salaries",
+  "docs://internal/sal\taries",
+  "docs://\tinternal/salaries",
+];
+
+/** The parts of a JSON-RPC answer the review tests read. */
+export interface RpcAnswer {
+  result?: {
+    contents?: { uri?: string; text?: string }[];
+    completion?: { values: string[] };
+    resourceTemplates?: { uriTemplate: string }[];
+    resources?: { uri: string }[];
+    content?: { type: string; text?: string }[];
+    tools?: { name: string }[];
+    prompts?: { name: string }[];
+  };
+  error?: { code: number; message: string; data?: { reason?: string; request_id?: string } };
+}
