@@ -52,6 +52,34 @@ export async function fetchLiveTools(
   }
 }
 
+/**
+ * Why a server could not be listed, in the words an operator acts on: the HTTP status and the
+ * start of the body when the upstream answered (a wrong path, a server that is not MCP), else the
+ * network error under fetch's "fetch failed" (ECONNREFUSED, ENOTFOUND, a TLS error).
+ */
+export function describeFetchError(err: unknown): string {
+  const status = (err as { code?: unknown }).code;
+  if (typeof status === "number" && status >= 100 && status <= 599) {
+    const body = oneLine(
+      (err as Error).message.replace(/^Streamable HTTP error: Error \w+ing to endpoint:?\s*/, ""),
+    );
+    return `HTTP ${status}${body ? `: ${shorten(body, 120)}` : ""}${status === 404 || status === 405 ? " (is this the server's MCP endpoint path?)" : ""}`;
+  }
+  let deepest = err as (Error & { code?: unknown; cause?: unknown }) | undefined;
+  for (let depth = 0; depth < 8 && deepest?.cause instanceof Error; depth++) {
+    deepest = deepest.cause as Error & { code?: unknown; cause?: unknown };
+  }
+  const message = oneLine(deepest?.message ?? String(err));
+  const code = typeof deepest?.code === "string" ? deepest.code : undefined;
+  if (code === undefined || message.includes(code)) return shorten(message, 160);
+  const hint = code === "ERR_SSL_WRONG_VERSION_NUMBER" ? " (https to a port that speaks plain HTTP?)" : "";
+  return `${code}${hint}: ${shorten(message, 120)}`;
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, " ").trim();
+}
+
 function shorten(s: string, n = 240): string {
   return s.length > n ? `${s.slice(0, n)}... (${s.length} chars)` : s;
 }
@@ -65,6 +93,7 @@ function show(field: PinnedField, v: unknown): string {
 export interface ServerReport {
   server: string;
   upstream: string | undefined;
+  /** Set when no upstream could be listed: each upstream tried, with why it failed. */
   error: string | undefined;
   diff: ToolDiff | undefined;
   /** Live tools whose texts trip block-tier rules or instruct about other servers: never written. */
@@ -75,7 +104,7 @@ export interface ServerReport {
 export function formatReport(report: ServerReport, registered: RegistryServer): string {
   const lines: string[] = [];
   if (report.error !== undefined) {
-    lines.push(`server ${report.server}: unreachable (${report.error})`);
+    lines.push(`server ${report.server}: unreachable`, ...report.error.split("\n").map((l) => `  ${l}`));
     return lines.join("\n");
   }
   const diff = report.diff!;
@@ -107,13 +136,13 @@ export async function compareServer(
   allServers: readonly RegistryServer[],
   fetcher: (url: string) => Promise<Record<string, unknown>[]> = fetchLiveTools,
 ): Promise<ServerReport> {
-  let lastError = "no upstreams";
+  const failures: string[] = [];
   for (const upstream of server.upstreams) {
     let live: Record<string, unknown>[];
     try {
       live = await fetcher(upstream);
     } catch (err) {
-      lastError = (err as Error).message;
+      failures.push(`${upstream}: ${describeFetchError(err)}`);
       continue;
     }
     const poisoned = new Map<string, string[]>();
@@ -136,7 +165,8 @@ export async function compareServer(
     }
     return { server: server.name, upstream, error: undefined, diff: diffTools(server.tools, live), poisoned };
   }
-  return { server: server.name, upstream: undefined, error: lastError, diff: undefined, poisoned: new Map() };
+  const error = failures.length > 0 ? failures.join("\n") : "no upstreams";
+  return { server: server.name, upstream: undefined, error, diff: undefined, poisoned: new Map() };
 }
 
 function findServerNode(doc: Document, name: string): YAMLMap | undefined {
@@ -155,6 +185,16 @@ function toolsSeq(doc: Document, serverNode: YAMLMap): YAMLSeq {
     serverNode.set("tools", tools);
   }
   return tools as YAMLSeq;
+}
+
+/**
+ * Block style for a tool list that gets new entries: `tools: []` is a flow sequence, and YAML
+ * writes everything added inside a flow collection on its one line (13 tools made one 6 KB line
+ * nobody can review).
+ */
+function blockStyle(tools: YAMLSeq): void {
+  tools.flow = false;
+  for (const item of tools.items) if (isMap(item)) item.flow = false;
 }
 
 function findToolNode(tools: YAMLSeq, name: string): YAMLMap | undefined {
@@ -228,6 +268,7 @@ export function applyReports(
         }
         entry.risk = "high";
         entry.pin = toolPin(live);
+        blockStyle(tools);
         tools.add(doc.createNode(entry));
         summary.added.push(`${r.server}/${name}`);
       }
@@ -274,7 +315,9 @@ Options:
   --add-new      with --write, also add new tools (as risk: high, for review)
 
 Exit code 0 when the registry matches the live servers (or was written), 1 when it differs
-and --write was not given, when a server cannot be reached, or a poisoned tool was skipped.`,
+and --write was not given, when new tools remain unadded (--write without --add-new), when a
+server cannot be reached (each upstream's URL and cause are printed), or a poisoned tool was
+skipped.`,
   options: {
     config: { type: "string", short: "c" },
     server: { type: "string", short: "s", multiple: true },
@@ -304,9 +347,15 @@ and --write was not given, when a server cannot be reached, or a poisoned tool w
         r.diff &&
         (r.diff.changed.length || r.diff.added.length || r.diff.removed.length || r.diff.unpinned.length),
     );
+    const added = reports.flatMap((r) => (r.diff?.added ?? []).map((t) => `${r.server}/${String(t.name)}`));
     if (!values.write) {
       if (differs)
-        process.stdout.write("registry differs from the live servers; review, then run again with --write\n");
+        process.stdout.write(
+          "registry differs from the live servers; review, then run again with " +
+            (added.length > 0
+              ? `--write --add-new (${added.length} new tool(s) are added only with --add-new)\n`
+              : "--write\n"),
+        );
       return unreachable || poisoned || differs ? 1 : 0;
     }
     const before = readFileSync(loaded.registryFile, "utf8");
@@ -322,6 +371,12 @@ and --write was not given, when a server cannot be reached, or a poisoned tool w
         (summary.skipped.length ? ` (${summary.skipped.join(", ")})` : "") +
         "\nbump 'version' and review the change before committing\n",
     );
-    return unreachable || summary.skipped.length > 0 ? 1 : 0;
+    const unadded = values["add-new"] === true ? [] : added;
+    if (unadded.length > 0) {
+      process.stdout.write(
+        `${unadded.length} new tool(s) not added (${unadded.join(", ")}): review them, then run again with --write --add-new\n`,
+      );
+    }
+    return unreachable || summary.skipped.length > 0 || unadded.length > 0 ? 1 : 0;
   },
 };

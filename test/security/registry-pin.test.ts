@@ -1,0 +1,152 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { z } from "zod";
+import { runCli } from "./helpers.js";
+
+/**
+ * `registry pin` as someone onboarding a server does it (new-user trial B6, B10): a registry that
+ * lists the server with `tools: []`, a real SDK server offering three tools, and servers that
+ * cannot be listed (nothing listening, a wrong path).
+ */
+
+let upstream: Server;
+let base: string;
+let closedPort: number;
+let dir: string;
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text ? JSON.parse(text) : undefined;
+}
+
+beforeAll(async () => {
+  upstream = createServer((req, res) => {
+    if (req.url !== "/mcp") {
+      res.writeHead(404, { "content-type": "text/html" }).end(`<pre>Cannot ${req.method} ${req.url}</pre>`);
+      return;
+    }
+    void (async () => {
+      // Stateless: a server and transport per request.
+      const mcp = new McpServer({ name: "tools", version: "1.0.0" });
+      for (const name of ["alpha", "beta", "gamma"]) {
+        mcp.registerTool(
+          name,
+          {
+            description: `The ${name} tool: a long description so a flow-style line would be long.`,
+            inputSchema: { q: z.string() },
+          },
+          async ({ q }) => ({ content: [{ type: "text", text: q }] }),
+        );
+      }
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+      await mcp.connect(transport);
+      await transport.handleRequest(req, res, req.method === "POST" ? await readJson(req) : undefined);
+    })();
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  base = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  closedPort = (probe.address() as AddressInfo).port;
+  await new Promise((resolve) => probe.close(resolve));
+  dir = mkdtempSync(join(tmpdir(), "mcp-pin-cli-"));
+});
+
+afterAll(async () => {
+  upstream.closeAllConnections();
+  await new Promise<void>((resolve) => upstream.close(() => resolve()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function writeConfig(name: string, servers: string[]): { config: string; registry: string } {
+  const config = join(dir, `${name}.gateway.yaml`);
+  const registry = join(dir, `${name}.registry.yaml`);
+  writeFileSync(
+    config,
+    [
+      `registry: ${name}.registry.yaml`,
+      "auth:",
+      "  mode: optional",
+      "  anonymous: { agent: tester, roles: [] }",
+      "",
+    ].join("\n"),
+  );
+  writeFileSync(registry, ['version: "1"', "servers:", ...servers, ""].join("\n"));
+  return { config, registry };
+}
+
+describe("new-user trial B6: registry pin onboarding a server listed with tools: []", () => {
+  let files: { config: string; registry: string };
+  beforeAll(() => {
+    files = writeConfig("onboard", ["  - name: tools", `    upstreams: ["${base}/mcp"]`, "    tools: []"]);
+  });
+
+  it("without --write, the hint names --add-new for new tools, exit 1", async () => {
+    const run = await runCli(["registry", "pin", "--config", files.config]);
+    expect(run.code).toBe(1);
+    expect(run.out).toContain("3 new, 0 changed");
+    expect(run.out).toContain(
+      "run again with --write --add-new (3 new tool(s) are added only with --add-new)",
+    );
+  });
+
+  it("--write alone adds nothing, says why, and exits 1 while new tools remain", async () => {
+    const run = await runCli(["registry", "pin", "--config", files.config, "--write"]);
+    expect(run.out).toContain("0 added");
+    expect(run.out).toContain(
+      "3 new tool(s) not added (tools/alpha, tools/beta, tools/gamma): review them, then run again with --write --add-new",
+    );
+    expect(run.code).toBe(1);
+    expect(readFileSync(files.registry, "utf8")).toContain("tools: []");
+  });
+
+  it("--write --add-new writes the tools in block style, one field a line, exit 0", async () => {
+    const run = await runCli(["registry", "pin", "--config", files.config, "--write", "--add-new"]);
+    expect(run.out).toContain("3 added");
+    expect(run.code).toBe(0);
+    const text = readFileSync(files.registry, "utf8");
+    const tools = text.slice(text.indexOf("    tools:"));
+    expect(tools).not.toMatch(/[[{]/);
+    expect(Math.max(...text.split("\n").map((l) => l.length))).toBeLessThan(120);
+    expect(text).toMatch(/^ {4}tools:\n {6}- name: alpha\n/m);
+    const written = parse(text) as { servers: { tools: { name: string; risk: string; pin: string }[] }[] };
+    expect(written.servers[0]!.tools.map((t) => [t.name, t.risk])).toEqual([
+      ["alpha", "high"],
+      ["beta", "high"],
+      ["gamma", "high"],
+    ]);
+    const again = await runCli(["registry", "pin", "--config", files.config]);
+    expect(again.out).toContain("0 new, 0 changed, 0 removed, 0 unpinned, 3 unchanged");
+    expect(again.code).toBe(0);
+  });
+});
+
+describe("new-user trial B10: registry pin says why a server cannot be listed", () => {
+  it("prints each upstream's URL with the cause: connection refused, HTTP 404 on a wrong path", async () => {
+    const { config } = writeConfig("broken", [
+      "  - name: down",
+      `    upstreams: ["http://127.0.0.1:${closedPort}/mcp"]`,
+      "    tools: []",
+      "  - name: wrongpath",
+      `    upstreams: ["${base}/mpc"]`,
+      "    tools: []",
+    ]);
+    const run = await runCli(["registry", "pin", "--config", config]);
+    expect(run.code).toBe(1);
+    expect(run.out).toContain(
+      `server down: unreachable\n  http://127.0.0.1:${closedPort}/mcp: connect ECONNREFUSED 127.0.0.1:${closedPort}\n`,
+    );
+    expect(run.out).toContain(
+      `server wrongpath: unreachable\n  ${base}/mpc: HTTP 404: <pre>Cannot POST /mpc</pre> (is this the server's MCP endpoint path?)\n`,
+    );
+  });
+});
