@@ -29,6 +29,7 @@ describe("validate: invalid fixtures print every problem, exactly", () => {
         "missing-registry",
         "missing-jwks-file",
         "every-problem",
+        "unknown-rule-target",
       ]),
     );
   });

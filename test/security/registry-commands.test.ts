@@ -109,6 +109,19 @@ describe("mcp-gateway registry lint", () => {
     );
     expect(err).toContain("servers[1].tools[2].pin: evil/calc: pin does not match the recorded definition");
   });
+
+  it("new-user trial B7: a rule naming a server or tool the registry lacks is an error in gateway.yaml", async () => {
+    const config = "test/fixtures/config/invalid/unknown-rule-target/gateway.yaml";
+    const { code, err, out } = await runCli(["registry", "lint", "--config", config]);
+    expect(code).toBe(1);
+    expect(err).toContain(
+      `${config}:14:17: error: roles.analyst.rules[1].tools[0]: 'everthing/get-env': no server 'everthing' in the registry (did you mean 'everything'?)\n`,
+    );
+    expect(err).toContain(
+      `${config}:16:17: error: roles.analyst.rules[2].tools[0]: 'everything/get-evn': server 'everything' has no tool 'get-evn' in the registry (did you mean 'get-env'?)\n`,
+    );
+    expect(out).toContain("1 servers, 2 tools: 6 error(s), 2 warning(s)");
+  });
 });
 
 describe("mcp-gateway registry diff", () => {

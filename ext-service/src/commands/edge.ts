@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
-import { loadEngine } from "../config/compile.js";
+import { loadEngine, warnReferences } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
 import { reloadOnHangup } from "./reload.js";
 import { boundPort, startAdminServer } from "../telemetry/admin.js";
@@ -72,8 +72,9 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
     if (typeof values.config !== "string") throw new UsageError("--config is required");
     const port = parsePort(values.port, "--port");
     const adminPort = parsePort(values["admin-port"], "--admin-port");
-    const { engine } = loadEngine(values.config);
+    const { engine, references } = loadEngine(values.config);
     const logger = createLogger(engine.config.logLevel);
+    warnReferences(logger, references);
     const metrics = new Metrics();
     const edge = await startEdge({
       engine,

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { LineCounter, isNode, parseDocument } from "yaml";
 import { UsageError } from "./command.js";
+import { referenceProblems } from "../config/compile.js";
 import { loadConfig } from "../config/load.js";
 import type { Registry } from "../config/schema.js";
 import { toolPin } from "../policy/canonical.js";
@@ -132,6 +133,8 @@ Checks the registry named by gateway.yaml:
     alert-tier rules warnings
   - descriptions that give instructions about another server or its tools (errors)
   - recorded pins that do not match the definition (errors); missing pins (warnings)
+  - rules and security overrides in gateway.yaml naming a server, or a tool of a known
+    server, that the registry lacks (errors, located in gateway.yaml)
 
 Each problem is printed as file:line:column: severity: path: message.
 Exit code 0 when there are no errors, 1 otherwise.`,
@@ -146,11 +149,17 @@ Exit code 0 when there are no errors, 1 otherwise.`,
       const stream = p.severity === "error" ? process.stderr : process.stdout;
       stream.write(`${locate(p.path)}: ${p.severity}: ${p.path}: ${p.message}\n`);
     }
-    const errors = problems.filter((p) => p.severity === "error").length;
+    // Role rules and overrides that name servers or tools this registry lacks (in gateway.yaml).
+    const references = referenceProblems(loaded);
+    for (const p of references) {
+      const at = p.line ? `${p.file}:${p.line}:${p.column ?? 1}` : p.file;
+      process.stderr.write(`${at}: error: ${p.path}: ${p.message}\n`);
+    }
+    const errors = problems.filter((p) => p.severity === "error").length + references.length;
     const tools = loaded.registry.servers.reduce((n, s) => n + s.tools.length, 0);
     process.stdout.write(
       `${loaded.registryFile}: ${loaded.registry.servers.length} servers, ${tools} tools: ` +
-        `${errors} error(s), ${problems.length - errors} warning(s)\n`,
+        `${errors} error(s), ${problems.length + references.length - errors} warning(s)\n`,
     );
     return errors > 0 ? 1 : 0;
   },

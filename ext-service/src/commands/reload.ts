@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from "node:util";
-import { loadEngine } from "../config/compile.js";
+import { loadEngine, warnReferences } from "../config/compile.js";
 import { ConfigError, formatProblem } from "../config/load.js";
 import type { GatewayConfig } from "../config/schema.js";
 import type { PolicyEngine } from "../policy/engine.js";
@@ -34,7 +34,9 @@ export function reloadConfig(options: ReloadOptions): ReloadResult {
   const { configFile, target, logger, metrics } = options;
   let next: PolicyEngine;
   try {
-    next = loadEngine(configFile).engine;
+    const loaded = loadEngine(configFile);
+    next = loaded.engine;
+    warnReferences(logger, loaded.references);
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems.map(formatProblem) : [String(err)];
     metrics.configReloads.inc({ result: "rejected" });

@@ -1,6 +1,6 @@
 import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
-import { loadEngine } from "../config/compile.js";
+import { loadEngine, warnReferences } from "../config/compile.js";
 import { startExtService } from "../envoy/server.js";
 import { reloadOnHangup } from "./reload.js";
 import { createLogger } from "../telemetry/logger.js";
@@ -43,8 +43,9 @@ A second signal stops at once.`,
     if (typeof file !== "string") throw new UsageError("--config is required");
     const grpcPort = portOption(values["grpc-port"], "--grpc-port");
     const adminPort = portOption(values["admin-port"], "--admin-port");
-    const { engine } = loadEngine(file);
+    const { engine, references } = loadEngine(file);
     const logger = createLogger(engine.config.logLevel);
+    warnReferences(logger, references);
     const service = await startExtService({ engine, logger, grpcPort, adminPort });
     const listen = engine.config.listen;
     process.stdout.write(

@@ -16,7 +16,7 @@ export const DEFAULT_DEV_DIR = ".dev";
 export function findDevKeyDir(
   cwd: string,
   explicit: string | undefined,
-  checkout: string | undefined = checkoutDevDir(),
+  checkout: string | undefined,
 ): { dir: string; found: boolean } {
   if (explicit !== undefined) {
     const dir = resolve(cwd, explicit);
@@ -30,7 +30,8 @@ export function findDevKeyDir(
   return { dir: resolve(cwd, DEFAULT_DEV_DIR), found: false };
 }
 
-function checkoutDevDir(): string | undefined {
+/** The `.dev/` of this gateway's checkout, where `mcp-gateway dev` keeps its key. */
+export function checkoutDevDir(): string | undefined {
   try {
     return join(repoRoot(), DEFAULT_DEV_DIR);
   } catch {
@@ -69,7 +70,7 @@ Prints the token alone on stdout.`,
     if (!/^\d+(\.\d+)?(ms|s|m|h)$/.test(ttl))
       throw new UsageError(`--ttl '${ttl}' is not a duration such as 30m or 1h`);
     const cwd = process.cwd();
-    const located = findDevKeyDir(cwd, values.keys as string | undefined);
+    const located = findDevKeyDir(cwd, values.keys as string | undefined, checkoutDevDir());
     if (!located.found && values["init-key"] !== true) {
       const where =
         values.keys === undefined

@@ -1,12 +1,14 @@
 import { dirname } from "node:path";
 import {
   ConfigError,
+  formatProblem,
   problemAt,
   readConfigFiles,
   type ConfigProblem,
   type ConfigSource,
   type LoadedConfig,
 } from "./load.js";
+import { registryReferenceProblems } from "./references.js";
 import type { GatewayConfig } from "./schema.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { Authenticator, ConfigurationProblem } from "../policy/identity.js";
@@ -84,7 +86,7 @@ function pathKeys(path: string): PropertyKey[] {
 export function loadEngine(
   configFile: string,
   now?: () => number,
-): { loaded: LoadedConfig; engine: PolicyEngine } {
+): { loaded: LoadedConfig; engine: PolicyEngine; references: ConfigProblem[] } {
   const files = readConfigFiles(configFile);
   const problems = [...files.problems];
   if (files.config) {
@@ -100,7 +102,18 @@ export function loadEngine(
     configSource: files.configSource,
     registrySource: files.registrySource,
   };
-  return { loaded, engine: buildEngine(loaded, now) };
+  const engine = buildEngine(loaded, now);
+  return { loaded, engine, references: referenceProblems(loaded) };
+}
+
+/**
+ * Rules and overrides naming servers or tools the registry lacks. `validate` and `registry lint`
+ * fail on them; a running gateway only logs them, because refusing the registry would block the
+ * release that removes a compromised tool while a role still names it.
+ */
+export function referenceProblems(loaded: LoadedConfig): ConfigProblem[] {
+  const where = loaded.configSource ?? { file: loaded.configFile, locate: () => undefined };
+  return registryReferenceProblems(loaded.config, loaded.registry, where);
 }
 
 /** Groups problems by file (gateway.yaml first), each file's by line and column. */
@@ -116,4 +129,16 @@ function inFileOrder(problems: ConfigProblem[], configFile: string): ConfigProbl
         a.i - b.i,
     )
     .map(({ p }) => p);
+}
+
+/** Logs each reference problem a running gateway tolerates (see referenceProblems). */
+export function warnReferences(
+  logger: { warn(fields: object, message: string): void },
+  problems: readonly ConfigProblem[],
+): void {
+  if (problems.length === 0) return;
+  logger.warn(
+    { problems: problems.map(formatProblem) },
+    "config names servers or tools the registry lacks: those rules match nothing ('mcp-gateway validate' fails on them)",
+  );
 }

@@ -151,7 +151,8 @@ function editDistance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-function suggestion(key: string, known: readonly string[]): string {
+/** ` (did you mean 'x'?)` for the known name closest to `key`, when one is close enough; else "". */
+export function suggestion(key: string, known: readonly string[]): string {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of known) {
