@@ -1,29 +1,34 @@
 # syntax=docker/dockerfile:1
 # mcp-gateway image: the ext-service (`mcp-gateway serve`) and, in compose, the demo MCP servers.
-# Multi-stage: build with dev dependencies, ship production dependencies and dist/ only.
+# Two stages: the build stage packs the npm package (`npm pack`, whose `files` in package.json
+# is the one list of what ships: dist/, proto/, the demo config and registry, the JSON Schemas);
+# the runtime stage unpacks that tarball and installs its production dependencies from the
+# lockfile. test/deploy/package.test.ts installs the same tarball the same way and starts it.
 # Node 24 is the current LTS line; bump the pinned patch with the rest of the stack.
 ARG NODE_IMAGE=node:24.21.0-trixie-slim
 
 FROM ${NODE_IMAGE} AS build
-WORKDIR /app
+WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json README.md ./
 COPY ext-service ./ext-service
 COPY examples ./examples
-RUN npm run build
-
-FROM ${NODE_IMAGE} AS prod-deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY registry ./registry
+COPY schemas ./schemas
+COPY proto ./proto
+# prepack builds dist/; the tarball gets a fixed name for the next stage.
+RUN npm pack --silent --pack-destination /tmp && mv /tmp/mcp-gateway-*.tgz /tmp/mcp-gateway.tgz
 
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
-COPY --from=prod-deps /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
-COPY package.json ./
+COPY package-lock.json ./
+COPY --from=build /tmp/mcp-gateway.tgz /tmp/mcp-gateway.tgz
+RUN tar -xzf /tmp/mcp-gateway.tgz --strip-components=1 --no-same-owner \
+  && rm /tmp/mcp-gateway.tgz \
+  && npm ci --omit=dev --no-audit --no-fund \
+  && npm cache clean --force
 # Dev signing keys live here in compose (a named volume); the image's node user owns it so the
 # volume is created writable for that user.
 RUN mkdir -p /var/lib/mcp-gateway/dev && chown node:node /var/lib/mcp-gateway/dev

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ConfigError } from "./config/load.js";
-import { commands } from "./commands/index.js";
 import { UsageError } from "./commands/command.js";
+import { commands } from "./commands/index.js";
 import { registrySubcommand } from "./commands/registry.js";
 
 export { UsageError, type Command } from "./commands/command.js";
@@ -64,8 +66,21 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const isEntry = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isEntry || process.argv[1]?.endsWith("/cli.js")) {
+/**
+ * True when Node was started on this file. npx, a global install and node_modules/.bin start it
+ * through a symlink, so both sides are compared after resolving links.
+ */
+function startedAsProgram(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (startedAsProgram()) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

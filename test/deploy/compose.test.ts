@@ -211,6 +211,12 @@ describe("docker-compose.yml", () => {
   });
 });
 
+function ignoredByDocker(): string[] {
+  return read(".dockerignore")
+    .split("\n")
+    .map((l) => l.trim());
+}
+
 describe("Dockerfile", () => {
   const dockerfile = read("Dockerfile");
   const stages = [...dockerfile.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gim)].map((m) => ({
@@ -218,15 +224,25 @@ describe("Dockerfile", () => {
     name: m[2],
   }));
 
-  it("is a multi-stage build on a pinned Node 24 image, production dependencies only in the final stage", () => {
-    expect(stages.map((s) => s.name)).toEqual(["build", "prod-deps", "runtime"]);
+  it("is a multi-stage build on a pinned Node 24 image whose runtime installs the packed package", () => {
+    expect(stages.map((s) => s.name)).toEqual(["build", "runtime"]);
     expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24\.\d+\.\d+-[a-z]+-slim$/m);
+    const build = dockerfile.slice(dockerfile.indexOf("AS build"), dockerfile.indexOf("AS runtime"));
     const runtime = dockerfile.slice(dockerfile.indexOf("AS runtime"));
-    expect(dockerfile).toMatch(/AS build[\s\S]*RUN npm ci --no-audit[\s\S]*RUN npm run build/);
-    expect(dockerfile).toMatch(/AS prod-deps[\s\S]*RUN npm ci --omit=dev/);
-    expect(runtime).toContain("COPY --from=prod-deps /app/node_modules ./node_modules");
-    expect(runtime).toContain("COPY --from=build /app/dist ./dist");
-    expect(runtime).not.toMatch(/^RUN npm /m);
+    expect(build).toMatch(/RUN npm ci --no-audit[\s\S]*RUN npm pack /);
+    // Every path package.json ships must reach the build stage, or npm pack leaves it out.
+    const pkg = JSON.parse(read("package.json")) as { files: string[] };
+    const copied = [...build.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1]!.split(/\s+/));
+    for (const entry of pkg.files) {
+      const top = entry.split("/")[0]!;
+      if (top === "dist") continue;
+      expect(copied, entry).toContain(top);
+      expect(ignoredByDocker(), entry).not.toContain(top);
+    }
+    expect(runtime).toMatch(/COPY --from=build \/tmp\/mcp-gateway\.tgz /);
+    expect(runtime).toMatch(/tar -xzf \/tmp\/mcp-gateway\.tgz --strip-components=1[\s\S]*npm ci --omit=dev/);
+    // Nothing from the build tree but the tarball: what ships is what npm pack packed.
+    expect(runtime.match(/COPY --from=/g)).toHaveLength(1);
   });
 
   it("runs as a non-root user with a health check", () => {
@@ -240,9 +256,7 @@ describe("Dockerfile", () => {
   });
 
   it("keeps secrets and build output out of the build context", () => {
-    const ignored = read(".dockerignore")
-      .split("\n")
-      .map((l) => l.trim());
+    const ignored = ignoredByDocker();
     for (const entry of [".git", "node_modules", "dist", ".dev", "envoy", ".env"])
       expect(ignored).toContain(entry);
   });
