@@ -116,7 +116,7 @@ beforeAll(async () => {
   mkdirSync(join(work, "bin"));
   mkdirSync(elsewhere);
   symlinkSync(join(app, "dist", "ext-service", "src", "cli.js"), bin);
-}, 300_000);
+}, 480_000);
 
 describe("the packed package (npm pack = the image's content)", () => {
   it("ships the build, the protos, the demo config and registry, and nothing of the test or bench trees", () => {
@@ -165,7 +165,7 @@ describe("the packed package (npm pack = the image's content)", () => {
   let config = "";
   it("mints a dev token and validates a config that uses the shipped registry", async () => {
     keysDir = join(work, "keys");
-    const token = await cli(["token", "--sub", "research-bot", "--keys", keysDir]);
+    const token = await cli(["token", "--sub", "research-bot", "--keys", keysDir, "--init-key"]);
     expect(token.code).toBe(0);
     expect(token.stdout.trim()).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
     config = join(work, "gateway.yaml");
