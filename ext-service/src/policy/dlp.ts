@@ -17,12 +17,20 @@ export interface DlpMatch {
   end: number;
 }
 
+/**
+ * Work a scan did, counted where the detectors loop in code (regex calls, candidates validated,
+ * characters stepped over), so tests can bound the cost per character without a clock.
+ */
+export interface ScanMeter {
+  steps: number;
+}
+
 interface Detector {
   kind: string;
   category: DlpCategory;
   /** Cheap test; when false the detector cannot match. */
   maybe(text: string, hints: Hints): boolean;
-  find(text: string, out: DlpMatch[]): void;
+  find(text: string, out: DlpMatch[], meter: ScanMeter): void;
   /** The regexes the detector runs, for the backtracking tests. */
   patterns: RegExp[];
 }
@@ -52,10 +60,11 @@ function regexDetector(
     category,
     patterns: [pattern],
     maybe: options.maybe ?? (() => true),
-    find(text, out) {
+    find(text, out, meter) {
       pattern.lastIndex = 0;
       let m: RegExpExecArray | null;
       while ((m = pattern.exec(text)) !== null) {
+        meter.steps++;
         if (m[0].length === 0) {
           pattern.lastIndex++;
           continue;
@@ -118,22 +127,36 @@ export function luhnValid(digits: string): boolean {
   return sum % 10 === 0;
 }
 
-/** Issuer prefixes of the major card networks, with their lengths. */
-function cardNetwork(d: string): boolean {
-  const n = d.length;
+/** Bit `n - 13` set for each card length n in `from`..`to`. */
+function lengths(from: number, to: number): number {
+  let mask = 0;
+  for (let n = from; n <= to; n++) mask |= 1 << (n - 13);
+  return mask;
+}
+const VISA = lengths(13, 13) | lengths(16, 16) | lengths(19, 19);
+
+/**
+ * Issuer prefixes of the major card networks: the card lengths (bit n - 13 for length n) a
+ * number starting with these digits (at least six) may have; 0 when no network issues it.
+ */
+function cardNetworkLengths(d: string): number {
   const p2 = Number(d.slice(0, 2));
   const p3 = Number(d.slice(0, 3));
   const p4 = Number(d.slice(0, 4));
   const p6 = Number(d.slice(0, 6));
-  if (d[0] === "4") return n === 13 || n === 16 || n === 19; // Visa
-  if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720)) return n === 16; // Mastercard
-  if (p2 === 34 || p2 === 37) return n === 15; // Amex
+  if (d[0] === "4") return VISA;
+  if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720)) return lengths(16, 16); // Mastercard
+  if (p2 === 34 || p2 === 37) return lengths(15, 15); // Amex
   if (p4 === 6011 || p2 === 65 || (p3 >= 644 && p3 <= 649) || (p6 >= 622126 && p6 <= 622925))
-    return n >= 16 && n <= 19; // Discover
-  if (p4 >= 3528 && p4 <= 3589) return n >= 16 && n <= 19; // JCB
-  if (p2 === 36 || p2 === 38 || (p3 >= 300 && p3 <= 305)) return n >= 14 && n <= 19; // Diners
-  if (p2 === 62) return n >= 16 && n <= 19; // UnionPay
-  return false;
+    return lengths(16, 19); // Discover
+  if (p4 >= 3528 && p4 <= 3589) return lengths(16, 19); // JCB
+  if (p2 === 36 || p2 === 38 || (p3 >= 300 && p3 <= 305)) return lengths(14, 19); // Diners
+  if (p2 === 62) return lengths(16, 19); // UnionPay
+  return 0;
+}
+
+function cardNetwork(d: string): boolean {
+  return d.length >= 13 && d.length <= 19 && ((cardNetworkLengths(d) >> (d.length - 13)) & 1) === 1;
 }
 
 /** A card number: 13-19 digits, consistent separators, a known network prefix, Luhn-valid. */
@@ -142,10 +165,7 @@ export function isCardNumber(candidate: string): boolean {
   if (seps.length > 0) {
     if (!/^(?: +|-+)$/.test(seps) || /[ -]{2}/.test(candidate)) return false;
   }
-  const digits = candidate.replace(/[ -]/g, "");
-  if (digits.length < 13 || digits.length > 19) return false;
-  if (/^(\d)\1+$/.test(digits)) return false;
-  return cardNetwork(digits) && luhnValid(digits);
+  return isCardDigits(candidate.replace(/[ -]/g, ""));
 }
 
 const IBAN_LENGTHS: Readonly<Record<string, number>> = Object.freeze({
@@ -260,7 +280,7 @@ const emailDetector: Detector = {
   category: "pii",
   patterns: [],
   maybe: (_t, h) => h.at,
-  find(text, out) {
+  find(text, out, meter) {
     let at = text.indexOf("@");
     let floor = 0;
     while (at >= 0) {
@@ -268,6 +288,7 @@ const emailDetector: Detector = {
       while (s > floor && at - s < 64 && LOCAL_CHARS.test(text[s - 1]!)) s--;
       let e = at + 1;
       while (e < text.length && e - at <= 253 && DOMAIN_CHARS.test(text[e]!)) e++;
+      meter.steps += 1 + (at - s) + (e - at);
       // Trim trailing dots and hyphens from the domain (end of sentence).
       while (e > at + 1 && (text[e - 1] === "." || text[e - 1] === "-")) e--;
       const local = text.slice(s, at);
@@ -297,13 +318,17 @@ const privateKeyDetector: Detector = {
   category: "secret",
   patterns: [PRIVATE_KEY_HEADER],
   maybe: (t) => t.includes("-----BEGIN"),
-  find(text, out) {
+  find(text, out, meter) {
     PRIVATE_KEY_HEADER.lastIndex = 0;
+    // The next END marker at or after the current body, found once and reused: searched again
+    // for every header, a text of headers without an END was read to its end once per header.
+    let endMarker = -2;
     let m: RegExpExecArray | null;
     while ((m = PRIVATE_KEY_HEADER.exec(text)) !== null) {
+      meter.steps++;
       const start = m.index;
       const bodyStart = start + m[0].length;
-      const endMarker = text.indexOf("-----END ", bodyStart);
+      if (endMarker !== -1 && endMarker < bodyStart) endMarker = text.indexOf("-----END ", bodyStart);
       let end: number;
       if (endMarker >= 0 && endMarker - bodyStart <= 65_536) {
         const close = text.indexOf("-----", endMarker + 9);
@@ -312,6 +337,7 @@ const privateKeyDetector: Detector = {
         end = bodyStart;
         while (end < text.length && end - bodyStart <= 65_536 && /[A-Za-z0-9+/=\s:-]/.test(text[end]!)) end++;
       }
+      meter.steps += end - bodyStart;
       out.push({ kind: "private_key", category: "secret", start, end });
       PRIVATE_KEY_HEADER.lastIndex = end;
     }
@@ -319,38 +345,157 @@ const privateKeyDetector: Detector = {
   },
 };
 
-/** Candidate digit runs for card numbers; validated (and narrowed to a valid window) after matching. */
-const CARD_CANDIDATE = /(?<![0-9A-Za-z.,/_-])[0-9][0-9 -]{11,30}[0-9](?![0-9A-Za-z_])/g;
+/** Longest text a card candidate spans, first digit to last (13 to 19 digits, single separators). */
+const CARD_MAX_SPAN = 32;
+
+function isDigitCode(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+function isWordCode(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95;
+}
+
+/** A card may start after anything but a word character, `.`, `,`, `/` or `-` (no decimals, paths, ids). */
+function cardMayStartAfter(c: number): boolean {
+  return !(isWordCode(c) || c === 46 || c === 44 || c === 47 || c === 45);
+}
+
+/**
+ * Payment cards in one pass over the digit groups. A run is digit groups joined by single spaces
+ * or hyphens; a card is consecutive groups of one run with one separator kind, 13 to 19 digits,
+ * at most CARD_MAX_SPAN characters, a known network and a valid Luhn sum. From the first group
+ * that may start one, the longest such card is taken (so "qty 2 4111 1111 1111 1111" finds the
+ * card after the 2), and the scan goes on after it. Each group starts at most one window of at
+ * most CARD_MAX_SPAN characters: the cost per character is bounded, whatever the digits.
+ */
+function findCards(text: string, out: DlpMatch[], meter: ScanMeter): void {
+  const run: CardRun = { starts: [], ends: [], firstDigit: [], digits: [] };
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    if (!isDigitCode(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    // Collect one run: its groups, and all its digits with each group's offset among them.
+    run.starts.length = 0;
+    run.ends.length = 0;
+    run.firstDigit.length = 0;
+    run.digits.length = 0;
+    let p = i;
+    for (;;) {
+      run.starts.push(p);
+      run.firstDigit.push(run.digits.length);
+      let c: number;
+      while (p < n && isDigitCode((c = text.charCodeAt(p)))) {
+        run.digits.push(c - 48);
+        p++;
+      }
+      run.ends.push(p);
+      const sep = text.charCodeAt(p);
+      if ((sep === 32 || sep === 45) && p + 1 < n && isDigitCode(text.charCodeAt(p + 1))) p++;
+      else break;
+    }
+    run.firstDigit.push(run.digits.length);
+    meter.steps += p - i;
+    cardsInRun(text, run, out, meter);
+    i = p;
+  }
+}
+
+interface CardRun {
+  starts: number[];
+  ends: number[];
+  /** Index in `digits` of each group's first digit, and one past the last group. */
+  firstDigit: number[];
+  digits: number[];
+}
+
+function cardsInRun(text: string, run: CardRun, out: DlpMatch[], meter: ScanMeter): void {
+  const { starts, ends, firstDigit, digits } = run;
+  const groups = starts.length;
+  let g = 0;
+  while (g < groups) {
+    const first = starts[g]!;
+    if (first > 0 && !cardMayStartAfter(text.charCodeAt(first - 1))) {
+      g++;
+      continue;
+    }
+    // The furthest group the window may reach: within the span, one separator kind throughout.
+    const sep = g + 1 < groups ? text.charCodeAt(ends[g]!) : 0;
+    let last = g;
+    while (
+      last + 1 < groups &&
+      ends[last + 1]! - first <= CARD_MAX_SPAN &&
+      text.charCodeAt(ends[last]!) === sep
+    )
+      last++;
+    const from = firstDigit[g]!;
+    meter.steps += last - g + 1;
+    // The issuer prefix decides which lengths can be cards: most digit runs have none.
+    const allowed = firstDigit[last + 1]! - from >= 13 ? cardNetworkLengthsAt(digits, from) : 0;
+    let found = -1;
+    for (let j = last; j >= g && allowed !== 0; j--) {
+      const count = firstDigit[j + 1]! - from;
+      if (count < 13) break;
+      if (count > 19 || ((allowed >> (count - 13)) & 1) === 0) continue;
+      const end = ends[j]!;
+      if (end - first > CARD_MAX_SPAN || (end < text.length && isWordCode(text.charCodeAt(end)))) continue;
+      meter.steps += count;
+      if (!sameDigit(digits, from, count) && luhnAt(digits, from, count)) {
+        found = j;
+        break;
+      }
+    }
+    if (found < 0) {
+      g++;
+      continue;
+    }
+    out.push({ kind: "payment_card", category: "pii", start: first, end: ends[found]! });
+    g = found + 1;
+  }
+}
+
+function cardNetworkLengthsAt(digits: readonly number[], from: number): number {
+  let prefix = "";
+  for (let k = from; k < from + 6; k++) prefix += String(digits[k]);
+  return cardNetworkLengths(prefix);
+}
+
+function sameDigit(digits: readonly number[], from: number, count: number): boolean {
+  for (let k = from + 1; k < from + count; k++) if (digits[k] !== digits[from]) return false;
+  return true;
+}
+
+function luhnAt(digits: readonly number[], from: number, count: number): boolean {
+  let sum = 0;
+  let double = false;
+  for (let k = from + count - 1; k >= from; k--) {
+    let d = digits[k]!;
+    if (double) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+    double = !double;
+  }
+  return sum % 10 === 0;
+}
+
+/** 13 to 19 digits, not one digit repeated, of a known network, with a valid Luhn sum. */
+function isCardDigits(digits: string): boolean {
+  if (digits.length < 13 || digits.length > 19) return false;
+  if (/^(\d)\1+$/.test(digits)) return false;
+  return cardNetwork(digits) && luhnValid(digits);
+}
+
 const cardDetector: Detector = {
   kind: "payment_card",
   category: "pii",
-  patterns: [CARD_CANDIDATE],
+  patterns: [],
   maybe: (_t, h) => h.digits,
-  find(text, out) {
-    CARD_CANDIDATE.lastIndex = 0;
-    let m: RegExpExecArray | null;
-    while ((m = CARD_CANDIDATE.exec(text)) !== null) {
-      const cand = m[0];
-      // A card next to other numbers ("qty 2 4111 1111 1111 1111"): try the longest run of whole
-      // groups from the first group; if none is a card, retry from the next group.
-      const groups: { start: number; end: number }[] = [];
-      const re = /[0-9]+/g;
-      let g: RegExpExecArray | null;
-      while ((g = re.exec(cand)) !== null) groups.push({ start: g.index, end: g.index + g[0].length });
-      let found = false;
-      for (let j = groups.length - 1; j >= 0; j--) {
-        const sub = cand.slice(0, groups[j]!.end);
-        if (isCardNumber(sub)) {
-          out.push({ kind: "payment_card", category: "pii", start: m.index, end: m.index + sub.length });
-          CARD_CANDIDATE.lastIndex = m.index + sub.length;
-          found = true;
-          break;
-        }
-      }
-      if (!found) CARD_CANDIDATE.lastIndex = m.index + groups[0]!.end;
-    }
-    CARD_CANDIDATE.lastIndex = 0;
-  },
+  find: findCards,
 };
 
 const IBAN_CANDIDATE = /(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}[A-Z0-9 ]{10,40}/g;
@@ -359,11 +504,12 @@ const ibanDetector: Detector = {
   category: "pii",
   patterns: [IBAN_CANDIDATE],
   maybe: (_t, h) => h.digits,
-  find(text, out) {
+  find(text, out, meter) {
     IBAN_CANDIDATE.lastIndex = 0;
     let m: RegExpExecArray | null;
     while ((m = IBAN_CANDIDATE.exec(text)) !== null) {
       const cand = m[0];
+      meter.steps += 1 + cand.length;
       const len = IBAN_LENGTHS[cand.slice(0, 2)];
       if (len === undefined) {
         IBAN_CANDIDATE.lastIndex = m.index + 2;
@@ -392,6 +538,58 @@ const ibanDetector: Detector = {
   },
 };
 
+function isBase64UrlCode(c: number): boolean {
+  return isWordCode(c) || c === 45;
+}
+
+/**
+ * JWTs: `eyJ<header>.eyJ<payload>.<signature>` in base64url, found from each ".eyJ" so the scan
+ * stays linear. (As a regex, `\beyJ[A-Za-z0-9_-]{10,4096}\.` retried its 4096 characters at every
+ * "eyJ" after a '-': about 17 us per character on "eyJ-eyJ-...".) Header, payload and signature
+ * are the whole base64url runs around the dots, with the lengths the regex allowed (header 13 to
+ * 4099 characters from the earliest "eyJ" that starts a word, payload 13 to 16387, signature at
+ * least 10 and at most 4096 taken).
+ */
+const jwtDetector: Detector = {
+  kind: "jwt",
+  category: "secret",
+  patterns: [],
+  maybe: (t) => t.includes(".eyJ"),
+  find(text, out, meter) {
+    let from = 0;
+    for (;;) {
+      const dot = text.indexOf(".eyJ", from);
+      if (dot < 0) return;
+      from = dot + 1;
+      meter.steps++;
+      // Header: back from the dot over base64url, no further than its longest form.
+      let h = dot;
+      while (h > 0 && dot - h < 4099 && isBase64UrlCode(text.charCodeAt(h - 1))) h--;
+      // Payload: the whole run after the dot, then a dot.
+      let p = dot + 1;
+      while (p < text.length && p - dot <= 16388 && isBase64UrlCode(text.charCodeAt(p))) p++;
+      // Signature: at least 10 characters, at most 4096 taken.
+      let sig = p + 1;
+      while (sig < text.length && sig - p <= 4096 && isBase64UrlCode(text.charCodeAt(sig))) sig++;
+      meter.steps += dot - h + (sig - dot);
+      const payload = p - (dot + 1);
+      if (text.charCodeAt(p) !== 46 || payload < 13 || payload > 16387 || sig - (p + 1) < 10) continue;
+      // The earliest "eyJ" at a word start that leaves a header of 10 to 4096 after it.
+      let start = -1;
+      for (let q = text.indexOf("eyJ", h); q >= 0 && q <= dot - 13; q = text.indexOf("eyJ", q + 1)) {
+        meter.steps++;
+        if (q === 0 || !isWordCode(text.charCodeAt(q - 1))) {
+          start = q;
+          break;
+        }
+      }
+      if (start < 0) continue;
+      out.push({ kind: "jwt", category: "secret", start, end: sig });
+      from = sig;
+    }
+  },
+};
+
 /** `scheme://user:password@host`: found from each "://" so the scan stays linear. */
 const URL_SCHEME = /[a-z][a-z0-9+.-]{1,20}$/i;
 const URL_USERINFO = /[^\s:@/]{1,100}:([^\s:@/]{3,100})@/y;
@@ -400,9 +598,10 @@ const urlCredentialsDetector: Detector = {
   category: "secret",
   patterns: [URL_SCHEME, URL_USERINFO],
   maybe: (t) => t.includes("://"),
-  find(text, out) {
+  find(text, out, meter) {
     let at = text.indexOf("://");
     while (at >= 0) {
+      meter.steps++;
       if (URL_SCHEME.test(text.slice(Math.max(0, at - 21), at))) {
         URL_USERINFO.lastIndex = at + 3;
         const m = URL_USERINFO.exec(text);
@@ -450,11 +649,7 @@ const DETECTORS: readonly Detector[] = [
   ),
   regexDetector("stripe_key", "secret", /\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,247}\b/g),
   regexDetector("stripe_webhook_secret", "secret", /\bwhsec_[A-Za-z0-9]{32,64}\b/g),
-  regexDetector(
-    "jwt",
-    "secret",
-    /\beyJ[A-Za-z0-9_-]{10,4096}\.eyJ[A-Za-z0-9_-]{10,16384}\.[A-Za-z0-9_-]{10,4096}/g,
-  ),
+  jwtDetector,
   urlCredentialsDetector,
   regexDetector("bearer_token", "secret", /\bBearer\s{1,4}([A-Za-z0-9._~+/-]{20,2048}=*)/g, {
     group: 1,
@@ -543,14 +738,19 @@ export class DlpScanner {
    * Non-overlapping matches in text order. When two detectors overlap, the earlier match wins,
    * and at the same start the longer one.
    */
-  scan(text: string, allow: DlpAllow = NO_ALLOW, categories?: ReadonlySet<DlpCategory>): DlpMatch[] {
+  scan(
+    text: string,
+    allow: DlpAllow = NO_ALLOW,
+    categories?: ReadonlySet<DlpCategory>,
+    meter: ScanMeter = { steps: 0 },
+  ): DlpMatch[] {
     if (text.length < 6) return [];
     const hints: Hints = { digits: DIGIT.test(text), at: text.includes("@") };
     const found: DlpMatch[] = [];
     for (const d of this.detectors) {
       if (categories && !categories.has(d.category)) continue;
       if (!d.maybe(text, hints)) continue;
-      d.find(text, found);
+      d.find(text, found, meter);
     }
     if (found.length === 0) return found;
     found.sort((a, b) => a.start - b.start || b.end - a.end);
