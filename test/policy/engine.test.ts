@@ -413,7 +413,7 @@ describe("evaluateRequestBody: single messages", () => {
     ]) {
       const r = reply(await admitted("support-bot"), call(1, "list_tickets"), headers);
       expect(r.status).toBe(400);
-      expect(json(r).error).toMatchObject({ code: -32600, data: { reason: "header_mismatch" } });
+      expect(json(r).error).toMatchObject({ code: -32020, data: { reason: "header_mismatch" } });
     }
   });
 });

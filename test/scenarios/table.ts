@@ -322,7 +322,7 @@ export const scenarios: readonly Scenario[] = [
       body: listTools,
       session: "shared",
     },
-    expect: deny(400, -32600, "header_mismatch"),
+    expect: deny(400, -32020, "header_mismatch"),
   },
   {
     name: "method MCP does not define",

@@ -274,6 +274,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       const verdict = engine.evaluateRequestBody(exchange, body, headers);
       requestSeconds.observe((performance.now() - t1) / 1000);
       if (verdict.action === "reply") return sendReply(res, verdict.reply);
+      // The 2026-07-28 notification stream: ended at once on shutdown, like a GET stream.
+      if (exchange.methods[0] === "subscriptions/listen") state.longLived = true;
     }
     if (res.destroyed) return;
 

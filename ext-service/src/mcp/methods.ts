@@ -1,4 +1,4 @@
-/** MCP methods a client may send to a server, across protocol revisions 2025-03-26 .. 2025-11-25. */
+/** MCP methods a client may send to a server in the 2025 revisions (2025-03-26 .. 2025-11-25). */
 export const CLIENT_REQUEST_METHODS: ReadonlySet<string> = new Set([
   "initialize",
   "ping",
@@ -28,7 +28,23 @@ export const CLIENT_NOTIFICATION_METHODS: ReadonlySet<string> = new Set([
   "notifications/tasks/status",
 ]);
 
-export const PROTOCOL_VERSIONS = ["2025-03-26", "2025-06-18", "2025-11-25"] as const;
+/**
+ * MCP methods a client may send in revision 2026-07-28: no initialize, ping, logging/setLevel or
+ * resources/(un)subscribe (the per-request envelope, `subscriptions/listen` and its
+ * `resourceSubscriptions` replace them); `server/discover` is new.
+ */
+export const CLIENT_REQUEST_METHODS_2026: ReadonlySet<string> = new Set([
+  "server/discover",
+  "subscriptions/listen",
+  "tools/list",
+  "tools/call",
+  "prompts/list",
+  "prompts/get",
+  "resources/list",
+  "resources/templates/list",
+  "resources/read",
+  "completion/complete",
+]);
 
 /** Which kind of named thing a method acts on, for RBAC. */
 export type SubjectKind = "tools" | "prompts" | "resources";
@@ -71,4 +87,19 @@ export function completionTarget(
     kind: "prompts",
     name: r.type === "ref/prompt" && typeof r.name === "string" ? r.name : undefined,
   };
+}
+
+/**
+ * The resource URIs a `subscriptions/listen` request asks updates for
+ * (`params.notifications.resourceSubscriptions`); undefined when the shape is not a list of strings.
+ */
+export function listenResourceSubscriptions(
+  params: Record<string, unknown> | undefined,
+): string[] | undefined {
+  const filter = params?.notifications;
+  if (typeof filter !== "object" || filter === null || Array.isArray(filter)) return [];
+  const uris = (filter as Record<string, unknown>).resourceSubscriptions;
+  if (uris === undefined) return [];
+  if (!Array.isArray(uris) || !uris.every((u) => typeof u === "string")) return undefined;
+  return uris as string[];
 }

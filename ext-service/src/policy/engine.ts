@@ -5,11 +5,25 @@ import type { GatewayConfig, RegistryTool } from "../config/schema.js";
 import {
   errorResponse,
   parseJsonRpcBody,
+  type JsonRpcId,
   type JsonRpcMessage,
   type JsonRpcRequest,
   type ParseLimits,
 } from "../mcp/jsonrpc.js";
-import { CLIENT_REQUEST_METHODS, completionTarget, requestTarget } from "../mcp/methods.js";
+import {
+  LEGACY_PROTOCOL_VERSIONS,
+  MODERN_PROTOCOL_VERSIONS,
+  classifyEra,
+  protocolVersionLabel,
+  type ProtocolEra,
+} from "../mcp/eras.js";
+import {
+  CLIENT_REQUEST_METHODS,
+  CLIENT_REQUEST_METHODS_2026,
+  completionTarget,
+  listenResourceSubscriptions,
+  requestTarget,
+} from "../mcp/methods.js";
 import { denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { Authenticator, type Principal } from "./identity.js";
 import { Rbac } from "./rbac.js";
@@ -110,6 +124,8 @@ export class PolicyEngine {
     reason: Reason,
     detail?: string,
     extraHeaders: Record<string, string> = {},
+    id: JsonRpcId | null = null,
+    extraData: Record<string, unknown> = {},
   ): HttpReply {
     denyExchange(exchange, reason, reason === "internal_error" ? "error" : "deny");
     const info = Reasons[reason];
@@ -117,7 +133,8 @@ export class PolicyEngine {
     if (info.status === 401) headers["www-authenticate"] ??= this.bearerChallenge(reason, exchange.server);
     return jsonReply(
       info.status,
-      errorResponse(null, info.code, detail ? `${info.message}: ${detail}` : info.message, {
+      errorResponse(id, info.code, detail ? `${info.message}: ${detail}` : info.message, {
+        ...extraData,
         reason,
         request_id: exchange.requestId,
       }),
@@ -156,6 +173,12 @@ export class PolicyEngine {
     if (!this.rbac.mayReachServer(auth.principal, route.server)) {
       return { ok: false, exchange, reply: this.rejection(exchange, "server_forbidden") };
     }
+    if (head.method !== "POST") {
+      // GET and DELETE are 2025-era session operations (2026-07-28 is POST only).
+      exchange.era = "2025";
+      const version = head.headers["mcp-protocol-version"];
+      exchange.protocolVersion = version === undefined ? undefined : protocolVersionLabel(version.trim());
+    }
     return { ok: true, exchange, principal: auth.principal, server: route.server };
   }
 
@@ -184,9 +207,10 @@ export class PolicyEngine {
   }
 
   /**
-   * Body-phase decision for a POST: parse the JSON-RPC body and decide each request. A batch is
-   * atomic: if any request in it is denied, nothing is forwarded and every request in it is
-   * answered (the denied ones with their reason, the others with `batch_rejected`).
+   * Body-phase decision for a POST: parse the JSON-RPC body, classify its protocol era (the
+   * 2026-07-28 envelope and standard headers must agree with the body) and decide each request.
+   * A batch is atomic: if any request in it is denied, nothing is forwarded and every request in
+   * it is answered (the denied ones with their reason, the others with `batch_rejected`).
    */
   evaluateRequestBody(exchange: Exchange, body: Uint8Array, headers: HeaderMap): RequestVerdict {
     if (body.byteLength > this.limits.maxRequestBytes) {
@@ -201,20 +225,18 @@ export class PolicyEngine {
     const server = exchange.server;
     if (!principal || !server) return { action: "reply", reply: this.rejection(exchange, "internal_error") };
 
+    for (const message of parsed.messages) {
+      if (message.kind !== "response") exchange.methods.push(message.method);
+    }
+    const refused = this.classifyBody(exchange, parsed.messages, parsed.batch, headers);
+    if (refused) return { action: "reply", reply: refused };
+    const era = exchange.era ?? "2025";
+
     const denials: { message: JsonRpcRequest; reason: Reason; detail: string | undefined }[] = [];
     for (const message of parsed.messages) {
-      if (message.kind !== "request") {
-        if (message.kind === "notification") exchange.methods.push(message.method);
-        continue;
-      }
-      exchange.methods.push(message.method);
-      const denial = this.decideRequest(exchange, principal, server, message);
+      if (message.kind !== "request") continue;
+      const denial = this.decideRequest(exchange, principal, server, message, era);
       if (denial) denials.push({ message, ...denial });
-    }
-
-    if (!parsed.batch) {
-      const mismatch = this.checkMcpHeaders(parsed.messages[0]!, headers);
-      if (mismatch) return { action: "reply", reply: this.rejection(exchange, "header_mismatch", mismatch) };
     }
 
     if (denials.length === 0) {
@@ -237,7 +259,10 @@ export class PolicyEngine {
     };
     if (!parsed.batch) {
       const d = denials[0]!;
-      return { action: "reply", reply: jsonReply(200, errorFor(d.message, d.reason, d.detail)) };
+      // 2026-07-28 answers a method the receiver does not implement with HTTP 404 (clients
+      // probing with server/discover tell a modern endpoint from a missing one by it).
+      const status = era === "2026" && d.reason === "method_unknown" ? 404 : 200;
+      return { action: "reply", reply: jsonReply(status, errorFor(d.message, d.reason, d.detail)) };
     }
     for (const d of denials) denyExchange(exchange, d.reason); // the causes first in the audit record
     const denied = new Map(denials.map((d) => [d.message, d]));
@@ -250,14 +275,57 @@ export class PolicyEngine {
     return { action: "reply", reply: jsonReply(200, answers) };
   }
 
+  /**
+   * Sets the exchange's era and protocol version from the body (mcp/eras.ts), or returns the
+   * reply refusing the whole request: headers that disagree with the body, a malformed
+   * 2026-07-28 envelope, a revision the gateway cannot parse, or a 2026 message in a batch
+   * (2026-07-28 has no batches).
+   */
+  private classifyBody(
+    exchange: Exchange,
+    messages: readonly JsonRpcMessage[],
+    batch: boolean,
+    headers: HeaderMap,
+  ): HttpReply | undefined {
+    // Mcp-Method and Mcp-Name describe one message: a batch is checked on its version header only.
+    const standard = batch ? { "mcp-protocol-version": headers["mcp-protocol-version"] } : headers;
+    for (const message of messages) {
+      const era = classifyEra(message, standard);
+      const id = message.kind === "request" ? message.id : null;
+      if (!era.ok) {
+        if (era.problem !== "unsupported_protocol_version")
+          return this.rejection(exchange, era.problem, era.detail, {}, id);
+        exchange.protocolVersion = protocolVersionLabel(era.detail);
+        return this.rejection(exchange, era.problem, era.detail, {}, id, {
+          supported: [...MODERN_PROTOCOL_VERSIONS, ...LEGACY_PROTOCOL_VERSIONS],
+          requested: era.detail,
+        });
+      }
+      if (batch && era.era === "2026") {
+        return this.rejection(exchange, "invalid_request", "a batch must not carry 2026-07-28 messages");
+      }
+      if (
+        exchange.era === undefined ||
+        (exchange.protocolVersion === undefined && era.version !== undefined)
+      ) {
+        exchange.era = era.era;
+        exchange.protocolVersion = era.version === undefined ? undefined : protocolVersionLabel(era.version);
+      }
+    }
+    return undefined;
+  }
+
   private decideRequest(
     exchange: Exchange,
     principal: Principal,
     server: string,
     message: JsonRpcRequest,
+    era: ProtocolEra,
   ): { reason: Reason; detail: string | undefined } | undefined {
-    if (!CLIENT_REQUEST_METHODS.has(message.method))
-      return { reason: "method_unknown", detail: message.method };
+    const methods = era === "2026" ? CLIENT_REQUEST_METHODS_2026 : CLIENT_REQUEST_METHODS;
+    if (!methods.has(message.method)) return { reason: "method_unknown", detail: message.method };
+    if (message.method === "subscriptions/listen")
+      return this.decideListen(exchange, principal, server, message);
     const completion = completionTarget(message.method, message.params);
     if (completion) return this.decideCompletion(exchange, principal, server, message, completion);
     const target = requestTarget(message.method, message.params);
@@ -314,7 +382,20 @@ export class PolicyEngine {
             : "resource_unknown";
       return { reason, detail: target.name };
     }
-    return this.security.checkRequest(exchange, server, message.method, target.name, message.params, tool);
+    const denial = this.security.checkRequest(
+      exchange,
+      server,
+      message.method,
+      target.name,
+      message.params,
+      tool,
+    );
+    if (denial) return denial;
+    // A 2026-07-28 retry carries what the client gathered for the server's input requests
+    // (elicitation answers, sampling output, roots): the same checks as arguments.
+    const inputResponses = message.params?.inputResponses;
+    if (inputResponses === undefined) return undefined;
+    return this.security.checkInputResponses(exchange, server, target.name, inputResponses);
   }
 
   /**
@@ -357,17 +438,28 @@ export class PolicyEngine {
     );
   }
 
-  /** Newer protocol revisions mirror the method and target in headers; they must agree with the body. */
-  private checkMcpHeaders(message: JsonRpcMessage, headers: HeaderMap): string | undefined {
-    const method = headers["mcp-method"];
-    const name = headers["mcp-name"];
-    if (method === undefined && name === undefined) return undefined;
-    if (message.kind === "response") return "Mcp-Method sent with a response";
-    if (method !== undefined && method !== message.method)
-      return `Mcp-Method '${method}' vs body '${message.method}'`;
-    if (name !== undefined) {
-      const target = requestTarget(message.method, message.params);
-      if (target?.name !== name) return `Mcp-Name '${name}' vs body '${target?.name ?? ""}'`;
+  /**
+   * `subscriptions/listen` opens the 2026-07-28 notification stream (the GET stream of 2025):
+   * allowed to any agent that may reach the server, but each resource it subscribes to must be
+   * one the agent may read, as `resources/subscribe` must.
+   */
+  private decideListen(
+    exchange: Exchange,
+    principal: Principal,
+    server: string,
+    message: JsonRpcRequest,
+  ): { reason: Reason; detail: string | undefined } | undefined {
+    const uris = listenResourceSubscriptions(message.params);
+    if (uris === undefined) {
+      return { reason: "invalid_params", detail: "'notifications.resourceSubscriptions' must list URIs" };
+    }
+    for (const uri of uris) {
+      const problem = resourceUriProblem(uri);
+      if (problem) return { reason: "resource_uri_invalid", detail: problem };
+      exchange.resources.push(this.security.auditText(uri));
+      if (!this.rbac.decide({ principal, server, kind: "resources", name: uri }).allowed) {
+        return { reason: "resource_unknown", detail: uri };
+      }
     }
     return undefined;
   }

@@ -1,3 +1,4 @@
+import type { ProtocolEra } from "../mcp/eras.js";
 import type { JsonRpcId } from "../mcp/jsonrpc.js";
 import type { Principal } from "./identity.js";
 import type { Reason } from "./reasons.js";
@@ -13,6 +14,10 @@ export interface Exchange {
   server: string | undefined;
   principal: Principal | undefined;
   httpMethod: string;
+  /** The protocol era of the body (or, for GET/DELETE, of the session): set once classified. */
+  era: ProtocolEra | undefined;
+  /** The protocol revision the request names (envelope, initialize or header), if any. */
+  protocolVersion: string | undefined;
   /** JSON-RPC methods seen in the request body, in order. */
   methods: string[];
   /** Tool names called (tools/call), in order. */
@@ -46,6 +51,8 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     server: undefined,
     principal: undefined,
     httpMethod,
+    era: undefined,
+    protocolVersion: undefined,
     methods: [],
     tools: [],
     resources: [],

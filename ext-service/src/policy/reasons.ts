@@ -15,6 +15,10 @@ export const JsonRpcCode = {
   PolicyDenied: -32010,
   RateLimited: -32029,
   UpstreamUnavailable: -32050,
+  /** MCP 2026-07-28: HTTP headers disagree with the body, or a required one is missing. */
+  HeaderMismatch: -32020,
+  /** MCP 2026-07-28: the request names a protocol revision the receiver does not implement. */
+  UnsupportedProtocolVersion: -32022,
 } as const;
 
 export interface ReasonInfo {
@@ -69,6 +73,16 @@ export const Reasons = {
   },
   // routing and reachability
   server_unknown: { code: JsonRpcCode.MethodNotFound, status: 404, message: "No such MCP server" },
+  origin_forbidden: {
+    code: JsonRpcCode.Forbidden,
+    status: 403,
+    message: "Requests from this web origin are not accepted",
+  },
+  host_forbidden: {
+    code: JsonRpcCode.Forbidden,
+    status: 403,
+    message: "Requests for this host name are not accepted (DNS rebinding protection)",
+  },
   server_forbidden: {
     code: JsonRpcCode.Forbidden,
     status: 403,
@@ -120,9 +134,19 @@ export const Reasons = {
     message: "The request body was not received in time",
   },
   header_mismatch: {
-    code: JsonRpcCode.InvalidRequest,
+    code: JsonRpcCode.HeaderMismatch,
     status: 400,
-    message: "The Mcp-Method or Mcp-Name header does not match the body",
+    message: "The MCP-Protocol-Version, Mcp-Method or Mcp-Name header is missing or does not match the body",
+  },
+  invalid_envelope: {
+    code: JsonRpcCode.InvalidParams,
+    status: 400,
+    message: "The request's params._meta envelope (MCP 2026-07-28) is missing or malformed",
+  },
+  unsupported_protocol_version: {
+    code: JsonRpcCode.UnsupportedProtocolVersion,
+    status: 400,
+    message: "The gateway does not support this MCP protocol version",
   },
   invalid_params: { code: JsonRpcCode.InvalidParams, status: 200, message: "Invalid params" },
   // policy on messages

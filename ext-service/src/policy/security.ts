@@ -8,6 +8,7 @@ import type {
   SecurityOverride,
 } from "../config/schema.js";
 import { arrayItemSources } from "../mcp/json-source.js";
+import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } from "../mcp/eras.js";
 import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import { toolPin } from "./canonical.js";
 import { crossReferences, nameCollisions, type NamedTool } from "./collisions.js";
@@ -149,6 +150,15 @@ interface WalkContext {
 }
 
 const MAX_WALK_DEPTH = 256;
+
+/** Server capabilities whose methods the gateway passes (2026-07-28 `server/discover`). */
+const DISCOVER_CAPABILITIES: ReadonlySet<string> = new Set([
+  "tools",
+  "prompts",
+  "resources",
+  "completions",
+  "logging",
+]);
 const MAX_SCAN_CACHE = 4096;
 
 function pathString(path: readonly (string | number)[]): string {
@@ -300,6 +310,33 @@ export class SecurityPolicy {
       }
     }
     if (!isRecord(args)) return undefined;
+    return this.checkClientStrings(exchange, settings, args, "arguments");
+  }
+
+  /**
+   * The `inputResponses` of a 2026-07-28 retry (tools/call, prompts/get, resources/read): what
+   * the client gathered for the server's input requests (elicitation answers, sampling output,
+   * roots) goes to the server like arguments, so the argument rules (injection, DLP) apply to it.
+   */
+  checkInputResponses(
+    exchange: Exchange,
+    server: string,
+    name: string,
+    inputResponses: unknown,
+  ): RequestDenial | undefined {
+    if (!isRecord(inputResponses))
+      return { reason: "invalid_params", detail: "'inputResponses' must be an object" };
+    countOn(exchange, "input_responses");
+    return this.checkClientStrings(exchange, this.resolve(server, name), inputResponses, "inputResponses");
+  }
+
+  /** Walks every string under a client-sent value; the first denial wins. */
+  private checkClientStrings(
+    exchange: Exchange,
+    settings: ResolvedSecurity,
+    root: unknown,
+    rootPath: string,
+  ): RequestDenial | undefined {
     let denial: RequestDenial | undefined;
     const visit = (value: unknown, path: (string | number)[], depth: number): void => {
       if (denial || depth > MAX_WALK_DEPTH) return;
@@ -322,7 +359,7 @@ export class SecurityPolicy {
         }
       }
     };
-    visit(args, ["arguments"], 0);
+    visit(root, [rootPath], 0);
     return denial;
   }
 
@@ -387,6 +424,21 @@ export class SecurityPolicy {
       return this.scanMessage(exchange, message, "result", this.resolve(server, "*"), { injection: true });
     }
     const name = pending.target ?? "*";
+    if (isInputRequiredResult(message.result)) {
+      // 2026-07-28 multi-round-trip: the server asks the client for input before it answers.
+      // Only the three requests that may ask it are accepted, and each is scanned as a
+      // server-to-client request of 2025 is; `requestState` is the server's, passed untouched.
+      if (
+        pending.method === "tools/call" ||
+        pending.method === "prompts/get" ||
+        pending.method === "resources/read"
+      )
+        return this.inspectInputRequired(exchange, server, message);
+      return this.refuse(exchange, message, {
+        reason: "upstream_invalid_response",
+        detail: `an input_required result answering ${pending.method}`,
+      });
+    }
     switch (pending.method) {
       case "tools/list":
         return this.inspectToolList(exchange, server, message, source);
@@ -396,6 +448,8 @@ export class SecurityPolicy {
         return this.inspectDescriptions(exchange, server, message, pending.method);
       case "initialize":
         return this.inspectInstructions(exchange, server, message);
+      case "server/discover":
+        return this.inspectDiscover(exchange, server, message);
       case "tools/call":
       case "tasks/result":
       case "prompts/get":
@@ -436,6 +490,112 @@ export class SecurityPolicy {
     // injected instructions or leak data.
     const injection = message.method === "sampling/createMessage" || message.method === "elicitation/create";
     return this.scanMessage(exchange, message, "params", this.resolve(server, "*"), { injection });
+  }
+
+  /**
+   * The `inputRequests` of an `input_required` result: sampling and elicitation requests get
+   * DLP and injection scanning, roots requests DLP, as server-to-client requests do in 2025. A
+   * block refuses the whole result (the client must not act on half of it); anything that is
+   * not one of the three input requests is refused as an invalid response.
+   */
+  private inspectInputRequired(
+    exchange: Exchange,
+    server: string,
+    message: JsonRpcMessage & { kind: "response" },
+  ): SecurityRewrite {
+    const result = message.result as Record<string, unknown>;
+    const requests = result.inputRequests;
+    if (requests === undefined) return SAME;
+    if (!isRecord(requests)) {
+      return this.refuse(exchange, message, {
+        reason: "upstream_invalid_response",
+        detail: "'inputRequests' is not an object",
+      });
+    }
+    const settings = this.resolve(server, "*");
+    let out: Record<string, unknown> | undefined;
+    for (const key of Object.keys(requests)) {
+      const request = requests[key];
+      if (
+        !isRecord(request) ||
+        typeof request.method !== "string" ||
+        !INPUT_REQUEST_METHODS.has(request.method)
+      ) {
+        return this.refuse(exchange, message, {
+          reason: "upstream_invalid_response",
+          detail: "an input request that is not sampling, elicitation or roots",
+        });
+      }
+      countOn(exchange, "input_requests");
+      const ctx: WalkContext = {
+        exchange,
+        settings,
+        injection:
+          (request.method === "sampling/createMessage" || request.method === "elicitation/create") &&
+          settings.injection.enabled,
+        dlp: settings.dlp.enabled,
+        block: undefined,
+        notes: [],
+        tooDeep: false,
+        scanned: 0,
+        rules: new Set(),
+      };
+      const before = request.params;
+      if (before === undefined || (!ctx.injection && !ctx.dlp)) continue;
+      const after = this.walk(
+        before,
+        ctx,
+        ["result", "inputRequests", key, "params"],
+        0,
+        undefined,
+        undefined,
+      );
+      if (ctx.tooDeep)
+        ctx.block ??= { reason: "upstream_invalid_response", detail: "nested too deeply to inspect" };
+      if (ctx.block) return this.refuse(exchange, message, ctx.block);
+      if (after !== before) (out ??= { ...requests })[key] = { ...request, params: after };
+    }
+    if (out === undefined) return SAME;
+    return this.replaced({ ...message.raw, result: { ...result, inputRequests: out } });
+  }
+
+  /**
+   * `server/discover` (2026-07-28) describes the server as the gateway presents it: only the
+   * revisions the gateway can parse, only the capabilities whose methods it passes (extension
+   * and experimental methods are refused, so advertising them would mislead the client), and
+   * `instructions` scanned like the initialize result's.
+   */
+  private inspectDiscover(
+    exchange: Exchange,
+    server: string,
+    message: JsonRpcMessage & { kind: "response" },
+  ): SecurityRewrite {
+    const result = message.result;
+    if (!isRecord(result)) return SAME;
+    let next: Record<string, unknown> = result;
+    if (Array.isArray(result.supportedVersions)) {
+      const versions = result.supportedVersions.filter(
+        (v): v is string => typeof v === "string" && isKnownProtocolVersion(v),
+      );
+      if (versions.length !== result.supportedVersions.length)
+        next = { ...next, supportedVersions: versions };
+    }
+    if (isRecord(result.capabilities)) {
+      const capabilities = result.capabilities;
+      const kept = Object.fromEntries(
+        Object.entries(capabilities).filter(([key]) => DISCOVER_CAPABILITIES.has(key)),
+      );
+      const removed = Object.keys(capabilities).length - Object.keys(kept).length;
+      if (removed > 0) {
+        countOn(exchange, "capabilities_filtered", removed);
+        next = { ...next, capabilities: kept };
+      }
+    }
+    if (next === result) return this.inspectInstructions(exchange, server, message);
+    const filtered = this.replaced({ ...message.raw, result: next });
+    if (filtered.kind !== "replace" || filtered.message.kind !== "response") return filtered;
+    const scanned = this.inspectInstructions(exchange, server, filtered.message);
+    return scanned.kind === "same" ? filtered : scanned;
   }
 
   /**

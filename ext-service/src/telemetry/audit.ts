@@ -14,6 +14,10 @@ export interface AuditRecord {
   anonymous: boolean;
   server: string | null;
   http_method: string;
+  /** MCP protocol era of the request ("2025" or "2026"), once its body or headers were read. */
+  era: string | null;
+  /** The protocol revision the request named: a known revision, "other" or null. */
+  protocol_version: string | null;
   status: number | null;
   methods: string[];
   tools: string[];
@@ -66,6 +70,8 @@ const AUDIT_KEYS: readonly (keyof AuditRecord)[] = [
   "anonymous",
   "server",
   "http_method",
+  "era",
+  "protocol_version",
   "status",
   "methods",
   "tools",
@@ -224,6 +230,8 @@ export class AuditTrail {
       anonymous: exchange.principal?.anonymous ?? false,
       server: exchange.server ?? null,
       http_method: boundedText(exchange.httpMethod, MAX_METHOD_CHARS),
+      era: exchange.era ?? null,
+      protocol_version: exchange.protocolVersion ?? null,
       status: exchange.status ?? null,
       // Client-chosen strings, bounded (a copy, so nothing done to the exchange later shows in it).
       methods: boundedTexts(exchange.methods, MAX_METHOD_CHARS),
@@ -241,6 +249,12 @@ export class AuditTrail {
       method: methodLabel(exchange.methods[0], exchange.httpMethod),
       decision: exchange.decision,
     });
+    if (exchange.era !== undefined) {
+      this.metrics.protocolRequests.inc({
+        era: exchange.era,
+        protocol_version: exchange.protocolVersion ?? "none",
+      });
+    }
     for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });
     for (const [kind, n] of Object.entries(exchange.counters)) countMetric(this.metrics, exchange, kind, n);
     return record;

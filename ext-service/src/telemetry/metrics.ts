@@ -1,5 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { CLIENT_NOTIFICATION_METHODS, CLIENT_REQUEST_METHODS } from "../mcp/methods.js";
+import {
+  CLIENT_NOTIFICATION_METHODS,
+  CLIENT_REQUEST_METHODS,
+  CLIENT_REQUEST_METHODS_2026,
+} from "../mcp/methods.js";
 
 /** HTTP methods a label may name; anything else a client sends is counted as `other`. */
 const HTTP_METHODS: ReadonlySet<string> = new Set([
@@ -21,7 +25,9 @@ const HTTP_METHODS: ReadonlySet<string> = new Set([
  */
 export function methodLabel(jsonRpcMethod: string | undefined, httpMethod: string): string {
   if (jsonRpcMethod !== undefined) {
-    return CLIENT_REQUEST_METHODS.has(jsonRpcMethod) || CLIENT_NOTIFICATION_METHODS.has(jsonRpcMethod)
+    return CLIENT_REQUEST_METHODS.has(jsonRpcMethod) ||
+      CLIENT_REQUEST_METHODS_2026.has(jsonRpcMethod) ||
+      CLIENT_NOTIFICATION_METHODS.has(jsonRpcMethod)
       ? jsonRpcMethod
       : "other";
   }
@@ -32,6 +38,7 @@ export function methodLabel(jsonRpcMethod: string | undefined, httpMethod: strin
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<"server" | "method" | "decision">;
+  readonly protocolRequests: Counter<"era" | "protocol_version">;
   readonly decisionSeconds: Histogram<"phase">;
   readonly violations: Counter<"reason">;
   readonly filtered: Counter<"kind">;
@@ -53,6 +60,12 @@ export class Metrics {
       name: "mcp_gateway_requests_total",
       help: "HTTP exchanges by server, first JSON-RPC method and decision",
       labelNames: ["server", "method", "decision"],
+      registers,
+    });
+    this.protocolRequests = new Counter({
+      name: "mcp_gateway_protocol_requests_total",
+      help: "HTTP exchanges by MCP protocol era (2025, 2026) and revision (known revisions, other, none)",
+      labelNames: ["era", "protocol_version"],
       registers,
     });
     this.decisionSeconds = new Histogram({
