@@ -65,6 +65,7 @@ describe("ext_authz Check", () => {
       anonymous: "boolValue",
       request_id: "stringValue",
       server: "stringValue",
+      http_method: "stringValue",
     });
     const f = res.dynamic_metadata!.fields!;
     expect(f.agent!.stringValue).toBe("support-bot");

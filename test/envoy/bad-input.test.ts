@@ -217,7 +217,7 @@ describe("gRPC protocol misuse", () => {
     expect(gw.logs.records().some((l) => l.msg === "ext_proc: unexpected message from Envoy")).toBe(true);
   });
 
-  it("refuses response headers on a POST whose body was never inspected", async () => {
+  it("refuses a 200 on a POST whose body was never inspected (no local reply is a 200 there)", async () => {
     const { metadata, requestId } = await admittedMetadata();
     const call = gw.client.openProcess();
     call.send(requestHeaders(metadata, requestId));

@@ -198,7 +198,7 @@ describe("Structs built from encoded parts (wire.ts)", () => {
   });
 
   /** The ext_authz identity as one Struct object, as it was built before it was cached. */
-  const authzStruct = (p: Principal, requestId: string, server: string) =>
+  const authzStruct = (p: Principal, requestId: string, server: string, httpMethod: string) =>
     toStruct({
       agent: p.agent,
       roles: [...p.roles],
@@ -207,21 +207,22 @@ describe("Structs built from encoded parts (wire.ts)", () => {
       anonymous: p.anonymous,
       request_id: requestId,
       server,
+      http_method: httpMethod,
     });
 
   it("the ext_authz identity: the bytes of its Struct, the principal's part cached", () => {
     fc.assert(
       fc.property(
         principal,
-        fc.array(fc.tuple(text, text), { minLength: 1, maxLength: 3 }),
+        fc.array(fc.tuple(text, text, text), { minLength: 1, maxLength: 3 }),
         (p, requests) => {
           const frozen = Object.freeze({ ...p, roles: Object.freeze([...p.roles]) });
-          for (const [requestId, server] of requests) {
-            const ours = encodeAuthzMetadata(frozen, requestId, server);
+          for (const [requestId, server, httpMethod] of requests) {
+            const ours = encodeAuthzMetadata(frozen, requestId, server, httpMethod);
             expect(ours).toBeInstanceOf(EncodedStruct);
             expect(
               appendStructField(Buffer.alloc(0), 4, ours).equals(
-                referenceStructField(4, authzStruct(frozen, requestId, server)),
+                referenceStructField(4, authzStruct(frozen, requestId, server, httpMethod)),
               ),
             ).toBe(true);
           }
@@ -233,15 +234,15 @@ describe("Structs built from encoded parts (wire.ts)", () => {
 });
 
 /** What the server reads: proto-loader's decoding, without metadata_context unless the message
- * carries request headers. */
+ * carries request or response headers. */
 function expectedRequest(bytes: Buffer): object {
   const full = requestCodec.deserialize(bytes) as Record<string, unknown>;
-  if (full.request_headers !== undefined) return full;
+  if (full.request_headers !== undefined || full.response_headers !== undefined) return full;
   const { metadata_context: _, ...rest } = full;
   return rest;
 }
 
-describe("server-side ext_proc requests: metadata_context read with the request headers only", () => {
+describe("server-side ext_proc requests: metadata_context read with headers only", () => {
   it("decode as proto-loader does, whole or merged from two parts", () => {
     fc.assert(
       fc.property(requestWithMetadata, fc.option(requestWithMetadata, { nil: undefined }), (a, b) => {

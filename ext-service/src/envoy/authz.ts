@@ -3,7 +3,7 @@ import type { HttpReply } from "../policy/engine.js";
 import { secondsSince, type AdapterContext } from "./context.js";
 import { authzHeader, headerMapToRecord } from "./headers.js";
 import { envoyProtos } from "./protos.js";
-import { encodeAuthzMetadata } from "./principal.js";
+import { encodeAnsweredMetadata, encodeAuthzMetadata } from "./principal.js";
 import type { CheckReply, CheckRequest } from "./types.js";
 
 /** google.rpc codes for CheckReply.status. Envoy forwards on 0 and answers locally on anything else. */
@@ -36,8 +36,12 @@ function grpcCodeFor(status: number): number {
   }
 }
 
-/** The gateway answers the request itself: a denial, or the RFC 9728 metadata document. */
-export function deniedResponse(reply: HttpReply, reason: string | undefined): CheckReply {
+/**
+ * The gateway answers the request itself: a denial, or the RFC 9728 metadata document. The
+ * exchange is audited here; the metadata says so to ext_proc, which Envoy 1.38 also hands this
+ * answer to (a local reply runs through every encoder filter), so it is not audited twice.
+ */
+export function deniedResponse(reply: HttpReply, reason: string | undefined, requestId: string): CheckReply {
   return {
     status: { code: grpcCodeFor(reply.status), message: reason ?? `answered with ${reply.status}` },
     denied_response: {
@@ -46,6 +50,7 @@ export function deniedResponse(reply: HttpReply, reason: string | undefined): Ch
       headers: Object.entries(reply.headers).map(([k, v]) => authzHeader(k, v)),
       body: reply.body,
     },
+    dynamic_metadata: encodeAnsweredMetadata(requestId),
   };
 }
 
@@ -53,7 +58,8 @@ export function deniedResponse(reply: HttpReply, reason: string | undefined): Ch
  * `envoy.service.auth.v3.Authorization/Check`: the header phase. Verifies the token, decides
  * whether the agent may reach the server in the path, and on allow rewrites identity headers.
  * It writes the audit record only for requests it answers itself; allowed requests are audited
- * by ext_proc when their stream ends, so each HTTP request yields exactly one record.
+ * by ext_proc when their stream ends (also when a later filter, local_ratelimit or a buffer
+ * limit, answers them), so each HTTP request yields exactly one record.
  */
 export function createCheckHandler(ctx: AdapterContext) {
   const { audit, logger, metrics } = ctx;
@@ -74,12 +80,12 @@ export function createCheckHandler(ctx: AdapterContext) {
       logger.error({ request_id: exchange.requestId }, "ext_authz: CheckRequest without HTTP attributes");
       const reply = engine.rejection(exchange, "internal_error");
       audit.finishSoon(exchange, reply.status);
-      return deniedResponse(reply, "internal_error");
+      return deniedResponse(reply, "internal_error", exchange.requestId);
     }
     const admission = await engine.admit({ method, path, headers }, exchange);
     if (!admission.ok) {
       audit.finishSoon(exchange, admission.reply.status);
-      return deniedResponse(admission.reply, exchange.reasons[0]);
+      return deniedResponse(admission.reply, exchange.reasons[0], exchange.requestId);
     }
     const upstream = engine.upstreamHeaders(exchange, headers);
     // Envoy applies ok_response.headers before headers_to_remove (and some versions the other
@@ -92,7 +98,7 @@ export function createCheckHandler(ctx: AdapterContext) {
         headers: Object.entries(upstream.set).map(([k, v]) => authzHeader(k, v)),
         headers_to_remove: remove,
       },
-      dynamic_metadata: encodeAuthzMetadata(admission.principal, exchange.requestId, admission.server),
+      dynamic_metadata: encodeAuthzMetadata(admission.principal, exchange.requestId, admission.server, method),
     };
   }
 
@@ -112,7 +118,7 @@ export function createCheckHandler(ctx: AdapterContext) {
         logger.error({ err, request_id: exchange.requestId }, "ext_authz: check failed");
         const reply = ctx.engine.rejection(exchange, "internal_error");
         audit.finishSoon(exchange, reply.status);
-        callback(null, deniedResponse(reply, "internal_error"));
+        callback(null, deniedResponse(reply, "internal_error", exchange.requestId));
       },
     );
   };

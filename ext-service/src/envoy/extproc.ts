@@ -1,12 +1,12 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { HttpReply, PolicyEngine } from "../policy/engine.js";
-import type { Exchange } from "../policy/exchange.js";
-import { Reasons } from "../policy/reasons.js";
+import { denyExchange, type Exchange } from "../policy/exchange.js";
+import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
 import { headerMapToRecord, rawHeader } from "./headers.js";
-import { decodeAuthzMetadata } from "./principal.js";
+import { decodeAuthzMetadata, readAuthzOutcome } from "./principal.js";
 import { constantMessage, envoyProtos } from "./protos.js";
 import type {
   BodySendMode,
@@ -59,6 +59,35 @@ const OVERRIDE_BUFFERED = modeOverride("BUFFERED");
 const OVERRIDE_STREAMED = modeOverride("STREAMED");
 const OVERRIDE_NONE = modeOverride("NONE");
 
+/**
+ * A local reply of an earlier filter (ext_authz, local_ratelimit, a buffer limit) passes
+ * unchanged: no body, no trailers. Header modes are left DEFAULT, which Envoy reads as "unset"
+ * (ext_proc.cc effectiveModeOverride); body modes always apply as given.
+ */
+const PASS_LOCAL_REPLY = constantMessage<ProcessingReply>({
+  response_headers: { response: {} },
+  mode_override: {
+    request_body_mode: "NONE",
+    response_body_mode: "NONE",
+    request_trailer_mode: "SKIP",
+    response_trailer_mode: "SKIP",
+  },
+});
+
+/** The reason a local reply of Envoy's own filters stands for, by its status. */
+function localReplyReason(status: number): Reason | undefined {
+  switch (status) {
+    case 429:
+      return "rate_limited"; // local_ratelimit
+    case 413:
+      return "body_too_large"; // the buffer limit, while the request body was being buffered
+    case 408:
+      return "request_timeout"; // request_timeout / request_headers_timeout
+    default:
+      return status >= 500 ? "internal_error" : undefined;
+  }
+}
+
 // The replies that let a message through unchanged, encoded once (constantMessage).
 const CONTINUE_REQUEST_HEADERS = constantMessage<ProcessingReply>({ request_headers: { response: {} } });
 const CONTINUE_REQUEST_BODY = constantMessage<ProcessingReply>({ request_body: { response: {} } });
@@ -81,7 +110,9 @@ function toBuffer(bytes: Uint8Array | undefined): Buffer {
  * state machine: request headers -> (buffered request body) -> response headers -> response body
  * (one buffered message, or streamed chunks) -> done. Every message gets exactly one reply, in
  * order; all handling is synchronous, so pipelined chunks are answered in the order they came.
- * Anything out of order is answered with a 500 immediate response (fail closed), never a crash.
+ * Response headers before the request was forwarded are a local reply of another filter and
+ * pass (onLocalReply). Anything else out of order is answered with a 500 immediate response
+ * (fail closed), never a crash.
  */
 export class ProcessStream {
   private phase: Phase = "request_headers";
@@ -120,6 +151,8 @@ export class ProcessStream {
         case "request_body":
           return this.onRequestBody(request.request_body ?? {});
         case "response_headers":
+          if (this.phase === "request_headers" || this.phase === "request_body")
+            return this.onLocalReply(request.response_headers ?? {}, request);
           return this.onResponseHeaders(request.response_headers ?? {});
         case "response_body":
           return this.onResponseBody(request.response_body ?? {});
@@ -241,14 +274,52 @@ export class ProcessStream {
     return verdict.action === "reply" ? this.immediate(verdict.reply) : undefined;
   }
 
-  private onResponseHeaders(msg: HttpHeaders): ProcessingReply {
-    if (this.phase !== "response_headers") {
-      return this.protocolError(
-        this.phase === "request_body"
-          ? "response headers before the request body was inspected"
-          : "response_headers out of order",
-      );
+  /**
+   * Response headers before the request was forwarded: not an upstream answer but a local reply
+   * of a filter Envoy runs before or around this one (ext_authz's 401/403/404 or RFC 9728
+   * document, local_ratelimit's 429, the buffer limit's 413), which Envoy 1.38 sends through
+   * every encoder filter. It passes unchanged. It is audited here unless ext_authz answered it
+   * (and audited it) itself, so each HTTP request still yields exactly one record.
+   * Fail closed: only ext_authz's own answers and error statuses pass. Anything else would be an
+   * upstream answer to a request this stream never saw (the filter skipping request headers),
+   * whose content no scan has looked at.
+   */
+  private onLocalReply(msg: HttpHeaders, request: ProcessingRequest): ProcessingReply {
+    const status = Number(headerMapToRecord(msg.headers)[":status"]) || 0;
+    let exchange = this.exchange;
+    if (!exchange) {
+      const outcome = readAuthzOutcome(request.metadata_context);
+      if (outcome.kind === "answered") {
+        this.phase = "done";
+        return PASS_LOCAL_REPLY;
+      }
+      if (outcome.kind === "invalid") {
+        this.ctx.logger.warn(
+          { problem: outcome.problem, status },
+          "ext_proc: local reply with invalid identity",
+        );
+      }
+      const admitted = outcome.kind === "admitted" ? outcome.metadata : undefined;
+      exchange = this.ensureExchange(admitted?.httpMethod ?? "", admitted?.requestId);
+      if (admitted) {
+        exchange.principal = admitted.principal;
+        exchange.server = admitted.server;
+      }
     }
+    if (status < 400)
+      return this.protocolError(`response headers (${status}) before the request was forwarded`);
+    this.phase = "done";
+    exchange.status = status;
+    const reason = localReplyReason(status);
+    if (reason) denyExchange(exchange, reason, reason === "internal_error" ? "error" : "deny");
+    else exchange.decision = "deny";
+    const reply: ProcessingReply = { ...PASS_LOCAL_REPLY, dynamic_metadata: this.gatewayMetadata() };
+    this.ctx.audit.finishSoon(exchange, status);
+    return reply;
+  }
+
+  private onResponseHeaders(msg: HttpHeaders): ProcessingReply {
+    if (this.phase !== "response_headers") return this.protocolError("response_headers out of order");
     const exchange = this.exchange!;
     const headers = headerMapToRecord(msg.headers);
     const status = Number(headers[":status"]) || 0;

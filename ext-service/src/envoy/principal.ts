@@ -1,7 +1,7 @@
 import type { Principal } from "../policy/identity.js";
 import { EXT_AUTHZ_NAMESPACE } from "./context.js";
 import { fromStruct, toStruct } from "./struct.js";
-import type { Metadata } from "./types.js";
+import type { Metadata, Struct } from "./types.js";
 import { encodeStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 
 /**
@@ -14,6 +14,8 @@ export interface AuthzMetadata {
   principal: Principal;
   requestId: string;
   server: string;
+  /** The HTTP method ext_authz saw, so a record written from a response alone still names it. */
+  httpMethod: string;
 }
 
 /**
@@ -22,9 +24,14 @@ export interface AuthzMetadata {
  * the server change from one request to the next.
  */
 const principalFields = new WeakMap<Principal, Buffer>();
-const REQUEST_KEYS = ["request_id", "server"] as const;
+const REQUEST_KEYS = ["request_id", "server", "http_method"] as const;
 
-export function encodeAuthzMetadata(principal: Principal, requestId: string, server: string): EncodedStruct {
+export function encodeAuthzMetadata(
+  principal: Principal,
+  requestId: string,
+  server: string,
+  httpMethod: string,
+): EncodedStruct {
   let fields = principalFields.get(principal);
   if (fields === undefined) {
     fields = encodeStruct(
@@ -40,8 +47,40 @@ export function encodeAuthzMetadata(principal: Principal, requestId: string, ser
     );
     principalFields.set(principal, fields);
   }
-  // The same entries, in the same order, as one Struct of all seven fields.
-  return structWithStrings(fields, REQUEST_KEYS, [requestId, server]);
+  // The same entries, in the same order, as one Struct of all eight fields.
+  return structWithStrings(fields, REQUEST_KEYS, [requestId, server, httpMethod]);
+}
+
+/**
+ * What ext_authz leaves when it answers a request itself (a denial, or the RFC 9728 document):
+ * that exchange is audited already. Envoy stores this metadata too and forwards it to ext_proc
+ * with the local reply, whose stream then only passes the answer through.
+ */
+export function encodeAnsweredMetadata(requestId: string): Struct {
+  return toStruct({ request_id: requestId, audited: true });
+}
+
+/** The forwarded ext_authz namespace, as ext_proc finds it on any message of a stream. */
+export type AuthzOutcome =
+  | { kind: "admitted"; metadata: AuthzMetadata }
+  | { kind: "answered"; requestId: string }
+  | { kind: "absent" }
+  | { kind: "invalid"; problem: string };
+
+export function readAuthzOutcome(metadata: Metadata | undefined): AuthzOutcome {
+  const struct = metadata?.filter_metadata?.[EXT_AUTHZ_NAMESPACE];
+  if (!struct) return { kind: "absent" };
+  const audited = struct.fields?.audited;
+  if (audited?.boolValue === true) {
+    const requestId = struct.fields?.request_id?.stringValue;
+    if (typeof requestId !== "string" || requestId === "")
+      return { kind: "invalid", problem: "metadata: 'request_id' missing" };
+    return { kind: "answered", requestId };
+  }
+  const decoded = decodeAuthzMetadata(metadata);
+  return typeof decoded === "string"
+    ? { kind: "invalid", problem: decoded }
+    : { kind: "admitted", metadata: decoded };
 }
 
 /** Reads the metadata back; a string describes why it is missing or invalid (fail closed). */
@@ -49,7 +88,7 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
   const struct = metadata?.filter_metadata?.[EXT_AUTHZ_NAMESPACE];
   if (!struct) return `no '${EXT_AUTHZ_NAMESPACE}' metadata (is forwarding_namespaces configured?)`;
   const m = fromStruct(struct);
-  const { agent, roles, claims, issuer, anonymous, request_id: requestId, server } = m;
+  const { agent, roles, claims, issuer, anonymous, request_id: requestId, server, http_method: httpMethod } = m;
   if (typeof agent !== "string" || agent === "") return "metadata: 'agent' missing";
   if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) return "metadata: 'roles' invalid";
   if (typeof anonymous !== "boolean") return "metadata: 'anonymous' missing";
@@ -57,6 +96,7 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
   if (typeof requestId !== "string" || requestId === "") return "metadata: 'request_id' missing";
   if (typeof server !== "string" || server === "") return "metadata: 'server' missing";
   if (typeof claims !== "string") return "metadata: 'claims' missing";
+  if (httpMethod !== undefined && typeof httpMethod !== "string") return "metadata: 'http_method' invalid";
   let parsedClaims: unknown;
   try {
     parsedClaims = JSON.parse(claims);
@@ -73,5 +113,5 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
     issuer: issuer ?? undefined,
     anonymous,
   });
-  return { principal, requestId, server };
+  return { principal, requestId, server, httpMethod: httpMethod ?? "" };
 }

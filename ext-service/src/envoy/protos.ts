@@ -74,13 +74,31 @@ type Deserialize = (bytes: Buffer) => object;
 /**
  * ProcessingRequest without proto-loader's conversion of metadata_context (field 8) except on
  * request_headers messages: Envoy repeats the ext_authz Struct in every message of a stream,
- * and the ext-service reads it once, with the request headers (see wire.ts). On the other
- * messages the field is left out.
+ * and the ext-service reads it once, with the request headers (see wire.ts). On response_headers
+ * it is decoded only when read: a stream that starts there is a local reply of an earlier filter,
+ * judged by that metadata; on a normal stream nobody reads it. On other messages it is left out.
  */
 function processingRequestDeserializer(deserialize: Deserialize) {
   return (bytes: Buffer): object => {
     // metadata_context (8), unless the message is request_headers (2)
-    return deserialize(withoutField(bytes, 8, 2) ?? bytes);
+    const stripped = withoutField(bytes, 8, 2);
+    const message = deserialize(stripped ?? bytes) as { response_headers?: unknown };
+    if (stripped !== undefined && stripped !== bytes && message.response_headers !== undefined) {
+      let metadata: unknown;
+      let decoded = false;
+      Object.defineProperty(message, "metadata_context", {
+        enumerable: true,
+        configurable: true,
+        get() {
+          if (!decoded) {
+            metadata = (deserialize(bytes) as { metadata_context?: unknown }).metadata_context;
+            decoded = true;
+          }
+          return metadata;
+        },
+      });
+    }
+    return message;
   };
 }
 
