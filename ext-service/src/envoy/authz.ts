@@ -98,7 +98,12 @@ export function createCheckHandler(ctx: AdapterContext) {
         headers: Object.entries(upstream.set).map(([k, v]) => authzHeader(k, v)),
         headers_to_remove: remove,
       },
-      dynamic_metadata: encodeAuthzMetadata(admission.principal, exchange.requestId, admission.server, method),
+      dynamic_metadata: encodeAuthzMetadata(
+        admission.principal,
+        exchange.requestId,
+        admission.server,
+        method,
+      ),
     };
   }
 

@@ -1,29 +1,36 @@
 import { credentials, type Client, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
-import { EXT_AUTHZ_NAMESPACE } from "./context.js";
+import {
+  EnvoyModel,
+  ProcessCall,
+  SHIPPED_CHAIN,
+  type AnsweredBy,
+  type BodyFrame,
+  type EnvoyModelConfig,
+  type ExchangeTrace,
+  type ExtServiceCalls,
+  type UpstreamAnswer,
+  type UpstreamRequest,
+} from "./envoy-model.js";
 import { envoyProtos } from "./protos.js";
-import { fromStruct, type StructJson } from "./struct.js";
+import type { StructJson } from "./struct.js";
 import type {
   BodySendMode,
   CheckRequest,
   CheckResponse,
-  CommonResponse,
-  HeaderMap,
-  HeaderMutation,
-  HeaderValueOption,
-  ImmediateResponse,
   ProcessingMode,
   ProcessingRequest,
   ProcessingResponse,
-  ProcessingResponseKind,
 } from "./types.js";
 
+export { ProcessCall, type StreamEvent, type UpstreamRequest } from "./envoy-model.js";
+
 /**
- * A gRPC client that plays Envoy against an ext-service, exactly as ARCHITECTURE.md section 5
- * describes: ext_authz Check with the request's attributes, then one ext_proc Process stream per
- * HTTP request (request headers in raw_value, the request body BUFFERED, response headers, the
- * response body BUFFERED or STREAMED as the mode override says, streamed chunks pipelined
- * without waiting for replies), applying every reply the way Envoy does to produce the HTTP
- * response the agent would see. Used by the conformance tests and the benchmark.
+ * A gRPC client that plays Envoy against an ext-service: ext_authz Check, then one ext_proc
+ * Process stream per HTTP request, through the model of our filter chain in envoy-model.ts
+ * (local replies through ext_proc's encoder path, message timeouts, buffer limits, mode
+ * override rules, header rules), producing the HTTP response the agent would see. `exchange()`
+ * takes a whole request and a scripted upstream; the HTTP front (envoy-role-front.ts) streams.
+ * Used by the conformance tests, the scenario table and the benchmark.
  */
 
 export interface EnvoyRoleOptions {
@@ -36,10 +43,13 @@ export interface EnvoyRoleOptions {
   /** ext_proc `metadata_options.receiving_namespaces.untyped`. */
   receivingNamespaces?: string[];
   /**
-   * Envoy's message_timeout is 200 ms. The default here is generous so a busy test machine does
-   * not turn into failures; a reply that never comes still fails the request (504) as in Envoy.
+   * ext_proc `message_timeout`. The shipped filter says 1 s; the default here is generous so a
+   * busy test machine does not turn into failures. A reply that never comes still fails the
+   * request (504) as in Envoy.
    */
   messageTimeoutMs?: number;
+  /** Anything else of the modelled chain (envoy-model.ts SHIPPED_CHAIN is the default). */
+  chain?: Partial<EnvoyModelConfig>;
 }
 
 export interface HttpRequestSpec {
@@ -48,14 +58,6 @@ export interface HttpRequestSpec {
   headers?: Record<string, string>;
   body?: string | Uint8Array;
   authority?: string;
-}
-
-/** The request as it would reach the MCP server. */
-export interface UpstreamRequest {
-  method: string;
-  path: string;
-  headers: Record<string, string>;
-  body: Buffer;
 }
 
 export interface UpstreamResponseSpec {
@@ -78,98 +80,19 @@ export interface AgentResponse {
   body: Buffer;
 }
 
-export interface EnvoyExchange {
+export interface EnvoyExchange extends ExchangeTrace {
   /** What the agent receives. */
   response: AgentResponse;
-  /** Who produced the response. `envoy` means Envoy failed the request itself (see envoyError). */
-  answeredBy: "ext_authz" | "ext_proc" | "upstream" | "envoy";
+  answeredBy: AnsweredBy;
+  /** Envoy's response code details when Envoy answered itself (answeredBy "envoy"). */
   envoyError?: string;
-  /** Set when Envoy would reset the downstream stream after sending part of a response. */
-  reset?: boolean;
   check: CheckResponse;
   authzMetadata?: Record<string, StructJson>;
-  upstreamRequest?: UpstreamRequest;
-  sent: ProcessingRequest[];
-  received: ProcessingResponse[];
   modeOverride?: ProcessingMode;
-  responseBodyMode?: BodySendMode;
-  /** Dynamic metadata Envoy kept from ext_proc replies, by namespace (later replies win per field). */
-  extProcMetadata: Record<string, Record<string, StructJson>>;
 }
-
-export type StreamEvent =
-  { kind: "reply"; reply: ProcessingResponse } | { kind: "end"; error?: ServiceError } | { kind: "timeout" };
-
-/** One Process stream with a reply queue, for tests that need to drive the protocol by hand. */
-export class ProcessCall {
-  private readonly replies: ProcessingResponse[] = [];
-  private readonly waiters: ((e: StreamEvent) => void)[] = [];
-  private ended: StreamEvent | undefined;
-  readonly closed: Promise<void>;
-
-  constructor(private readonly call: ClientDuplexStream<ProcessingRequest, ProcessingResponse>) {
-    call.on("data", (reply: ProcessingResponse) => {
-      const waiter = this.waiters.shift();
-      if (waiter) waiter({ kind: "reply", reply });
-      else this.replies.push(reply);
-    });
-    const finish = (error?: ServiceError) => {
-      if (this.ended) return;
-      this.ended = { kind: "end", error };
-      for (const w of this.waiters.splice(0)) w(this.ended);
-    };
-    call.on("error", (err: ServiceError) => finish(err));
-    call.on("end", () => finish());
-    this.closed = new Promise((resolve) => call.on("status", () => resolve()));
-  }
-
-  send(request: ProcessingRequest): void {
-    this.call.write(request);
-  }
-
-  /** The next reply, the end of the stream, or a timeout. */
-  next(timeoutMs = 5000): Promise<StreamEvent> {
-    const reply = this.replies.shift();
-    if (reply) return Promise.resolve({ kind: "reply", reply });
-    if (this.ended) return Promise.resolve(this.ended);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        resolve({ kind: "timeout" });
-      }, timeoutMs);
-      const waiter = (e: StreamEvent) => {
-        clearTimeout(timer);
-        resolve(e);
-      };
-      this.waiters.push(waiter);
-    });
-  }
-
-  /** Half-close, as Envoy does when the HTTP exchange is over. */
-  end(): void {
-    this.call.end();
-  }
-
-  /** Reset the stream, as Envoy does when the downstream goes away mid-request. */
-  cancel(): void {
-    this.call.cancel();
-  }
-}
-
-type Kind = ProcessingResponseKind;
 
 /** Envoy's default HTTP/2 flow-control window, per stream and per connection: 256 MiB. */
 export const ENVOY_DEFAULT_WINDOW_BYTES = 256 * 1024 * 1024;
-
-class EnvoyFailure extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 function toBuffer(data: string | Uint8Array | undefined): Buffer {
   if (data === undefined) return Buffer.alloc(0);
@@ -182,48 +105,43 @@ function lower(headers: Record<string, string> | undefined): Record<string, stri
   return out;
 }
 
-/** Headers as ext_proc sends them: bytes in raw_value. */
-function toHeaderMap(headers: Record<string, string>): HeaderMap {
+/** A scripted upstream answer as the frames Envoy's codec would deliver. */
+function answerOf(spec: UpstreamResponseSpec): UpstreamAnswer {
+  const headers = lower(spec.headers);
+  const chunked = Array.isArray(spec.body);
+  const parts = Array.isArray(spec.body) ? spec.body : spec.body === undefined ? [] : [spec.body];
+  const chunks = parts.map((p) => toBuffer(p));
+  if (!chunked && chunks.length === 1 && !("content-length" in headers)) {
+    headers["content-length"] = String(chunks[0]!.byteLength);
+  }
+  const frames: BodyFrame[] = chunks.map((data, i) => ({
+    data,
+    end: !spec.finalEmptyChunk && i === chunks.length - 1,
+  }));
+  if (spec.finalEmptyChunk) frames.push({ data: Buffer.alloc(0), end: true });
   return {
-    headers: Object.entries(headers).map(([key, value]) => ({
-      key,
-      raw_value: Buffer.from(value, "latin1"),
-    })),
+    status: spec.status,
+    headers,
+    hasBody: frames.length > 0,
+    body: (async function* () {
+      yield* frames;
+    })(),
   };
 }
 
-/** Envoy's ext_proc reads only raw_value (a mutation with only `value` sets an empty header). */
-function rawValueOf(option: HeaderValueOption): string {
-  const raw = option.header.raw_value;
-  return raw ? Buffer.from(raw).toString("latin1") : "";
-}
-
-function appends(option: HeaderValueOption): boolean {
-  if (option.append !== undefined) return option.append.value;
-  return (option.append_action ?? "APPEND_IF_EXISTS_OR_ADD") === "APPEND_IF_EXISTS_OR_ADD";
-}
-
-function applyHeaderMutation(headers: Record<string, string>, mutation: HeaderMutation | undefined): void {
-  if (!mutation) return;
-  for (const name of mutation.remove_headers ?? []) delete headers[name.toLowerCase()];
-  for (const option of mutation.set_headers ?? []) {
-    const key = option.header.key.toLowerCase();
-    const value = rawValueOf(option);
-    // ext_proc's default for `append` is false: set, replacing what is there.
-    const append =
-      option.append !== undefined ? option.append.value : option.append_action === "APPEND_IF_EXISTS_OR_ADD";
-    headers[key] = append && key in headers ? `${headers[key]},${value}` : value;
-  }
-}
-
-export class EnvoyRoleClient {
+export class EnvoyRoleClient implements ExtServiceCalls {
   private readonly authz: Client & {
-    Check(req: CheckRequest, cb: (err: ServiceError | null, res?: CheckResponse) => void): unknown;
+    Check(
+      req: CheckRequest,
+      options: { deadline?: number },
+      cb: (err: ServiceError | null, res?: CheckResponse) => void,
+    ): unknown;
   };
   private readonly extProc: Client & {
     Process(): ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
   };
-  private readonly options: Required<EnvoyRoleOptions>;
+  /** The modelled filter chain, with this client as its gRPC side. */
+  readonly model: EnvoyModel;
 
   constructor(address: string, options: EnvoyRoleOptions = {}) {
     const protos = envoyProtos();
@@ -242,13 +160,16 @@ export class EnvoyRoleClient {
       creds,
       channelOptions,
     ) as unknown as typeof this.extProc;
-    this.options = {
-      responseBodyMode: options.responseBodyMode ?? "STREAMED",
-      allowModeOverride: options.allowModeOverride ?? true,
-      forwardAuthzMetadata: options.forwardAuthzMetadata ?? true,
-      receivingNamespaces: options.receivingNamespaces ?? ["mcp_gateway"],
-      messageTimeoutMs: options.messageTimeoutMs ?? 5000,
-    };
+    const chain: Partial<EnvoyModelConfig> = { messageTimeoutMs: 5000, ...options.chain };
+    if (options.messageTimeoutMs !== undefined) chain.messageTimeoutMs = options.messageTimeoutMs;
+    if (options.allowModeOverride !== undefined) chain.allowModeOverride = options.allowModeOverride;
+    if (options.receivingNamespaces !== undefined) chain.receivingNamespaces = options.receivingNamespaces;
+    if (options.forwardAuthzMetadata === false) chain.forwardingNamespaces = [];
+    if (options.responseBodyMode !== undefined) {
+      const base = chain.processingMode ?? { ...SHIPPED_CHAIN.processingMode };
+      chain.processingMode = { ...base, response_body_mode: options.responseBodyMode };
+    }
+    this.model = new EnvoyModel(this, chain);
   }
 
   close(): void {
@@ -256,9 +177,11 @@ export class EnvoyRoleClient {
     this.extProc.close();
   }
 
-  check(request: CheckRequest): Promise<CheckResponse> {
+  check(request: CheckRequest, deadlineMs = 5000): Promise<CheckResponse> {
     return new Promise((resolve, reject) => {
-      this.authz.Check(request, (err, res) => (err ? reject(err) : resolve(res!)));
+      this.authz.Check(request, { deadline: Date.now() + deadlineMs }, (err, res) =>
+        err ? reject(err) : resolve(res!),
+      );
     });
   }
 
@@ -287,233 +210,37 @@ export class EnvoyRoleClient {
     };
   }
 
-  /** One HTTP request through ext_authz and ext_proc, with `upstream` playing the MCP server. */
+  /**
+   * One HTTP request through the modelled chain, with `upstream` playing the MCP server; the
+   * response is collected whole.
+   */
   async exchange(req: HttpRequestSpec, upstream: Upstream): Promise<EnvoyExchange> {
-    const authority = req.authority ?? "gateway.test";
     const body = req.body === undefined ? undefined : toBuffer(req.body);
-    const requestHeaders: Record<string, string> = {
-      ":authority": authority,
-      ":path": req.path,
-      ":method": req.method,
-      ":scheme": "https",
-      ...lower(req.headers),
-    };
-    if (body !== undefined && !("content-length" in requestHeaders)) {
-      requestHeaders["content-length"] = String(body.byteLength);
-    }
-
-    const check = await this.check(this.checkRequest(req, requestHeaders));
-    const result: EnvoyExchange = {
-      response: { status: 0, headers: {}, body: Buffer.alloc(0) },
-      answeredBy: "upstream",
-      check,
-      sent: [],
-      received: [],
-      extProcMetadata: {},
-    };
-    if (check.status.code !== 0) {
-      const denied = check.denied_response;
-      result.answeredBy = "ext_authz";
-      result.response = {
-        status: envoyProtos().httpStatusNumber(denied?.status?.code) || 403,
-        headers: Object.fromEntries(
-          (denied?.headers ?? []).map((h) => [h.header.key.toLowerCase(), h.header.value ?? ""]),
-        ),
-        body: Buffer.from(denied?.body ?? "", "utf8"),
-      };
-      return result;
-    }
-    // Envoy's order: headers to set/append first, then headers_to_remove. ext_authz reads `value`.
-    const ok = check.ok_response;
-    for (const h of ok?.headers ?? []) {
-      const key = h.header.key.toLowerCase();
-      const value = h.header.value ?? "";
-      requestHeaders[key] = appends(h) && key in requestHeaders ? `${requestHeaders[key]},${value}` : value;
-    }
-    for (const name of ok?.headers_to_remove ?? []) {
-      if (!name.startsWith(":") && name.toLowerCase() !== "host") delete requestHeaders[name.toLowerCase()];
-    }
-    // Envoy stores ext_authz's metadata under its namespace, adding the call's duration.
-    const stored = check.dynamic_metadata?.fields
-      ? { fields: { ...check.dynamic_metadata.fields, ext_authz_duration: { numberValue: 1 } } }
-      : undefined;
-    if (stored) result.authzMetadata = fromStruct(stored);
-    const metadataContext =
-      this.options.forwardAuthzMetadata && stored
-        ? { filter_metadata: { [EXT_AUTHZ_NAMESPACE]: stored } }
-        : undefined;
-
-    const call = this.openProcess();
-    const send = (message: ProcessingRequest) => {
-      const full = metadataContext ? { ...message, metadata_context: metadataContext } : message;
-      result.sent.push(full);
-      call.send(full);
-    };
-    const expect = async (kind: Kind): Promise<ProcessingResponse> => {
-      const event = await call.next(this.options.messageTimeoutMs);
-      if (event.kind === "timeout") throw new EnvoyFailure(504, "ext_proc message timeout");
-      if (event.kind === "end") {
-        throw new EnvoyFailure(500, `ext_proc stream closed: ${event.error?.message ?? "no reply"}`);
-      }
-      const reply = event.reply;
-      result.received.push(reply);
-      this.keepMetadata(result, reply);
-      if (reply.response !== kind && reply.response !== "immediate_response") {
-        throw new EnvoyFailure(500, `spurious message: expected ${kind}, got ${reply.response}`);
-      }
-      return reply;
-    };
-
-    try {
-      await this.run(req, body, requestHeaders, upstream, result, send, expect);
-    } catch (err) {
-      if (!(err instanceof EnvoyFailure)) {
-        call.cancel();
-        throw err;
-      }
-      result.answeredBy = "envoy";
-      result.envoyError = err.message;
-      result.response = { status: err.status, headers: {}, body: Buffer.alloc(0) };
-      call.cancel();
-      await call.closed;
-      return result;
-    }
-    call.end();
-    await call.closed;
-    return result;
-  }
-
-  private keepMetadata(result: EnvoyExchange, reply: ProcessingResponse): void {
-    const metadata = reply.dynamic_metadata ? fromStruct(reply.dynamic_metadata) : {};
-    for (const [namespace, value] of Object.entries(metadata)) {
-      if (!this.options.receivingNamespaces.includes(namespace)) continue;
-      if (typeof value !== "object" || value === null || Array.isArray(value)) continue;
-      result.extProcMetadata[namespace] = { ...result.extProcMetadata[namespace], ...value };
-    }
-  }
-
-  private immediate(result: EnvoyExchange, immediate: ImmediateResponse): void {
-    const headers: Record<string, string> = {};
-    applyHeaderMutation(headers, immediate.headers);
-    const status = envoyProtos().httpStatusNumber(immediate.status?.code);
-    result.answeredBy = "ext_proc";
-    result.response = {
-      status: status < 200 ? 200 : status,
-      headers,
-      body: Buffer.from(immediate.body ?? Buffer.alloc(0)),
+    const headers = lower(req.headers);
+    if (body !== undefined && !("content-length" in headers))
+      headers["content-length"] = String(body.byteLength);
+    const response: AgentResponse = { status: 0, headers: {}, body: Buffer.alloc(0) };
+    const chunks: Buffer[] = [];
+    const trace = await this.model.handle(
+      { method: req.method, path: req.path, authority: req.authority, headers, body },
+      async (request) => answerOf(await upstream(request)),
+      {
+        headers(status, h) {
+          response.status = status;
+          response.headers = h;
+        },
+        data(chunk) {
+          chunks.push(chunk);
+        },
+        reset() {},
+      },
+    );
+    response.body = Buffer.concat(chunks);
+    return {
+      ...trace,
+      response,
+      check: trace.check ?? { status: { code: -1 } },
+      ...(trace.answeredBy === "envoy" ? { envoyError: trace.details } : {}),
     };
   }
-
-  private async run(
-    req: HttpRequestSpec,
-    body: Buffer | undefined,
-    requestHeaders: Record<string, string>,
-    upstream: Upstream,
-    result: EnvoyExchange,
-    send: (m: ProcessingRequest) => void,
-    expect: (k: Kind) => Promise<ProcessingResponse>,
-  ): Promise<void> {
-    // Request headers: with end_of_stream when there is no body, so no body phase follows.
-    send({ request_headers: { headers: toHeaderMap(requestHeaders), end_of_stream: body === undefined } });
-    let reply = await expect("request_headers");
-    if (reply.immediate_response) return this.immediate(result, reply.immediate_response);
-    applyHeaderMutation(requestHeaders, reply.request_headers?.response?.header_mutation);
-
-    let upstreamBody = body ?? Buffer.alloc(0);
-    if (body !== undefined) {
-      send({ request_body: { body, end_of_stream: true } });
-      reply = await expect("request_body");
-      if (reply.immediate_response) return this.immediate(result, reply.immediate_response);
-      const common = reply.request_body?.response;
-      applyHeaderMutation(requestHeaders, common?.header_mutation);
-      upstreamBody = applyBodyMutation(upstreamBody, common) ?? upstreamBody;
-    }
-
-    const upstreamRequest: UpstreamRequest = {
-      method: req.method,
-      path: req.path,
-      headers: requestHeaders,
-      body: upstreamBody,
-    };
-    result.upstreamRequest = upstreamRequest;
-    const answer = await upstream(upstreamRequest);
-    const chunked = Array.isArray(answer.body);
-    const parts: (string | Uint8Array)[] = Array.isArray(answer.body)
-      ? answer.body
-      : answer.body === undefined
-        ? []
-        : [answer.body];
-    const chunks = parts.map((p) => toBuffer(p));
-    const responseHeaders: Record<string, string> = {
-      ":status": String(answer.status),
-      ...lower(answer.headers),
-    };
-    if (!chunked && chunks.length === 1 && !("content-length" in responseHeaders)) {
-      responseHeaders["content-length"] = String(chunks[0]!.byteLength);
-    }
-    const noBody = chunks.length === 0 && !answer.finalEmptyChunk;
-    send({ response_headers: { headers: toHeaderMap(responseHeaders), end_of_stream: noBody } });
-    reply = await expect("response_headers");
-    if (reply.immediate_response) return this.immediate(result, reply.immediate_response);
-    applyHeaderMutation(responseHeaders, reply.response_headers?.response?.header_mutation);
-    let mode = this.options.responseBodyMode;
-    if (reply.mode_override && this.options.allowModeOverride) {
-      result.modeOverride = reply.mode_override;
-      mode = reply.mode_override.response_body_mode ?? "NONE";
-    }
-    result.responseBodyMode = mode;
-
-    let finalBody: Buffer;
-    if (noBody || mode === "NONE") {
-      finalBody = Buffer.concat(chunks);
-    } else if (mode === "BUFFERED" || mode === "BUFFERED_PARTIAL") {
-      const whole = Buffer.concat(chunks);
-      send({ response_body: { body: whole, end_of_stream: true } });
-      reply = await expect("response_body");
-      if (reply.immediate_response) return this.immediate(result, reply.immediate_response);
-      const common = reply.response_body?.response;
-      applyHeaderMutation(responseHeaders, common?.header_mutation);
-      const replaced = applyBodyMutation(whole, common);
-      finalBody = replaced ?? whole;
-      const length = responseHeaders["content-length"];
-      if (replaced !== undefined && length !== undefined && Number(length) !== replaced.byteLength) {
-        throw new EnvoyFailure(
-          500,
-          `body mutation of ${replaced.byteLength} bytes with content-length ${length} left in place`,
-        );
-      }
-    } else {
-      // STREAMED: Envoy drops content-length and sends every chunk without waiting for replies.
-      delete responseHeaders["content-length"];
-      const messages = chunks.map((c, i) => ({
-        body: c,
-        end_of_stream: !answer.finalEmptyChunk && i === chunks.length - 1,
-      }));
-      if (answer.finalEmptyChunk) messages.push({ body: Buffer.alloc(0), end_of_stream: true });
-      for (const m of messages) send({ response_body: m });
-      const out: Buffer[] = [];
-      for (const m of messages) {
-        reply = await expect("response_body");
-        if (reply.immediate_response) {
-          // Headers already went downstream: Envoy can only reset the stream.
-          result.reset = true;
-          break;
-        }
-        out.push(applyBodyMutation(m.body, reply.response_body?.response) ?? m.body);
-      }
-      finalBody = Buffer.concat(out);
-    }
-    const status = Number(responseHeaders[":status"]);
-    delete responseHeaders[":status"];
-    result.response = { status, headers: responseHeaders, body: finalBody };
-  }
-}
-
-function applyBodyMutation(body: Buffer, common: CommonResponse | undefined): Buffer | undefined {
-  const mutation = common?.body_mutation;
-  if (!mutation) return undefined;
-  if (mutation.mutation === "clear_body" || mutation.clear_body) return Buffer.alloc(0);
-  if (mutation.mutation === "body" || mutation.body !== undefined)
-    return Buffer.from(mutation.body ?? Buffer.alloc(0));
-  return body;
 }

@@ -88,7 +88,16 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
   const struct = metadata?.filter_metadata?.[EXT_AUTHZ_NAMESPACE];
   if (!struct) return `no '${EXT_AUTHZ_NAMESPACE}' metadata (is forwarding_namespaces configured?)`;
   const m = fromStruct(struct);
-  const { agent, roles, claims, issuer, anonymous, request_id: requestId, server, http_method: httpMethod } = m;
+  const {
+    agent,
+    roles,
+    claims,
+    issuer,
+    anonymous,
+    request_id: requestId,
+    server,
+    http_method: httpMethod,
+  } = m;
   if (typeof agent !== "string" || agent === "") return "metadata: 'agent' missing";
   if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) return "metadata: 'roles' invalid";
   if (typeof anonymous !== "boolean") return "metadata: 'anonymous' missing";

@@ -165,6 +165,7 @@ export interface ProcessingResponse {
   response?: ProcessingResponseKind;
   dynamic_metadata?: Struct;
   mode_override?: ProcessingMode;
+  override_message_timeout?: { seconds?: number; nanos?: number };
 }
 
 /**
