@@ -1,0 +1,265 @@
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { request as undiciRequest } from "undici";
+import type { PolicyEngine } from "../policy/engine.js";
+import { createLogger, type Logger } from "../telemetry/logger.js";
+import { Metrics } from "../telemetry/metrics.js";
+import type {
+  BodyFrame,
+  DownstreamRequest,
+  EnvoyModelConfig,
+  ExchangeTrace,
+  UpstreamAnswer,
+} from "./envoy-model.js";
+import { EnvoyRoleClient, type EnvoyRoleOptions } from "./envoy-role-client.js";
+import { startExtService, type ExtService } from "./server.js";
+
+/**
+ * An HTTP listener that plays Envoy with our filter chain (envoy-model.ts) in front of real MCP
+ * servers, streaming both ways: request and response bodies move chunk by chunk, SSE responses
+ * and long-lived GET streams reach the client as the server writes them, and a client can POST
+ * answers to server requests while a stream is open. With it, real MCP clients (SDK 1.x, 2.x,
+ * the conformance suite) run through the ext_authz + ext_proc path without an Envoy binary.
+ *
+ * Test and benchmark infrastructure, kept beside the Envoy-role client it is built on (it uses
+ * only this package's modules). Plain HTTP on 127.0.0.1; no TLS (the shipped listener's TLS is
+ * not part of the model).
+ */
+
+export interface EnvoyRoleFrontOptions {
+  /**
+   * The ext-service: the address of a running one ("127.0.0.1:9001"), or a policy engine to
+   * start one with in this process (on a free port, closed with the front).
+   */
+  extService: string | { engine: PolicyEngine; logger?: Logger; metrics?: Metrics };
+  /**
+   * Where `/mcp/<server>` goes: an upstream URL per server name. By default the registry's first
+   * upstream for the server (only when the front starts the ext-service from an engine).
+   */
+  upstreams?: Record<string, string>;
+  /** The modelled chain; SHIPPED_CHAIN's values by default, with a 5 s message timeout. */
+  chain?: Partial<EnvoyModelConfig>;
+  /** Other Envoy-role client options. */
+  client?: Omit<EnvoyRoleOptions, "chain">;
+  host?: string;
+  port?: number;
+  /** Called with each request's trace once Envoy is done with it (tests look at answeredBy, flags). */
+  onExchange?: (trace: ExchangeTrace, request: { method: string; path: string }) => void;
+}
+
+export interface EnvoyRoleFront {
+  /** http://host:port, the listener's origin: MCP servers are at `${url}/mcp/<server>`. */
+  url: string;
+  port: number;
+  client: EnvoyRoleClient;
+  /** The ext-service the front started, if it started one. */
+  extService?: ExtService;
+  close(): Promise<void>;
+}
+
+/** The route the shipped routes.yaml gives `/mcp/<server>`: the server's name, or undefined. */
+function routedServer(path: string): string | undefined {
+  const q = path.indexOf("?");
+  const bare = q < 0 ? path : path.slice(0, q);
+  return /^\/mcp\/([A-Za-z0-9][A-Za-z0-9_-]*)$/.exec(bare)?.[1];
+}
+
+function headerRecord(raw: IncomingMessage["headers"] | Record<string, string | string[] | undefined>) {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (v === undefined) continue;
+    out[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
+  }
+  return out;
+}
+
+/** Whether the client sent a body: Envoy's codec ends the stream with the headers otherwise. */
+function hasRequestBody(req: IncomingMessage): boolean {
+  if (req.headers["transfer-encoding"] !== undefined) return true;
+  const length = Number(req.headers["content-length"] ?? "0");
+  return Number.isFinite(length) && length > 0;
+}
+
+/**
+ * undici's response body as Envoy's codec frames it: `end` on the last frame (possibly empty).
+ * A body cut by the request's end (the client left, Envoy reset the stream) just stops.
+ */
+async function* framesOf(
+  body: AsyncIterable<Buffer>,
+  contentLength: number | undefined,
+  done: () => void,
+): AsyncIterable<BodyFrame> {
+  let received = 0;
+  try {
+    for await (const chunk of body) {
+      received += chunk.byteLength;
+      const end = contentLength !== undefined && received >= contentLength;
+      yield { data: chunk, end };
+      if (end) return;
+    }
+    yield { data: Buffer.alloc(0), end: true };
+  } catch (err) {
+    if ((err as Error).name !== "AbortError") throw err;
+  } finally {
+    done();
+  }
+}
+
+export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promise<EnvoyRoleFront> {
+  let extService: ExtService | undefined;
+  let address: string;
+  let engine: PolicyEngine | undefined;
+  if (typeof options.extService === "string") {
+    address = options.extService;
+  } else {
+    engine = options.extService.engine;
+    extService = await startExtService({
+      engine,
+      logger: options.extService.logger ?? createLogger("silent"),
+      metrics: options.extService.metrics ?? new Metrics(false),
+      grpcHost: "127.0.0.1",
+      grpcPort: 0,
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+    });
+    address = extService.grpcAddress;
+  }
+  const client = new EnvoyRoleClient(address, { ...options.client, chain: options.chain });
+
+  const upstreamFor = (server: string): string | undefined =>
+    options.upstreams?.[server] ?? engine?.registry.server(server)?.config.upstreams[0];
+
+  /** The router and the server's cluster: prefix_rewrite to the upstream URL, auto_host_rewrite. */
+  const cluster = (server: string | undefined) =>
+    async function send(
+      request: { method: string; path: string; headers: Record<string, string>; body: Buffer },
+      signal: AbortSignal,
+    ): Promise<UpstreamAnswer> {
+      const target = server ? upstreamFor(server) : undefined;
+      if (!target) throw new Error(`no upstream for ${request.path}`);
+      const url = new URL(target);
+      const q = request.path.indexOf("?");
+      if (q >= 0) url.search = request.path.slice(q);
+      const headers = { ...request.headers };
+      delete headers.host;
+      delete headers["content-length"];
+      // Envoy resets the upstream request only while it is in progress: the abort is unhooked
+      // once the response body has been read.
+      const upstreamAbort = new AbortController();
+      const onAbort = () => upstreamAbort.abort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const done = () => signal.removeEventListener("abort", onAbort);
+      let res: Awaited<ReturnType<typeof undiciRequest>>;
+      try {
+        res = await undiciRequest(url, {
+          method: request.method as "POST",
+          headers,
+          body: request.body.byteLength > 0 ? request.body : undefined,
+          signal: upstreamAbort.signal,
+        });
+      } catch (err) {
+        done();
+        throw err;
+      }
+      const responseHeaders = headerRecord(res.headers);
+      const length = responseHeaders["content-length"];
+      const contentLength = length === undefined ? undefined : Number(length);
+      const hasBody =
+        request.method !== "HEAD" && res.statusCode !== 204 && res.statusCode !== 304 && contentLength !== 0;
+      if (!hasBody) {
+        done();
+        res.body.resume();
+      }
+      return {
+        status: res.statusCode,
+        headers: responseHeaders,
+        hasBody,
+        body: framesOf(res.body, contentLength, done),
+      };
+    };
+
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const abort = new AbortController();
+    let ended = false;
+    res.on("close", () => {
+      if (!ended) abort.abort();
+    });
+    const downstreamRequest: DownstreamRequest = {
+      method: req.method ?? "GET",
+      path: req.url ?? "/",
+      authority: req.headers.host,
+      headers: headerRecord(req.headers),
+      body: hasRequestBody(req) ? (req as AsyncIterable<Buffer>) : undefined,
+      remoteAddress: req.socket.remoteAddress?.replace(/^::ffff:/, ""),
+    };
+    delete downstreamRequest.headers.host;
+    const server = routedServer(downstreamRequest.path);
+    client.model
+      .handle(
+        downstreamRequest,
+        cluster(server),
+        {
+          headers(status, headers, end) {
+            res.writeHead(status, headers);
+            // SSE and other streamed bodies: headers go out now, not with the first chunk.
+            if (!end) res.flushHeaders();
+            if (end) {
+              ended = true;
+              res.end();
+            }
+          },
+          data(chunk, end) {
+            if (chunk.byteLength > 0) res.write(chunk);
+            if (end) {
+              ended = true;
+              res.end();
+            }
+          },
+          reset() {
+            ended = true;
+            res.destroy();
+          },
+        },
+        abort.signal,
+      )
+      .then(
+        (trace) => {
+          if (!res.writableEnded && !res.destroyed) {
+            // The chain ended without a complete answer (the client left): nothing more will come.
+            res.destroy();
+          }
+          options.onExchange?.(trace, { method: downstreamRequest.method, path: downstreamRequest.path });
+        },
+        (err: unknown) => {
+          if (!res.headersSent) {
+            res.writeHead(500, { "content-type": "text/plain" });
+            res.end(`envoy-role front: ${String(err)}`);
+          } else res.destroy();
+        },
+      );
+  };
+
+  const http: Server = createServer(handle);
+  // Long-lived SSE streams: no Node timeouts of its own (the model has Envoy's idle timeout).
+  http.requestTimeout = 0;
+  http.headersTimeout = 0;
+  http.keepAliveTimeout = 5000;
+  http.listen(options.port ?? 0, options.host ?? "127.0.0.1");
+  await once(http, "listening");
+  const { port } = http.address() as AddressInfo;
+  const host = options.host ?? "127.0.0.1";
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    client,
+    extService,
+    async close() {
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+      http.closeAllConnections();
+      await closed;
+      client.close();
+      await extService?.close(0);
+    },
+  };
+}
