@@ -1,11 +1,13 @@
-import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { McpServer, ResourceTemplate } from "@modelcontextprotocol/server";
 import { z } from "zod";
-import { serveMcp, type RunningServer } from "./http.js";
+import { serveBothEras } from "./dual-era.js";
+import type { RunningServer } from "./http.js";
 
 /**
  * Demo knowledge base: article search and retrieval, one prompt and two resources. One article
  * contains credential-looking strings (a fake AWS-style access key id and a fake private key
  * header) so the gateway's DLP has something to find. None of them is a real secret.
+ * Built on the v2 SDK and served in both protocol eras (dual-era.ts): 2026-07-28 and 2025.
  */
 
 interface Article {
@@ -157,5 +159,5 @@ export function createKbServer(): McpServer {
 }
 
 export function startKbServer(port: number, host?: string): Promise<RunningServer> {
-  return serveMcp(createKbServer, port, host);
+  return serveBothEras(createKbServer, port, host);
 }
