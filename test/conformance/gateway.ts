@@ -1,0 +1,77 @@
+/**
+ * The gateway the conformance suite runs through: test/fixtures/conformance/{gateway,registry}.yaml copied to a temp
+ * dir, with dev keys and each server's upstream pointed at the conformance server the test started.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseDocument } from "yaml";
+import { loadEngine } from "../../ext-service/src/config/compile.js";
+import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
+import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
+import { createLogger } from "../../ext-service/src/telemetry/logger.js";
+import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+import type { Revision } from "./servers.js";
+
+export const FIXTURE_DIR = fileURLToPath(new URL("../fixtures/conformance/", import.meta.url));
+export const AGENT = "conformance-suite";
+
+/** The registry server that fronts the conformance server of each revision. */
+export function serverName(revision: Revision): string {
+  return `conformance-${revision.slice(0, 4)}`;
+}
+
+export interface GatewayConfig {
+  dir: string;
+  configFile: string;
+  engine: PolicyEngine;
+  token: string;
+  remove(): void;
+}
+
+/** Writes the fixture config with live upstreams and compiles it. */
+export async function prepareGatewayConfig(
+  upstreams: Partial<Record<Revision, string>>,
+): Promise<GatewayConfig> {
+  const dir = mkdtempSync(join(tmpdir(), "mcp-conformance-gw-"));
+  const keys = await ensureDevKeys(join(dir, "keys"));
+  writeFileSync(join(dir, "gateway.yaml"), readFileSync(join(FIXTURE_DIR, "gateway.yaml")));
+  const registry = parseDocument(readFileSync(join(FIXTURE_DIR, "registry.yaml"), "utf8"));
+  for (const [revision, url] of Object.entries(upstreams)) {
+    const servers = registry.get("servers") as {
+      items: { get(k: string): unknown; set(k: string, v: unknown): void }[];
+    };
+    const entry = servers.items.find((s) => s.get("name") === serverName(revision as Revision));
+    if (!entry) throw new Error(`registry fixture has no server ${serverName(revision as Revision)}`);
+    entry.set("upstreams", [url]);
+  }
+  writeFileSync(join(dir, "registry.yaml"), registry.toString());
+  const configFile = join(dir, "gateway.yaml");
+  const { engine } = loadEngine(configFile);
+  const token = await signDevToken(keys.privateJwk, { subject: AGENT, ttl: "1h" });
+  return { dir, configFile, engine, token, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface EdgeGateway {
+  edge: Edge;
+  url(revision: Revision): string;
+  close(): Promise<void>;
+}
+
+export async function startEdgeGateway(config: GatewayConfig): Promise<EdgeGateway> {
+  const logger = createLogger("warn", { write: () => undefined });
+  const edge = await startEdge({
+    engine: config.engine,
+    logger,
+    metrics: new Metrics(false),
+    host: "127.0.0.1",
+    port: 0,
+  });
+  return {
+    edge,
+    url: (revision) => `${edge.url}/mcp/${serverName(revision)}`,
+    close: () => edge.close(0),
+  };
+}
