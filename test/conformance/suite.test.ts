@@ -31,50 +31,12 @@ const OPEN_GAPS: Record<"edge", Record<Revision, Record<string, string>>> = {
     "2026-07-28": {
       ...DNS_REBINDING,
       ...gaps(
-        "issue 11 items 1-2: the edge refuses server/discover as method_unknown, and answers with HTTP 200 what the " +
-          "server refuses with 400 (bad _meta, unsupported version, header mismatch) or 404 (removed methods)",
+        "issue 11 item 1: a request claiming an unknown revision (MCP-Protocol-Version and _meta protocolVersion " +
+          "'v999.0.0') is taken for the 2025 era, so server/discover gets HTTP 200 method_unknown where the server " +
+          "answers HTTP 400 UnsupportedProtocolVersion (-32022, data.supported and data.requested)",
         [
-          "server-stateless:sep-2575-discover-capabilities-match-handlers",
-          "server-stateless:sep-2575-http-server-header-mismatch-400",
-          "server-stateless:sep-2575-http-server-meta-invalid-400",
-          "server-stateless:sep-2575-http-server-method-not-found-404",
-          "server-stateless:sep-2575-http-server-method-not-found-404-resources-subscribe",
-          "server-stateless:sep-2575-http-server-method-not-found-404-resources-unsubscribe",
           "server-stateless:sep-2575-http-server-unsupported-version-400",
-          "server-stateless:sep-2575-request-meta-client-info-optional",
-          "server-stateless:sep-2575-request-meta-invalid-missing-client-capabilities",
-          "server-stateless:sep-2575-request-meta-invalid-missing-meta",
-          "server-stateless:sep-2575-request-meta-invalid-missing-protocol-version",
-          "server-stateless:sep-2575-server-declares-prompts-in-discover",
-          "server-stateless:sep-2575-server-honors-notification-filter",
-          "server-stateless:sep-2575-server-identifies-in-result-meta",
-          "server-stateless:sep-2575-server-implements-discover",
-          "server-stateless:sep-2575-server-sends-prompts-list-changed-on-subscription",
-          "server-stateless:sep-2575-server-sends-subscription-ack",
-          "server-stateless:sep-2575-server-sends-tools-list-changed-on-subscription",
-          "server-stateless:sep-2575-server-tags-subscription-id",
           "server-stateless:sep-2575-server-unsupported-version-error",
-        ],
-      ),
-      ...gaps(
-        "issue 11 item 1: an Mcp-Method/Mcp-Name mismatch is refused with -32600 where the spec names -32020 " +
-          "(HeaderMismatch), and the refusal carries id null although the request had an id",
-        [
-          "http-header-validation:sep-2243-server-reject-error-code",
-          "tasks-request-headers:tasks-headers-reject-mismatched-method",
-          "tasks-request-headers:wire-schema-valid",
-          "tasks-dispatch-and-envelope:wire-schema-valid",
-        ],
-      ),
-      ...gaps(
-        "issue 11 items 1-2: the scenario starts with server/discover, which the edge refuses, and aborts",
-        [
-          "tasks-capability-negotiation:sep-2663-server-rejects-undeclared-client",
-          "tasks-capability-negotiation:sep-2663-tasks-methods-non-declaring",
-          "tasks-capability-negotiation:tasks-capability-negotiation",
-          "tasks-capability-negotiation:tasks-extension-advertised",
-          "tasks-capability-negotiation:tasks-per-request-meta-opt-in",
-          "tasks-capability-negotiation:wire-schema-valid",
         ],
       ),
     },
