@@ -9,7 +9,15 @@ import {
   type DocsUpstream,
   type RpcAnswer,
 } from "../security/review-upstream.js";
-import { MCP_HEADERS, httpCall, rpc, startGateway, type Gateway } from "./harness.js";
+import {
+  MCP_HEADERS,
+  fakeUpstream,
+  httpCall,
+  readJsonBody,
+  rpc,
+  startGateway,
+  type Gateway,
+} from "./harness.js";
 
 /**
  * Findings of the security review (docs/SECURITY.md) on the local edge, against a real SDK
@@ -138,5 +146,41 @@ describe("security review F3: client input never becomes a metric label", () => 
     expect(after.length - before).toBeLessThan(200); // counts grow by digits, not by series
     await new Promise((r) => setTimeout(r, 20));
     for (const a of gw.log.audits.slice(-90)) for (const m of a.methods) expect(m.length).toBeLessThan(120);
+  });
+});
+
+describe("security review F2: a gateway-side stall is not an upstream failure", () => {
+  it("keeps the breaker closed when upstream calls time out only because the event loop was blocked", async () => {
+    // The upstream answers at once, but the process is blocked first (another request's work, in
+    // the same event loop as the edge): the edge's upstream timeout fires before the answer is read.
+    const upstream = await fakeUpstream((req, res) => {
+      void readJsonBody(req).then((body) => {
+        const until = performance.now() + 1_400;
+        while (performance.now() < until);
+        setTimeout(() => {
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(JSON.stringify({ jsonrpc: "2.0", id: (body as { id: number }).id, result: {} }));
+        }, 0);
+      });
+    });
+    const stalled = await startGateway({
+      servers: [{ name: "slow", upstreams: [upstream.url] }],
+      edge: { upstreamTimeout: "300ms", breaker: { consecutiveFailures: 2, cooldown: "60s" } },
+    });
+    try {
+      const bearer = await stalled.token("tester");
+      const send = () =>
+        httpCall(stalled.url("slow"), {
+          headers: { ...MCP_HEADERS, authorization: `Bearer ${bearer}` },
+          body: rpc("ping"),
+        });
+      for (let i = 0; i < 2; i++) expect((await send()).status).toBe(504);
+      // Two timeouts, the breaker's threshold: only stalls of the gateway caused them.
+      const after = await send();
+      expect(JSON.parse(after.text).error?.data?.reason).toBe("upstream_timeout");
+    } finally {
+      await stalled.close();
+      await upstream.close();
+    }
   });
 });

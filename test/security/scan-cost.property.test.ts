@@ -9,6 +9,7 @@ import {
 } from "../../ext-service/src/policy/dlp.js";
 import { scanInjection } from "../../ext-service/src/policy/injection.js";
 import { loadCorpus, materialise } from "./corpus.js";
+import { makeEngine, registryOf, request, roundTrip, toolCall } from "./helpers.js";
 
 /**
  * Security review F2: every DLP detector and the injection scanner cost a small, bounded amount
@@ -255,5 +256,48 @@ describe("the linear detectors find what the searches they replaced found", () =
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe("security review F2: the scan budget of one message", () => {
+  const many = Object.fromEntries(
+    Array.from({ length: 150 }, (_, i) => [`k${i}`, `value ${i} `.repeat(500)]),
+  );
+  const tools = [{ name: "store", description: "Stores values.", inputSchema: { type: "object" } }];
+
+  it("refuses a request whose strings take longer than scanBudgetMs, audited as scan_budget_exceeded", async () => {
+    const engine = makeEngine({
+      security: { scanBudgetMs: 0.001 },
+      registry: registryOf([{ name: "kb", tools }]),
+    });
+    const { forwarded, reply, exchange } = await request(engine, toolCall(1, "store", many));
+    expect(forwarded).toBe(false);
+    expect((reply as { error: { data: { reason: string } } }).error.data.reason).toBe("scan_budget_exceeded");
+    expect(exchange.reasons).toContain("scan_budget_exceeded");
+    expect(exchange.decision).toBe("deny");
+  });
+
+  it("refuses a request with more than maxScanChars characters of text", async () => {
+    const engine = makeEngine({
+      security: { maxScanChars: 10_000 },
+      registry: registryOf([{ name: "kb", tools }]),
+    });
+    const { reply } = await request(engine, toolCall(1, "store", many));
+    expect((reply as { error: { data: { reason: string } } }).error.data.reason).toBe("scan_budget_exceeded");
+  });
+
+  it("replaces a server answer whose strings take longer than scanBudgetMs", async () => {
+    const engine = makeEngine({
+      security: { scanBudgetMs: 0.001 },
+      registry: registryOf([{ name: "kb", tools }]),
+    });
+    const content = Object.values(many).map((text) => ({ type: "text", text }));
+    const { out, exchange } = await roundTrip(engine, toolCall(1, "store", {}), {
+      jsonrpc: "2.0",
+      id: 1,
+      result: { content },
+    });
+    expect((out as { error: { data: { reason: string } } }).error.data.reason).toBe("scan_budget_exceeded");
+    expect(exchange.reasons).toContain("scan_budget_exceeded");
   });
 });

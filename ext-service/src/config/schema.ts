@@ -363,7 +363,14 @@ export const SecuritySchema = z
       .positive()
       .default(2_097_152)
       .describe(
-        "Most characters of text inspected per message; a larger server message is refused (response_too_large), since scanning it would stall the event loop",
+        "Most characters of text inspected per message; a larger server message is refused (response_too_large), a larger request scan_budget_exceeded, since scanning it would stall the event loop",
+      ),
+    scanBudgetMs: z
+      .number()
+      .positive()
+      .default(500)
+      .describe(
+        "Most milliseconds spent inspecting one message (a request's arguments or a server message): no further string is scanned after it, and the message is refused (scan_budget_exceeded)",
       ),
     decode: z
       .object({

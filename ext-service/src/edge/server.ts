@@ -15,6 +15,7 @@ import type { Metrics } from "../telemetry/metrics.js";
 import { readBody } from "./body.js";
 import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, upstreamRequestHeaders } from "./headers.js";
+import { LoopStallWatch } from "./loop-stall.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
@@ -148,6 +149,19 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     logger,
   );
   const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
+  const stalls = new LoopStallWatch();
+  /**
+   * A connection failure or timeout counts against the upstream's breaker, unless this process's
+   * event loop stalled meanwhile: then the gateway, not the upstream, was slow.
+   */
+  const upstreamFault = (endpoint: Endpoint, ticket: BreakerTicket): void => {
+    if (!stalls.recentlyStalled()) return endpoint.breaker.failure(ticket);
+    endpoint.breaker.release(ticket);
+    logger.warn(
+      { upstream: endpoint.label },
+      "upstream call failed after an event-loop stall: not counted for the breaker",
+    );
+  };
   // Bound once: observe() with a labels object builds and checks them on every request.
   const admitSeconds = metrics.decisionSeconds.labels({ phase: "admit" });
   const requestSeconds = metrics.decisionSeconds.labels({ phase: "request" });
@@ -343,7 +357,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
         endpoint.breaker.release(ticket);
         return;
       }
-      endpoint.breaker.failure(ticket);
+      upstreamFault(endpoint, ticket);
       const reason = state.timedOut ? "upstream_timeout" : failureReason(err);
       upstreamFailure(server, endpoint, reason, state.timedOut ? undefined : err);
       return reject(res, exchange, reason);
@@ -400,7 +414,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
             ? "upstream_timeout"
             : "upstream_unavailable";
       if (got.kind === "too_large") endpoint.breaker.success(ticket);
-      else endpoint.breaker.failure(ticket);
+      else upstreamFault(endpoint, ticket);
       upstreamFailure(server, endpoint, reason, got.kind === "failed" ? got.error : undefined);
       return reject(res, exchange, reason);
     }
@@ -593,6 +607,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           close(graceMs = durationMs(engine.config.shutdownGrace)) {
             closed ??= (async () => {
               closing = true;
+              stalls.close();
               const stopped = new Promise<void>((done) => http.close(() => done()));
               http.closeIdleConnections();
               for (const a of active) {

@@ -207,6 +207,11 @@ export const Reasons = {
     status: 200,
     message: "The server's answer contained personal data and was withheld",
   },
+  scan_budget_exceeded: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The message needs more inspection than the gateway's scan budget allows; it was not passed",
+  },
   // upstream and traffic
   rate_limited: { code: JsonRpcCode.RateLimited, status: 429, message: "Too many requests; slow down" },
   upstream_unavailable: {

@@ -145,6 +145,8 @@ interface WalkContext {
   tooDeep: boolean;
   /** Characters of text inspected so far in this message. */
   scanned: number;
+  /** performance.now() past which no further string of this message is scanned. */
+  deadline: number;
   /** Injection rules found in single strings, so a scan across strings reports only what is new. */
   rules: Set<string>;
 }
@@ -168,6 +170,13 @@ function pathString(path: readonly (string | number)[]): string {
     else out += /^[A-Za-z_$][\w$]*$/.test(p) ? (out ? `.${p}` : p) : `[${JSON.stringify(p.slice(0, 64))}]`;
   }
   return out;
+}
+
+function scanBudgetExceeded(ms: number): RequestDenial {
+  return {
+    reason: "scan_budget_exceeded",
+    detail: `inspection took more than ${ms} ms (security.scanBudgetMs)`,
+  };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -338,10 +347,12 @@ export class SecurityPolicy {
     rootPath: string,
   ): RequestDenial | undefined {
     let denial: RequestDenial | undefined;
+    const budget = { chars: 0, deadline: performance.now() + this.settings.scanBudgetMs };
     const visit = (value: unknown, path: (string | number)[], depth: number): void => {
       if (denial || depth > MAX_WALK_DEPTH) return;
       if (typeof value === "string") {
-        denial = this.checkArgumentString(exchange, settings, value, path);
+        denial = this.requestScanBudget(budget, value.length);
+        denial ??= this.checkArgumentString(exchange, settings, value, path);
         return;
       }
       if (Array.isArray(value)) {
@@ -361,6 +372,25 @@ export class SecurityPolicy {
     };
     visit(root, [rootPath], 0);
     return denial;
+  }
+
+  /**
+   * The scan budget of one client message: at most security.maxScanChars characters, and no
+   * string started after security.scanBudgetMs of scanning (security review F2).
+   */
+  private requestScanBudget(
+    budget: { chars: number; deadline: number },
+    chars: number,
+  ): RequestDenial | undefined {
+    if (chars < 6) return undefined;
+    budget.chars += chars;
+    if (budget.chars > this.settings.maxScanChars) {
+      return {
+        reason: "scan_budget_exceeded",
+        detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
+      };
+    }
+    return performance.now() > budget.deadline ? scanBudgetExceeded(this.settings.scanBudgetMs) : undefined;
   }
 
   private checkArgumentString(
@@ -538,6 +568,7 @@ export class SecurityPolicy {
         notes: [],
         tooDeep: false,
         scanned: 0,
+        deadline: performance.now() + this.settings.scanBudgetMs,
         rules: new Set(),
       };
       const before = request.params;
@@ -619,6 +650,7 @@ export class SecurityPolicy {
       notes: [],
       tooDeep: false,
       scanned: 0,
+      deadline: performance.now() + this.settings.scanBudgetMs,
       rules: new Set(),
     };
     if (!ctx.injection && !ctx.dlp) return SAME;
@@ -768,12 +800,16 @@ export class SecurityPolicy {
   /** Counts `chars` more characters inspected; past security.maxScanChars the message is refused. */
   private overScanBudget(ctx: WalkContext, chars: number): boolean {
     ctx.scanned += chars;
-    if (ctx.scanned <= this.settings.maxScanChars) return false;
-    // Scanning is linear, but a message this large would still hold the event loop too long.
-    ctx.block = {
-      reason: "response_too_large",
-      detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
-    };
+    if (ctx.scanned > this.settings.maxScanChars) {
+      // Scanning is linear, but a message this large would still hold the event loop too long.
+      ctx.block = {
+        reason: "response_too_large",
+        detail: `more than ${this.settings.maxScanChars} characters to inspect (security.maxScanChars)`,
+      };
+      return true;
+    }
+    if (performance.now() <= ctx.deadline) return false;
+    ctx.block = scanBudgetExceeded(this.settings.scanBudgetMs);
     return true;
   }
 
