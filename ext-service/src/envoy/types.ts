@@ -4,7 +4,7 @@
  * Hand-written rather than generated: a few dozen fields out of hundreds.
  */
 
-import type { EncodedStruct } from "./wire.js";
+import type { EncodedStruct } from "./encoded-struct.js";
 
 // google.protobuf.Struct / Value (protobufjs built-ins: camelCase fields).
 export interface StructValue {

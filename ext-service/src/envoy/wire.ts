@@ -1,4 +1,7 @@
+import { EncodedStruct } from "./encoded-struct.js";
 import type { Struct, StructValue } from "./types.js";
+
+export { EncodedStruct };
 
 /**
  * Protobuf wire-format helpers for two fields that cost more than the rest of their messages
@@ -274,16 +277,6 @@ export function encodeStructField(fieldNumber: number, struct: Struct): Buffer {
   w.struct(struct);
   if (w.pos !== buf.length) throw new Error(`Struct encoding wrote ${w.pos} of ${buf.length} bytes`);
   return buf;
-}
-
-/**
- * A google.protobuf.Struct already in wire form: the message's bytes without a length prefix.
- * Replies carry one where their metadata is rebuilt on every exchange (the ext_authz identity,
- * the ext_proc access-log namespace): built from strings and cached parts, it skips the Struct
- * object and the size pass over it. The server-side serializer (protos.ts) copies it as it is.
- */
-export class EncodedStruct {
-  constructor(readonly bytes: Buffer) {}
 }
 
 /** The bytes of a Struct (without a length prefix), for parts that are encoded once and reused. */
