@@ -97,7 +97,7 @@ describe("gateway.yaml loading", () => {
     const config = parseGatewayConfig("registry: r.yaml\nauth: {mode: optional}\n");
     expect(config.limits).toEqual({
       maxRequestBytes: 1_048_576,
-      maxResponseBytes: 16_777_216,
+      maxResponseBytes: 2_097_152,
       maxBatchSize: 32,
       maxJsonDepth: 64,
       maxSseEventBytes: 4_194_304,

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { loadConfig } from "../../ext-service/src/config/load.js";
+import { loadConfig, parseGatewayConfig } from "../../ext-service/src/config/load.js";
 import { CLUSTERS_FILE, ROUTES_FILE, renderEnvoy } from "../../ext-service/src/envoy/render.js";
 import { checkEnvoyDeployment, type DeploymentInput } from "../../ext-service/src/envoy/semantics.js";
 import { validateEnvoyYaml } from "../../ext-service/src/envoy/validate-config.js";
@@ -58,14 +58,16 @@ describe("envoy/envoy.yaml against Envoy's API", () => {
   it("uses exactly the extensions the gateway relies on", () => {
     expect([...bootstrap.report.anyTypes.keys()].sort()).toEqual([
       "envoy.config.trace.v3.OpenTelemetryConfig",
+      "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
       "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+      "envoy.extensions.clusters.dns.v3.DnsCluster",
       "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
       "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
       "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
       "envoy.extensions.filters.http.router.v3.Router",
       "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-      "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery",
       "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+      "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
       "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     ]);
@@ -79,6 +81,15 @@ describe("rendered CDS/RDS files", () => {
     expect(cds.report.warnings).toEqual([]);
     expect(rds.report.warnings).toEqual([]);
     expect(cds.report.anyTypes.get("envoy.config.cluster.v3.Cluster")).toBe(3);
+    // Name resolution through the DNS cluster extension, never for the record's TTL (W4).
+    expect(cds.report.anyTypes.get("envoy.extensions.clusters.dns.v3.DnsCluster")).toBe(3);
+    for (const cluster of cds.value.resources as Obj[]) {
+      expect(cluster.type).toBeUndefined();
+      expect((cluster.cluster_type as Obj).typed_config).toMatchObject({
+        dns_refresh_rate: "5s",
+        respect_dns_ttl: false,
+      });
+    }
     const routeTypes = [...rds.report.anyTypes.keys()].sort();
     expect(routeTypes).toEqual([
       "envoy.config.route.v3.RouteConfiguration",
@@ -104,6 +115,14 @@ describe("rendered CDS/RDS files", () => {
 describe("semantic checks across envoy.yaml and the rendered files", () => {
   it("pass for the committed deployment", () => {
     expect(messages(input())).toEqual([]);
+  });
+
+  it("pass for a gateway.yaml left at its default limits (the shipped bootstrap and the defaults agree)", () => {
+    const defaults = parseGatewayConfig(
+      "registry: registry.yaml\nauth: { mode: optional }\nagents: { research-bot: {}, support-bot: {}, release-bot: {} }\n",
+    );
+    expect(defaults.limits.maxResponseBytes).toBe(2_097_152);
+    expect(messages({ ...input(), gateway: defaults })).toEqual([]);
   });
 
   it("catch a route to a cluster that does not exist", () => {
@@ -193,7 +212,9 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
     const plain = "static_resources.listeners[1].filter_chains[0].filters[0].typed_config";
     set(i.bootstrap, `${plain}.stream_idle_timeout`, "30s");
     set(i.bootstrap, "static_resources.listeners[0].per_connection_buffer_limit_bytes", 1_048_576);
+    (i.routeConfigurations[0]!.virtual_hosts as Obj[])[0]!.request_body_buffer_limit = "65536";
     expect(messages(i)).toEqual([
+      `${ROUTES_FILE}:mcp_routes.virtual_hosts[0]: request buffer 65536 is below limits.maxRequestBytes 1048576: Envoy would 413 first`,
       `${HCM}: listener buffer 1048576 is below limits.maxResponseBytes 2097152: Envoy would 500 first`,
       `${plain}: differs from ${HCM} (only stat_prefix and the access log's listener may differ)`,
     ]);
@@ -209,19 +230,80 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
     expect(messages(i)[0]).toBe(
       `${HCM}.local_reply_config.mappers[0]: JSON-RPC error for 'rate_limited' must be code -32029, message 'Too many requests; slow down'`,
     );
+    const j = input();
+    const mappers = at(j.bootstrap, `${HCM}.local_reply_config.mappers`)[0].mappers as Obj[];
+    const tooLarge = mappers.findIndex((m) => JSON.stringify(m).includes("response_payload_too_large"));
+    mappers[tooLarge]!.status_code = 500;
+    expect(messages(j)[0]).toBe(
+      `${HCM}.local_reply_config.mappers[${tooLarge}].status_code: must be 502, the status of 'response_too_large'`,
+    );
   });
 
   it("catch a rate limit that is not keyed by the verified agent, or misses an agent", () => {
     const i = input();
     const vh = (i.routeConfigurations[0]!.virtual_hosts as Obj[])[0]!;
-    vh.rate_limits = [
+    const rl = (vh.typed_per_filter_config as Obj)["envoy.filters.http.local_ratelimit"] as Obj;
+    rl.rate_limits = [
       { actions: [{ request_headers: { header_name: "x-agent", descriptor_key: "agent" } }] },
     ];
-    const rl = (vh.typed_per_filter_config as Obj)["envoy.filters.http.local_ratelimit"] as Obj;
-    (rl.descriptors as unknown[]).pop();
+    (rl.descriptors as unknown[]).pop(); // the wildcard
+    (rl.descriptors as unknown[]).pop(); // support-bot's own
+    const vp = `${ROUTES_FILE}:mcp_routes.virtual_hosts[0]`;
     expect(messages(i)).toEqual([
-      `${ROUTES_FILE}:mcp_routes.virtual_hosts[0].rate_limits: no descriptor from the x-mcp-agent header`,
-      `${ROUTES_FILE}:mcp_routes.virtual_hosts[0].typed_per_filter_config: agent 'support-bot' has no token bucket`,
+      `${vp}.typed_per_filter_config: the local rate limit's rate_limits make no descriptor from the x-mcp-agent header`,
+      `${vp}.typed_per_filter_config: agent 'support-bot' has no token bucket`,
+    ]);
+
+    // Route-level descriptors (deprecated for the local rate limit), and a wildcard without a size.
+    const j = input();
+    const jvh = (j.routeConfigurations[0]!.virtual_hosts as Obj[])[0]!;
+    jvh.rate_limits = structuredClone(rl.rate_limits);
+    delete ((jvh.typed_per_filter_config as Obj)["envoy.filters.http.local_ratelimit"] as Obj)
+      .max_dynamic_descriptors;
+    expect(messages(j)).toEqual([
+      `${vp}.rate_limits: route-level rate limit descriptors are deprecated for the local rate limit: use the filter's own rate_limits`,
+      `${vp}.typed_per_filter_config.max_dynamic_descriptors: size the per-agent buckets (the default is 20 agents)`,
+    ]);
+  });
+
+  it("give every agent its own bucket: named agents exactly, all others through the wildcard", () => {
+    const vh = ((rds.value.resources as Obj[])[0]!.virtual_hosts as Obj[])[0]!;
+    expect(vh.rate_limits).toBeUndefined();
+    const rl = (vh.typed_per_filter_config as Obj)["envoy.filters.http.local_ratelimit"] as Obj;
+    expect(rl.rate_limits).toEqual([
+      { actions: [{ request_headers: { header_name: "x-mcp-agent", descriptor_key: "agent" } }] },
+    ]);
+    const entries = (rl.descriptors as Obj[]).map((d) => (d.entries as Obj[])[0]);
+    expect(entries).toEqual([
+      ...Object.keys(gateway.config.agents)
+        .sort()
+        .map((agent) => ({ key: "agent", value: agent })),
+      { key: "agent" },
+    ]);
+    expect(rl.max_dynamic_descriptors).toBe(10_000);
+  });
+
+  it("catch a retry policy ext_authz or ext_proc would ignore (envoy_grpc.retry_policy is for xDS)", () => {
+    const i = input();
+    const policy = { retry_on: "connect-failure", num_retries: 1 };
+    set(i.bootstrap, `${HCM}.http_filters[0].typed_config.grpc_service.envoy_grpc.retry_policy`, policy);
+    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.grpc_service.envoy_grpc.retry_policy`, policy);
+    expect(messages(i).filter((m) => m.startsWith(HCM))).toEqual([
+      `${HCM}.http_filters[0].typed_config.grpc_service.envoy_grpc.retry_policy: ignored by Envoy for ext_authz/ext_proc (xDS streams only): put retry_policy on grpc_service itself`,
+      `${HCM}.http_filters[2].typed_config.grpc_service.envoy_grpc.retry_policy: ignored by Envoy for ext_authz/ext_proc (xDS streams only): put retry_policy on grpc_service itself`,
+    ]);
+    // The shipped ext_authz retries where Envoy reads it.
+    const authz = at(bootstrap.value, `${HCM}.http_filters[0].typed_config`)[0].typed_config as Obj;
+    expect((authz.grpc_service as Obj).retry_policy).toMatchObject({
+      retry_on: "connect-failure,refused-stream",
+    });
+  });
+
+  it("catch an ext_proc that would answer an outage with 500 instead of ext_authz's 503", () => {
+    const i = input();
+    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.status_on_error`, undefined);
+    expect(messages(i).filter((m) => m.startsWith(HCM))).toEqual([
+      `${HCM}.http_filters[2].typed_config.status_on_error: must be { code: ServiceUnavailable }: an ext-service outage answers 503 like ext_authz's, and the 503 local reply mapper makes it JSON-RPC`,
     ]);
   });
 });

@@ -1,4 +1,7 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
+import { ROOTS } from "../../deploy/vendor-envoy-api.js";
 import { loadEnvoyApi } from "../../ext-service/src/envoy/api-schema.js";
 import { decodeEnvoy, validateEnvoyYaml } from "../../ext-service/src/envoy/validate-config.js";
 
@@ -53,21 +56,19 @@ const extProc = (config: Record<string, unknown>) => ({
 });
 
 describe("Envoy API loading", () => {
-  it("loads every proto whose imports resolve and names the ones it skips", () => {
+  it("loads the vendored 1.38 API: every type our configs name, and the fields added after mid-2024", () => {
     const api = loadEnvoyApi();
-    expect(api.total).toBe(518);
-    expect(api.loaded).toBe(445);
-    expect(api.skipped).toHaveLength(73);
-    // v2 files need envoy/api/v2, which the package does not ship; five v3 files need
-    // opencensus / OpenTelemetry / Prometheus protos it does not ship either.
-    const v3 = api.skipped.filter((s) => !/\/v2(alpha\d?)?\//.test(s.file)).map((s) => s.file);
-    expect(v3).toEqual([
-      "envoy/config/trace/v3/opencensus.proto",
-      "envoy/config/trace/v3/trace.proto",
-      "envoy/extensions/access_loggers/open_telemetry/v3/logs_service.proto",
-      "envoy/service/metrics/v3/metrics_service.proto",
-      "envoy/service/trace/v3/trace_service.proto",
-    ]);
+    expect(api.loaded).toBeGreaterThan(90);
+    // Fields the review's fixes need and the old @grpc/grpc-js-xds snapshot lacked.
+    const fields: [string, string][] = [
+      ["envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor", "status_on_error"],
+      ["envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", "rate_limits"],
+      ["envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", "max_dynamic_descriptors"],
+      ["envoy.config.route.v3.VirtualHost", "request_body_buffer_limit"],
+      ["envoy.extensions.clusters.dns.v3.DnsCluster", "dns_refresh_rate"],
+    ];
+    for (const [type, field] of fields)
+      expect(api.message(type)?.fields[field], `${type}.${field}`).toBeDefined();
     for (const type of [
       BOOTSTRAP,
       "envoy.config.cluster.v3.Cluster",
@@ -80,6 +81,37 @@ describe("Envoy API loading", () => {
     ]) {
       expect(api.message(type), type).toBeDefined();
     }
+  });
+});
+
+describe("the vendored protos (proto/envoy-api)", () => {
+  const dir = join(import.meta.dirname, "..", "..", "proto", "envoy-api");
+  const list = (d: string): string[] =>
+    readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory()
+        ? list(join(d, e.name))
+        : e.name.endsWith(".proto")
+          ? [relative(dir, join(d, e.name))]
+          : [],
+    );
+
+  it("are exactly the import closure of the root files: nothing missing, nothing extra", () => {
+    const needed = new Set<string>();
+    const pending = [...ROOTS];
+    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+      if (needed.has(name) || name.startsWith("google/protobuf/")) continue;
+      expect(existsSync(join(dir, name)), `${name} is imported but not vendored`).toBe(true);
+      needed.add(name);
+      for (const m of readFileSync(join(dir, name), "utf8").matchAll(
+        /^\s*import\s+(?:public\s+)?"([^"]+)"\s*;/gm,
+      ))
+        pending.push(m[1]!);
+    }
+    expect(list(dir).sort()).toEqual([...needed].sort());
+    expect(readFileSync(join(dir, "README.md"), "utf8")).toMatch(
+      /data-plane-api.*84e84367f2560cdb47b9bb78fd3e615feb80c3e4/,
+    );
+    expect(existsSync(join(dir, "LICENSE"))).toBe(true);
   });
 });
 
@@ -100,7 +132,7 @@ describe("strict decoding of Envoy config", () => {
     expect(errors(BOOTSTRAP, config)).toEqual([
       `${HF}[0].typed_config.processing_mode.request_body_mode: unknown enum value 'BUFFER' for ` +
         "envoy.extensions.filters.http.ext_proc.v3.ProcessingMode.BodySendMode " +
-        "(one of NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL); did you mean 'BUFFERED'?",
+        "(one of NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL, FULL_DUPLEX_STREAMED, GRPC); did you mean 'BUFFERED'?",
     ]);
   });
 
@@ -216,8 +248,8 @@ describe("strict decoding of Envoy config", () => {
 
   it("applies the validation rules Envoy enforces at load time", () => {
     // required message, string min_len on an unset field, uint32 range, required oneof, repeated min_items
-    expect(errors("envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor", {})).toEqual([
-      "grpc_service: is required (envoy.config.core.v3.GrpcService)",
+    expect(errors("envoy.config.route.v3.Route", { direct_response: { status: 404 } })).toEqual([
+      "match: is required (envoy.config.route.v3.RouteMatch)",
     ]);
     expect(errors("envoy.config.core.v3.SocketAddress", { address: "x", port_value: 70000 })).toEqual([
       "port_value: must be <= 65535",

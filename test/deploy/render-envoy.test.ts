@@ -55,7 +55,8 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   }
 }
 
-describe("mcp-gateway registry render-envoy", () => {
+// Each case starts the CLI (tsx) in a child process, which takes seconds on a loaded machine.
+describe("mcp-gateway registry render-envoy", { timeout: 90_000 }, () => {
   it("writes CDS and RDS files that decode against Envoy's API", async () => {
     const { dir, config } = fixture(
       `  - name: kb\n    upstreams: ["http://kb.internal:3101/mcp"]\n` +
@@ -74,12 +75,24 @@ describe("mcp-gateway registry render-envoy", () => {
       expect(decodeEnvoy("envoy.service.discovery.v3.DiscoveryResponse", file).errors).toEqual([]);
     }
     const [kb, search] = clusters.resources as Obj[];
-    expect(kb).toMatchObject({ name: "mcp_kb", type: "STRICT_DNS", lb_policy: "LEAST_REQUEST" });
+    // Names resolve through the DNS cluster extension every 5s, never held for the record's TTL.
+    const dns = (logical: boolean) => ({
+      name: "envoy.cluster.dns",
+      typed_config: {
+        "@type": "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster",
+        dns_refresh_rate: "5s",
+        respect_dns_ttl: false,
+        dns_lookup_family: "V4_PREFERRED",
+        ...(logical ? { all_addresses_in_single_endpoint: true } : {}),
+      },
+    });
+    expect(kb).toMatchObject({ name: "mcp_kb", cluster_type: dns(false), lb_policy: "LEAST_REQUEST" });
+    expect(kb!.type).toBeUndefined();
     expect(kb!.transport_socket).toBeUndefined();
-    // A single https upstream behind DNS: LOGICAL_DNS, TLS with SNI and the system CA bundle.
+    // A single https upstream behind DNS: one logical endpoint, TLS with SNI and the system CA bundle.
     expect(search).toMatchObject({
       name: "mcp_search-2",
-      type: "LOGICAL_DNS",
+      cluster_type: dns(true),
       transport_socket: {
         name: "envoy.transport_sockets.tls",
         typed_config: {
@@ -121,12 +134,13 @@ describe("mcp-gateway registry render-envoy", () => {
     const [kb] = rendered.clusters;
     expect(kb).toMatchObject({
       type: "STATIC",
+      lb_policy: "RING_HASH",
       outlier_detection: { consecutive_5xx: 7, consecutive_gateway_failure: 7, base_ejection_time: "45s" },
     });
     expect(kb!.dns_lookup_family).toBeUndefined();
     expect(rendered.warnings).toEqual([
-      "server 'kb' has 2 upstreams: Streamable HTTP sessions live on one replica, so the server must share " +
-        "session state across replicas or run stateless",
+      "server 'kb' has 2 upstreams: Envoy hashes Mcp-Session-Id to one replica, but initialize may be answered " +
+        "by another, so the server must share session state across replicas or run stateless",
     ]);
     const vh = (rendered.routeConfiguration.virtual_hosts as Obj[])[0]!;
     const rl = (vh.typed_per_filter_config as Obj)["envoy.filters.http.local_ratelimit"] as Obj;
@@ -134,7 +148,13 @@ describe("mcp-gateway registry render-envoy", () => {
     expect((rl.descriptors as Obj[]).map((d) => (d.entries as Obj[])[0])).toEqual([
       { key: "agent", value: "bot-a" },
       { key: "agent", value: "bot-b" },
+      { key: "agent" },
     ]);
+    // Several replicas: every MCP route hashes the session header, so a session stays on one.
+    const mcpRoutes = (vh.routes as Obj[]).filter((r) => r.route !== undefined);
+    expect(mcpRoutes.map((r) => r.name)).toEqual(["kb-post", "kb-get", "kb-delete"]);
+    for (const r of mcpRoutes)
+      expect((r.route as Obj).hash_policy).toEqual([{ header: { header_name: "mcp-session-id" } }]);
     expect(tokenBucket(50, 100)).toEqual({ max_tokens: 100, tokens_per_fill: 50, fill_interval: "1s" });
   });
 

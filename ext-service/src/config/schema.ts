@@ -193,7 +193,9 @@ export const LimitsSchema = z
       .number()
       .int()
       .positive()
-      .default(16_777_216)
+      // 2 MiB: the shipped Envoy bootstrap buffers responses up to the same size, so both planes
+      // refuse the same responses (envoy/envoy.yaml per_connection_buffer_limit_bytes).
+      .default(2_097_152)
       .describe("Largest buffered JSON response the gateway inspects; larger ones are refused"),
     maxBatchSize: z.number().int().positive().default(32),
     maxJsonDepth: z.number().int().positive().default(64),
@@ -202,7 +204,7 @@ export const LimitsSchema = z
   .strict()
   .default({
     maxRequestBytes: 1_048_576,
-    maxResponseBytes: 16_777_216,
+    maxResponseBytes: 2_097_152,
     maxBatchSize: 32,
     maxJsonDepth: 64,
     maxSseEventBytes: 4_194_304,

@@ -44,7 +44,7 @@ export interface EnvoyProtos {
 }
 
 /** Walks up from this module to the package root, which holds proto/ (works from src/ and dist/). */
-function ownProtoDir(): string {
+export function packageProtoDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = join(dir, "proto");
@@ -178,7 +178,7 @@ export function envoyProtos(): EnvoyProtos {
     defaults: false,
     oneofs: true,
     includeDirs: [
-      ownProtoDir(),
+      packageProtoDir(),
       join(deps, "envoy-api"),
       join(deps, "xds"),
       join(deps, "googleapis"),

@@ -28,6 +28,7 @@ const CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 const HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const DNS_CLUSTER_TYPE = "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster";
 const TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 const LOCAL_RATELIMIT_TYPE =
   "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -123,22 +124,40 @@ const JSON_CONTENT_TYPE = {
   append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
 };
 
+/**
+ * Name resolution through the DNS cluster extension (Cluster's own dns_refresh_rate,
+ * respect_dns_ttl and dns_lookup_family are deprecated since Envoy 1.33). A fixed 5 s refresh,
+ * never the record's TTL: Docker's DNS answers with TTL 600, so a recreated container's new
+ * address would otherwise be unknown to Envoy for ten minutes. `logical`: one HTTPS endpoint
+ * behind a name (a SaaS server), connected to as one host like LOGICAL_DNS; otherwise every
+ * address is an endpoint (STRICT_DNS).
+ */
+export function dnsClusterType(logical: boolean): Obj {
+  return {
+    name: "envoy.cluster.dns",
+    typed_config: {
+      "@type": DNS_CLUSTER_TYPE,
+      dns_refresh_rate: "5s",
+      respect_dns_ttl: false,
+      dns_lookup_family: "V4_PREFERRED",
+      ...(logical ? { all_addresses_in_single_endpoint: true } : {}),
+    },
+  };
+}
+
 function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: LoadedConfig): Obj {
   const { edge } = loaded.config;
   const failures = edge.breaker.consecutiveFailures;
   const tls = upstreams[0]!.scheme === "https";
   const allIps = upstreams.every((u) => isIP(u.host) !== 0);
-  const type = allIps ? "STATIC" : upstreams.length === 1 && tls ? "LOGICAL_DNS" : "STRICT_DNS";
   const name = clusterName(server.name);
   const cluster: Obj = {
     "@type": CLUSTER_TYPE,
     name,
-    type,
+    ...(allIps ? { type: "STATIC" } : { cluster_type: dnsClusterType(upstreams.length === 1 && tls) }),
     connect_timeout: "2s",
-    ...(type === "STATIC"
-      ? {}
-      : { dns_lookup_family: "V4_PREFERRED", dns_refresh_rate: "5s", respect_dns_ttl: true }),
-    lb_policy: "LEAST_REQUEST",
+    // One replica: least request. Several: a consistent hash of Mcp-Session-Id (see serverRoutes).
+    lb_policy: upstreams.length > 1 ? "RING_HASH" : "LEAST_REQUEST",
     load_assignment: {
       cluster_name: name,
       endpoints: [
@@ -228,13 +247,29 @@ function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: Lo
   return cluster;
 }
 
+export const SESSION_HEADER = "mcp-session-id";
+
 function routeAction(cluster: string, upstreamPath: string, extra: Obj): Obj {
   return { cluster, prefix_rewrite: upstreamPath, auto_host_rewrite: true, ...extra };
+}
+
+/**
+ * Session affinity for a server with several replicas: requests that carry the same
+ * Mcp-Session-Id hash to the same replica (RING_HASH), so a session's POSTs, its GET stream and
+ * its DELETE meet on one replica while the healthy set is stable. It does not make the request
+ * that mints the session (initialize, no header yet) land where the hash later points, and a
+ * replica leaving or joining moves about 1/N of the sessions: a server that keeps session state
+ * only in process memory still needs shared session state (or one replica, or the gateway-owned
+ * sessions of the aggregated endpoint).
+ */
+function sessionHash(replicas: number): Obj {
+  return replicas > 1 ? { hash_policy: [{ header: { header_name: SESSION_HEADER } }] } : {};
 }
 
 /** The three MCP routes of one server, then a 405 for any other method. */
 function serverRoutes(server: RegistryServer, upstream: Upstream, loaded: LoadedConfig): Obj[] {
   const path = `/mcp/${server.name}`;
+  const affinity = sessionHash(server.upstreams.length);
   const cluster = clusterName(server.name);
   const method = (m: string) => ({ path, headers: [{ name: ":method", string_match: { exact: m } }] });
   // Safe to retry: the request never reached a server (no connection, or HTTP/2 REFUSED_STREAM).
@@ -251,7 +286,7 @@ function serverRoutes(server: RegistryServer, upstream: Upstream, loaded: Loaded
       // POST carries JSON-RPC, tools/call included: never retried, so no call runs twice.
       name: `${server.name}-post`,
       match: method("POST"),
-      route: routeAction(cluster, upstream.path, { timeout: "0s", idle_timeout: "300s" }),
+      route: routeAction(cluster, upstream.path, { timeout: "0s", idle_timeout: "300s", ...affinity }),
     },
     {
       // GET opens the server-to-client SSE stream: no deadline, a long idle allowance.
@@ -261,6 +296,7 @@ function serverRoutes(server: RegistryServer, upstream: Upstream, loaded: Loaded
         timeout: "0s",
         idle_timeout: "3600s",
         retry_policy: safeRetry,
+        ...affinity,
       }),
     },
     {
@@ -269,6 +305,7 @@ function serverRoutes(server: RegistryServer, upstream: Upstream, loaded: Loaded
       route: routeAction(cluster, upstream.path, {
         timeout: seconds(durationMs(loaded.config.edge.upstreamTimeout)),
         retry_policy: safeRetry,
+        ...affinity,
       }),
     },
     {
@@ -298,6 +335,17 @@ export function tokenBucket(requestsPerSecond: number, burst: number): Obj {
   };
 }
 
+/** Dynamic per-agent buckets Envoy keeps (least recently used are dropped, then start full). */
+export const MAX_DYNAMIC_AGENT_BUCKETS = 10_000;
+
+/**
+ * The per-agent local rate limit, on the virtual host. The descriptor comes from the filter's own
+ * `rate_limits` (route-level descriptors are on their way out of Envoy): the x-mcp-agent header
+ * ext_authz set from the verified token. Agents named in gateway.yaml get an exact descriptor;
+ * every other agent gets its own bucket through the wildcard descriptor (blank value), so unnamed
+ * agents never share one. Envoy matches exact descriptors before wildcards (local_ratelimit_impl.cc
+ * requestAllowed). A request without the header (auth.mode optional, anonymous) uses token_bucket.
+ */
 function localRateLimit(loaded: LoadedConfig): Obj {
   const { requestsPerSecond, burst } = loaded.config.edge.rateLimit;
   const bucket = tokenBucket(requestsPerSecond, burst);
@@ -305,15 +353,19 @@ function localRateLimit(loaded: LoadedConfig): Obj {
   return {
     "@type": LOCAL_RATELIMIT_TYPE,
     stat_prefix: "mcp_agent",
-    // Agents not named in gateway.yaml share this bucket; named agents get their own below.
     token_bucket: bucket,
     filter_enabled: { ...full, runtime_key: "mcp_gateway.rate_limit.enabled" },
     filter_enforced: { ...full, runtime_key: "mcp_gateway.rate_limit.enforced" },
     always_consume_default_token_bucket: false,
     enable_x_ratelimit_headers: "DRAFT_VERSION_03",
-    descriptors: Object.keys(loaded.config.agents)
-      .sort()
-      .map((agent) => ({ entries: [{ key: "agent", value: agent }], token_bucket: bucket })),
+    rate_limits: [{ actions: [{ request_headers: { header_name: AGENT_HEADER, descriptor_key: "agent" } }] }],
+    descriptors: [
+      ...Object.keys(loaded.config.agents)
+        .sort()
+        .map((agent) => ({ entries: [{ key: "agent", value: agent }], token_bucket: bucket })),
+      { entries: [{ key: "agent" }], token_bucket: bucket },
+    ],
+    max_dynamic_descriptors: MAX_DYNAMIC_AGENT_BUCKETS,
   };
 }
 
@@ -344,10 +396,9 @@ function renderRoutes(servers: { server: RegistryServer; upstream: Upstream }[],
         name: "mcp",
         domains: ["*"],
         routes,
-        // The descriptor the local rate limit filter matches: the agent ext_authz verified.
-        rate_limits: [
-          { actions: [{ request_headers: { header_name: AGENT_HEADER, descriptor_key: "agent" } }] },
-        ],
+        // Request bodies are buffered for ext_proc up to the gateway's own limit and no further:
+        // a larger one gets Envoy's 413, mapped to the ext-service's body_too_large reply.
+        request_body_buffer_limit: loaded.config.limits.maxRequestBytes,
         typed_per_filter_config: { [LOCAL_RATELIMIT_FILTER]: localRateLimit(loaded) },
       },
     ],
@@ -377,8 +428,8 @@ export function renderEnvoy(loaded: LoadedConfig): RenderedEnvoy {
   for (const { server, upstreams } of parsed) {
     if (upstreams.length > 1) {
       warnings.push(
-        `server '${server.name}' has ${upstreams.length} upstreams: Streamable HTTP sessions live on one replica, ` +
-          "so the server must share session state across replicas or run stateless",
+        `server '${server.name}' has ${upstreams.length} upstreams: Envoy hashes Mcp-Session-Id to one replica, ` +
+          "but initialize may be answered by another, so the server must share session state across replicas or run stateless",
       );
     }
   }

@@ -126,6 +126,19 @@ function withoutListenerSpecifics(config: Obj): string {
   });
 }
 
+/**
+ * GrpcService.EnvoyGrpc.retry_policy is read only by xDS (management-plane) streams; ext_authz and
+ * ext_proc read GrpcService.retry_policy (Envoy's grpc/async_client_impl.cc). A retry policy in the
+ * wrong place is silently ignored, so it is refused here.
+ */
+function checkGrpcRetryPlacement(grpcService: unknown, path: string, add: (p: string, m: string) => void) {
+  if (obj(obj(grpcService).envoy_grpc).retry_policy !== undefined)
+    add(
+      `${path}.grpc_service.envoy_grpc.retry_policy`,
+      "ignored by Envoy for ext_authz/ext_proc (xDS streams only): put retry_policy on grpc_service itself",
+    );
+}
+
 export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
   const problems: EnvoyProblem[] = [];
   const seen = new Set<string>();
@@ -236,6 +249,7 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
           `${authz.path}.typed_config.with_request_body`,
           "ext_authz is headers only; bodies go to ext_proc",
         );
+      checkGrpcRetryPlacement(c.grpc_service, `${authz.path}.typed_config`, add);
       if (authz.filter.name !== "envoy.filters.http.ext_authz")
         add(
           `${authz.path}.name`,
@@ -251,6 +265,12 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       if (obj(obj(c.grpc_service).envoy_grpc).cluster_name !== EXT_SERVICE_CLUSTER)
         add(`${p}.grpc_service`, `ext_proc must call '${EXT_SERVICE_CLUSTER}'`);
       if (c.failure_mode_allow === true) add(`${p}.failure_mode_allow`, "ext_proc must fail closed");
+      checkGrpcRetryPlacement(c.grpc_service, p, add);
+      if (obj(c.status_on_error).code !== "ServiceUnavailable")
+        add(
+          `${p}.status_on_error`,
+          "must be { code: ServiceUnavailable }: an ext-service outage answers 503 like ext_authz's, and the 503 local reply mapper makes it JSON-RPC",
+        );
       if (c.allow_mode_override !== true)
         add(`${p}.allow_mode_override`, "must be true (response body mode is chosen per response)");
       const mode = obj(c.processing_mode);
@@ -305,28 +325,42 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
         const perRoute = obj(obj(v.typed_per_filter_config)[String(rl.filter.name)]);
         if (!isObj(perRoute.token_bucket))
           add(`${vp}.typed_per_filter_config`, `no token bucket for filter '${String(rl.filter.name)}'`);
-        const actions = list(v.rate_limits)
+        if (v.rate_limits !== undefined)
+          add(
+            `${vp}.rate_limits`,
+            "route-level rate limit descriptors are deprecated for the local rate limit: use the filter's own rate_limits",
+          );
+        const actions = list(perRoute.rate_limits)
           .flatMap((r) => list(obj(r).actions))
           .map((a) => obj(obj(a).request_headers));
         const action = actions.find((a) => a.header_name === AGENT_HEADER);
-        if (!action) add(`${vp}.rate_limits`, `no descriptor from the ${AGENT_HEADER} header`);
-        for (const d of list(perRoute.descriptors)) {
-          for (const e of list(obj(d).entries)) {
-            if (action && obj(e).key !== action.descriptor_key)
-              add(
-                `${vp}.typed_per_filter_config`,
-                `descriptor key '${String(obj(e).key)}' is not '${String(action.descriptor_key)}'`,
-              );
-          }
-        }
-        if (input.gateway) {
-          const agents = new Set(
-            list(perRoute.descriptors).flatMap((d) => list(obj(d).entries).map((e) => obj(e).value)),
+        if (!action)
+          add(
+            `${vp}.typed_per_filter_config`,
+            `the local rate limit's rate_limits make no descriptor from the ${AGENT_HEADER} header`,
           );
+        const entries = list(perRoute.descriptors).flatMap((d) => list(obj(d).entries).map(obj));
+        for (const e of entries) {
+          if (action && e.key !== action.descriptor_key)
+            add(
+              `${vp}.typed_per_filter_config`,
+              `descriptor key '${String(e.key)}' is not '${String(action.descriptor_key)}'`,
+            );
+        }
+        // A wildcard descriptor (no value) gives every agent its own bucket; without one, every
+        // agent named in gateway.yaml needs an exact descriptor or it shares the default bucket.
+        const wildcard = entries.some((e) => e.value === undefined || e.value === "");
+        if (!wildcard && input.gateway) {
+          const agents = new Set(entries.map((e) => e.value));
           for (const agent of Object.keys(input.gateway.agents))
             if (!agents.has(agent))
               add(`${vp}.typed_per_filter_config`, `agent '${agent}' has no token bucket`);
         }
+        if (wildcard && perRoute.max_dynamic_descriptors === undefined)
+          add(
+            `${vp}.typed_per_filter_config.max_dynamic_descriptors`,
+            "size the per-agent buckets (the default is 20 agents)",
+          );
       });
       if (rl.filter.name !== LOCAL_RATELIMIT_FILTER)
         add(`${rl.path}.name`, `must be '${LOCAL_RATELIMIT_FILTER}'`);
@@ -342,17 +376,25 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       if (!info) add(mp, `unknown reason '${String(reason)}'`);
       else if (error.code !== info.code || error.message !== info.message)
         add(mp, `JSON-RPC error for '${reason}' must be code ${info.code}, message '${info.message}'`);
+      else if (obj(mapper).status_code !== undefined && obj(mapper).status_code !== info.status)
+        add(`${mp}.status_code`, `must be ${info.status}, the status of '${reason}'`);
     }
 
-    // Buffer limit vs the gateway's body limits.
+    // Buffer limits vs the gateway's body limits: Envoy must not refuse what the ext-service
+    // would accept. Requests: the virtual host's request_body_buffer_limit, else the listener's
+    // buffer; BUFFERED responses: the listener's buffer.
     if (input.gateway) {
       const limit = Number(h.listener.per_connection_buffer_limit_bytes ?? 1_048_576);
       const { maxRequestBytes, maxResponseBytes } = input.gateway.limits;
-      if (limit < maxRequestBytes)
-        add(
-          `${h.path}`,
-          `listener buffer ${limit} is below limits.maxRequestBytes ${maxRequestBytes}: Envoy would 413 first`,
-        );
+      const hosts = rc ? list(rc.virtual_hosts).map(obj) : [];
+      hosts.forEach((v, i) => {
+        const requestLimit = Number(v.request_body_buffer_limit ?? limit);
+        if (requestLimit < maxRequestBytes)
+          add(
+            `${ROUTES_FILE}:${String(rc!.name)}.virtual_hosts[${i}]`,
+            `request buffer ${requestLimit} is below limits.maxRequestBytes ${maxRequestBytes}: Envoy would 413 first`,
+          );
+      });
       if (limit < maxResponseBytes)
         add(
           `${h.path}`,
