@@ -10,6 +10,7 @@ import { parseDocument } from "yaml";
 import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import { startEnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
@@ -54,24 +55,37 @@ export async function prepareGatewayConfig(
   return { dir, configFile, engine, token, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export interface EdgeGateway {
-  edge: Edge;
+/** A data plane in front of the conformance servers: where the suite's hop sends each revision's traffic. */
+export interface PlaneGateway {
   url(revision: Revision): string;
   close(): Promise<void>;
 }
 
-export async function startEdgeGateway(config: GatewayConfig): Promise<EdgeGateway> {
-  const logger = createLogger("warn", { write: () => undefined });
-  const edge = await startEdge({
+export type Plane = "edge" | "envoy";
+
+const quietLogger = () => createLogger("warn", { write: () => undefined });
+
+/** The local edge (`mcp-gateway edge`) in process. */
+async function startEdgeGateway(config: GatewayConfig): Promise<PlaneGateway> {
+  const edge: Edge = await startEdge({
     engine: config.engine,
-    logger,
+    logger: quietLogger(),
     metrics: new Metrics(false),
     host: "127.0.0.1",
     port: 0,
   });
-  return {
-    edge,
-    url: (revision) => `${edge.url}/mcp/${serverName(revision)}`,
-    close: () => edge.close(0),
-  };
+  return { url: (revision) => `${edge.url}/mcp/${serverName(revision)}`, close: () => edge.close(0) };
+}
+
+/**
+ * The Envoy path without an Envoy binary: the Envoy-role front (an HTTP listener playing the shipped filter chain,
+ * ext_authz then ext_proc over real gRPC, streaming both ways) in front of the real ext-service (`mcp-gateway serve`).
+ */
+async function startEnvoyGateway(config: GatewayConfig): Promise<PlaneGateway> {
+  const front = await startEnvoyRoleFront({ extService: { engine: config.engine, logger: quietLogger() } });
+  return { url: (revision) => `${front.url}/mcp/${serverName(revision)}`, close: () => front.close() };
+}
+
+export function startPlane(plane: Plane, config: GatewayConfig): Promise<PlaneGateway> {
+  return plane === "edge" ? startEdgeGateway(config) : startEnvoyGateway(config);
 }

@@ -4,7 +4,13 @@
  * when every check has the same verdict through it as directly: the tests compare check by check.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { prepareGatewayConfig, startEdgeGateway, type EdgeGateway, type GatewayConfig } from "./gateway.js";
+import {
+  prepareGatewayConfig,
+  startPlane,
+  type GatewayConfig,
+  type Plane,
+  type PlaneGateway,
+} from "./gateway.js";
 import { differences, runSuite, score, SUITE_NODE, type SuiteRun } from "./run-suite.js";
 import { REVISIONS, startConformanceServer, type Revision, type RunningServer } from "./servers.js";
 import { startTokenHop } from "./token-hop.js";
@@ -17,31 +23,35 @@ function gaps(reason: string, keys: string[]): Record<string, string> {
 }
 
 const DNS_REBINDING = gaps(
-  "issue 11 item 3: the edge does not refuse a foreign Origin/Host yet (the server does, so directly it passes)",
+  "issue 11 item 3: the gateway does not refuse a foreign Origin/Host yet (the server does, so directly it passes)",
   ["dns-rebinding-protection:localhost-host-rebinding-rejected"],
 );
 
 /**
- * Checks known to differ through a plane today, by `<scenario>:<check id>`, each with what closes it. The test
- * asserts this exact list: a new difference fails it, and so does a gap that closed (then delete its entry).
+ * Checks known to differ through the gateway today, by `<scenario>:<check id>`, each with what closes it. Both planes
+ * call the same policy core, so they share one list. The test asserts it exactly: a new difference fails the test,
+ * and so does a gap that closed (then delete its entry).
  */
-const OPEN_GAPS: Record<"edge", Record<Revision, Record<string, string>>> = {
-  edge: {
-    "2025-11-25": DNS_REBINDING,
-    "2026-07-28": {
-      ...DNS_REBINDING,
-      ...gaps(
-        "issue 11 item 1: a request claiming an unknown revision (MCP-Protocol-Version and _meta protocolVersion " +
-          "'v999.0.0') is taken for the 2025 era, so server/discover gets HTTP 200 method_unknown where the server " +
-          "answers HTTP 400 UnsupportedProtocolVersion (-32022, data.supported and data.requested)",
-        [
-          "server-stateless:sep-2575-http-server-unsupported-version-400",
-          "server-stateless:sep-2575-server-unsupported-version-error",
-        ],
-      ),
-    },
+const OPEN_GAPS: Record<Revision, Record<string, string>> = {
+  "2025-11-25": DNS_REBINDING,
+  "2026-07-28": {
+    ...DNS_REBINDING,
+    ...gaps(
+      "issue 11 item 1: a request claiming an unknown revision (MCP-Protocol-Version and _meta protocolVersion " +
+        "'v999.0.0') is taken for the 2025 era, so server/discover gets HTTP 200 method_unknown where the server " +
+        "answers HTTP 400 UnsupportedProtocolVersion (-32022, data.supported and data.requested)",
+      [
+        "server-stateless:sep-2575-http-server-unsupported-version-400",
+        "server-stateless:sep-2575-server-unsupported-version-error",
+      ],
+    ),
   },
 };
+
+const PLANES: { plane: Plane; name: string }[] = [
+  { plane: "edge", name: "the local edge" },
+  { plane: "envoy", name: "the Envoy ext_authz + ext_proc path (Envoy-role front, real ext-service)" },
+];
 
 function gapKeys(diffs: string[]): string[] {
   return diffs.map((d) => d.slice(0, d.indexOf(": ")));
@@ -55,18 +65,15 @@ it("the suite runs on the Node 22 binary while the tests stay on the project's N
 describe.each(REVISIONS)("official MCP conformance suite, %s", (revision) => {
   let server: RunningServer;
   let config: GatewayConfig;
-  let edge: EdgeGateway;
   let direct: SuiteRun;
 
   beforeAll(async () => {
     server = await startConformanceServer(revision);
     config = await prepareGatewayConfig({ [revision]: server.url });
-    edge = await startEdgeGateway(config);
     direct = await runSuite({ url: server.url, revision });
   }, SUITE_TIMEOUT_MS);
 
   afterAll(async () => {
-    await edge?.close();
     await server?.close();
     config?.remove();
   });
@@ -79,25 +86,29 @@ describe.each(REVISIONS)("official MCP conformance suite, %s", (revision) => {
     console.log(`${revision} direct: ${s.passed}/${s.total} scored checks in ${direct.durationMs} ms`);
   });
 
-  it(
-    "through the local edge, every check has the verdict it has directly (open gaps listed)",
-    async () => {
-      const hop = await startTokenHop(edge.url(revision), config.token);
-      try {
-        const run = await runSuite({ url: hop.url, revision });
-        const s = score(run);
-        const diffs = differences(direct, run);
-        console.log(
-          `${revision} edge: ${s.passed}/${s.total} scored checks in ${run.durationMs} ms; differences:\n  ${diffs.join("\n  ") || "none"}`,
-        );
-        expect(
-          gapKeys(diffs),
-          `differences (update OPEN_GAPS only for a gap that closed):\n${diffs.join("\n")}`,
-        ).toEqual(Object.keys(OPEN_GAPS.edge[revision]).sort());
-      } finally {
-        await hop.close();
-      }
-    },
-    SUITE_TIMEOUT_MS,
-  );
+  for (const { plane, name } of PLANES) {
+    it(
+      `through ${name}, every check has the verdict it has directly (open gaps listed)`,
+      async () => {
+        const gateway: PlaneGateway = await startPlane(plane, config);
+        const hop = await startTokenHop(gateway.url(revision), config.token);
+        try {
+          const run = await runSuite({ url: hop.url, revision });
+          const s = score(run);
+          const diffs = differences(direct, run);
+          console.log(
+            `${revision} ${plane}: ${s.passed}/${s.total} scored checks in ${run.durationMs} ms; differences:\n  ${diffs.join("\n  ") || "none"}`,
+          );
+          expect(
+            gapKeys(diffs),
+            `differences (update OPEN_GAPS only for a gap that closed):\n${diffs.join("\n")}`,
+          ).toEqual(Object.keys(OPEN_GAPS[revision]).sort());
+        } finally {
+          await hop.close();
+          await gateway.close();
+        }
+      },
+      SUITE_TIMEOUT_MS,
+    );
+  }
 });
