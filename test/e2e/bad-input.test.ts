@@ -111,7 +111,7 @@ describe("bad input over HTTP", () => {
       gw.edge.port,
       [
         "POST /mcp/ok HTTP/1.1",
-        "host: x",
+        "host: 127.0.0.1",
         "content-type: application/json",
         "accept: application/json, text/event-stream",
         `authorization: Bearer ${token}`,
@@ -130,7 +130,7 @@ describe("bad input over HTTP", () => {
   it("chunked body crossing the limit: 413 while the client is still sending", async () => {
     const head = [
       "POST /mcp/ok HTTP/1.1",
-      "host: x",
+      "host: 127.0.0.1",
       "content-type: application/json",
       "accept: application/json, text/event-stream",
       `authorization: Bearer ${token}`,
@@ -148,7 +148,7 @@ describe("bad input over HTTP", () => {
   });
 
   it("slow-loris headers: 408 after headersTimeout, connection closed", async () => {
-    const raw = await rawHttp(gw.edge.port, "POST /mcp/ok HTTP/1.1\r\nhost: x\r\ncontent-type: appl");
+    const raw = await rawHttp(gw.edge.port, "POST /mcp/ok HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: appl");
     const r = parseRawResponse(raw);
     expect(r.status).toBe(408);
     expect(JSON.parse(r.body)).toMatchObject({ error: { data: { reason: "request_timeout" } } });
@@ -159,7 +159,7 @@ describe("bad input over HTTP", () => {
       gw.edge.port,
       [
         "POST /mcp/ok HTTP/1.1",
-        "host: x",
+        "host: 127.0.0.1",
         "content-type: application/json",
         "accept: application/json, text/event-stream",
         `authorization: Bearer ${token}`,
@@ -180,12 +180,15 @@ describe("bad input over HTTP", () => {
     const dup = parseRawResponse(
       await rawHttp(
         gw.edge.port,
-        "POST /mcp/ok HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+        "POST /mcp/ok HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
       ),
     );
     expect(dup.status).toBe(400);
     const big = parseRawResponse(
-      await rawHttp(gw.edge.port, `GET /mcp/ok HTTP/1.1\r\nhost: x\r\nx-big: ${"a".repeat(20_000)}\r\n\r\n`),
+      await rawHttp(
+        gw.edge.port,
+        `GET /mcp/ok HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: ${"a".repeat(20_000)}\r\n\r\n`,
+      ),
     );
     expect(big.status).toBe(431);
   });
@@ -217,7 +220,7 @@ describe("bad input over HTTP", () => {
     for (const path of paths) {
       const raw = await rawHttp(
         gw.edge.port,
-        `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nauthorization: Bearer ${token}\r\ncontent-length: ${rpc("ping").length}\r\nconnection: close\r\n\r\n${rpc("ping")}`,
+        `POST ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nauthorization: Bearer ${token}\r\ncontent-length: ${rpc("ping").length}\r\nconnection: close\r\n\r\n${rpc("ping")}`,
       );
       const r = parseRawResponse(raw);
       expect([path, r.status]).toEqual([path, 404]);
@@ -228,7 +231,7 @@ describe("bad input over HTTP", () => {
     const absolute = parseRawResponse(
       await rawHttp(
         gw.edge.port,
-        `GET http://evil.example/mcp/ok HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n`,
+        `GET http://evil.example/mcp/ok HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`,
       ),
     );
     expect(absolute.status).toBe(404);

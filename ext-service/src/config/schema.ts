@@ -398,6 +398,22 @@ export const GatewayConfigSchema = z
     publicUrl: HttpUrl.default("http://localhost:8080").describe(
       "Base URL agents use to reach the gateway (for resource metadata)",
     ),
+    allowedOrigins: z
+      .array(
+        z
+          .string()
+          .regex(/^(null|https?:\/\/[^\s/?#]+)$/, "expected an origin such as https://app.example.com"),
+      )
+      .default([])
+      .describe(
+        "Web origins (scheme://host[:port]) besides publicUrl's own whose pages may call the gateway; a request with any other Origin header is refused with 403",
+      ),
+    allowedHosts: z
+      .array(z.string().min(1))
+      .default([])
+      .describe(
+        "Host names accepted on a loopback address besides localhost, 127.0.0.1, [::1] and publicUrl's host (DNS rebinding protection)",
+      ),
     listen: z
       .object({
         grpc: Listen(9001, "0.0.0.0"),

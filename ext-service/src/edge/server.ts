@@ -258,7 +258,10 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const method = exchange.httpMethod;
     const headers = headerMap(req.headers);
     const t0 = performance.now();
-    const admission = await engine.admit({ method, path: req.url ?? "/", headers }, exchange);
+    const admission = await engine.admit(
+      { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
+      exchange,
+    );
     admitSeconds.observe((performance.now() - t0) / 1000);
     if (!admission.ok) return sendReply(res, admission.reply);
 

@@ -82,7 +82,16 @@ export function createCheckHandler(ctx: AdapterContext) {
       audit.finishSoon(exchange, reply.status);
       return deniedResponse(reply, "internal_error", exchange.requestId);
     }
-    const admission = await engine.admit({ method, path, headers }, exchange);
+    const admission = await engine.admit(
+      {
+        method,
+        path,
+        headers,
+        host: http.host || headers[":authority"] || headers.host,
+        localAddress: request.attributes?.destination?.address?.socket_address?.address,
+      },
+      exchange,
+    );
     if (!admission.ok) {
       audit.finishSoon(exchange, admission.reply.status);
       return deniedResponse(admission.reply, exchange.reasons[0], exchange.requestId);

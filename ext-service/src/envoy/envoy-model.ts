@@ -170,6 +170,8 @@ export interface DownstreamRequest {
   body?: Buffer | AsyncIterable<Buffer>;
   /** The peer's address, which the connection manager puts in x-forwarded-for. */
   remoteAddress?: string;
+  /** The listener side of the connection, which ext_authz sends as `attributes.destination`. */
+  localAddress?: string;
 }
 
 /** The request as the router sends it to the MCP server. */
@@ -694,6 +696,10 @@ class ModelStream {
             ...(q >= 0 ? { query: path.slice(q + 1) } : {}),
           },
         },
+        // CheckRequestUtils::createHttpCheck: the destination peer is the connection's local address.
+        ...(this.request.localAddress !== undefined
+          ? { destination: { address: { socket_address: { address: this.request.localAddress } } } }
+          : {}),
       },
     };
     let response: CheckResponse;

@@ -192,6 +192,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
       headers: headerRecord(req.headers),
       body: hasRequestBody(req) ? (req as AsyncIterable<Buffer>) : undefined,
       remoteAddress: req.socket.remoteAddress?.replace(/^::ffff:/, ""),
+      localAddress: req.socket.localAddress?.replace(/^::ffff:/, ""),
     };
     delete downstreamRequest.headers.host;
     const server = routedServer(downstreamRequest.path);

@@ -64,6 +64,8 @@ export interface CheckRequest {
     };
     metadata_context?: Metadata;
     context_extensions?: Record<string, string>;
+    /** The listener side of the downstream connection (Envoy: the connection's local address). */
+    destination?: { address?: { socket_address?: { address?: string; port_value?: number } } };
   };
 }
 export interface RpcStatus {

@@ -26,6 +26,7 @@ import {
 } from "../mcp/methods.js";
 import { denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { Authenticator, type Principal } from "./identity.js";
+import { RequestOrigins } from "./origins.js";
 import { Rbac } from "./rbac.js";
 import { Reasons, type Reason } from "./reasons.js";
 import { ToolRegistry } from "./registry.js";
@@ -41,6 +42,10 @@ export interface HttpRequestHead {
   method: string;
   path: string;
   headers: HeaderMap;
+  /** The request's host (Host, or :authority behind Envoy); defaults to the `host` header. */
+  host?: string | undefined;
+  /** The local address the request arrived on (the listener side of the connection), if known. */
+  localAddress?: string | undefined;
 }
 
 /** A complete HTTP answer the data plane sends instead of forwarding. */
@@ -90,6 +95,8 @@ export class PolicyEngine {
   readonly authenticator: Authenticator;
   /** Pins, argument validation, injection and DLP (docs/SECURITY.md); holds the drift state. */
   readonly security: SecurityPolicy;
+  /** Origin and Host validation (DNS rebinding). */
+  readonly origins: RequestOrigins;
   readonly limits: ParseLimits & {
     maxRequestBytes: number;
     maxResponseBytes: number;
@@ -105,6 +112,7 @@ export class PolicyEngine {
     this.rbac = new Rbac(loaded.config, now);
     this.authenticator = new Authenticator(loaded.config, dirname(loaded.configFile), now);
     this.security = new SecurityPolicy(loaded.config, loaded.registry);
+    this.origins = new RequestOrigins(loaded.config);
     this.limits = loaded.config.limits;
   }
 
@@ -147,6 +155,12 @@ export class PolicyEngine {
    * and whether the agent may reach the server at all.
    */
   async admit(head: HttpRequestHead, exchange: Exchange): Promise<Admission> {
+    const foreign = this.origins.check(
+      head.headers.origin,
+      head.host ?? head.headers.host,
+      head.localAddress,
+    );
+    if (foreign) return { ok: false, exchange, reply: this.rejection(exchange, foreign) };
     const route = this.route(head.path);
     if (route.kind === "resource_metadata") {
       // Public by design (RFC 9728): how a client discovers where to get a token.
