@@ -41,7 +41,7 @@ function mounts(service: string): [string, string][] {
 }
 
 describe("docker-compose.yml", () => {
-  it("runs the whole stack: Envoy, two ext-service replicas, demo servers, metrics, dashboards, tracing", () => {
+  it("runs the whole stack: Envoy, two ext-service replicas sharing Redis, demo servers, metrics, dashboards, tracing", () => {
     expect(Object.keys(services).sort()).toEqual([
       "envoy",
       "ext-service-1",
@@ -53,6 +53,7 @@ describe("docker-compose.yml", () => {
       "mcp-kb",
       "mcp-tickets",
       "prometheus",
+      "redis",
     ]);
   });
 
@@ -92,7 +93,10 @@ describe("docker-compose.yml", () => {
     expect(probe.at(-1)).toContain("GET /ready HTTP/1.1\\r\\nHost: localhost\\r\\n");
     expect(probe.join(" ")).not.toContain("HTTP/1.0");
     for (const name of ["ext-service-1", "ext-service-2"]) {
-      expect(services[name]!.depends_on).toEqual({ keys: { condition: "service_completed_successfully" } });
+      expect(services[name]!.depends_on).toEqual({
+        keys: { condition: "service_completed_successfully" },
+        redis: { condition: "service_healthy" },
+      });
     }
     expect(services.grafana!.depends_on).toEqual({ prometheus: { condition: "service_healthy" } });
     // The key-making job mints a throwaway token on the way: it must not reach the logs.
@@ -192,6 +196,19 @@ describe("docker-compose.yml", () => {
       endpoints.map((e) => `${String(e.address)}:${gateway.listen.admin.port}`),
     );
     expect(targets.envoy).toEqual([`envoy:${listeners().find((l) => l.name === "metrics")!.port}`]);
+  });
+
+  it("gives both ext-service replicas the same persistent Redis as their state store", () => {
+    const gateway = parseGatewayConfig(read("deploy/gateway.yaml"));
+    expect(gateway.state.store).toBe("redis");
+    const url = new URL(gateway.state.redis!.url);
+    expect(services[url.hostname], `no compose service '${url.hostname}'`).toBeDefined();
+    const redis = services[url.hostname]!;
+    expect(redis.expose).toEqual([url.port]);
+    expect(redis.ports).toBeUndefined();
+    expect(redis.command).toEqual(expect.arrayContaining(["--appendonly", "yes"]));
+    expect(mounts(url.hostname)).toEqual([["redis-data", "/data"]]);
+    expect(compose.volumes).toHaveProperty("redis-data");
   });
 
   it("starts every container from a script that the build produces (dist/X.js from X.ts)", () => {

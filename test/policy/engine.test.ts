@@ -217,7 +217,19 @@ describe("evaluateRequestBody: single messages", () => {
     const exchange = await admitted("support-bot");
     expect(
       engine.evaluateRequestBody(exchange, body(call(1, "list_tickets", { status: "open" })), {}),
-    ).toEqual({ action: "forward" });
+    ).toEqual({
+      action: "forward",
+      batch: false,
+      toolCalls: [
+        {
+          id: 1,
+          server: "tickets",
+          name: "list_tickets",
+          tool: expect.objectContaining({ name: "list_tickets", cost: 1 }),
+          arguments: { status: "open" },
+        },
+      ],
+    });
     expect(exchange.methods).toEqual(["tools/call"]);
     expect(exchange.tools).toEqual(["list_tickets"]);
     expect(exchange.pending.get("n:1")).toEqual({ method: "tools/call", target: "list_tickets" });
@@ -270,7 +282,7 @@ describe("evaluateRequestBody: single messages", () => {
   it("offers a tool until its deprecation date", async () => {
     expect(
       engine.evaluateRequestBody(await admitted("support-bot"), body(call(1, "new_export")), {}),
-    ).toEqual({ action: "forward" });
+    ).toMatchObject({ action: "forward", toolCalls: [{ name: "new_export" }] });
     const later = engineFor(gatewayFor(key.publicJwk), REGISTRY, () => Date.parse("2027-01-01T00:00:00Z"));
     const exchange = later.newExchange("POST");
     exchange.principal = {
@@ -403,9 +415,7 @@ describe("evaluateRequestBody: single messages", () => {
         "mcp-method": "tools/call",
         "mcp-name": "list_tickets",
       }),
-    ).toEqual({
-      action: "forward",
-    });
+    ).toMatchObject({ action: "forward", toolCalls: [{ name: "list_tickets" }] });
     for (const headers of [
       { "mcp-method": "tools/list" } as Record<string, string>,
       { "mcp-method": "tools/call", "mcp-name": "delete_ticket" },
@@ -452,7 +462,8 @@ describe("evaluateRequestBody: batches", () => {
       ]),
       {},
     );
-    expect(v).toEqual({ action: "forward" });
+    expect(v).toMatchObject({ action: "forward", batch: true, toolCalls: [{ id: 1, name: "list_tickets" }] });
+    expect(v.action === "forward" && v.toolCalls).toHaveLength(1);
     expect([...ex.pending.keys()]).toEqual(["n:1", "s:l"]);
     expect(ex.methods).toEqual(["tools/call", "tools/list"]);
   });

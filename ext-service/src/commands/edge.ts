@@ -104,7 +104,7 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
       target: edge,
       logger,
       metrics,
-      fixedAtStart: ["listen", "edge", "logLevel", "shutdownGrace"],
+      fixedAtStart: ["listen", "edge", "state", "logLevel", "shutdownGrace"],
     });
     await untilSignal(async (signal) => {
       stopReloading();

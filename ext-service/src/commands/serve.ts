@@ -58,7 +58,7 @@ A second signal stops at once.`,
       target: service,
       logger,
       metrics: service.metrics,
-      fixedAtStart: ["listen", "limits", "logLevel", "shutdownGrace"],
+      fixedAtStart: ["listen", "limits", "state", "logLevel", "shutdownGrace"],
     });
 
     await new Promise<void>((resolve) => {

@@ -391,6 +391,115 @@ export const SecuritySchema = z
   .strict()
   .prefault({});
 
+const RedisTlsSchema = z
+  .object({
+    caFile: z.string().min(1).optional().describe("PEM file of the CA(s) that sign Redis' certificate"),
+    certFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("PEM client certificate, for Redis with tls-auth-clients"),
+    keyFile: z.string().min(1).optional().describe("PEM private key of certFile"),
+    serverName: z.string().min(1).optional().describe("Name to verify in Redis' certificate (SNI)"),
+  })
+  .strict();
+
+export const StateSchema = z
+  .object({
+    store: z
+      .enum(["memory", "redis"])
+      .default("memory")
+      .describe("memory: one process (nothing to run); redis: shared by every replica"),
+    redis: z
+      .object({
+        url: z
+          .string()
+          .regex(/^rediss?:\/\/[^\s]+$/, "expected a redis:// or rediss:// (TLS) URL")
+          .describe("redis://host:port[/db], or rediss:// for TLS; keep passwords out of it (passwordEnv)"),
+        usernameEnv: z.string().min(1).optional().describe("Environment variable holding the ACL user name"),
+        passwordEnv: z.string().min(1).optional().describe("Environment variable holding the password"),
+        tls: RedisTlsSchema.optional().describe("TLS settings; a rediss:// URL uses TLS without them"),
+        keyPrefix: z.string().default("mcp-gateway:").describe("Prepended to every key and channel"),
+        connectTimeout: Duration.default("2s"),
+        commandTimeout: Duration.default("500ms").describe(
+          "A command not answered in this time counts as Redis being unavailable",
+        ),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .prefault({})
+  .refine((s) => s.store !== "redis" || s.redis !== undefined, {
+    message: "store 'redis' needs a redis section with at least a url",
+    path: ["redis"],
+  });
+
+const BudgetNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, "budget names: lower-case letters, digits, '_', '.', '-'");
+
+export const BudgetRuleSchema = z
+  .object({
+    name: BudgetNameSchema.describe("Stable name: in counter keys, audit records and metrics"),
+    description: z.string().optional(),
+    agents: z.array(z.string().min(1)).optional().describe("Agents it applies to"),
+    roles: z.array(z.string().min(1)).optional().describe("Holders of any of these roles"),
+    issuers: z
+      .array(z.string().min(1))
+      .optional()
+      .describe("Agents whose token came from one of these issuers"),
+    per: z
+      .enum(["shared", "agent"])
+      .default("shared")
+      .describe("shared: one counter for everyone it applies to; agent: a counter per agent"),
+    tools: z.array(Glob).min(1).default(["**"]).describe("server/tool globs of the calls it counts"),
+    period: z
+      .enum(["minute", "hour", "day", "week", "month"])
+      .describe("Calendar period (UTC) of the counter"),
+    limit: z.number().int().positive().describe("Calls, or cost units, allowed per period"),
+    unit: z
+      .enum(["calls", "cost"])
+      .default("calls")
+      .describe("calls: 1 per call; cost: the tool's registry cost"),
+    warnAt: z
+      .number()
+      .gt(0)
+      .lte(1)
+      .optional()
+      .describe("Warning threshold (fraction of limit); default budgets.warnAt"),
+  })
+  .strict();
+
+export const BudgetsSchema = z
+  .object({
+    whenStoreDown: z
+      .enum(["refuse", "allow"])
+      .default("refuse")
+      .describe("refuse: calls a budget counts are refused while the store is unavailable (fail closed)"),
+    warnAt: z
+      .number()
+      .gt(0)
+      .lte(1)
+      .default(0.8)
+      .describe("Fraction of a limit that is audited and counted as a warning"),
+    rules: z.array(BudgetRuleSchema).default([]),
+  })
+  .strict()
+  .prefault({})
+  .superRefine((budgets, ctx) => {
+    const seen = new Set<string>();
+    budgets.rules.forEach((rule, i) => {
+      if (seen.has(rule.name))
+        ctx.addIssue({
+          code: "custom",
+          path: ["rules", i, "name"],
+          message: `duplicate budget '${rule.name}'`,
+        });
+      seen.add(rule.name);
+    });
+  });
+
 export const GatewayConfigSchema = z
   .object({
     $schema: z.string().optional(),
@@ -432,6 +541,8 @@ export const GatewayConfigSchema = z
     limits: LimitsSchema,
     edge: EdgeSchema,
     security: SecuritySchema,
+    state: StateSchema,
+    budgets: BudgetsSchema,
     shutdownGrace: Duration.default("10s"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
@@ -461,6 +572,12 @@ export const ToolSchema = z
       .regex(/^\d{4}-\d{2}-\d{2}$/, "expected a date as YYYY-MM-DD")
       .optional()
       .describe("Date from which the tool is no longer offered"),
+    cost: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(1)
+      .describe("Cost units one call uses, for budgets counted in cost (map units to money as you like)"),
     pin: z
       .string()
       .regex(/^sha256:[0-9a-f]{64}$/, "expected 'sha256:' followed by 64 lower-case hex digits")
@@ -541,6 +658,9 @@ export type SecurityOverride = z.infer<typeof SecurityOverrideSchema>;
 export type SecurityActionName = z.infer<typeof SecurityAction>;
 export type ArgumentActionName = z.infer<typeof ArgumentAction>;
 export type DlpAllowEntry = z.infer<typeof DlpAllowSchema>;
+export type StateConfig = z.infer<typeof StateSchema>;
+export type BudgetsConfig = z.infer<typeof BudgetsSchema>;
+export type BudgetRule = z.infer<typeof BudgetRuleSchema>;
 
 /** Duration in milliseconds. */
 export function durationMs(value: number | string): number {

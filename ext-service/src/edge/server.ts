@@ -9,6 +9,7 @@ import type { HttpReply, PolicyEngine } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
+import { GatewayState, openStore } from "../state/runtime.js";
 import { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -29,6 +30,8 @@ export interface EdgeOptions {
   metrics: Metrics;
   /** Defaults to an AuditTrail on `logger` for the plane "edge". */
   audit?: AuditTrail;
+  /** Shared state (budgets, cache); defaults to the store the config names, closed with the edge. */
+  state?: GatewayState;
 }
 
 export interface Edge {
@@ -127,6 +130,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   let engine = options.engine;
   const cfg = engine.config.edge;
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
+  const ownsState = options.state === undefined;
+  const shared = options.state ?? new GatewayState(openStore(engine.config), metrics, logger);
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
   const requestTimeout = durationMs(cfg.requestTimeout);
   // Node refuses a header timeout longer than the whole-request timeout.
@@ -291,6 +296,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       const verdict = engine.evaluateRequestBody(exchange, body, headers);
       requestSeconds.observe((performance.now() - t1) / 1000);
       if (verdict.action === "reply") return sendReply(res, verdict.reply);
+      const refused = await shared.beforeForward(engine, exchange, verdict);
+      if (refused) return sendReply(res, refused);
       // The 2026-07-28 notification stream: ended at once on shutdown, like a GET stream.
       if (exchange.methods[0] === "subscriptions/listen") state.longLived = true;
     }
@@ -582,6 +589,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   return new Promise((resolve, reject) => {
     const failed = (err: Error) => {
       stopCounting();
+      if (ownsState) void shared.close();
       reject(err);
     };
     http.once("error", failed);
@@ -606,7 +614,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           },
           port,
           url: `http://${shownHost}:${port}`,
-          ready: () => listening && !closing,
+          ready: () => listening && !closing && shared.ready(),
           close(graceMs = durationMs(engine.config.shutdownGrace)) {
             closed ??= (async () => {
               closing = true;
@@ -637,6 +645,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               listening = false;
               stopCounting();
               await upstreams.close();
+              if (ownsState) await shared.close();
             })();
             return closed;
           },

@@ -1,4 +1,5 @@
 import type { PolicyEngine } from "../policy/engine.js";
+import type { GatewayState } from "../state/runtime.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -9,6 +10,8 @@ export interface AdapterContext {
   audit: AuditTrail;
   logger: Logger;
   metrics: Metrics;
+  /** Shared state (budgets, cache) the request-body phase consults before forwarding. */
+  state: GatewayState;
   /** Exchanges in progress on ext_proc streams, read by the in-flight gauge when scraped. */
   inflight: { count: number };
 }

@@ -38,8 +38,12 @@ function phaseTimers(ctx: AdapterContext): PhaseTimers {
 /** The access-log fields of the `mcp_gateway` namespace, in the order its Struct has always listed them. */
 const GATEWAY_KEYS = ["request_id", "agent", "server", "method", "tool", "decision", "reasons"] as const;
 
-/** Which message the stream expects next. */
-type Phase = "request_headers" | "request_body" | "response_headers" | "response_body" | "done";
+/** Which message the stream expects next ("request_body_wait": none, the store is being asked). */
+type Phase =
+  "request_headers" | "request_body" | "request_body_wait" | "response_headers" | "response_body" | "done";
+
+/** A reply now, none, or one that waits on the state store. */
+type Reply = ProcessingReply | undefined | Promise<ProcessingReply | undefined>;
 
 /**
  * The processing mode sent back on response headers. Envoy applies an override as a whole (a
@@ -138,8 +142,12 @@ export class ProcessStream {
     this.engine = ctx.engine;
   }
 
-  /** Handles one message; returns the reply, or undefined when none is due. */
-  handle(request: ProcessingRequest): ProcessingReply | undefined {
+  /**
+   * Handles one message; returns the reply, or undefined when none is due. Only a request body
+   * with tool calls may answer with a promise (see evaluateBody); the handler below keeps every
+   * later message of the stream waiting until it settles, so replies stay in order.
+   */
+  handle(request: ProcessingRequest): Reply {
     if (this.phase === "done") {
       if (this.answeredImmediately) return undefined;
       return this.protocolError(`'${request.request ?? "unknown"}' after the exchange ended`);
@@ -148,8 +156,10 @@ export class ProcessStream {
       switch (request.request) {
         case "request_headers":
           return this.onRequestHeaders(request.request_headers ?? {}, request);
-        case "request_body":
-          return this.onRequestBody(request.request_body ?? {});
+        case "request_body": {
+          const reply = this.onRequestBody(request.request_body ?? {});
+          return reply instanceof Promise ? reply.catch((err: unknown) => this.failed(err)) : reply;
+        }
         case "response_headers":
           if (this.phase === "request_headers" || this.phase === "request_body")
             return this.onLocalReply(request.response_headers ?? {}, request);
@@ -167,10 +177,14 @@ export class ProcessStream {
           return this.protocolError("a message with no known request field");
       }
     } catch (err) {
-      const exchange = this.ensureExchange("");
-      this.ctx.logger.error({ err, request_id: exchange.requestId }, "ext_proc: internal error");
-      return this.immediate(this.engine.rejection(exchange, "internal_error"));
+      return this.failed(err);
     }
+  }
+
+  private failed(err: unknown): ProcessingReply {
+    const exchange = this.ensureExchange("");
+    this.ctx.logger.error({ err, request_id: exchange.requestId }, "ext_proc: internal error");
+    return this.immediate(this.engine.rejection(exchange, "internal_error"));
   }
 
   /** The gRPC stream ended (half-close, cancel or error): the audit record, if not yet written. */
@@ -233,9 +247,11 @@ export class ProcessStream {
       return this.immediate(engine.rejection(exchange, violation, undefined, allow));
     }
     if (msg.end_of_stream) {
-      // No body phase will follow. A POST without a body is still evaluated (and refused).
+      // No body phase will follow. A POST without a body is still evaluated (and refused, so
+      // never with tool calls: the answer is never a promise here).
       if (method === "POST") {
         const denied = this.evaluateBody(EMPTY);
+        if (denied instanceof Promise) return this.protocolError("tool calls in an empty body");
         if (denied) return denied;
       }
       this.phase = "response_headers";
@@ -245,7 +261,7 @@ export class ProcessStream {
     return CONTINUE_REQUEST_HEADERS;
   }
 
-  private onRequestBody(msg: HttpBody): ProcessingReply {
+  private onRequestBody(msg: HttpBody): ProcessingReply | Promise<ProcessingReply> {
     if (this.phase !== "request_body") return this.protocolError("request_body out of order");
     const exchange = this.exchange!;
     if (!msg.end_of_stream) {
@@ -260,18 +276,35 @@ export class ProcessStream {
     const body = toBuffer(msg.body);
     if (exchange.httpMethod === "POST" || body.byteLength > 0) {
       const denied = this.evaluateBody(body);
+      if (denied instanceof Promise) {
+        this.phase = "request_body_wait";
+        return denied.then((reply) => reply ?? this.continueRequestBody());
+      }
       if (denied) return denied;
     }
+    return this.continueRequestBody();
+  }
+
+  private continueRequestBody(): ProcessingReply {
     this.phase = "response_headers";
     return CONTINUE_REQUEST_BODY;
   }
 
-  /** Runs the core on a request body; returns the immediate response when it does not forward. */
-  private evaluateBody(body: Buffer): ProcessingReply | undefined {
+  /**
+   * Runs the core on a request body; returns the immediate response when it does not forward.
+   * Tool calls then go through the shared-state step (budgets), which waits on the store: the
+   * reply is a promise then (Envoy sends nothing more on this stream until it has it).
+   */
+  private evaluateBody(body: Buffer): Reply {
     const started = performance.now();
-    const verdict = this.engine.evaluateRequestBody(this.exchange!, body, this.requestHeaders);
+    const exchange = this.exchange!;
+    const verdict = this.engine.evaluateRequestBody(exchange, body, this.requestHeaders);
     this.timers.requestBody.observe(secondsSince(started));
-    return verdict.action === "reply" ? this.immediate(verdict.reply) : undefined;
+    if (verdict.action === "reply") return this.immediate(verdict.reply);
+    if (!verdict.toolCalls) return undefined;
+    return this.ctx.state
+      .beforeForward(this.engine, exchange, verdict)
+      .then((refused) => (refused ? this.immediate(refused) : undefined));
   }
 
   /**
@@ -467,14 +500,35 @@ export function createProcessHandler(ctx: AdapterContext) {
   const timers = phaseTimers(ctx);
   return function process(call: ServerDuplexStream<ProcessingRequest, ProcessingReply>): void {
     const stream = new ProcessStream(ctx, timers);
-    call.on("data", (request: ProcessingRequest) => {
-      const reply = stream.handle(request);
+    const send = (reply: ProcessingReply | undefined) => {
       if (reply === undefined || call.cancelled || call.destroyed) return;
       try {
         call.write(reply);
       } catch (err) {
         ctx.logger.debug({ err }, "ext_proc: write after the stream closed");
       }
+    };
+    // Set while a reply waits on the state store: later messages queue behind it, in order.
+    let waiting: Promise<void> | undefined;
+    call.on("data", (request: ProcessingRequest) => {
+      if (waiting) {
+        const next = waiting.then(() => {
+          const reply = stream.handle(request);
+          return reply instanceof Promise ? reply.then(send) : send(reply);
+        });
+        waiting = next;
+        void next.finally(() => {
+          if (waiting === next) waiting = undefined;
+        });
+        return;
+      }
+      const reply = stream.handle(request);
+      if (!(reply instanceof Promise)) return send(reply);
+      const next = reply.then(send);
+      waiting = next;
+      void next.finally(() => {
+        if (waiting === next) waiting = undefined;
+      });
     });
     call.on("end", () => {
       stream.close("end");

@@ -3,6 +3,7 @@ import type { Http2Server, Http2Session } from "node:http2";
 import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { durationMs } from "../config/schema.js";
 import type { PolicyEngine } from "../policy/engine.js";
+import { GatewayState, openStore } from "../state/runtime.js";
 import { startAdminServer, boundPort } from "../telemetry/admin.js";
 import { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
@@ -24,6 +25,8 @@ export interface ExtServiceOptions {
   metrics?: Metrics;
   /** How long close() lets in-flight streams finish; default the config's shutdownGrace. */
   shutdownGraceMs?: number;
+  /** Shared state (budgets, cache); defaults to the store the config names, closed with the service. */
+  state?: GatewayState;
 }
 
 export interface ExtService {
@@ -100,7 +103,9 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const listen = engine.config.listen;
   const metrics = options.metrics ?? new Metrics();
   const audit = new AuditTrail(logger, metrics, "envoy");
-  const ctx: AdapterContext = { engine, audit, logger, metrics, inflight: { count: 0 } };
+  const ownsState = options.state === undefined;
+  const state = options.state ?? new GatewayState(openStore(engine.config), metrics, logger);
+  const ctx: AdapterContext = { engine, audit, logger, metrics, state, inflight: { count: 0 } };
   const protos = envoyProtos();
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
   const limits = engine.limits;
@@ -122,17 +127,24 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   grpc.addService(protos.Health.service, health.handlers as unknown as UntypedServiceImplementation);
 
   const grpcHost = options.grpcHost ?? listen.grpc.host;
-  const grpcPort = await bindGrpc(grpc, grpcHost, options.grpcPort ?? listen.grpc.port);
+  let grpcPort: number;
+  try {
+    grpcPort = await bindGrpc(grpc, grpcHost, options.grpcPort ?? listen.grpc.port);
+  } catch (err) {
+    if (ownsState) await state.close();
+    throw err;
+  }
   let admin: HttpServer;
   try {
     admin = await startAdminServer(
       metrics,
-      { ready: () => health.serving },
+      { ready: () => health.serving && state.ready() },
       options.adminHost ?? listen.admin.host,
       options.adminPort ?? listen.admin.port,
     );
   } catch (err) {
     grpc.forceShutdown();
+    if (ownsState) await state.close();
     throw err;
   }
   // Read on each scrape of the admin port, which is up from here.
@@ -159,6 +171,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
         admin.closeAllConnections();
       });
       stopCounting();
+      if (ownsState) await state.close();
       audit.flush(); // records of the last exchanges, if their turn of the event loop has not ended
     })();
     return closing;

@@ -25,6 +25,7 @@ import {
   requestTarget,
 } from "../mcp/methods.js";
 import { denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
+import { BudgetPolicy } from "./budgets.js";
 import { Authenticator, type Principal } from "./identity.js";
 import { RequestOrigins } from "./origins.js";
 import { Rbac } from "./rbac.js";
@@ -59,9 +60,22 @@ export type Admission =
   | { ok: true; exchange: Exchange; principal: Principal; server: string }
   | { ok: false; exchange: Exchange; reply: HttpReply };
 
+/** A tools/call about to be forwarded: what budgets charge and the result cache keys on. */
+export interface ToolCall {
+  id: JsonRpcId;
+  server: string;
+  name: string;
+  tool: RegistryTool;
+  arguments: unknown;
+}
+
 export type RequestVerdict =
-  /** Forward the body unchanged. */
-  | { action: "forward" }
+  /**
+   * Forward the body unchanged. `toolCalls` (only when the body has any) lists its tools/call
+   * requests, for the budget and cache steps the adapters run before forwarding; `batch` says
+   * whether the body was a batch, so a refusal there answers in the same shape.
+   */
+  | { action: "forward"; toolCalls?: ToolCall[]; batch?: boolean }
   /** Answer the client directly (all requests denied, or the body is invalid). */
   | { action: "reply"; reply: HttpReply };
 
@@ -97,6 +111,8 @@ export class PolicyEngine {
   readonly security: SecurityPolicy;
   /** Origin and Host validation (DNS rebinding). */
   readonly origins: RequestOrigins;
+  /** Which budgets a call counts against and what the store's counters mean (docs/BUDGETS.md). */
+  readonly budgets: BudgetPolicy;
   readonly limits: ParseLimits & {
     maxRequestBytes: number;
     maxResponseBytes: number;
@@ -113,6 +129,7 @@ export class PolicyEngine {
     this.authenticator = new Authenticator(loaded.config, dirname(loaded.configFile), now);
     this.security = new SecurityPolicy(loaded.config, loaded.registry);
     this.origins = new RequestOrigins(loaded.config);
+    this.budgets = new BudgetPolicy(loaded.config.budgets);
     this.limits = loaded.config.limits;
   }
 
@@ -254,13 +271,27 @@ export class PolicyEngine {
     }
 
     if (denials.length === 0) {
+      let toolCalls: ToolCall[] | undefined;
       for (const m of parsed.messages) {
         if (m.kind === "request") {
           const target = requestTarget(m.method, m.params) ?? completionTarget(m.method, m.params);
           exchange.pending.set(idKey(m.id), { method: m.method, target: target?.name });
+          if (target?.kind === "tools" && target.name !== undefined) {
+            const found = this.registry.tool(server, target.name, this.today());
+            if ("tool" in found) {
+              const call = {
+                id: m.id,
+                server,
+                name: target.name,
+                tool: found.tool,
+                arguments: m.params?.arguments,
+              };
+              (toolCalls ??= []).push(call);
+            }
+          }
         }
       }
-      return { action: "forward" };
+      return toolCalls ? { action: "forward", toolCalls, batch: parsed.batch } : { action: "forward" };
     }
 
     const errorFor = (m: JsonRpcRequest, reason: Reason, detail?: string) => {
@@ -476,6 +507,39 @@ export class PolicyEngine {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Refuses a body the core let through but a later step stopped (a spent budget): the requests
+   * in `refused` (idKey) get `reason`, with `data` beside reason and request_id; the others of a
+   * batch get `batch_rejected`. Nothing of the body is forwarded, so nothing stays pending.
+   */
+  refuseForwarded(
+    exchange: Exchange,
+    batch: boolean,
+    refused: ReadonlySet<string>,
+    reason: Reason,
+    detail?: string,
+    data: Record<string, unknown> = {},
+  ): HttpReply {
+    denyExchange(exchange, reason);
+    const answers = [...exchange.pending.keys()].map((key) => {
+      const why = refused.has(key) ? reason : "batch_rejected";
+      const info = Reasons[why];
+      const id: JsonRpcId = key.startsWith("n:") ? Number(key.slice(2)) : key.slice(2);
+      return errorResponse(
+        id,
+        info.code,
+        why === reason && detail ? `${info.message}: ${detail}` : info.message,
+        {
+          reason: why,
+          request_id: exchange.requestId,
+          ...(why === reason ? data : {}),
+        },
+      );
+    });
+    exchange.pending.clear();
+    return jsonReply(200, batch ? answers : answers[0]);
   }
 
   /** Inspects and rewrites the upstream's response (JSON or SSE) for this exchange. */

@@ -212,6 +212,17 @@ export const Reasons = {
     status: 200,
     message: "The message needs more inspection than the gateway's scan budget allows; it was not passed",
   },
+  // budgets (docs/BUDGETS.md)
+  budget_exhausted: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The budget for this call is spent for the current period",
+  },
+  budget_unavailable: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 200,
+    message: "Budgets cannot be checked right now; try again shortly",
+  },
   // upstream and traffic
   rate_limited: { code: JsonRpcCode.RateLimited, status: 429, message: "Too many requests; slow down" },
   upstream_unavailable: {

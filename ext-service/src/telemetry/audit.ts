@@ -165,6 +165,12 @@ function countMetric(metrics: Metrics, exchange: Exchange, key: string, n: numbe
     case "tool_drift":
       metrics.toolDrift.inc({ server: exchange.server ?? "-", tool: label }, n);
       return;
+    // Counted by the state features themselves (ext-service/src/state/metrics.ts).
+    case "budget_warning":
+    case "budget_exhausted":
+    case "budget_unchecked":
+    case "cache":
+      return;
     default:
       metrics.filtered.inc({ kind: key }, n);
   }

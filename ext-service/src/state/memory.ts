@@ -1,0 +1,124 @@
+import type { ChargeResult, CounterCharge, StateStore } from "./store.js";
+
+interface Entry {
+  value: string;
+  /** Epoch ms; Infinity never expires. */
+  expiresAt: number;
+}
+
+/**
+ * The embedded store: one process, nothing to run. Expired entries are dropped when read and
+ * swept once the table has grown by `sweepEvery` keys, so memory follows the live keys.
+ */
+export class MemoryStore implements StateStore {
+  readonly kind = "memory";
+  private readonly entries = new Map<string, Entry>();
+  private readonly channels = new Map<string, Set<(message: string) => void>>();
+  private nextSweep: number;
+
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly sweepEvery = 10_000,
+  ) {
+    this.nextSweep = sweepEvery;
+  }
+
+  chargeAll(charges: readonly CounterCharge[]): Promise<ChargeResult> {
+    const now = this.now();
+    const current = charges.map((c) => Number(this.live(c.key, now)?.value ?? 0));
+    const applied = charges.every((c, i) => current[i]! + c.amount <= c.limit);
+    if (!applied) return Promise.resolve({ applied, values: current });
+    const values = charges.map((c, i) => {
+      const entry = this.live(c.key, now);
+      const value = current[i]! + c.amount;
+      if (entry) entry.value = String(value);
+      else this.put(c.key, String(value), now + c.ttlMs);
+      return value;
+    });
+    return Promise.resolve({ applied, values });
+  }
+
+  takeToken(key: string, ratePerSecond: number, burst: number): Promise<number> {
+    const now = this.now();
+    const interval = 1000 / ratePerSecond;
+    const entry = this.live(key, now);
+    const tat = Math.max(now, entry ? Number(entry.value) : now);
+    const next = tat + interval;
+    const allowedAt = next - burst * interval;
+    if (allowedAt > now) return Promise.resolve(Math.ceil(allowedAt - now));
+    if (entry) {
+      entry.value = String(next);
+      entry.expiresAt = next;
+    } else this.put(key, String(next), next);
+    return Promise.resolve(0);
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return Promise.resolve(this.live(key, this.now())?.value);
+  }
+
+  set(key: string, value: string, ttlMs: number): Promise<void> {
+    this.put(key, value, this.now() + ttlMs);
+    return Promise.resolve();
+  }
+
+  compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    const now = this.now();
+    if (this.live(key, now)?.value !== expected) return Promise.resolve(false);
+    this.put(key, value, now + ttlMs);
+    return Promise.resolve(true);
+  }
+
+  delete(key: string): Promise<void> {
+    this.entries.delete(key);
+    return Promise.resolve();
+  }
+
+  publish(channel: string, message: string): Promise<void> {
+    for (const listener of this.channels.get(channel) ?? []) listener(message);
+    return Promise.resolve();
+  }
+
+  subscribe(channel: string, listener: (message: string) => void): () => void {
+    let listeners = this.channels.get(channel);
+    if (!listeners) this.channels.set(channel, (listeners = new Set()));
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  }
+
+  available(): boolean {
+    return true;
+  }
+
+  onAvailability(): () => void {
+    return () => {};
+  }
+
+  close(): Promise<void> {
+    this.entries.clear();
+    this.channels.clear();
+    return Promise.resolve();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private live(key: string, now: number): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (entry && entry.expiresAt <= now) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  private put(key: string, value: string, expiresAt: number): void {
+    this.entries.set(key, { value, expiresAt });
+    if (this.entries.size >= this.nextSweep) {
+      const now = this.now();
+      for (const [k, e] of this.entries) if (e.expiresAt <= now) this.entries.delete(k);
+      this.nextSweep = this.entries.size + this.sweepEvery;
+    }
+  }
+}

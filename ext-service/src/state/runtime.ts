@@ -1,0 +1,147 @@
+import type { GatewayConfig } from "../config/schema.js";
+import { durationMs } from "../config/schema.js";
+import type { HttpReply, PolicyEngine, RequestVerdict } from "../policy/engine.js";
+import { countOn, idKey, type Exchange } from "../policy/exchange.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { MemoryStore } from "./memory.js";
+import { stateMetrics, type StateMetrics } from "./metrics.js";
+import { RedisStore, tlsOptions } from "./redis.js";
+import { StoreUnavailable, type StateStore } from "./store.js";
+
+/** The store gateway.yaml's `state` section describes. Secrets come from the environment. */
+export function openStore(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): StateStore {
+  const state = config.state;
+  if (state.store === "memory" || !state.redis) return new MemoryStore();
+  const redis = state.redis;
+  const fromEnv = (name: string | undefined, what: string): string | undefined => {
+    if (name === undefined) return undefined;
+    const value = env[name];
+    if (value === undefined || value === "") {
+      throw new Error(`state.redis: the environment variable ${name} (${what}) is not set`);
+    }
+    return value;
+  };
+  return new RedisStore({
+    url: redis.url,
+    username: fromEnv(redis.usernameEnv, "usernameEnv"),
+    password: fromEnv(redis.passwordEnv, "passwordEnv"),
+    tls: redis.tls ? tlsOptions(redis.tls) : undefined,
+    keyPrefix: redis.keyPrefix,
+    connectTimeoutMs: durationMs(redis.connectTimeout),
+    commandTimeoutMs: durationMs(redis.commandTimeout),
+  });
+}
+
+/**
+ * The adapters' side of shared state: store I/O for the features the core decides (budgets),
+ * the store's health for /readyz and metrics. Both data planes call `beforeForward` between the
+ * core's body verdict and forwarding.
+ */
+export class GatewayState {
+  readonly metrics: StateMetrics;
+  private readonly stopWatching: () => void;
+
+  constructor(
+    readonly store: StateStore,
+    metrics: Metrics,
+    private readonly logger: Logger,
+  ) {
+    this.metrics = stateMetrics(metrics);
+    const up = this.metrics.storeUp.labels({ store: store.kind });
+    up.set(store.available() ? 1 : 0);
+    this.stopWatching = store.onAvailability((available) => {
+      up.set(available ? 1 : 0);
+      if (available) logger.info({ store: store.kind }, "state store available");
+      else logger.error({ store: store.kind }, "state store unavailable");
+    });
+  }
+
+  /** False while the store cannot be reached: /readyz answers 503 then. */
+  ready(): boolean {
+    return this.store.available();
+  }
+
+  /**
+   * Runs after the core let a body through and before it is forwarded. Returns the reply that
+   * ends the exchange instead (a spent budget), or undefined to forward.
+   */
+  async beforeForward(
+    engine: PolicyEngine,
+    exchange: Exchange,
+    verdict: RequestVerdict & { action: "forward" },
+  ): Promise<HttpReply | undefined> {
+    if (!verdict.toolCalls || !engine.budgets.active) return undefined;
+    return this.chargeBudgets(engine, exchange, verdict.toolCalls, verdict.batch === true);
+  }
+
+  private async chargeBudgets(
+    engine: PolicyEngine,
+    exchange: Exchange,
+    calls: NonNullable<(RequestVerdict & { action: "forward" })["toolCalls"]>,
+    batch: boolean,
+  ): Promise<HttpReply | undefined> {
+    const principal = exchange.principal;
+    if (!principal) return undefined;
+    const policy = engine.budgets;
+    const charges = policy.charges(
+      principal,
+      calls.map((c) => ({ server: c.server, tool: c.name, cost: c.tool.cost })),
+      engine.now(),
+    );
+    if (charges.length === 0) return undefined;
+    const callsOf = (budgets: readonly string[]) =>
+      new Set(
+        calls.filter((c) => budgets.some((b) => policy.counts(b, c.server, c.name))).map((c) => idKey(c.id)),
+      );
+    let result;
+    try {
+      result = await this.store.chargeAll(charges);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailable)) throw err;
+      this.metrics.storeErrors.inc({ feature: "budgets" });
+      for (const c of charges) countOn(exchange, `budget_unchecked:${c.budget}`);
+      if (policy.whenStoreDown === "allow") {
+        for (const c of charges) this.metrics.budgetUnchecked.inc({ budget: c.budget });
+        return undefined;
+      }
+      this.logger.warn({ request_id: exchange.requestId }, "budgets: store unavailable, call refused");
+      return engine.refuseForwarded(
+        exchange,
+        batch,
+        callsOf(charges.map((c) => c.budget)),
+        "budget_unavailable",
+      );
+    }
+    const decision = policy.decide(charges, result);
+    if (decision.allowed) {
+      for (const c of charges) this.metrics.budgetCharged.inc({ budget: c.budget }, c.amount);
+      for (const w of decision.warnings) {
+        countOn(exchange, `budget_warning:${w.budget}`);
+        this.metrics.budgetWarnings.inc({ budget: w.budget });
+      }
+      return undefined;
+    }
+    const names = decision.exhausted.map((c) => c.budget);
+    for (const name of names) {
+      countOn(exchange, `budget_exhausted:${name}`);
+      this.metrics.budgetExhausted.inc({ budget: name });
+    }
+    const resetsAt = new Date(decision.resetsAt).toISOString();
+    return engine.refuseForwarded(
+      exchange,
+      batch,
+      callsOf(names),
+      "budget_exhausted",
+      `it resets at ${resetsAt}`,
+      {
+        resets_at: resetsAt,
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    this.stopWatching();
+    await this.store.close();
+  }
+}
