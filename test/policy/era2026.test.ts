@@ -62,9 +62,7 @@ describe("2026-07-28 requests", () => {
     const exchange = admitted("research-bot", ["reader"], "kb");
     expect(
       evaluate(exchange, request(1, "tools/call", { name: "search", arguments: { query: "x" } })),
-    ).toEqual({
-      action: "forward",
-    });
+    ).toMatchObject({ action: "forward", toolCalls: [{ id: 1, name: "search", arguments: { query: "x" } }] });
     expect(exchange).toMatchObject({ era: "2026", protocolVersion: "2026-07-28", tools: ["search"] });
   });
 
@@ -154,8 +152,9 @@ describe("2026-07-28 requests", () => {
         inputResponses: { github_login: { action: "accept", content: { name: answer } } },
         requestState: "opaque-state",
       });
-    expect(evaluate(admitted("research-bot", ["reader"], "kb"), retry("octocat"))).toEqual({
+    expect(evaluate(admitted("research-bot", ["reader"], "kb"), retry("octocat"))).toMatchObject({
       action: "forward",
+      toolCalls: [{ id: 8, name: "search" }],
     });
     const secret = replyOf(
       evaluate(admitted("research-bot", ["reader"], "kb"), retry("AKIAQ7DEMO3XAMPLE5KZ")),
@@ -176,9 +175,7 @@ describe("2026-07-28 responses", () => {
     const exchange = admitted("research-bot", ["reader"], "kb");
     expect(
       evaluate(exchange, request(1, "tools/call", { name: "search", arguments: { query: "x" } })),
-    ).toEqual({
-      action: "forward",
-    });
+    ).toMatchObject({ action: "forward", toolCalls: [{ id: 1, name: "search", arguments: { query: "x" } }] });
     const state = "c3RhdGU6QUtJQVE3REVNTzNYQU1QTEU1S1o="; // opaque to the client: never rewritten
     const out = respond(exchange, {
       jsonrpc: "2.0",

@@ -360,7 +360,7 @@ describeWithRedis("budgets on Redis", () => {
     expect(count("ok")).toBe(limit);
     expect(count("budget_exhausted")).toBe(total - limit);
     expect(upstream.calls).toHaveLength(limit);
-  });
+  }, 120_000);
 });
 
 /** `mcp-gateway edge` as its own process; resolves with its URL once it listens. */
