@@ -6,7 +6,7 @@ import { startConformanceServer, type RunningServer } from "./servers.js";
 /**
  * The gateway drops tools whose live definition differs from its pin, which would show up in the conformance
  * comparison as failures of the gateway. This keeps the fixture honest on its own: `registry pin` (which reads
- * tools/list over the 2025 wire, so the 2026 server also serves that wire here) finds nothing to change.
+ * tools/list over the 2026-07-28 wire first, else the 2025 wire) finds nothing to change.
  */
 let servers: RunningServer[] = [];
 let config: GatewayConfig;

@@ -3,7 +3,9 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { toNodeHandler } from "@modelcontextprotocol/node";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { createMcpHandler, McpServer as McpServerV2 } from "@modelcontextprotocol/server";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -148,5 +150,50 @@ describe("new-user trial B10: registry pin says why a server cannot be listed", 
     expect(run.out).toContain(
       `server wrongpath: unreachable\n  ${base}/mpc: HTTP 404: <pre>Cannot POST /mpc</pre> (is this the server's MCP endpoint path?)\n`,
     );
+  });
+});
+
+describe("issue 11: registry pin speaks both eras", () => {
+  it("pins a 2026-07-28-only server (createMcpHandler with legacy: 'reject')", async () => {
+    const handler = createMcpHandler(
+      () => {
+        const mcp = new McpServerV2({ name: "modern-only", version: "1.0.0" });
+        mcp.registerTool(
+          "delta",
+          {
+            description: "The delta tool, served to 2026-07-28 clients only.",
+            inputSchema: z.object({ q: z.string() }),
+          },
+          async ({ q }) => ({ content: [{ type: "text", text: q }] }),
+        );
+        return mcp;
+      },
+      { legacy: "reject" },
+    );
+    const node = toNodeHandler(handler);
+    const modern = createServer((req, res) => void node(req, res));
+    await new Promise<void>((resolve) => modern.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(modern.address() as AddressInfo).port}/mcp`;
+    try {
+      const { config, registry } = writeConfig("modern", [
+        "  - name: modern",
+        `    upstreams: ["${url}"]`,
+        "    tools: []",
+      ]);
+      const run = await runCli(["registry", "pin", "--config", config, "--write", "--add-new"]);
+      expect(run.out).toContain(`server modern (${url}): 1 new`);
+      expect(run.code, run.out).toBe(0);
+      const written = parse(readFileSync(registry, "utf8")) as {
+        servers: { tools: { name: string; pin: string }[] }[];
+      };
+      expect(written.servers[0]!.tools.map((t) => t.name)).toEqual(["delta"]);
+      expect(written.servers[0]!.tools[0]!.pin).toMatch(/^sha256:[0-9a-f]{64}$/);
+      const again = await runCli(["registry", "pin", "--config", config]);
+      expect(again.out).toContain("0 new, 0 changed, 0 removed, 0 unpinned, 1 unchanged");
+    } finally {
+      modern.closeAllConnections();
+      await new Promise<void>((resolve) => modern.close(() => resolve()));
+      await handler.close();
+    }
   });
 });

@@ -2,8 +2,16 @@ import { renameSync, readFileSync, writeFileSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { request } from "undici";
 import { isMap, isSeq, parseDocument, type Document, type YAMLMap, type YAMLSeq } from "yaml";
 import { z } from "zod";
+import {
+  FIRST_MODERN_PROTOCOL_VERSION,
+  META_CLIENT_CAPABILITIES,
+  META_CLIENT_INFO,
+  META_PROTOCOL_VERSION,
+} from "../mcp/eras.js";
+import { SseParser } from "../mcp/sse.js";
 import { UsageError } from "./command.js";
 import { loadConfig } from "../config/load.js";
 import { RegistrySchema, type RegistryServer } from "../config/schema.js";
@@ -19,17 +27,95 @@ const LooseListToolsResult = z
   .loose();
 
 const FETCH_TIMEOUT_MS = 10_000;
+const MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024;
 const MAX_PAGES = 100;
 
 /**
- * Fetches the raw tools/list of one server with the MCP SDK client. The result is validated
- * loosely so every field reaches the pin exactly as the server sent it (the SDK's own schema
- * would strip unknown annotation keys, and the gateway pins what is on the wire).
+ * Fetches the raw tools/list of one server, in whichever era it speaks: first as MCP 2026-07-28
+ * (the per-request envelope, no handshake; a `legacy: 'reject'` server speaks nothing else), and
+ * when the server does not answer that with a result, with the 2025 handshake of the 1.x SDK
+ * client. Results are read loosely so every field reaches the pin exactly as the server sent it
+ * (an SDK's own schema would strip unknown annotation keys, and the gateway pins what is on the wire).
  */
 export async function fetchLiveTools(
   url: string,
   timeoutMs = FETCH_TIMEOUT_MS,
 ): Promise<Record<string, unknown>[]> {
+  const modern = await fetchModernTools(url, timeoutMs);
+  if (modern.ok) return modern.tools;
+  return fetchLegacyTools(url, timeoutMs);
+}
+
+const MODERN_ENVELOPE = {
+  [META_PROTOCOL_VERSION]: FIRST_MODERN_PROTOCOL_VERSION,
+  [META_CLIENT_INFO]: { name: "mcp-gateway-registry-pin", version: "0.1.0" },
+  [META_CLIENT_CAPABILITIES]: {},
+};
+
+/**
+ * tools/list as a 2026-07-28 client sends it (envelope, standard headers). `ok: false` when the
+ * server answers anything but a result (a 2025-only server refuses the request); a network
+ * failure is thrown, since the 2025 handshake would meet it too.
+ */
+async function fetchModernTools(
+  url: string,
+  timeoutMs: number,
+): Promise<{ ok: true; tools: Record<string, unknown>[] } | { ok: false }> {
+  const tools: Record<string, unknown>[] = [];
+  let cursor: string | undefined;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const id = `registry-pin-${page}`;
+    const res = await request(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        "mcp-protocol-version": FIRST_MODERN_PROTOCOL_VERSION,
+        "mcp-method": "tools/list",
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id,
+        method: "tools/list",
+        params: { ...(cursor ? { cursor } : {}), _meta: MODERN_ENVELOPE },
+      }),
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+    });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) return { ok: false };
+    const contentType = String(res.headers["content-type"] ?? "");
+    const result = LooseListToolsResult.safeParse(resultOf(id, contentType, text));
+    if (!result.success) return { ok: false };
+    tools.push(...(result.data.tools as Record<string, unknown>[]));
+    cursor = result.data.nextCursor;
+    if (!cursor) break;
+  }
+  return { ok: true, tools };
+}
+
+/** The `result` of the response with `id` in a JSON or SSE body; undefined when there is none. */
+function resultOf(id: string, contentType: string, text: string): unknown {
+  const messages: unknown[] = [];
+  try {
+    if (contentType.startsWith("text/event-stream")) {
+      const parser = new SseParser(MAX_SSE_EVENT_BYTES);
+      for (const event of [...parser.push(new TextEncoder().encode(text), true)]) {
+        if (event.data) messages.push(JSON.parse(event.data));
+      }
+    } else messages.push(JSON.parse(text));
+  } catch {
+    return undefined;
+  }
+  for (const m of messages) {
+    const message = m as { id?: unknown; result?: unknown } | null;
+    if (message?.id === id && message.result !== undefined) return message.result;
+  }
+  return undefined;
+}
+
+/** tools/list after the 2025 `initialize` handshake, with the 1.x SDK client. */
+async function fetchLegacyTools(url: string, timeoutMs: number): Promise<Record<string, unknown>[]> {
   const client = new Client({ name: "mcp-gateway-registry-pin", version: "0.1.0" });
   const transport = new StreamableHTTPClientTransport(new URL(url));
   try {
