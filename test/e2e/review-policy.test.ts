@@ -184,3 +184,21 @@ describe("security review F2: a gateway-side stall is not an upstream failure", 
     }
   });
 });
+
+describe("security review F4: duplicate request ids", () => {
+  it("refuses a batch with two requests of one id, so no answer is read as another's", async () => {
+    const batch = JSON.stringify([
+      { jsonrpc: "2.0", id: 1, method: "prompts/list" },
+      { jsonrpc: "2.0", id: 1, method: "ping" },
+    ]);
+    const direct = await httpCall(docs.url, { headers: MCP_HEADERS, body: batch });
+    expect(direct.text).toContain("internal_escalation"); // what 89c830b forwarded unfiltered
+    const r = await httpCall(gw.url("docs"), {
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+      body: batch,
+    });
+    expect(r.status).toBe(400);
+    expect((r.messages[0] as RpcAnswer).error?.data?.reason).toBe("invalid_request");
+    expect(r.text).not.toContain("internal_escalation");
+  });
+});

@@ -131,3 +131,38 @@ describe("security review F3 (Envoy plane): client input never becomes a metric 
     }
   });
 });
+
+describe("security review F4 (Envoy plane): duplicate and unknown response ids", () => {
+  const post = (body: unknown) => ({
+    method: "POST",
+    path: "/mcp/docs",
+    headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+
+  it("refuses a batch with two requests of one id", async () => {
+    const r = await gw.client.exchange(
+      post([
+        { jsonrpc: "2.0", id: 1, method: "prompts/list" },
+        { jsonrpc: "2.0", id: 1, method: "ping" },
+      ]),
+      proxy,
+    );
+    expect(r.response.status).toBe(400);
+    expect(r.response.body.toString()).toContain("invalid_request");
+    expect(r.upstreamRequest).toBeUndefined();
+  });
+
+  it("drops an answer to an id the client never sent, whatever its shape", async () => {
+    const r = await gw.client.exchange(post([{ jsonrpc: "2.0", id: 1, method: "ping" }]), () => ({
+      status: 200,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify([
+        { jsonrpc: "2.0", id: 1, result: {} },
+        { jsonrpc: "2.0", id: 2, result: { prompts: [{ name: "internal_escalation" }] } },
+        { jsonrpc: "2.0", id: 1, result: { prompts: [{ name: "internal_escalation" }] } },
+      ]),
+    }));
+    expect(JSON.parse(r.response.body.toString())).toEqual([{ jsonrpc: "2.0", id: 1, result: {} }]);
+  });
+});

@@ -128,37 +128,44 @@ describe("JSON responses", () => {
     );
   });
 
-  it("filters list-shaped responses that match no pending request (unknown or duplicate ids, resumed streams)", () => {
+  it("security review F4: refuses responses no request waits for, never judged by their shape", () => {
     const ex = exchangeFor("support-bot", ["support"], "tickets", [
       { jsonrpc: "2.0", id: 1, method: "tools/list" },
     ]);
     const t = engine.responseTransformer(ex, "application/json", 200);
-    for (const m of [
-      listResult(99, ALL_TICKET_TOOLS),
-      listResult("1", ALL_TICKET_TOOLS),
-      listResult(1, ALL_TICKET_TOOLS),
-      listResult(1, ALL_TICKET_TOOLS),
-    ]) {
+    const answer = (m: Record<string, unknown>) => {
       const out = t.transformJson(enc.encode(JSON.stringify(m)));
       expect(out, JSON.stringify(m.id)).toBeDefined();
-      const names = (
-        JSON.parse(dec.decode(out)) as { result: { tools: { name: string }[] } }
-      ).result.tools.map((x) => x.name);
-      expect(names).not.toContain("delete_ticket");
+      return JSON.parse(dec.decode(out)) as { result?: { tools: { name: string }[] }; error?: unknown };
+    };
+    // An id never sent (99, or "1" for 1): refused, whatever it looks like.
+    for (const id of [99, "1"]) {
+      expect(answer(listResult(id, ALL_TICKET_TOOLS))).toMatchObject({
+        error: { data: { reason: "upstream_invalid_response" } },
+      });
     }
+    const names = answer(listResult(1, ALL_TICKET_TOOLS)).result!.tools.map((x) => x.name);
+    expect(names).toContain("list_tickets");
+    expect(names).not.toContain("delete_ticket");
+    // The same id again: answered already.
+    expect(answer(listResult(1, ALL_TICKET_TOOLS))).toMatchObject({
+      error: { data: { reason: "upstream_invalid_response" } },
+    });
+    expect(ex.counters.responses_unmatched).toBe(3);
   });
 
   it("leaves errors, other methods and non-list results alone", () => {
     const ex = exchangeFor("support-bot", ["support"], "tickets", [
       { jsonrpc: "2.0", id: 1, method: "tools/list" },
       { jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "list_tickets" } },
+      { jsonrpc: "2.0", id: 3, method: "tools/list" },
     ]);
     const t = engine.responseTransformer(ex, "application/json", 200);
     const passes = [
       { jsonrpc: "2.0", id: 1, error: { code: -32000, message: "nope" } },
       { jsonrpc: "2.0", id: 2, result: { content: [{ type: "text", text: "delete_ticket" }] } },
       { jsonrpc: "2.0", method: "notifications/message", params: { level: "info", data: "x" } },
-      { jsonrpc: "2.0", id: 1, result: { tools: "not a list" } },
+      { jsonrpc: "2.0", id: 3, result: { tools: "not a list" } },
     ];
     for (const m of passes)
       expect(t.transformJson(enc.encode(JSON.stringify(m))), JSON.stringify(m)).toBeUndefined();
@@ -451,13 +458,16 @@ describe("SSE responses", () => {
     const bytes = enc.encode(stream);
     const wholeExchange = exchangeFor("support-bot", ["support"], "tickets", listRequest);
     const whole = runSse(wholeExchange, [bytes]);
-    // Two responses for id 1 (3 tools dropped, then 1), one non-JSON event, one cut event.
+    // Two responses for id 1: the first filtered (3 tools dropped), the second answers no request
+    // (dropped, security review F4); one non-JSON event, one cut event.
     expect(wholeExchange.counters).toEqual({
-      tools_filtered: 4,
+      tools_filtered: 3,
+      responses_unmatched: 1,
       sse_events_dropped: 1,
       sse_truncated_events: 1,
     });
     expect(whole).toContain("new_export");
+    expect(whole).not.toContain("ünïcode_😀");
     expect(whole).not.toContain("delete_ticket");
     fc.assert(
       fc.property(fc.uniqueArray(fc.integer({ min: 0, max: bytes.length }), { maxLength: 20 }), (cuts) => {

@@ -320,10 +320,9 @@ describe("server requests and notifications", () => {
     expect(exchange.reasons).toContain("injection_blocked");
   });
 
-  it("scans responses replayed on a resumed stream, whose requests it never saw", async () => {
+  it("drops responses whose requests it never saw (a resumed stream's replays): security review F4", async () => {
     const { out } = await sse([textResult(77, `key ${SECRET}`), textResult(78, INJECTION)]);
-    expect(out[0]).toEqual(textResult(77, "key [REDACTED:aws_access_key_id]"));
-    expect(out[1]).toMatchObject({ id: 78, error: { data: { reason: "injection_blocked" } } });
+    expect(out).toEqual([]);
   });
 
   it("redacts secrets in logging notifications and passes tools/list_changed, marking the server", async () => {

@@ -94,6 +94,17 @@ function objectArguments(message: JsonRpcRequest): Record<string, unknown> | und
     : undefined;
 }
 
+function hasDuplicateRequestIds(messages: readonly JsonRpcMessage[]): boolean {
+  const seen = new Set<string>();
+  for (const m of messages) {
+    if (m.kind !== "request") continue;
+    const key = idKey(m.id);
+    if (seen.has(key)) return true;
+    seen.add(key);
+  }
+  return false;
+}
+
 export function jsonReply(status: number, body: unknown, headers: Record<string, string> = {}): HttpReply {
   return { status, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
@@ -261,6 +272,14 @@ export class PolicyEngine {
     }
     const refused = this.classifyBody(exchange, parsed.messages, parsed.batch, headers);
     if (refused) return { action: "reply", reply: refused };
+    // Each answer is inspected under its own request's settings, found by id: two requests with
+    // one id would let an answer be read as the other's (security review F4).
+    if (parsed.batch && hasDuplicateRequestIds(parsed.messages)) {
+      return {
+        action: "reply",
+        reply: this.rejection(exchange, "invalid_request", "duplicate request id in the batch"),
+      };
+    }
     const era = exchange.era ?? "2025";
 
     const denials: { message: JsonRpcRequest; reason: Reason; detail: string | undefined }[] = [];

@@ -27,16 +27,6 @@ export function responseMode(contentType: string | undefined, status: number): R
   return status >= 200 && status < 300 && status !== 204 ? "json" : "passthrough";
 }
 
-/** The list method whose result this looks like, for responses that match no pending request. */
-function listMethodByShape(result: unknown): string | undefined {
-  if (typeof result !== "object" || result === null) return undefined;
-  const r = result as Record<string, unknown>;
-  if (Array.isArray(r.tools)) return "tools/list";
-  if (Array.isArray(r.prompts)) return "prompts/list";
-  if (Array.isArray(r.resources)) return "resources/list";
-  return undefined;
-}
-
 /** Result of rewriting one JSON-RPC message: unchanged, replaced, or dropped entirely. */
 type MessageRewrite = { kind: "same" } | { kind: "replace"; value: unknown } | { kind: "drop" };
 const SAME: MessageRewrite = { kind: "same" };
@@ -193,11 +183,15 @@ export class ResponseTransformer {
     const waiting = key === undefined ? undefined : this.exchange.pending.get(key);
     // Answered: what is left in `pending` at the end of a stream never got a response.
     if (waiting && key !== undefined) this.exchange.pending.delete(key);
-    // A response with no request waiting for it (a duplicate id, or one replayed on a resumed
-    // GET stream) is judged by its shape, so a list can never slip through unfiltered.
-    const listShape = message.kind === "response" && !waiting ? listMethodByShape(message.result) : undefined;
-    const pending: PendingRequest | undefined =
-      waiting ?? (listShape ? { method: listShape, target: undefined } : undefined);
+    // A response no request of this exchange waits for (an id answered already, or never sent)
+    // cannot be judged under the right request's settings: it is dropped, never judged by its
+    // shape (security review F4). Only an error for an id the server could not read (null) passes,
+    // scanned as server output, so the client learns its request failed.
+    if (message.kind === "response" && !waiting && message.id !== null) {
+      countOn(this.exchange, "responses_unmatched");
+      return { kind: "drop" };
+    }
+    const pending: PendingRequest | undefined = waiting;
     // Security policies first (pins, poisoning, injection, DLP), then RBAC list filtering.
     const secured = this.engine.security.inspectServerMessage(this.exchange, message, pending, source);
     if (secured.kind === "drop") return secured;
