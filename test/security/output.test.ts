@@ -483,9 +483,12 @@ describe("pathological sizes", () => {
   const big = (n: number) =>
     "The quick brown fox jumps over the lazy dog. ".repeat(Math.ceil(n / 45)).slice(0, n);
 
+  // Under limits.maxResponseBytes (2 MiB by default), so the text limit is what refuses it.
+  const roomy = { maxResponseBytes: 32_000_000 };
+
   it("refuses a 10 MB tool result by default with a clear reason", async () => {
     const { out } = await roundTrip(
-      engine(),
+      makeEngine({ limits: roomy }),
       toolCall(1, "search_articles", { query: "x" }),
       textResult(1, big(10_000_000)),
     );
@@ -499,7 +502,7 @@ describe("pathological sizes", () => {
   });
 
   it("scans a 10 MB tool result when the limit allows it, catching a secret at the end", async () => {
-    const e = makeEngine({ security: { maxScanChars: 16_000_000 } });
+    const e = makeEngine({ security: { maxScanChars: 16_000_000 }, limits: roomy });
     const { text, exchange } = await roundTrip(
       e,
       toolCall(1, "search_articles", { query: "x" }),
