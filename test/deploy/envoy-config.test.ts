@@ -159,6 +159,15 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
     ]);
   });
 
+  it("catch response_header_mode SKIP: local replies would bypass the ext-service's audit (issue 10)", () => {
+    const i = input();
+    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.processing_mode.response_header_mode`, "SKIP");
+    expect(messages(i)).toContain(
+      `${HCM}.http_filters[2].typed_config.processing_mode.response_header_mode: must be SEND (found SKIP): ` +
+        "local replies of ext_authz and local_ratelimit must reach the ext-service, which audits them",
+    );
+  });
+
   it("catch an ext_proc message timeout that is not below the route and idle timeouts", () => {
     const i = input();
     set(i.bootstrap, `${HCM}.http_filters[2].typed_config.message_timeout`, "400s");

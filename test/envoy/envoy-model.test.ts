@@ -230,6 +230,17 @@ describe("failures of the processor (ext_proc.cc onMessageTimeout, onGrpcError, 
     expect(r.stats.spurious_msgs_received).toBe(1);
   });
 
+  it("the stream idle timeout ends a wait the message timer does not cover: 408, flag SI", async () => {
+    proc.process = () => undefined;
+    const r = await envoy({ messageTimeoutMs: 5000, chain: { streamIdleTimeoutMs: 200 } }).exchange(
+      POST,
+      unreachable,
+    );
+    expect(r.response.status).toBe(408);
+    expect(r.details).toBe("stream_idle_timeout");
+    expect(r.flags).toContain("SI");
+  });
+
   it("an immediate response below 200 becomes 200 (MutationUtils::isValidHttpStatus)", async () => {
     proc.process = () => ({ immediate_response: { status: { code: 100 }, body: Buffer.from("x") } });
     const r = await envoy().exchange(POST, unreachable);

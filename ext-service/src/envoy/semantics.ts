@@ -282,9 +282,17 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
         request_trailer_mode: "SKIP",
         response_trailer_mode: "SKIP",
       };
+      // Why a value is required where the reason is not obvious (proto/README.md explains).
+      const why: Record<string, string> = {
+        response_header_mode:
+          ": local replies of ext_authz and local_ratelimit must reach the ext-service, which audits them",
+      };
       for (const [k, v] of Object.entries(expected)) {
         if (mode[k] !== v)
-          add(`${p}.processing_mode.${k}`, `must be ${v} (found ${String(mode[k] ?? "unset")})`);
+          add(
+            `${p}.processing_mode.${k}`,
+            `must be ${v} (found ${String(mode[k] ?? "unset")})${why[k] ?? ""}`,
+          );
       }
       const md = obj(c.metadata_options);
       if (!list(obj(md.forwarding_namespaces).untyped).includes("envoy.filters.http.ext_authz"))
