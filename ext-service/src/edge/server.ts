@@ -17,7 +17,6 @@ import { readBody } from "./body.js";
 import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, upstreamRequestHeaders } from "./headers.js";
 import { LoopStallWatch } from "./loop-stall.js";
-import { RateLimiter } from "./ratelimit.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
 
@@ -132,6 +131,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
   const ownsState = options.state === undefined;
   const shared = options.state ?? new GatewayState(openStore(engine.config), metrics, logger);
+  const limiter = shared.agentRateLimit(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
   const requestTimeout = durationMs(cfg.requestTimeout);
   // Node refuses a header timeout longer than the whole-request timeout.
@@ -153,7 +153,6 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     metrics,
     logger,
   );
-  const limiter = new RateLimiter(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const stalls = new LoopStallWatch();
   /**
    * A connection failure or timeout counts against the upstream's breaker, unless this process's
@@ -270,7 +269,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     admitSeconds.observe((performance.now() - t0) / 1000);
     if (!admission.ok) return sendReply(res, admission.reply);
 
-    const wait = limiter.take(admission.principal.agent);
+    const taken = limiter.take(admission.principal);
+    const wait = typeof taken === "number" ? taken : await taken;
     if (wait > 0) return reject(res, exchange, "rate_limited", { "retry-after": String(wait) });
 
     const media = checkMcpMedia(method, headers);

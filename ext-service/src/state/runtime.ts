@@ -6,6 +6,7 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { MemoryStore } from "./memory.js";
 import { stateMetrics, type StateMetrics } from "./metrics.js";
+import { AgentRateLimit } from "./ratelimit.js";
 import { RedisStore, tlsOptions } from "./redis.js";
 import { StoreUnavailable, type StateStore } from "./store.js";
 
@@ -55,6 +56,11 @@ export class GatewayState {
       if (available) logger.info({ store: store.kind }, "state store available");
       else logger.error({ store: store.kind }, "state store unavailable");
     });
+  }
+
+  /** The edge's per-agent rate limit: shared by every replica when the store is Redis. */
+  agentRateLimit(ratePerSecond: number, burst: number): AgentRateLimit {
+    return new AgentRateLimit(this.store, this.metrics, ratePerSecond, burst);
   }
 
   /** False while the store cannot be reached: /readyz answers 503 then. */
