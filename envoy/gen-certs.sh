@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Development TLS certificates for Envoy's mcp_tls listener (envoy/envoy.yaml), written to
-# envoy/certs/ (gitignored; never commit them). Makes a throwaway CA and a server certificate for
-# localhost, 127.0.0.1 and the compose service name `envoy`. Clients trust envoy/certs/ca.crt.
+# Development TLS certificates, written to envoy/certs/ (gitignored; never commit them), all
+# signed by one throwaway CA (ca.crt):
+#   server.crt/.key        Envoy's mcp_tls listener: localhost, 127.0.0.1 and the service `envoy`.
+#                          MCP clients trust ca.crt.
+#   ext-service.crt/.key   the ext-service's gRPC port (listen.grpc.tls in deploy/gateway.yaml):
+#                          the name `ext-service` Envoy checks, plus the replicas' service names.
+#   envoy-client.crt/.key  the client certificate Envoy presents to the ext-service (mutual TLS:
+#                          the ext-service refuses clients without a certificate from ca.crt).
 #
 # Usage: envoy/gen-certs.sh [--force]     (existing certificates are kept unless --force)
 # MCP_GATEWAY_CERTS_DIR overrides the output directory.
@@ -10,7 +15,7 @@ set -euo pipefail
 dir="${MCP_GATEWAY_CERTS_DIR:-$(cd "$(dirname "$0")" && pwd)/certs}"
 days=825
 
-if [[ -f "$dir/server.crt" && -f "$dir/server.key" && "${1:-}" != "--force" ]]; then
+if [[ -f "$dir/server.crt" && -f "$dir/ext-service.crt" && -f "$dir/envoy-client.crt" && "${1:-}" != "--force" ]]; then
   echo "envoy/certs: certificates exist (use --force to replace them)"
   exit 0
 fi
@@ -25,22 +30,31 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha25
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
   -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
 
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 \
-  -subj "/CN=localhost" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+# leaf NAME CN EXTENDED_KEY_USAGE SUBJECT_ALT_NAMES: a key and a certificate signed by the CA.
+leaf() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 \
+    -subj "/CN=$2" -keyout "$work/$1.key" -out "$work/$1.csr" 2>/dev/null
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature"
+    echo "extendedKeyUsage=$3"
+    if [[ -n "$4" ]]; then echo "subjectAltName=$4"; fi
+  } >"$work/$1.ext"
+  openssl x509 -req -in "$work/$1.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+    -days "$days" -sha256 -extfile "$work/$1.ext" -out "$work/$1.crt" 2>/dev/null
+}
+leaf server localhost serverAuth "DNS:localhost,DNS:envoy,IP:127.0.0.1,IP:::1"
+leaf ext-service ext-service serverAuth "DNS:ext-service,DNS:ext-service-1,DNS:ext-service-2,DNS:localhost,IP:127.0.0.1"
+leaf envoy-client envoy clientAuth ""
 
-cat >"$work/server.ext" <<'EXT'
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,DNS:envoy,IP:127.0.0.1,IP:::1
-EXT
-openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
-  -days "$days" -sha256 -extfile "$work/server.ext" -out "$work/server.crt" 2>/dev/null
-
-# The Envoy image runs as an unprivileged user that is not the file's owner on the host: the dev
-# key must be readable by it. Acceptable for a throwaway dev key; production keys come from a
-# secret store (SDS) instead.
+# The Envoy and ext-service images run as unprivileged users that are not the files' owner on the
+# host: the dev keys must be readable by them. Acceptable for throwaway dev keys; production keys
+# come from a secret store (Envoy SDS, a mounted secret) instead.
+install -m 0644 "$work/ca.crt" "$dir/ca.crt"
 install -m 0644 "$work/server.crt" "$dir/server.crt"
 install -m 0644 "$work/server.key" "$dir/server.key"
-install -m 0644 "$work/ca.crt" "$dir/ca.crt"
-echo "envoy/certs: wrote ca.crt, server.crt, server.key (valid $days days)"
+install -m 0644 "$work/ext-service.crt" "$dir/ext-service.crt"
+install -m 0644 "$work/ext-service.key" "$dir/ext-service.key"
+install -m 0644 "$work/envoy-client.crt" "$dir/envoy-client.crt"
+install -m 0644 "$work/envoy-client.key" "$dir/envoy-client.key"
+echo "envoy/certs: wrote ca.crt, server.*, ext-service.*, envoy-client.* (valid $days days)"

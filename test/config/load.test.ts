@@ -108,7 +108,9 @@ describe("gateway.yaml loading", () => {
       clockSkew: "30s",
       tokenCache: { ttl: "60s", maxEntries: 10_000 },
     });
-    expect(config.listen.grpc).toEqual({ host: "0.0.0.0", port: 9001 });
+    // Loopback unless told otherwise: whoever reaches the port can claim any identity (F8).
+    expect(config.listen.grpc).toEqual({ host: "127.0.0.1", port: 9001 });
+    expect(config.drainDelay).toBe("12s");
     expect(config.publicUrl).toBe("http://localhost:8080");
   });
 });

@@ -163,6 +163,20 @@ describe("docker-compose.yml", () => {
       `ext-service-2:${gateway.listen.grpc.port}`,
     ]);
     expect(gateway.listen.grpc.host).toBe("0.0.0.0");
+    // Reachable on the compose network, so mutual TLS with certificates from envoy/gen-certs.sh,
+    // mounted where gateway.yaml reads them (review F8).
+    const tls = gateway.listen.grpc.tls!;
+    const script = read("envoy/gen-certs.sh");
+    for (const name of ["ext-service-1", "ext-service-2"]) {
+      const m = new Map(mounts(name).map(([h, c]) => [c, h]));
+      for (const file of [tls.cert, tls.key, tls.clientCa]) {
+        const dir = file.slice(0, file.lastIndexOf("/"));
+        expect(m.get(dir), `${name}: ${file}`).toBe("./envoy/certs");
+        expect(script).toContain(`"$dir/${file.split("/").at(-1)}"`);
+      }
+      // SIGTERM waits drainDelay, then shutdownGrace: compose must not SIGKILL before that.
+      expect(services[name]!.stop_grace_period).toBe("30s");
+    }
     expect(gateway.listen.admin.host).toBe("0.0.0.0");
     for (const name of ["ext-service-1", "ext-service-2"]) {
       const s = services[name]!;

@@ -69,6 +69,7 @@ describe("envoy/envoy.yaml against Envoy's API", () => {
       "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
       "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
       "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+      "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     ]);
   });
@@ -119,7 +120,8 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
 
   it("pass for a gateway.yaml left at its default limits (the shipped bootstrap and the defaults agree)", () => {
     const defaults = parseGatewayConfig(
-      "registry: registry.yaml\nauth: { mode: optional }\nagents: { research-bot: {}, support-bot: {}, release-bot: {} }\n",
+      "registry: registry.yaml\nauth: { mode: optional }\nagents: { research-bot: {}, support-bot: {}, release-bot: {} }\n" +
+        "listen: { grpc: { host: 0.0.0.0, tls: { cert: c.pem, key: k.pem, clientCa: ca.pem } } }\n",
     );
     expect(defaults.limits.maxResponseBytes).toBe(2_097_152);
     expect(messages({ ...input(), gateway: defaults })).toEqual([]);

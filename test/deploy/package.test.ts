@@ -192,6 +192,7 @@ describe("the packed package (npm pack = the image's content)", () => {
         roles: { reader: { rules: [{ effect: "allow", tools: ["kb/*"] }] } },
         agents: { "research-bot": { roles: ["reader"] } },
         shutdownGrace: "1s",
+        drainDelay: "0s",
         logLevel: "info",
       }),
     );

@@ -46,6 +46,7 @@ limits:
   maxJsonDepth: 8
   maxSseEventBytes: 2048
 shutdownGrace: 2s
+drainDelay: 1s
 logLevel: debug
 `;
 

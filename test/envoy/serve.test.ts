@@ -258,7 +258,7 @@ describe("mcp-gateway serve (the CLI)", () => {
       timeout: 20_000,
       interval: 50,
     });
-    const grpcPort = Number(/on 0\.0\.0\.0:(\d+)/.exec(stdout)![1]);
+    const grpcPort = Number(/on 127\.0\.0\.1:(\d+)/.exec(stdout)![1]);
     const adminPort = Number(/admin on http:\/\/[\d.]+:(\d+)/.exec(stdout)![1]);
     expect(grpcPort).toBeGreaterThan(0);
 

@@ -1,6 +1,10 @@
 import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { loadEngine, warnReferences } from "../config/compile.js";
+import { durationMs, type GatewayConfig } from "../config/schema.js";
+import type { GrpcTls } from "../envoy/server.js";
 import { startExtService } from "../envoy/server.js";
 import { reloadOnHangup } from "./reload.js";
 import { createLogger } from "../telemetry/logger.js";
@@ -16,6 +20,26 @@ function portOption(value: unknown, name: string): number | undefined {
   return port;
 }
 
+/** listen.grpc.tls's PEM files, relative to gateway.yaml; a missing file stops the start. */
+export function readGrpcTls(config: GatewayConfig, configFile: string): GrpcTls | undefined {
+  const tls = config.listen.grpc.tls;
+  if (!tls) return undefined;
+  const read = (key: "cert" | "key" | "clientCa") => {
+    const path = resolve(dirname(configFile), tls[key]);
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(
+        `listen.grpc.tls.${key}: cannot read ${path} (${(err as NodeJS.ErrnoException).code})`,
+        {
+          cause: err,
+        },
+      );
+    }
+  };
+  return { cert: read("cert"), key: read("key"), clientCa: read("clientCa") };
+}
+
 export const serveCommand: Command = {
   name: "serve",
   summary: "Run the ext-service for Envoy: ext_authz and ext_proc over gRPC, admin HTTP",
@@ -23,16 +47,18 @@ export const serveCommand: Command = {
 
 Serves Envoy's external authorization (envoy.service.auth.v3.Authorization) and external
 processing (envoy.service.ext_proc.v3.ExternalProcessor) APIs plus grpc.health.v1.Health on one
-gRPC port (listen.grpc, default 9001), and /metrics, /healthz, /readyz on the admin port
+gRPC port (listen.grpc, default 127.0.0.1:9001; another address needs listen.grpc.tls, mutual
+TLS with Envoy's client certificate), and /metrics, /healthz, /readyz on the admin port
 (listen.admin, default 9901). Port 0 picks a free port; the bound ports are printed on start.
 
 On SIGHUP: gateway.yaml and the registry are read and checked again; if every check passes the
 new policy applies to the calls and streams that start from then on, otherwise every problem is
 logged and the running policy is kept. listen, limits, logLevel and shutdownGrace need a restart.
 
-On SIGTERM or SIGINT: readiness and gRPC health turn NOT_SERVING, no new streams are accepted,
-in-flight streams may finish until shutdownGrace (default 10s), then the process exits 0.
-A second signal stops at once.`,
+On SIGTERM or SIGINT: readiness and gRPC health turn NOT_SERVING; new calls are still served
+for drainDelay (default 12s, so Envoy's health checks take this replica out of rotation
+first); then no new streams are accepted, in-flight streams may finish until shutdownGrace
+(default 10s), and the process exits 0. A second signal stops at once.`,
   options: {
     config: { type: "string", short: "c" },
     "grpc-port": { type: "string" },
@@ -46,10 +72,11 @@ A second signal stops at once.`,
     const { engine, references } = loadEngine(file);
     const logger = createLogger(engine.config.logLevel);
     warnReferences(logger, references);
-    const service = await startExtService({ engine, logger, grpcPort, adminPort });
+    const grpcTls = readGrpcTls(engine.config, file);
+    const service = await startExtService({ engine, logger, grpcPort, adminPort, grpcTls });
     const listen = engine.config.listen;
     process.stdout.write(
-      `mcp-gateway serve: gRPC (ext_authz, ext_proc, health) on ${listen.grpc.host}:${service.grpcPort}, ` +
+      `mcp-gateway serve: gRPC (ext_authz, ext_proc, health${grpcTls ? ", mutual TLS" : ""}) on ${listen.grpc.host}:${service.grpcPort}, ` +
         `admin on http://${listen.admin.host}:${service.adminPort}\n`,
     );
     logger.info({ grpc_port: service.grpcPort, admin_port: service.adminPort }, "ext-service started");
@@ -58,7 +85,7 @@ A second signal stops at once.`,
       target: service,
       logger,
       metrics: service.metrics,
-      fixedAtStart: ["listen", "limits", "state", "logLevel", "shutdownGrace"],
+      fixedAtStart: ["listen", "limits", "state", "logLevel", "shutdownGrace", "drainDelay"],
     });
 
     await new Promise<void>((resolve) => {
@@ -70,8 +97,8 @@ A second signal stops at once.`,
         }
         stopping = true;
         stopReloading();
-        logger.info({ signal }, "draining: finishing in-flight streams");
-        service.close().then(
+        logger.info({ signal }, "draining: NOT_SERVING, then finishing in-flight streams");
+        service.close(undefined, durationMs(engine.config.drainDelay)).then(
           () => {
             logger.info("ext-service stopped");
             resolve();

@@ -186,6 +186,45 @@ const Listen = (port: number, host: string) =>
     .strict()
     .default({ host, port });
 
+/**
+ * The ext-service's gRPC listener. Whoever reaches it can play Envoy: send any identity in the
+ * ext_authz metadata and write audit records for it. So it binds loopback by default, and any
+ * other address needs mutual TLS (the client certificate Envoy presents, checked against
+ * clientCa).
+ */
+const GrpcTlsSchema = z
+  .object({
+    cert: z.string().min(1).describe("PEM server certificate chain (relative to this file, or absolute)"),
+    key: z.string().min(1).describe("PEM private key of the certificate"),
+    clientCa: z
+      .string()
+      .min(1)
+      .describe("PEM CA certificate(s) a client certificate must chain to; clients without one are refused"),
+  })
+  .strict();
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+export const isLoopbackHost = (host: string): boolean => LOOPBACK.has(host) || /^127\./.test(host);
+
+const GrpcListenSchema = z
+  .object({
+    host: z.string().min(1).default("127.0.0.1"),
+    port: Port.default(9001),
+    tls: GrpcTlsSchema.optional().describe("Mutual TLS: required when host is not a loopback address"),
+  })
+  .strict()
+  .superRefine((grpc, ctx) => {
+    if (!isLoopbackHost(grpc.host) && !grpc.tls)
+      ctx.addIssue({
+        code: "custom",
+        path: ["tls"],
+        message:
+          `listen.grpc.host '${grpc.host}' is reachable from other hosts: set listen.grpc.tls (mutual TLS with ` +
+          "Envoy's client certificate) or bind 127.0.0.1; anyone reaching the port could claim any identity",
+      });
+  })
+  .default({ host: "127.0.0.1", port: 9001 });
+
 export const LimitsSchema = z
   .object({
     maxRequestBytes: z.number().int().positive().default(1_048_576),
@@ -525,13 +564,13 @@ export const GatewayConfigSchema = z
       ),
     listen: z
       .object({
-        grpc: Listen(9001, "0.0.0.0"),
+        grpc: GrpcListenSchema,
         admin: Listen(9901, "127.0.0.1"),
         edge: Listen(8080, "127.0.0.1"),
       })
       .strict()
       .default({
-        grpc: { host: "0.0.0.0", port: 9001 },
+        grpc: { host: "127.0.0.1", port: 9001 },
         admin: { host: "127.0.0.1", port: 9901 },
         edge: { host: "127.0.0.1", port: 8080 },
       }),
@@ -544,6 +583,9 @@ export const GatewayConfigSchema = z
     state: StateSchema,
     budgets: BudgetsSchema,
     shutdownGrace: Duration.default("10s"),
+    drainDelay: Duration.default("12s").describe(
+      "serve: after SIGTERM, how long gRPC health and /readyz report NOT_SERVING while new calls are still accepted, before draining; above Envoy's health check interval x unhealthy_threshold + jitter (11s in envoy/envoy.yaml)",
+    ),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

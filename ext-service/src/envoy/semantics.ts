@@ -1,4 +1,4 @@
-import type { GatewayConfig } from "../config/schema.js";
+import { durationMs, isLoopbackHost, type GatewayConfig } from "../config/schema.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import { AGENT_HEADER, CLUSTERS_FILE, LOCAL_RATELIMIT_FILTER, ROUTES_FILE } from "./render.js";
 import type { EnvoyProblem } from "./validate-config.js";
@@ -181,6 +181,41 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
     if (!list(ext.health_checks).some((h) => isObj(obj(h).grpc_health_check)))
       add(`${extPath}.health_checks`, "the ext-service must be health-checked with grpc_health_check");
     if (!isObj(ext.circuit_breakers)) add(`${extPath}.circuit_breakers`, "circuit breakers are required");
+    // Whoever reaches the ext-service can claim any identity (it trusts the ext_authz metadata):
+    // over a network, Envoy must authenticate with a client certificate.
+    const remote = endpoints.some((e) => {
+      const address = obj(obj(obj(obj(e).endpoint).address).socket_address).address;
+      return typeof address === "string" && !isLoopbackHost(address);
+    });
+    const tls = obj(obj(ext.transport_socket).typed_config);
+    const clientCerts = list(obj(tls.common_tls_context).tls_certificates);
+    const validation = obj(obj(tls.common_tls_context).validation_context);
+    if (remote && (clientCerts.length === 0 || !isObj(validation.trusted_ca)))
+      add(
+        `${extPath}.transport_socket`,
+        "the ext-service is reached over the network: use mutual TLS (a client certificate, and trusted_ca to verify the ext-service's)",
+      );
+    if (input.gateway && remote && !input.gateway.listen.grpc.tls)
+      add(
+        `${extPath}.transport_socket`,
+        "gateway.yaml has no listen.grpc.tls for the ext-service's side of mutual TLS",
+      );
+    // Envoy keeps sending new calls to a replica until its health checks have seen NOT_SERVING
+    // unhealthy_threshold times: serve must keep answering that long after SIGTERM (drainDelay).
+    if (input.gateway) {
+      const check = list(ext.health_checks)
+        .map(obj)
+        .find((h) => isObj(h.grpc_health_check));
+      const interval = durationToMs(check?.interval) ?? 0;
+      const jitter = durationToMs(check?.interval_jitter) ?? 0;
+      const needed = interval * Number(check?.unhealthy_threshold ?? 1) + jitter;
+      const drainDelay = durationMs(input.gateway.drainDelay);
+      if (drainDelay < needed)
+        add(
+          `${extPath}.health_checks`,
+          `gateway.yaml drainDelay ${input.gateway.drainDelay} is below interval x unhealthy_threshold + jitter (${needed}ms): Envoy would still send calls to a replica that stopped accepting them`,
+        );
+    }
   }
 
   // Dynamic resources come from the rendered files, watched by directory.

@@ -27,6 +27,15 @@ export interface ExtServiceOptions {
   shutdownGraceMs?: number;
   /** Shared state (budgets, cache); defaults to the store the config names, closed with the service. */
   state?: GatewayState;
+  /** Mutual TLS on the gRPC port (PEM contents); without it the port is plaintext. */
+  grpcTls?: GrpcTls;
+}
+
+export interface GrpcTls {
+  cert: Buffer;
+  key: Buffer;
+  /** Client certificates must chain to these; a client without one is refused in the handshake. */
+  clientCa: Buffer;
 }
 
 export interface ExtService {
@@ -45,18 +54,21 @@ export interface ExtService {
   metrics: Metrics;
   health: HealthService;
   /**
-   * Graceful stop: /readyz and gRPC health go NOT_SERVING, no new calls are accepted, in-flight
-   * streams may finish until the grace period ends, then the rest are cancelled.
+   * Graceful stop: /readyz and gRPC health go NOT_SERVING at once. For drainDelayMs new calls are
+   * still served (Envoy keeps sending them until its health checks have seen NOT_SERVING
+   * unhealthy_threshold times); then no new calls are accepted, in-flight streams may finish
+   * until the grace period ends, and the rest are cancelled.
    */
-  close(graceMs?: number): Promise<void>;
+  close(graceMs?: number, drainDelayMs?: number): Promise<void>;
 }
 
-function bindGrpc(server: Server, host: string, port: number): Promise<number> {
+function bindGrpc(server: Server, host: string, port: number, tls: GrpcTls | undefined): Promise<number> {
   const address = host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+  const credentials = tls
+    ? ServerCredentials.createSsl(tls.clientCa, [{ cert_chain: tls.cert, private_key: tls.key }], true)
+    : ServerCredentials.createInsecure();
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, ServerCredentials.createInsecure(), (err, bound) =>
-      err ? reject(err) : resolve(bound),
-    );
+    server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound)));
   });
 }
 
@@ -129,7 +141,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const grpcHost = options.grpcHost ?? listen.grpc.host;
   let grpcPort: number;
   try {
-    grpcPort = await bindGrpc(grpc, grpcHost, options.grpcPort ?? listen.grpc.port);
+    grpcPort = await bindGrpc(grpc, grpcHost, options.grpcPort ?? listen.grpc.port, options.grpcTls);
   } catch (err) {
     if (ownsState) await state.close();
     throw err;
@@ -152,9 +164,16 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
 
   let closing: Promise<void> | undefined;
   const graceDefault = options.shutdownGraceMs ?? durationMs(engine.config.shutdownGrace);
-  const close = (graceMs = graceDefault): Promise<void> => {
+  const close = (graceMs = graceDefault, drainDelayMs = 0): Promise<void> => {
     closing ??= (async () => {
       health.drain();
+      if (drainDelayMs > 0) {
+        logger.info(
+          { drain_delay_ms: drainDelayMs },
+          "NOT_SERVING: still accepting calls until Envoy has seen it",
+        );
+        await new Promise((resolve) => setTimeout(resolve, drainDelayMs));
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           logger.warn({ grace_ms: graceMs }, "shutdown grace period over: cancelling remaining streams");
