@@ -297,7 +297,13 @@ describe("bad input over HTTP", () => {
       req.on("end", () => {
         res.writeHead(200, { "content-type": "text/event-stream" });
         res.write(": open\n\n");
-        setTimeout(() => res.end('data: {"jsonrpc":"2.0","id":1,"result":{"late":true}}\n\n'), 1200);
+        // An answer to the POST's request; on the GET stream, a notification (a GET carries no
+        // request, so an answer there would be dropped as unmatched: security review F4).
+        const late =
+          req.method === "GET"
+            ? '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"late":true}}}'
+            : '{"jsonrpc":"2.0","id":1,"result":{"late":true}}';
+        setTimeout(() => res.end(`data: ${late}\n\n`), 1200);
       });
     });
     const late = await startGateway({
