@@ -32,13 +32,19 @@ export interface GatewayConfig {
   remove(): void;
 }
 
-/** Writes the fixture config with live upstreams and compiles it. */
+/**
+ * Writes the fixture config with live upstreams and compiles it. `publicUrl`, when given, is where clients reach
+ * the gateway (through the token hop: the hop's origin), so the gateway takes that Origin for its own.
+ */
 export async function prepareGatewayConfig(
   upstreams: Partial<Record<Revision, string>>,
+  publicUrl?: string,
 ): Promise<GatewayConfig> {
   const dir = mkdtempSync(join(tmpdir(), "mcp-conformance-gw-"));
   const keys = await ensureDevKeys(join(dir, "keys"));
-  writeFileSync(join(dir, "gateway.yaml"), readFileSync(join(FIXTURE_DIR, "gateway.yaml")));
+  const gateway = parseDocument(readFileSync(join(FIXTURE_DIR, "gateway.yaml"), "utf8"));
+  if (publicUrl) gateway.set("publicUrl", publicUrl);
+  writeFileSync(join(dir, "gateway.yaml"), gateway.toString());
   const registry = parseDocument(readFileSync(join(FIXTURE_DIR, "registry.yaml"), "utf8"));
   for (const [revision, url] of Object.entries(upstreams)) {
     const servers = registry.get("servers") as {

@@ -9,8 +9,10 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import type { AddressInfo } from "node:net";
 
 export interface TokenHop {
-  /** The URL to give the suite: the hop's address with the target's path. */
-  url: string;
+  /** The hop's own origin: where the suite, like an agent, reaches the gateway (the gateway's `publicUrl`). */
+  origin: string;
+  /** Sends what arrives from now on to `targetUrl` with `token`; returns the URL to give the suite (same path). */
+  forwardTo(targetUrl: string, token: string): string;
   close(): Promise<void>;
 }
 
@@ -30,9 +32,14 @@ function forwardedHeaders(
   return headers;
 }
 
-export async function startTokenHop(targetUrl: string, token: string): Promise<TokenHop> {
-  const target = new URL(targetUrl);
+export async function startTokenHop(): Promise<TokenHop> {
+  let target: URL | undefined;
+  let token = "";
   const relay = (req: IncomingMessage, res: ServerResponse): void => {
+    if (!target) {
+      res.writeHead(502).end();
+      return;
+    }
     const path = new URL(req.url ?? "/", "http://hop").search;
     const upstream = request(
       {
@@ -62,8 +69,14 @@ export async function startTokenHop(targetUrl: string, token: string): Promise<T
   const server: Server = createServer(relay);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
+  const origin = `http://127.0.0.1:${port}`;
   return {
-    url: `http://127.0.0.1:${port}${target.pathname}`,
+    origin,
+    forwardTo(targetUrl, bearer) {
+      target = new URL(targetUrl);
+      token = bearer;
+      return `${origin}${target.pathname}`;
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
