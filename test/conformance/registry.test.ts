@@ -12,10 +12,7 @@ let servers: RunningServer[] = [];
 let config: GatewayConfig;
 
 beforeAll(async () => {
-  servers = [
-    await startConformanceServer("2025-11-25"),
-    await startConformanceServer("2026-07-28", 0, "stateless"),
-  ];
+  servers = [await startConformanceServer("2025-11-25"), await startConformanceServer("2026-07-28")];
   config = await prepareGatewayConfig({ "2025-11-25": servers[0]!.url, "2026-07-28": servers[1]!.url });
 });
 

@@ -105,8 +105,7 @@ export interface Server2026Options {
   port?: number;
   /**
    * `reject` (the default here) answers 2025-era requests with the SDK's unsupported-version error, so anything
-   * a gateway sends upstream in the old wire shows up as a failure. `stateless` also serves the 2025 wire, which
-   * `mcp-gateway registry pin` needs until it speaks 2026-07-28.
+   * a gateway sends upstream in the old wire shows up as a failure. `stateless` also serves the 2025 wire.
    */
   legacy?: "reject" | "stateless";
 }

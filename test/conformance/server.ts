@@ -1,7 +1,7 @@
 /**
  * Runs a conformance server by hand: `npx tsx test/conformance/server.ts <revision> [port] [--legacy-stateless]`.
- * `--legacy-stateless` lets the 2026-07-28 server also answer the 2025 wire, which `mcp-gateway registry pin` needs
- * to read its tools (see docs/CONFORMANCE.md). The tests start the same servers in process.
+ * `--legacy-stateless` lets the 2026-07-28 server also answer the 2025 wire (for 2025-era clients; the tests run it
+ * strictly 2026-07-28). The tests start the same servers in process.
  */
 import { isRevision, startConformanceServer } from "./servers.js";
 

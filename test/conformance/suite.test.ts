@@ -22,20 +22,14 @@ function gaps(reason: string, keys: string[]): Record<string, string> {
   return Object.fromEntries(keys.map((key) => [key, reason]));
 }
 
-const DNS_REBINDING = gaps(
-  "issue 11 item 3: the gateway does not refuse a foreign Origin/Host yet (the server does, so directly it passes)",
-  ["dns-rebinding-protection:localhost-host-rebinding-rejected"],
-);
-
 /**
  * Checks known to differ through the gateway today, by `<scenario>:<check id>`, each with what closes it. Both planes
  * call the same policy core, so they share one list. The test asserts it exactly: a new difference fails the test,
  * and so does a gap that closed (then delete its entry).
  */
 const OPEN_GAPS: Record<Revision, Record<string, string>> = {
-  "2025-11-25": DNS_REBINDING,
+  "2025-11-25": {},
   "2026-07-28": {
-    ...DNS_REBINDING,
     ...gaps(
       "issue 11 item 1: a request claiming an unknown revision (MCP-Protocol-Version and _meta protocolVersion " +
         "'v999.0.0') is taken for the 2025 era, so server/discover gets HTTP 200 method_unknown where the server " +
