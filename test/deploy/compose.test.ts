@@ -319,7 +319,23 @@ describe("Grafana dashboard", () => {
         String(m.type) === "histogram" ? [`${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name],
       ),
     );
-    expect(used.size).toBeGreaterThanOrEqual(7);
+    expect(used.size).toBeGreaterThanOrEqual(6);
+    // Set only by the local edge, never by serve: always empty in the Envoy stack (review W7).
+    expect(used.has("mcp_gateway_breaker_open")).toBe(false);
+    expect(used.has("mcp_gateway_upstream_errors_total")).toBe(false);
+    // An ext_proc stream's upstream time is the whole MCP exchange (SSE included): not a latency.
+    expect(exprs.join("\n")).not.toMatch(/upstream_rq_time_bucket\{envoy_cluster_name="ext_service"\}/);
+    // Envoy's own view of the two filters, and the per-agent limiter by its exact name.
+    const all = exprs.join("\n");
+    for (const stat of [
+      "envoy_http_ext_authz_denied",
+      "envoy_http_ext_authz_error",
+      "ext_proc.*_streams_failed",
+    ])
+      expect(all).toContain(stat);
+    expect(all).toContain(
+      'envoy_http_local_rate_limit_rate_limited{envoy_local_http_ratelimit_prefix="mcp_agent"}',
+    );
     for (const name of used)
       expect(exported, `${name} is not exported by telemetry/metrics.ts`).toContain(name);
     const titles = dashboard.panels.map((p) => p.title as string);
@@ -327,7 +343,8 @@ describe("Grafana dashboard", () => {
       "Calls by server and decision",
       "Denials by reason",
       "Redactions by kind",
-      "Outlier ejections and open breakers",
+      "Outlier ejections and circuit breakers (Envoy)",
+      "ext_authz: denied and errors",
     ]) {
       expect(titles).toContain(t);
     }
