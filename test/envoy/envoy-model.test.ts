@@ -12,6 +12,7 @@ import {
   continueFor,
   failStream,
   startScriptedProcessor,
+  type ProcessStreamCall,
   type ScriptedProcessor,
 } from "./scripted-processor.js";
 
@@ -186,25 +187,28 @@ describe("failures of the processor (ext_proc.cc onMessageTimeout, onGrpcError, 
     expect(failed.stats.streams_failed).toBe(1);
   });
 
-  it("a stream that fails: status_on_error (500 when unset), details name the gRPC status", async () => {
+  it("a stream that fails: status_on_error (503 in envoy.yaml, 500 when unset), details name the gRPC status", async () => {
     proc.process = (_m, call) => failStream(call);
     const r = await envoy().exchange(POST, unreachable);
-    expect(r.response.status).toBe(500);
+    expect(r.response.status).toBe(503);
     expect(r.details).toMatch(/^ext_proc_error_gRPC_error_14\{/);
-    const configured = await envoy({ chain: { statusOnError: 503 } }).exchange(POST, unreachable);
-    expect(configured.response.status).toBe(503);
+    expect(JSON.parse(r.response.body.toString())).toMatchObject({
+      error: { data: { reason: "internal_error" } },
+    });
+    const unset = await envoy({ chain: { statusOnError: 500 } }).exchange(POST, unreachable);
+    expect(unset.response.status).toBe(500);
   });
 
   it("no ext-service at all: ext_authz's 503 goes through ext_proc, whose failing stream answers status_on_error instead (review W5)", async () => {
-    const plain = new EnvoyRoleClient("127.0.0.1:1", { chain: { authzTimeoutMs: 500 } });
-    const set = new EnvoyRoleClient("127.0.0.1:1", { chain: { authzTimeoutMs: 500, statusOnError: 503 } });
+    const plain = new EnvoyRoleClient("127.0.0.1:1", { chain: { authzTimeoutMs: 500, statusOnError: 500 } });
+    const set = new EnvoyRoleClient("127.0.0.1:1", { chain: { authzTimeoutMs: 500 } });
     clients.push(plain, set);
     // status_on_error unset: the outage reaches agents as a plain 500 from ext_proc.
     const r = await plain.exchange(POST, unreachable);
     expect(r.flags).toContain("UAEX");
     expect(r.response.status).toBe(500);
     expect(r.details).toMatch(/^ext_proc_error_gRPC_error_14/);
-    // status_on_error 503: the 503 and local_reply_config's JSON-RPC body (UAEX and 503).
+    // status_on_error 503 (envoy.yaml): the 503 and local_reply_config's JSON-RPC body.
     const fixed = await set.exchange(POST, unreachable);
     expect(fixed.response.status).toBe(503);
     expect(JSON.parse(fixed.response.body.toString())).toMatchObject({
@@ -226,7 +230,7 @@ describe("failures of the processor (ext_proc.cc onMessageTimeout, onGrpcError, 
     proc.process = (m) =>
       m.request === "request_headers" ? { response_body: { response: {} } } : continueFor(m);
     const r = await envoy().exchange(POST, unreachable);
-    expect(r.response.status).toBe(500);
+    expect(r.response.status).toBe(503);
     expect(r.stats.spurious_msgs_received).toBe(1);
   });
 
@@ -239,6 +243,23 @@ describe("failures of the processor (ext_proc.cc onMessageTimeout, onGrpcError, 
     expect(r.response.status).toBe(408);
     expect(r.details).toBe("stream_idle_timeout");
     expect(r.flags).toContain("SI");
+  });
+
+  it("override_message_timeout extends the timer once, up to max_message_timeout (ext_proc.cc onNewTimeout)", async () => {
+    const late = (ms: number, seconds: number) => (m: ProcessingRequest, call: ProcessStreamCall) => {
+      if (m.request !== "request_headers") return continueFor(m);
+      call.write({ override_message_timeout: { seconds } });
+      setTimeout(() => call.write(continueFor(m)), ms);
+      return undefined;
+    };
+    proc.process = late(600, 2);
+    const extended = await envoy({ chain: { maxMessageTimeoutMs: 30_000 } }).exchange(POST, json("{}"));
+    expect(extended.response.status).toBe(200);
+    expect(extended.stats.override_message_timeout_received).toBe(1);
+    proc.process = late(600, 60);
+    const tooLong = await envoy({ chain: { maxMessageTimeoutMs: 30_000 } }).exchange(POST, unreachable);
+    expect(tooLong.response.status).toBe(504);
+    expect(tooLong.stats.override_message_timeout_ignored).toBe(1);
   });
 
   it("an immediate response below 200 becomes 200 (MutationUtils::isValidHttpStatus)", async () => {
@@ -291,7 +312,7 @@ describe("mutations (processor_state.cc, mutation_utils.cc, mutation_rules.cc)",
           ? { response_headers: { response: {} }, mode_override: { response_body_mode: "BUFFERED" } }
           : continueFor(m);
     const r = await envoy().exchange(POST, json("{}"));
-    expect(r.response.status).toBe(500);
+    expect(r.response.status).toBe(503);
     expect(r.details).toBe("mismatch between content length and the length of the mutated body");
   });
 
@@ -389,7 +410,11 @@ describe("buffer limits (filter_manager.cc requestDataTooLarge / responseDataToo
         ? { response_headers: { response: {} }, mode_override: { response_body_mode: "BUFFERED" } }
         : continueFor(m);
     const r = await envoy({ chain: { bufferLimitBytes: 64 } }).exchange(POST, json("x".repeat(100)));
-    expect(r.response.status).toBe(500);
+    // Envoy's 500, which envoy.yaml's local_reply_config turns into 502 response_too_large.
+    expect(r.response.status).toBe(502);
+    expect(JSON.parse(r.response.body.toString())).toMatchObject({
+      error: { data: { reason: "response_too_large" } },
+    });
     expect(r.details).toBe("response_payload_too_large");
     expect(kinds(r.sent)).not.toContain("response_body");
   });

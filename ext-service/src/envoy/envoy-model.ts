@@ -51,13 +51,21 @@ export interface LocalReplyFormat {
   body: string;
 }
 
+/** What a local_reply_config filter looks at. */
+export interface LocalReplyFacts {
+  status: number;
+  flags: readonly string[];
+  details: string;
+}
+
 /** One `local_reply_config.mappers` entry: the first that matches rewrites the reply. */
 export interface LocalReplyMapper {
-  /** Matches when the reply carries one of these response flags (e.g. RL, UAEX, UF). */
-  flags: string[];
-  /** And, when set, only this status. */
+  /** The mapper's filter (response flags, status, code details, and combinations of them). */
+  matches(reply: LocalReplyFacts): boolean;
+  /** `status_code`: the status the reply gets instead. */
   status?: number;
-  format(requestHeaders: Readonly<Record<string, string>>): LocalReplyFormat;
+  /** `body_format_override`; undefined keeps the body. */
+  format?(requestHeaders: Readonly<Record<string, string>>): LocalReplyFormat;
 }
 
 export interface EnvoyModelConfig {
@@ -66,6 +74,8 @@ export interface EnvoyModelConfig {
   allowModeOverride: boolean;
   /** ext_proc `message_timeout` (Envoy's default is 200 ms). */
   messageTimeoutMs: number;
+  /** ext_proc `max_message_timeout`: the most an `override_message_timeout` may ask (0: none). */
+  maxMessageTimeoutMs: number;
   failureModeAllow: boolean;
   /** ext_proc `status_on_error` (unset: 500). */
   statusOnError: number;
@@ -80,8 +90,10 @@ export interface EnvoyModelConfig {
   authzStatusOnError: number;
   /** local_ratelimit; undefined = the filter lets everything through. */
   rateLimit: RateLimitConfig | undefined;
-  /** `per_connection_buffer_limit_bytes`: the most a buffered body may hold (413 / 500 above). */
+  /** `per_connection_buffer_limit_bytes`: the most a buffered response may hold (500 above). */
   bufferLimitBytes: number;
+  /** Route/virtual host `request_body_buffer_limit` (routes.yaml), else the connection's (413 above). */
+  requestBufferLimitBytes?: number;
   /** HCM `server_name` (set on every response, server_header_transformation OVERWRITE). */
   serverName: string;
   /** Router `suppress_envoy_headers`. */
@@ -92,7 +104,7 @@ export interface EnvoyModelConfig {
 }
 
 /** The JSON-RPC error body the shipped local_reply_config writes (id null, reason in data). */
-function jsonRpcLocalReply(code: number, message: string, reason: string, withRequestId = true) {
+function jsonRpcBody(code: number, message: string, reason: string, withRequestId = true) {
   return (headers: Readonly<Record<string, string>>): LocalReplyFormat => ({
     contentType: "application/json",
     body: JSON.stringify({
@@ -101,13 +113,18 @@ function jsonRpcLocalReply(code: number, message: string, reason: string, withRe
       error: {
         code,
         message,
-        data: withRequestId ? { reason, request_id: headers["x-mcp-request-id"] ?? "" } : { reason },
+        data: withRequestId ? { reason, request_id: headers["x-mcp-request-id"] ?? null } : { reason },
       },
     }),
   });
 }
 
-/** The filter chain of envoy/envoy.yaml, field by field (message_timeout aside: see the client). */
+const anyFlag = (flags: string[]) => (r: LocalReplyFacts) => r.flags.some((f) => flags.includes(f));
+
+/**
+ * The filter chain of envoy/envoy.yaml (listener mcp_tls), field by field. A test reads the file
+ * (envoy-model-config.ts) and holds these values to it, so the two cannot drift apart.
+ */
 export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyModelConfig>({
   processingMode: {
     request_header_mode: "SEND",
@@ -118,9 +135,10 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
     response_trailer_mode: "SKIP",
   },
   allowModeOverride: true,
-  messageTimeoutMs: 1000,
+  messageTimeoutMs: 5000,
+  maxMessageTimeoutMs: 30_000,
   failureModeAllow: false,
-  statusOnError: 500,
+  statusOnError: 503,
   routeCacheAction: "RETAIN",
   forwardingNamespaces: [EXT_AUTHZ_NAMESPACE],
   receivingNamespaces: ["mcp_gateway"],
@@ -132,27 +150,39 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
   suppressEnvoyHeaders: true,
   streamIdleTimeoutMs: 300_000,
   localReplyMappers: [
-    { flags: ["RL"], format: jsonRpcLocalReply(-32029, "Too many requests; slow down", "rate_limited") },
+    { matches: anyFlag(["RL"]), format: jsonRpcBody(-32029, "Too many requests; slow down", "rate_limited") },
     {
-      flags: ["UO"],
-      format: jsonRpcLocalReply(
-        -32050,
-        "The MCP server is failing; requests are paused briefly",
-        "breaker_open",
+      matches: (r) => anyFlag(["SI"])(r) && r.status === 408,
+      format: jsonRpcBody(-32600, "The request body was not received in time", "request_timeout"),
+    },
+    {
+      matches: anyFlag(["UT", "SI"]),
+      format: jsonRpcBody(-32050, "The MCP server did not answer in time", "upstream_timeout"),
+    },
+    {
+      matches: anyFlag(["UH", "UF", "URX", "UC", "UR", "NC", "UO"]),
+      format: jsonRpcBody(-32050, "The MCP server is unavailable", "upstream_unavailable"),
+    },
+    {
+      matches: (r) => r.details === "request_payload_too_large",
+      format: jsonRpcBody(-32600, "The request body is too large", "body_too_large"),
+    },
+    {
+      matches: (r) => r.details === "response_payload_too_large",
+      status: 502,
+      format: jsonRpcBody(
+        -32603,
+        "The MCP server's response is larger than the gateway inspects",
+        "response_too_large",
       ),
     },
     {
-      flags: ["UT"],
-      format: jsonRpcLocalReply(-32050, "The MCP server did not answer in time", "upstream_timeout"),
+      matches: (r) => anyFlag(["UAEX"])(r) && r.status === 503,
+      format: jsonRpcBody(-32603, "Internal gateway error", "internal_error", false),
     },
     {
-      flags: ["UH", "UF", "URX", "UC", "UR", "NC"],
-      format: jsonRpcLocalReply(-32050, "The MCP server is unavailable", "upstream_unavailable"),
-    },
-    {
-      flags: ["UAEX"],
-      status: 503,
-      format: jsonRpcLocalReply(-32603, "Internal gateway error", "internal_error", false),
+      matches: (r) => r.status === 503,
+      format: jsonRpcBody(-32603, "Internal gateway error", "internal_error"),
     },
   ],
 });
@@ -304,6 +334,7 @@ export interface ExtProcStats {
   rejected_header_mutations: number;
   clear_route_cache_ignored: number;
   clear_route_cache_disabled: number;
+  override_message_timeout_received: number;
   override_message_timeout_ignored: number;
 }
 
@@ -394,6 +425,7 @@ function newStats(): ExtProcStats {
     rejected_header_mutations: 0,
     clear_route_cache_ignored: 0,
     clear_route_cache_disabled: 0,
+    override_message_timeout_received: 0,
     override_message_timeout_ignored: 0,
   };
 }
@@ -596,6 +628,8 @@ class ModelStream {
   private timer: NodeJS.Timeout | undefined;
   /** Set when the message timer fired: Envoy acts on it at once, the model at the next wait. */
   private timedOut = false;
+  /** The current message's timer was extended by override_message_timeout (allowed once). */
+  private timerOverridden = false;
   private wakeWaiter: (() => void) | undefined;
 
   /** Response headers exist (upstream's or a local reply's): a new local reply goes straight out. */
@@ -796,7 +830,7 @@ class ModelStream {
     const source = this.request.body;
     if (source === undefined) return EMPTY;
     if (Buffer.isBuffer(source)) {
-      if (this.bufferedRequestBody() && source.byteLength > this.config.bufferLimitBytes) {
+      if (this.bufferedRequestBody() && source.byteLength > this.requestBufferLimit) {
         await this.payloadTooLarge();
         return undefined;
       }
@@ -808,12 +842,16 @@ class ModelStream {
       if (this.finished) return undefined;
       chunks.push(chunk);
       size += chunk.byteLength;
-      if (this.bufferedRequestBody() && size > this.config.bufferLimitBytes) {
+      if (this.bufferedRequestBody() && size > this.requestBufferLimit) {
         await this.payloadTooLarge();
         return undefined;
       }
     }
     return Buffer.concat(chunks);
+  }
+
+  private get requestBufferLimit(): number {
+    return this.config.requestBufferLimitBytes ?? this.config.bufferLimitBytes;
   }
 
   private bufferedRequestBody(): boolean {
@@ -915,15 +953,15 @@ class ModelStream {
     let body = reply.body;
     const headers: Record<string, string> = { ...(reply.headers ?? {}) };
     if (body.length > 0) headers["content-type"] ??= LOCAL_REPLY_CONTENT_TYPE;
-    const mapper = this.config.localReplyMappers.find(
-      (m) =>
-        m.flags.some((f) => this.trace.flags.includes(f)) && (m.status === undefined || m.status === status),
-    );
+    const facts: LocalReplyFacts = { status, flags: this.trace.flags, details: reply.details };
+    const mapper = this.config.localReplyMappers.find((m) => m.matches(facts));
     if (mapper) {
-      const format = mapper.format(this.requestHeaders);
-      status = format.status ?? status;
-      body = format.body;
-      headers["content-type"] = format.contentType;
+      status = mapper.status ?? status;
+      const format = mapper.format?.(this.requestHeaders);
+      if (format) {
+        body = format.body;
+        headers["content-type"] = format.contentType;
+      }
     }
     headers["content-length"] = String(Buffer.byteLength(body));
     if (this.responseHeadersCreated) {
@@ -1163,13 +1201,14 @@ class ModelStream {
     }
   }
 
-  private startTimer(): void {
+  private startTimer(ms = this.config.messageTimeoutMs): void {
     this.stopTimer();
+    this.timerOverridden = false;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.timedOut = true;
       this.wakeWaiter?.();
-    }, this.config.messageTimeoutMs);
+    }, ms);
   }
 
   private stopTimer(): void {
@@ -1285,8 +1324,17 @@ class ModelStream {
     const reply = event.reply;
     this.trace.received.push(reply);
     if (reply.override_message_timeout !== undefined) {
-      // Only honoured up to max_message_timeout, which the shipped filter leaves at 0.
-      stats.override_message_timeout_ignored++;
+      // onNewTimeout: honoured once per message, between 1 ms and max_message_timeout, and only
+      // while the timer runs; the reply itself is still to come.
+      const { seconds = 0, nanos = 0 } = reply.override_message_timeout;
+      const ms = Number(seconds) * 1000 + Math.floor(nanos / 1e6);
+      if (this.timer && !this.timerOverridden && ms >= 1 && ms <= this.config.maxMessageTimeoutMs) {
+        this.startTimer(ms);
+        this.timerOverridden = true;
+        stats.override_message_timeout_received++;
+      } else {
+        stats.override_message_timeout_ignored++;
+      }
       return { kind: "again" };
     }
     this.stopTimer();

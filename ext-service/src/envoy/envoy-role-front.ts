@@ -125,7 +125,12 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     });
     address = extService.grpcAddress;
   }
-  const client = new EnvoyRoleClient(address, { ...options.client, chain: options.chain });
+  // routes.yaml buffers request bodies up to the gateway's own limit (render.ts).
+  const chain: Partial<EnvoyModelConfig> = {
+    ...(engine ? { requestBufferLimitBytes: engine.limits.maxRequestBytes } : {}),
+    ...options.chain,
+  };
+  const client = new EnvoyRoleClient(address, { ...options.client, chain });
 
   const upstreamFor = (server: string): string | undefined =>
     options.upstreams?.[server] ?? engine?.registry.server(server)?.config.upstreams[0];
