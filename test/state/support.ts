@@ -28,6 +28,8 @@ export async function writeStateFiles(options: {
   state?: Record<string, unknown>;
   budgets?: Record<string, unknown>;
   edge?: Record<string, unknown>;
+  security?: Record<string, unknown>;
+  cache?: Record<string, unknown>;
   tools?: Record<string, unknown>[];
 }): Promise<StateFiles> {
   const dir = mkdtempSync(join(tmpdir(), "mcp-gw-state-"));
@@ -55,6 +57,8 @@ export async function writeStateFiles(options: {
     ...(options.state ? { state: options.state } : {}),
     ...(options.budgets ? { budgets: options.budgets } : {}),
     ...(options.edge ? { edge: options.edge } : {}),
+    ...(options.security ? { security: options.security } : {}),
+    ...(options.cache ? { cache: options.cache } : {}),
     logLevel: "info",
   };
   const tools = options.tools ?? [

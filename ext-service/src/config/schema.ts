@@ -539,6 +539,19 @@ export const BudgetsSchema = z
     });
   });
 
+export const CacheSchema = z
+  .object({
+    maxEntries: z.number().int().positive().default(10_000),
+    maxBytes: z.number().int().positive().default(67_108_864).describe("Memory the cached results may use"),
+    shared: z
+      .boolean()
+      .default(false)
+      .describe("Keep entries in the state store (Redis), shared by every replica, instead of in memory"),
+  })
+  .strict()
+  .prefault({})
+  .describe("The result cache of tools with a registry cache setting");
+
 export const GatewayConfigSchema = z
   .object({
     $schema: z.string().optional(),
@@ -582,6 +595,7 @@ export const GatewayConfigSchema = z
     security: SecuritySchema,
     state: StateSchema,
     budgets: BudgetsSchema,
+    cache: CacheSchema,
     shutdownGrace: Duration.default("10s"),
     drainDelay: Duration.default("12s").describe(
       "serve: after SIGTERM, how long gRPC health and /readyz report NOT_SERVING while new calls are still accepted, before draining; above Envoy's health check interval x unhealthy_threshold + jitter (11s in envoy/envoy.yaml)",
@@ -625,8 +639,30 @@ export const ToolSchema = z
       .regex(/^sha256:[0-9a-f]{64}$/, "expected 'sha256:' followed by 64 lower-case hex digits")
       .optional()
       .describe("SHA-256 of the canonical tool definition, written by `mcp-gateway registry pin`"),
+    cache: z
+      .object({
+        ttl: Duration.describe("How long a result is served from the cache"),
+        scope: z
+          .enum(["agent", "shared"])
+          .describe(
+            "agent: each agent has its own entries; shared: every agent allowed the tool shares them",
+          ),
+      })
+      .strict()
+      .optional()
+      .describe("Cache successful results of this tool (only for tools annotated readOnlyHint: true)"),
   })
-  .strict();
+  .strict()
+  .superRefine((tool, ctx) => {
+    // A cached answer to a call with side effects would skip them: only read-only tools qualify.
+    if (tool.cache && tool.annotations?.readOnlyHint !== true) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["cache"],
+        message: "cache is only allowed for tools annotated readOnlyHint: true",
+      });
+    }
+  });
 
 export const ServerSchema = z
   .object({

@@ -130,7 +130,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   const cfg = engine.config.edge;
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
   const ownsState = options.state === undefined;
-  const shared = options.state ?? new GatewayState(openStore(engine.config), metrics, logger);
+  const shared =
+    options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
   const limiter = shared.agentRateLimit(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
   const requestTimeout = durationMs(cfg.requestTimeout);
@@ -382,6 +383,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     }
     const contentType = firstHeader(call.headers["content-type"]);
     const transformer = engine.responseTransformer(exchange, contentType, status);
+    shared.watchResponse(exchange, transformer);
     if (transformer.mode === "json") {
       timer?.refresh();
       try {

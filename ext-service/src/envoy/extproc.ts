@@ -359,6 +359,7 @@ export class ProcessStream {
     exchange.status = status;
     this.responseHadContentLength = "content-length" in headers;
     this.transformer = this.engine.responseTransformer(exchange, headers["content-type"], status);
+    this.ctx.state.watchResponse(exchange, this.transformer);
     this.phase = "response_body";
     if (msg.end_of_stream) return this.finishResponse({ response_headers: { response: {} } });
     const mode = this.transformer.mode;

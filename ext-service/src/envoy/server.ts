@@ -116,7 +116,8 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const metrics = options.metrics ?? new Metrics();
   const audit = new AuditTrail(logger, metrics, "envoy");
   const ownsState = options.state === undefined;
-  const state = options.state ?? new GatewayState(openStore(engine.config), metrics, logger);
+  const state =
+    options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
   const ctx: AdapterContext = { engine, audit, logger, metrics, state, inflight: { count: 0 } };
   const protos = envoyProtos();
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);

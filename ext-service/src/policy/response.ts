@@ -48,6 +48,11 @@ export class ResponseTransformer {
    * HTTP status and a JSON content type instead of the upstream's.
    */
   refusal: "upstream_invalid_response" | "response_too_large" | undefined;
+  /**
+   * Called with each response to a pending request that every check let through unchanged: the
+   * result cache keeps only such answers, so nothing a policy refused, redacted or annotated.
+   */
+  onPassed: ((message: JsonRpcMessage & { kind: "response" }, request: PendingRequest) => void) | undefined;
 
   constructor(
     private readonly engine: PolicyEngine,
@@ -198,7 +203,9 @@ export class ResponseTransformer {
     const current = secured.kind === "replace" ? secured.message : message;
     const filtered = this.filterMessage(current, pending);
     if (filtered.kind !== "same") return filtered;
-    return secured.kind === "replace" ? { kind: "replace", value: secured.message.raw } : SAME;
+    if (secured.kind === "replace") return { kind: "replace", value: secured.message.raw };
+    if (waiting && message.kind === "response") this.onPassed?.(message, waiting);
+    return SAME;
   }
 
   private filterMessage(message: JsonRpcMessage, pending: PendingRequest | undefined): MessageRewrite {

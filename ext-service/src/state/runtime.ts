@@ -1,9 +1,13 @@
 import type { GatewayConfig } from "../config/schema.js";
-import { durationMs } from "../config/schema.js";
-import type { HttpReply, PolicyEngine, RequestVerdict } from "../policy/engine.js";
+import { CacheSchema, durationMs } from "../config/schema.js";
+import { isInputRequiredResult } from "../mcp/eras.js";
+import type { HttpReply, PolicyEngine, RequestVerdict, ToolCall } from "../policy/engine.js";
 import { countOn, idKey, type Exchange } from "../policy/exchange.js";
+import { Reasons } from "../policy/reasons.js";
+import type { ResponseTransformer } from "../policy/response.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { ResultCache, cacheKey } from "./cache.js";
 import { MemoryStore } from "./memory.js";
 import { stateMetrics, type StateMetrics } from "./metrics.js";
 import { AgentRateLimit } from "./ratelimit.js";
@@ -41,14 +45,21 @@ export function openStore(config: GatewayConfig, env: NodeJS.ProcessEnv = proces
  */
 export class GatewayState {
   readonly metrics: StateMetrics;
+  readonly cache: ResultCache;
   private readonly stopWatching: () => void;
+  /** Cacheable calls that missed: their answer is stored if every check passes it unchanged. */
+  private readonly misses = new WeakMap<Exchange, { key: string; ttl: number | string }>();
 
   constructor(
     readonly store: StateStore,
     metrics: Metrics,
     private readonly logger: Logger,
+    cacheConfig: GatewayConfig["cache"] = CacheSchema.parse({}),
   ) {
     this.metrics = stateMetrics(metrics);
+    this.cache = new ResultCache(cacheConfig, store, metrics, () =>
+      this.metrics.storeErrors.inc({ feature: "cache" }),
+    );
     const up = this.metrics.storeUp.labels({ store: store.kind });
     up.set(store.available() ? 1 : 0);
     this.stopWatching = store.onAvailability((available) => {
@@ -77,8 +88,62 @@ export class GatewayState {
     exchange: Exchange,
     verdict: RequestVerdict & { action: "forward" },
   ): Promise<HttpReply | undefined> {
-    if (!verdict.toolCalls || !engine.budgets.active) return undefined;
-    return this.chargeBudgets(engine, exchange, verdict.toolCalls, verdict.batch === true);
+    const calls = verdict.toolCalls;
+    if (!calls) return undefined;
+    if (engine.budgets.active) {
+      const refused = await this.chargeBudgets(engine, exchange, calls, verdict.batch === true);
+      if (refused) return refused;
+    }
+    const call = calls[0]!;
+    if (verdict.batch || !call.tool.cache || !exchange.principal) return undefined;
+    return this.fromCache(engine, exchange, call);
+  }
+
+  /**
+   * Lets `transformer` store the answer to a call that missed the cache: only a success that
+   * every check passed unchanged (never an error, `isError`, `input_required`, or anything a
+   * policy refused, redacted or annotated).
+   */
+  watchResponse(exchange: Exchange, transformer: ResponseTransformer): void {
+    const miss = this.misses.get(exchange);
+    if (!miss) return;
+    this.misses.delete(exchange);
+    transformer.onPassed = (message) => {
+      const result = message.result as Record<string, unknown> | undefined;
+      if (message.error !== undefined || typeof result !== "object" || result === null) return;
+      if (result.isError === true || isInputRequiredResult(result) || exchange.decision !== "allow") return;
+      void this.cache.set(miss.key, JSON.stringify(result), miss.ttl).catch((err: unknown) => {
+        this.logger.warn({ err, request_id: exchange.requestId }, "cache: storing a result failed");
+      });
+    };
+  }
+
+  /**
+   * A hit is answered here, through the response policy exactly as if the server had just sent
+   * it (DLP, injection, pins all apply); the audit record counts `cache:hit`.
+   */
+  private async fromCache(
+    engine: PolicyEngine,
+    exchange: Exchange,
+    call: ToolCall,
+  ): Promise<HttpReply | undefined> {
+    const key = cacheKey(call, exchange.principal!);
+    const cached = await this.cache.get(key);
+    if (cached === undefined) {
+      countOn(exchange, "cache:miss");
+      this.misses.set(exchange, { key, ttl: call.tool.cache!.ttl });
+      return undefined;
+    }
+    countOn(exchange, "cache:hit");
+    const body = `{"jsonrpc":"2.0","id":${JSON.stringify(call.id)},"result":${cached}}`;
+    const transformer = engine.responseTransformer(exchange, "application/json", 200);
+    const out = transformer.transformJson(Buffer.from(body, "utf8"));
+    const refusal = transformer.refusal;
+    return {
+      status: refusal ? Reasons[refusal].status : 200,
+      headers: { "content-type": "application/json" },
+      body: out === undefined ? body : Buffer.from(out).toString("utf8"),
+    };
   }
 
   private async chargeBudgets(
