@@ -209,14 +209,18 @@ describe("upstream faults through the edge", () => {
     expect(r.text).not.toContain("<html>");
   });
 
-  it("a success that is neither JSON nor SSE is refused, not passed unread; an error status passes", async () => {
+  it("a success that is neither JSON nor SSE is refused, not passed unread; an error status gets the gateway's body", async () => {
     const r = await post("plaintext");
     expectError(r, 502, -32050, "upstream_invalid_response");
     expect(r.headers["content-type"]).toBe("application/json");
     expect(r.text).not.toContain("AKIA");
     const failed = await post("plaintext", rpc("ping"), { "x-test-status": "500" });
+    // Security review F7: the status stays, the free-text body does not.
     expect(failed.status).toBe(500);
-    expect(failed.text).toBe("boom");
+    expect(failed.headers["content-type"]).toBe("application/json");
+    expect(JSON.parse(failed.text)).toMatchObject({
+      error: { data: { reason: "upstream_invalid_response" } },
+    });
   });
 
   it("not HTTP at all: 502 upstream_invalid_response", async () => {

@@ -8,6 +8,10 @@ import {
   startDocsUpstream,
   type DocsUpstream,
   type RpcAnswer,
+  INJECTED,
+  LEAKED_KEY,
+  answerBody,
+  maliciousAnswers,
 } from "../security/review-upstream.js";
 import {
   MCP_HEADERS,
@@ -200,5 +204,40 @@ describe("security review F4: duplicate request ids", () => {
     expect(r.status).toBe(400);
     expect((r.messages[0] as RpcAnswer).error?.data?.reason).toBe("invalid_request");
     expect(r.text).not.toContain("internal_escalation");
+  });
+});
+
+describe("security review F7, F13: output a malicious server hides from the checks", () => {
+  it("scans error messages for injection, blob keys outside resources, progress messages, error bodies", async () => {
+    let next = maliciousAnswers(1)[0]!;
+    const evil = await fakeUpstream((req, res) => {
+      void readJsonBody(req).then(() => {
+        if (next.name === "http500") {
+          res.writeHead(500, { "content-type": "text/plain" });
+          res.end(`upstream crashed; creds ${LEAKED_KEY} ${INJECTED}`);
+          return;
+        }
+        const { contentType, text } = answerBody(next);
+        res.writeHead(200, { "content-type": contentType });
+        res.end(text);
+      });
+    });
+    const malicious = await startGateway({ servers: [{ name: "evil", upstreams: [evil.url] }] });
+    try {
+      const bearer = await malicious.token("tester");
+      for (const answer of [...maliciousAnswers(1), { name: "http500", body: null }]) {
+        next = answer;
+        const r = await httpCall(malicious.url("evil"), {
+          headers: { ...MCP_HEADERS, authorization: `Bearer ${bearer}` },
+          body: rpc("resources/read", { uri: "docs://public/faq" }),
+        });
+        expect(r.text, answer.name).not.toContain("Ignore all previous");
+        expect(r.text, answer.name).not.toContain(LEAKED_KEY);
+        if (answer.name === "http500") expect(r.status).toBe(500);
+      }
+    } finally {
+      await malicious.close();
+      await evil.close();
+    }
   });
 });

@@ -7,6 +7,9 @@ import {
   startDocsUpstream,
   type DocsUpstream,
   type RpcAnswer,
+  LEAKED_KEY,
+  answerBody,
+  maliciousAnswers,
 } from "../security/review-upstream.js";
 import { GATEWAY_YAML, MCP_POST_HEADERS, startGateway, type Gateway } from "./harness.js";
 
@@ -164,5 +167,30 @@ describe("security review F4 (Envoy plane): duplicate and unknown response ids",
       ]),
     }));
     expect(JSON.parse(r.response.body.toString())).toEqual([{ jsonrpc: "2.0", id: 1, result: {} }]);
+  });
+});
+
+describe("security review F7, F13 (Envoy plane): output a malicious server hides from the checks", () => {
+  it("scans error messages for injection, blob keys outside resources, and progress messages", async () => {
+    for (const answer of maliciousAnswers(1)) {
+      const { contentType, text } = answerBody(answer);
+      const r = await gw.client.exchange(
+        {
+          method: "POST",
+          path: "/mcp/docs",
+          headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id: 1,
+            method: "resources/read",
+            params: { uri: "docs://public/faq" },
+          }),
+        },
+        () => ({ status: 200, headers: { "content-type": contentType }, body: text }),
+      );
+      const out = r.response.body.toString();
+      expect(out, answer.name).not.toContain("Ignore all previous");
+      expect(out, answer.name).not.toContain(LEAKED_KEY);
+    }
   });
 });

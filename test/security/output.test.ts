@@ -474,6 +474,54 @@ describe("definitions the model reads", () => {
     ]);
   });
 
+  it("security review F13: scans prompt argument descriptions and tool _meta and icons", async () => {
+    const e = engine();
+    const prompts = await roundTrip(
+      e,
+      { jsonrpc: "2.0", id: 1, method: "prompts/list" },
+      {
+        jsonrpc: "2.0",
+        id: 1,
+        result: {
+          prompts: [
+            {
+              name: "ok",
+              description: "Daily summary.",
+              arguments: [{ name: "day", description: "Which day." }],
+            },
+            {
+              name: "bad",
+              description: "Weekly summary.",
+              arguments: [{ name: "week", description: INJECTION }],
+            },
+          ],
+        },
+      },
+    );
+    expect((prompts.out!.result as { prompts: { name: string }[] }).prompts.map((p) => p.name)).toEqual([
+      "ok",
+    ]);
+    const tools = await roundTrip(
+      e,
+      { jsonrpc: "2.0", id: 2, method: "tools/list" },
+      {
+        jsonrpc: "2.0",
+        id: 2,
+        result: {
+          tools: [
+            { ...DEMO_TOOLS[0]!, _meta: { "anthropic/instructions": INJECTION } },
+            { ...DEMO_TOOLS[1]!, icons: [{ src: "https://cdn.example/icon.png" }] },
+          ],
+        },
+      },
+    );
+    // The pin covers neither field: the tool with instructions in _meta is dropped as poisoned.
+    expect((tools.out!.result as { tools: { name: string }[] }).tools.map((t) => t.name)).toEqual([
+      "create_ticket",
+    ]);
+    expect(tools.exchange.reasons).toContain("tool_poisoned");
+  });
+
   it("keeps the pin of the registry in sync with what it drops", () => {
     expect(toolPin(DEMO_TOOLS[0]!)).toMatch(/^sha256:[0-9a-f]{64}$/);
   });

@@ -447,7 +447,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     if (res.destroyed) return;
     const headers = clientResponseHeaders(call.headers);
     headers["content-length"] = String(out.byteLength);
-    if (refusal) headers["content-type"] = "application/json";
+    if (refusal || transformer.replacedErrorBody) headers["content-type"] = "application/json";
     res.writeHead(status, headers);
     res.end(out);
   }

@@ -419,7 +419,7 @@ export class ProcessStream {
       if (refusal) {
         set.push(rawHeader(":status", String(Reasons[refusal].status)));
         set.push(rawHeader("content-type", "application/json"));
-      }
+      } else if (transformer.replacedErrorBody) set.push(rawHeader("content-type", "application/json"));
       return set.length
         ? { header_mutation: { set_headers: set }, body_mutation: { body } }
         : { body_mutation: { body } };

@@ -24,7 +24,9 @@ export function responseMode(contentType: string | undefined, status: number): R
   const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
   if (type === "application/json") return "json";
   if (type === "text/event-stream") return "sse";
-  return status >= 200 && status < 300 && status !== 204 ? "json" : "passthrough";
+  // Error bodies are read too (security review F7): clients put them in the error text the model
+  // sees. 1xx, 204, 3xx and 304 carry no body to read.
+  return (status >= 200 && status < 300 && status !== 204) || status >= 400 ? "json" : "passthrough";
 }
 
 /** Result of rewriting one JSON-RPC message: unchanged, replaced, or dropped entirely. */
@@ -53,6 +55,11 @@ export class ResponseTransformer {
    * result cache keeps only such answers, so nothing a policy refused, redacted or annotated.
    */
   onPassed: ((message: JsonRpcMessage & { kind: "response" }, request: PendingRequest) => void) | undefined;
+  /**
+   * Set when an error status's body (not JSON-RPC) was replaced by the gateway's own JSON-RPC
+   * error: the status stays the upstream's, the content type becomes JSON.
+   */
+  replacedErrorBody = false;
 
   constructor(
     private readonly engine: PolicyEngine,
@@ -77,7 +84,7 @@ export class ResponseTransformer {
       if (text === undefined) throw new Error("invalid UTF-8");
       value = JSON.parse(text);
     } catch {
-      return this.status >= 400 ? undefined : this.invalid("upstream_invalid_response");
+      return this.status >= 400 ? this.ownErrorBody() : this.invalid("upstream_invalid_response");
     }
     if (Array.isArray(value)) {
       let changed = false;
@@ -95,8 +102,32 @@ export class ResponseTransformer {
     const r = this.rewriteValue(value, text);
     if (r.kind === "same") return undefined;
     if (r.kind === "replace") return encoder.encode(JSON.stringify(r.value));
-    // JSON that is not JSON-RPC: an error status passes as above; a success is refused, not emptied.
-    return this.status >= 400 ? undefined : this.invalid("upstream_invalid_response");
+    // JSON that is not JSON-RPC: an error status gets the gateway's own body; a success is refused.
+    return this.status >= 400 ? this.ownErrorBody() : this.invalid("upstream_invalid_response");
+  }
+
+  /**
+   * An error status whose body is not JSON-RPC: nothing inspects free text or arbitrary JSON, and
+   * the SDK clients put it in the error the model reads (security review F7). The client gets the
+   * upstream's status with the gateway's JSON-RPC error instead.
+   */
+  private ownErrorBody(): Uint8Array {
+    this.replacedErrorBody = true;
+    countOn(this.exchange, "error_bodies_replaced");
+    const info = Reasons.upstream_invalid_response;
+    return encoder.encode(
+      JSON.stringify(
+        errorResponse(
+          null,
+          info.code,
+          `The MCP server answered HTTP ${this.status} without a JSON-RPC error`,
+          {
+            reason: "upstream_invalid_response",
+            request_id: this.exchange.requestId,
+          },
+        ),
+      ),
+    );
   }
 
   /**

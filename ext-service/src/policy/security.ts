@@ -443,9 +443,10 @@ export class SecurityPolicy {
     if (message.kind === "notification") return this.inspectNotification(exchange, server, message);
     if (message.kind === "request") return this.inspectServerRequest(exchange, server, message);
     if (message.error !== undefined) {
-      // Error texts and data can carry connection strings or stack traces with secrets.
+      // Error texts and data can carry connection strings or stack traces with secrets, and hosts
+      // show tool errors to the model: injection rules apply too (security review F7).
       return this.scanMessage(exchange, message, "error", this.resolve(server, pending?.target ?? "*"), {
-        injection: false,
+        injection: true,
       });
     }
     if (!pending) {
@@ -506,8 +507,8 @@ export class SecurityPolicy {
       return SAME;
     }
     if (!message.params) return SAME;
-    // Logging and progress messages are shown to people, not to the model: DLP only.
-    return this.scanMessage(exchange, message, "params", this.resolve(server, "*"), { injection: false });
+    // Some hosts show progress and log messages to the model too (security review F13).
+    return this.scanMessage(exchange, message, "params", this.resolve(server, "*"), { injection: true });
   }
 
   private inspectServerRequest(
@@ -732,7 +733,10 @@ export class SecurityPolicy {
       return value;
     }
     if (typeof value === "string") {
-      if (key === "blob" || key === "mimeType") return value;
+      // Binary is skipped only where MCP puts it (security review F7): a resource's `blob` (next
+      // to its `uri`) and the `data` of image and audio content. Keys of those names elsewhere,
+      // in structuredContent for instance, are text like any other.
+      if (key === "blob" && parent && typeof parent.uri === "string") return value;
       if (key === "data" && parent && (parent.type === "image" || parent.type === "audio")) return value;
       return this.scanString(value, ctx, path);
     }
@@ -919,13 +923,10 @@ export class SecurityPolicy {
         flagExchange(exchange, "tool_collision");
       }
       const pin = check.ok ? check.pin : check.livePin;
-      const outcome = this.applyDefinitionPolicy(
-        exchange,
-        server,
-        name,
-        item,
-        this.definitionFindings(server, pin, item),
-      );
+      const outcome = this.applyDefinitionPolicy(exchange, server, name, item, [
+        ...this.definitionFindings(server, pin, item),
+        ...this.unpinnedFindings(item),
+      ]);
       if (outcome === undefined) {
         changed = true;
         continue;
@@ -974,6 +975,17 @@ export class SecurityPolicy {
     byPin.set(pin, findings);
     this.definitionScanCount++;
     return findings;
+  }
+
+  /**
+   * Texts of a definition its pin does not cover (`_meta`, `icons`) reach the client too
+   * (security review F13): scanned on every list, cached by text.
+   */
+  private unpinnedFindings(item: Record<string, unknown>): InjectionFinding[] {
+    const texts: string[] = [];
+    collectTexts(item._meta, texts, 0);
+    collectTexts(item.icons, texts, 0);
+    return texts.flatMap((t) => this.scanCached(t));
   }
 
   /** Applies the descriptions policy; returns the (possibly rewritten) item or undefined to drop it. */
@@ -1041,6 +1053,13 @@ export class SecurityPolicy {
         const v = item[field];
         if (typeof v === "string" && v.length >= 6) findings.push(...this.scanCached(v));
       }
+      // A prompt's argument descriptions and titles, its _meta and icons: text the client shows
+      // to the model as well (security review F13).
+      const texts: string[] = [];
+      collectTexts(item.arguments, texts, 0);
+      collectTexts(item._meta, texts, 0);
+      collectTexts(item.icons, texts, 0);
+      for (const t of texts) findings.push(...this.scanCached(t));
       const outcome = this.applyDefinitionPolicy(exchange, server, name, item, findings);
       if (outcome !== item) changed = true;
       if (outcome !== undefined) kept.push(outcome);
@@ -1079,6 +1098,15 @@ export class SecurityPolicy {
     this.textScans.set(text, findings);
     return findings;
   }
+}
+
+/** Every string of at least 6 characters under `value` (bounded depth and count). */
+function collectTexts(value: unknown, out: string[], depth: number): void {
+  if (depth > 16 || out.length >= 256) return;
+  if (typeof value === "string") {
+    if (value.length >= 6) out.push(value);
+  } else if (Array.isArray(value)) for (const v of value) collectTexts(v, out, depth + 1);
+  else if (isRecord(value)) for (const v of Object.values(value)) collectTexts(v, out, depth + 1);
 }
 
 /** Schema keywords whose string values are structure, not prose. */
