@@ -1,7 +1,7 @@
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import type { HttpReply } from "../policy/engine.js";
 import { secondsSince, type AdapterContext } from "./context.js";
-import { authzHeader, headerMapToRecord } from "./headers.js";
+import { authzHeader, headerMapToRecord, lowerCaseKeys } from "./headers.js";
 import { envoyProtos } from "./protos.js";
 import { encodeAnsweredMetadata, encodeAuthzMetadata } from "./principal.js";
 import type { CheckReply, CheckRequest } from "./types.js";
@@ -136,10 +136,4 @@ export function createCheckHandler(ctx: AdapterContext) {
       },
     );
   };
-}
-
-function lowerCaseKeys(headers: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers)) out[k.toLowerCase()] = v;
-  return out;
 }

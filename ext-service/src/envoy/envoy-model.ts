@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ClientDuplexStream, ServiceError } from "@grpc/grpc-js";
 import { EXT_AUTHZ_NAMESPACE } from "./context.js";
+import { lowerCaseKeys } from "./headers.js";
 import { envoyProtos } from "./protos.js";
 import { fromStruct, type StructJson } from "./struct.js";
 import type {
@@ -397,12 +398,6 @@ const INTERNAL_HEADERS = [
 /** Headers ext_proc may not touch without allow_all_routing (mutation_rules.cc ExtraRoutingHeaders). */
 const ROUTING_HEADERS = new Set(["host", ":authority", ":method", ":scheme"]);
 
-function lower(headers: Record<string, string> | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers ?? {})) out[k.toLowerCase()] = v;
-  return out;
-}
-
 /** Headers as ext_proc sends them: bytes in raw_value (send_header_raw_value). */
 function toHeaderMap(headers: Record<string, string>) {
   return {
@@ -654,7 +649,7 @@ class ModelStream {
       ":path": request.path,
       ":method": request.method,
       ":scheme": "https",
-      ...lower(request.headers),
+      ...lowerCaseKeys(request.headers),
     };
   }
 
@@ -922,7 +917,7 @@ class ModelStream {
       return;
     }
     if (this.finished) return;
-    const responseHeaders = lower(answer.headers);
+    const responseHeaders = lowerCaseKeys(answer.headers);
     for (const name of HOP_BY_HOP) delete responseHeaders[name];
     if (!this.config.suppressEnvoyHeaders) responseHeaders["x-envoy-upstream-service-time"] = "1";
     this.trace.answeredBy = "upstream";

@@ -11,6 +11,7 @@ import {
   type UpstreamAnswer,
   type UpstreamRequest,
 } from "./envoy-model.js";
+import { lowerCaseKeys } from "./headers.js";
 import { envoyProtos } from "./protos.js";
 import type { StructJson } from "./struct.js";
 import type {
@@ -99,15 +100,9 @@ function toBuffer(data: string | Uint8Array | undefined): Buffer {
   return typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
 }
 
-function lower(headers: Record<string, string> | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers ?? {})) out[k.toLowerCase()] = v;
-  return out;
-}
-
 /** A scripted upstream answer as the frames Envoy's codec would deliver. */
 function answerOf(spec: UpstreamResponseSpec): UpstreamAnswer {
-  const headers = lower(spec.headers);
+  const headers = lowerCaseKeys(spec.headers);
   const chunked = Array.isArray(spec.body);
   const parts = Array.isArray(spec.body) ? spec.body : spec.body === undefined ? [] : [spec.body];
   const chunks = parts.map((p) => toBuffer(p));
@@ -216,7 +211,7 @@ export class EnvoyRoleClient implements ExtServiceCalls {
    */
   async exchange(req: HttpRequestSpec, upstream: Upstream): Promise<EnvoyExchange> {
     const body = req.body === undefined ? undefined : toBuffer(req.body);
-    const headers = lower(req.headers);
+    const headers = lowerCaseKeys(req.headers);
     if (body !== undefined && !("content-length" in headers))
       headers["content-length"] = String(body.byteLength);
     const response: AgentResponse = { status: 0, headers: {}, body: Buffer.alloc(0) };

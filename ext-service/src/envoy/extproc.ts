@@ -342,7 +342,6 @@ export class ProcessStream {
     if (status < 400)
       return this.protocolError(`response headers (${status}) before the request was forwarded`);
     this.phase = "done";
-    exchange.status = status;
     const reason = localReplyReason(status);
     if (reason) denyExchange(exchange, reason, reason === "internal_error" ? "error" : "deny");
     else exchange.decision = "deny";

@@ -35,3 +35,10 @@ export function rawHeader(key: string, value: string): HeaderValueOption {
 export function authzHeader(key: string, value: string): HeaderValueOption {
   return { header: { key, value }, append: { value: false } };
 }
+
+/** A header record with lower-case names (Envoy's and HTTP/2's form), later duplicates winning. */
+export function lowerCaseKeys(headers: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers ?? {})) out[k.toLowerCase()] = v;
+  return out;
+}
