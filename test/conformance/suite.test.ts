@@ -34,17 +34,7 @@ const OPEN_GAPS: Record<Revision, Record<string, string>> = {
       "the POST it resumes, so the resumed call never completes through the gateway",
     ["server-sse-polling:server-sse-disconnect-resume"],
   ),
-  "2026-07-28": {
-    ...gaps(
-      "issue 11 item 1: a request claiming an unknown revision (MCP-Protocol-Version and _meta protocolVersion " +
-        "'v999.0.0') is taken for the 2025 era, so server/discover gets HTTP 200 method_unknown where the server " +
-        "answers HTTP 400 UnsupportedProtocolVersion (-32022, data.supported and data.requested)",
-      [
-        "server-stateless:sep-2575-http-server-unsupported-version-400",
-        "server-stateless:sep-2575-server-unsupported-version-error",
-      ],
-    ),
-  },
+  "2026-07-28": {},
 };
 
 const PLANES: { plane: Plane; name: string }[] = [

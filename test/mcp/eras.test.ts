@@ -102,6 +102,17 @@ describe("classifyEra", () => {
     expect(classifyEra(future, { ...modernHeaders("search"), "mcp-protocol-version": "2027-03-01" })).toEqual(
       { ok: false, problem: "unsupported_protocol_version", detail: "2027-03-01" },
     );
+    for (const unknown of ["v999.0.0", "2025-01-01"]) {
+      const claim = call2026("search", { ...ENVELOPE, "io.modelcontextprotocol/protocolVersion": unknown });
+      expect(
+        classifyEra(claim, { ...modernHeaders("search"), "mcp-protocol-version": unknown }),
+        unknown,
+      ).toEqual({
+        ok: false,
+        problem: "unsupported_protocol_version",
+        detail: unknown,
+      });
+    }
   });
 
   it("checks Mcp-Method and Mcp-Name on 2025 traffic only when they are sent", () => {

@@ -128,7 +128,7 @@ describe("2026-07-28 requests", () => {
       data: {
         reason: "unsupported_protocol_version",
         requested: "2027-03-01",
-        supported: expect.arrayContaining(["2026-07-28", "2025-11-25"]),
+        supported: ["2026-07-28"],
       },
     });
     expect(exchange.protocolVersion).toBe("other");

@@ -165,8 +165,9 @@ export function standardHeaderMismatch(
 
 /**
  * Classifies one client message into its era, or names why it must be refused:
- * - an envelope claim: the claimed revision's era; a 2026 claim needs a well-formed envelope
- *   (`invalid_envelope`), a revision the gateway can parse (`unsupported_protocol_version`), an
+ * - an envelope claim naming a 2025 revision: 2025 traffic; any other claim is 2026 traffic and
+ *   needs a well-formed envelope (`invalid_envelope`), a revision the gateway can parse
+ *   (`unsupported_protocol_version`: a later or unknown one), an
  *   `MCP-Protocol-Version` header equal to the claim and the standard headers (`header_mismatch`);
  * - no claim, but an `MCP-Protocol-Version` header naming a 2026 revision: a request is refused
  *   (its envelope is missing), a notification is 2026 traffic;
@@ -179,7 +180,7 @@ export function classifyEra(message: JsonRpcMessage, headers: StandardHeaders): 
   if (message.kind !== "response" && hasEnvelopeClaim(params)) {
     const meta = metaOf(params)!;
     const claimed = meta[META_PROTOCOL_VERSION];
-    if (typeof claimed === "string" && !isModernProtocolVersion(claimed)) {
+    if (typeof claimed === "string" && (LEGACY_PROTOCOL_VERSIONS as readonly string[]).includes(claimed)) {
       // A 2025 revision named in the envelope: 2025 traffic, with the same header cross-checks.
       if (headerVersion !== undefined && headerVersion !== claimed)
         return mismatch(`MCP-Protocol-Version '${headerVersion}' vs envelope '${claimed}'`);
@@ -200,6 +201,8 @@ export function classifyEra(message: JsonRpcMessage, headers: StandardHeaders): 
     } else if (headerVersion !== claimed) {
       return mismatch(`MCP-Protocol-Version '${headerVersion}' vs envelope '${claimed}'`);
     }
+    // Any revision the gateway does not know (a later date, or no date at all) is one it cannot
+    // parse: refused, never quietly served as 2025 traffic.
     if (!(MODERN_PROTOCOL_VERSIONS as readonly string[]).includes(claimed)) {
       return { ok: false, problem: "unsupported_protocol_version", detail: claimed };
     }

@@ -11,7 +11,6 @@ import {
   type ParseLimits,
 } from "../mcp/jsonrpc.js";
 import {
-  LEGACY_PROTOCOL_VERSIONS,
   MODERN_PROTOCOL_VERSIONS,
   classifyEra,
   protocolVersionLabel,
@@ -361,7 +360,8 @@ export class PolicyEngine {
           return this.rejection(exchange, era.problem, era.detail, {}, id);
         exchange.protocolVersion = protocolVersionLabel(era.detail);
         return this.rejection(exchange, era.problem, era.detail, {}, id, {
-          supported: [...MODERN_PROTOCOL_VERSIONS, ...LEGACY_PROTOCOL_VERSIONS],
+          // The envelope revisions it can parse (2025 revisions are negotiated with initialize).
+          supported: [...MODERN_PROTOCOL_VERSIONS],
           requested: era.detail,
         });
       }
