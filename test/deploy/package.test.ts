@@ -52,9 +52,10 @@ interface Started {
   exit: Promise<number | null>;
 }
 
-function start(args: string[]): Started {
-  const child = spawn(process.execPath, [bin, ...args], {
+function start(args: string[], script = bin, env: NodeJS.ProcessEnv = process.env): Started {
+  const child = spawn(process.execPath, [script, ...args], {
     cwd: elsewhere,
+    env,
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -64,7 +65,7 @@ function start(args: string[]): Started {
   return { child, output: () => out, exit };
 }
 
-async function waitForOutput(proc: Started, pattern: RegExp, limitMs = 20_000): Promise<RegExpMatchArray> {
+async function waitForOutput(proc: Started, pattern: RegExp, limitMs = 90_000): Promise<RegExpMatchArray> {
   const deadline = Date.now() + limitMs;
   for (;;) {
     const match = pattern.exec(proc.output());
@@ -118,7 +119,8 @@ beforeAll(async () => {
   symlinkSync(join(app, "dist", "ext-service", "src", "cli.js"), bin);
 }, 480_000);
 
-describe("the packed package (npm pack = the image's content)", () => {
+// Each case starts the installed CLI in a child process: seconds each on a loaded 2-core machine.
+describe("the packed package (npm pack = the image's content)", { timeout: 150_000 }, () => {
   it("ships the build, the protos, the demo config and registry, and nothing of the test or bench trees", () => {
     for (const file of [
       "package.json",
@@ -227,7 +229,7 @@ describe("the packed package (npm pack = the image's content)", () => {
     expect(await portOpen(Number(m[1]))).toBe(true);
     serve.child.kill("SIGTERM");
     expect(await serve.exit).toBe(0);
-  }, 60_000);
+  }, 150_000);
 
   it("starts edge: /readyz answers 200 and an MCP request without a token gets the 401 challenge", async () => {
     const edge = start(["edge", "--config", config]);
@@ -246,5 +248,15 @@ describe("the packed package (npm pack = the image's content)", () => {
     expect(denied.headers.get("www-authenticate")).toMatch(/^Bearer .*resource_metadata=/);
     edge.child.kill("SIGTERM");
     expect(await edge.exit).toBe(0);
-  }, 60_000);
+  }, 150_000);
+
+  it("starts a demo MCP server the way compose does (the image's dist/examples/servers/run.js)", async () => {
+    const script = join(app, "dist", "examples", "servers", "run.js");
+    const demo = start(["kb"], script, { ...process.env, HOST: "127.0.0.1", PORT: "0" });
+    running.push(demo);
+    const m = await waitForOutput(demo, /listening on http:\/\/127\.0\.0\.1:(\d+)/);
+    expect(await portOpen(Number(m[1]))).toBe(true);
+    demo.child.kill("SIGTERM");
+    expect(await demo.exit).toBe(0);
+  }, 150_000);
 });

@@ -46,7 +46,7 @@ limits:
   maxJsonDepth: 8
   maxSseEventBytes: 2048
 shutdownGrace: 2s
-drainDelay: 1s
+drainDelay: 200ms
 logLevel: debug
 `;
 

@@ -84,7 +84,7 @@ beforeAll(async () => {
   token = await signDevToken(keys.privateJwk, { subject: "support-bot" });
   writeFileSync(
     join(dir, "gateway.yaml"),
-    GATEWAY_YAML.replace("drainDelay: 1s", `drainDelay: ${DRAIN_DELAY_MS}ms`).replace(
+    GATEWAY_YAML.replace("drainDelay: 200ms", `drainDelay: ${DRAIN_DELAY_MS}ms`).replace(
       "logLevel: debug",
       [
         "logLevel: info",

@@ -295,5 +295,5 @@ describe("mcp-gateway serve (the CLI)", () => {
     expect(audits.filter((a) => a.request_id === requestId)).toHaveLength(1);
     expect(audits).toHaveLength(2);
     expect(stdout).not.toContain(token);
-  });
+  }, 60_000);
 });
