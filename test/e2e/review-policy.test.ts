@@ -12,6 +12,7 @@ import {
   LEAKED_KEY,
   answerBody,
   maliciousAnswers,
+  secretCarryingMessages,
 } from "../security/review-upstream.js";
 import {
   MCP_HEADERS,
@@ -238,6 +239,19 @@ describe("security review F7, F13: output a malicious server hides from the chec
     } finally {
       await malicious.close();
       await evil.close();
+    }
+  });
+});
+
+describe("security review F12: secrets in every client-to-server string", () => {
+  it("refuses a key in a notification, a client response, _meta, a resource URI and a completion value", async () => {
+    for (const { name, body } of secretCarryingMessages(LEAKED_KEY)) {
+      const r = await httpCall(gw.url("docs"), {
+        headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
+      expect(r.text, name).toContain("secret_in_arguments");
+      expect(r.text, name).not.toContain(LEAKED_KEY);
     }
   });
 });

@@ -10,6 +10,7 @@ import {
   LEAKED_KEY,
   answerBody,
   maliciousAnswers,
+  secretCarryingMessages,
 } from "../security/review-upstream.js";
 import { GATEWAY_YAML, MCP_POST_HEADERS, startGateway, type Gateway } from "./harness.js";
 
@@ -191,6 +192,24 @@ describe("security review F7, F13 (Envoy plane): output a malicious server hides
       const out = r.response.body.toString();
       expect(out, answer.name).not.toContain("Ignore all previous");
       expect(out, answer.name).not.toContain(LEAKED_KEY);
+    }
+  });
+});
+
+describe("security review F12 (Envoy plane): secrets in every client-to-server string", () => {
+  it("refuses a key in a notification, a client response, _meta, a resource URI and a completion value", async () => {
+    for (const { name, body } of secretCarryingMessages(LEAKED_KEY)) {
+      const r = await gw.client.exchange(
+        {
+          method: "POST",
+          path: "/mcp/docs",
+          headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+          body: JSON.stringify(body),
+        },
+        proxy,
+      );
+      expect(r.upstreamRequest, name).toBeUndefined();
+      expect(r.response.body.toString(), name).toContain("secret_in_arguments");
     }
   });
 });

@@ -175,3 +175,41 @@ export function answerBody(answer: { body: unknown; sse?: boolean }): { contentT
   const events = (answer.body as unknown[]).map((m) => `event: message\ndata: ${JSON.stringify(m)}\n\n`);
   return { contentType: "text/event-stream", text: events.join("") };
 }
+
+/** What the review's agent sent with a key in it (F12): each must be refused before the server. */
+export function secretCarryingMessages(key: string): { name: string; body: Record<string, unknown> }[] {
+  return [
+    {
+      name: "notification",
+      body: {
+        jsonrpc: "2.0",
+        method: "notifications/progress",
+        params: { progressToken: 1, progress: 1, message: `key ${key}` },
+      },
+    },
+    {
+      name: "client response",
+      body: { jsonrpc: "2.0", id: 0, result: { action: "accept", content: { note: `key ${key}` } } },
+    },
+    {
+      name: "_meta",
+      body: { jsonrpc: "2.0", id: 1, method: "prompts/list", params: { _meta: { note: `key ${key}` } } },
+    },
+    {
+      name: "resource URI",
+      body: { jsonrpc: "2.0", id: 1, method: "resources/read", params: { uri: `docs://public/${key}` } },
+    },
+    {
+      name: "completion value",
+      body: {
+        jsonrpc: "2.0",
+        id: 1,
+        method: "completion/complete",
+        params: {
+          ref: { type: "ref/prompt", name: "public_help" },
+          argument: { name: "topic", value: `key ${key}` },
+        },
+      },
+    },
+  ];
+}

@@ -283,8 +283,15 @@ export class PolicyEngine {
 
     const denials: { message: JsonRpcRequest; reason: Reason; detail: string | undefined }[] = [];
     for (const message of parsed.messages) {
-      if (message.kind !== "request") continue;
-      const denial = this.decideRequest(exchange, principal, server, message, era);
+      if (message.kind !== "request") {
+        // A notification or a client response has no id to answer: a secret in one refuses the body.
+        const denial = this.security.checkClientMessage(exchange, server, message);
+        if (denial) return { action: "reply", reply: this.rejection(exchange, denial.reason, denial.detail) };
+        continue;
+      }
+      const denial =
+        this.decideRequest(exchange, principal, server, message, era) ??
+        this.security.checkClientMessage(exchange, server, message);
       if (denial) denials.push({ message, ...denial });
     }
 

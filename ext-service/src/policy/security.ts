@@ -340,6 +340,36 @@ export class SecurityPolicy {
   }
 
   /** Walks every string under a client-sent value; the first denial wins. */
+  /**
+   * Secrets in the rest of what a client sends (security review F12): notifications, responses
+   * to server requests (elicitation answers, sampling output), a request's `_meta`, a resource URI,
+   * a completion's argument and context. DLP with the argument actions; the injection rules stay
+   * on arguments, where the model's words go.
+   */
+  checkClientMessage(exchange: Exchange, server: string, message: JsonRpcMessage): RequestDenial | undefined {
+    const settings = this.resolve(server, "*");
+    if (!settings.dlp.enabled) return undefined;
+    const dlpOnly: ResolvedSecurity = { ...settings, injection: { ...settings.injection, enabled: false } };
+    if (message.kind === "notification")
+      return this.checkClientStrings(exchange, dlpOnly, message.params, "params");
+    if (message.kind === "response") {
+      const body = message.error !== undefined ? message.error : message.result;
+      return this.checkClientStrings(
+        exchange,
+        dlpOnly,
+        body,
+        message.error !== undefined ? "error" : "result",
+      );
+    }
+    const params = message.params;
+    if (!params) return undefined;
+    const extras: Record<string, unknown> = {};
+    for (const key of ["_meta", "uri", "argument", "context"] as const) {
+      if (params[key] !== undefined) extras[key] = params[key];
+    }
+    return this.checkClientStrings(exchange, dlpOnly, extras, "params");
+  }
+
   private checkClientStrings(
     exchange: Exchange,
     settings: ResolvedSecurity,
