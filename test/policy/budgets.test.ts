@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { BudgetsSchema } from "../../ext-service/src/config/schema.js";
+import { crossReferenceProblems } from "../../ext-service/src/config/compile.js";
+import { BudgetsSchema, GatewayConfigSchema } from "../../ext-service/src/config/schema.js";
 import { BudgetPolicy, periodWindow } from "../../ext-service/src/policy/budgets.js";
 import type { Principal } from "../../ext-service/src/policy/identity.js";
 
@@ -168,5 +169,31 @@ describe("budget config", () => {
 
   it("defaults to refusing while the store is down, warning at 80%", () => {
     expect(BudgetsSchema.parse({})).toEqual({ whenStoreDown: "refuse", warnAt: 0.8, rules: [] });
+  });
+});
+
+describe("budget cross-references", () => {
+  it("refuses budgets naming unknown roles or untrusted issuers (they would never apply)", () => {
+    const config = GatewayConfigSchema.parse({
+      registry: "registry.yaml",
+      auth: { mode: "optional" },
+      roles: { support: {} },
+      budgets: {
+        rules: [
+          { name: "ok", roles: ["support"], period: "day", limit: 1 },
+          {
+            name: "bad",
+            roles: ["support", "ghost"],
+            issuers: ["https://nope.example"],
+            period: "day",
+            limit: 1,
+          },
+        ],
+      },
+    });
+    expect(crossReferenceProblems(config, "gateway.yaml").map((p) => `${p.path}: ${p.message}`)).toEqual([
+      "budgets.rules[1].roles[1]: unknown role 'ghost'",
+      "budgets.rules[1].issuers[0]: 'https://nope.example' is not one of auth.issuers",
+    ]);
   });
 });

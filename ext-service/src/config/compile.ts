@@ -32,6 +32,23 @@ export function crossReferenceProblems(
       problems.push(problemAt(where, ["auth", "anonymous", "roles", i], `unknown role '${role}'`));
     }
   });
+  // A budget naming a role nobody can hold, or an issuer the gateway does not trust, would never
+  // apply: a spend cap that silently caps nothing.
+  const issuers = new Set(config.auth.issuers.map((i) => i.issuer));
+  config.budgets.rules.forEach((rule, i) => {
+    rule.roles?.forEach((role, j) => {
+      if (!(role in config.roles)) {
+        problems.push(problemAt(where, ["budgets", "rules", i, "roles", j], `unknown role '${role}'`));
+      }
+    });
+    rule.issuers?.forEach((issuer, j) => {
+      if (!issuers.has(issuer)) {
+        problems.push(
+          problemAt(where, ["budgets", "rules", i, "issuers", j], `'${issuer}' is not one of auth.issuers`),
+        );
+      }
+    });
+  });
   try {
     new Rbac(config);
   } catch (err) {
