@@ -26,10 +26,12 @@ import { EncodedStruct, appendStructField, encodeStructField, withoutField } fro
 export const AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization";
 export const EXTERNAL_PROCESSOR_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor";
 export const HEALTH_SERVICE = "grpc.health.v1.Health";
+export const RATE_LIMIT_SERVICE = "envoy.service.ratelimit.v3.RateLimitService";
 
 const PROTO_FILES = [
   "envoy/service/auth/v3/external_auth.proto",
   "envoy/service/ext_proc/v3/external_processor.proto",
+  "envoy/service/ratelimit/v3/rls.proto",
   "grpc/health/v1/health.proto",
 ];
 
@@ -38,6 +40,7 @@ export interface EnvoyProtos {
   Authorization: ServiceClientConstructor;
   ExternalProcessor: ServiceClientConstructor;
   Health: ServiceClientConstructor;
+  RateLimitService: ServiceClientConstructor;
   /** envoy.type.v3.StatusCode: enum name (as decoded) to HTTP status number, and back. */
   httpStatusNumber(value: string | number | undefined): number;
   httpStatusName(status: number): string | number;
@@ -199,6 +202,7 @@ export function envoyProtos(): EnvoyProtos {
     Authorization: lookup(root, AUTHORIZATION_SERVICE),
     ExternalProcessor: lookup(root, EXTERNAL_PROCESSOR_SERVICE),
     Health: lookup(root, HEALTH_SERVICE),
+    RateLimitService: lookup(root, RATE_LIMIT_SERVICE),
     httpStatusNumber(value) {
       if (typeof value === "number") return value;
       if (value === undefined) return 0;

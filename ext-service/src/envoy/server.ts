@@ -11,6 +11,7 @@ import { Metrics } from "../telemetry/metrics.js";
 import { createCheckHandler } from "./authz.js";
 import type { AdapterContext } from "./context.js";
 import { createProcessHandler } from "./extproc.js";
+import { createRateLimitHandler } from "./ratelimit.js";
 import { HealthService } from "./health.js";
 import { AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE, envoyProtos } from "./protos.js";
 
@@ -136,6 +137,9 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   } as UntypedServiceImplementation);
   grpc.addService(protos.ExternalProcessor.service, {
     Process: createProcessHandler(ctx),
+  } as UntypedServiceImplementation);
+  grpc.addService(protos.RateLimitService.service, {
+    ShouldRateLimit: createRateLimitHandler(ctx),
   } as UntypedServiceImplementation);
   grpc.addService(protos.Health.service, health.handlers as unknown as UntypedServiceImplementation);
 
