@@ -67,11 +67,14 @@ export interface GatewaySpec {
   agents?: Record<string, unknown>;
   edge?: Record<string, unknown>;
   limits?: Record<string, unknown>;
+  security?: Record<string, unknown>;
 }
 
 export interface Gateway {
   edge: Edge;
   engine: PolicyEngine;
+  /** gateway.yaml, for a reload (loadEngine) in tests. */
+  configFile: string;
   metrics: Metrics;
   log: LogCapture;
   url(server: string): string;
@@ -104,6 +107,7 @@ export async function startGateway(spec: GatewaySpec): Promise<Gateway> {
     agents: spec.agents ?? { tester: { roles: ["all"] }, other: { roles: ["all"] } },
     ...(spec.edge ? { edge: spec.edge } : {}),
     ...(spec.limits ? { limits: spec.limits } : {}),
+    ...(spec.security ? { security: spec.security } : {}),
     logLevel: "info",
   };
   writeFileSync(join(tmp.dir, "gateway.yaml"), stringify(config));
@@ -115,6 +119,7 @@ export async function startGateway(spec: GatewaySpec): Promise<Gateway> {
   return {
     edge,
     engine,
+    configFile: join(tmp.dir, "gateway.yaml"),
     metrics,
     log,
     privateJwk: keys.privateJwk,

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -9,6 +9,7 @@ import { startExtService, type ExtService } from "../../ext-service/src/envoy/se
 import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+import { PinVerifier, type ToolLister } from "../../ext-service/src/upstream/pin-verifier.js";
 import { listedTool } from "../policy/support.js";
 
 /** A test gateway: its own keys, config and registry in a temp dir; the real ext-service on port 0. */
@@ -74,6 +75,31 @@ export function listedTestTool(server: string, name: string): Record<string, unk
   return listedTool(parseYaml(REGISTRY_YAML) as Record<string, unknown>, server, name);
 }
 
+/**
+ * The MCP servers behind this harness exist only as Envoy-role callbacks, so the ext-service's
+ * own tools/list fetch (pins checked before the first call) is answered here: each registry
+ * server lists exactly its registered definitions, unless `lists` says otherwise for a URL.
+ */
+export function registryLister(
+  registryYaml: string | (() => string),
+  lists: Record<string, () => Record<string, unknown>[]> = {},
+): ToolLister {
+  const current = () =>
+    parseYaml(typeof registryYaml === "string" ? registryYaml : registryYaml()) as {
+      servers: { name: string; upstreams: string[]; tools: { name: string }[] }[];
+    };
+  return async (url) => {
+    const own = lists[url];
+    if (own) return own();
+    const reg = current();
+    const server = reg.servers.find((s) => s.upstreams.includes(url));
+    if (!server) throw Object.assign(new Error(`connect ECONNREFUSED ${url}`), { code: "ECONNREFUSED" });
+    return server.tools.map((t) =>
+      listedTool(reg as unknown as Record<string, unknown>, server.name, t.name),
+    );
+  };
+}
+
 /** Collects pino's JSON lines so tests can read audit records and check what was logged. */
 export class LogCapture {
   readonly lines: string[] = [];
@@ -112,6 +138,8 @@ export async function startGateway(
     /** Config and registry texts in place of GATEWAY_YAML and REGISTRY_YAML. */
     gatewayYaml?: string;
     registryYaml?: string;
+    /** What the servers answer to the ext-service's own tools/list; default registryLister. */
+    lister?: ToolLister;
   } = {},
 ): Promise<Gateway> {
   const dir = mkdtempSync(join(tmpdir(), "mcp-gateway-envoy-"));
@@ -130,6 +158,10 @@ export async function startGateway(
     adminHost: "127.0.0.1",
     adminPort: 0,
     metrics,
+    pinVerifier: new PinVerifier(
+      logger,
+      options.lister ?? registryLister(() => readFileSync(join(dir, "registry.yaml"), "utf8")),
+    ),
   });
   const clients: EnvoyRoleClient[] = [];
   const newClient = (clientOptions?: EnvoyRoleOptions) => {

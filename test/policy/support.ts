@@ -44,8 +44,19 @@ export function forge(
   return `${b64(header)}.${b64(payload)}.${signature}`;
 }
 
+/**
+ * A config for core tests that evaluate bodies without an adapter: nothing would fetch a
+ * server's tools/list, so pins are not verified before calls unless a test asks for it
+ * (test/security/pin-verification.test.ts covers that).
+ */
 export function gatewayConfig(overrides: Record<string, unknown>): GatewayConfig {
-  return GatewayConfigSchema.parse({ registry: "registry.yaml", ...overrides });
+  const security = (overrides.security ?? {}) as Record<string, unknown>;
+  const pins = (security.pins ?? {}) as Record<string, unknown>;
+  return GatewayConfigSchema.parse({
+    registry: "registry.yaml",
+    ...overrides,
+    security: { ...security, pins: { verifyBeforeCall: false, ...pins } },
+  });
 }
 
 export function registry(value: Record<string, unknown>): Registry {

@@ -62,7 +62,12 @@ export function makeEngine(
     registry: "registry.yaml",
     auth: { mode: "optional", anonymous: { agent: "tester", roles: ["all"] } },
     roles: { all: { rules: [{ effect: "allow", tools: ["*/*"], prompts: ["*/*"], resources: ["*/**"] }] } },
-    ...(options.security ? { security: options.security } : {}),
+    // No adapter fetches tools/list here: pins are not verified before calls unless asked for
+    // (test/security/pin-verification.test.ts covers that).
+    security: {
+      ...options.security,
+      pins: { verifyBeforeCall: false, ...(options.security?.pins as Record<string, unknown> | undefined) },
+    },
     ...(options.limits ? { limits: options.limits } : {}),
   });
   const registry = options.registry ?? registryOf([{ name: "kb", tools: DEMO_TOOLS }]);
@@ -89,6 +94,7 @@ export async function request(
   const exchange = await admitted(engine, server);
   const verdict = engine.evaluateRequestBody(exchange, encoder.encode(JSON.stringify(message)), {});
   if (verdict.action === "forward") return { exchange, forwarded: true, reply: undefined, raw: undefined };
+  if (verdict.action === "list_tools") throw new Error(`the core asks for ${verdict.server}'s tools/list`);
   return { exchange, forwarded: false, reply: JSON.parse(verdict.reply.body), raw: verdict.reply.body };
 }
 

@@ -360,6 +360,18 @@ export const SecuritySchema = z
           .boolean()
           .default(true)
           .describe("Drop drifted tools from tools/list and refuse calls to them; false only counts drift"),
+        verifyBeforeCall: z
+          .boolean()
+          .default(true)
+          .describe(
+            "Before forwarding a tools/call whose definition this process has not checked within verifiedFor, fetch the server's tools/list and check it; a tool that cannot be checked is refused (tool_pin_unverified)",
+          ),
+        verifiedFor: Duration.default("5m").describe(
+          "How long a definition checked in a tools/list (the agent's or the gateway's own) counts as verified",
+        ),
+        listTimeout: Duration.default("750ms").describe(
+          "How long the gateway waits for a server's tools/list it fetches itself; keep it below Envoy's ext_proc message_timeout",
+        ),
       })
       .strict()
       .prefault({}),

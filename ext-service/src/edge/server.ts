@@ -19,6 +19,7 @@ import { clientResponseHeaders, headerMap, upstreamRequestHeaders } from "./head
 import { LoopStallWatch } from "./loop-stall.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
+import { PinVerifier } from "../upstream/pin-verifier.js";
 
 export interface EdgeOptions {
   engine: PolicyEngine;
@@ -31,6 +32,8 @@ export interface EdgeOptions {
   audit?: AuditTrail;
   /** Shared state (budgets, cache); defaults to the store the config names, closed with the edge. */
   state?: GatewayState;
+  /** Fetches servers' tools/list when the core asks for it; defaults to one on `logger`. */
+  pinVerifier?: PinVerifier;
 }
 
 export interface Edge {
@@ -133,6 +136,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   const shared =
     options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
   const limiter = shared.agentRateLimit(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
+  const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
   const requestTimeout = durationMs(cfg.requestTimeout);
   // Node refuses a header timeout longer than the whole-request timeout.
@@ -293,11 +297,18 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
         return; // the client left, or the request timeout answered 408 (see clientError below)
       }
       body = read.body;
+      const policy = engine;
       const t1 = performance.now();
-      const verdict = engine.evaluateRequestBody(exchange, body, headers);
+      let verdict = policy.evaluateRequestBody(exchange, body, headers);
       requestSeconds.observe((performance.now() - t1) / 1000);
+      if (verdict.action === "list_tools") {
+        // Pins are checked before the first call this process forwards (B4 of the new-user trial).
+        await pinVerifier.verify(policy, verdict.server);
+        verdict = policy.evaluateRequestBody(exchange, body, headers, { toolsListed: true });
+      }
       if (verdict.action === "reply") return sendReply(res, verdict.reply);
-      const refused = await shared.beforeForward(engine, exchange, verdict);
+      if (verdict.action !== "forward") return reject(res, exchange, "internal_error");
+      const refused = await shared.beforeForward(policy, exchange, verdict);
       if (refused) return sendReply(res, refused);
       // The 2026-07-28 notification stream: ended at once on shutdown, like a GET stream.
       if (exchange.methods[0] === "subscriptions/listen") state.longLived = true;

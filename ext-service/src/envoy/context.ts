@@ -3,6 +3,7 @@ import type { GatewayState } from "../state/runtime.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import type { PinVerifier } from "../upstream/pin-verifier.js";
 
 /** What the Envoy adapters share: the policy core and telemetry. */
 export interface AdapterContext {
@@ -14,6 +15,8 @@ export interface AdapterContext {
   state: GatewayState;
   /** Exchanges in progress on ext_proc streams, read by the in-flight gauge when scraped. */
   inflight: { count: number };
+  /** Fetches a server's tools/list from its registry upstreams when the core asks for it. */
+  pinVerifier: PinVerifier;
 }
 
 /** Dynamic metadata namespace ext_authz results are stored under by Envoy. */

@@ -1,5 +1,5 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { HttpReply, PolicyEngine } from "../policy/engine.js";
+import type { HttpReply, PolicyEngine, RequestVerdict } from "../policy/engine.js";
 import { denyExchange, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
@@ -300,7 +300,28 @@ export class ProcessStream {
     const exchange = this.exchange!;
     const verdict = this.engine.evaluateRequestBody(exchange, body, this.requestHeaders);
     this.timers.requestBody.observe(secondsSince(started));
+    if (verdict.action === "list_tools") {
+      // Pins are checked before the first call (trial B4): the server's tools/list, then decide again.
+      return this.ctx.pinVerifier.verify(this.engine, verdict.server).then(
+        () =>
+          this.afterVerdict(
+            this.engine.evaluateRequestBody(exchange, body, this.requestHeaders, { toolsListed: true }),
+          ),
+        (err: unknown) => {
+          this.ctx.logger.error({ err, request_id: exchange.requestId }, "ext_proc: internal error");
+          return this.immediate(this.engine.rejection(exchange, "internal_error"));
+        },
+      );
+    }
+    return this.afterVerdict(verdict);
+  }
+
+  /** The body verdict as a reply: a refusal, nothing (forward), or the shared-state step first. */
+  private afterVerdict(verdict: RequestVerdict): Reply {
+    const exchange = this.exchange!;
     if (verdict.action === "reply") return this.immediate(verdict.reply);
+    if (verdict.action !== "forward")
+      return this.immediate(this.engine.rejection(exchange, "internal_error"));
     if (!verdict.toolCalls) return undefined;
     return this.ctx.state
       .beforeForward(this.engine, exchange, verdict)

@@ -12,6 +12,7 @@ import { createCheckHandler } from "./authz.js";
 import type { AdapterContext } from "./context.js";
 import { createProcessHandler } from "./extproc.js";
 import { createRateLimitHandler } from "./ratelimit.js";
+import { PinVerifier } from "../upstream/pin-verifier.js";
 import { HealthService } from "./health.js";
 import { AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE, envoyProtos } from "./protos.js";
 
@@ -26,6 +27,8 @@ export interface ExtServiceOptions {
   metrics?: Metrics;
   /** How long close() lets in-flight streams finish; default the config's shutdownGrace. */
   shutdownGraceMs?: number;
+  /** Fetches servers' tools/list (directly from the registry's upstreams); defaults to one on `logger`. */
+  pinVerifier?: PinVerifier;
   /** Shared state (budgets, cache); defaults to the store the config names, closed with the service. */
   state?: GatewayState;
   /** Mutual TLS on the gRPC port (PEM contents); without it the port is plaintext. */
@@ -119,7 +122,8 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const ownsState = options.state === undefined;
   const state =
     options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
-  const ctx: AdapterContext = { engine, audit, logger, metrics, state, inflight: { count: 0 } };
+  const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
+  const ctx: AdapterContext = { engine, audit, logger, metrics, state, inflight: { count: 0 }, pinVerifier };
   const protos = envoyProtos();
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
   const limits = engine.limits;

@@ -76,7 +76,14 @@ export type RequestVerdict =
    */
   | { action: "forward"; toolCalls?: ToolCall[]; batch?: boolean }
   /** Answer the client directly (all requests denied, or the body is invalid). */
-  | { action: "reply"; reply: HttpReply };
+  | { action: "reply"; reply: HttpReply }
+  /**
+   * A tools/call names a tool whose definition this process has not checked against its pin
+   * recently (security.pins.verifyBeforeCall): the adapter fetches the server's tools/list, hands
+   * it to `security.recordToolList` (or `recordToolListFailure`), then evaluates the body again
+   * with `toolsListed`. Nothing was recorded on the exchange yet.
+   */
+  | { action: "list_tools"; server: string };
 
 /** Headers the upstream receives: identity from the gateway, never the agent's token. */
 export interface UpstreamHeaders {
@@ -137,7 +144,7 @@ export class PolicyEngine {
     this.registry = new ToolRegistry(loaded.registry);
     this.rbac = new Rbac(loaded.config, now);
     this.authenticator = new Authenticator(loaded.config, dirname(loaded.configFile), now);
-    this.security = new SecurityPolicy(loaded.config, loaded.registry);
+    this.security = new SecurityPolicy(loaded.config, loaded.registry, now);
     this.origins = new RequestOrigins(loaded.config);
     this.budgets = new BudgetPolicy(loaded.config.budgets);
     this.limits = loaded.config.limits;
@@ -253,7 +260,12 @@ export class PolicyEngine {
    * A batch is atomic: if any request in it is denied, nothing is forwarded and every request in
    * it is answered (the denied ones with their reason, the others with `batch_rejected`).
    */
-  evaluateRequestBody(exchange: Exchange, body: Uint8Array, headers: HeaderMap): RequestVerdict {
+  evaluateRequestBody(
+    exchange: Exchange,
+    body: Uint8Array,
+    headers: HeaderMap,
+    options: { toolsListed?: boolean } = {},
+  ): RequestVerdict {
     if (body.byteLength > this.limits.maxRequestBytes) {
       return { action: "reply", reply: this.rejection(exchange, "body_too_large") };
     }
@@ -265,6 +277,9 @@ export class PolicyEngine {
     const principal = exchange.principal;
     const server = exchange.server;
     if (!principal || !server) return { action: "reply", reply: this.rejection(exchange, "internal_error") };
+    if (!options.toolsListed && this.callsUnlistedTool(server, parsed.messages)) {
+      return { action: "list_tools", server };
+    }
 
     for (const message of parsed.messages) {
       if (message.kind !== "response") exchange.methods.push(message.method);
@@ -384,6 +399,16 @@ export class PolicyEngine {
       }
     }
     return undefined;
+  }
+
+  /** Whether any tools/call in the body needs the server's tools/list before it is decided. */
+  private callsUnlistedTool(server: string, messages: readonly JsonRpcMessage[]): boolean {
+    for (const m of messages) {
+      if (m.kind !== "request" || m.method !== "tools/call") continue;
+      const name = m.params?.name;
+      if (typeof name === "string" && this.security.needsToolList(server, name)) return true;
+    }
+    return false;
   }
 
   private decideRequest(

@@ -70,6 +70,11 @@ export class PinBook {
     return this.byServer.get(server)?.get(tool);
   }
 
+  /** Names of the tools registered on `server`. */
+  registered(server: string): string[] {
+    return [...(this.byServer.get(server)?.keys() ?? [])];
+  }
+
   /**
    * The last few verdicts of each registered tool, by the exact JSON text its live definition
    * was parsed from: a server lists the same definitions again and again, and canonicalising and
@@ -132,15 +137,32 @@ export interface DriftRecord {
   seenAt: number;
 }
 
+/** Whether a tool's live definition has been checked against its pin recently enough. */
+export type PinVerification =
+  | { state: "verified" }
+  /** Not checked (or too long ago): the adapter should fetch the server's tools/list first. */
+  | { state: "unchecked" }
+  /** Checking failed or the server does not list the tool: calls are refused for now. */
+  | { state: "unverifiable"; cause: string };
+
+/** After a failed fetch, calls are refused without fetching again for this long. */
+const FAILED_LIST_RETRY_MS = 5_000;
+
 /**
  * What the gateway has learned at runtime about live definitions: which tools drifted (calls to
- * them are refused until a tools/list shows them matching again), and which servers announced
- * `notifications/tools/list_changed` since their last checked tools/list. The one piece of
- * mutable state the engine owns; small and bounded by the registry.
+ * them are refused until a tools/list shows them matching again), when each tool's definition was
+ * last compared with its pin, and which servers announced `notifications/tools/list_changed`
+ * since. The one piece of mutable state the engine owns; small and bounded by the registry.
  */
 export class ToolDriftState {
   private readonly drifted = new Map<string, Map<string, DriftRecord>>();
   private readonly stale = new Set<string>();
+  /** By server, then tool: when its live definition was last compared with its pin. */
+  private readonly checkedAt = new Map<string, Map<string, number>>();
+  /** By server, then tool: absent from the server's last full tools/list, as of then. */
+  private readonly unlistedAt = new Map<string, Map<string, number>>();
+  /** By server: the last failed attempt to fetch its tools/list. */
+  private readonly listFailures = new Map<string, { at: number; cause: string }>();
 
   drift(server: string, tool: string): DriftRecord | undefined {
     return this.drifted.get(server)?.get(tool);
@@ -150,11 +172,61 @@ export class ToolDriftState {
     let tools = this.drifted.get(server);
     if (!tools) this.drifted.set(server, (tools = new Map()));
     tools.set(tool, record);
+    this.checked(server, tool, record.seenAt);
   }
 
-  recordMatch(server: string, tool: string): void {
+  recordMatch(server: string, tool: string, at: number = Date.now()): void {
     const tools = this.drifted.get(server);
     if (tools?.delete(tool) && tools.size === 0) this.drifted.delete(server);
+    this.checked(server, tool, at);
+  }
+
+  private checked(server: string, tool: string, at: number): void {
+    let tools = this.checkedAt.get(server);
+    if (!tools) this.checkedAt.set(server, (tools = new Map()));
+    tools.set(tool, at);
+    this.unlistedAt.get(server)?.delete(tool);
+  }
+
+  /** A complete tools/list (every page) did not offer these registered tools. */
+  recordUnlisted(server: string, tools: readonly string[], at: number): void {
+    let unlisted = this.unlistedAt.get(server);
+    if (!unlisted) this.unlistedAt.set(server, (unlisted = new Map()));
+    for (const tool of tools) {
+      unlisted.set(tool, at);
+      this.checkedAt.get(server)?.delete(tool);
+    }
+    this.listFailures.delete(server);
+  }
+
+  /** The server's tools/list could not be fetched: `cause` says why (shown in refusals). */
+  recordListFailure(server: string, cause: string, at: number): void {
+    this.listFailures.set(server, { at, cause });
+  }
+
+  /**
+   * Whether a call to `tool` may rely on its pin: its definition was compared within
+   * `verifiedForMs` and no `notifications/tools/list_changed` came since. Otherwise the adapter
+   * is asked to fetch the list (`unchecked`), unless a fetch just failed or the last list did not
+   * offer the tool (`unverifiable`, refused without fetching again until the time is up).
+   */
+  verification(server: string, tool: string, now: number, verifiedForMs: number): PinVerification {
+    const stale = this.stale.has(server);
+    const at = this.checkedAt.get(server)?.get(tool);
+    if (!stale && at !== undefined && now - at < verifiedForMs) return { state: "verified" };
+    const failure = this.listFailures.get(server);
+    if (failure && now - failure.at < FAILED_LIST_RETRY_MS) {
+      return {
+        state: "unverifiable",
+        cause: `the server's tools/list could not be fetched: ${failure.cause}`,
+      };
+    }
+    if (stale) return { state: "unchecked" };
+    const unlisted = this.unlistedAt.get(server)?.get(tool);
+    if (unlisted !== undefined && now - unlisted < Math.min(verifiedForMs, FAILED_LIST_RETRY_MS)) {
+      return { state: "unverifiable", cause: "the server's tools/list does not offer it" };
+    }
+    return { state: "unchecked" };
   }
 
   /** `notifications/tools/list_changed` seen: definitions must be checked again. */
@@ -169,6 +241,7 @@ export class ToolDriftState {
   /** A tools/list from the server was checked. */
   listChecked(server: string): void {
     this.stale.delete(server);
+    this.listFailures.delete(server);
   }
 
   /** Drifted tools by server, for the admin endpoint and tests. */

@@ -166,6 +166,11 @@ export const Reasons = {
     status: 200,
     message: "The tool's definition changed since it was approved; calls are refused until it is re-pinned",
   },
+  tool_pin_unverified: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The tool's definition could not be checked against its pin; calls are refused until it can be",
+  },
   tool_poisoned: {
     code: JsonRpcCode.PolicyDenied,
     status: 200,

@@ -7,6 +7,7 @@ import type {
   SecurityConfig,
   SecurityOverride,
 } from "../config/schema.js";
+import { durationMs } from "../config/schema.js";
 import { arrayItemSources } from "../mcp/json-source.js";
 import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } from "../mcp/eras.js";
 import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
@@ -201,8 +202,16 @@ export class SecurityPolicy {
   private readonly definitionScans = new Map<string, Map<string, InjectionFinding[]>>();
   private definitionScanCount = 0;
 
-  constructor(config: Pick<GatewayConfig, "security">, registry: Registry) {
+  /** How long a checked definition counts as verified (security.pins.verifiedFor). */
+  private readonly verifiedForMs: number;
+
+  constructor(
+    config: Pick<GatewayConfig, "security">,
+    registry: Registry,
+    private readonly now: () => number = Date.now,
+  ) {
     const s = config.security;
+    this.verifiedForMs = durationMs(s.pins.verifiedFor);
     this.settings = s;
     this.pins = new PinBook(registry);
     const bad = this.pins.inconsistencies[0];
@@ -311,7 +320,16 @@ export class SecurityPolicy {
           detail: `${name} (${drift.fields.length ? drift.fields.join(", ") : "definition"} changed)`,
         };
       }
-      if (this.drift.isStale(server)) countOn(exchange, "pins_unverified");
+      if (this.verifiesBeforeCall()) {
+        const verification = this.drift.verification(server, name, this.now(), this.verifiedForMs);
+        if (verification.state !== "verified") {
+          const cause =
+            verification.state === "unverifiable"
+              ? verification.cause
+              : "its definition has not been checked";
+          return { reason: "tool_pin_unverified", detail: `${name} (${cause})` };
+        }
+      } else if (this.drift.isStale(server)) countOn(exchange, "pins_unverified");
       if (settings.validateArguments) {
         const pin = this.pins.expected(server, name)?.pin ?? toolPin(tool);
         const check = validateArguments(pin, tool.inputSchema, args);
@@ -421,6 +439,62 @@ export class SecurityPolicy {
       };
     }
     return performance.now() > budget.deadline ? scanBudgetExceeded(this.settings.scanBudgetMs) : undefined;
+  }
+
+  private verifiesBeforeCall(): boolean {
+    return this.settings.pins.enforce && this.settings.pins.verifyBeforeCall;
+  }
+
+  /**
+   * Whether a call to `tool` needs the server's tools/list first (security.pins.verifyBeforeCall):
+   * its definition was not compared with its pin within verifiedFor, or the server announced a
+   * change since. The adapter then fetches the list (recordToolList) and decides again.
+   */
+  needsToolList(server: string, tool: string): boolean {
+    return (
+      this.verifiesBeforeCall() &&
+      this.pins.expected(server, tool) !== undefined &&
+      this.drift.verification(server, tool, this.now(), this.verifiedForMs).state === "unchecked"
+    );
+  }
+
+  /**
+   * A complete tools/list the gateway fetched itself: every registered tool is compared with its
+   * pin, like a listed page (drift recorded, matches clear it), and registered tools the server
+   * does not offer are recorded as such (calls to them are refused as unverifiable for a while).
+   */
+  recordToolList(
+    server: string,
+    tools: readonly Record<string, unknown>[],
+  ): { drifted: string[]; unlisted: string[] } {
+    const at = this.now();
+    const drifted: string[] = [];
+    const listed = new Set<string>();
+    for (const item of tools) {
+      const check = this.pins.check(server, item);
+      if (!check) continue;
+      const name = item.name as string;
+      listed.add(name);
+      if (check.ok) this.drift.recordMatch(server, name, at);
+      else {
+        this.drift.recordDrift(server, name, {
+          livePin: check.livePin,
+          expected: check.expected,
+          fields: check.fields,
+          seenAt: at,
+        });
+        drifted.push(name);
+      }
+    }
+    const unlisted = this.pins.registered(server).filter((name) => !listed.has(name));
+    this.drift.recordUnlisted(server, unlisted, at);
+    this.drift.listChecked(server);
+    return { drifted, unlisted };
+  }
+
+  /** The gateway could not fetch the server's tools/list; `cause` is shown in refusals. */
+  recordToolListFailure(server: string, cause: string): void {
+    this.drift.recordListFailure(server, cause, this.now());
   }
 
   private checkArgumentString(
@@ -939,7 +1013,7 @@ export class SecurityPolicy {
           livePin: check.livePin,
           expected: check.expected,
           fields: check.fields,
-          seenAt: Date.now(),
+          seenAt: this.now(),
         });
         countOn(exchange, `tool_drift:${name}`);
         flagExchange(exchange, "tool_pin_mismatch");
@@ -947,7 +1021,7 @@ export class SecurityPolicy {
           changed = true;
           continue;
         }
-      } else this.drift.recordMatch(server, name);
+      } else this.drift.recordMatch(server, name, this.now());
       if (this.colliding.has(`${server}/${name}`)) {
         countOn(exchange, "tool_collisions");
         flagExchange(exchange, "tool_collision");
