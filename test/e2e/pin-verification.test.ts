@@ -41,7 +41,7 @@ beforeAll(async () => {
       const body = req.method === "POST" ? await readJson(req) : undefined;
       if (
         req.headers["x-mcp-agent"] === PIN_VERIFIER_AGENT &&
-        (body as { method?: string })?.method === "tools/list"
+        (body as { method?: string })?.method === "initialize"
       )
         gatewayLists++;
       // Stateless: a server per request, built with the definitions of the moment.
