@@ -124,7 +124,7 @@ describe("edge: pins checked before the first call (trial B4)", () => {
   });
 
   it("shares one fetch between concurrent first calls, and lists again once verifiedFor has passed", async () => {
-    gw = await gateway({ pins: { verifiedFor: "300ms" } });
+    gw = await gateway({ pins: { verifiedFor: "2s" } });
     client = await connectClient(gw.url("echo"), await gw.token("tester"));
     const c = client.client;
     const results = await Promise.all(
@@ -134,7 +134,7 @@ describe("edge: pins checked before the first call (trial B4)", () => {
     expect(gatewayLists).toBe(1);
     await c.callTool({ name: "add", arguments: { a: 1, b: 1 } });
     expect(gatewayLists).toBe(1);
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => setTimeout(r, 2_100));
     await c.callTool({ name: "add", arguments: { a: 1, b: 1 } });
     expect(gatewayLists).toBe(2);
   });
