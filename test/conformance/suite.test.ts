@@ -17,23 +17,13 @@ import { startTokenHop, type TokenHop } from "./token-hop.js";
 
 const SUITE_TIMEOUT_MS = 240_000;
 
-/** One reason shared by several checks. */
-function gaps(reason: string, keys: string[]): Record<string, string> {
-  return Object.fromEntries(keys.map((key) => [key, reason]));
-}
-
 /**
- * Checks known to differ through the gateway today, by `<scenario>:<check id>`, each with what closes it. Both planes
+ * Checks known to differ through the gateway today, by `<scenario>:<check id>`, each with what closes it (`{ "<scenario>:<check id>": "<reason>" }`). Both planes
  * call the same policy core, so they share one list. The test asserts it exactly: a new difference fails the test,
  * and so does a gap that closed (then delete its entry).
  */
 const OPEN_GAPS: Record<Revision, Record<string, string>> = {
-  "2025-11-25": gaps(
-    "security review F4 (9b29d26) drops a response whose id no request of the exchange waits for; a GET that " +
-      "resumes a POST's stream with Last-Event-ID (SEP-1699) carries exactly such a response, the tool result of " +
-      "the POST it resumes, so the resumed call never completes through the gateway",
-    ["server-sse-polling:server-sse-disconnect-resume"],
-  ),
+  "2025-11-25": {},
   "2026-07-28": {},
 };
 

@@ -381,15 +381,31 @@ function runSse(ex: Exchange, chunks: Uint8Array[], on: PolicyEngine = engine): 
   return out + dec.decode();
 }
 
+/** Event ids reach the client sealed (policy/resumption.ts): shows the upstream id each carries. */
+function openedIds(ex: Exchange, text: string, on: PolicyEngine = engine): string {
+  return text.replace(
+    /^id: (g1\.[\w-]+)$/gm,
+    (_, sealed: string) => `id: ${on.resumption.open(ex, sealed)?.upstreamEventId ?? "NOT-SEALED-HERE"}`,
+  );
+}
+
 describe("SSE responses", () => {
   const listRequest = [{ jsonrpc: "2.0", id: 1, method: "tools/list" }];
 
-  it("filters a tools/list carried in an event and passes other events byte for byte", () => {
+  it("filters a tools/list carried in an event; other events pass, their ids sealed", () => {
     const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
-    const progress = `id: 5\r\nevent: message\r\ndata: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/progress", params: { progressToken: 1, progress: 1 } })}\r\n\r\n`;
-    const input = `: keep-alive\n\n${progress}${sseEvent(listResult(1, ALL_TICKET_TOOLS), "id: 6\n")}`;
-    expect(runSse(ex, [enc.encode(input)])).toBe(
-      `: keep-alive\n\n${progress}event: message\nid: 6\ndata: ${JSON.stringify({ jsonrpc: "2.0", id: 1, result: { tools: [tool("list_tickets"), tool("new_export")], nextCursor: "c2" } })}\n\n`,
+    const progressData = JSON.stringify({
+      jsonrpc: "2.0",
+      method: "notifications/progress",
+      params: { progressToken: 1, progress: 1 },
+    });
+    const progress = `id: 5\r\nevent: message\r\ndata: ${progressData}\r\n\r\n`;
+    const noId = sseEvent({ jsonrpc: "2.0", method: "notifications/message", params: {} });
+    const input = `: keep-alive\n\n${noId}${progress}${sseEvent(listResult(1, ALL_TICKET_TOOLS), "id: 6\n")}`;
+    const out = runSse(ex, [enc.encode(input)]);
+    expect(out).not.toMatch(/^id: [56]$/m);
+    expect(openedIds(ex, out)).toBe(
+      `: keep-alive\n\n${noId}event: message\nid: 5\ndata: ${progressData}\n\nevent: message\nid: 6\ndata: ${JSON.stringify({ jsonrpc: "2.0", id: 1, result: { tools: [tool("list_tickets"), tool("new_export")], nextCursor: "c2" } })}\n\n`,
     );
     expect(ex.counters).toEqual({ tools_filtered: 3 });
   });
@@ -400,7 +416,7 @@ describe("SSE responses", () => {
     const bytes = enc.encode(sseEvent(listOf(1, [tool("new_export"), drifted()]), "id: 6\n"));
     const third = Math.floor(bytes.length / 3);
     const chunks = [bytes.subarray(0, third), bytes.subarray(third, 2 * third), bytes.subarray(2 * third)];
-    expect(runSse(ex, chunks, pinned)).toBe(
+    expect(openedIds(ex, runSse(ex, chunks, pinned), pinned)).toBe(
       `event: message\nid: 6\ndata: ${JSON.stringify(listOf(1, [tool("new_export")]))}\n\n`,
     );
     expect(ex.counters).toEqual({ "tool_drift:list_tickets": 1 });
@@ -496,5 +512,82 @@ describe("SSE responses", () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe("SSE stream resumption (Last-Event-ID, SEP-1699) under security review F4", () => {
+  const calls = [
+    { jsonrpc: "2.0", id: 1, method: "tools/list" },
+    { jsonrpc: "2.0", id: 2, method: "tools/list" },
+  ];
+  const principal = {
+    agent: "support-bot",
+    roles: ["support"],
+    claims: {},
+    issuer: "https://idp.example",
+    anonymous: false,
+  };
+
+  /** A GET on the same server and session as `exchangeFor`, by `agent`. */
+  function resumingGet(
+    agent: string,
+    lastEventId: string,
+    sessionId?: string,
+  ): { ex: Exchange; upstream: string | undefined } {
+    const ex = engine.newExchange("GET");
+    ex.principal = { ...principal, agent };
+    ex.server = "tickets";
+    const headers = { "last-event-id": lastEventId, ...(sessionId ? { "mcp-session-id": sessionId } : {}) };
+    return { ex, upstream: engine.resumeStream(ex, headers) };
+  }
+
+  it("a resumed GET answers the POST's remaining request under that request's settings", () => {
+    const post = exchangeFor("support-bot", ["support"], "tickets", calls);
+    // The first answer arrives on the POST stream; the stream then closes before the second.
+    const first = runSse(post, [enc.encode(sseEvent(listResult(1, ALL_TICKET_TOOLS), "id: ev-1\n"))]);
+    const sealed = /^id: (\S+)$/m.exec(first)![1]!;
+    expect(sealed).not.toBe("ev-1");
+    const { ex, upstream } = resumingGet("support-bot", sealed);
+    expect(upstream).toBe("ev-1");
+    expect([...ex.pending]).toEqual([["n:2", { method: "tools/list", target: undefined }]]);
+    const replay = runSse(ex, [enc.encode(sseEvent(listResult(2, ALL_TICKET_TOOLS), "id: ev-2\n"))]);
+    // Filtered as the tools/list it answers: not dropped as unmatched, not passed unfiltered.
+    expect(ex.counters).toEqual({ streams_resumed: 1, tools_filtered: 3 });
+    expect(replay).toContain("list_tickets");
+    expect(replay).not.toContain("delete_ticket");
+    expect(ex.pending.size).toBe(0);
+  });
+
+  it("an id answered already, or one the resumed POST never sent, is still dropped", () => {
+    const post = exchangeFor("support-bot", ["support"], "tickets", calls);
+    const first = runSse(post, [enc.encode(sseEvent(listResult(1, ALL_TICKET_TOOLS), "id: ev-1\n"))]);
+    const { ex } = resumingGet("support-bot", /^id: (\S+)$/m.exec(first)![1]!);
+    const replay = runSse(ex, [
+      enc.encode(sseEvent(listResult(1, ALL_TICKET_TOOLS)) + sseEvent(listResult(9, ALL_TICKET_TOOLS))),
+    ]);
+    expect(replay).toBe("");
+    expect(ex.counters).toEqual({ streams_resumed: 1, responses_unmatched: 2 });
+  });
+
+  it("refuses an id sealed for another agent or session, tampered, or not sealed at all: no Last-Event-ID upstream", () => {
+    const post = exchangeFor("support-bot", ["support"], "tickets", calls);
+    const sealed = /^id: (\S+)$/m.exec(
+      runSse(post, [
+        enc.encode(sseEvent({ jsonrpc: "2.0", method: "notifications/message", params: {} }, "id: ev-1\n")),
+      ]),
+    )![1]!;
+    const flipped = sealed.slice(0, -2) + (sealed.at(-2) === "A" ? "B" : "A") + sealed.at(-1);
+    for (const [agent, id, session] of [
+      ["admin-bot", sealed, undefined],
+      ["support-bot", sealed, "another-session"],
+      ["support-bot", flipped, undefined],
+      ["support-bot", "ev-1", undefined],
+    ] as const) {
+      const { ex, upstream } = resumingGet(agent, id, session);
+      expect(upstream).toBeUndefined();
+      expect(ex.pending.size).toBe(0);
+      expect(ex.counters).toEqual({ resumption_refused: 1 });
+    }
+    expect(resumingGet("support-bot", sealed).upstream).toBe("ev-1");
   });
 });

@@ -356,6 +356,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     );
     // Bodies must arrive as the upstream wrote them, or the core cannot inspect them.
     upstreamHeaders["accept-encoding"] = "identity";
+    if (method === "GET") {
+      // The client holds gateway-sealed event ids; the upstream gets back its own (or none).
+      delete upstreamHeaders["last-event-id"];
+      const resumeFrom = engine.resumeStream(exchange, headers);
+      if (resumeFrom !== undefined) upstreamHeaders["last-event-id"] = resumeFrom;
+    }
 
     const call = new UpstreamCall();
     state.call = call;

@@ -16,6 +16,7 @@ import type {
   ProcessingMode,
   ProcessingReply,
   ProcessingRequest,
+  HeaderMutation,
 } from "./types.js";
 import { structOfStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 
@@ -246,6 +247,12 @@ export class ProcessStream {
         violation === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {};
       return this.immediate(engine.rejection(exchange, violation, undefined, allow));
     }
+    // A GET resuming a stream: the client holds a gateway-sealed event id, the upstream gets back
+    // its own (or none), and the requests it carries wait for their answers on this exchange.
+    const resumeMutation =
+      method === "GET" && headers["last-event-id"] !== undefined
+        ? this.resumeMutation(engine.resumeStream(exchange, headers))
+        : undefined;
     if (msg.end_of_stream) {
       // No body phase will follow. A POST without a body is still evaluated (and refused, so
       // never with tool calls: the answer is never a promise here).
@@ -258,7 +265,15 @@ export class ProcessStream {
     } else {
       this.phase = "request_body";
     }
-    return CONTINUE_REQUEST_HEADERS;
+    return resumeMutation
+      ? { request_headers: { response: { header_mutation: resumeMutation } } }
+      : CONTINUE_REQUEST_HEADERS;
+  }
+
+  private resumeMutation(upstreamEventId: string | undefined): HeaderMutation {
+    return upstreamEventId === undefined
+      ? { remove_headers: ["last-event-id"] }
+      : { set_headers: [rawHeader("last-event-id", upstreamEventId)] };
   }
 
   private onRequestBody(msg: HttpBody): ProcessingReply | Promise<ProcessingReply> {

@@ -23,7 +23,7 @@ import {
   listenResourceSubscriptions,
   requestTarget,
 } from "../mcp/methods.js";
-import { denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
+import { countOn, denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { BudgetPolicy } from "./budgets.js";
 import { Authenticator, type Principal } from "./identity.js";
 import { RequestOrigins } from "./origins.js";
@@ -32,6 +32,7 @@ import { Reasons, type Reason } from "./reasons.js";
 import { ToolRegistry } from "./registry.js";
 import { resourceTemplateProblem, resourceUriProblem } from "./resource-uri.js";
 import { ResponseTransformer } from "./response.js";
+import { RESUMPTION_KEY_ENV, StreamResumption, resumptionKey } from "./resumption.js";
 import { SecurityPolicy } from "./security.js";
 import { parseRoute, resourceMetadata, resourceMetadataUrl, type Route } from "./routing.js";
 
@@ -130,6 +131,8 @@ export class PolicyEngine {
   readonly origins: RequestOrigins;
   /** Which budgets a call counts against and what the store's counters mean (docs/BUDGETS.md). */
   readonly budgets: BudgetPolicy;
+  /** Seals the event ids of forwarded streams so a resumed stream's answers are matched (F4). */
+  readonly resumption: StreamResumption;
   readonly limits: ParseLimits & {
     maxRequestBytes: number;
     maxResponseBytes: number;
@@ -139,7 +142,9 @@ export class PolicyEngine {
   constructor(
     loaded: Pick<LoadedConfig, "config" | "registry" | "configFile">,
     readonly now: () => number = Date.now,
+    resumptionKeyValue: string | undefined = process.env[RESUMPTION_KEY_ENV],
   ) {
+    this.resumption = new StreamResumption(resumptionKey(resumptionKeyValue));
     this.config = loaded.config;
     this.registry = new ToolRegistry(loaded.registry);
     this.rbac = new Rbac(loaded.config, now);
@@ -269,6 +274,7 @@ export class PolicyEngine {
     if (body.byteLength > this.limits.maxRequestBytes) {
       return { action: "reply", reply: this.rejection(exchange, "body_too_large") };
     }
+    exchange.sessionId = headers["mcp-session-id"];
     const parsed = parseJsonRpcBody(body, this.limits);
     if (!parsed.ok) {
       const reply = this.rejection(exchange, parsed.reason, parsed.detail);
@@ -591,6 +597,27 @@ export class PolicyEngine {
     });
     exchange.pending.clear();
     return jsonReply(200, batch ? answers : answers[0]);
+  }
+
+  /**
+   * A GET resuming a stream (`Last-Event-ID`, SEP-1699): opens the gateway-sealed id, so the
+   * answers the resumed stream replays are matched to their requests and inspected under their
+   * settings. Returns the `Last-Event-ID` to send the upstream: its own id, or undefined (send
+   * none) when the id was not sealed here for this agent, server and session, which the upstream
+   * then treats as a fresh stream.
+   */
+  resumeStream(exchange: Exchange, headers: HeaderMap): string | undefined {
+    const sealed = headers["last-event-id"];
+    if (sealed === undefined) return undefined;
+    exchange.sessionId = headers["mcp-session-id"];
+    const opened = this.resumption.open(exchange, sealed.trim());
+    if (!opened) {
+      countOn(exchange, "resumption_refused");
+      return undefined;
+    }
+    for (const [key, request] of opened.pending) exchange.pending.set(key, request);
+    countOn(exchange, "streams_resumed");
+    return opened.upstreamEventId;
   }
 
   /** Inspects and rewrites the upstream's response (JSON or SSE) for this exchange. */

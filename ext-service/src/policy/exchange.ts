@@ -31,6 +31,8 @@ export interface Exchange {
   counters: Record<string, number>;
   /** Requests awaiting a response, keyed by id, so responses are handled per method. */
   pending: Map<string, PendingRequest>;
+  /** The client's `Mcp-Session-Id`, which a resumable stream's event ids are bound to. */
+  sessionId: string | undefined;
 }
 
 export interface PendingRequest {
@@ -61,6 +63,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     status: undefined,
     counters: {},
     pending: new Map(),
+    sessionId: undefined,
   };
 }
 

@@ -151,7 +151,8 @@ export class ResponseTransformer {
     for (const ev of events) {
       if (ev.id !== undefined) this.lastEventId = ev.id;
       if (ev.data === undefined || ev.data === "") {
-        out += ev.raw; // comments, keep-alives, priming events with only an id
+        // Comments and keep-alives pass; a priming event with only an id gets its id sealed.
+        out += ev.id === undefined ? ev.raw : formatSseEvent({ ...ev, id: this.sealedId(ev.id) });
         continue;
       }
       let value: unknown;
@@ -163,9 +164,13 @@ export class ResponseTransformer {
         continue;
       }
       const r = this.rewriteValue(value, ev.data);
-      if (r.kind === "same") out += ev.raw;
-      else if (r.kind === "replace") {
-        out += formatSseEvent({ event: ev.event, id: ev.id, retry: ev.retry, data: JSON.stringify(r.value) });
+      // The id is sealed after the event's answer left `pending`: resuming after it waits for the rest.
+      const id = ev.id === undefined ? undefined : this.sealedId(ev.id);
+      if (r.kind === "same") {
+        out +=
+          id === undefined ? ev.raw : formatSseEvent({ event: ev.event, id, retry: ev.retry, data: ev.data });
+      } else if (r.kind === "replace") {
+        out += formatSseEvent({ event: ev.event, id, retry: ev.retry, data: JSON.stringify(r.value) });
       }
     }
     return out.length ? encoder.encode(out) : EMPTY;
@@ -181,6 +186,15 @@ export class ResponseTransformer {
     const tail = this.sse.end();
     if (tail.trim().length > 0) countOn(this.exchange, "sse_truncated_events");
     return out;
+  }
+
+  /**
+   * Every event id reaching the client is sealed (policy/resumption.ts): a `Last-Event-ID` is then
+   * either one the gateway minted for this agent, server and session, with the requests a resumed
+   * stream must answer, or refused.
+   */
+  private sealedId(upstreamEventId: string): string {
+    return this.engine.resumption.seal(this.exchange, upstreamEventId);
   }
 
   private invalid(reason: "upstream_invalid_response" | "response_too_large"): Uint8Array {
