@@ -41,6 +41,7 @@ describe("upstream faults through the edge", () => {
   let gateSent: () => void = () => {};
   let gate: Promise<void> = Promise.resolve();
   let upstreamClosed = false;
+  const resumedWith: (string | string[] | undefined)[] = [];
   let bigEventUpstreamClosed = false;
   const hungSockets = new Set<Socket>();
 
@@ -79,6 +80,15 @@ describe("upstream faults through the edge", () => {
       setTimeout(() => res.socket?.destroy(), 20);
     });
     fakes.resumable = await fakeUpstream(async (req, res) => {
+      if (req.method === "GET") {
+        // The resumed stream: the answer to the POST's ping (id 9), and one no request waits for.
+        resumedWith.push(req.headers["last-event-id"]);
+        sse(res, [
+          `id: ev-2\ndata: ${JSON.stringify({ jsonrpc: "2.0", id: 9, result: { note: "key AKIAIOSFODNN7EXAMPLE" } })}\n\n`,
+          `data: ${JSON.stringify({ jsonrpc: "2.0", id: 7, result: {} })}\n\n`,
+        ]);
+        return void res.end();
+      }
       await readJsonBody(req);
       sse(res, ["id: ev-1\ndata: \n\n"]);
       setTimeout(() => res.socket?.destroy(), 20);
@@ -270,6 +280,32 @@ describe("upstream faults through the edge", () => {
     expect(r.status).toBe(200);
     // The id reaches the client sealed (policy/resumption.ts), with the request it may resume for.
     expect(r.text).toMatch(/^id: g1\.[\w-]+\ndata: \n\n$/);
+  });
+
+  it("a GET with the sealed Last-Event-ID resumes the POST: the upstream gets its own id, the answer is inspected", async () => {
+    const cut = await post("resumable", rpc("ping", undefined, 9));
+    const sealed = /^id: (\S+)$/m.exec(cut.text)![1]!;
+    const get = async (lastEventId: string) =>
+      httpCall(gw.url("resumable"), {
+        method: "GET",
+        headers: {
+          accept: "text/event-stream",
+          authorization: `Bearer ${await gw.token("tester")}`,
+          "last-event-id": lastEventId,
+        },
+      });
+    const resumed = await get(sealed);
+    expect(resumed.status).toBe(200);
+    expect(resumedWith.at(-1)).toBe("ev-1");
+    // The answer to id 9 arrives, DLP-redacted under ping's settings; id 7 was never sent: dropped.
+    expect(resumed.messages).toHaveLength(1);
+    expect(resumed.messages[0]).toMatchObject({ jsonrpc: "2.0", id: 9 });
+    expect(resumed.text).not.toContain("AKIAIOSFODNN7EXAMPLE");
+    expect(resumed.text).not.toMatch(/^id: ev-/m);
+    // Not sealed by the gateway (or another agent's): no Last-Event-ID upstream, no answer passes.
+    const forged = await get("ev-1");
+    expect(resumedWith.at(-1)).toBeUndefined();
+    expect(forged.messages).toHaveLength(0);
   });
 
   it("SSE that ends without answering: invalid events dropped, request answered with an error", async () => {

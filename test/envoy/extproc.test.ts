@@ -253,6 +253,51 @@ describe("ext_proc: responses", () => {
   const listRequest = JSON.stringify({ jsonrpc: "2.0", id: 7, method: "tools/list" });
   const listAnswer = jsonResult(7, { tools: TOOLS });
 
+  it("a GET with the sealed Last-Event-ID resumes the POST: the upstream gets its own id, the answer is filtered", async () => {
+    const sseReply = (body: string) => () => ({
+      status: 200,
+      headers: { "content-type": "text/event-stream" },
+      body,
+    });
+    // The POST's stream closes after its priming event, before the tools/list is answered.
+    const cut = await gw.client.exchange(post(listRequest), sseReply("id: ev-1\ndata: \n\n"));
+    const sealed = new SseParser().push(cut.response.body)[0]!.id!;
+    expect(sealed).toMatch(/^g1\./);
+    const get = (lastEventId: string, session = "session-1") => ({
+      method: "GET",
+      path: "/mcp/tickets",
+      headers: {
+        accept: "text/event-stream",
+        authorization: `Bearer ${supportToken}`,
+        "mcp-session-id": session,
+        "last-event-id": lastEventId,
+      },
+    });
+    let seen: string | undefined = "not called";
+    const replay: Upstream = (req) => {
+      seen = req.headers["last-event-id"];
+      return sseReply(`id: ev-2\ndata: ${listAnswer}\n\n`)();
+    };
+    const resumed = await gw.client.exchange(get(sealed), replay);
+    expect(resumed.envoyError).toBeUndefined();
+    expect(seen).toBe("ev-1");
+    const events = new SseParser().push(resumed.response.body);
+    expect(events).toHaveLength(1);
+    const answer = JSON.parse(events[0]!.data!) as { id: number; result: { tools: { name: string }[] } };
+    expect(answer.id).toBe(7);
+    expect(answer.result.tools.map((t) => t.name)).toEqual(["list_tickets", "get_ticket"]);
+    // Not sealed by the gateway: no Last-Event-ID upstream, and the answer no request waits for is dropped.
+    const otherSession = await gw.client.exchange(get(sealed, "session-2"), replay);
+    expect(seen).toBeUndefined();
+    expect(otherSession.response.body.byteLength).toBe(0);
+    const forged = await gw.client.exchange(get("ev-1"), replay);
+    expect(seen).toBeUndefined();
+    expect(forged.response.body.byteLength).toBe(0);
+    expect(gw.logs.auditsFor(requestIdOf(forged))[0]).toMatchObject({
+      counters: { resumption_refused: 1, responses_unmatched: 1 },
+    });
+  });
+
   it("filters a buffered tools/list and fixes content-length in the same reply (raw_value)", async () => {
     const r = await gw.client.exchange(post(listRequest), () => ({
       status: 200,
