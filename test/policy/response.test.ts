@@ -336,6 +336,8 @@ describe("JSON responses", () => {
       });
     }
     expect(ex.counters.error_bodies_replaced).toBe(2);
+    // new-user trial B10: a wrong upstream path was audited as allow with no reason.
+    expect(ex).toMatchObject({ decision: "error", reasons: ["upstream_invalid_response"] });
   });
 
   it("drops invalid members of a batch response and keeps the rest", () => {

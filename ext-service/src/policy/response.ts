@@ -114,6 +114,8 @@ export class ResponseTransformer {
   private ownErrorBody(): Uint8Array {
     this.replacedErrorBody = true;
     countOn(this.exchange, "error_bodies_replaced");
+    // A wrong path or a server that is not MCP (trial B10): a failure with its reason, not an allow.
+    denyExchange(this.exchange, "upstream_invalid_response", "error");
     const info = Reasons.upstream_invalid_response;
     return encoder.encode(
       JSON.stringify(
