@@ -62,9 +62,7 @@ describe("bench workdir", () => {
     const w = WORKLOADS[id];
     const { exchange, headers } = await admitted(w.server);
     const body = w.requestBody(1_000_001);
-    expect(engine.evaluateRequestBody(exchange, encoder.encode(body), headers)).toEqual({
-      action: "forward",
-    });
+    expect(engine.evaluateRequestBody(exchange, encoder.encode(body), headers).action).toBe("forward");
     const answer = answerPost(body, w.responseType === "text/event-stream");
     const transformer = engine.responseTransformer(exchange, answer.contentType, answer.status);
     const bytes = encoder.encode(answer.body);
@@ -93,7 +91,7 @@ describe("bench workdir", () => {
         params: { name: tool.name, arguments: args },
       });
       const verdict = engine.evaluateRequestBody(exchange, encoder.encode(body), headers);
-      expect(verdict, tool.name).toEqual({ action: "forward" });
+      expect(verdict.action, tool.name).toBe("forward");
     }
   });
 
