@@ -15,6 +15,19 @@ const encoder = new TextEncoder();
 beforeAll(async () => {
   work = await prepareWorkdir("http://127.0.0.1:9");
   engine = loadEngine(work.configFile).engine;
+  // What the gateway's own tools/list fetch records before a first call (pins verified before
+  // the first call, trial B4): the reference servers offer exactly the pinned tools.
+  for (const server of ["ref", "ref-sse"]) {
+    expect(
+      engine.security.recordToolList(
+        server,
+        REFERENCE_TOOLS.map((tool) => ({ ...tool })),
+      ),
+    ).toEqual({
+      drifted: [],
+      unlisted: [],
+    });
+  }
 });
 
 afterAll(() => work.remove());
