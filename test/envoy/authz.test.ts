@@ -46,7 +46,8 @@ describe("ext_authz Check", () => {
     expect(res.status.code).toBe(0);
     expect(res.http_response).toBe("ok_response");
     const set = headersOf(res.ok_response?.headers);
-    expect(Object.keys(set).sort()).toEqual(["x-mcp-agent", "x-mcp-request-id"]);
+    expect(Object.keys(set).sort()).toEqual(["x-mcp-agent", "x-mcp-issuer", "x-mcp-request-id"]);
+    expect(set["x-mcp-issuer"]).toMatchObject({ header: { value: "mcp-gateway-dev" } });
     expect(set["x-mcp-agent"]).toMatchObject({ header: { value: "support-bot" }, append: { value: false } });
     const requestId = set["x-mcp-request-id"]!.header.value!;
     expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
@@ -153,7 +154,7 @@ describe("ext_authz Check", () => {
     expect(JSON.parse(r.response.body.toString()).error.data.reason).toBe("jwt_signature_invalid");
   });
 
-  it("answers 403 when the agent may reach nothing on the server", async () => {
+  it("answers 404, as for an unknown server, when the agent may reach nothing on the server", async () => {
     for (const agent of ["idle-bot", "research-bot"]) {
       const t = await token(agent);
       const r = await gw.client.exchange(
@@ -162,12 +163,20 @@ describe("ext_authz Check", () => {
           throw new Error("must not reach the upstream");
         },
       );
-      expect(r.check.status.code).toBe(7);
-      expect(r.check.denied_response?.status?.code).toBe("Forbidden");
-      expect(r.response.status).toBe(403);
+      expect(r.check.status.code).toBe(5);
+      expect(r.check.denied_response?.status?.code).toBe("NotFound");
+      expect(r.response.status).toBe(404);
       const body = JSON.parse(r.response.body.toString());
-      expect(body.error).toMatchObject({ code: -32003, data: { reason: "server_forbidden" } });
-      expect(gw.logs.auditsFor(body.error.data.request_id)[0]).toMatchObject({ agent, status: 403 });
+      expect(body.error).toMatchObject({
+        code: -32601,
+        message: "No such MCP server",
+        data: { reason: "server_unknown" },
+      });
+      expect(gw.logs.auditsFor(body.error.data.request_id)[0]).toMatchObject({
+        agent,
+        status: 404,
+        reasons: ["server_forbidden"],
+      });
     }
   });
 
@@ -201,7 +210,6 @@ describe("ext_authz Check", () => {
       expect(r.response.headers["content-type"]).toBe("application/json");
       expect(JSON.parse(r.response.body.toString())).toEqual({
         resource,
-        authorization_servers: ["mcp-gateway-dev"],
         bearer_methods_supported: ["header"],
         resource_name: expect.any(String),
       });

@@ -115,7 +115,7 @@ describe("admit", () => {
     expect(!a.ok && [a.reply.status, json(a.reply).error.data.reason]).toEqual([401, "jwt_expired"]);
   });
 
-  it("answers 403 when the agent may reach nothing on the server", async () => {
+  it("answers a server the agent may not reach exactly as an unknown one (404), auditing the real reason", async () => {
     for (const [agent, server] of [
       ["research-bot", "tickets"],
       ["nobody-bot", "kb"],
@@ -128,10 +128,21 @@ describe("admit", () => {
       );
       expect(a.ok).toBe(false);
       if (a.ok) continue;
-      expect(a.reply.status).toBe(403);
-      expect(json(a.reply).error).toMatchObject({ code: -32003, data: { reason: "server_forbidden" } });
+      // Same status, code, message and reason as a name nobody registered: no 403/404 oracle.
+      const unknown = await engine.admit(
+        { method: "POST", path: "/mcp/nosuch", headers: { authorization: `Bearer ${tokens[agent]}` } },
+        engine.newExchange("POST"),
+      );
+      expect(a.reply.status).toBe(404);
+      const { request_id: _forbiddenId, ...forbidden } = json(a.reply).error.data;
+      expect(!unknown.ok && unknown.reply.status).toBe(404);
+      const unknownError = !unknown.ok && json(unknown.reply).error;
+      expect(json(a.reply).error.message).toBe(unknownError.message);
+      expect(json(a.reply).error.code).toBe(unknownError.code);
+      expect(forbidden).toEqual({ reason: "server_unknown" });
       expect(a.reply.headers["www-authenticate"]).toBeUndefined();
       expect(exchange.principal?.agent).toBe(agent);
+      expect(exchange.reasons).toEqual(["server_forbidden"]);
     }
   });
 
@@ -537,7 +548,11 @@ describe("upstreamHeaders", () => {
         "mcp-session-id": "s",
       }),
     ).toEqual({
-      set: { "x-mcp-agent": "support-bot", "x-mcp-request-id": ex.requestId },
+      set: {
+        "x-mcp-agent": "support-bot",
+        "x-mcp-request-id": ex.requestId,
+        "x-mcp-issuer": "https://idp.example",
+      },
       remove: ["authorization", "x-mcp-agent", "x-mcp-request-id", "x-mcp-other"],
     });
   });

@@ -3,7 +3,11 @@ import type { AddressInfo } from "node:net";
 import { createPublicKey } from "node:crypto";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Authenticator, ConfigurationProblem } from "../../ext-service/src/policy/identity.js";
+import {
+  agentHeaderValue,
+  Authenticator,
+  ConfigurationProblem,
+} from "../../ext-service/src/policy/identity.js";
 import { T0, forge, gatewayConfig, makeKey, sign, type TestKey } from "./support.js";
 
 let rsa: TestKey;
@@ -79,7 +83,8 @@ function authenticator(auth: Record<string, unknown>, rest: Record<string, unkno
         ...auth,
       },
       roles: { reader: {}, writer: {}, admin: {} },
-      agents: { "support-bot": { roles: ["reader"] } },
+      // The default issuers' agent; tests that replace the issuers bring their own agents.
+      agents: auth.issuers ? {} : { "support-bot": { issuer: "https://idp-a.example", roles: ["reader"] } },
       ...rest,
     }),
     "/nonexistent",
@@ -130,9 +135,10 @@ describe("identity: valid tokens", () => {
         }),
       ),
     );
+    // Issuer B's support-bot is not issuer A's: only the roles in B's token count.
     expect(dotted).toMatchObject({
       ok: true,
-      principal: { agent: "support-bot", roles: ["reader", "admin"] },
+      principal: { agent: "support-bot", roles: ["admin", "reader"], issuer: "https://idp-b.example" },
     });
   });
 
@@ -175,6 +181,131 @@ describe("identity: valid tokens", () => {
     expect(
       await reason(auth, await sign(ec, { iss: "https://idp-b.example", aud: "mcp", client_id: "x" })),
     ).toBe("ok");
+  });
+});
+
+describe("identity: agents are namespaced by issuer", () => {
+  const B = { iss: "https://idp-b.example", aud: "mcp" };
+
+  it("gives an agent's configured roles only to tokens from the agent's own issuer", async () => {
+    const auth = authenticator({}, { roles: { reader: {} } });
+    const own = await auth.authenticate(bearer(await sign(rsa, A)));
+    expect(own).toMatchObject({
+      ok: true,
+      principal: { roles: ["reader"], issuer: "https://idp-a.example" },
+    });
+    // Issuer B is trusted too, and mints a token naming A's agent: it gets none of A's roles.
+    const minted = await auth.authenticate(bearer(await sign(ec, { ...B, client_id: "support-bot" })));
+    expect(minted).toMatchObject({
+      ok: true,
+      principal: { agent: "support-bot", roles: [], issuer: "https://idp-b.example" },
+    });
+  });
+
+  it("with one issuer, agents belong to it without saying so", async () => {
+    const auth = new Authenticator(
+      gatewayConfig({
+        auth: {
+          issuers: [
+            {
+              issuer: "https://idp-a.example",
+              audiences: ["mcp-gateway"],
+              jwks: { inline: { keys: [rsa.publicJwk] } },
+              algorithms: ["RS256"],
+            },
+          ],
+        },
+        roles: { reader: {} },
+        agents: { "support-bot": { roles: ["reader"] } },
+      }),
+      "/nonexistent",
+      now,
+    );
+    expect(await auth.authenticate(bearer(await sign(rsa, A)))).toMatchObject({
+      principal: { roles: ["reader"] },
+    });
+  });
+
+  it("refuses a config where an agent's issuer is missing (several issuers) or unknown", () => {
+    const problems = (agents: Record<string, unknown>) => {
+      try {
+        authenticator({}, { agents });
+        return [];
+      } catch (err) {
+        if (!(err instanceof ConfigurationProblem)) throw err;
+        return err.problems.map((p) => `${p.path.join(".")}: ${p.message}`);
+      }
+    };
+    expect(problems({ "support-bot": { roles: ["reader"] } })).toEqual([
+      "agents.support-bot: 'issuer' is required when auth.issuers lists more than one issuer: name the issuer whose tokens speak for this agent",
+    ]);
+    expect(problems({ bot: { issuer: "https://idp-c.example" } })).toEqual([
+      "agents.bot.issuer: unknown issuer 'https://idp-c.example' (auth.issuers lists 'https://idp-a.example', 'https://idp-b.example')",
+    ]);
+    expect(problems({ bot: { issuer: "https://idp-b.example" } })).toEqual([]);
+  });
+});
+
+describe("identity: agent names", () => {
+  it("refuses names that are no valid identifier: controls, line separators, lone surrogates, too long", async () => {
+    const auth = authenticator({});
+    for (const sub of [
+      "bot\u0000x",
+      "bot\r\nx-mcp-agent: admin",
+      "bot\u007fx",
+      "bot\u0085",
+      "a\u2028b",
+      "x\ud800y",
+      "b".repeat(257),
+    ]) {
+      const r = await auth.authenticate(bearer(await sign(rsa, { ...A, sub })));
+      expect(r, JSON.stringify(sub)).toMatchObject({ ok: false, reason: "jwt_claims_invalid" });
+      expect(!r.ok && r.detail).toMatch(/^claim sub: the agent name /);
+    }
+    for (const sub of ["客服机器人", "bøt-ü", "has space", "100%", "b".repeat(256), "emoji-🤖"]) {
+      expect(await reason(auth, await sign(rsa, { ...A, sub })), sub).toBe("ok");
+    }
+  });
+
+  it("writes a name as a header value: printable ASCII as it is, anything else percent-encoded UTF-8", () => {
+    expect(agentHeaderValue("support-bot")).toBe("support-bot");
+    expect(agentHeaderValue("客服")).toBe("%E5%AE%A2%E6%9C%8D");
+    expect(agentHeaderValue("bøt")).toBe("b%C3%B8t");
+    // '%' itself is encoded, so an encoded name never reads as another agent's plain name.
+    expect(agentHeaderValue("b%C3%B8t")).toBe("b%25C3%25B8t");
+    expect(agentHeaderValue("a b🤖")).toBe("a%20b%F0%9F%A4%96");
+    for (const name of ["客服机器人", "bøt-ü", "a b", "100%", "emoji-🤖"]) {
+      expect(decodeURIComponent(agentHeaderValue(name))).toBe(name);
+      expect(agentHeaderValue(name)).toMatch(/^[\x21-\x7e]+$/);
+    }
+  });
+});
+
+describe("identity: token lifetime", () => {
+  it("refuses a token valid for longer than maxTokenLifetime (plus skew), e.g. exp: 1e300", async () => {
+    clock = T0 * 1000;
+    const auth = authenticator({ maxTokenLifetime: "24h", clockSkew: "30s" });
+    expect(await reason(auth, await sign(rsa, { ...A, exp: 1e300 }))).toBe("jwt_claims_invalid");
+    expect(await reason(auth, await sign(rsa, { ...A, exp: T0 + 86_400 + 31 }))).toBe("jwt_claims_invalid");
+    expect(await reason(auth, await sign(rsa, { ...A, exp: T0 + 86_400 + 29 }))).toBe("ok");
+    const r = await auth.authenticate(bearer(await sign(rsa, { ...A, exp: T0 + 90_000 })));
+    expect(!r.ok && r.detail).toBe("exp is further away than auth.maxTokenLifetime (86400 s)");
+    const hour = authenticator({ maxTokenLifetime: "1h", clockSkew: 0 });
+    expect(await reason(hour, await sign(rsa, { ...A, exp: T0 + 3601 }))).toBe("jwt_claims_invalid");
+    expect(await reason(hour, await sign(rsa, { ...A, exp: T0 + 3600 }))).toBe("ok");
+  });
+
+  it("refuses a token issued in the future, beyond the clock skew", async () => {
+    clock = T0 * 1000;
+    const auth = authenticator({ clockSkew: "30s" });
+    expect(await reason(auth, await sign(rsa, { ...A, iat: T0 + 31 }))).toBe("jwt_not_yet_valid");
+    expect(await reason(auth, await sign(rsa, { ...A, iat: T0 + 29 }))).toBe("ok");
+    expect(await reason(auth, await sign(rsa, { ...A, iat: T0 + 86_400 * 365 }))).toBe("jwt_not_yet_valid");
+  });
+
+  it("defaults to 24 hours, and refuses a zero lifetime in config", () => {
+    expect(gatewayConfig({ auth: { mode: "optional" } }).auth.maxTokenLifetime).toBe("24h");
+    expect(() => gatewayConfig({ auth: { mode: "optional", maxTokenLifetime: 0 } })).toThrow(/longer than 0/);
   });
 });
 

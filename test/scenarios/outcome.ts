@@ -21,7 +21,9 @@ export function expectOutcome(row: Scenario, got: Received): void {
   }
   const messages = bodyMessages(contentType, got.text) as Record<string, unknown>[];
   if (expected.verdict === "local") {
-    expect(JSON.parse(got.text)).toMatchObject(expected.json);
+    const document = JSON.parse(got.text) as Record<string, unknown>;
+    expect(document).toMatchObject(expected.json);
+    for (const key of expected.absent ?? []) expect(document).not.toHaveProperty(key);
     return;
   }
   if (expected.verdict === "deny") {

@@ -1,3 +1,4 @@
+import { expect } from "vitest";
 import type { Reason } from "../../ext-service/src/policy/reasons.js";
 
 /**
@@ -72,7 +73,7 @@ export type Expected =
       headers?: Record<string, string>;
     }
   /** Answered by the gateway itself (RFC 9728 metadata), without identity. */
-  | { verdict: "local"; status: number; json: Record<string, unknown> };
+  | { verdict: "local"; status: number; json: Record<string, unknown>; absent?: string[] };
 
 export interface Scenario {
   name: string;
@@ -215,7 +216,8 @@ export const scenarios: readonly Scenario[] = [
     name: "server the agent's roles never reach",
     identity: RESEARCH,
     request: { method: "POST", path: "/mcp/deploy", body: listTools },
-    expect: deny(403, -32003, "server_forbidden"),
+    // Answered as an unknown server: a 403 would tell the agent the name exists (F16).
+    expect: deny(404, -32601, "server_unknown"),
   },
   {
     name: "protected resource metadata, no token needed",
@@ -224,7 +226,9 @@ export const scenarios: readonly Scenario[] = [
     expect: {
       verdict: "local",
       status: 200,
-      json: { authorization_servers: ["mcp-gateway-dev"], bearer_methods_supported: ["header"] },
+      json: { resource: expect.stringMatching(/\/mcp\/kb$/), bearer_methods_supported: ["header"] },
+      // The demo issuer `mcp-gateway-dev` is no URL: advertising it crashed mcp-remote (B3).
+      absent: ["authorization_servers"],
     },
   },
   // HTTP framing

@@ -114,6 +114,8 @@ function keysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
     for (;;) {
       const d = def(s);
       if (d.type === "default" || d.type === "optional" || d.type === "prefault") s = d.innerType;
+      // A transform after an object (defaults computed from other keys) is a pipe: its keys are the input's.
+      else if (d.type === "pipe") s = d.in;
       else return s;
     }
   };

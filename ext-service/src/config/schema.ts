@@ -96,6 +96,11 @@ export const AuthSchema = z
       .describe("Principal used in optional mode when no token is sent"),
     issuers: z.array(IssuerSchema).default([]),
     clockSkew: Duration.default("30s"),
+    maxTokenLifetime: Duration.refine((d) => durationMs(d) > 0, "must be longer than 0")
+      .default("24h")
+      .describe(
+        "Longest a token may still be valid: one whose exp is further away (plus clockSkew) is refused, as is one whose iat is in the future",
+      ),
     tokenCache: z
       .object({
         ttl: Duration.default("60s").describe("Upper bound; an entry never outlives the token's exp"),
@@ -104,9 +109,11 @@ export const AuthSchema = z
       .strict()
       .default({ ttl: "60s", maxEntries: 10_000 }),
     authorizationServers: z
-      .array(z.string().min(1))
+      .array(HttpUrl)
       .default([])
-      .describe("Advertised in RFC 9728 protected resource metadata; defaults to the issuers"),
+      .describe(
+        "Authorization server URLs (RFC 8414 issuers) advertised in RFC 9728 protected resource metadata; when empty, the issuers that are http(s) URLs",
+      ),
   })
   .strict()
   .superRefine(
@@ -175,6 +182,13 @@ export const RoleSchema = z
 export const AgentSchema = z
   .object({
     description: z.string().optional(),
+    issuer: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "The issuer (auth.issuers[].issuer) whose tokens speak for this agent; required when there is more than one issuer",
+      ),
     roles: z.array(z.string().min(1)).default([]),
   })
   .strict();
@@ -568,8 +582,8 @@ export const GatewayConfigSchema = z
   .object({
     $schema: z.string().optional(),
     registry: z.string().min(1).describe("Path to registry.yaml, relative to this file"),
-    publicUrl: HttpUrl.default("http://localhost:8080").describe(
-      "Base URL agents use to reach the gateway (for resource metadata)",
+    publicUrl: HttpUrl.optional().describe(
+      "Base URL agents use to reach the gateway (for resource metadata); defaults to http://localhost:<listen.edge.port>",
     ),
     allowedOrigins: z
       .array(
@@ -614,7 +628,12 @@ export const GatewayConfigSchema = z
     ),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
-  .strict();
+  .strict()
+  // The default follows the edge's port: a fixed :8080 pointed clients elsewhere on any other port.
+  .transform((config) => ({
+    ...config,
+    publicUrl: config.publicUrl ?? `http://localhost:${config.listen.edge.port}`,
+  }));
 
 export const ServerNameSchema = z
   .string()

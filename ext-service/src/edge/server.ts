@@ -109,6 +109,11 @@ function relayChunk(res: ServerResponse, call: UpstreamCall, chunk: Uint8Array):
   }
 }
 
+/** undici refused the request before sending it (a header value it cannot write, and the like). */
+function builtBadRequest(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "UND_ERR_INVALID_ARG";
+}
+
 /** Maps an undici failure before response headers to the reason the client sees. */
 function failureReason(
   err: unknown,
@@ -384,6 +389,13 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       if (state.clientGone || state.shuttingDown) {
         endpoint.breaker.release(ticket);
         return;
+      }
+      if (builtBadRequest(err)) {
+        // The gateway could not even build the request: no fault of the upstream, so not a
+        // breaker failure (one odd request must not pause a server for every agent).
+        endpoint.breaker.release(ticket);
+        logger.error({ err, server, request_id: exchange.requestId }, "upstream request could not be built");
+        return reject(res, exchange, "internal_error");
       }
       upstreamFault(endpoint, ticket);
       const reason = state.timedOut ? "upstream_timeout" : failureReason(err);

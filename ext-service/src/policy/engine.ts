@@ -25,7 +25,7 @@ import {
 } from "../mcp/methods.js";
 import { countOn, denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { BudgetPolicy } from "./budgets.js";
-import { Authenticator, type Principal } from "./identity.js";
+import { agentHeaderValue, Authenticator, type Principal } from "./identity.js";
 import { RequestOrigins } from "./origins.js";
 import { Rbac } from "./rbac.js";
 import { Reasons, type Reason } from "./reasons.js";
@@ -224,7 +224,11 @@ export class PolicyEngine {
     if (route.kind === "unknown_server")
       return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
     if (!this.rbac.mayReachServer(auth.principal, route.server)) {
-      return { ok: false, exchange, reply: this.rejection(exchange, "server_forbidden") };
+      // Answered exactly as an unregistered name (a 403 would tell the agent the server exists);
+      // the audit record keeps the real reason.
+      const reply = this.rejection(exchange, "server_unknown");
+      exchange.reasons.splice(exchange.reasons.indexOf("server_unknown"), 1, "server_forbidden");
+      return { ok: false, exchange, reply };
     }
     if (head.method !== "POST") {
       // GET and DELETE are 2025-era session operations (2026-07-28 is POST only).
@@ -253,10 +257,14 @@ export class PolicyEngine {
     for (const name of Object.keys(incoming)) {
       if (name.startsWith("x-mcp-")) remove.push(name);
     }
-    return {
-      set: { "x-mcp-agent": exchange.principal?.agent ?? "", "x-mcp-request-id": exchange.requestId },
-      remove,
+    const principal = exchange.principal;
+    const set: Record<string, string> = {
+      "x-mcp-agent": principal ? agentHeaderValue(principal.agent) : "",
+      "x-mcp-request-id": exchange.requestId,
     };
+    // Agent names are namespaced by issuer: the upstream needs both to tell two agents apart.
+    if (principal?.issuer !== undefined) set["x-mcp-issuer"] = agentHeaderValue(principal.issuer);
+    return { set, remove };
   }
 
   /**

@@ -32,6 +32,13 @@ interface CompiledIssuer {
   symmetric: boolean;
 }
 
+/** An agent's configured roles and the issuer whose tokens may speak for it. */
+interface AgentBinding {
+  /** Undefined: no issuer was named (only possible without issuers, or for the anonymous agent). */
+  issuer: string | undefined;
+  roles: readonly string[];
+}
+
 interface CacheEntry {
   principal: Principal;
   expiresAt: number;
@@ -156,6 +163,46 @@ function compileIssuer(issuer: Issuer, baseDir: string): CompiledIssuer {
   };
 }
 
+/** Longest agent name accepted, in UTF-16 code units: a name is an identifier, not a document. */
+export const MAX_AGENT_NAME_LENGTH = 256;
+
+// C0 and C1 controls, DEL, and the Unicode line and paragraph separators: none belongs in a name,
+// and each can break a header, a log line or a terminal.
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const NAME_CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+// With the u flag a surrogate pair is one code point: only a lone half matches.
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Why a claimed agent name cannot be used, or undefined when it can. Names are refused at
+ * authentication rather than failing later (an upstream header undici refuses to build).
+ */
+export function agentNameProblem(agent: string): string | undefined {
+  if (agent.length > MAX_AGENT_NAME_LENGTH)
+    return `the agent name is longer than ${MAX_AGENT_NAME_LENGTH} characters`;
+  if (NAME_CONTROL.test(agent)) return "the agent name contains control characters";
+  if (LONE_SURROGATE.test(agent)) return "the agent name is not well-formed Unicode";
+  return undefined;
+}
+
+// Printable ASCII except '%': what goes into the header as it is.
+const HEADER_SAFE = /^[\x21-\x24\x26-\x7e]*$/;
+
+/**
+ * An agent name as an HTTP header value (`x-mcp-agent`): printable ASCII other than '%' stays as
+ * it is, every other character is percent-encoded as UTF-8 (so "客服" is "%E5%AE%A2%E6%9C%8D" and
+ * a literal '%' is "%25"), which keeps the value unambiguous and valid for every HTTP stack.
+ */
+export function agentHeaderValue(agent: string): string {
+  if (HEADER_SAFE.test(agent)) return agent;
+  let out = "";
+  for (const char of agent) {
+    // encodeURIComponent writes UTF-8 bytes as upper-case %XX (names are well-formed, see above).
+    out += HEADER_SAFE.test(char) ? char : encodeURIComponent(char);
+  }
+  return out;
+}
+
 function rolesFromClaim(value: unknown): string[] {
   if (Array.isArray(value)) return value.filter((v): v is string => typeof v === "string");
   if (typeof value === "string") return value.split(/[\s,]+/).filter(Boolean);
@@ -211,7 +258,8 @@ export class Authenticator {
   private readonly cacheTtlMs: number;
   private readonly cacheMax: number;
   private readonly clockSkewSec: number;
-  private readonly agentRoles: ReadonlyMap<string, readonly string[]>;
+  private readonly maxLifetimeSec: number;
+  private readonly agents: ReadonlyMap<string, AgentBinding>;
   private readonly anonymous: Principal | undefined;
 
   constructor(
@@ -229,16 +277,52 @@ export class Authenticator {
         problems.push({ path: ["auth", "issuers", i, ...err.path], message: err.message });
       }
     });
+    const issuerNames = config.auth.issuers.map((i) => i.issuer);
+    // The anonymous principal's own entry needs no issuer: without one, no token gets its roles.
+    const anonymousOnly = (name: string) =>
+      config.auth.mode === "optional" && name === config.auth.anonymous.agent;
+    const agents = new Map<string, AgentBinding>();
+    for (const [name, agent] of Object.entries(config.agents)) {
+      // Agents are namespaced by issuer: with one issuer an agent belongs to it; with several,
+      // each agent names its own, or any trusted issuer could mint it (and get its roles).
+      let issuer = agent.issuer;
+      if (issuer !== undefined && !issuerNames.includes(issuer)) {
+        problems.push({
+          path: ["agents", name, "issuer"],
+          message: `unknown issuer '${issuer}' (auth.issuers lists ${issuerNames.map((n) => `'${n}'`).join(", ") || "none"})`,
+        });
+      } else if (issuer === undefined && issuerNames.length > 1 && !anonymousOnly(name)) {
+        problems.push({
+          path: ["agents", name],
+          message:
+            "'issuer' is required when auth.issuers lists more than one issuer: name the issuer whose tokens speak for this agent",
+        });
+      }
+      if (issuer === undefined && issuerNames.length === 1) issuer = issuerNames[0];
+      agents.set(name, { issuer, roles: agent.roles });
+    }
     if (problems.length > 0) throw new ConfigurationProblem(problems);
+    this.agents = agents;
     this.cacheTtlMs = durationMs(config.auth.tokenCache.ttl);
     this.cacheMax = config.auth.tokenCache.maxEntries;
     this.clockSkewSec = durationMs(config.auth.clockSkew) / 1000;
-    this.agentRoles = new Map(Object.entries(config.agents).map(([name, a]) => [name, a.roles]));
+    this.maxLifetimeSec = durationMs(config.auth.maxTokenLifetime) / 1000;
+    const anonymousAgent = config.auth.anonymous.agent;
+    // The anonymous principal has no issuer: it gets an agent entry's roles only if that entry
+    // names no issuer of its own.
+    const anonymousEntry = Object.hasOwn(config.agents, anonymousAgent)
+      ? config.agents[anonymousAgent]
+      : undefined;
     this.anonymous =
       config.auth.mode === "optional"
         ? Object.freeze({
-            agent: config.auth.anonymous.agent,
-            roles: Object.freeze(this.mergeRoles(config.auth.anonymous.agent, config.auth.anonymous.roles)),
+            agent: anonymousAgent,
+            roles: Object.freeze([
+              ...new Set([
+                ...(anonymousEntry && anonymousEntry.issuer === undefined ? anonymousEntry.roles : []),
+                ...config.auth.anonymous.roles,
+              ]),
+            ]),
             claims: Object.freeze({}),
             issuer: undefined,
             anonymous: true,
@@ -316,6 +400,8 @@ export class Authenticator {
         issuer.key instanceof Uint8Array
           ? await jwtVerify(token, issuer.key, options)
           : await jwtVerify(token, issuer.key, options);
+      const lifetime = this.lifetimeProblem(payload);
+      if (lifetime) return { ok: false, ...lifetime };
       const agent = claimAt(payload, issuer.config.agentClaim);
       if (typeof agent !== "string" || agent.length === 0) {
         return {
@@ -324,12 +410,20 @@ export class Authenticator {
           detail: `claim ${issuer.config.agentClaim} missing`,
         };
       }
+      const nameProblem = agentNameProblem(agent);
+      if (nameProblem) {
+        return {
+          ok: false,
+          reason: "jwt_claims_invalid",
+          detail: `claim ${issuer.config.agentClaim}: ${nameProblem}`,
+        };
+      }
       const tokenRoles = issuer.config.trustTokenRoles
         ? rolesFromClaim(claimAt(payload, issuer.config.rolesClaim))
         : [];
       const principal: Principal = Object.freeze({
         agent,
-        roles: Object.freeze(this.mergeRoles(agent, tokenRoles)),
+        roles: Object.freeze(this.mergeRoles(agent, issuer.config.issuer, tokenRoles)),
         claims: Object.freeze(payload as Record<string, unknown>),
         issuer: issuer.config.issuer,
         anonymous: false,
@@ -340,8 +434,28 @@ export class Authenticator {
     }
   }
 
-  private mergeRoles(agent: string, tokenRoles: readonly string[]): string[] {
-    const configured = this.agentRoles.get(agent) ?? [];
+  /**
+   * jose checks `exp` and `nbf`; a token must also not live longer than auth.maxTokenLifetime
+   * from now (`exp: 1e300` would be a credential for ever), nor claim to be issued in the future.
+   */
+  private lifetimeProblem(payload: JWTPayload): { reason: Reason; detail: string } | undefined {
+    const nowSec = this.now() / 1000;
+    if (typeof payload.iat === "number" && payload.iat > nowSec + this.clockSkewSec) {
+      return { reason: "jwt_not_yet_valid", detail: "iat is in the future" };
+    }
+    if (typeof payload.exp === "number" && payload.exp > nowSec + this.maxLifetimeSec + this.clockSkewSec) {
+      return {
+        reason: "jwt_claims_invalid",
+        detail: `exp is further away than auth.maxTokenLifetime (${this.maxLifetimeSec} s)`,
+      };
+    }
+    return undefined;
+  }
+
+  /** Configured roles count only for a token from the agent's own issuer. */
+  private mergeRoles(agent: string, issuer: string, tokenRoles: readonly string[]): string[] {
+    const binding = this.agents.get(agent);
+    const configured = binding !== undefined && binding.issuer === issuer ? binding.roles : [];
     return [...new Set([...configured, ...tokenRoles])];
   }
 

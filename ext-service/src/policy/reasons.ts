@@ -83,11 +83,8 @@ export const Reasons = {
     status: 403,
     message: "Requests for this host name are not accepted (DNS rebinding protection)",
   },
-  server_forbidden: {
-    code: JsonRpcCode.Forbidden,
-    status: 403,
-    message: "This agent may not use this MCP server",
-  },
+  // Audited as such, but answered exactly as server_unknown: a 403 would confirm the name exists.
+  server_forbidden: { code: JsonRpcCode.MethodNotFound, status: 404, message: "No such MCP server" },
   // message shape
   parse_error: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid JSON" },
   invalid_utf8: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid UTF-8" },

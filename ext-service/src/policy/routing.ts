@@ -42,14 +42,27 @@ export function resourceMetadataUrl(publicUrl: string, server: string | undefine
   return `${trimSlash(publicUrl)}${METADATA_PREFIX}${server ? `/mcp/${server}` : ""}`;
 }
 
-/** RFC 9728 protected resource metadata. */
+/** An http(s) URL, as RFC 8414 requires of an authorization server's issuer identifier. */
+function isHttpUrl(value: string): boolean {
+  return /^https?:\/\//i.test(value) && URL.canParse(value);
+}
+
+/**
+ * The authorization servers to advertise: the configured ones (URLs, checked at load), else the
+ * issuers whose names are URLs. A bare issuer name such as `mcp-gateway-dev` is no URL; clients
+ * that discover OAuth (mcp-remote, the Inspector) fail on one, so it is never advertised.
+ */
+export function authorizationServers(config: GatewayConfig): string[] {
+  if (config.auth.authorizationServers.length) return config.auth.authorizationServers;
+  return config.auth.issuers.map((i) => i.issuer).filter(isHttpUrl);
+}
+
+/** RFC 9728 protected resource metadata (authorization_servers is optional there: omitted when empty). */
 export function resourceMetadata(config: GatewayConfig, server: string | undefined): Record<string, unknown> {
-  const servers = config.auth.authorizationServers.length
-    ? config.auth.authorizationServers
-    : config.auth.issuers.map((i) => i.issuer);
+  const servers = authorizationServers(config);
   return {
     resource: resourceUrl(config.publicUrl, server),
-    authorization_servers: servers,
+    ...(servers.length ? { authorization_servers: servers } : {}),
     bearer_methods_supported: ["header"],
     resource_name: server ? `MCP server '${server}' via mcp-gateway` : "mcp-gateway",
   };

@@ -11,6 +11,8 @@ export interface AuditRecord {
   trace_id: string | null;
   plane: string;
   agent: string | null;
+  /** The issuer of the agent's token: agent names are namespaced by issuer. */
+  issuer: string | null;
   anonymous: boolean;
   server: string | null;
   http_method: string;
@@ -67,6 +69,7 @@ const AUDIT_KEYS: readonly (keyof AuditRecord)[] = [
   "trace_id",
   "plane",
   "agent",
+  "issuer",
   "anonymous",
   "server",
   "http_method",
@@ -233,6 +236,7 @@ export class AuditTrail {
       trace_id: exchange.traceId ?? null,
       plane: this.plane,
       agent: exchange.principal?.agent ?? null,
+      issuer: exchange.principal?.issuer ?? null,
       anonymous: exchange.principal?.anonymous ?? false,
       server: exchange.server ?? null,
       http_method: boundedText(exchange.httpMethod, MAX_METHOD_CHARS),
