@@ -29,7 +29,8 @@ describe("SDK client through the edge, demo servers", () => {
     const support = await connectClient(gw.dev.urls.tickets!, gw.token("support-bot"));
     try {
       expect(research.client.getServerVersion()?.name).toBe("demo-tickets");
-      expect(research.transport.sessionId).toMatch(/^[0-9a-f-]{36}$/);
+      // The gateway's sealed session id, not the server's UUID.
+      expect(research.transport.sessionId).toMatch(/^g1\.[A-Za-z0-9_-]+$/);
       const r = (await research.client.listTools()).tools.map((t) => t.name);
       const s = (await support.client.listTools()).tools.map((t) => t.name);
       expect(r).toEqual(["list_tickets", "get_ticket"]);

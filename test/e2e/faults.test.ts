@@ -3,6 +3,8 @@ import type { AddressInfo } from "node:net";
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEV_ISSUER } from "../../ext-service/src/config/devkeys.js";
+import { sealUpstreamSession } from "../../ext-service/src/policy/session-seal.js";
 import {
   connectClient,
   parseRawResponse,
@@ -402,6 +404,8 @@ describe("upstream faults through the edge", () => {
   it("forwards identity, never the token, and handles end-to-end vs hop-by-hop headers", async () => {
     const token = await gw.token("tester");
     const body = rpc("ping");
+    const owner = { issuer: DEV_ISSUER, agent: "tester", server: "headers" };
+    const session = sealUpstreamSession(gw.engine.sessions, owner, { upstream: "abc-123" });
     // A raw request, so the Connection header is exactly what a client could send.
     const raw = await rawHttp(
       gw.edge.port,
@@ -411,7 +415,7 @@ describe("upstream faults through the edge", () => {
         `content-type: application/json`,
         `accept: application/json, text/event-stream`,
         `authorization: Bearer ${token}`,
-        `mcp-session-id: abc-123`,
+        `mcp-session-id: ${session}`,
         `mcp-protocol-version: 2025-06-18`,
         `last-event-id: ev-9`,
         `x-mcp-agent: admin`,
@@ -438,7 +442,10 @@ describe("upstream faults through the edge", () => {
     expect(seen.te).toBeUndefined();
     expect(seen["x-keep-me"]).toBe("2");
     expect(JSON.stringify(seen)).not.toContain(token);
-    expect(r.headers["mcp-session-id"]).toBe("sess-from-upstream");
+    // The upstream's session id reaches the client sealed for this agent, never as it is.
+    expect(r.headers["mcp-session-id"]).toBe(
+      sealUpstreamSession(gw.engine.sessions, owner, { upstream: "sess-from-upstream" }),
+    );
     expect(r.headers["keep-alive"]).not.toBe("timeout=5");
   });
 

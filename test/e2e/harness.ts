@@ -68,6 +68,9 @@ export interface GatewaySpec {
   edge?: Record<string, unknown>;
   limits?: Record<string, unknown>;
   security?: Record<string, unknown>;
+  sessions?: Record<string, unknown>;
+  /** Extra top-level gateway.yaml keys (e.g. auth), merged over the defaults. */
+  config?: Record<string, unknown>;
 }
 
 export interface Gateway {
@@ -108,7 +111,9 @@ export async function startGateway(spec: GatewaySpec): Promise<Gateway> {
     ...(spec.edge ? { edge: spec.edge } : {}),
     ...(spec.limits ? { limits: spec.limits } : {}),
     ...(spec.security ? { security: spec.security } : {}),
+    ...(spec.sessions ? { sessions: spec.sessions } : {}),
     logLevel: "info",
+    ...spec.config,
   };
   writeFileSync(join(tmp.dir, "gateway.yaml"), stringify(config));
   writeFileSync(join(tmp.dir, "registry.yaml"), stringify({ version: "test", servers: spec.servers }));

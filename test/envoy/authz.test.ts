@@ -38,7 +38,7 @@ describe("ext_authz Check", () => {
       "x-mcp-agent": "admin-bot",
       "x-mcp-request-id": "spoofed",
       "x-mcp-roles": "admin",
-      "mcp-session-id": "s-1",
+      "mcp-session-id": gw.session("support-bot", "tickets", "s-1"),
     };
     const res = await gw.client.check(
       gw.client.checkRequest({ method: "POST", path: "/mcp/tickets", headers }, headers),
@@ -46,7 +46,14 @@ describe("ext_authz Check", () => {
     expect(res.status.code).toBe(0);
     expect(res.http_response).toBe("ok_response");
     const set = headersOf(res.ok_response?.headers);
-    expect(Object.keys(set).sort()).toEqual(["x-mcp-agent", "x-mcp-issuer", "x-mcp-request-id"]);
+    expect(Object.keys(set).sort()).toEqual([
+      "mcp-session-id",
+      "x-mcp-agent",
+      "x-mcp-issuer",
+      "x-mcp-request-id",
+    ]);
+    // The sealed id the client sent becomes the upstream's own id.
+    expect(set["mcp-session-id"]).toMatchObject({ header: { value: "s-1" }, append: { value: false } });
     expect(set["x-mcp-issuer"]).toMatchObject({ header: { value: "mcp-gateway-dev" } });
     expect(set["x-mcp-agent"]).toMatchObject({ header: { value: "support-bot" }, append: { value: false } });
     const requestId = set["x-mcp-request-id"]!.header.value!;
@@ -88,6 +95,7 @@ describe("ext_authz Check", () => {
         headers: {
           ...MCP_POST_HEADERS,
           authorization: `Bearer ${t}`,
+          "mcp-session-id": gw.session("support-bot", "tickets"),
           "x-mcp-agent": "admin-bot",
           "X-MCP-Request-Id": "spoofed",
           "x-mcp-extra": "1",

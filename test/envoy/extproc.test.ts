@@ -56,8 +56,11 @@ describe("ext_proc: requests", () => {
   it("forwards an allowed tools/call unchanged and passes the JSON response", async () => {
     const body = JSON.stringify(toolsCall(1, "get_ticket", { id: "T-1" }));
     const answer = jsonResult(1, { content: [{ type: "text", text: "ticket T-1" }] });
-    const r = await gw.client.exchange(post(body), (req) => {
+    const sealed = gw.session("support-bot", "tickets", "session-1");
+    const r = await gw.client.exchange(post(body, { "mcp-session-id": sealed }), (req) => {
       expect(req.body.toString()).toBe(body);
+      // The upstream sees its own session id; the client holds the sealed one.
+      expect(req.headers["mcp-session-id"]).toBe("session-1");
       return {
         status: 200,
         headers: { "content-type": "application/json", "mcp-session-id": "session-1" },
@@ -68,7 +71,7 @@ describe("ext_proc: requests", () => {
     expect(r.response.status).toBe(200);
     expect(r.response.body.toString()).toBe(answer);
     expect(r.response.headers["content-length"]).toBe(String(Buffer.byteLength(answer)));
-    expect(r.response.headers["mcp-session-id"]).toBe("session-1");
+    expect(r.response.headers["mcp-session-id"]).toBe(sealed);
     // Every mode is spelled out: Envoy applies an override as a whole.
     expect(r.modeOverride).toEqual({
       request_header_mode: "SEND",
@@ -222,7 +225,10 @@ describe("ext_proc: requests", () => {
       {
         method: "DELETE",
         path: "/mcp/tickets",
-        headers: { "mcp-session-id": "s-1", authorization: `Bearer ${supportToken}` },
+        headers: {
+          "mcp-session-id": gw.session("support-bot", "tickets", "s-1"),
+          authorization: `Bearer ${supportToken}`,
+        },
       },
       (req) => {
         expect(req.headers["mcp-session-id"]).toBe("s-1");

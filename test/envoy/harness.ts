@@ -7,6 +7,7 @@ import { ensureDevKeys, signDevToken, type TokenRequest } from "../../ext-servic
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "../../ext-service/src/envoy/envoy-role-client.js";
 import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
 import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
+import { sealUpstreamSession } from "../../ext-service/src/policy/session-seal.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { PinVerifier, type ToolLister } from "../../ext-service/src/upstream/pin-verifier.js";
@@ -128,6 +129,8 @@ export interface Gateway {
   logs: LogCapture;
   client: EnvoyRoleClient;
   token(subject: string, extra?: Omit<TokenRequest, "subject">): Promise<string>;
+  /** The id a client of `agent` holds for the upstream's session `upstream` on `server` (sealed). */
+  session(agent: string, server: string, upstream?: string): string;
   newClient(options?: EnvoyRoleOptions): EnvoyRoleClient;
   close(): Promise<void>;
 }
@@ -179,6 +182,8 @@ export async function startGateway(
     client,
     newClient,
     token: (subject, extra = {}) => signDevToken(keys.privateJwk, { subject, ...extra }),
+    session: (agent, server, upstream = "session-1") =>
+      sealUpstreamSession(engine.sessions, { issuer: "mcp-gateway-dev", agent, server }, { upstream }),
     async close() {
       for (const c of clients) c.close();
       await service.close(1000);
@@ -191,7 +196,6 @@ export const MCP_POST_HEADERS = {
   "content-type": "application/json",
   accept: "application/json, text/event-stream",
   "mcp-protocol-version": "2025-06-18",
-  "mcp-session-id": "session-1",
 };
 
 export function toolsCall(id: number | string, name: string, args: Record<string, unknown> = {}) {

@@ -93,7 +93,7 @@ describe("ext-service: config reload", () => {
     const restartNeeded = reloadConfig(options);
     expect(restartNeeded).toMatchObject({ ok: true, needsRestart: ["shutdownGrace"] });
     // That config no longer lets support-bot reach wiki: the new policy is in force at once.
-    expect((await gw.client.exchange(callWiki(), upstream)).response.status).toBe(403);
+    expect((await gw.client.exchange(callWiki(), upstream)).response.status).toBe(404);
 
     const metrics = await gw.service.metrics.registry.metrics();
     expect(metrics).toContain('mcp_gateway_config_reloads_total{result="applied"} 2');

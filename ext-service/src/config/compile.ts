@@ -10,6 +10,7 @@ import {
 } from "./load.js";
 import { registryReferenceProblems } from "./references.js";
 import type { GatewayConfig } from "./schema.js";
+import { readSessionSecrets } from "./session-keys.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { Authenticator, ConfigurationProblem } from "../policy/identity.js";
 import { Rbac, RbacConfigError } from "../policy/rbac.js";
@@ -60,6 +61,9 @@ export function crossReferenceProblems(
   } catch (err) {
     if (!(err instanceof ConfigurationProblem)) throw err;
     for (const p of err.problems) problems.push(problemAt(where, p.path, p.message));
+  }
+  for (const p of readSessionSecrets(config, dirname(configFile)).problems) {
+    problems.push(problemAt(where, p.path, p.message));
   }
   return problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
 }

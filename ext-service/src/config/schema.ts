@@ -564,6 +564,37 @@ export const BudgetsSchema = z
       seen.add(rule.name);
     });
   });
+const SecretSourceSchema = z.union(
+  [
+    z
+      .object({
+        file: z
+          .string()
+          .min(1)
+          .describe("File holding the secret (at least 32 characters), relative to gateway.yaml"),
+      })
+      .strict(),
+    z
+      .object({
+        env: z.string().min(1).describe("Environment variable holding the secret (at least 32 characters)"),
+      })
+      .strict(),
+  ],
+  { error: "expected a secret source: file or env" },
+);
+
+export const SessionsSchema = z
+  .object({
+    keys: z
+      .array(SecretSourceSchema)
+      .max(4)
+      .default([])
+      .describe(
+        "Secrets that seal the session ids the gateway gives clients. The first seals, all open (rotation: add the new key first, drop the old one later). Empty: a random key per process",
+      ),
+  })
+  .strict()
+  .prefault({});
 
 export const CacheSchema = z
   .object({
@@ -622,6 +653,7 @@ export const GatewayConfigSchema = z
     state: StateSchema,
     budgets: BudgetsSchema,
     cache: CacheSchema,
+    sessions: SessionsSchema,
     shutdownGrace: Duration.default("10s"),
     drainDelay: Duration.default("12s").describe(
       "serve: after SIGTERM, how long gRPC health and /readyz report NOT_SERVING while new calls are still accepted, before draining; above Envoy's health check interval x unhealthy_threshold + jitter (11s in envoy/envoy.yaml)",

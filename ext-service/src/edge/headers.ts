@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from "node:http";
-import type { HeaderMap, UpstreamHeaders } from "../policy/engine.js";
+import { UPSTREAM_HEADERS_WITHHELD, type HeaderMap, type UpstreamHeaders } from "../policy/engine.js";
 
 /** Hop-by-hop headers (RFC 9110 section 7.6.1) and the legacy ones proxies also drop. */
 const HOP_BY_HOP = new Set([
@@ -65,17 +65,30 @@ export function upstreamRequestHeaders(
   return out;
 }
 
-/** Headers for the client: the upstream's end-to-end headers; the length is set by the edge. */
+/**
+ * Headers for the client: the upstream's end-to-end headers; the length is set by the edge. The
+ * upstream's `Mcp-Session-Id` is replaced by the gateway's sealed id (dropped when there is none);
+ * cookies and authentication challenges are withheld (UPSTREAM_HEADERS_WITHHELD).
+ */
 export function clientResponseHeaders(
   upstream: Record<string, string | string[] | undefined>,
+  sealedSession: string | undefined,
 ): Record<string, string | string[]> {
   const listed = connectionListed(upstream.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in upstream) {
     const value = upstream[name];
     if (value === undefined) continue;
-    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === "content-length") continue;
+    if (
+      HOP_BY_HOP.has(name) ||
+      listed?.has(name) ||
+      name === "content-length" ||
+      name === "mcp-session-id" ||
+      UPSTREAM_HEADERS_WITHHELD.includes(name)
+    )
+      continue;
     out[name] = value;
   }
+  if (sealedSession !== undefined) out["mcp-session-id"] = sealedSession;
   return out;
 }

@@ -5,7 +5,7 @@ import { durationMs } from "../config/schema.js";
 import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { formatSseEvent } from "../mcp/sse.js";
-import type { HttpReply, PolicyEngine } from "../policy/engine.js";
+import { upstreamStatusRefused, type HttpReply, type PolicyEngine } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
@@ -293,6 +293,10 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       );
     }
 
+    const opened = engine.openSession(exchange, headers["mcp-session-id"]);
+    if (!opened.ok) return sendReply(res, opened.reply);
+    const session = opened.session;
+
     let body: Buffer | undefined;
     if (method === "POST") {
       const read = await readBody(req, engine.limits.maxRequestBytes);
@@ -321,8 +325,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     if (res.destroyed) return;
 
     const group = upstreams.group(admission.server)!;
-    const sessionId = headers["mcp-session-id"];
-    const selected = group.pick(sessionId);
+    const selected = group.pick(session?.endpoint);
     if (!selected.endpoint) {
       upstreamFailure(admission.server, undefined, "breaker_open");
       return reject(res, exchange, "breaker_open");
@@ -330,7 +333,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const { endpoint, ticket } = selected;
     endpoint.inflight++;
     try {
-      await forward(req, res, exchange, state, group, endpoint, ticket, headers, body);
+      await forward(req, res, exchange, state, group, endpoint, ticket, headers, body, session?.upstream);
     } finally {
       endpoint.inflight--;
       endpoint.breaker.release(ticket); // no-op once an outcome was reported
@@ -347,6 +350,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     ticket: BreakerTicket,
     headers: ReturnType<typeof headerMap>,
     body: Buffer | undefined,
+    upstreamSession: string | undefined,
   ): Promise<void> {
     const server = group.server;
     const method = exchange.httpMethod as "GET" | "POST" | "DELETE";
@@ -359,6 +363,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       engine.upstreamHeaders(exchange, headers),
       body?.length,
     );
+    // The upstream knows the session by its own id; the client only ever holds the sealed one.
+    if (upstreamSession !== undefined) upstreamHeaders["mcp-session-id"] = upstreamSession;
     // Bodies must arrive as the upstream wrote them, or the core cannot inspect them.
     upstreamHeaders["accept-encoding"] = "identity";
     if (method === "GET") {
@@ -404,19 +410,42 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     }
 
     const status = call.status;
-    const sessionId = headers["mcp-session-id"];
-    const newSession = firstHeader(call.headers["mcp-session-id"]);
-    if (newSession !== undefined && status < 400) group.bindSession(newSession, endpoint);
-    if (sessionId !== undefined && ((method === "DELETE" && status < 300) || status === 404)) {
-      group.unbindSession(sessionId);
+    if (upstreamStatusRefused(status)) {
+      // A redirect or the upstream's own auth challenge never reaches the agent. Not a breaker
+      // failure: the server answers, it is the gateway's hop to it that is misconfigured.
+      clearTimeout(timer);
+      call.abort();
+      endpoint.breaker.release(ticket);
+      upstreamFailure(server, endpoint, `http_${status}`);
+      return reject(res, exchange, "upstream_invalid_response");
     }
+    const upstreamId = firstHeader(call.headers["mcp-session-id"]);
+    // A session the upstream opened reaches the client sealed (bound to this agent, and naming
+    // the endpoint that owns it, so any edge replica routes it there); never as the raw id.
+    const sealedSession =
+      upstreamId === undefined
+        ? undefined
+        : upstreamId === upstreamSession
+          ? headers["mcp-session-id"]
+          : engine.sealSession(exchange, upstreamId, group.endpoints.length > 1 ? endpoint.label : undefined);
+    const responseHeaders = clientResponseHeaders(call.headers, sealedSession);
     const contentType = firstHeader(call.headers["content-type"]);
     const transformer = engine.responseTransformer(exchange, contentType, status);
     shared.watchResponse(exchange, transformer);
     if (transformer.mode === "json") {
       timer?.refresh();
       try {
-        return await relayJson(res, exchange, state, server, endpoint, ticket, call, transformer);
+        return await relayJson(
+          res,
+          exchange,
+          state,
+          server,
+          endpoint,
+          ticket,
+          call,
+          transformer,
+          responseHeaders,
+        );
       } finally {
         clearTimeout(timer);
       }
@@ -427,8 +456,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       upstreamFailure(server, endpoint, "http_5xx");
     } else endpoint.breaker.success(ticket);
     if (transformer.mode === "sse")
-      return relaySse(res, exchange, state, server, endpoint, call, transformer);
-    return relayRaw(res, state, server, endpoint, call);
+      return relaySse(res, exchange, state, server, endpoint, call, transformer, responseHeaders);
+    return relayRaw(res, state, server, endpoint, call, responseHeaders);
   }
 
   async function relayJson(
@@ -440,6 +469,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     ticket: BreakerTicket,
     call: UpstreamCall,
     transformer: ResponseTransformer,
+    headers: Record<string, string | string[]>,
   ): Promise<void> {
     // Over the limit, the call is aborted at once: nothing more is read.
     const got = await call.collect(engine.limits.maxResponseBytes);
@@ -474,9 +504,12 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     } else endpoint.breaker.success(ticket);
     const out = replaced ?? raw;
     if (res.destroyed) return;
-    const headers = clientResponseHeaders(call.headers);
     headers["content-length"] = String(out.byteLength);
-    if (refusal || transformer.replacedErrorBody) headers["content-type"] = "application/json";
+    if (refusal || transformer.replacedErrorBody) {
+      // The gateway's own JSON replaces the body: the upstream's encoding does not apply to it.
+      headers["content-type"] = "application/json";
+      delete headers["content-encoding"];
+    }
     res.writeHead(status, headers);
     res.end(out);
   }
@@ -489,9 +522,10 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     endpoint: Endpoint,
     call: UpstreamCall,
     transformer: ResponseTransformer,
+    headers: Record<string, string | string[]>,
   ): Promise<void> {
     if (res.destroyed) return call.abort();
-    res.writeHead(call.status, clientResponseHeaders(call.headers));
+    res.writeHead(call.status, headers);
     res.flushHeaders();
     let stopped = false;
     const cut = await call.stream((chunk) => {
@@ -545,10 +579,10 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     server: string,
     endpoint: Endpoint,
     call: UpstreamCall,
+    headers: Record<string, string | string[]>,
   ): Promise<void> {
     if (res.destroyed) return call.abort();
     const length = firstHeader(call.headers["content-length"]);
-    const headers = clientResponseHeaders(call.headers);
     if (length !== undefined) headers["content-length"] = length;
     res.writeHead(call.status, headers);
     let stopped = false;

@@ -7,8 +7,6 @@ export interface UpstreamOptions {
   breakerFailures: number;
   breakerCooldownMs: number;
   connectTimeoutMs: number;
-  /** Session-to-endpoint bindings kept per server with several endpoints. */
-  maxSessions?: number;
 }
 
 /** One upstream URL of a server: its connection pool, breaker and in-flight count. */
@@ -46,32 +44,27 @@ export type Selection = { endpoint: Endpoint; ticket: BreakerTicket } | { endpoi
 /**
  * The endpoints of one server. Requests go to the endpoint with the fewest requests in flight
  * among those whose breaker admits one (an endpoint with an open breaker is skipped: passive
- * ejection). MCP sessions live in one replica, so a request carrying `Mcp-Session-Id` goes to the
- * endpoint that created the session; if that endpoint is ejected the request fails rather than
- * reaching a replica that does not know the session.
+ * ejection). MCP sessions live in one replica: a session's sealed id names the endpoint that
+ * created it (policy/session-seal.ts), and its requests go there on any edge replica; if that
+ * endpoint is ejected the request fails rather than reaching a replica that does not know it.
  */
 export class UpstreamGroup {
-  private readonly sessions: Map<string, Endpoint> | undefined;
-  private readonly maxSessions: number;
   private next = 0;
 
   constructor(
     readonly server: string,
     readonly endpoints: readonly Endpoint[],
-    maxSessions = 10_000,
-  ) {
-    this.sessions = endpoints.length > 1 ? new Map() : undefined;
-    this.maxSessions = maxSessions;
-  }
+  ) {}
 
-  pick(sessionId: string | undefined): Selection {
+  /** `sessionEndpoint`: the label of the endpoint that owns the request's session, if any. */
+  pick(sessionEndpoint: string | undefined): Selection {
     if (this.endpoints.length === 1) {
       const endpoint = this.endpoints[0]!;
       const ticket = endpoint.breaker.tryAcquire();
       return ticket ? { endpoint, ticket } : { endpoint: undefined };
     }
-    if (sessionId !== undefined) {
-      const bound = this.sessions?.get(sessionId);
+    if (sessionEndpoint !== undefined) {
+      const bound = this.endpoints.find((e) => e.label === sessionEndpoint);
       if (bound) {
         const ticket = bound.breaker.tryAcquire();
         return ticket ? { endpoint: bound, ticket } : { endpoint: undefined };
@@ -87,20 +80,6 @@ export class UpstreamGroup {
     }
     const ticket = best?.breaker.tryAcquire();
     return best && ticket ? { endpoint: best, ticket } : { endpoint: undefined };
-  }
-
-  /** Remembers which endpoint owns a session (learned from its `Mcp-Session-Id` response header). */
-  bindSession(sessionId: string, endpoint: Endpoint): void {
-    if (!this.sessions || this.sessions.get(sessionId) === endpoint) return;
-    if (this.sessions.size >= this.maxSessions) {
-      const oldest = this.sessions.keys().next().value;
-      if (oldest !== undefined) this.sessions.delete(oldest);
-    }
-    this.sessions.set(sessionId, endpoint);
-  }
-
-  unbindSession(sessionId: string): void {
-    this.sessions?.delete(sessionId);
   }
 }
 
@@ -123,7 +102,7 @@ export class Upstreams {
     const endpoints = s.upstreams.map(
       (url) => new Endpoint(s.name, url, this.options, this.metrics, this.logger),
     );
-    this.groups.set(s.name, new UpstreamGroup(s.name, endpoints, this.options.maxSessions));
+    this.groups.set(s.name, new UpstreamGroup(s.name, endpoints));
     this.urls.set(s.name, JSON.stringify(s.upstreams));
   }
 

@@ -96,7 +96,14 @@ export function createCheckHandler(ctx: AdapterContext) {
       audit.finishSoon(exchange, admission.reply.status);
       return deniedResponse(admission.reply, exchange.reasons[0], exchange.requestId);
     }
+    const opened = engine.openSession(exchange, headers["mcp-session-id"]);
+    if (!opened.ok) {
+      audit.finishSoon(exchange, opened.reply.status);
+      return deniedResponse(opened.reply, exchange.reasons[0], exchange.requestId);
+    }
     const upstream = engine.upstreamHeaders(exchange, headers);
+    // The upstream knows the session by its own id; the client only ever holds the sealed one.
+    if (opened.session) upstream.set["mcp-session-id"] = opened.session.upstream;
     // Envoy applies ok_response.headers before headers_to_remove (and some versions the other
     // way round): never remove a header we also set, or the agent's own x-mcp-agent would wipe
     // ours. The overwrite already replaces any client-sent value of those two.

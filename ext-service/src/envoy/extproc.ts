@@ -1,5 +1,11 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { HttpReply, PolicyEngine, RequestVerdict } from "../policy/engine.js";
+import {
+  UPSTREAM_HEADERS_WITHHELD,
+  upstreamStatusRefused,
+  type HttpReply,
+  type PolicyEngine,
+  type RequestVerdict,
+} from "../policy/engine.js";
 import { denyExchange, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
@@ -11,12 +17,12 @@ import { constantMessage, envoyProtos } from "./protos.js";
 import type {
   BodySendMode,
   CommonResponse,
+  HeaderMutation,
   HttpBody,
   HttpHeaders,
   ProcessingMode,
   ProcessingReply,
   ProcessingRequest,
-  HeaderMutation,
 } from "./types.js";
 import { structOfStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 
@@ -392,18 +398,50 @@ export class ProcessStream {
     const headers = headerMapToRecord(msg.headers);
     const status = Number(headers[":status"]) || 0;
     exchange.status = status;
+    if (upstreamStatusRefused(status)) {
+      // A redirect or the upstream's own auth challenge never reaches the agent.
+      this.ctx.logger.warn(
+        { request_id: exchange.requestId, server: exchange.server, status },
+        "upstream answered with a redirect or an authentication failure",
+      );
+      return this.immediate(this.engine.rejection(exchange, "upstream_invalid_response"));
+    }
     this.responseHadContentLength = "content-length" in headers;
     this.transformer = this.engine.responseTransformer(exchange, headers["content-type"], status);
     this.ctx.state.watchResponse(exchange, this.transformer);
     this.phase = "response_body";
-    if (msg.end_of_stream) return this.finishResponse({ response_headers: { response: {} } });
+    const mutation = this.responseHeaderMutation(headers);
+    const response: CommonResponse = mutation ? { header_mutation: mutation } : {};
+    if (msg.end_of_stream) return this.finishResponse({ response_headers: { response } });
     const mode = this.transformer.mode;
     if (mode === "passthrough") {
       // Nothing more will come for a body that is not inspected: this is the last reply.
       // (Chunks that still arrive, if Envoy ignored the override, pass through unchanged.)
-      return this.finishResponse({ response_headers: { response: {} }, mode_override: OVERRIDE_NONE }, false);
+      return this.finishResponse({ response_headers: { response }, mode_override: OVERRIDE_NONE }, false);
+    }
+    if (mutation) {
+      return {
+        response_headers: { response },
+        mode_override: mode === "json" ? OVERRIDE_BUFFERED : OVERRIDE_STREAMED,
+      };
     }
     return mode === "json" ? CONTINUE_JSON_RESPONSE : CONTINUE_SSE_RESPONSE;
+  }
+
+  /**
+   * What the agent must not see of the upstream's response headers: its own session id (replaced
+   * by the gateway's sealed id), cookies and authentication challenges. Undefined when none is there.
+   */
+  private responseHeaderMutation(headers: Record<string, string>): HeaderMutation | undefined {
+    const remove = UPSTREAM_HEADERS_WITHHELD.filter((name) => name in headers);
+    const upstreamSession = headers["mcp-session-id"];
+    if (upstreamSession === undefined) return remove.length ? { remove_headers: remove } : undefined;
+    const sealed = this.engine.sealSession(this.exchange!, upstreamSession);
+    if (sealed === undefined) return { remove_headers: [...remove, "mcp-session-id"] };
+    return {
+      set_headers: [rawHeader("mcp-session-id", sealed)],
+      ...(remove.length ? { remove_headers: remove } : {}),
+    };
   }
 
   private onResponseBody(msg: HttpBody): ProcessingReply {
@@ -455,9 +493,13 @@ export class ProcessStream {
         set.push(rawHeader(":status", String(Reasons[refusal].status)));
         set.push(rawHeader("content-type", "application/json"));
       } else if (transformer.replacedErrorBody) set.push(rawHeader("content-type", "application/json"));
-      return set.length
-        ? { header_mutation: { set_headers: set }, body_mutation: { body } }
-        : { body_mutation: { body } };
+      if (!set.length) return { body_mutation: { body } };
+      // The gateway's own JSON replaces the body: a content-encoding left from the upstream's
+      // (refused, compressed) body would make it unreadable.
+      return {
+        header_mutation: { set_headers: set, remove_headers: ["content-encoding"] },
+        body_mutation: { body },
+      };
     }
     if (this.jsonFailed) return { body_mutation: { body: EMPTY } };
     (this.jsonChunks ??= []).push(chunk);

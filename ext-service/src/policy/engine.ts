@@ -35,6 +35,15 @@ import { ResponseTransformer } from "./response.js";
 import { RESUMPTION_KEY_ENV, StreamResumption, resumptionKey } from "./resumption.js";
 import { SecurityPolicy } from "./security.js";
 import { parseRoute, resourceMetadata, resourceMetadataUrl, type Route } from "./routing.js";
+import {
+  openUpstreamSession,
+  processSessionSecret,
+  sealUpstreamSession,
+  SessionSealer,
+  type SessionOwner,
+  type UpstreamSession,
+} from "./session-seal.js";
+import { readSessionSecrets } from "../config/session-keys.js";
 
 /** Request headers the core looks at, lower-case names. */
 export type HeaderMap = Readonly<Record<string, string | undefined>>;
@@ -68,6 +77,12 @@ export interface ToolCall {
   tool: RegistryTool;
   arguments: unknown;
 }
+export type SessionCheck =
+  /** No session id sent (initialize, or a stateless protocol revision). */
+  | { ok: true; session: undefined }
+  /** The client's sealed id, opened: what the upstream knows the session as. */
+  | { ok: true; session: UpstreamSession }
+  | { ok: false; reply: HttpReply };
 
 export type RequestVerdict =
   /**
@@ -93,6 +108,27 @@ export interface UpstreamHeaders {
 }
 
 const JSON_HEADERS = { "content-type": "application/json" } as const;
+
+/**
+ * Upstream response headers an agent never receives: cookies (the gateway, not the server, is
+ * the origin the client talks to) and authentication challenges (an upstream's
+ * `resource_metadata` would send an OAuth client to a server of the upstream's choosing).
+ */
+export const UPSTREAM_HEADERS_WITHHELD: readonly string[] = [
+  "set-cookie",
+  "set-cookie2",
+  "www-authenticate",
+  "proxy-authenticate",
+];
+
+/**
+ * An upstream answer the gateway refuses on its status alone: a redirect (a client that follows
+ * it would fetch a "result" no check ever sees) or an authentication failure (the agent's token
+ * is not the upstream's business; the gateway's hop to it is misconfigured).
+ */
+export function upstreamStatusRefused(status: number): boolean {
+  return (status >= 300 && status < 400) || status === 401 || status === 403 || status === 407;
+}
 
 function objectArguments(message: JsonRpcRequest): Record<string, unknown> | undefined {
   const args = message.params?.arguments;
@@ -125,6 +161,8 @@ export class PolicyEngine {
   readonly registry: ToolRegistry;
   readonly rbac: Rbac;
   readonly authenticator: Authenticator;
+  /** Seals and opens the session ids clients see (policy/session-seal.ts). */
+  readonly sessions: SessionSealer;
   /** Pins, argument validation, injection and DLP (docs/SECURITY.md); holds the drift state. */
   readonly security: SecurityPolicy;
   /** Origin and Host validation (DNS rebinding). */
@@ -152,6 +190,11 @@ export class PolicyEngine {
     this.security = new SecurityPolicy(loaded.config, loaded.registry, now);
     this.origins = new RequestOrigins(loaded.config);
     this.budgets = new BudgetPolicy(loaded.config.budgets);
+    const keys = readSessionSecrets(loaded.config, dirname(loaded.configFile));
+    if (keys.problems.length > 0) throw new Error(keys.problems.map((p) => p.message).join("; "));
+    // Without configured keys, one random key per process: sessions survive a config reload,
+    // not a restart, and another replica does not know them.
+    this.sessions = new SessionSealer(keys.secrets.length ? keys.secrets : [processSessionSecret()]);
     this.limits = loaded.config.limits;
   }
 
@@ -250,6 +293,33 @@ export class PolicyEngine {
   /** RFC 9728 metadata document for the well-known routes. */
   protectedResourceMetadata(server: string | undefined): Record<string, unknown> {
     return resourceMetadata(this.config, server);
+  }
+
+  private sessionOwner(exchange: Exchange): SessionOwner | undefined {
+    const principal = exchange.principal;
+    if (!principal || exchange.server === undefined) return undefined;
+    return { issuer: principal.issuer, agent: principal.agent, server: exchange.server };
+  }
+
+  /**
+   * Header phase, after admission: a client's `Mcp-Session-Id` must be an id this gateway sealed
+   * for this agent (and issuer) on this server. Anything else (another agent's id, a changed
+   * byte, the server's raw id, an id from before a key was dropped) is a session the gateway
+   * does not know: 404, as the MCP transport answers for an unknown session. GET streams,
+   * DELETE and client responses (to elicitations) all carry the id, so all are covered.
+   */
+  openSession(exchange: Exchange, sealed: string | undefined): SessionCheck {
+    if (sealed === undefined) return { ok: true, session: undefined };
+    const owner = this.sessionOwner(exchange);
+    const session = owner ? openUpstreamSession(this.sessions, sealed, owner) : undefined;
+    if (!session) return { ok: false, reply: this.rejection(exchange, "session_unknown") };
+    return { ok: true, session };
+  }
+
+  /** The id the client gets for a session the upstream opened (its `Mcp-Session-Id` answer). */
+  sealSession(exchange: Exchange, upstream: string, endpoint?: string): string | undefined {
+    const owner = this.sessionOwner(exchange);
+    return owner ? sealUpstreamSession(this.sessions, owner, { upstream, endpoint }) : undefined;
   }
 
   upstreamHeaders(exchange: Exchange, incoming: HeaderMap): UpstreamHeaders {

@@ -85,6 +85,11 @@ export const Reasons = {
   },
   // Audited as such, but answered exactly as server_unknown: a 403 would confirm the name exists.
   server_forbidden: { code: JsonRpcCode.MethodNotFound, status: 404, message: "No such MCP server" },
+  session_unknown: {
+    code: JsonRpcCode.Unauthorized,
+    status: 404,
+    message: "Session not found; start a new session with initialize",
+  },
   // message shape
   parse_error: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid JSON" },
   invalid_utf8: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid UTF-8" },
