@@ -236,11 +236,16 @@ describe("bad input over HTTP", () => {
     );
     expect(absolute.status).toBe(404);
     expect(hits).toBe(before);
-    // ...while the plain path, with a query, works
-    const ok = await httpCall(`${gw.url("ok")}?trace=1`, {
+    // ...a query string is refused, never forwarded (security review F15)...
+    const query = await httpCall(`${gw.url("ok")}?trace=1`, {
       headers: { ...MCP_HEADERS, ...auth() },
       body: rpc("ping"),
     });
+    expect(query.status).toBe(400);
+    expect(query.messages[0]).toMatchObject({ error: { data: { reason: "query_not_allowed" } } });
+    expect(hits).toBe(before);
+    // ...while the plain path works
+    const ok = await httpCall(gw.url("ok"), { headers: { ...MCP_HEADERS, ...auth() }, body: rpc("ping") });
     expect(ok.status).toBe(200);
     expect(hits).toBe(before + 1);
   });

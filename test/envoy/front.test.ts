@@ -46,7 +46,8 @@ describe("Envoy-role front: SDK client, demo servers, ext_authz + ext_proc over 
     const research = await connectClient(url("tickets"), gw.token("research-bot"));
     try {
       expect(research.client.getServerVersion()?.name).toBe("demo-tickets");
-      expect(research.transport.sessionId).toMatch(/^[0-9a-f-]{36}$/);
+      // The gateway's sealed session id, not the server's UUID.
+      expect(research.transport.sessionId).toMatch(/^g1\.[A-Za-z0-9_-]+$/);
       expect((await research.client.listTools()).tools.map((t) => t.name)).toEqual([
         "list_tickets",
         "get_ticket",
@@ -167,7 +168,7 @@ describe("Envoy-role front: SDK client, demo servers, ext_authz + ext_proc over 
     ]);
   });
 
-  it("passes the RFC 9728 document (ext_authz's 200) and a 403", async () => {
+  it("passes the RFC 9728 document (ext_authz's 200) and a 404 for a server the agent may not reach", async () => {
     const meta = await httpCall(`${front.url}/.well-known/oauth-protected-resource/mcp/kb`, {
       method: "GET",
     });
@@ -177,8 +178,8 @@ describe("Envoy-role front: SDK client, demo servers, ext_authz + ext_proc over 
       headers: { ...MCP_HEADERS, authorization: `Bearer ${gw.token("research-bot")}` },
       body: rpc("tools/list"),
     });
-    expect(forbidden.status).toBe(403);
-    expect(JSON.parse(forbidden.text)).toMatchObject({ error: { data: { reason: "server_forbidden" } } });
+    expect(forbidden.status).toBe(404);
+    expect(JSON.parse(forbidden.text)).toMatchObject({ error: { data: { reason: "server_unknown" } } });
   });
 });
 

@@ -282,6 +282,23 @@ export const EdgeSchema = z
       .default({ consecutiveFailures: 5, cooldown: "10s" }),
     headersTimeout: Duration.default("10s"),
     requestTimeout: Duration.default("30s").describe("Time allowed for a client to send its request body"),
+    perAgent: z
+      .object({
+        maxRequests: z
+          .number()
+          .int()
+          .positive()
+          .default(64)
+          .describe("Requests (streams included) one agent may have open at once"),
+        maxStreams: z
+          .number()
+          .int()
+          .positive()
+          .default(16)
+          .describe("Server-to-client streams (GET, subscriptions/listen) one agent may hold open"),
+      })
+      .strict()
+      .default({ maxRequests: 64, maxStreams: 16 }),
   })
   .strict()
   .default({
@@ -290,6 +307,7 @@ export const EdgeSchema = z
     breaker: { consecutiveFailures: 5, cooldown: "10s" },
     headersTimeout: "10s",
     requestTimeout: "30s",
+    perAgent: { maxRequests: 64, maxStreams: 16 },
   });
 
 const SecurityAction = z

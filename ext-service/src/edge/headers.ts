@@ -29,6 +29,23 @@ function connectionListed(value: string | string[] | undefined): Set<string> | u
   return names.length ? new Set(names) : undefined;
 }
 
+/**
+ * The first request header name the edge refuses, or undefined. Node accepts any RFC 9110 token;
+ * the edge takes letters, digits and '-' only, as Envoy's `headers_with_underscores_action:
+ * REJECT_REQUEST` does for '_': `x_mcp_agent` or `x.mcp.agent` would otherwise reach a server
+ * whose framework reads them as `x-mcp-agent`.
+ */
+export function refusedHeaderName(headers: IncomingHttpHeaders): string | undefined {
+  for (const name in headers) if (!HEADER_NAME.test(name)) return name;
+  return undefined;
+}
+const HEADER_NAME = /^[a-z0-9-]+$/;
+
+/** Set by proxies in front of the edge, if any: a client's own values must not reach a server. */
+function forwardingHeader(name: string): boolean {
+  return name === "forwarded" || name === "x-real-ip" || name.startsWith("x-forwarded-");
+}
+
 /** Node's request headers as the core's map (lower-case names, repeated values joined). */
 export function headerMap(headers: IncomingHttpHeaders): HeaderMap {
   const out: Record<string, string | undefined> = {};
@@ -55,7 +72,13 @@ export function upstreamRequestHeaders(
   for (const name in incoming) {
     const value = incoming[name];
     if (value === undefined) continue;
-    if (HOP_BY_HOP.has(name) || NOT_FORWARDED.has(name) || listed?.has(name) || removed.includes(name))
+    if (
+      HOP_BY_HOP.has(name) ||
+      NOT_FORWARDED.has(name) ||
+      listed?.has(name) ||
+      removed.includes(name) ||
+      forwardingHeader(name)
+    )
       continue;
     if (name.startsWith("x-mcp-")) continue; // never trust a client's x-mcp-*, whatever the core says
     out[name] = value;

@@ -15,7 +15,7 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { readBody } from "./body.js";
 import type { BreakerTicket } from "./breaker.js";
-import { clientResponseHeaders, headerMap, upstreamRequestHeaders } from "./headers.js";
+import { clientResponseHeaders, headerMap, refusedHeaderName, upstreamRequestHeaders } from "./headers.js";
 import { LoopStallWatch } from "./loop-stall.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
@@ -65,6 +65,10 @@ interface Active {
   stopped: boolean;
   /** A GET (server-to-client) stream: ended at once on shutdown. */
   longLived: boolean;
+  /** Gives back the agent's open-request (and stream) slot; set once the request holds one. */
+  release?: () => void;
+  /** The response closed (and released what it held). */
+  closed: boolean;
   clientGone: boolean;
   timedOut: boolean;
   shuttingDown: boolean;
@@ -176,6 +180,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       "upstream call failed after an event-loop stall: not counted for the breaker",
     );
   };
+  const perAgent = cfg.perAgent;
+  const openByAgent = new Map<string, { requests: number; streams: number }>();
   // Bound once: observe() with a labels object builds and checks them on every request.
   const admitSeconds = metrics.decisionSeconds.labels({ phase: "admit" });
   const requestSeconds = metrics.decisionSeconds.labels({ phase: "request" });
@@ -234,12 +240,16 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       timedOut: false,
       shuttingDown: false,
       bodyTimeout: false,
+      closed: false,
     };
     active.add(state);
     const socket = req.socket;
     bySocket.set(socket, { state, res, exchange });
     res.once("close", () => {
       active.delete(state);
+      state.closed = true;
+      state.release?.();
+      state.release = undefined;
       if (bySocket.get(socket)?.state === state) bySocket.delete(socket);
       if (!res.writableFinished) {
         state.clientGone = !state.shuttingDown;
@@ -270,6 +280,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     state: Active,
   ): Promise<void> {
     const method = exchange.httpMethod;
+    const refusedName = refusedHeaderName(req.headers);
+    if (refusedName !== undefined) return reject(res, exchange, "header_name_invalid");
     const headers = headerMap(req.headers);
     const t0 = performance.now();
     const admission = await engine.admit(
@@ -281,7 +293,25 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
 
     const taken = limiter.take(admission.principal);
     const wait = typeof taken === "number" ? taken : await taken;
+    // Agents are namespaced by issuer: two issuers' "bot" are two agents.
+    const agentKey = `${admission.principal.issuer ?? ""}\u0000${admission.principal.agent}`;
     if (wait > 0) return reject(res, exchange, "rate_limited", { "retry-after": String(wait) });
+    // Open requests and streams per agent: each holds sockets here and upstream, and a GET
+    // stream may stay open for hours, so a rate limit alone does not bound them.
+    const open = openByAgent.get(agentKey) ?? { requests: 0, streams: 0 };
+    if (open.requests >= perAgent.maxRequests || (state.longLived && open.streams >= perAgent.maxStreams)) {
+      return reject(res, exchange, "concurrency_limited");
+    }
+    if (state.closed) return; // the client left while its token was checked
+    openByAgent.set(agentKey, open);
+    const stream = state.longLived;
+    open.requests++;
+    if (stream) open.streams++;
+    state.release = () => {
+      open.requests--;
+      if (stream) open.streams--;
+      if (open.requests === 0) openByAgent.delete(agentKey);
+    };
 
     const media = checkMcpMedia(method, headers);
     if (media) {

@@ -273,6 +273,12 @@ export class PolicyEngine {
       exchange.reasons.splice(exchange.reasons.indexOf("server_unknown"), 1, "server_forbidden");
       return { ok: false, exchange, reply };
     }
+    // MCP endpoints take no query string. Forwarding the client's would let it add parameters to
+    // the registry's upstream URL (`?tenant=` pollution) and carry tokens put in URLs upstream;
+    // refusing it is the same on both planes (Envoy's routes would keep it).
+    if (head.path.includes("?")) {
+      return { ok: false, exchange, reply: this.rejection(exchange, "query_not_allowed") };
+    }
     if (head.method !== "POST") {
       // GET and DELETE are 2025-era session operations (2026-07-28 is POST only).
       exchange.era = "2025";

@@ -90,6 +90,16 @@ export const Reasons = {
     status: 404,
     message: "Session not found; start a new session with initialize",
   },
+  query_not_allowed: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "MCP endpoints take no query string; remove it from the URL",
+  },
+  header_name_invalid: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "A request header name is not accepted: use letters, digits and '-' only",
+  },
   // message shape
   parse_error: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid JSON" },
   invalid_utf8: { code: JsonRpcCode.ParseError, status: 400, message: "The body is not valid UTF-8" },
@@ -232,6 +242,11 @@ export const Reasons = {
   },
   // upstream and traffic
   rate_limited: { code: JsonRpcCode.RateLimited, status: 429, message: "Too many requests; slow down" },
+  concurrency_limited: {
+    code: JsonRpcCode.RateLimited,
+    status: 429,
+    message: "Too many requests or streams open at once for this agent; close some first",
+  },
   upstream_unavailable: {
     code: JsonRpcCode.UpstreamUnavailable,
     status: 503,
