@@ -266,16 +266,20 @@ describe("ext_proc: responses", () => {
       body,
     });
     // The POST's stream closes after its priming event, before the tools/list is answered.
-    const cut = await gw.client.exchange(post(listRequest), sseReply("id: ev-1\ndata: \n\n"));
+    const session = (id: string) => gw.session("support-bot", "tickets", id);
+    const cut = await gw.client.exchange(
+      post(listRequest, { "mcp-session-id": session("session-1") }),
+      sseReply("id: ev-1\ndata: \n\n"),
+    );
     const sealed = new SseParser().push(cut.response.body)[0]!.id!;
     expect(sealed).toMatch(/^g1\./);
-    const get = (lastEventId: string, session = "session-1") => ({
+    const get = (lastEventId: string, upstreamSession = "session-1") => ({
       method: "GET",
       path: "/mcp/tickets",
       headers: {
         accept: "text/event-stream",
         authorization: `Bearer ${supportToken}`,
-        "mcp-session-id": session,
+        "mcp-session-id": session(upstreamSession),
         "last-event-id": lastEventId,
       },
     });
