@@ -57,7 +57,12 @@ export async function writeStateFiles(options: {
     ...(options.state ? { state: options.state } : {}),
     ...(options.budgets ? { budgets: options.budgets } : {}),
     ...(options.edge ? { edge: options.edge } : {}),
-    ...(options.security ? { security: options.security } : {}),
+    // The fake upstream here is not a pinning target: pins verified before the first call (trial
+    // B4) are tested in test/e2e/pin-verification.test.ts.
+    security: {
+      ...options.security,
+      pins: { verifyBeforeCall: false, ...(options.security?.pins as Record<string, unknown> | undefined) },
+    },
     ...(options.cache ? { cache: options.cache } : {}),
     logLevel: "info",
   };
