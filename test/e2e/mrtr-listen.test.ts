@@ -91,6 +91,9 @@ describe("2026-07-28 multi-round-trip results and subscriptions/listen, both pla
       servers: [
         { name: "notes", upstreams: [url], tools: [{ name: "archive_note" }, { name: "summarise_note" }] },
       ],
+      // The tools are registered by name only (no pinned definition): this file is about
+      // multi-round-trip results, pins verified before the first call have their own tests.
+      security: { pins: { verifyBeforeCall: false } },
     });
     front = await startEnvoyRoleFront({
       extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
