@@ -21,9 +21,11 @@ import type {
   ProcessingResponse,
 } from "../ext-service/src/envoy/types.js";
 
-const ALLOW: CheckResponse = { status: { code: 0 }, ok_response: {} };
+/** ext_authz's allow with no header changes. */
+export const ALLOW: CheckResponse = { status: { code: 0 }, ok_response: {} };
 
-function continueFor(request: ProcessingRequest): ProcessingResponse {
+/** ext_proc CONTINUE with no mutation, for whatever message came. */
+export function continueFor(request: ProcessingRequest): ProcessingResponse {
   switch (request.request) {
     case "request_headers":
       return { request_headers: { response: {} } };

@@ -7,6 +7,7 @@ import {
   type ServerUnaryCall,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ALLOW, continueFor } from "../../bench/noop-ext-service.js";
 import { envoyProtos } from "../../ext-service/src/envoy/protos.js";
 import type {
   CheckRequest,
@@ -28,25 +29,8 @@ export type ProcessScript = (
   call: ProcessStreamCall,
 ) => ProcessingResponse | undefined;
 
-export const ALLOW: CheckResponse = { status: { code: 0 }, ok_response: {} };
-
-/** CONTINUE with no mutation, for whatever message came. */
-export function continueFor(request: ProcessingRequest): ProcessingResponse {
-  switch (request.request) {
-    case "request_headers":
-      return { request_headers: { response: {} } };
-    case "request_body":
-      return { request_body: { response: {} } };
-    case "response_headers":
-      return { response_headers: { response: {} } };
-    case "response_body":
-      return { response_body: { response: {} } };
-    case "request_trailers":
-      return { request_trailers: {} };
-    default:
-      return { response_trailers: {} };
-  }
-}
+// The do-nothing answers are the bench's no-op ext-service's, so both play the same Envoy peer.
+export { ALLOW, continueFor };
 
 export interface ScriptedProcessor {
   address: string;
