@@ -11,6 +11,7 @@ import {
 import { registryReferenceProblems } from "./references.js";
 import type { GatewayConfig } from "./schema.js";
 import { readSessionSecrets } from "./session-keys.js";
+import { ApprovalPolicy, ApprovalsConfigError } from "../policy/approvals.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { Authenticator, ConfigurationProblem } from "../policy/identity.js";
 import { Rbac, RbacConfigError } from "../policy/rbac.js";
@@ -54,6 +55,12 @@ export function crossReferenceProblems(
     new Rbac(config);
   } catch (err) {
     if (!(err instanceof RbacConfigError)) throw err;
+    for (const p of err.problems) problems.push(problemAt(where, p.path, p.message));
+  }
+  try {
+    new ApprovalPolicy(config);
+  } catch (err) {
+    if (!(err instanceof ApprovalsConfigError)) throw err;
     for (const p of err.problems) problems.push(problemAt(where, p.path, p.message));
   }
   try {

@@ -165,11 +165,21 @@ export const RuleSchema = z
       .min(1)
       .optional()
       .describe("CEL condition over claims, agent, roles, server, name, arguments, now (timestamp)"),
+    approval: z
+      .literal("required")
+      .optional()
+      .describe(
+        "Tool calls this allow rule lets through need a human approval first (approvals.approvers decide; docs/APPROVALS.md)",
+      ),
     description: z.string().optional(),
   })
   .strict()
   .refine((r) => r.tools || r.prompts || r.resources, {
     message: "a rule needs at least one of tools, prompts, resources",
+  })
+  .refine((r) => r.approval === undefined || (r.effect === "allow" && r.tools !== undefined), {
+    message: "approval: required belongs on an allow rule with tools",
+    path: ["approval"],
   });
 
 export const RoleSchema = z
@@ -582,6 +592,159 @@ export const BudgetsSchema = z
       seen.add(rule.name);
     });
   });
+const RISK_LEVELS = ["low", "medium", "high", "critical"] as const;
+
+export const ApproverSchema = z
+  .object({
+    roles: z
+      .array(z.string().min(1))
+      .optional()
+      .describe("Holders of any of these roles (roles in gateway.yaml) may decide"),
+    agents: z
+      .array(z.string().min(1))
+      .optional()
+      .describe("Named principals (agents in gateway.yaml) who may decide"),
+    issuer: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("Only tokens of this issuer (auth.issuers[].issuer) count for this entry"),
+    tools: z
+      .array(Glob)
+      .min(1)
+      .default(["**"])
+      .describe("server/tool globs of the calls this entry may decide"),
+    description: z.string().optional(),
+  })
+  .strict()
+  .refine((a) => a.roles !== undefined || a.agents !== undefined, {
+    message: "an approver entry needs roles or agents",
+  });
+
+const ApprovalRuleNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, "rule names: lower-case letters, digits, '_', '.', '-'");
+
+export const ApprovalRuleSchema = z
+  .object({
+    name: ApprovalRuleNameSchema.describe("Stable name: in approval records, audit records and metrics"),
+    description: z.string().optional(),
+    risk: z
+      .array(z.enum(RISK_LEVELS))
+      .min(1)
+      .optional()
+      .describe("Registered tools with one of these risk levels (registry.yaml)"),
+    tools: z.array(Glob).min(1).optional().describe("server/tool globs"),
+    when: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "CEL condition over claims, agent, roles, server, name, arguments, now (timestamp); an error counts as true",
+      ),
+    approvers: z
+      .array(ApproverSchema)
+      .optional()
+      .describe("Who may decide calls of this rule; default approvals.approvers"),
+    ttl: Duration.optional().describe("How long an approval may be used; default approvals.ttl"),
+    uses: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Calls one approval lets through; default approvals.uses"),
+    inBand: z
+      .boolean()
+      .default(false)
+      .describe(
+        "The caller's own user may approve in the client (MCP 2026-07-28 elicitation); only for calls an approver of another identity need not decide",
+      ),
+  })
+  .strict()
+  .refine((r) => r.risk !== undefined || r.tools !== undefined || r.when !== undefined, {
+    message: "an approval rule needs at least one of risk, tools, when",
+  });
+
+export const ApprovalsSchema = z
+  .object({
+    rules: z
+      .array(ApprovalRuleSchema)
+      .default([])
+      .describe("Which tool calls need approval; the first rule that matches decides"),
+    approvers: z
+      .array(ApproverSchema)
+      .default([])
+      .describe("Who may decide, unless a rule names its own; never the caller itself"),
+    ttl: Duration.refine((d) => durationMs(d) > 0, "must be longer than 0")
+      .default("5m")
+      .describe("How long an approved call may be retried"),
+    pendingFor: Duration.refine((d) => durationMs(d) > 0, "must be longer than 0")
+      .default("15m")
+      .describe("How long a request waits for a decision; a denial holds for as long"),
+    uses: z.number().int().positive().default(1).describe("Identical calls one approval lets through"),
+    maxPendingPerAgent: z
+      .number()
+      .int()
+      .positive()
+      .default(20)
+      .describe("Undecided requests one agent may have open; more are refused (approval_unavailable)"),
+    admin: z
+      .object({
+        roles: z
+          .array(z.string().min(1))
+          .default(["admin"])
+          .describe("Roles whose tokens may list, show and deny approvals through the admin API"),
+        issuers: z
+          .array(z.string().min(1))
+          .optional()
+          .describe("Issuers whose tokens the admin API accepts; default every auth.issuers entry"),
+      })
+      .strict()
+      .prefault({}),
+    approveUrl: HttpUrl.optional().describe(
+      "Where approvers decide, as people reach it (the admin API or a console); default the admin port's /admin/approvals",
+    ),
+    webhook: z
+      .object({
+        url: HttpUrl.optional().describe("Incoming webhook URL (a Slack-compatible JSON body with `text`)"),
+        urlEnv: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("Environment variable holding the URL instead (webhook URLs are secrets)"),
+        timeout: Duration.default("5s"),
+        attempts: z.number().int().min(1).max(10).default(5).describe("Tries, with exponential backoff"),
+      })
+      .strict()
+      .refine((w) => (w.url === undefined) !== (w.urlEnv === undefined), {
+        message: "expected exactly one of url, urlEnv",
+      })
+      .optional()
+      .describe("Notified of every new request for approval"),
+  })
+  .strict()
+  .prefault({})
+  .superRefine((approvals, ctx) => {
+    const seen = new Set<string>();
+    approvals.rules.forEach((rule, i) => {
+      if (seen.has(rule.name))
+        ctx.addIssue({
+          code: "custom",
+          path: ["rules", i, "name"],
+          message: `duplicate rule '${rule.name}'`,
+        });
+      seen.add(rule.name);
+      const approvers = rule.approvers ?? approvals.approvers;
+      if (approvers.length === 0 && !rule.inBand)
+        ctx.addIssue({
+          code: "custom",
+          path: ["rules", i],
+          message:
+            "nobody could approve these calls: set approvals.approvers, the rule's approvers, or inBand",
+        });
+    });
+  });
+
 const SecretSourceSchema = z.union(
   [
     z
@@ -670,6 +833,7 @@ export const GatewayConfigSchema = z
     security: SecuritySchema,
     state: StateSchema,
     budgets: BudgetsSchema,
+    approvals: ApprovalsSchema,
     cache: CacheSchema,
     sessions: SessionsSchema,
     shutdownGrace: Duration.default("10s"),
@@ -702,7 +866,7 @@ export const ToolSchema = z
     inputSchema: JsonObject.default({ type: "object" }),
     outputSchema: JsonObject.optional(),
     annotations: JsonObject.optional(),
-    risk: z.enum(["low", "medium", "high", "critical"]).default("low"),
+    risk: z.enum(RISK_LEVELS).default("low"),
     owner: z.string().optional(),
     deprecated: z
       .string()
@@ -820,6 +984,8 @@ export type DlpAllowEntry = z.infer<typeof DlpAllowSchema>;
 export type StateConfig = z.infer<typeof StateSchema>;
 export type BudgetsConfig = z.infer<typeof BudgetsSchema>;
 export type BudgetRule = z.infer<typeof BudgetRuleSchema>;
+export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
+export type ApproverConfig = z.infer<typeof ApproverSchema>;
 
 /** Duration in milliseconds. */
 export function durationMs(value: number | string): number {

@@ -24,6 +24,7 @@ import {
   requestTarget,
 } from "../mcp/methods.js";
 import { countOn, denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
+import { ApprovalPolicy, type ApprovalRequirement } from "./approvals.js";
 import { BudgetPolicy } from "./budgets.js";
 import { agentHeaderValue, Authenticator, type Principal } from "./identity.js";
 import { RequestOrigins } from "./origins.js";
@@ -76,6 +77,10 @@ export interface ToolCall {
   name: string;
   tool: RegistryTool;
   arguments: unknown;
+  /** Set when a human must approve this call before it is forwarded (policy/approvals.ts). */
+  approval?: ApprovalRequirement;
+  /** The JSON-RPC request, for an in-band approval's retry (2026-07-28 `requestState`). */
+  params?: Readonly<Record<string, unknown>>;
 }
 export type SessionCheck =
   /** No session id sent (initialize, or a stateless protocol revision). */
@@ -169,6 +174,8 @@ export class PolicyEngine {
   readonly origins: RequestOrigins;
   /** Which budgets a call counts against and what the store's counters mean (docs/BUDGETS.md). */
   readonly budgets: BudgetPolicy;
+  /** Which tool calls need a human approval, who decides, what an approval binds. */
+  readonly approvals: ApprovalPolicy;
   /** Seals the event ids of forwarded streams so a resumed stream's answers are matched (F4). */
   readonly resumption: StreamResumption;
   readonly limits: ParseLimits & {
@@ -190,6 +197,7 @@ export class PolicyEngine {
     this.security = new SecurityPolicy(loaded.config, loaded.registry, now);
     this.origins = new RequestOrigins(loaded.config);
     this.budgets = new BudgetPolicy(loaded.config.budgets);
+    this.approvals = new ApprovalPolicy(loaded.config, now);
     const keys = readSessionSecrets(loaded.config, dirname(loaded.configFile));
     if (keys.problems.length > 0) throw new Error(keys.problems.map((p) => p.message).join("; "));
     // Without configured keys, one random key per process: sessions survive a config reload,
@@ -387,6 +395,8 @@ export class PolicyEngine {
     const era = exchange.era ?? "2025";
 
     const denials: { message: JsonRpcRequest; reason: Reason; detail: string | undefined }[] = [];
+    /** Calls a role rule with `approval: required` allowed: the rule's label. */
+    const roleApprovals = new Map<JsonRpcRequest, string>();
     for (const message of parsed.messages) {
       if (message.kind !== "request") {
         // A notification or a client response has no id to answer: a secret in one refuses the body.
@@ -395,7 +405,7 @@ export class PolicyEngine {
         continue;
       }
       const denial =
-        this.decideRequest(exchange, principal, server, message, era) ??
+        this.decideRequest(exchange, principal, server, message, era, roleApprovals) ??
         this.security.checkClientMessage(exchange, server, message);
       if (denial) denials.push({ message, ...denial });
     }
@@ -409,13 +419,18 @@ export class PolicyEngine {
           if (target?.kind === "tools" && target.name !== undefined) {
             const found = this.registry.tool(server, target.name, this.today());
             if ("tool" in found) {
-              const call = {
+              const call: ToolCall = {
                 id: m.id,
                 server,
                 name: target.name,
                 tool: found.tool,
                 arguments: m.params?.arguments,
               };
+              const approval = this.approvals.requirement(principal, call, roleApprovals.get(m));
+              if (approval) {
+                call.approval = approval;
+                if (m.params) call.params = m.params;
+              }
               (toolCalls ??= []).push(call);
             }
           }
@@ -507,6 +522,7 @@ export class PolicyEngine {
     server: string,
     message: JsonRpcRequest,
     era: ProtocolEra,
+    roleApprovals: Map<JsonRpcRequest, string>,
   ): { reason: Reason; detail: string | undefined } | undefined {
     const methods = era === "2026" ? CLIENT_REQUEST_METHODS_2026 : CLIENT_REQUEST_METHODS;
     if (!methods.has(message.method)) return { reason: "method_unknown", detail: message.method };
@@ -568,6 +584,7 @@ export class PolicyEngine {
             : "resource_unknown";
       return { reason, detail: target.name };
     }
+    if (access.approval !== undefined) roleApprovals.set(message, access.approval);
     const denial = this.security.checkRequest(
       exchange,
       server,

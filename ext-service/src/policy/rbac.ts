@@ -17,10 +17,12 @@ export interface AccessContext {
   arguments?: Record<string, unknown> | undefined;
 }
 
-export type AccessDecision = { allowed: true } | { allowed: false; rule: string };
+export type AccessDecision =
+  /** `approval`: an applying allow rule says `approval: required` (its label). */
+  { allowed: true; approval?: string } | { allowed: false; rule: string };
 
 /** A condition's outcome; "error" covers a missing claim or a type mismatch at evaluation. */
-type Condition = (ctx: AccessContext) => "true" | "false" | "error";
+export type Condition = (ctx: AccessContext) => "true" | "false" | "error";
 
 interface CompiledRule {
   effect: "allow" | "deny";
@@ -29,6 +31,7 @@ interface CompiledRule {
   serverPatterns: RegExp[];
   condition: Condition | undefined;
   label: string;
+  approval: boolean;
 }
 
 /** Rules or agents that cannot work; config/compile.ts turns these into located ConfigProblems. */
@@ -40,7 +43,7 @@ export class RbacConfigError extends Error {
 }
 
 /** One problem while compiling a rule; `path` is relative to the rule. */
-class RuleProblem extends Error {
+export class RuleProblem extends Error {
   constructor(
     readonly path: readonly (string | number)[],
     message: string,
@@ -146,7 +149,11 @@ function toCelValue(v: unknown, depth = 0): unknown {
 
 const env = celEnv();
 
-function compileCondition(source: string, now: () => number): Condition {
+/**
+ * A CEL condition over an access context (claims, agent, roles, server, name, kind, arguments,
+ * now). Throws RuleProblem at ["when"] when it does not compile or names unknown variables.
+ */
+export function compileCondition(source: string, now: () => number): Condition {
   let evaluate: ReturnType<typeof plan>;
   try {
     const parsed = parse(source);
@@ -227,6 +234,7 @@ export class Rbac {
   decide(ctx: AccessContext): AccessDecision {
     const subject = `${ctx.server}/${ctx.name}`;
     let allowed = false;
+    let approval: string | undefined;
     for (const rule of this.rulesFor(ctx.principal)) {
       const patterns = rule.kinds[ctx.kind];
       if (!patterns || !patterns.some((p) => p.test(subject))) continue;
@@ -235,11 +243,18 @@ export class Rbac {
         if (!rule.condition || rule.condition(ctx) !== "false") {
           return { allowed: false, rule: rule.label };
         }
-      } else if (!allowed && (!rule.condition || rule.condition(ctx) === "true")) {
+      } else if (
+        (!allowed || (rule.approval && !approval)) &&
+        (!rule.condition || rule.condition(ctx) === "true")
+      ) {
+        // Any applying allow rule that asks for approval makes the call need one, even when
+        // another role allows it without: the stricter rule holds.
         allowed = true;
+        if (rule.approval) approval = rule.label;
       }
     }
-    return allowed ? { allowed: true } : { allowed: false, rule: "default_deny" };
+    if (!allowed) return { allowed: false, rule: "default_deny" };
+    return approval ? { allowed: true, approval } : { allowed: true };
   }
 
   /**
@@ -295,5 +310,6 @@ function compileRule(rule: Rule, path: string, now: () => number): CompiledRule 
     serverPatterns,
     condition: rule.when ? compileCondition(rule.when, now) : undefined,
     label: path,
+    approval: rule.approval === "required",
   };
 }

@@ -13,6 +13,8 @@ export const JsonRpcCode = {
   Unauthorized: -32001,
   Forbidden: -32003,
   PolicyDenied: -32010,
+  /** A human must approve the call first (approval_required and its outcomes). */
+  ApprovalRequired: -32011,
   RateLimited: -32029,
   UpstreamUnavailable: -32050,
   /** MCP 2026-07-28: HTTP headers disagree with the body, or a required one is missing. */
@@ -239,6 +241,27 @@ export const Reasons = {
     code: JsonRpcCode.UpstreamUnavailable,
     status: 200,
     message: "Budgets cannot be checked right now; try again shortly",
+  },
+  // human approval (docs/APPROVALS.md)
+  approval_required: {
+    code: JsonRpcCode.ApprovalRequired,
+    status: 200,
+    message: "This call needs a human approval; retry the same call once it is approved",
+  },
+  approval_denied: {
+    code: JsonRpcCode.ApprovalRequired,
+    status: 200,
+    message: "An approver denied this call",
+  },
+  approval_unavailable: {
+    code: JsonRpcCode.ApprovalRequired,
+    status: 200,
+    message: "This call needs a human approval that cannot be requested right now",
+  },
+  approval_invalid: {
+    code: JsonRpcCode.InvalidParams,
+    status: 200,
+    message: "The approval sent with this call is not valid for it (expired, altered, or for another call)",
   },
   // upstream and traffic
   rate_limited: { code: JsonRpcCode.RateLimited, status: 429, message: "Too many requests; slow down" },
