@@ -24,6 +24,7 @@ export const ROOTS = [
   "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
   "envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto",
   "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto",
+  "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
   "envoy/extensions/transport_sockets/tls/v3/tls.proto",
   "envoy/extensions/access_loggers/stream/v3/stream.proto",
   "envoy/extensions/access_loggers/filters/cel/v3/cel.proto",
@@ -38,6 +39,7 @@ export const ROOTS = [
   // The services the ext-service implements, so their 1.38 shape can be read next to the config.
   "envoy/service/auth/v3/external_auth.proto",
   "envoy/service/ext_proc/v3/external_processor.proto",
+  "envoy/service/ratelimit/v3/rls.proto",
   "xds/type/v3/typed_struct.proto",
   "udpa/type/v1/typed_struct.proto",
 ];

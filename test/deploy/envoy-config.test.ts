@@ -64,6 +64,7 @@ describe("envoy/envoy.yaml against Envoy's API", () => {
       "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
       "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
       "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+      "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
       "envoy.extensions.filters.http.router.v3.Router",
       "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
       "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
@@ -143,7 +144,7 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
     set(i.bootstrap, `${HCM}.http_filters`, filters);
     const out = messages(i);
     expect(out).toContain(
-      `${HCM}.http_filters: filters must be ext_authz, local_ratelimit, ext_proc, router (found ExtAuthz, ExternalProcessor, LocalRateLimit, Router)`,
+      `${HCM}.http_filters: filters must be ext_authz, local_ratelimit, ratelimit, ext_proc, router (found ExtAuthz, RateLimit, LocalRateLimit, ExternalProcessor, Router)`,
     );
 
     const j = input();
@@ -152,27 +153,44 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
       `${HCM}.http_filters[0].typed_config.grpc_service.envoy_grpc.cluster_name`,
       "otel_collector",
     );
-    set(j.bootstrap, `${HCM}.http_filters[2].typed_config.failure_mode_allow`, true);
-    set(j.bootstrap, `${HCM}.http_filters[2].typed_config.processing_mode.request_body_mode`, "STREAMED");
+    set(j.bootstrap, `${HCM}.http_filters[3].typed_config.failure_mode_allow`, true);
+    set(j.bootstrap, `${HCM}.http_filters[3].typed_config.processing_mode.request_body_mode`, "STREAMED");
     expect(messages(j).filter((m) => m.startsWith(HCM))).toEqual([
       `${HCM}.http_filters[0].typed_config.grpc_service: ext_authz must call 'ext_service'`,
-      `${HCM}.http_filters[2].typed_config.failure_mode_allow: ext_proc must fail closed`,
-      `${HCM}.http_filters[2].typed_config.processing_mode.request_body_mode: must be BUFFERED (found STREAMED)`,
+      `${HCM}.http_filters[3].typed_config.failure_mode_allow: ext_proc must fail closed`,
+      `${HCM}.http_filters[3].typed_config.processing_mode.request_body_mode: must be BUFFERED (found STREAMED)`,
+    ]);
+  });
+
+  it("catch a global rate limit that would not share the per-agent limit through the ext-service", () => {
+    const i = input();
+    const rl = `${HCM}.http_filters[2].typed_config`;
+    set(i.bootstrap, `${rl}.domain`, "other");
+    set(i.bootstrap, `${rl}.rate_limit_service.grpc_service.envoy_grpc.cluster_name`, "otel_collector");
+    set(i.bootstrap, `${rl}.timeout`, "0.02s");
+    set(i.bootstrap, `${rl}.rate_limits`, [
+      { actions: [{ request_headers: { header_name: "x-forwarded-for", descriptor_key: "ip" } }] },
+    ]);
+    expect(messages(i).filter((m) => m.startsWith(HCM))).toEqual([
+      `${rl}.domain: must be 'mcp_gateway'`,
+      `${rl}.rate_limit_service.grpc_service: the rate limit service is 'ext_service'`,
+      `${rl}.timeout: set it to 100ms or more (Envoy's default 20ms times out behind a store round trip)`,
+      `${rl}.rate_limits: no descriptor from the x-mcp-agent header (ext_authz sets it): requests would not be limited per agent`,
     ]);
   });
 
   it("catch response_header_mode SKIP: local replies would bypass the ext-service's audit (issue 10)", () => {
     const i = input();
-    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.processing_mode.response_header_mode`, "SKIP");
+    set(i.bootstrap, `${HCM}.http_filters[3].typed_config.processing_mode.response_header_mode`, "SKIP");
     expect(messages(i)).toContain(
-      `${HCM}.http_filters[2].typed_config.processing_mode.response_header_mode: must be SEND (found SKIP): ` +
+      `${HCM}.http_filters[3].typed_config.processing_mode.response_header_mode: must be SEND (found SKIP): ` +
         "local replies of ext_authz and local_ratelimit must reach the ext-service, which audits them",
     );
   });
 
   it("catch an ext_proc message timeout that is not below the route and idle timeouts", () => {
     const i = input();
-    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.message_timeout`, "400s");
+    set(i.bootstrap, `${HCM}.http_filters[3].typed_config.message_timeout`, "400s");
     const out = messages(i);
     expect(out).toContain(
       `${HCM}.stream_idle_timeout: 300s is not above the ext_proc message_timeout (400000ms)`,
@@ -298,10 +316,10 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
     const i = input();
     const policy = { retry_on: "connect-failure", num_retries: 1 };
     set(i.bootstrap, `${HCM}.http_filters[0].typed_config.grpc_service.envoy_grpc.retry_policy`, policy);
-    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.grpc_service.envoy_grpc.retry_policy`, policy);
+    set(i.bootstrap, `${HCM}.http_filters[3].typed_config.grpc_service.envoy_grpc.retry_policy`, policy);
     expect(messages(i).filter((m) => m.startsWith(HCM))).toEqual([
       `${HCM}.http_filters[0].typed_config.grpc_service.envoy_grpc.retry_policy: ignored by Envoy for ext_authz/ext_proc (xDS streams only): put retry_policy on grpc_service itself`,
-      `${HCM}.http_filters[2].typed_config.grpc_service.envoy_grpc.retry_policy: ignored by Envoy for ext_authz/ext_proc (xDS streams only): put retry_policy on grpc_service itself`,
+      `${HCM}.http_filters[3].typed_config.grpc_service.envoy_grpc.retry_policy: ignored by Envoy for ext_authz/ext_proc (xDS streams only): put retry_policy on grpc_service itself`,
     ]);
     // The shipped ext_authz retries where Envoy reads it.
     const authz = at(bootstrap.value, `${HCM}.http_filters[0].typed_config`)[0].typed_config as Obj;
@@ -312,9 +330,9 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
 
   it("catch an ext_proc that would answer an outage with 500 instead of ext_authz's 503", () => {
     const i = input();
-    set(i.bootstrap, `${HCM}.http_filters[2].typed_config.status_on_error`, undefined);
+    set(i.bootstrap, `${HCM}.http_filters[3].typed_config.status_on_error`, undefined);
     expect(messages(i).filter((m) => m.startsWith(HCM))).toEqual([
-      `${HCM}.http_filters[2].typed_config.status_on_error: must be { code: ServiceUnavailable }: an ext-service outage answers 503 like ext_authz's, and the 503 local reply mapper makes it JSON-RPC`,
+      `${HCM}.http_filters[3].typed_config.status_on_error: must be { code: ServiceUnavailable }: an ext-service outage answers 503 like ext_authz's, and the 503 local reply mapper makes it JSON-RPC`,
     ]);
   });
 });

@@ -64,6 +64,17 @@ function contract(name: string, open: () => StateStore, key: (k: string) => stri
       expect(await store.takeToken(k, 2, 3)).toBe(0);
     });
 
+    it("takes several tokens at once, and asks without taking when hits is 0", async () => {
+      const k = key("hits");
+      expect(await store.takeToken(k, 1, 5, 3)).toBe(0);
+      // 2 of 5 left: 3 more would need one more second's worth of tokens than the bucket holds.
+      expect(await store.takeToken(k, 1, 5, 3)).toBeGreaterThan(500);
+      expect(await store.takeToken(k, 1, 5, 0)).toBe(0);
+      expect(await store.takeToken(k, 1, 5, 2)).toBe(0);
+      expect(await store.takeToken(k, 1, 5, 0)).toBe(0);
+      expect(await store.takeToken(k, 1, 5, 1)).toBeGreaterThan(500);
+    });
+
     it("gets and sets values with a ttl", async () => {
       const k = key("value");
       expect(await store.get(k)).toBeUndefined();

@@ -1,6 +1,13 @@
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
-import type { EnvoyModelConfig, LocalReplyFacts, LocalReplyFormat, LocalReplyMapper } from "./envoy-model.js";
+import type {
+  EnvoyModelConfig,
+  GlobalRateLimitConfig,
+  LocalReplyFacts,
+  LocalReplyFormat,
+  LocalReplyMapper,
+  RequestHeaderAction,
+} from "./envoy-model.js";
 import { envoyProtos } from "./protos.js";
 import type { ProcessingMode } from "./types.js";
 
@@ -99,6 +106,44 @@ function mapperOf(mapper: Obj): LocalReplyMapper {
   return { matches, ...(status !== undefined ? { status } : {}), ...(format ? { format } : {}) };
 }
 
+/** The HTTP filters the model runs, in its order (router last). */
+export const MODELLED_FILTERS = [
+  "envoy.filters.http.ext_authz",
+  "envoy.filters.http.local_ratelimit",
+  "envoy.filters.http.ratelimit",
+  "envoy.filters.http.ext_proc",
+  "envoy.filters.http.router",
+];
+
+/** The global rate limit filter's settings; only request_headers actions are modelled. */
+function globalRateLimitOf(config: Obj): GlobalRateLimitConfig {
+  const descriptors = list(config.rate_limits).map((entry) =>
+    list(obj(entry).actions).map((raw): RequestHeaderAction => {
+      const action = obj(raw);
+      const headers = obj(action.request_headers);
+      if (Object.keys(action).length !== 1 || typeof headers.header_name !== "string")
+        throw new Error(`ratelimit: action ${Object.keys(action).join(",")} is not modelled`);
+      return {
+        header: headers.header_name.toLowerCase(),
+        descriptorKey: String(headers.descriptor_key),
+        skipIfAbsent: headers.skip_if_absent === true,
+      };
+    }),
+  );
+  if (config.request_type !== undefined && config.request_type !== "both")
+    throw new Error(`ratelimit: request_type '${String(config.request_type)}' is not modelled`);
+  const limited = statusOf(config.rate_limited_status);
+  return {
+    domain: String(config.domain),
+    descriptors,
+    timeoutMs: durationMs(config.timeout) ?? 20,
+    failureModeDeny: config.failure_mode_deny === true,
+    statusOnError: statusOf(config.status_on_error) ?? 500,
+    rateLimitedStatus: limited !== undefined && limited >= 400 ? limited : 429,
+    xEnvoyRateLimitedHeader: config.disable_x_envoy_ratelimited_header !== true,
+  };
+}
+
 /** The model's configuration for one listener of a bootstrap file. */
 export function chainFromEnvoyYaml(file: string, listenerName = "mcp_tls"): Partial<EnvoyModelConfig> {
   const bootstrap = obj(parse(readFileSync(file, "utf8")));
@@ -111,7 +156,12 @@ export function chainFromEnvoyYaml(file: string, listenerName = "mcp_tls"): Part
     .find((f) => f.name === HCM);
   const manager = obj(hcm?.typed_config);
   const filters = list(manager.http_filters).map(obj);
+  const names = filters.map((f) => String(f.name));
+  const order = MODELLED_FILTERS.filter((name) => names.includes(name));
+  if (names.length !== order.length || names.some((name, i) => name !== order[i]))
+    throw new Error(`${file}: http_filters ${names.join(", ")} are not in an order the model runs`);
   const filter = (name: string) => obj(filters.find((f) => f.name === name)?.typed_config);
+  const global = filters.find((f) => f.name === "envoy.filters.http.ratelimit");
   const authz = filter("envoy.filters.http.ext_authz");
   const proc = filter("envoy.filters.http.ext_proc");
   const router = filter("envoy.filters.http.router");
@@ -129,6 +179,7 @@ export function chainFromEnvoyYaml(file: string, listenerName = "mcp_tls"): Part
     receivingNamespaces: list(obj(metadata.receiving_namespaces).untyped) as string[],
     authzTimeoutMs: durationMs(obj(authz.grpc_service).timeout) ?? 200,
     authzStatusOnError: statusOf(authz.status_on_error) ?? 403,
+    globalRateLimit: global ? globalRateLimitOf(obj(global.typed_config)) : undefined,
     bufferLimitBytes: Number(listener.per_connection_buffer_limit_bytes ?? 1024 * 1024),
     serverName: (manager.server_name as string | undefined) ?? "envoy",
     suppressEnvoyHeaders: router.suppress_envoy_headers === true,

@@ -3,6 +3,7 @@ import type { ClientDuplexStream, ServiceError } from "@grpc/grpc-js";
 import { EXT_AUTHZ_NAMESPACE } from "./context.js";
 import { lowerCaseKeys } from "./headers.js";
 import { envoyProtos } from "./protos.js";
+import type { RateLimitRequest, RateLimitResponse } from "./ratelimit.js";
 import { fromStruct, type StructJson } from "./struct.js";
 import type {
   BodySendMode,
@@ -21,8 +22,8 @@ import type {
 
 /**
  * A model of the HTTP filter chain we ship in envoy/envoy.yaml, as Envoy 1.38 runs it:
- * connection manager -> ext_authz -> local_ratelimit -> ext_proc -> router, and back through the
- * encoder filters. Every behaviour here is taken from Envoy's source, and listed with that source
+ * connection manager -> ext_authz -> local_ratelimit -> ratelimit (global, asking the rate limit
+ * service) -> ext_proc -> router, and back through the encoder filters. Every behaviour here is taken from Envoy's source, and listed with that source
  * and the test covering it in proto/README.md ("The Envoy model"). It streams: request and
  * response bodies move chunk by chunk, so the HTTP front (envoy-role-front.ts) can put real MCP
  * clients and servers on either side. The gRPC side talks to the real ext-service.
@@ -43,6 +44,34 @@ export interface RateLimitConfig {
   /** Buckets for listed descriptor values; other values share `fallback`. */
   buckets: Record<string, TokenBucket>;
   fallback: TokenBucket;
+}
+
+/** One `request_headers` rate limit action: a descriptor entry from a request header. */
+export interface RequestHeaderAction {
+  header: string;
+  descriptorKey: string;
+  /** Absent header: the entry is left out (true) or the whole descriptor is (false). */
+  skipIfAbsent: boolean;
+}
+
+/**
+ * envoy.filters.http.ratelimit (ratelimit.cc), with the filter's own `rate_limits`: each entry's
+ * actions make one descriptor for the rate limit service.
+ */
+export interface GlobalRateLimitConfig {
+  domain: string;
+  /** The filter-level `rate_limits`: one list of actions per descriptor. */
+  descriptors: RequestHeaderAction[][];
+  /** `timeout` (Envoy's default: 20 ms); a call not answered in time is an error. */
+  timeoutMs: number;
+  /** `failure_mode_deny`: an error refuses the request (status_on_error) instead of passing it. */
+  failureModeDeny: boolean;
+  /** `status_on_error` (unset: 500). */
+  statusOnError: number;
+  /** `rate_limited_status` (unset, or below 400: 429). */
+  rateLimitedStatus: number;
+  /** Not `disable_x_envoy_ratelimited_header`: a limited reply carries x-envoy-ratelimited: true. */
+  xEnvoyRateLimitedHeader: boolean;
 }
 
 /** What a local reply looks like once local_reply_config has rewritten it. */
@@ -91,6 +120,8 @@ export interface EnvoyModelConfig {
   authzStatusOnError: number;
   /** local_ratelimit; undefined = the filter lets everything through. */
   rateLimit: RateLimitConfig | undefined;
+  /** The global rate limit filter; undefined = not in the chain. */
+  globalRateLimit: GlobalRateLimitConfig | undefined;
   /** `per_connection_buffer_limit_bytes`: the most a buffered response may hold (500 above). */
   bufferLimitBytes: number;
   /** Route/virtual host `request_body_buffer_limit` (routes.yaml), else the connection's (413 above). */
@@ -146,6 +177,20 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
   authzTimeoutMs: 2000,
   authzStatusOnError: 503,
   rateLimit: undefined,
+  globalRateLimit: {
+    domain: "mcp_gateway",
+    descriptors: [
+      [
+        { header: "x-mcp-agent", descriptorKey: "agent", skipIfAbsent: false },
+        { header: "x-mcp-issuer", descriptorKey: "issuer", skipIfAbsent: true },
+      ],
+    ],
+    timeoutMs: 250,
+    failureModeDeny: false,
+    statusOnError: 500,
+    rateLimitedStatus: 429,
+    xEnvoyRateLimitedHeader: true,
+  },
   bufferLimitBytes: 2 * 1024 * 1024,
   serverName: "mcp-gateway",
   suppressEnvoyHeaders: true,
@@ -203,6 +248,11 @@ export interface DownstreamRequest {
   remoteAddress?: string;
   /** The listener side of the connection, which ext_authz sends as `attributes.destination`. */
   localAddress?: string;
+  /**
+   * False when the path matches a direct_response route (no route entry: the rate limit filter
+   * has nothing to ask about). Default true.
+   */
+  routed?: boolean;
 }
 
 /** The request as the router sends it to the MCP server. */
@@ -312,16 +362,26 @@ export class ProcessCall {
   }
 }
 
-/** The ext-service's two services, as Envoy's gRPC clients call them. */
+/** The ext-service's services, as Envoy's gRPC clients call them. */
 export interface ExtServiceCalls {
   check(request: CheckRequest, deadlineMs: number): Promise<CheckResponse>;
   openProcess(): ProcessCall;
+  /** The rate limit service (ShouldRateLimit); rejects on an RPC error or the deadline. */
+  shouldRateLimit(request: RateLimitRequest, deadlineMs: number): Promise<RateLimitResponse>;
 }
 
 // ---------------------------------------------------------------------------------------------
 // What one request did, for tests.
 
-export type AnsweredBy = "ext_authz" | "local_ratelimit" | "ext_proc" | "upstream" | "envoy";
+export type AnsweredBy = "ext_authz" | "local_ratelimit" | "ratelimit" | "ext_proc" | "upstream" | "envoy";
+
+/** Counters named as the rate limit filter's stats (`cluster.<route cluster>.ratelimit.*`), per request. */
+export interface RateLimitStats {
+  ok: number;
+  over_limit: number;
+  error: number;
+  failure_mode_allowed: number;
+}
 
 /** Counters named as Envoy's ext_proc stats (`http.<prefix>.ext_proc.*`), per request. */
 export interface ExtProcStats {
@@ -360,6 +420,9 @@ export interface ExchangeTrace {
   /** Dynamic metadata Envoy kept from ext_proc replies, by namespace (later replies win per field). */
   extProcMetadata: Record<string, Record<string, StructJson>>;
   stats: ExtProcStats;
+  /** The global rate limit filter's call, when it made one. */
+  rateLimitRequest?: RateLimitRequest;
+  rateLimitStats: RateLimitStats;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,6 +669,7 @@ class ModelStream {
     received: [],
     extProcMetadata: {},
     stats: newStats(),
+    rateLimitStats: { ok: 0, over_limit: 0, error: 0, failure_mode_allowed: 0 },
   };
   private readonly config: EnvoyModelConfig;
   private readonly requestHeaders: Record<string, string>;
@@ -629,6 +693,8 @@ class ModelStream {
 
   /** Response headers exist (upstream's or a local reply's): a new local reply goes straight out. */
   private responseHeadersCreated = false;
+  /** The rate limit service's response_headers_to_add, for whatever response goes out. */
+  private rateLimitResponseHeaders: Record<string, string> | undefined;
   /** Response headers went downstream: after this, only a reset can signal an error. */
   private responseStarted = false;
   private finished = false;
@@ -684,6 +750,7 @@ class ModelStream {
     this.mutateRequestHeaders();
     if (!(await this.extAuthz())) return;
     if (!(await this.localRateLimit())) return;
+    if (!(await this.globalRateLimit())) return;
     if (!(await this.extProcRequestHeaders())) return;
     const body = await this.readRequestBody();
     if (body === undefined) return;
@@ -798,6 +865,83 @@ class ModelStream {
       by: "local_ratelimit",
     });
     return false;
+  }
+
+  /**
+   * ratelimit.cc decodeHeaders: only for a request whose route has a route entry; each
+   * `rate_limits` entry makes a descriptor (an action that cannot produce its entry drops the
+   * descriptor, a skipped one only its entry), and no descriptor means no call. OVER_LIMIT: a
+   * local reply (rate_limited_status, x-envoy-ratelimited, the service's headers; flag RL,
+   * details request_rate_limited). An RPC error or timeout: on unless failure_mode_deny
+   * (status_on_error, flag RLSE, details rate_limiter_error). OK: the service's
+   * request_headers_to_add go upstream; its response_headers_to_add go on the response.
+   */
+  private async globalRateLimit(): Promise<boolean> {
+    const limit = this.config.globalRateLimit;
+    if (!limit || this.request.routed === false) return true;
+    const h = this.requestHeaders;
+    // request_type "both" (the default): internal and external requests alike.
+    const descriptors: NonNullable<RateLimitRequest["descriptors"]> = [];
+    for (const actions of limit.descriptors) {
+      const entries: { key: string; value: string }[] = [];
+      let produced = true;
+      for (const action of actions) {
+        const value = h[action.header];
+        if (value === undefined) {
+          if (!action.skipIfAbsent) produced = false;
+          if (!produced) break;
+          continue;
+        }
+        entries.push({ key: action.descriptorKey, value });
+      }
+      if (produced && entries.length > 0) descriptors.push({ entries });
+    }
+    if (descriptors.length === 0) return true;
+    // hits_addend: 0 unless a filter put envoy.ratelimit.hits_addend in the filter state.
+    const request: RateLimitRequest = { domain: limit.domain, descriptors, hits_addend: 0 };
+    this.trace.rateLimitRequest = request;
+    const stats = this.trace.rateLimitStats;
+    let response: RateLimitResponse | undefined;
+    try {
+      response = await this.calls.shouldRateLimit(request, limit.timeoutMs);
+    } catch {
+      response = undefined;
+    }
+    if (this.finished) return false;
+    if (!response) {
+      stats.error++;
+      if (!limit.failureModeDeny) {
+        stats.failure_mode_allowed++;
+        return true;
+      }
+      await this.localReply({
+        status: limit.statusOnError,
+        body: "",
+        details: "rate_limiter_error",
+        flags: ["RLSE"],
+        by: "ratelimit",
+      });
+      return false;
+    }
+    const toAdd: Record<string, string> = {};
+    for (const header of response.response_headers_to_add ?? [])
+      toAdd[header.key.toLowerCase()] = header.value;
+    if (response.overall_code === "OVER_LIMIT") {
+      stats.over_limit++;
+      if (limit.xEnvoyRateLimitedHeader) toAdd["x-envoy-ratelimited"] = "true";
+      await this.localReply({
+        status: limit.rateLimitedStatus,
+        body: "",
+        headers: toAdd,
+        details: "request_rate_limited",
+        flags: ["RL"],
+        by: "ratelimit",
+      });
+      return false;
+    }
+    stats.ok++;
+    if (Object.keys(toAdd).length > 0) this.rateLimitResponseHeaders = toAdd;
+    return true;
   }
 
   /** ext_proc decodeHeaders: request_headers, then the reply's mutations and mode override. */
@@ -1413,7 +1557,8 @@ class ModelStream {
   /** mutateResponseHeaders + the codec: hop-by-hop out, server and date set. */
   private sendDownstreamHeaders(status: number, headersIn: Record<string, string>, end: boolean): void {
     if (this.finished) return;
-    const headers = { ...headersIn };
+    // The rate limit filter's encodeHeaders runs after ext_proc's (encoder filters run in reverse).
+    const headers = { ...headersIn, ...this.rateLimitResponseHeaders };
     for (const name of HOP_BY_HOP) delete headers[name];
     headers.server = this.config.serverName;
     headers.date = new Date().toUTCString();

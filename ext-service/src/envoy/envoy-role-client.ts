@@ -13,6 +13,7 @@ import {
 } from "./envoy-model.js";
 import { lowerCaseKeys } from "./headers.js";
 import { envoyProtos } from "./protos.js";
+import type { RateLimitRequest, RateLimitResponse } from "./ratelimit.js";
 import type { StructJson } from "./struct.js";
 import type {
   BodySendMode,
@@ -135,6 +136,13 @@ export class EnvoyRoleClient implements ExtServiceCalls {
   private readonly extProc: Client & {
     Process(): ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
   };
+  private readonly rateLimit: Client & {
+    ShouldRateLimit(
+      req: RateLimitRequest,
+      options: { deadline?: number },
+      cb: (err: ServiceError | null, res?: RateLimitResponse) => void,
+    ): unknown;
+  };
   /** The modelled filter chain, with this client as its gRPC side. */
   readonly model: EnvoyModel;
 
@@ -155,6 +163,11 @@ export class EnvoyRoleClient implements ExtServiceCalls {
       creds,
       channelOptions,
     ) as unknown as typeof this.extProc;
+    this.rateLimit = new protos.RateLimitService(
+      address,
+      creds,
+      channelOptions,
+    ) as unknown as typeof this.rateLimit;
     const chain: Partial<EnvoyModelConfig> = { messageTimeoutMs: 5000, ...options.chain };
     if (options.messageTimeoutMs !== undefined) chain.messageTimeoutMs = options.messageTimeoutMs;
     if (options.allowModeOverride !== undefined) chain.allowModeOverride = options.allowModeOverride;
@@ -170,11 +183,20 @@ export class EnvoyRoleClient implements ExtServiceCalls {
   close(): void {
     this.authz.close();
     this.extProc.close();
+    this.rateLimit.close();
   }
 
   check(request: CheckRequest, deadlineMs = 5000): Promise<CheckResponse> {
     return new Promise((resolve, reject) => {
       this.authz.Check(request, { deadline: Date.now() + deadlineMs }, (err, res) =>
+        err ? reject(err) : resolve(res!),
+      );
+    });
+  }
+
+  shouldRateLimit(request: RateLimitRequest, deadlineMs = 250): Promise<RateLimitResponse> {
+    return new Promise((resolve, reject) => {
+      this.rateLimit.ShouldRateLimit(request, { deadline: Date.now() + deadlineMs }, (err, res) =>
         err ? reject(err) : resolve(res!),
       );
     });

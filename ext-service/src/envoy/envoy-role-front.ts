@@ -201,6 +201,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     };
     delete downstreamRequest.headers.host;
     const server = routedServer(downstreamRequest.path);
+    downstreamRequest.routed = server !== undefined;
     client.model
       .handle(
         downstreamRequest,

@@ -5,7 +5,11 @@ import type { AdapterContext } from "./context.js";
 /** envoy.service.ratelimit.v3.RateLimitRequest, as decoded (keepCase). */
 export interface RateLimitRequest {
   domain?: string;
-  descriptors?: { entries?: { key?: string; value?: string }[] }[];
+  descriptors?: {
+    entries?: { key?: string; value?: string }[];
+    /** google.protobuf.UInt64Value: overrides the request's hits_addend for this descriptor. */
+    hits_addend?: { value?: number | string };
+  }[];
   hits_addend?: number;
 }
 
@@ -13,16 +17,26 @@ type Code = "OK" | "OVER_LIMIT";
 
 export interface RateLimitResponse {
   overall_code: Code;
-  statuses: { code: Code; duration_until_reset?: { seconds: number; nanos: number } }[];
+  statuses: { code: Code; duration_until_reset?: { seconds: number | string; nanos: number } }[];
+  /** Envoy adds these to its 429 (and to the upstream's response when OK). */
+  response_headers_to_add?: { key: string; value: string }[];
+}
+
+/** The bucket key of a descriptor: the domain and its entries, in order. */
+export function descriptorKey(domain: string, entries: readonly { key?: string; value?: string }[]): string {
+  return `rls:${domain}:${entries.map((e) => `${e.key ?? ""}=${e.value ?? ""}`).join("|")}`;
 }
 
 /**
  * Envoy's rate limit service protocol (`envoy.service.ratelimit.v3.RateLimitService`), answered
  * from the state store, so every Envoy in front of replicas that share Redis takes from the same
- * buckets. Each descriptor is one bucket (domain plus its entries, e.g. the agent), with the
- * rate and burst of `edge.rateLimit`: the same token bucket as the local edge. While the store is
- * unavailable the answer is OK (the request is not limited): an outage of the limiter must not
- * refuse every call; Envoy's own local_ratelimit still bounds each instance.
+ * buckets. Each descriptor is one bucket (domain plus its entries, e.g. the agent and issuer the
+ * shipped envoy.yaml sends), with the rate and burst of `edge.rateLimit`: the same token bucket
+ * as the local edge. A request takes `hits_addend` tokens (Envoy sends 0, meaning 1); a
+ * descriptor's own hits_addend overrides it. OVER_LIMIT carries Retry-After, in whole seconds,
+ * as the edge's 429 does. While the store is unavailable the answer is OK (the request is not
+ * limited): an outage of the limiter must not refuse every call; Envoy's own local_ratelimit
+ * still bounds each instance.
  */
 export function createRateLimitHandler(ctx: AdapterContext) {
   return function shouldRateLimit(
@@ -32,12 +46,15 @@ export function createRateLimitHandler(ctx: AdapterContext) {
     const { rateLimit } = ctx.engine.config.edge;
     const domain = call.request.domain ?? "";
     const descriptors = call.request.descriptors ?? [];
+    const requestHits = Number(call.request.hits_addend ?? 0) || 1;
     const take = descriptors.map((d) => {
-      const entries = (d.entries ?? []).map((e) => `${e.key ?? ""}=${e.value ?? ""}`).join("|");
+      const own = d.hits_addend?.value;
+      const hits = own === undefined ? requestHits : Number(own);
       return ctx.state.store.takeToken(
-        `rls:${domain}:${entries}`,
+        descriptorKey(domain, d.entries ?? []),
         rateLimit.requestsPerSecond,
         rateLimit.burst,
+        hits,
       );
     });
     Promise.all(take).then(
@@ -50,8 +67,18 @@ export function createRateLimitHandler(ctx: AdapterContext) {
                 duration_until_reset: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 },
               },
         );
-        const over = statuses.some((s) => s.code === "OVER_LIMIT");
-        callback(null, { overall_code: over ? "OVER_LIMIT" : "OK", statuses });
+        const longest = Math.max(0, ...waits);
+        if (longest === 0) {
+          callback(null, { overall_code: "OK", statuses });
+          return;
+        }
+        callback(null, {
+          overall_code: "OVER_LIMIT",
+          statuses,
+          response_headers_to_add: [
+            { key: "retry-after", value: String(Math.max(1, Math.ceil(longest / 1000))) },
+          ],
+        });
       },
       (err: unknown) => {
         if (!(err instanceof StoreUnavailable)) {

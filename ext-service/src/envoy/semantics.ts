@@ -16,9 +16,13 @@ const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const obj = (v: unknown): Obj => (isObj(v) ? v : {});
 
 export const EXT_SERVICE_CLUSTER = "ext_service";
+/** The global rate limit filter's domain: the ext-service's rate limit service keys buckets on it. */
+export const RATE_LIMIT_DOMAIN = "mcp_gateway";
+export const RATELIMIT_FILTER = "envoy.filters.http.ratelimit";
 export const EXPECTED_FILTERS = [
   "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
   "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+  "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
   "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
   "envoy.extensions.filters.http.router.v3.Router",
 ];
@@ -139,6 +143,38 @@ function checkGrpcRetryPlacement(grpcService: unknown, path: string, add: (p: st
     );
 }
 
+/**
+ * The global rate limit filter: it must ask the ext-service (whose rate limit service answers
+ * from the shared store) in the gateway's domain, with a descriptor made from the agent header
+ * ext_authz sets. Envoy's 20 ms default timeout is refused: behind a store round trip it turns
+ * the shared limit off for much of the traffic (a timeout is an error, and errors pass).
+ */
+function checkGlobalRateLimit(
+  found: { path: string; filter: Obj; config: Obj },
+  add: (p: string, m: string) => void,
+): void {
+  const p = `${found.path}.typed_config`;
+  const c = found.config;
+  if (found.filter.name !== RATELIMIT_FILTER) add(`${found.path}.name`, `must be '${RATELIMIT_FILTER}'`);
+  if (c.domain !== RATE_LIMIT_DOMAIN) add(`${p}.domain`, `must be '${RATE_LIMIT_DOMAIN}'`);
+  const service = obj(c.rate_limit_service);
+  if (obj(obj(service.grpc_service).envoy_grpc).cluster_name !== EXT_SERVICE_CLUSTER)
+    add(`${p}.rate_limit_service.grpc_service`, `the rate limit service is '${EXT_SERVICE_CLUSTER}'`);
+  if (service.transport_api_version !== "V3")
+    add(`${p}.rate_limit_service.transport_api_version`, "must be V3");
+  checkGrpcRetryPlacement(service.grpc_service, `${p}.rate_limit_service`, add);
+  const timeout = durationToMs(c.timeout);
+  if (timeout === undefined || timeout < 100)
+    add(`${p}.timeout`, "set it to 100ms or more (Envoy's default 20ms times out behind a store round trip)");
+  const actions = list(c.rate_limits).flatMap((r) => list(obj(r).actions).map(obj));
+  const agent = actions.map((a) => obj(a.request_headers)).find((a) => a.header_name === AGENT_HEADER);
+  if (!agent || agent.skip_if_absent === true)
+    add(
+      `${p}.rate_limits`,
+      `no descriptor from the ${AGENT_HEADER} header (ext_authz sets it): requests would not be limited per agent`,
+    );
+}
+
 export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
   const problems: EnvoyProblem[] = [];
   const seen = new Set<string>();
@@ -255,7 +291,7 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
     if (JSON.stringify(types) !== JSON.stringify(EXPECTED_FILTERS)) {
       add(
         `${h.path}.http_filters`,
-        `filters must be ext_authz, local_ratelimit, ext_proc, router (found ${types.map((t) => t.split(".").at(-1)).join(", ")})`,
+        `filters must be ext_authz, local_ratelimit, ratelimit, ext_proc, router (found ${types.map((t) => t.split(".").at(-1)).join(", ")})`,
       );
     }
     const filter = (type: string) => {
@@ -292,7 +328,10 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
         );
     }
 
-    const proc = filter(EXPECTED_FILTERS[2]!);
+    const global = filter(EXPECTED_FILTERS[2]!);
+    if (global) checkGlobalRateLimit(global, add);
+
+    const proc = filter(EXPECTED_FILTERS[3]!);
     let messageTimeout: number | undefined;
     if (proc) {
       const c = proc.config;

@@ -38,14 +38,15 @@ export class MemoryStore implements StateStore {
     return Promise.resolve({ applied, values });
   }
 
-  takeToken(key: string, ratePerSecond: number, burst: number): Promise<number> {
+  takeToken(key: string, ratePerSecond: number, burst: number, hits = 1): Promise<number> {
     const now = this.now();
     const interval = 1000 / ratePerSecond;
     const entry = this.live(key, now);
     const tat = Math.max(now, entry ? Number(entry.value) : now);
-    const next = tat + interval;
+    const next = tat + hits * interval;
     const allowedAt = next - burst * interval;
     if (allowedAt > now) return Promise.resolve(Math.ceil(allowedAt - now));
+    if (hits === 0) return Promise.resolve(0);
     if (entry) {
       entry.value = String(next);
       entry.expiresAt = next;

@@ -29,18 +29,21 @@ return values
 
 /**
  * GCRA token bucket on Redis' own clock (TIME), so replicas with skewed clocks agree.
- * KEYS[1]: the bucket; ARGV: interval per token (ms), burst. Returns 0, or the ms to wait.
+ * KEYS[1]: the bucket; ARGV: interval per token (ms), burst, hits (tokens to take; 0 only asks).
+ * Returns 0, or the ms to wait.
  */
 const TAKE_TOKEN = `
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local hits = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local nextTat = tat + interval
+local nextTat = tat + hits * interval
 local allowedAt = nextTat - burst * interval
 if allowedAt > now then return math.ceil(allowedAt - now) end
+if hits == 0 then return 0 end
 redis.call('SET', KEYS[1], string.format('%.3f', nextTat), 'PX', math.max(1, math.ceil(nextTat - now)))
 return 0
 `;
@@ -59,7 +62,7 @@ return 1
 
 interface ScriptCommands {
   chargeAll(numberOfKeys: number, ...args: (string | number)[]): Promise<number[]>;
-  takeToken(key: string, interval: number, burst: number): Promise<number>;
+  takeToken(key: string, interval: number, burst: number, hits: number): Promise<number>;
   compareAndSet(key: string, expected: string, absent: string, value: string, ttlMs: number): Promise<number>;
 }
 
@@ -144,8 +147,8 @@ export class RedisStore implements StateStore {
     return { applied: reply[0] === 1, values: reply.slice(1).map(Number) };
   }
 
-  takeToken(key: string, ratePerSecond: number, burst: number): Promise<number> {
-    return this.run(() => this.scripts.takeToken(key, 1000 / ratePerSecond, burst));
+  takeToken(key: string, ratePerSecond: number, burst: number, hits = 1): Promise<number> {
+    return this.run(() => this.scripts.takeToken(key, 1000 / ratePerSecond, burst, hits));
   }
 
   async get(key: string): Promise<string | undefined> {

@@ -41,10 +41,11 @@ export interface StateStore {
   chargeAll(charges: readonly CounterCharge[]): Promise<ChargeResult>;
 
   /**
-   * A rate limit as a token bucket (GCRA): `burst` calls at once, then `ratePerSecond`. Returns 0
-   * when the call may go, else the milliseconds until it could.
+   * A rate limit as a token bucket (GCRA): `burst` calls at once, then `ratePerSecond`. Takes
+   * `hits` tokens at once (default 1; 0 only asks). Returns 0 when the call may go, else the
+   * milliseconds until it could; a refused call takes nothing.
    */
-  takeToken(key: string, ratePerSecond: number, burst: number): Promise<number>;
+  takeToken(key: string, ratePerSecond: number, burst: number, hits?: number): Promise<number>;
 
   get(key: string): Promise<string | undefined>;
   set(key: string, value: string, ttlMs: number): Promise<void>;
