@@ -86,15 +86,20 @@ function reference(
 ) {
   const target = `${s.server}/${s.name}`;
   let allowed = false;
+  // The cause of a refusal without a deny: the first matching allow whose condition did not hold.
+  let unmet: string | undefined;
   for (const i of held) {
     for (const [j, r] of generated[i]!.entries()) {
       if (r.kind !== s.kind || !r.globs.some((g) => globMatch(g, target))) continue;
+      const label = `roles.${roleNames[i]}.rules[${j}]`;
       if (r.effect === "deny" && r.when !== "false")
-        return { allowed: false, rule: `roles.${roleNames[i]}.rules[${j}]` };
+        return { allowed: false, cause: `rbac_denied_by:${label}` };
       if (r.effect === "allow" && (r.when === undefined || r.when === "true")) allowed = true;
+      else if (r.effect === "allow" && !allowed)
+        unmet ??= `${r.when === "false" ? "condition_false" : "condition_error"}:${label}`;
     }
   }
-  return allowed ? { allowed: true } : { allowed: false, rule: "default_deny" };
+  return allowed ? { allowed: true } : { allowed: false, cause: unmet ?? "rbac_no_rule" };
 }
 
 const principal = (held: number[]): Principal => ({
@@ -146,7 +151,7 @@ describe("RBAC properties", () => {
         const rbac = build(generated);
         expect(rbac.decide({ principal: principal([]), ...s })).toEqual({
           allowed: false,
-          rule: "default_deny",
+          cause: "rbac_no_rule",
         });
         expect(rbac.mayReachServer(principal([]), s.server)).toBe(false);
       }),

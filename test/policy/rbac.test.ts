@@ -84,7 +84,7 @@ describe("RBAC decisions", () => {
     expect(allow(r, p, "kb", "search")).toBe(true);
     expect(r.decide({ principal: p, server: "tickets", kind: "tools", name: "list" })).toEqual({
       allowed: false,
-      rule: "default_deny",
+      cause: "rbac_no_rule",
     });
   });
 
@@ -93,7 +93,7 @@ describe("RBAC decisions", () => {
     expect(allow(r, p, "tickets", "list")).toBe(true);
     expect(r.decide({ principal: p, server: "tickets", kind: "tools", name: "delete_ticket" })).toEqual({
       allowed: false,
-      rule: "roles.support.rules[0]",
+      cause: "rbac_denied_by:roles.support.rules[0]",
     });
     const both = principal(["reader", "lockdown"]);
     expect(allow(r, both, "kb", "search")).toBe(false);

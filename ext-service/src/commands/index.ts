@@ -1,6 +1,7 @@
 import type { Command } from "./command.js";
 import { devCommand } from "./dev.js";
 import { edgeCommand } from "./edge.js";
+import { explainCommand } from "./explain.js";
 import { registryCommand } from "./registry.js";
 import { serveCommand } from "./serve.js";
 import { tokenCommand } from "./token.js";
@@ -11,6 +12,7 @@ export const commands: Command[] = [
   edgeCommand,
   devCommand,
   validateCommand,
+  explainCommand,
   tokenCommand,
   registryCommand,
 ];

@@ -46,6 +46,17 @@ import {
 } from "./session-seal.js";
 import { readSessionSecrets } from "../config/session-keys.js";
 
+/**
+ * Why one request is refused: `reason` is what the agent is told (a tool it may not use reads as
+ * unknown), `cause` what the operator needs (docs/REASONS.md, "Causes"); without a cause the
+ * reason says it all.
+ */
+export interface Denial {
+  reason: Reason;
+  detail: string | undefined;
+  cause?: string | undefined;
+}
+
 /** Request headers the core looks at, lower-case names. */
 export type HeaderMap = Readonly<Record<string, string | undefined>>;
 
@@ -271,16 +282,8 @@ export class PolicyEngine {
       const challenge = { "www-authenticate": this.bearerChallenge(auth.reason, route.server) };
       return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
     }
-    exchange.principal = auth.principal;
-    if (route.kind === "unknown_server")
-      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
-    if (!this.rbac.mayReachServer(auth.principal, route.server)) {
-      // Answered exactly as an unregistered name (a 403 would tell the agent the server exists);
-      // the audit record keeps the real reason.
-      const reply = this.rejection(exchange, "server_unknown");
-      exchange.reasons.splice(exchange.reasons.indexOf("server_unknown"), 1, "server_forbidden");
-      return { ok: false, exchange, reply };
-    }
+    const unreachable = this.reachServer(exchange, auth.principal, route);
+    if (unreachable) return { ok: false, exchange, reply: unreachable };
     // MCP endpoints take no query string. Forwarding the client's would let it add parameters to
     // the registry's upstream URL (`?tenant=` pollution) and carry tokens put in URLs upstream;
     // refusing it is the same on both planes (Envoy's routes would keep it).
@@ -294,6 +297,26 @@ export class PolicyEngine {
       exchange.protocolVersion = version === undefined ? undefined : protocolVersionLabel(version.trim());
     }
     return { ok: true, exchange, principal: auth.principal, server: route.server };
+  }
+
+  /**
+   * Sets the verified principal and decides whether it may reach the route's server at all; the
+   * refusal's reply, if not. A server the agent may not reach is answered exactly as an
+   * unregistered name (a 403 would tell the agent the server exists); the audit record keeps the
+   * real reason (`server_forbidden`) and cause.
+   */
+  reachServer(
+    exchange: Exchange,
+    principal: Principal,
+    route: Extract<Route, { kind: "mcp" | "unknown_server" }>,
+  ): HttpReply | undefined {
+    exchange.principal = principal;
+    if (route.kind === "unknown_server") return this.rejection(exchange, "server_unknown");
+    if (this.rbac.mayReachServer(principal, route.server)) return undefined;
+    const reply = this.rejection(exchange, "server_unknown");
+    exchange.reasons.splice(exchange.reasons.indexOf("server_unknown"), 1, "server_forbidden");
+    exchange.causes.splice(exchange.causes.indexOf("server_unknown"), 1, "rbac_no_rule");
+    return reply;
   }
 
   /** The RFC 6750 challenge of a 401, pointing at the RFC 9728 metadata of the server in the path. */
@@ -394,7 +417,7 @@ export class PolicyEngine {
     }
     const era = exchange.era ?? "2025";
 
-    const denials: { message: JsonRpcRequest; reason: Reason; detail: string | undefined }[] = [];
+    const denials: ({ message: JsonRpcRequest } & Denial)[] = [];
     /** Calls a role rule with `approval: required` allowed: the rule's label. */
     const roleApprovals = new Map<JsonRpcRequest, string>();
     for (const message of parsed.messages) {
@@ -439,8 +462,8 @@ export class PolicyEngine {
       return toolCalls ? { action: "forward", toolCalls, batch: parsed.batch } : { action: "forward" };
     }
 
-    const errorFor = (m: JsonRpcRequest, reason: Reason, detail?: string) => {
-      denyExchange(exchange, reason);
+    const errorFor = (m: JsonRpcRequest, reason: Reason, detail?: string, cause?: string) => {
+      denyExchange(exchange, reason, "deny", cause);
       const info = Reasons[reason];
       return errorResponse(m.id, info.code, detail ? `${info.message}: ${detail}` : info.message, {
         reason,
@@ -452,15 +475,19 @@ export class PolicyEngine {
       // 2026-07-28 answers a method the receiver does not implement with HTTP 404 (clients
       // probing with server/discover tell a modern endpoint from a missing one by it).
       const status = era === "2026" && d.reason === "method_unknown" ? 404 : 200;
-      return { action: "reply", reply: jsonReply(status, errorFor(d.message, d.reason, d.detail)) };
+      return {
+        action: "reply",
+        reply: jsonReply(status, errorFor(d.message, d.reason, d.detail, d.cause)),
+      };
     }
-    for (const d of denials) denyExchange(exchange, d.reason); // the causes first in the audit record
+    // The causes first in the audit record.
+    for (const d of denials) denyExchange(exchange, d.reason, "deny", d.cause);
     const denied = new Map(denials.map((d) => [d.message, d]));
     const answers = parsed.messages
       .filter((m): m is JsonRpcRequest => m.kind === "request")
       .map((m) => {
         const d = denied.get(m);
-        return d ? errorFor(m, d.reason, d.detail) : errorFor(m, "batch_rejected");
+        return d ? errorFor(m, d.reason, d.detail, d.cause) : errorFor(m, "batch_rejected");
       });
     return { action: "reply", reply: jsonReply(200, answers) };
   }
@@ -523,7 +550,7 @@ export class PolicyEngine {
     message: JsonRpcRequest,
     era: ProtocolEra,
     roleApprovals: Map<JsonRpcRequest, string>,
-  ): { reason: Reason; detail: string | undefined } | undefined {
+  ): Denial | undefined {
     const methods = era === "2026" ? CLIENT_REQUEST_METHODS_2026 : CLIENT_REQUEST_METHODS;
     if (!methods.has(message.method)) return { reason: "method_unknown", detail: message.method };
     if (message.method === "subscriptions/listen")
@@ -551,16 +578,19 @@ export class PolicyEngine {
       // Unregistered, deprecated and forbidden tools all read as unknown: do not reveal what exists.
       // Only an agent the rules allow to call a deprecated tool learns (in data.reason) why it is gone.
       if ("missing" in found) {
-        const deprecated =
-          found.missing === "deprecated" &&
-          this.rbac.decide({
-            principal,
-            server,
-            kind: "tools",
-            name: target.name,
-            arguments: objectArguments(message),
-          }).allowed;
-        return { reason: deprecated ? "tool_deprecated" : "tool_unknown", detail: target.name };
+        if (found.missing === "unregistered") {
+          return { reason: "tool_unknown", detail: target.name, cause: "not_registered" };
+        }
+        const access = this.rbac.decide({
+          principal,
+          server,
+          kind: "tools",
+          name: target.name,
+          arguments: objectArguments(message),
+        });
+        // Past its deprecation date the tool is gone for everyone; the cause says so either way.
+        const reason = access.allowed ? "tool_deprecated" : "tool_unknown";
+        return { reason, detail: target.name, cause: "deprecated" };
       }
       tool = found.tool;
     }
@@ -582,7 +612,7 @@ export class PolicyEngine {
           : target.kind === "prompts"
             ? "prompt_unknown"
             : "resource_unknown";
-      return { reason, detail: target.name };
+      return { reason, detail: target.name, cause: access.cause };
     }
     if (access.approval !== undefined) roleApprovals.set(message, access.approval);
     const denial = this.security.checkRequest(
@@ -612,7 +642,7 @@ export class PolicyEngine {
     server: string,
     message: JsonRpcRequest,
     target: { kind: "prompts" | "resources"; name: string | undefined },
-  ): { reason: Reason; detail: string | undefined } | undefined {
+  ): Denial | undefined {
     if (target.name === undefined) {
       return {
         reason: "invalid_params",
@@ -629,6 +659,7 @@ export class PolicyEngine {
       return {
         reason: target.kind === "prompts" ? "prompt_unknown" : "resource_unknown",
         detail: target.name,
+        cause: access.cause,
       };
     }
     return this.security.checkRequest(
@@ -651,7 +682,7 @@ export class PolicyEngine {
     principal: Principal,
     server: string,
     message: JsonRpcRequest,
-  ): { reason: Reason; detail: string | undefined } | undefined {
+  ): Denial | undefined {
     const uris = listenResourceSubscriptions(message.params);
     if (uris === undefined) {
       return { reason: "invalid_params", detail: "'notifications.resourceSubscriptions' must list URIs" };
@@ -660,9 +691,8 @@ export class PolicyEngine {
       const problem = resourceUriProblem(uri);
       if (problem) return { reason: "resource_uri_invalid", detail: problem };
       exchange.resources.push(this.security.auditText(uri));
-      if (!this.rbac.decide({ principal, server, kind: "resources", name: uri }).allowed) {
-        return { reason: "resource_unknown", detail: uri };
-      }
+      const access = this.rbac.decide({ principal, server, kind: "resources", name: uri });
+      if (!access.allowed) return { reason: "resource_unknown", detail: uri, cause: access.cause };
     }
     return undefined;
   }

@@ -25,7 +25,14 @@ export interface Exchange {
   /** Resource URIs read, subscribed or unsubscribed, in order (canonical; secrets redacted). */
   resources: string[];
   decision: Decision;
+  /** Public reason codes (what the agent is told), the cause first. */
   reasons: Reason[];
+  /**
+   * The precise internal cause of each denial, for operators only: `not_registered`,
+   * `rbac_no_rule`, `rbac_denied_by:<rule>`, `condition_false:<rule>`, ... (docs/REASONS.md);
+   * the reason code itself where the code says it all.
+   */
+  causes: string[];
   status: number | undefined;
   /** Counts by kind, e.g. tools filtered from a list or values redacted by DLP. */
   counters: Record<string, number>;
@@ -60,6 +67,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     resources: [],
     decision: "allow",
     reasons: [],
+    causes: [],
     status: undefined,
     counters: {},
     pending: new Map(),
@@ -67,9 +75,15 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
   };
 }
 
-export function denyExchange(exchange: Exchange, reason: Reason, decision: Decision = "deny"): void {
+export function denyExchange(
+  exchange: Exchange,
+  reason: Reason,
+  decision: Decision = "deny",
+  cause: string = reason,
+): void {
   exchange.decision = decision;
   if (!exchange.reasons.includes(reason)) exchange.reasons.push(reason);
+  if (!exchange.causes.includes(cause)) exchange.causes.push(cause);
 }
 
 export function countOn(exchange: Exchange, key: string, by = 1): void {

@@ -452,6 +452,39 @@ export class Authenticator {
     return undefined;
   }
 
+  /**
+   * The principal a valid token for `agent` would yield (issuer: the agent's configured one
+   * unless given; roles: the configured ones for a token of that issuer, plus `tokenRoles` where
+   * the issuer trusts token roles), for
+   * `mcp-gateway explain`: the same role merge as authenticate().
+   */
+  principalFor(
+    agent: string,
+    options: { issuer?: string; tokenRoles?: readonly string[]; claims?: Record<string, unknown> } = {},
+  ): Principal {
+    const issuer = options.issuer ?? this.agents.get(agent)?.issuer;
+    const binding = this.agents.get(agent);
+    // As authenticate(): a token's roles count only where its issuer trusts them.
+    const trusted = issuer !== undefined && this.issuers.get(issuer)?.config.trustTokenRoles === true;
+    const tokenRoles = trusted ? (options.tokenRoles ?? []) : [];
+    const roles =
+      issuer === undefined
+        ? [...new Set([...(binding?.issuer === undefined ? (binding?.roles ?? []) : []), ...tokenRoles])]
+        : this.mergeRoles(agent, issuer, tokenRoles);
+    return Object.freeze({
+      agent,
+      roles: Object.freeze(roles),
+      claims: Object.freeze({ sub: agent, ...options.claims }),
+      issuer,
+      anonymous: false,
+    });
+  }
+
+  /** Whether gateway.yaml names this agent. */
+  knowsAgent(agent: string): boolean {
+    return this.agents.has(agent);
+  }
+
   /** Configured roles count only for a token from the agent's own issuer. */
   private mergeRoles(agent: string, issuer: string, tokenRoles: readonly string[]): string[] {
     const binding = this.agents.get(agent);

@@ -17,12 +17,40 @@ export interface AccessContext {
   arguments?: Record<string, unknown> | undefined;
 }
 
-export type AccessDecision =
-  /** `approval`: an applying allow rule says `approval: required` (its label). */
-  { allowed: true; approval?: string } | { allowed: false; rule: string };
+/**
+ * `approval`: an applying allow rule says `approval: required` (its label).
+ * `cause` is the precise internal cause of a refusal, for the audit record and `explain` (the
+ * agent only sees the public reason): `rbac_no_rule` (no allow rule names the subject),
+ * `rbac_denied_by:<rule>` (a deny rule applies), `condition_false:<rule>` or
+ * `condition_error:<rule>` (the first allow rule naming the subject whose condition did not hold).
+ * Rules are named by their place in gateway.yaml, `roles.<role>.rules[<i>]`.
+ */
+export type AccessDecision = { allowed: true; approval?: string } | { allowed: false; cause: string };
 
 /** A condition's outcome; "error" covers a missing claim or a type mismatch at evaluation. */
-export type Condition = (ctx: AccessContext) => "true" | "false" | "error";
+export type ConditionOutcome = "true" | "false" | "error";
+export type Condition = (ctx: AccessContext) => ConditionOutcome;
+
+/** How one rule took part in a decision (`Rbac.explain`). */
+export interface RuleEvaluation {
+  rule: string;
+  role: string;
+  effect: "allow" | "deny";
+  description: string | undefined;
+  /** The CEL condition's source, if the rule has one. */
+  when: string | undefined;
+  /** Whether the rule asks for a human approval of the calls it allows. */
+  approval: boolean;
+  /** Whether one of the rule's globs names the subject. */
+  matches: boolean;
+  /**
+   * The condition's outcome; "none" when the rule has no condition, "not_evaluated" when the
+   * rule does not match or the decision was made before it was reached.
+   */
+  condition: ConditionOutcome | "none" | "not_evaluated";
+  /** Whether the rule decided (the deny that applied) or counted (an allow that held). */
+  applied: boolean;
+}
 
 interface CompiledRule {
   effect: "allow" | "deny";
@@ -32,6 +60,9 @@ interface CompiledRule {
   condition: Condition | undefined;
   label: string;
   approval: boolean;
+  role: string;
+  description: string | undefined;
+  when: string | undefined;
 }
 
 /** Rules or agents that cannot work; config/compile.ts turns these into located ConfigProblems. */
@@ -197,7 +228,7 @@ export class Rbac {
       const compiled: CompiledRule[] = [];
       role.rules.forEach((rule, i) => {
         try {
-          compiled.push(compileRule(rule, `roles.${roleName}.rules[${i}]`, now));
+          compiled.push(compileRule(rule, roleName, `roles.${roleName}.rules[${i}]`, now));
         } catch (err) {
           if (!(err instanceof RuleProblem)) throw err;
           problems.push({ path: ["roles", roleName, "rules", i, ...err.path], message: err.message });
@@ -232,28 +263,60 @@ export class Rbac {
   }
 
   decide(ctx: AccessContext): AccessDecision {
+    return this.evaluate(ctx, undefined);
+  }
+
+  /** The decision and how each of the principal's rules took part in it (for `explain`). */
+  explain(ctx: AccessContext): { decision: AccessDecision; rules: RuleEvaluation[] } {
+    const rules: RuleEvaluation[] = [];
+    const decision = this.evaluate(ctx, rules);
+    return { decision, rules };
+  }
+
+  /** The one decision procedure; `trace`, when given, receives every rule in order. */
+  private evaluate(ctx: AccessContext, trace: RuleEvaluation[] | undefined): AccessDecision {
     const subject = `${ctx.server}/${ctx.name}`;
     let allowed = false;
     let approval: string | undefined;
+    let denied: AccessDecision | undefined;
+    // The first allow rule naming the subject whose condition did not hold: the cause of a refusal.
+    let unmet: string | undefined;
     for (const rule of this.rulesFor(ctx.principal)) {
-      const patterns = rule.kinds[ctx.kind];
-      if (!patterns || !patterns.some((p) => p.test(subject))) continue;
+      if (denied) {
+        trace?.push(evaluation(rule, ruleMatches(rule, ctx, subject), "not_evaluated", false));
+        continue;
+      }
+      if (!ruleMatches(rule, ctx, subject)) {
+        trace?.push(evaluation(rule, false, "not_evaluated", false));
+        continue;
+      }
       if (rule.effect === "deny") {
         // A deny whose condition cannot be evaluated still denies: both rule kinds fail closed.
-        if (!rule.condition || rule.condition(ctx) !== "false") {
-          return { allowed: false, rule: rule.label };
+        const outcome = rule.condition ? rule.condition(ctx) : "none";
+        const applies = outcome !== "false";
+        trace?.push(evaluation(rule, true, outcome, applies));
+        if (applies) {
+          denied = { allowed: false, cause: `rbac_denied_by:${rule.label}` };
+          if (!trace) return denied;
         }
-      } else if (
-        (!allowed || (rule.approval && !approval)) &&
-        (!rule.condition || rule.condition(ctx) === "true")
-      ) {
+      } else if (!allowed || (rule.approval && !approval)) {
         // Any applying allow rule that asks for approval makes the call need one, even when
         // another role allows it without: the stricter rule holds.
-        allowed = true;
-        if (rule.approval) approval = rule.label;
+        const outcome = rule.condition ? rule.condition(ctx) : "none";
+        const holds = outcome === "none" || outcome === "true";
+        trace?.push(evaluation(rule, true, outcome, holds));
+        if (holds) {
+          allowed = true;
+          if (rule.approval) approval = rule.label;
+        } else if (!allowed) {
+          unmet ??= `condition_${outcome === "false" ? "false" : "error"}:${rule.label}`;
+        }
+      } else {
+        trace?.push(evaluation(rule, true, "not_evaluated", false));
       }
     }
-    if (!allowed) return { allowed: false, rule: "default_deny" };
+    if (denied) return denied;
+    if (!allowed) return { allowed: false, cause: unmet ?? "rbac_no_rule" };
     return approval ? { allowed: true, approval } : { allowed: true };
   }
 
@@ -287,7 +350,31 @@ export class Rbac {
   }
 }
 
-function compileRule(rule: Rule, path: string, now: () => number): CompiledRule {
+function ruleMatches(rule: CompiledRule, ctx: AccessContext, subject: string): boolean {
+  const patterns = rule.kinds[ctx.kind];
+  return patterns !== undefined && patterns.some((p) => p.test(subject));
+}
+
+function evaluation(
+  rule: CompiledRule,
+  matches: boolean,
+  condition: RuleEvaluation["condition"],
+  applied: boolean,
+): RuleEvaluation {
+  return {
+    rule: rule.label,
+    role: rule.role,
+    effect: rule.effect,
+    description: rule.description,
+    when: rule.when,
+    approval: rule.approval,
+    matches,
+    condition,
+    applied,
+  };
+}
+
+function compileRule(rule: Rule, role: string, path: string, now: () => number): CompiledRule {
   const kinds: Partial<Record<SubjectKind, RegExp[]>> = {};
   const serverPatterns: RegExp[] = [];
   for (const kind of ["tools", "prompts", "resources"] as const) {
@@ -311,5 +398,8 @@ function compileRule(rule: Rule, path: string, now: () => number): CompiledRule 
     condition: rule.when ? compileCondition(rule.when, now) : undefined,
     label: path,
     approval: rule.approval === "required",
+    role,
+    description: rule.description,
+    when: rule.when,
   };
 }

@@ -1,7 +1,10 @@
 import { pino } from "pino";
 import type { Exchange } from "../policy/exchange.js";
 import type { Logger } from "./logger.js";
-import { methodLabel, type Metrics } from "./metrics.js";
+import { Reasons } from "../policy/reasons.js";
+import { causeLabel, methodLabel, type Metrics } from "./metrics.js";
+
+const isReason = (code: string): boolean => Object.hasOwn(Reasons, code);
 
 /** The audit record: who, what, which tool, decision, reasons, latency. Never tokens or arguments. */
 export interface AuditRecord {
@@ -26,6 +29,8 @@ export interface AuditRecord {
   resources: string[];
   decision: string;
   reasons: string[];
+  /** The precise internal cause of each denial (never shown to the agent). */
+  causes: string[];
   counters: Record<string, number>;
   latency_ms: number;
 }
@@ -81,6 +86,7 @@ const AUDIT_KEYS: readonly (keyof AuditRecord)[] = [
   "resources",
   "decision",
   "reasons",
+  "causes",
   "counters",
   "latency_ms",
 ];
@@ -249,6 +255,7 @@ export class AuditTrail {
       resources: boundedTexts(exchange.resources, MAX_URI_CHARS),
       decision: exchange.decision,
       reasons: later ? [...exchange.reasons] : exchange.reasons,
+      causes: later ? [...exchange.causes] : exchange.causes,
       counters: later ? { ...exchange.counters } : exchange.counters,
       latency_ms: Math.round((this.now() - exchange.startedAt) * 1000) / 1000,
     };
@@ -266,6 +273,9 @@ export class AuditTrail {
       });
     }
     for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });
+    for (const cause of exchange.causes) {
+      this.metrics.denialCauses.inc({ cause: causeLabel(cause, isReason) });
+    }
     for (const [kind, n] of Object.entries(exchange.counters)) countMetric(this.metrics, exchange, kind, n);
     return record;
   }

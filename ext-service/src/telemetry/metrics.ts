@@ -34,6 +34,26 @@ export function methodLabel(jsonRpcMethod: string | undefined, httpMethod: strin
   return HTTP_METHODS.has(httpMethod) ? httpMethod : "other";
 }
 
+/** Causes that name a rule carry it after a colon; the label keeps the kind only. */
+const CAUSE_KINDS: ReadonlySet<string> = new Set([
+  "not_registered",
+  "deprecated",
+  "rbac_no_rule",
+  "rbac_denied_by",
+  "condition_false",
+  "condition_error",
+]);
+
+/**
+ * The `cause` label of a denial cause (policy/engine.ts Denial): its kind (`rbac_denied_by`, not
+ * the rule), or the reason code a cause defaults to; anything else is `other`.
+ */
+export function causeLabel(cause: string, isReason: (code: string) => boolean): string {
+  const colon = cause.indexOf(":");
+  const kind = colon < 0 ? cause : cause.slice(0, colon);
+  return CAUSE_KINDS.has(kind) || (colon < 0 && isReason(kind)) ? kind : "other";
+}
+
 /** Prometheus metrics, all prefixed `mcp_gateway_`, on a registry of their own. */
 export class Metrics {
   readonly registry = new Registry();
@@ -41,6 +61,7 @@ export class Metrics {
   readonly protocolRequests: Counter<"era" | "protocol_version">;
   readonly decisionSeconds: Histogram<"phase">;
   readonly violations: Counter<"reason">;
+  readonly denialCauses: Counter<"cause">;
   readonly filtered: Counter<"kind">;
   readonly redactions: Counter<"kind">;
   readonly toolDrift: Counter<"server" | "tool">;
@@ -79,6 +100,12 @@ export class Metrics {
       name: "mcp_gateway_violations_total",
       help: "Policy denials and errors by reason code",
       labelNames: ["reason"],
+      registers,
+    });
+    this.denialCauses = new Counter({
+      name: "mcp_gateway_denial_causes_total",
+      help: "Denials by internal cause kind (not_registered, rbac_no_rule, rbac_denied_by, condition_false, ...)",
+      labelNames: ["cause"],
       registers,
     });
     this.filtered = new Counter({
