@@ -14,6 +14,8 @@ const DEPLOY_STEPS = ["build image", "push image", "roll out", "health check"];
 export interface DeployOptions {
   /** Pause between progress steps (ms). */
   stepMs?: number;
+  /** Another description of deploy_service: a new release of the tool, to show re-pinning. */
+  deployDescription?: string | undefined;
 }
 
 export function createDeployServer(
@@ -27,7 +29,9 @@ export function createDeployServer(
     "deploy_service",
     {
       title: "Deploy service",
-      description: "Deploy a service version to an environment. Reports progress while the rollout runs.",
+      description:
+        options.deployDescription ??
+        "Deploy a service version to an environment. Reports progress while the rollout runs.",
       inputSchema: {
         service: z.string().min(1).describe("Service name"),
         version: z.string().min(1).describe("Version to deploy"),

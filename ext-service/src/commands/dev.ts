@@ -16,7 +16,8 @@ import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../config/devkeys.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { startEdge, type Edge } from "../edge/index.js";
 import type { PolicyEngine } from "../policy/engine.js";
-import { boundPort, startAdminServer } from "../telemetry/admin.js";
+import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
 import { closeServer, parsePort, untilSignal } from "./edge.js";
@@ -143,7 +144,9 @@ export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
         { ready: edge.ready },
         engine.config.listen.admin.host,
         adminPort,
+        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger)],
       );
+      edge.state.approvals.adminUrl = adminBaseUrl(engine.config.listen.admin.host, boundPort(admin));
     } catch (err) {
       throw explainListenError(err, "The admin", adminPort);
     }

@@ -4,7 +4,8 @@ import { UsageError } from "./command.js";
 import { loadEngine, warnReferences } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
 import { reloadOnHangup } from "./reload.js";
-import { boundPort, startAdminServer } from "../telemetry/admin.js";
+import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
 
@@ -90,7 +91,9 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
         { ready: edge.ready },
         engine.config.listen.admin.host,
         adminPort ?? engine.config.listen.admin.port,
+        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger)],
       );
+      edge.state.approvals.adminUrl = adminBaseUrl(engine.config.listen.admin.host, boundPort(admin));
     } catch (err) {
       await edge.close(0);
       throw err;

@@ -1,3 +1,4 @@
+import { approvalsCommand } from "./approvals.js";
 import type { Command } from "./command.js";
 import { devCommand } from "./dev.js";
 import { edgeCommand } from "./edge.js";
@@ -15,4 +16,5 @@ export const commands: Command[] = [
   explainCommand,
   tokenCommand,
   registryCommand,
+  approvalsCommand,
 ];

@@ -48,6 +48,8 @@ export interface Edge {
   port: number;
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
+  /** Shared state (budgets, cache, approvals): the admin API reads approvals from it. */
+  readonly state: GatewayState;
   /** True while listening and not draining (for /readyz). */
   ready(): boolean;
   /**
@@ -708,6 +710,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
             upstreams.update(upstreamsOf(next));
           },
           port,
+          state: shared,
           url: `http://${shownHost}:${port}`,
           ready: () => listening && !closing && shared.ready(),
           close(graceMs = durationMs(engine.config.shutdownGrace)) {

@@ -4,7 +4,8 @@ import { Server, ServerCredentials, type UntypedServiceImplementation } from "@g
 import { durationMs } from "../config/schema.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import { GatewayState, openStore } from "../state/runtime.js";
-import { startAdminServer, boundPort } from "../telemetry/admin.js";
+import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { adminBaseUrl, startAdminServer, boundPort } from "../telemetry/admin.js";
 import { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
@@ -162,7 +163,9 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       { ready: () => health.serving && state.ready() },
       options.adminHost ?? listen.admin.host,
       options.adminPort ?? listen.admin.port,
+      [approvalsAdminApi(() => ctx.engine, state.approvals, logger)],
     );
+    state.approvals.adminUrl = adminBaseUrl(options.adminHost ?? listen.admin.host, boundPort(admin));
   } catch (err) {
     grpc.forceShutdown();
     if (ownsState) await state.close();

@@ -1,3 +1,4 @@
+import { Approvals } from "../approvals/runtime.js";
 import type { GatewayConfig } from "../config/schema.js";
 import { CacheSchema, durationMs } from "../config/schema.js";
 import { isInputRequiredResult } from "../mcp/eras.js";
@@ -46,6 +47,8 @@ export function openStore(config: GatewayConfig, env: NodeJS.ProcessEnv = proces
 export class GatewayState {
   readonly metrics: StateMetrics;
   readonly cache: ResultCache;
+  /** Pending and decided approvals (approvals/), checked before budgets. */
+  readonly approvals: Approvals;
   private readonly stopWatching: () => void;
   /** Cacheable calls that missed: their answer is stored if every check passes it unchanged. */
   private readonly misses = new WeakMap<Exchange, { key: string; ttl: number | string }>();
@@ -57,6 +60,7 @@ export class GatewayState {
     cacheConfig: GatewayConfig["cache"] = CacheSchema.parse({}),
   ) {
     this.metrics = stateMetrics(metrics);
+    this.approvals = new Approvals(store, metrics, logger);
     this.cache = new ResultCache(cacheConfig, store, metrics, () =>
       this.metrics.storeErrors.inc({ feature: "cache" }),
     );
@@ -90,6 +94,9 @@ export class GatewayState {
   ): Promise<HttpReply | undefined> {
     const calls = verdict.toolCalls;
     if (!calls) return undefined;
+    // Approval first: a call held for a human is not charged to any budget.
+    const held = await this.approvals.beforeForward(engine, exchange, calls, verdict.batch === true);
+    if (held) return held;
     if (engine.budgets.active) {
       const refused = await this.chargeBudgets(engine, exchange, calls, verdict.batch === true);
       if (refused) return refused;
@@ -213,6 +220,7 @@ export class GatewayState {
 
   async close(): Promise<void> {
     this.stopWatching();
+    await this.approvals.settled();
     await this.store.close();
   }
 }

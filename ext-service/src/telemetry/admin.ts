@@ -1,4 +1,4 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Metrics } from "./metrics.js";
 
@@ -7,14 +7,22 @@ export interface AdminState {
   ready(): boolean;
 }
 
-/** Admin HTTP: /metrics (Prometheus), /healthz (process alive), /readyz (accepting traffic). */
+/** An API mounted on the admin port: answers its own paths (returns true) and leaves the rest. */
+export type AdminRoutes = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+/**
+ * Admin HTTP: /metrics (Prometheus), /healthz (process alive), /readyz (accepting traffic), and
+ * the APIs in `routes` (the approvals API), which authenticate their callers themselves.
+ */
 export function startAdminServer(
   metrics: Metrics,
   state: AdminState,
   host: string,
   port: number,
+  routes: readonly AdminRoutes[] = [],
 ): Promise<Server> {
   const server = createServer((req, res) => {
+    for (const route of routes) if (route(req, res)) return;
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
@@ -48,4 +56,10 @@ export function startAdminServer(
 export function boundPort(server: { address(): AddressInfo | string | null }): number {
   const addr = server.address();
   return typeof addr === "object" && addr ? addr.port : 0;
+}
+
+/** http://host:port of the admin server, with a wildcard host shown as loopback. */
+export function adminBaseUrl(host: string, port: number): string {
+  const shown = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+  return `http://${shown}:${port}`;
 }

@@ -174,11 +174,13 @@ function countMetric(metrics: Metrics, exchange: Exchange, key: string, n: numbe
     case "tool_drift":
       metrics.toolDrift.inc({ server: exchange.server ?? "-", tool: label }, n);
       return;
-    // Counted by the state features themselves (ext-service/src/state/metrics.ts).
+    // Counted by the state features themselves (ext-service/src/state/metrics.ts) and the
+    // approvals runtime (ext-service/src/approvals/runtime.ts).
     case "budget_warning":
     case "budget_exhausted":
     case "budget_unchecked":
     case "cache":
+    case "approval":
       return;
     default:
       metrics.filtered.inc({ kind: key }, n);
