@@ -777,6 +777,53 @@ export const SessionsSchema = z
   .strict()
   .prefault({});
 
+const ViewNameSchema = z
+  .string()
+  .regex(
+    /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
+    "view names are DNS labels: lower-case letters, digits and '-'",
+  );
+
+export const BrokerViewSchema = z
+  .object({
+    description: z.string().optional(),
+    servers: z
+      .array(z.string().min(1))
+      .min(1)
+      .describe("Registry servers in this view; the agent still sees only what its roles allow"),
+    tools: z
+      .array(z.string().regex(/^[a-z0-9-]+\/(\*|[^*/]+)$/, "expected '<server>/<tool>' or '<server>/*'"))
+      .optional()
+      .describe(
+        "Tools offered in this view ('<server>/<tool>' or '<server>/*'); absent: every tool of its servers",
+      ),
+  })
+  .strict();
+
+export const BrokerSchema = z
+  .object({
+    separator: z
+      .string()
+      .regex(/^[_.]{1,4}$/, "expected 1-4 characters from '_' and '.' (server names never contain them)")
+      .default("__")
+      .describe(
+        "Between the server name and the tool, prompt or resource name on the aggregated endpoint (/mcp)",
+      ),
+    hopTokenTtl: Duration.default("60s").describe(
+      "Lifetime of the gateway-sealed identity the broker presents on its hop to /mcp/<server>",
+    ),
+    hopUrl: HttpUrl.optional().describe(
+      "Where the broker reaches /mcp/<server>: Envoy's listener behind Envoy; absent: the local edge itself",
+    ),
+    views: z
+      .record(ViewNameSchema, BrokerViewSchema)
+      .default({})
+      .describe("Named subsets served at /mcp/views/<name>"),
+  })
+  .strict()
+  .prefault({})
+  .describe("The aggregated endpoint /mcp: one MCP server over every server the agent may use");
+
 export const CacheSchema = z
   .object({
     maxEntries: z.number().int().positive().default(10_000),
@@ -836,6 +883,7 @@ export const GatewayConfigSchema = z
     approvals: ApprovalsSchema,
     cache: CacheSchema,
     sessions: SessionsSchema,
+    broker: BrokerSchema,
     shutdownGrace: Duration.default("10s"),
     drainDelay: Duration.default("12s").describe(
       "serve: after SIGTERM, how long gRPC health and /readyz report NOT_SERVING while new calls are still accepted, before draining; above Envoy's health check interval x unhealthy_threshold + jitter (11s in envoy/envoy.yaml)",
@@ -986,6 +1034,7 @@ export type BudgetsConfig = z.infer<typeof BudgetsSchema>;
 export type BudgetRule = z.infer<typeof BudgetRuleSchema>;
 export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 export type ApproverConfig = z.infer<typeof ApproverSchema>;
+export type BrokerConfig = z.infer<typeof BrokerSchema>;
 
 /** Duration in milliseconds. */
 export function durationMs(value: number | string): number {

@@ -20,6 +20,8 @@ import { LoopStallWatch } from "./loop-stall.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
+import { Broker } from "../broker/broker.js";
+import type { Principal } from "../policy/identity.js";
 
 export interface EdgeOptions {
   engine: PolicyEngine;
@@ -75,6 +77,8 @@ interface Active {
   timedOut: boolean;
   shuttingDown: boolean;
   bodyTimeout: boolean;
+  /** Stops work that is not an upstream call (the aggregated endpoint's answer). */
+  onStop?: () => void;
 }
 
 const encoder = new TextEncoder();
@@ -100,6 +104,7 @@ function idFromKey(key: string): JsonRpcId {
 function stopUpstream(state: Active): void {
   state.stopped = true;
   state.call?.abort();
+  state.onStop?.();
 }
 
 function timeOut(state: Active): void {
@@ -193,6 +198,13 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   let idleWaiter: (() => void) | undefined;
   let closing = false;
   let listening = false;
+  let ownUrl = "";
+  const broker = new Broker({
+    engine: () => engine,
+    logger,
+    metrics,
+    hopOrigin: () => engine.config.broker.hopUrl?.replace(/\/$/, "") ?? ownUrl,
+  });
 
   const sendReply = (res: ServerResponse, reply: HttpReply, extra: Record<string, string> = {}): void => {
     if (res.headersSent || res.destroyed) return;
@@ -285,6 +297,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const refusedName = refusedHeaderName(req.headers);
     if (refusedName !== undefined) return reject(res, exchange, "header_name_invalid");
     const headers = headerMap(req.headers);
+    if (engine.route(req.url ?? "/").kind === "broker")
+      return serveBroker(req, res, exchange, state, headers);
     const t0 = performance.now();
     const admission = await engine.admit(
       { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
@@ -292,28 +306,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     );
     admitSeconds.observe((performance.now() - t0) / 1000);
     if (!admission.ok) return sendReply(res, admission.reply);
-
-    const taken = limiter.take(admission.principal);
-    const wait = typeof taken === "number" ? taken : await taken;
-    // Agents are namespaced by issuer: two issuers' "bot" are two agents.
-    const agentKey = `${admission.principal.issuer ?? ""}\u0000${admission.principal.agent}`;
-    if (wait > 0) return reject(res, exchange, "rate_limited", { "retry-after": String(wait) });
-    // Open requests and streams per agent: each holds sockets here and upstream, and a GET
-    // stream may stay open for hours, so a rate limit alone does not bound them.
-    const open = openByAgent.get(agentKey) ?? { requests: 0, streams: 0 };
-    if (open.requests >= perAgent.maxRequests || (state.longLived && open.streams >= perAgent.maxStreams)) {
-      return reject(res, exchange, "concurrency_limited");
-    }
-    if (state.closed) return; // the client left while its token was checked
-    openByAgent.set(agentKey, open);
-    const stream = state.longLived;
-    open.requests++;
-    if (stream) open.streams++;
-    state.release = () => {
-      open.requests--;
-      if (stream) open.streams--;
-      if (open.requests === 0) openByAgent.delete(agentKey);
-    };
+    // The aggregated endpoint's hops: the agent's own request to /mcp was already counted.
+    if (!admission.principal.viaBroker && !(await admitAgent(res, exchange, state, admission.principal)))
+      return;
 
     const media = checkMcpMedia(method, headers);
     if (media) {
@@ -370,6 +365,90 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       endpoint.inflight--;
       endpoint.breaker.release(ticket); // no-op once an outcome was reported
     }
+  }
+
+  /** Rate limit and per-agent caps; false when the request was answered (refused, or the client left). */
+  async function admitAgent(
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+    principal: Principal,
+  ): Promise<boolean> {
+    const taken = limiter.take(principal);
+    const wait = typeof taken === "number" ? taken : await taken;
+    // Agents are namespaced by issuer: two issuers' "bot" are two agents.
+    const agentKey = `${principal.issuer ?? ""}\u0000${principal.agent}`;
+    if (wait > 0) {
+      reject(res, exchange, "rate_limited", { "retry-after": String(wait) });
+      return false;
+    }
+    // Open requests and streams per agent: each holds sockets here and upstream, and a GET
+    // stream may stay open for hours, so a rate limit alone does not bound them.
+    const open = openByAgent.get(agentKey) ?? { requests: 0, streams: 0 };
+    if (open.requests >= perAgent.maxRequests || (state.longLived && open.streams >= perAgent.maxStreams)) {
+      reject(res, exchange, "concurrency_limited");
+      return false;
+    }
+    if (state.closed) return false; // the client left while its token was checked
+    openByAgent.set(agentKey, open);
+    const stream = state.longLived;
+    open.requests++;
+    if (stream) open.streams++;
+    state.release = () => {
+      open.requests--;
+      if (stream) open.streams--;
+      if (open.requests === 0) openByAgent.delete(agentKey);
+    };
+    return true;
+  }
+
+  /** `/mcp` and `/mcp/views/<name>`: the aggregated endpoint (broker/), in this process. */
+  async function serveBroker(
+    req: IncomingMessage,
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+    headers: ReturnType<typeof headerMap>,
+  ): Promise<void> {
+    const method = exchange.httpMethod;
+    const t0 = performance.now();
+    const admission = await engine.admitBroker(
+      { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
+      exchange,
+    );
+    admitSeconds.observe((performance.now() - t0) / 1000);
+    if (!admission.ok) return sendReply(res, admission.reply);
+    if (!(await admitAgent(res, exchange, state, admission.principal))) return;
+    const media = checkMcpMedia(method, headers);
+    if (media) {
+      return reject(
+        res,
+        exchange,
+        media,
+        media === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {},
+      );
+    }
+    let parsed: unknown;
+    if (method === "POST") {
+      const read = await readBody(req, engine.limits.maxRequestBytes);
+      if (!read.ok) {
+        if (read.problem === "too_large")
+          return reject(res, exchange, "body_too_large", { connection: "close" });
+        return;
+      }
+      try {
+        parsed = JSON.parse(read.body.toString("utf8"));
+      } catch {
+        return reject(res, exchange, "parse_error");
+      }
+      for (const message of Array.isArray(parsed) ? parsed : [parsed]) {
+        const name = (message as { method?: unknown } | null)?.method;
+        if (typeof name === "string") exchange.methods.push(name);
+      }
+    }
+    state.onStop = () => res.destroy();
+    await broker.handle(req, res, admission.principal, admission.view, parsed);
+    exchange.status = res.statusCode;
   }
 
   async function forward(
@@ -700,6 +779,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
         const host = options.host ?? engine.config.listen.edge.host;
         const shownHost =
           host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+        ownUrl = `http://${shownHost}:${port}`;
         let closed: Promise<void> | undefined;
         resolve({
           get engine() {
@@ -743,6 +823,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               listening = false;
               stopCounting();
               await upstreams.close();
+              await broker.close();
               if (ownsState) await shared.close();
             })();
             return closed;

@@ -45,6 +45,8 @@ import {
   type UpstreamSession,
 } from "./session-seal.js";
 import { readSessionSecrets } from "../config/session-keys.js";
+import { durationMs } from "../config/schema.js";
+import { HopTokens, isHopToken } from "./hop-token.js";
 
 /**
  * Why one request is refused: `reason` is what the agent is told (a tool it may not use reads as
@@ -79,6 +81,11 @@ export interface HttpReply {
 
 export type Admission =
   | { ok: true; exchange: Exchange; principal: Principal; server: string }
+  | { ok: false; exchange: Exchange; reply: HttpReply };
+
+/** Header-phase decision for the aggregated endpoint (`/mcp`, `/mcp/views/<name>`). */
+export type BrokerAdmission =
+  | { ok: true; exchange: Exchange; principal: Principal; view: string | undefined }
   | { ok: false; exchange: Exchange; reply: HttpReply };
 
 /** A tools/call about to be forwarded: what budgets charge and the result cache keys on. */
@@ -187,6 +194,8 @@ export class PolicyEngine {
   readonly budgets: BudgetPolicy;
   /** Which tool calls need a human approval, who decides, what an approval binds. */
   readonly approvals: ApprovalPolicy;
+  /** The identity the aggregated endpoint presents on its hop to /mcp/<server> (policy/hop-token.ts). */
+  readonly hopTokens: HopTokens;
   /** Seals the event ids of forwarded streams so a resumed stream's answers are matched (F4). */
   readonly resumption: StreamResumption;
   readonly limits: ParseLimits & {
@@ -214,6 +223,7 @@ export class PolicyEngine {
     // Without configured keys, one random key per process: sessions survive a config reload,
     // not a restart, and another replica does not know them.
     this.sessions = new SessionSealer(keys.secrets.length ? keys.secrets : [processSessionSecret()]);
+    this.hopTokens = new HopTokens(this.sessions, durationMs(loaded.config.broker.hopTokenTtl), now);
     this.limits = loaded.config.limits;
   }
 
@@ -276,13 +286,40 @@ export class PolicyEngine {
     // tell which server names exist: every well-formed /mcp/<name> answers it the same 401.
     // exchange.server stays unset for an unknown name, so unauthenticated callers cannot grow
     // the metrics' server label either.
+    if (route.kind === "broker")
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
     if (route.kind === "mcp") exchange.server = route.server;
+    const bearer = Authenticator.bearerToken(head.headers.authorization);
+    if (typeof bearer === "string" && isHopToken(bearer)) {
+      // The aggregated endpoint's hop: it authenticated the agent and seals who it speaks for.
+      const principal = route.kind === "mcp" ? this.hopTokens.open(bearer, route.server) : undefined;
+      if (!principal) {
+        const challenge = { "www-authenticate": this.bearerChallenge("hop_token_invalid", route.server) };
+        return {
+          ok: false,
+          exchange,
+          reply: this.rejection(exchange, "hop_token_invalid", undefined, challenge),
+        };
+      }
+      return this.admitPrincipal(head, exchange, principal, route);
+    }
     const auth = await this.authenticator.authenticate(head.headers.authorization);
     if (!auth.ok) {
       const challenge = { "www-authenticate": this.bearerChallenge(auth.reason, route.server) };
       return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
     }
-    const unreachable = this.reachServer(exchange, auth.principal, route);
+    return this.admitPrincipal(head, exchange, auth.principal, route);
+  }
+
+  private admitPrincipal(
+    head: HttpRequestHead,
+    exchange: Exchange,
+    principal: Principal,
+    route: Extract<Route, { kind: "mcp" | "unknown_server" }>,
+  ): Admission {
+    // The audit record of a hop says it came through the aggregated endpoint.
+    if (principal.viaBroker) countOn(exchange, "via_broker");
+    const unreachable = this.reachServer(exchange, principal, route);
     if (unreachable) return { ok: false, exchange, reply: unreachable };
     // MCP endpoints take no query string. Forwarding the client's would let it add parameters to
     // the registry's upstream URL (`?tenant=` pollution) and carry tokens put in URLs upstream;
@@ -296,7 +333,40 @@ export class PolicyEngine {
       const version = head.headers["mcp-protocol-version"];
       exchange.protocolVersion = version === undefined ? undefined : protocolVersionLabel(version.trim());
     }
-    return { ok: true, exchange, principal: auth.principal, server: route.server };
+    return { ok: true, exchange, principal, server: route.server };
+  }
+
+  /**
+   * Header-phase decision for the aggregated endpoint: Origin and Host, the agent's token (never
+   * a hop identity: the broker does not call itself), the view, and no query string. What the
+   * agent may use inside is decided per hop, on /mcp/<server>.
+   */
+  async admitBroker(head: HttpRequestHead, exchange: Exchange): Promise<BrokerAdmission> {
+    const foreign = this.origins.check(
+      head.headers.origin,
+      head.host ?? head.headers.host,
+      head.localAddress,
+    );
+    if (foreign) return { ok: false, exchange, reply: this.rejection(exchange, foreign) };
+    const route = this.route(head.path);
+    if (route.kind !== "broker")
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
+    const bearer = Authenticator.bearerToken(head.headers.authorization);
+    const auth =
+      typeof bearer === "string" && isHopToken(bearer)
+        ? ({ ok: false, reason: "hop_token_invalid", detail: "" } as const)
+        : await this.authenticator.authenticate(head.headers.authorization);
+    if (!auth.ok) {
+      const challenge = { "www-authenticate": this.bearerChallenge(auth.reason, undefined) };
+      return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
+    }
+    exchange.principal = auth.principal;
+    if (route.view !== undefined && !Object.hasOwn(this.config.broker.views, route.view))
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
+    if (head.path.includes("?")) {
+      return { ok: false, exchange, reply: this.rejection(exchange, "query_not_allowed") };
+    }
+    return { ok: true, exchange, principal: auth.principal, view: route.view };
   }
 
   /**

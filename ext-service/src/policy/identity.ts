@@ -21,6 +21,8 @@ export interface Principal {
   claims: Readonly<Record<string, unknown>>;
   issuer: string | undefined;
   anonymous: boolean;
+  /** Authenticated by the aggregated endpoint's hop identity (policy/hop-token.ts), not a token of its own. */
+  viaBroker?: boolean;
 }
 
 export type AuthResult =

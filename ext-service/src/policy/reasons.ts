@@ -63,6 +63,11 @@ export const Reasons = {
     status: 401,
     message: "The token's signing key is unknown",
   },
+  hop_token_invalid: {
+    code: JsonRpcCode.Unauthorized,
+    status: 401,
+    message: "The gateway's internal hop identity is invalid or expired",
+  },
   jwt_claims_invalid: {
     code: JsonRpcCode.Unauthorized,
     status: 401,

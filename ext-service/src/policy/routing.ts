@@ -7,11 +7,14 @@ import type { GatewayConfig } from "../config/schema.js";
  */
 export type Route =
   | { kind: "mcp"; server: string }
+  /** The aggregated endpoint: `/mcp` (view undefined) or `/mcp/views/<name>`. */
+  | { kind: "broker"; view: string | undefined }
   | { kind: "resource_metadata"; server: string | undefined }
   | { kind: "unknown_server"; server: string }
   | { kind: "not_found" };
 
 const MCP_PATH = /^\/mcp\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)$/;
+const VIEW_PATH = /^\/mcp\/views\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)$/;
 const METADATA_PREFIX = "/.well-known/oauth-protected-resource";
 
 export function parseRoute(rawPath: string, exists: (server: string) => boolean): Route {
@@ -25,6 +28,9 @@ export function parseRoute(rawPath: string, exists: (server: string) => boolean)
     const rest = MCP_PATH.exec(path.slice(METADATA_PREFIX.length));
     return rest ? { kind: "resource_metadata", server: rest[1]! } : { kind: "not_found" };
   }
+  if (path === "/mcp") return { kind: "broker", view: undefined };
+  const view = VIEW_PATH.exec(path);
+  if (view) return { kind: "broker", view: view[1]! };
   const m = MCP_PATH.exec(path);
   if (!m) return { kind: "not_found" };
   return exists(m[1]!) ? { kind: "mcp", server: m[1]! } : { kind: "unknown_server", server: m[1]! };

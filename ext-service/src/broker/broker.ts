@@ -1,0 +1,670 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
+import {
+  ProtocolError,
+  Server,
+  WebStandardStreamableHTTPServerTransport,
+  createMcpHandler,
+  isInitializeRequest,
+  isLegacyRequest,
+  type McpHttpHandler,
+  type ServerContext,
+} from "@modelcontextprotocol/server";
+import { LRUCache } from "lru-cache";
+import type { PolicyEngine } from "../policy/engine.js";
+import type { Principal } from "../policy/identity.js";
+import { JsonRpcCode, Reasons } from "../policy/reasons.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { BrokerNames } from "./names.js";
+import { brokerSessionOwner, openBrokerSession, sealBrokerSession, type BrokerSession } from "./session.js";
+
+export interface BrokerOptions {
+  /** The policy in force (it changes on reload). */
+  engine: () => PolicyEngine;
+  logger: Logger;
+  metrics: Metrics;
+  /**
+   * Origin through which the broker reaches `/mcp/<server>` (each hop is decided there, exactly as
+   * a direct client's request): the edge itself on the local plane, Envoy's listener behind Envoy.
+   */
+  hopOrigin: () => string;
+}
+
+/** Who is asking, in which view, and what the client can do (for relaying server requests). */
+interface Scope {
+  principal: Principal;
+  view: string | undefined;
+  modern: boolean;
+  session: BrokerSession | undefined;
+  /** The sealed id of the client's session (2025), for hop sessions opened after initialize. */
+  sessionId: string | undefined;
+  clientCapabilities: Record<string, unknown>;
+}
+
+/** A 2025-era session this process serves: the SDK's session transport and server. */
+interface LiveSession {
+  transport: WebStandardStreamableHTTPServerTransport;
+  server: Server;
+  session: BrokerSession;
+}
+
+const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
+const HOP_CLIENT_INFO = { name: "mcp-gateway-broker", version: "1.0.0" };
+/** Server-to-client requests the broker relays from a server to the agent's client. */
+const RELAYED_REQUESTS = [
+  ["elicitation/create", "elicitation"],
+  ["sampling/createMessage", "sampling"],
+  ["roots/list", "roots"],
+] as const;
+const HOP_TIMEOUT_MS = 60_000;
+
+type ListKind = "tools" | "prompts" | "resources" | "resourceTemplates";
+const LISTS = {
+  tools: { method: "tools/list", field: "tools" },
+  prompts: { method: "prompts/list", field: "prompts" },
+  resources: { method: "resources/list", field: "resources" },
+  resourceTemplates: { method: "resources/templates/list", field: "resourceTemplates" },
+} as const;
+/** Pages read from one server for one list: a server cannot keep the broker paging for ever. */
+const MAX_LIST_PAGES = 100;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** A JSON-RPC error from the hop (the per-server policy's answer), passed to the agent as it is. */
+function relayedError(err: unknown, server: string): ProtocolError {
+  const e = err as { code?: unknown; message?: unknown; data?: unknown };
+  if (typeof e.code === "number" && Number.isInteger(e.code) && e.code < 0 && typeof e.message === "string") {
+    return new ProtocolError(e.code, e.message, e.data);
+  }
+  const info = Reasons.upstream_unavailable;
+  return new ProtocolError(info.code, info.message, { reason: "upstream_unavailable", server });
+}
+
+function unknownName(kind: "tools" | "prompts" | "resources", name: string): ProtocolError {
+  const reason =
+    kind === "tools" ? "tool_unknown" : kind === "prompts" ? "prompt_unknown" : "resource_unknown";
+  const info = Reasons[reason];
+  return new ProtocolError(info.code, `${info.message}: ${name}`, { reason });
+}
+
+/** Writes a web Response to a node response, streaming its body (SSE) as it arrives. */
+async function sendResponse(res: ServerResponse, response: Response, extra: Record<string, string> = {}) {
+  const headers: Record<string, string> = { ...extra };
+  response.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  res.writeHead(response.status, headers);
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  res.flushHeaders();
+  const reader = response.body.getReader();
+  const cancel = () => void reader.cancel().catch(() => undefined);
+  res.once("close", cancel);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (res.destroyed) break;
+      if (!res.write(value))
+        await new Promise<void>((resume) => res.once("drain", resume).once("close", resume));
+    }
+  } finally {
+    res.off("close", cancel);
+  }
+  if (!res.destroyed) res.end();
+}
+
+function webRequest(req: IncomingMessage, origin: string): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name === "authorization" || name === "content-length") continue;
+    headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  return new Request(`${origin}${req.url ?? "/mcp"}`, { method: req.method ?? "GET", headers });
+}
+
+/**
+ * The aggregated endpoint (`/mcp`, `/mcp/views/<name>`): one MCP server, built with the SDK's
+ * server classes, over every server the agent may use. Each of its hops is an SDK client of the
+ * gateway's own `/mcp/<server>` route, presenting a gateway-sealed identity for the agent
+ * (policy/hop-token.ts), so every decision, DLP, injection check, pin check and audit record of a
+ * hop is exactly the one a direct client gets. See docs/design/broker.md.
+ */
+export class Broker {
+  readonly names: BrokerNames;
+  private readonly sessions = new LRUCache<string, LiveSession>({
+    max: 10_000,
+    ttl: 30 * 60_000,
+    updateAgeOnGet: true,
+    dispose: (live) => void live.server.close().catch(() => undefined),
+  });
+  /** Hop sessions opened after initialize (a server that was down then), per client session. */
+  private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
+  private readonly modern: McpHttpHandler;
+  private readonly scopes = new WeakMap<object, Scope>();
+
+  constructor(private readonly options: BrokerOptions) {
+    this.names = new BrokerNames(options.engine().config.broker.separator);
+    this.modern = createMcpHandler(
+      (ctx) => {
+        const scope = ctx.authInfo?.extra?.scope;
+        if (!isRecord(scope)) throw new Error("broker: request without its scope");
+        return this.buildServer(scope as unknown as Scope);
+      },
+      { legacy: "reject", onerror: (err) => options.logger.debug({ err }, "broker: request refused") },
+    );
+  }
+
+  private get engine(): PolicyEngine {
+    return this.options.engine();
+  }
+
+  /** Servers of the view that the agent may reach, in registry order. */
+  servers(principal: Principal, view: string | undefined): string[] {
+    const engine = this.engine;
+    const names =
+      view === undefined ? engine.registry.serverNames() : (engine.config.broker.views[view]?.servers ?? []);
+    return names.filter(
+      (n) => engine.registry.server(n) !== undefined && engine.rbac.mayReachServer(principal, n),
+    );
+  }
+
+  private inView(view: string | undefined, server: string, tool: string): boolean {
+    if (view === undefined) return true;
+    const tools = this.engine.config.broker.views[view]?.tools;
+    if (tools === undefined) return true;
+    return tools.includes(`${server}/*`) || tools.includes(`${server}/${tool}`);
+  }
+
+  /** Serves one HTTP request on the aggregated endpoint; the agent is already authenticated. */
+  async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    principal: Principal,
+    view: string | undefined,
+    body: unknown,
+  ): Promise<void> {
+    const origin = this.options.hopOrigin();
+    const request = webRequest(req, origin);
+    if (req.method === "POST" && !(await isLegacyRequest(request, body))) {
+      const scope: Scope = {
+        principal,
+        view,
+        modern: true,
+        session: undefined,
+        sessionId: undefined,
+        clientCapabilities: {},
+      };
+      const response = await this.modern.fetch(request, {
+        parsedBody: body,
+        authInfo: { token: "", clientId: principal.agent, scopes: [], extra: { scope } },
+      });
+      return sendResponse(res, response);
+    }
+    const owner = brokerSessionOwner(principal.issuer, principal.agent, view);
+    const sessionId = req.headers["mcp-session-id"];
+    if (typeof sessionId !== "string") {
+      if (req.method === "POST" && isInitializeRequest(body)) {
+        return this.initialize(res, request, principal, view, body as { params?: Record<string, unknown> });
+      }
+      const info = Reasons.invalid_request;
+      res.writeHead(400, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          jsonrpc: "2.0",
+          id: null,
+          error: { code: info.code, message: "Mcp-Session-Id is required; start with initialize" },
+        }),
+      );
+      return;
+    }
+    // Opened on every request, also when this process holds the session: the id must be one the
+    // gateway sealed for this agent, issuer and view, with a key it still holds.
+    const session = openBrokerSession(this.engine.sessions, sessionId, owner);
+    if (!session) return this.unknownSession(res);
+    const live =
+      this.sessions.get(sessionId) ?? (await this.restore(sessionId, session, principal, view, origin));
+    if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
+    const response = await live.transport.handleRequest(request, { parsedBody: body });
+    if (req.method === "DELETE") this.sessions.delete(sessionId);
+    return sendResponse(res, response);
+  }
+
+  private unknownSession(res: ServerResponse): void {
+    const info = Reasons.session_unknown;
+    res.writeHead(info.status, { "content-type": "application/json" });
+    res.end(
+      JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: info.code, message: info.message, data: { reason: "session_unknown" } },
+      }),
+    );
+  }
+
+  /**
+   * `initialize` without a session: opens a session on each server of the view (in parallel; one
+   * that fails is left out and opened later when it is used), seals them into the client's id.
+   */
+  private async initialize(
+    res: ServerResponse,
+    request: Request,
+    principal: Principal,
+    view: string | undefined,
+    body: { params?: Record<string, unknown> },
+  ): Promise<void> {
+    const params = body.params ?? {};
+    const clientCapabilities = isRecord(params.capabilities) ? params.capabilities : {};
+    const info = isRecord(params.clientInfo) ? params.clientInfo : {};
+    const session: BrokerSession = {
+      protocolVersion: typeof params.protocolVersion === "string" ? params.protocolVersion : "2025-03-26",
+      clientCapabilities,
+      clientInfo: {
+        name: typeof info.name === "string" ? info.name : "client",
+        version: typeof info.version === "string" ? info.version : "0",
+      },
+      hops: {},
+    };
+    const scope: Scope = {
+      principal,
+      view,
+      modern: false,
+      session,
+      sessionId: undefined,
+      clientCapabilities,
+    };
+    const servers = this.servers(principal, view);
+    const opened = await Promise.allSettled(servers.map((server) => this.openHopSession(scope, server)));
+    opened.forEach((result, i) => {
+      if (result.status === "fulfilled") session.hops[servers[i]!] = result.value;
+      else this.dropped(servers[i]!, "initialize", result.reason);
+    });
+    const sealed = sealBrokerSession(
+      this.engine.sessions,
+      brokerSessionOwner(principal.issuer, principal.agent, view),
+      session,
+    );
+    const live = await this.liveSession(sealed, session, principal, view);
+    const response = await live.transport.handleRequest(request, { parsedBody: body });
+    return sendResponse(res, response);
+  }
+
+  private async liveSession(
+    sealed: string,
+    session: BrokerSession,
+    principal: Principal,
+    view: string | undefined,
+  ): Promise<LiveSession> {
+    const scope: Scope = {
+      principal,
+      view,
+      modern: false,
+      session,
+      sessionId: sealed,
+      clientCapabilities: session.clientCapabilities,
+    };
+    const server = this.buildServer(scope);
+    const transport = new WebStandardStreamableHTTPServerTransport({
+      sessionIdGenerator: () => sealed,
+      onsessionclosed: (id) => void this.sessions.delete(id),
+    });
+    await server.connect(transport);
+    const live = { transport, server, session };
+    this.sessions.set(sealed, live);
+    return live;
+  }
+
+  /**
+   * A valid sealed id this process does not hold (another replica opened it, or this process
+   * restarted or evicted it): the SDK session is rebuilt by replaying the client's initialize.
+   */
+  private async restore(
+    sealed: string,
+    session: BrokerSession,
+    principal: Principal,
+    view: string | undefined,
+    origin: string,
+  ): Promise<LiveSession> {
+    const live = await this.liveSession(sealed, session, principal, view);
+    const replay = await live.transport.handleRequest(
+      new Request(`${origin}/mcp`, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+      }),
+      {
+        parsedBody: {
+          jsonrpc: "2.0",
+          id: "gateway-restore",
+          method: "initialize",
+          params: {
+            protocolVersion: session.protocolVersion,
+            capabilities: session.clientCapabilities,
+            clientInfo: session.clientInfo,
+          },
+        },
+      },
+    );
+    await replay.text();
+    return live;
+  }
+
+  private async closeHops(live: LiveSession, principal: Principal, sessionId: string): Promise<void> {
+    const scope: Scope = {
+      principal,
+      view: undefined,
+      modern: false,
+      session: live.session,
+      sessionId,
+      clientCapabilities: {},
+    };
+    const servers = new Set([
+      ...Object.keys(live.session.hops),
+      ...Object.keys(this.engine.registry.serverNames()).filter((s) =>
+        this.lateHops.has(`${sessionId} ${s}`),
+      ),
+    ]);
+    await Promise.allSettled(
+      [...servers].map(async (server) => {
+        const transport = this.hopTransport(scope, server, this.hopSessionId(scope, server));
+        await transport.terminateSession();
+        this.lateHops.delete(`${sessionId} ${server}`);
+      }),
+    );
+  }
+
+  private dropped(server: string, method: string, err: unknown): void {
+    this.options.metrics.upstreamErrors.inc({ server, reason: "broker_dropped" });
+    this.options.logger.warn(
+      { server, method, error: (err as { message?: string } | null)?.message },
+      "aggregated endpoint: server left out of the view",
+    );
+  }
+
+  private hopSessionId(scope: Scope, server: string): string | undefined {
+    return (
+      scope.session?.hops[server] ??
+      (scope.sessionId === undefined ? undefined : this.lateHops.get(`${scope.sessionId} ${server}`))
+    );
+  }
+
+  private hopTransport(
+    scope: Scope,
+    server: string,
+    sessionId: string | undefined,
+  ): StreamableHTTPClientTransport {
+    const engine = this.engine;
+    const principal = scope.principal;
+    return new StreamableHTTPClientTransport(new URL(`${this.options.hopOrigin()}/mcp/${server}`), {
+      sessionId,
+      fetch: (url, init) => {
+        // A fresh identity per hop request: short-lived, for this agent and this server only.
+        const headers = new Headers(init?.headers);
+        headers.set("authorization", `Bearer ${engine.hopTokens.mint(principal, server)}`);
+        return fetch(url, { ...init, headers });
+      },
+    });
+  }
+
+  /** Opens a 2025 session on `/mcp/<server>` for this agent and returns its (gateway-sealed) id. */
+  private async openHopSession(scope: Scope, server: string): Promise<string> {
+    const client = new Client(HOP_CLIENT_INFO, { capabilities: scope.clientCapabilities });
+    const transport = this.hopTransport(scope, server, undefined);
+    await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
+    const id = transport.sessionId;
+    if (id === undefined) throw new Error(`${server} opened no session`);
+    // Only the id is kept: each request attaches a client of its own to it.
+    await transport.close();
+    return id;
+  }
+
+  /**
+   * An SDK client of `/mcp/<server>` for one request of the agent's client: attached to the hop
+   * session (2025), or stateless (2026-07-28, falling back to a session of its own for a server
+   * that serves only 2025). Server-to-client requests are relayed to the agent's client in the
+   * context of `ctx`, the request they belong to.
+   */
+  private async hop(scope: Scope, server: string, ctx: ServerContext | undefined): Promise<Client> {
+    const capabilities: Record<string, unknown> = {};
+    if (!scope.modern) {
+      for (const [, capability] of RELAYED_REQUESTS) {
+        if (scope.clientCapabilities[capability] !== undefined)
+          capabilities[capability] = scope.clientCapabilities[capability];
+      }
+    }
+    const client = new Client(HOP_CLIENT_INFO, {
+      capabilities,
+      ...(scope.modern ? { versionNegotiation: { mode: "auto" as const } } : {}),
+    });
+    if (ctx && !scope.modern) {
+      for (const [method, capability] of RELAYED_REQUESTS) {
+        if (capabilities[capability] === undefined) continue;
+        client.setRequestHandler(
+          method,
+          (request) =>
+            ctx.mcpReq.send({ method, params: request.params } as never, {
+              timeout: HOP_TIMEOUT_MS,
+            }) as never,
+        );
+      }
+    }
+    if (ctx) {
+      client.setNotificationHandler("notifications/message", (notification) =>
+        ctx.mcpReq.notify({
+          method: "notifications/message",
+          params: {
+            ...notification.params,
+            logger: this.names.join(server, notification.params.logger ?? ""),
+          },
+        }),
+      );
+    }
+    let sessionId = scope.modern ? undefined : this.hopSessionId(scope, server);
+    if (!scope.modern && sessionId === undefined) {
+      // The server was left out at initialize: open its session now, for this process.
+      sessionId = await this.openHopSession(scope, server);
+      if (scope.sessionId !== undefined) this.lateHops.set(`${scope.sessionId} ${server}`, sessionId);
+    }
+    const transport = this.hopTransport(scope, server, sessionId);
+    if (sessionId !== undefined && scope.session) transport.setProtocolVersion(scope.session.protocolVersion);
+    await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
+    return client;
+  }
+
+  /** Runs `work` on a hop client of `server`, closing it after (and its own session, if any). */
+  private async withHop<T>(
+    scope: Scope,
+    server: string,
+    ctx: ServerContext | undefined,
+    work: (client: Client) => Promise<T>,
+  ): Promise<T> {
+    let client: Client;
+    try {
+      client = await this.hop(scope, server, ctx);
+    } catch (err) {
+      this.dropped(server, "connect", err);
+      throw relayedError(err, server);
+    }
+    try {
+      return await work(client);
+    } catch (err) {
+      throw relayedError(err, server);
+    } finally {
+      if (scope.modern && client.getProtocolEra() === "legacy") {
+        await (client.transport as StreamableHTTPClientTransport | undefined)
+          ?.terminateSession()
+          .catch(() => undefined);
+      }
+      await client.close().catch(() => undefined);
+    }
+  }
+
+  /** One list over every server of the view; a server that fails is left out (and counted). */
+  private async listAll(
+    scope: Scope,
+    kind: ListKind,
+    ctx: ServerContext,
+  ): Promise<Record<string, unknown>[]> {
+    const servers = this.servers(scope.principal, scope.view);
+    const lists = await Promise.allSettled(
+      servers.map((server) =>
+        this.withHop(scope, server, ctx, async (client) => {
+          // Straight requests, not the client's list helpers: a client attached to an existing
+          // session has not seen the server's capabilities, and they would return nothing.
+          const { method, field } = LISTS[kind];
+          const items: Record<string, unknown>[] = [];
+          let cursor: string | undefined;
+          for (let page = 0; page < MAX_LIST_PAGES; page++) {
+            const result = (await client.request({
+              method,
+              params: cursor === undefined ? {} : { cursor },
+            } as never)) as Record<string, unknown>;
+            const list = result[field];
+            if (Array.isArray(list)) items.push(...(list as Record<string, unknown>[]));
+            cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
+            if (cursor === undefined) break;
+          }
+          return items;
+        }),
+      ),
+    );
+    const out: Record<string, unknown>[] = [];
+    lists.forEach((result, i) => {
+      const server = servers[i]!;
+      if (result.status === "rejected") {
+        // A server without this kind of primitive is not a failure.
+        if ((result.reason as { code?: unknown }).code !== JsonRpcCode.MethodNotFound)
+          this.dropped(server, kind, result.reason);
+        return;
+      }
+      for (const item of result.value) {
+        if (kind === "tools" && !this.inView(scope.view, server, String(item.name))) continue;
+        if (kind === "resources") out.push({ ...item, uri: this.names.join(server, String(item.uri)) });
+        else if (kind === "resourceTemplates")
+          out.push({ ...item, uriTemplate: this.names.join(server, String(item.uriTemplate)) });
+        else out.push({ ...item, name: this.names.join(server, String(item.name)) });
+      }
+    });
+    return out;
+  }
+
+  /** The server a prefixed name routes to, if it is in the agent's view. */
+  private route(scope: Scope, kind: "tools" | "prompts" | "resources", name: string) {
+    const split = this.names.split(name);
+    if (!split || !this.servers(scope.principal, scope.view).includes(split.server))
+      throw unknownName(kind, name);
+    if (kind === "tools" && !this.inView(scope.view, split.server, split.name)) throw unknownName(kind, name);
+    return split;
+  }
+
+  private buildServer(scope: Scope): Server {
+    const server = new Server(BROKER_INFO, {
+      capabilities: {
+        tools: { listChanged: true },
+        prompts: { listChanged: true },
+        resources: { subscribe: true, listChanged: true },
+        completions: {},
+        logging: {},
+      },
+      instructions: `Tools, prompts and resources of several MCP servers, named <server>${this.names.separator}<name>.`,
+    });
+    server.setRequestHandler("tools/list", async (_request, ctx) => ({
+      tools: (await this.listAll(scope, "tools", ctx)) as never,
+    }));
+    server.setRequestHandler("prompts/list", async (_request, ctx) => ({
+      prompts: (await this.listAll(scope, "prompts", ctx)) as never,
+    }));
+    server.setRequestHandler("resources/list", async (_request, ctx) => ({
+      resources: (await this.listAll(scope, "resources", ctx)) as never,
+    }));
+    server.setRequestHandler("resources/templates/list", async (_request, ctx) => ({
+      resourceTemplates: (await this.listAll(scope, "resourceTemplates", ctx)) as never,
+    }));
+    server.setRequestHandler("tools/call", async (request, ctx) => {
+      const target = this.route(scope, "tools", request.params.name);
+      const progressToken = request.params._meta?.progressToken;
+      return this.withHop(scope, target.server, ctx, (client) =>
+        client.callTool(
+          { name: target.name, ...(request.params.arguments ? { arguments: request.params.arguments } : {}) },
+          {
+            signal: ctx.mcpReq.signal,
+            timeout: HOP_TIMEOUT_MS,
+            resetTimeoutOnProgress: true,
+            ...(progressToken !== undefined
+              ? {
+                  onprogress: (progress) =>
+                    void ctx.mcpReq
+                      .notify({ method: "notifications/progress", params: { ...progress, progressToken } })
+                      .catch(() => undefined),
+                }
+              : {}),
+          },
+        ),
+      ) as never;
+    });
+    server.setRequestHandler("prompts/get", async (request, ctx) => {
+      const target = this.route(scope, "prompts", request.params.name);
+      return this.withHop(scope, target.server, ctx, (client) =>
+        client.getPrompt(
+          { name: target.name, ...(request.params.arguments ? { arguments: request.params.arguments } : {}) },
+          { signal: ctx.mcpReq.signal },
+        ),
+      );
+    });
+    server.setRequestHandler("resources/read", async (request, ctx) => {
+      const target = this.route(scope, "resources", request.params.uri);
+      const result = await this.withHop(scope, target.server, ctx, (client) =>
+        client.readResource({ uri: target.name }, { signal: ctx.mcpReq.signal }),
+      );
+      return {
+        ...result,
+        contents: result.contents.map((c) => ({ ...c, uri: this.names.join(target.server, c.uri) })),
+      };
+    });
+    server.setRequestHandler("completion/complete", async (request, ctx) => {
+      const ref = request.params.ref;
+      const target =
+        ref.type === "ref/prompt"
+          ? this.route(scope, "prompts", ref.name)
+          : this.route(scope, "resources", ref.uri);
+      const hopRef = ref.type === "ref/prompt" ? { ...ref, name: target.name } : { ...ref, uri: target.name };
+      return this.withHop(scope, target.server, ctx, (client) =>
+        client.complete({ ...request.params, ref: hopRef }, { signal: ctx.mcpReq.signal }),
+      );
+    });
+    if (!scope.modern) {
+      server.setRequestHandler("logging/setLevel", async (request, ctx) => {
+        await Promise.allSettled(
+          this.servers(scope.principal, scope.view).map((name) =>
+            this.withHop(scope, name, ctx, (client) => client.setLoggingLevel(request.params.level)),
+          ),
+        );
+        return {};
+      });
+      server.setRequestHandler("resources/subscribe", async (request, ctx) => {
+        const target = this.route(scope, "resources", request.params.uri);
+        await this.withHop(scope, target.server, ctx, (client) =>
+          client.subscribeResource({ uri: target.name }),
+        );
+        return {};
+      });
+      server.setRequestHandler("resources/unsubscribe", async (request, ctx) => {
+        const target = this.route(scope, "resources", request.params.uri);
+        await this.withHop(scope, target.server, ctx, (client) =>
+          client.unsubscribeResource({ uri: target.name }),
+        );
+        return {};
+      });
+    }
+    return server;
+  }
+
+  close(): Promise<void> {
+    this.sessions.clear();
+    return this.modern.close();
+  }
+}

@@ -1,0 +1,73 @@
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from "@modelcontextprotocol/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectClient, startDemoGateway, type DemoGateway } from "../e2e/harness.js";
+
+/**
+ * The aggregated endpoint (/mcp) on the local edge in front of the three demo servers, with the
+ * 1.x SDK client (2025 sessions) and the v2 client pinned to 2026-07-28: list, call, read, prompts.
+ */
+describe("aggregated endpoint /mcp on the local edge", () => {
+  let gw: DemoGateway;
+  beforeAll(async () => {
+    gw = await startDemoGateway();
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+  const url = () => `${gw.dev.edge.url}/mcp`;
+
+  it("1.x client: the union of what the agent may use, prefixed by server", async () => {
+    const mcp = await connectClient(url(), gw.token("support-bot"));
+    try {
+      const tools = (await mcp.client.listTools()).tools.map((t) => t.name).sort();
+      expect(tools).toEqual([
+        "kb__get_article",
+        "kb__search_articles",
+        "tickets__create_ticket",
+        "tickets__get_ticket",
+        "tickets__list_tickets",
+      ]);
+      const r = await mcp.client.callTool({ name: "kb__search_articles", arguments: { query: "refund" } });
+      expect(JSON.stringify(r.content)).toContain("kb-102");
+      const prompts = (await mcp.client.listPrompts()).prompts.map((p) => p.name);
+      expect(prompts).toEqual(["kb__answer_from_kb"]);
+      const prompt = await mcp.client.getPrompt({
+        name: "kb__answer_from_kb",
+        arguments: { question: "refunds?" },
+      });
+      expect(JSON.stringify(prompt.messages)).toContain("refunds?");
+      const resources = (await mcp.client.listResources()).resources.map((r) => r.uri);
+      expect(resources).toContain("kb__kb://style-guide");
+      const read = await mcp.client.readResource({ uri: "kb__kb://articles/kb-101" });
+      expect(read.contents[0]!.uri).toBe("kb__kb://articles/kb-101");
+    } finally {
+      await mcp.close();
+    }
+  });
+
+  it("v2 client (2026-07-28): the same view, stateless", async () => {
+    const client = new ClientV2(
+      { name: "v2", version: "1.0.0" },
+      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
+    );
+    await client.connect(
+      new TransportV2(new URL(url()), {
+        requestInit: { headers: { authorization: `Bearer ${gw.token("support-bot")}` } },
+      }),
+    );
+    try {
+      const tools = (await client.listTools()).tools.map((t) => t.name).sort();
+      expect(tools).toContain("tickets__list_tickets");
+      expect(tools).not.toContain("tickets__delete_ticket");
+      const r = await client.callTool({ name: "tickets__get_ticket", arguments: { id: "T-1" } });
+      expect(JSON.stringify(r.content)).toContain("T-1");
+      const read = await client.readResource({ uri: "kb__kb://style-guide" });
+      expect(read.contents[0]!.uri).toBe("kb__kb://style-guide");
+    } finally {
+      await client.close();
+    }
+  });
+});
