@@ -8,10 +8,10 @@ import {
   startDocsUpstream,
   type DocsUpstream,
   type RpcAnswer,
-  INJECTED,
   LEAKED_KEY,
-  answerBody,
+  answerFor,
   maliciousAnswers,
+  outcomeOf,
   secretCarryingMessages,
 } from "../security/review-upstream.js";
 import {
@@ -209,37 +209,67 @@ describe("security review F4: duplicate request ids", () => {
 });
 
 describe("security review F7, F13: output a malicious server hides from the checks", () => {
-  it("scans error messages for injection, blob keys outside resources, progress messages, error bodies", async () => {
-    let next = maliciousAnswers(1)[0]!;
-    const evil = await fakeUpstream((req, res) => {
+  const answers = maliciousAnswers(1);
+  let next = answers[0]!;
+  let evil: Awaited<ReturnType<typeof fakeUpstream>>;
+  let malicious: Gateway;
+  let bearer: string;
+  beforeAll(async () => {
+    evil = await fakeUpstream((req, res) => {
       void readJsonBody(req).then(() => {
-        if (next.name === "http500") {
-          res.writeHead(500, { "content-type": "text/plain" });
-          res.end(`upstream crashed; creds ${LEAKED_KEY} ${INJECTED}`);
-          return;
-        }
-        const { contentType, text } = answerBody(next);
-        res.writeHead(200, { "content-type": contentType });
-        res.end(text);
+        res.writeHead(next.status, { "content-type": next.contentType });
+        res.end(next.text);
       });
     });
-    const malicious = await startGateway({ servers: [{ name: "evil", upstreams: [evil.url] }] });
-    try {
-      const bearer = await malicious.token("tester");
-      for (const answer of [...maliciousAnswers(1), { name: "http500", body: null }]) {
-        next = answer;
-        const r = await httpCall(malicious.url("evil"), {
-          headers: { ...MCP_HEADERS, authorization: `Bearer ${bearer}` },
-          body: rpc("resources/read", { uri: "docs://public/faq" }),
+    malicious = await startGateway({ servers: [{ name: "evil", upstreams: [evil.url] }] });
+    bearer = await malicious.token("tester");
+  });
+  afterAll(async () => {
+    await malicious?.close();
+    await evil?.close();
+  });
+
+  for (const answer of answers) {
+    it(`${answer.name}: nothing secret or injected reaches the agent`, async () => {
+      next = answer;
+      const r = await httpCall(malicious.url("evil"), {
+        headers: { ...MCP_HEADERS, authorization: `Bearer ${bearer}` },
+        body: rpc("resources/read", { uri: "docs://public/faq" }),
+      });
+      expect(r.text).not.toContain("Ignore all previous");
+      expect(r.text).not.toContain(LEAKED_KEY);
+      if (answer.status >= 400) expect(r.status).toBe(answer.status);
+      const read = answerFor(1, r.headers["content-type"] as string | undefined, r.text);
+      if (answer.outcome) expect(outcomeOf(read)).toEqual(answer.outcome);
+      if (answer.name.startsWith("dup-key")) {
+        const [audit] = await malicious.log.auditFor(read!.error!.data!.request_id!);
+        expect(audit).toMatchObject({
+          decision: "error",
+          reasons: ["upstream_invalid_response"],
+          counters: { duplicate_key_messages: 1 },
         });
-        expect(r.text, answer.name).not.toContain("Ignore all previous");
-        expect(r.text, answer.name).not.toContain(LEAKED_KEY);
-        if (answer.name === "http500") expect(r.status).toBe(500);
       }
-    } finally {
-      await malicious.close();
-      await evil.close();
-    }
+    });
+  }
+});
+
+describe("security review F7: a request naming a key twice", () => {
+  it("is refused before the server, which might read the other value", async () => {
+    // JSON.parse (the gateway's reading) keeps the allowed URI; a first-wins server reads the denied one.
+    const body =
+      '{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"docs://internal/salaries","uri":"docs://public/faq"}}';
+    const r = await httpCall(gw.url("docs"), {
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+      body,
+    });
+    expect(r.status).toBe(400);
+    expect((r.messages[0] as RpcAnswer).error?.data?.reason).toBe("invalid_request");
+    const escaped = body.replace('"uri":"docs://public', '"\\u0075ri":"docs://public');
+    const again = await httpCall(gw.url("docs"), {
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+      body: escaped,
+    });
+    expect(again.status).toBe(400);
   });
 });
 

@@ -8,8 +8,9 @@ import {
   type DocsUpstream,
   type RpcAnswer,
   LEAKED_KEY,
-  answerBody,
+  answerFor,
   maliciousAnswers,
+  outcomeOf,
   secretCarryingMessages,
 } from "../security/review-upstream.js";
 import { GATEWAY_YAML, MCP_POST_HEADERS, startGateway, type Gateway } from "./harness.js";
@@ -172,9 +173,8 @@ describe("security review F4 (Envoy plane): duplicate and unknown response ids",
 });
 
 describe("security review F7, F13 (Envoy plane): output a malicious server hides from the checks", () => {
-  it("scans error messages for injection, blob keys outside resources, and progress messages", async () => {
-    for (const answer of maliciousAnswers(1)) {
-      const { contentType, text } = answerBody(answer);
+  for (const answer of maliciousAnswers(1)) {
+    it(`${answer.name}: nothing secret or injected reaches the agent`, async () => {
       const r = await gw.client.exchange(
         {
           method: "POST",
@@ -187,12 +187,34 @@ describe("security review F7, F13 (Envoy plane): output a malicious server hides
             params: { uri: "docs://public/faq" },
           }),
         },
-        () => ({ status: 200, headers: { "content-type": contentType }, body: text }),
+        () => ({ status: answer.status, headers: { "content-type": answer.contentType }, body: answer.text }),
       );
       const out = r.response.body.toString();
-      expect(out, answer.name).not.toContain("Ignore all previous");
-      expect(out, answer.name).not.toContain(LEAKED_KEY);
-    }
+      expect(out).not.toContain("Ignore all previous");
+      expect(out).not.toContain(LEAKED_KEY);
+      if (answer.status >= 400) expect(r.response.status).toBe(answer.status);
+      if (answer.outcome) {
+        const read = answerFor(1, r.response.headers["content-type"], out);
+        expect(outcomeOf(read)).toEqual(answer.outcome);
+      }
+    });
+  }
+});
+
+describe("security review F7 (Envoy plane): a request naming a key twice", () => {
+  it("is refused before the server, which might read the other value", async () => {
+    const r = await gw.client.exchange(
+      {
+        method: "POST",
+        path: "/mcp/docs",
+        headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+        body: '{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"docs://internal/salaries","uri":"docs://public/faq"}}',
+      },
+      proxy,
+    );
+    expect(r.upstreamRequest).toBeUndefined();
+    expect(r.response.status).toBe(400);
+    expect(r.response.body.toString()).toContain("invalid_request");
   });
 });
 

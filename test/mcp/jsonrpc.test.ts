@@ -179,6 +179,17 @@ describe("JSON-RPC: bad input", () => {
     });
   }
 
+  it("refuses an object naming a key twice, anywhere, however the key is written (F7)", () => {
+    for (const text of [
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping"}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","n\\u0061me":"b"}}',
+      '[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"x","params":{"a":{"b":1,"b":2}}}]',
+    ]) {
+      expect(parse(text), text).toMatchObject({ ok: false, reason: "invalid_request" });
+    }
+    expect(parse('{"jsonrpc":"2.0","id":1,"method":"a:b","params":{"k":"\\":","j":1}}').ok).toBe(true);
+  });
+
   it("reports the id of an invalid message when it can be read", () => {
     expect(parse('{"jsonrpc":"2.0","id":"x","method":""}')).toMatchObject({ ok: false, id: "x" });
     expect(parse('{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}')).toMatchObject({ ok: false, id: null });

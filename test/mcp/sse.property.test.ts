@@ -15,6 +15,7 @@ interface Model {
   id?: string;
   retry?: string;
   data?: string[];
+  comment?: boolean;
 }
 
 /** Field values: any code point except CR and LF (astral characters included). */
@@ -44,7 +45,12 @@ const fieldLine: fc.Arbitrary<Line> = fc
     };
   });
 
-const commentLine: fc.Arbitrary<Line> = anyValue.map((v) => ({ text: `:${v}`, apply: () => {} }));
+const commentLine: fc.Arbitrary<Line> = anyValue.map((v) => ({
+  text: `:${v}`,
+  apply: (ev: Model) => {
+    ev.comment = true;
+  },
+}));
 const line = fc.oneof({ weight: 4, arbitrary: fieldLine }, { weight: 1, arbitrary: commentLine });
 const ending = fc.constantFrom("\n", "\r\n", "\r");
 
@@ -75,7 +81,13 @@ const stream = fc
         l.apply(model);
       }
       add("", blankEndings[i]!);
-      expected.push({ event: model.event, id: model.id, retry: model.retry, data: model.data?.join("\n") });
+      expected.push({
+        event: model.event,
+        id: model.id,
+        retry: model.retry,
+        data: model.data?.join("\n"),
+        comment: model.comment === true,
+      });
     });
     // An unterminated last event: complete lines, then maybe a partial line.
     for (const [l, e] of tail) add(l.text, e);

@@ -21,7 +21,14 @@ const only = (text: string) => {
 describe("SSE parsing", () => {
   it("reads one event with every field", () => {
     const raw = 'event: message\nid: 7\nretry: 1000\ndata: {"a":1}\n\n';
-    expect(only(raw)).toEqual({ raw, event: "message", id: "7", retry: "1000", data: '{"a":1}' });
+    expect(only(raw)).toEqual({
+      raw,
+      event: "message",
+      id: "7",
+      retry: "1000",
+      data: '{"a":1}',
+      comment: false,
+    });
   });
 
   it("joins data lines with LF", () => {
@@ -53,16 +60,25 @@ describe("SSE parsing", () => {
     expect(only("event\ndata: x\n\n").event).toBe("");
   });
 
-  it("keeps comments and unknown fields in raw but not in the event", () => {
+  it("keeps comments and unknown fields in raw but not in the event, and says a comment was there", () => {
     const raw = ": keep-alive\nfoo: bar\ndata: x\n\n";
-    expect(only(raw)).toEqual({ raw, event: undefined, id: undefined, retry: undefined, data: "x" });
+    expect(only(raw)).toEqual({
+      raw,
+      event: undefined,
+      id: undefined,
+      retry: undefined,
+      data: "x",
+      comment: true,
+    });
     expect(only(": ping\n\n")).toEqual({
       raw: ": ping\n\n",
       event: undefined,
       id: undefined,
       retry: undefined,
       data: undefined,
+      comment: true,
     });
+    expect(only("foo: bar\n\n").comment).toBe(false);
   });
 
   it("lets the last event/id win and ignores an id containing NUL", () => {
@@ -110,7 +126,7 @@ describe("SSE parsing", () => {
     const parser = new SseParser();
     expect(parser.push("data: x\r\r")).toEqual([]);
     expect(parser.push("\n")).toEqual([
-      { raw: "data: x\r\r\n", event: undefined, id: undefined, retry: undefined, data: "x" },
+      { raw: "data: x\r\r\n", event: undefined, id: undefined, retry: undefined, data: "x", comment: false },
     ]);
     // An empty chunk changes nothing.
     expect(parser.push("data: y\r")).toEqual([]);
@@ -141,7 +157,7 @@ describe("SSE parsing", () => {
     parser.push("event: a\ndata: partial");
     expect(parser.end()).toBe("event: a\ndata: partial");
     expect(parser.push("data: b\n\n")).toEqual([
-      { raw: "data: b\n\n", event: undefined, id: undefined, retry: undefined, data: "b" },
+      { raw: "data: b\n\n", event: undefined, id: undefined, retry: undefined, data: "b", comment: false },
     ]);
   });
 

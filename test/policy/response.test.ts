@@ -4,6 +4,7 @@ import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import type { Exchange } from "../../ext-service/src/policy/exchange.js";
 import { responseMode } from "../../ext-service/src/policy/response.js";
 import { REGISTRY, engineFor, gatewayFor, listedTool, makeKey } from "./support.js";
+import { sseClientView } from "../mcp/sse-view.js";
 
 let engine: PolicyEngine;
 /** A fresh engine (its own drift state) with the same config, for tests that drift a tool. */
@@ -394,7 +395,7 @@ function openedIds(ex: Exchange, text: string, on: PolicyEngine = engine): strin
 describe("SSE responses", () => {
   const listRequest = [{ jsonrpc: "2.0", id: 1, method: "tools/list" }];
 
-  it("filters a tools/list carried in an event; other events pass, their ids sealed", () => {
+  it("filters a tools/list carried in an event; other events pass, their ids sealed, comments emptied", () => {
     const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
     const progressData = JSON.stringify({
       jsonrpc: "2.0",
@@ -407,7 +408,7 @@ describe("SSE responses", () => {
     const out = runSse(ex, [enc.encode(input)]);
     expect(out).not.toMatch(/^id: [56]$/m);
     expect(openedIds(ex, out)).toBe(
-      `: keep-alive\n\n${noId}event: message\nid: 5\ndata: ${progressData}\n\nevent: message\nid: 6\ndata: ${JSON.stringify({ jsonrpc: "2.0", id: 1, result: { tools: [tool("list_tickets"), tool("new_export")], nextCursor: "c2" } })}\n\n`,
+      `:\n\n${noId}event: message\nid: 5\ndata: ${progressData}\n\nevent: message\nid: 6\ndata: ${JSON.stringify({ jsonrpc: "2.0", id: 1, result: { tools: [tool("list_tickets"), tool("new_export")], nextCursor: "c2" } })}\n\n`,
     );
     expect(ex.counters).toEqual({ tools_filtered: 3 });
   });
@@ -423,6 +424,24 @@ describe("SSE responses", () => {
     );
     expect(ex.counters).toEqual({ "tool_drift:list_tickets": 1 });
     expect(ex.reasons).toEqual(["tool_pin_mismatch"]);
+  });
+
+  it("re-emits only what it read (F13): comments emptied, unknown fields and non-numeric retry dropped, other event types dropped", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
+    const note = JSON.stringify({
+      jsonrpc: "2.0",
+      method: "notifications/message",
+      params: { level: "info" },
+    });
+    const input =
+      `: secret comment\n\n` +
+      `x-note: secret\nretry: 3000\n\n` +
+      `retry: soon secret\ndata: ${note}\n\n` +
+      `event: other\ndata: ${note}\n\n` +
+      `foo: bar\n\n`;
+    const out = runSse(ex, [enc.encode(input)]);
+    expect(out).toBe(`:\n\nretry: 3000\n\ndata: ${note}\n\n`);
+    expect(ex.counters).toEqual({ sse_events_dropped: 1 });
   });
 
   it("drops events whose data is not JSON, and JSON that is not JSON-RPC", () => {
@@ -462,7 +481,9 @@ describe("SSE responses", () => {
   it("emits an event whose last line ends in a lone CR when the stream ends", () => {
     const ex = exchangeFor("support-bot", ["support"], "tickets", listRequest);
     const cr = `data: ${JSON.stringify(listResult(1, ["list_tickets"]))}\r\r`;
-    expect(runSse(ex, [enc.encode(cr)])).toBe(cr);
+    const out = runSse(ex, [enc.encode(cr)]);
+    expect(out).not.toBe("");
+    expect(sseClientView(out)).toEqual(sseClientView(cr));
   });
 
   it("replaces an event over maxSseEventBytes with an error event and sends nothing after it", () => {

@@ -1,3 +1,5 @@
+import { hasDuplicateKeys } from "./duplicate-keys.js";
+
 /**
  * JSON-RPC 2.0 message model for MCP bodies: single messages and batches, requests,
  * notifications and responses (clients answer sampling and elicitation requests with responses).
@@ -151,6 +153,10 @@ export function parseJsonRpcText(text: string, limits: ParseLimits): ParsedBody 
     value = JSON.parse(text);
   } catch (err) {
     return { ok: false, reason: "parse_error", detail: (err as Error).message, id: null };
+  }
+  // The server may read another of two same-named values than the one checked here (F7).
+  if (hasDuplicateKeys(text, value)) {
+    return { ok: false, reason: "invalid_request", detail: "an object names the same key twice", id: null };
   }
   if (Array.isArray(value)) {
     if (value.length === 0) return { ok: false, reason: "batch_empty", detail: "empty batch", id: null };

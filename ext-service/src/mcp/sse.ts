@@ -12,6 +12,8 @@ export interface SseEvent {
   retry: string | undefined;
   /** Data lines joined with "\n"; undefined when the block had no data field (e.g. only comments). */
   data: string | undefined;
+  /** The block had a comment line (`:` first), such as a keep-alive. */
+  comment: boolean;
 }
 
 export class SseEventTooLarge extends Error {
@@ -40,6 +42,7 @@ export class SseParser {
   private id: string | undefined;
   private retry: string | undefined;
   private dataLines: string[] | undefined;
+  private comment = false;
   private sawFirstChunk = false;
 
   constructor(private readonly maxEventChars = Infinity) {}
@@ -151,7 +154,10 @@ export class SseParser {
   }
 
   private readField(line: string): void {
-    if (line.charCodeAt(0) === 58 /* : */) return; // comment
+    if (line.charCodeAt(0) === 58 /* : */) {
+      this.comment = true;
+      return;
+    }
     const colon = line.indexOf(":");
     const name = colon < 0 ? line : line.slice(0, colon);
     let value = colon < 0 ? "" : line.slice(colon + 1);
@@ -181,6 +187,7 @@ export class SseParser {
       id: this.id,
       retry: this.retry,
       data: this.dataLines?.join("\n"),
+      comment: this.comment,
     };
     this.resetFields();
     return ev;
@@ -191,6 +198,7 @@ export class SseParser {
     this.id = undefined;
     this.retry = undefined;
     this.dataLines = undefined;
+    this.comment = false;
   }
 }
 

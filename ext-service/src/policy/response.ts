@@ -1,5 +1,7 @@
 import { classifyMessage, decodeUtf8, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
-import { SseEventTooLarge, SseParser, formatSseEvent } from "../mcp/sse.js";
+import { hasDuplicateKeys } from "../mcp/duplicate-keys.js";
+import { arrayItemSources } from "../mcp/json-source.js";
+import { SseEventTooLarge, SseParser, formatSseEvent, type SseEvent } from "../mcp/sse.js";
 import type { SubjectKind } from "../mcp/methods.js";
 import { countOn, denyExchange, idKey, type Exchange, type PendingRequest } from "./exchange.js";
 import type { PolicyEngine } from "./engine.js";
@@ -8,6 +10,8 @@ import { isCanonicalResourceUri, resourceTemplateProblem } from "./resource-uri.
 
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
+/** An SSE `retry` a client applies: ASCII digits (bounded, so a client's integer holds it). */
+const RETRY = /^[0-9]{1,9}$/;
 
 export type ResponseMode = "json" | "sse" | "passthrough";
 
@@ -86,11 +90,20 @@ export class ResponseTransformer {
     } catch {
       return this.status >= 400 ? this.ownErrorBody() : this.invalid("upstream_invalid_response");
     }
+    // Forwarding the upstream's bytes is safe only if every reader parses them as JSON.parse did.
+    const duplicates = hasDuplicateKeys(text, value);
     if (Array.isArray(value)) {
       let changed = false;
       const out: unknown[] = [];
-      for (const item of value) {
-        const r = this.rewriteValue(item);
+      const sources = duplicates ? arrayItemSources(text, []) : undefined;
+      for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        const source = sources?.[i];
+        const r = this.rewriteValue(
+          item,
+          undefined,
+          duplicates && (source === undefined || hasDuplicateKeys(source, item)),
+        );
         if (r.kind === "same") out.push(item);
         else {
           changed = true;
@@ -99,7 +112,7 @@ export class ResponseTransformer {
       }
       return changed ? encoder.encode(JSON.stringify(out)) : undefined;
     }
-    const r = this.rewriteValue(value, text);
+    const r = this.rewriteValue(value, text, duplicates);
     if (r.kind === "same") return undefined;
     if (r.kind === "replace") return encoder.encode(JSON.stringify(r.value));
     // JSON that is not JSON-RPC: an error status gets the gateway's own body; a success is refused.
@@ -150,32 +163,52 @@ export class ResponseTransformer {
     }
     if (events.length === 0) return EMPTY;
     let out = "";
-    for (const ev of events) {
-      if (ev.id !== undefined) this.lastEventId = ev.id;
-      if (ev.data === undefined || ev.data === "") {
-        // Comments and keep-alives pass; a priming event with only an id gets its id sealed.
-        out += ev.id === undefined ? ev.raw : formatSseEvent({ ...ev, id: this.sealedId(ev.id) });
-        continue;
-      }
+    for (const ev of events) out += this.reemit(ev);
+    return out.length ? encoder.encode(out) : EMPTY;
+  }
+
+  /**
+   * One SSE event as the client receives it: rebuilt from the fields the gateway read, never the
+   * upstream's text (security review F13), so comments, unknown fields and odd values cannot
+   * carry unscanned text to raw-stream readers. `data` is the inspected message, `id` sealed,
+   * `retry` kept only when it is a number a client would apply, `event` only as `message` (the
+   * type MCP clients read; the data of another type is neither inspected nor forwarded). A block
+   * of comments alone becomes an empty comment, so keep-alives still keep the connection open.
+   */
+  private reemit(ev: SseEvent): string {
+    if (ev.id !== undefined) this.lastEventId = ev.id;
+    const typed = ev.event !== undefined && ev.event !== "" && ev.event !== "message";
+    let data = ev.data;
+    if (data !== undefined && data !== "") {
+      // An event whose message is dropped is dropped whole, id and retry with it.
+      if (typed) return this.droppedEvent();
       let value: unknown;
       try {
-        value = JSON.parse(ev.data);
+        value = JSON.parse(data);
       } catch {
         // MCP events carry JSON-RPC; anything else is dropped rather than passed uninspected.
-        countOn(this.exchange, "sse_events_dropped");
-        continue;
+        return this.droppedEvent();
       }
-      const r = this.rewriteValue(value, ev.data);
-      // The id is sealed after the event's answer left `pending`: resuming after it waits for the rest.
-      const id = ev.id === undefined ? undefined : this.sealedId(ev.id);
-      if (r.kind === "same") {
-        out +=
-          id === undefined ? ev.raw : formatSseEvent({ event: ev.event, id, retry: ev.retry, data: ev.data });
-      } else if (r.kind === "replace") {
-        out += formatSseEvent({ event: ev.event, id, retry: ev.retry, data: JSON.stringify(r.value) });
-      }
+      const r = this.rewriteValue(value, data, hasDuplicateKeys(data, value));
+      if (r.kind === "drop") return "";
+      if (r.kind === "replace") data = JSON.stringify(r.value);
+    } else if (typed) {
+      data = undefined;
     }
-    return out.length ? encoder.encode(out) : EMPTY;
+    // Sealed after the event's answer left `pending`: resuming after it waits for the rest.
+    const id = ev.id === undefined ? undefined : this.sealedId(ev.id);
+    const retry = ev.retry !== undefined && RETRY.test(ev.retry) ? ev.retry : undefined;
+    if (id === undefined && retry === undefined && (data === undefined || data === "")) {
+      return ev.comment ? ":\n\n" : "";
+    }
+    // A priming event (SEP-1699) keeps its empty data line; `event: message` stays when written.
+    const event = ev.event === "message" && data !== undefined ? "message" : undefined;
+    return formatSseEvent({ event, id, retry, data });
+  }
+
+  private droppedEvent(): string {
+    countOn(this.exchange, "sse_events_dropped");
+    return "";
   }
 
   /**
@@ -220,14 +253,41 @@ export class ResponseTransformer {
     });
   }
 
-  /** `source`: the JSON text `value` was parsed from, when it is one message's alone. */
-  private rewriteValue(value: unknown, source?: string): MessageRewrite {
+  /**
+   * `source`: the JSON text `value` was parsed from, when it is one message's alone.
+   * `duplicateKeys`: that text names a key twice in some object.
+   */
+  private rewriteValue(value: unknown, source: string | undefined, duplicateKeys: boolean): MessageRewrite {
     const message = classifyMessage(value);
     if (typeof message === "string") {
       countOn(this.exchange, "invalid_upstream_messages");
       return { kind: "drop" };
     }
+    if (duplicateKeys) return this.refuseDuplicateKeys(message);
     return this.rewriteMessage(message, source);
+  }
+
+  /**
+   * A message naming a key twice reads differently to different parsers (JSON.parse keeps the
+   * last value, others the first), so what was checked may not be what the client reads
+   * (security review F7). Never forwarded: an answer to a waiting request becomes the gateway's
+   * error for that id, anything else is dropped.
+   */
+  private refuseDuplicateKeys(message: JsonRpcMessage): MessageRewrite {
+    countOn(this.exchange, "duplicate_key_messages");
+    denyExchange(this.exchange, "upstream_invalid_response", "error");
+    const key = message.kind === "response" ? idKey(message.id) : undefined;
+    if (message.kind !== "response" || key === undefined || !this.exchange.pending.delete(key)) {
+      return { kind: "drop" };
+    }
+    const info = Reasons.upstream_invalid_response;
+    return {
+      kind: "replace",
+      value: errorResponse(message.id, info.code, `${info.message}: an object names the same key twice`, {
+        reason: "upstream_invalid_response",
+        request_id: this.exchange.requestId,
+      }),
+    };
   }
 
   private rewriteMessage(message: JsonRpcMessage, source: string | undefined): MessageRewrite {
