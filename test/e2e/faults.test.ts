@@ -59,6 +59,8 @@ describe("upstream faults through the edge", () => {
       // A success labelled as neither JSON nor SSE; the error statuses carry a text body too.
       if (req.headers["x-test-status"] === "500")
         return void res.writeHead(500, { "content-type": "text/plain" }).end("boom");
+      if (req.headers["x-test-status"] === "404")
+        return void res.writeHead(404, { "content-type": "text/html" }).end("<h1>Cannot POST /mpc</h1>");
       res.writeHead(200, { "content-type": "text/plain" }).end("key AKIAIOSFODNN7EXAMPLE and the rest");
     });
     fakes.huge = await fakeUpstream((_req, res) => {
@@ -158,6 +160,7 @@ describe("upstream faults through the edge", () => {
         { name: "hang", upstreams: [fakes.hang.url] },
         { name: "garbage", upstreams: [fakes.garbage.url] },
         { name: "plaintext", upstreams: [fakes.plaintext.url] },
+        { name: "wrongpath", upstreams: [fakes.plaintext.url] },
         { name: "nothttp", upstreams: [`http://127.0.0.1:${garbagePort}/mcp`] },
         { name: "huge", upstreams: [fakes.huge.url] },
         { name: "cut", upstreams: [fakes.cut.url] },
@@ -233,6 +236,29 @@ describe("upstream faults through the edge", () => {
     expect(JSON.parse(failed.text)).toMatchObject({
       error: { data: { reason: "upstream_invalid_response" } },
     });
+  });
+
+  it("an upstream 404 with a body that is not JSON-RPC (a wrong path, trial B10): counted, logged with its cause, audited as a failure", async () => {
+    const count = async () =>
+      (await gw.metrics.upstreamErrors.get()).values.find(
+        (v) => v.labels.server === "wrongpath" && v.labels.reason === "http_4xx",
+      )?.value ?? 0;
+    const before = await count();
+    const logged = gw.log.lines.length;
+    const r = await post("wrongpath", rpc("ping"), { "x-test-status": "404" });
+    expect(r.status).toBe(404);
+    expect(JSON.parse(r.text)).toMatchObject({ error: { data: { reason: "upstream_invalid_response" } } });
+    expect(await count()).toBe(before + 1);
+    const lines = gw.log.lines.slice(logged).filter((l) => l.msg === "upstream request failed");
+    expect(lines).toEqual([
+      expect.objectContaining({
+        server: "wrongpath",
+        reason: "http_4xx",
+        error: "HTTP 404 without a JSON-RPC body (replaced)",
+      }),
+    ]);
+    expect(JSON.stringify(lines)).not.toContain("Cannot POST");
+    expect(await oneAudit(r)).toMatchObject({ decision: "error", reasons: ["upstream_invalid_response"] });
   });
 
   it("not HTTP at all: 502 upstream_invalid_response", async () => {

@@ -506,7 +506,19 @@ describe("ext_proc: responses", () => {
     expect(r.response.headers["content-type"]).toBe("application/json");
     expect(json(r)).toMatchObject({ error: { data: { reason: "upstream_invalid_response" } } });
     expect(r.response.body.toString()).not.toContain("Ignore");
-    expect(gw.logs.auditsFor(requestIdOf(r))).toEqual([expect.objectContaining({ status: 500 })]);
+    expect(gw.logs.auditsFor(requestIdOf(r))).toEqual([
+      expect.objectContaining({ status: 500, decision: "error", reasons: ["upstream_invalid_response"] }),
+    ]);
+    // One log line with the cause, never the body (trial B10).
+    const lines = gw.logs.records().filter((l) => l.request_id === requestIdOf(r) && l.audit !== true);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        msg: "upstream request failed",
+        reason: "http_5xx",
+        error: "HTTP 500 without a JSON-RPC body (replaced)",
+      }),
+    ]);
+    expect(gw.logs.text()).not.toContain("upstream broke");
   });
 
   it("still filters JSON when Envoy ignores the override and streams it (allow_mode_override off)", async () => {

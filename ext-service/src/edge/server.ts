@@ -609,10 +609,17 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       if (refusal === "upstream_invalid_response") endpoint.breaker.failure(ticket);
       else endpoint.breaker.success(ticket);
       upstreamFailure(server, endpoint, refusal);
-    } else if (status >= 500) {
-      endpoint.breaker.failure(ticket);
-      upstreamFailure(server, endpoint, "http_5xx");
-    } else endpoint.breaker.success(ticket);
+    } else {
+      if (status >= 500) endpoint.breaker.failure(ticket);
+      else endpoint.breaker.success(ticket);
+      // An error body the gateway replaced (a wrong path, a server that is not MCP: trial B10)
+      // is an upstream error too, counted and logged with its status; the body is never logged.
+      const cause = transformer.replacedErrorBody
+        ? { code: `HTTP ${status} without a JSON-RPC body (replaced)` }
+        : undefined;
+      if (status >= 500) upstreamFailure(server, endpoint, "http_5xx", cause);
+      else if (cause) upstreamFailure(server, endpoint, "http_4xx", cause);
+    }
     const out = replaced ?? raw;
     if (res.destroyed) return;
     headers["content-length"] = String(out.byteLength);

@@ -460,6 +460,20 @@ export class ProcessStream {
       const started = performance.now();
       response = this.jsonChunk(transformer, chunk, eos);
       this.timers.response.observe(secondsSince(started));
+      if (eos && transformer.replacedErrorBody) {
+        // A wrong path or a server that is not MCP (trial B10): one line with the cause, as the
+        // edge writes; never the body.
+        const exchange = this.exchange!;
+        this.ctx.logger.warn(
+          {
+            request_id: exchange.requestId,
+            server: exchange.server,
+            reason: exchange.status !== undefined && exchange.status >= 500 ? "http_5xx" : "http_4xx",
+            error: `HTTP ${exchange.status} without a JSON-RPC body (replaced)`,
+          },
+          "upstream request failed",
+        );
+      }
     } else if (transformer.mode === "sse") {
       let out = transformer.push(chunk);
       if (eos) {
