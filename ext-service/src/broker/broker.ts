@@ -47,6 +47,8 @@ interface LiveSession {
   transport: WebStandardStreamableHTTPServerTransport;
   server: Server;
   session: BrokerSession;
+  /** Hop clients holding each server's GET stream, once the client opened its own. */
+  listeners: Client[] | undefined;
 }
 
 const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
@@ -66,6 +68,11 @@ const LISTS = {
   resources: { method: "resources/list", field: "resources" },
   resourceTemplates: { method: "resources/templates/list", field: "resourceTemplates" },
 } as const;
+const LIST_CHANGED = [
+  "notifications/tools/list_changed",
+  "notifications/prompts/list_changed",
+  "notifications/resources/list_changed",
+] as const;
 /** Pages read from one server for one list: a server cannot keep the broker paging for ever. */
 const MAX_LIST_PAGES = 100;
 
@@ -141,7 +148,10 @@ export class Broker {
     max: 10_000,
     ttl: 30 * 60_000,
     updateAgeOnGet: true,
-    dispose: (live) => void live.server.close().catch(() => undefined),
+    dispose: (live) => {
+      for (const listener of live.listeners ?? []) void listener.close().catch(() => undefined);
+      void live.server.close().catch(() => undefined);
+    },
   });
   /** Hop sessions opened after initialize (a server that was down then), per client session. */
   private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
@@ -230,6 +240,7 @@ export class Broker {
     const live =
       this.sessions.get(sessionId) ?? (await this.restore(sessionId, session, principal, view, origin));
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
+    if (req.method === "GET" && live.listeners === undefined) this.listen(live, principal, view, sessionId);
     const response = await live.transport.handleRequest(request, { parsedBody: body });
     if (req.method === "DELETE") this.sessions.delete(sessionId);
     return sendResponse(res, response);
@@ -314,7 +325,7 @@ export class Broker {
       onsessionclosed: (id) => void this.sessions.delete(id),
     });
     await server.connect(transport);
-    const live = { transport, server, session };
+    const live: LiveSession = { transport, server, session, listeners: undefined };
     this.sessions.set(sealed, live);
     return live;
   }
@@ -375,6 +386,80 @@ export class Broker {
         this.lateHops.delete(`${sessionId} ${server}`);
       }),
     );
+  }
+
+  /**
+   * The merged GET stream: the client opened its stream, so the broker opens each server's (its
+   * own GET on /mcp/<server>, inspected there like any stream) and relays what arrives on the
+   * client's: list changes, resource updates (URIs prefixed), log messages (logger named by
+   * server), and requests outside any call (relayed with the SDK's ids on each side).
+   */
+  private listen(live: LiveSession, principal: Principal, view: string | undefined, sessionId: string): void {
+    const scope: Scope = {
+      principal,
+      view,
+      modern: false,
+      session: live.session,
+      sessionId,
+      clientCapabilities: live.session.clientCapabilities,
+    };
+    live.listeners = [];
+    const servers = this.servers(principal, view).filter((s) => this.hopSessionId(scope, s) !== undefined);
+    for (const server of servers) {
+      const capabilities: Record<string, unknown> = {};
+      for (const [, capability] of RELAYED_REQUESTS) {
+        if (scope.clientCapabilities[capability] !== undefined)
+          capabilities[capability] = scope.clientCapabilities[capability];
+      }
+      const client = new Client(HOP_CLIENT_INFO, { capabilities });
+      for (const method of LIST_CHANGED) {
+        client.setNotificationHandler(method, () => {
+          this.listChanged(server);
+          void live.server.notification({ method }).catch(() => undefined);
+        });
+      }
+      client.setNotificationHandler("notifications/resources/updated", (n) =>
+        live.server
+          .notification({
+            method: "notifications/resources/updated",
+            params: { ...n.params, uri: this.names.join(server, n.params.uri) },
+          })
+          .catch(() => undefined),
+      );
+      client.setNotificationHandler("notifications/message", (n) =>
+        live.server
+          .notification({
+            method: "notifications/message",
+            params: {
+              ...n.params,
+              logger: n.params.logger === undefined ? server : this.names.join(server, n.params.logger),
+            },
+          })
+          .catch(() => undefined),
+      );
+      for (const [method, capability] of RELAYED_REQUESTS) {
+        if (capabilities[capability] === undefined) continue;
+        client.setRequestHandler(
+          method,
+          (request) =>
+            live.server.request({ method, params: request.params } as never, {
+              timeout: HOP_TIMEOUT_MS,
+            }) as never,
+        );
+      }
+      live.listeners.push(client);
+      const transport = this.hopTransport(scope, server, this.hopSessionId(scope, server));
+      transport.setProtocolVersion(live.session.protocolVersion);
+      void client
+        .connect(transport)
+        .then(() => transport.resumeStream(""))
+        .catch((err: unknown) => this.dropped(server, "GET", err));
+    }
+  }
+
+  /** A server's list changed: every cached list may hold it. */
+  private listChanged(server: string): void {
+    this.options.logger.debug({ server }, "aggregated endpoint: list changed");
   }
 
   private dropped(server: string, method: string, err: unknown): void {
@@ -458,7 +543,10 @@ export class Broker {
           method: "notifications/message",
           params: {
             ...notification.params,
-            logger: this.names.join(server, notification.params.logger ?? ""),
+            logger:
+              notification.params.logger === undefined
+                ? server
+                : this.names.join(server, notification.params.logger),
           },
         }),
       );
@@ -480,7 +568,7 @@ export class Broker {
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
-    work: (client: Client) => Promise<T>,
+    work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
   ): Promise<T> {
     let client: Client;
     try {
@@ -489,17 +577,41 @@ export class Broker {
       this.dropped(server, "connect", err);
       throw relayedError(err, server);
     }
+    const transport = client.transport as StreamableHTTPClientTransport;
+    const legacy = client.getProtocolEra() !== "modern";
+    const signal = ctx?.mcpReq.signal;
+    let stopListening = () => {};
+    if (signal && legacy) {
+      // In 2025 a closed stream is not a cancellation: the SDK client would only close it, so
+      // the broker tells the server with notifications/cancelled for what this hop sent.
+      const sent: (string | number)[] = [];
+      const send = transport.send.bind(transport);
+      transport.send = (message, options) => {
+        if ("method" in message && "id" in message) sent.push(message.id);
+        return send(message, options);
+      };
+      const onAbort = () => {
+        void Promise.allSettled(
+          sent.map((requestId) =>
+            send({
+              jsonrpc: "2.0",
+              method: "notifications/cancelled",
+              params: { requestId, reason: String(signal.reason ?? "cancelled by the client") },
+            }),
+          ),
+        ).then(() => client.close().catch(() => undefined));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      stopListening = () => signal.removeEventListener("abort", onAbort);
+    }
     try {
-      return await work(client);
+      return await work(client, legacy ? undefined : signal);
     } catch (err) {
       throw relayedError(err, server);
     } finally {
-      if (scope.modern && client.getProtocolEra() === "legacy") {
-        await (client.transport as StreamableHTTPClientTransport | undefined)
-          ?.terminateSession()
-          .catch(() => undefined);
-      }
-      await client.close().catch(() => undefined);
+      stopListening();
+      if (scope.modern && legacy) await transport.terminateSession().catch(() => undefined);
+      if (!signal?.aborted) await client.close().catch(() => undefined);
     }
   }
 
@@ -587,11 +699,11 @@ export class Broker {
     server.setRequestHandler("tools/call", async (request, ctx) => {
       const target = this.route(scope, "tools", request.params.name);
       const progressToken = request.params._meta?.progressToken;
-      return this.withHop(scope, target.server, ctx, (client) =>
+      return this.withHop(scope, target.server, ctx, (client, signal) =>
         client.callTool(
           { name: target.name, ...(request.params.arguments ? { arguments: request.params.arguments } : {}) },
           {
-            signal: ctx.mcpReq.signal,
+            signal,
             timeout: HOP_TIMEOUT_MS,
             resetTimeoutOnProgress: true,
             ...(progressToken !== undefined
@@ -608,17 +720,17 @@ export class Broker {
     });
     server.setRequestHandler("prompts/get", async (request, ctx) => {
       const target = this.route(scope, "prompts", request.params.name);
-      return this.withHop(scope, target.server, ctx, (client) =>
+      return this.withHop(scope, target.server, ctx, (client, signal) =>
         client.getPrompt(
           { name: target.name, ...(request.params.arguments ? { arguments: request.params.arguments } : {}) },
-          { signal: ctx.mcpReq.signal },
+          { signal },
         ),
       );
     });
     server.setRequestHandler("resources/read", async (request, ctx) => {
       const target = this.route(scope, "resources", request.params.uri);
-      const result = await this.withHop(scope, target.server, ctx, (client) =>
-        client.readResource({ uri: target.name }, { signal: ctx.mcpReq.signal }),
+      const result = await this.withHop(scope, target.server, ctx, (client, signal) =>
+        client.readResource({ uri: target.name }, { signal }),
       );
       return {
         ...result,
@@ -632,15 +744,21 @@ export class Broker {
           ? this.route(scope, "prompts", ref.name)
           : this.route(scope, "resources", ref.uri);
       const hopRef = ref.type === "ref/prompt" ? { ...ref, name: target.name } : { ...ref, uri: target.name };
-      return this.withHop(scope, target.server, ctx, (client) =>
-        client.complete({ ...request.params, ref: hopRef }, { signal: ctx.mcpReq.signal }),
+      return this.withHop(scope, target.server, ctx, (client, signal) =>
+        // A straight request: a client attached to a session has not seen the server's capabilities.
+        client.request(
+          { method: "completion/complete", params: { ...request.params, ref: hopRef } },
+          { signal },
+        ),
       );
     });
     if (!scope.modern) {
       server.setRequestHandler("logging/setLevel", async (request, ctx) => {
         await Promise.allSettled(
           this.servers(scope.principal, scope.view).map((name) =>
-            this.withHop(scope, name, ctx, (client) => client.setLoggingLevel(request.params.level)),
+            this.withHop(scope, name, ctx, (client) =>
+              client.request({ method: "logging/setLevel", params: { level: request.params.level } }),
+            ),
           ),
         );
         return {};
@@ -648,14 +766,14 @@ export class Broker {
       server.setRequestHandler("resources/subscribe", async (request, ctx) => {
         const target = this.route(scope, "resources", request.params.uri);
         await this.withHop(scope, target.server, ctx, (client) =>
-          client.subscribeResource({ uri: target.name }),
+          client.request({ method: "resources/subscribe", params: { uri: target.name } }),
         );
         return {};
       });
       server.setRequestHandler("resources/unsubscribe", async (request, ctx) => {
         const target = this.route(scope, "resources", request.params.uri);
         await this.withHop(scope, target.server, ctx, (client) =>
-          client.unsubscribeResource({ uri: target.name }),
+          client.request({ method: "resources/unsubscribe", params: { uri: target.name } }),
         );
         return {};
       });
