@@ -286,3 +286,85 @@ describe("2026-07-28 responses", () => {
     expect(respond(exchange, body)).toEqual(body);
   });
 });
+
+describe("2026-07-28 caching hints", () => {
+  it("marks a lone list or read as cacheable, keyed by its params without the envelope but with the client's capabilities", () => {
+    const verdict = evaluate(
+      admitted("research-bot", ["reader"], "kb"),
+      request(4, "resources/read", { uri: "kb://articles/1" }),
+    );
+    if (verdict.action !== "forward") throw new Error("expected forward");
+    expect(verdict.cacheableRead).toMatchObject({ id: 4, method: "resources/read" });
+    expect(JSON.parse(verdict.cacheableRead!.params)).toEqual({
+      uri: "kb://articles/1",
+      "io.modelcontextprotocol/clientCapabilities": { elicitation: {} },
+    });
+    const list = evaluate(
+      admitted("research-bot", ["reader"], "kb"),
+      request(5, "tools/list", { cursor: "p2" }),
+    );
+    expect(list).toMatchObject({ action: "forward", cacheableRead: { id: 5, method: "tools/list" } });
+  });
+
+  it("never for a retried request (inputResponses, requestState) or a method without hints", () => {
+    const retried = request(6, "resources/read", { uri: "kb://articles/1", requestState: "s" });
+    expect(evaluate(admitted("research-bot", ["reader"], "kb"), retried)).toEqual({ action: "forward" });
+    expect(evaluate(admitted("research-bot", ["reader"], "kb"), request(7, "server/discover"))).toEqual({
+      action: "forward",
+    });
+  });
+
+  it("sends every per-agent list view as private, whatever the server said; a read keeps its scope", () => {
+    const exchange = admitted("limited-bot", ["limited"], "tickets");
+    evaluate(exchange, request(8, "tools/list"));
+    const listed = respond(exchange, {
+      jsonrpc: "2.0",
+      id: 8,
+      result: {
+        resultType: "complete",
+        ttlMs: 60_000,
+        cacheScope: "public",
+        tools: [
+          {
+            name: "list_tickets",
+            title: "List tickets",
+            description: "List open tickets.",
+            inputSchema: { type: "object" },
+          },
+          {
+            name: "delete_ticket",
+            description: "Delete a ticket.",
+            inputSchema: { type: "object" },
+            annotations: { destructiveHint: true },
+          },
+        ],
+      },
+    }) as { result: { tools: { name: string }[]; cacheScope: string; ttlMs: number } };
+    expect(listed.result.tools.map((t) => t.name)).toEqual(["list_tickets"]);
+    expect(listed.result).toMatchObject({ cacheScope: "private", ttlMs: 60_000 });
+
+    // Nothing removed for this agent: still its own view, still private.
+    const reader = admitted("research-bot", ["reader"], "kb");
+    evaluate(reader, request(9, "prompts/list"));
+    const prompts = respond(reader, {
+      jsonrpc: "2.0",
+      id: 9,
+      result: { resultType: "complete", ttlMs: 1000, cacheScope: "public", prompts: [] },
+    }) as { result: { cacheScope: string } };
+    expect(prompts.result.cacheScope).toBe("private");
+
+    const read = admitted("research-bot", ["reader"], "kb");
+    evaluate(read, request(10, "resources/read", { uri: "kb://articles/1" }));
+    const body = {
+      jsonrpc: "2.0",
+      id: 10,
+      result: {
+        resultType: "complete",
+        ttlMs: 1000,
+        cacheScope: "public",
+        contents: [{ uri: "kb://articles/1", text: "hello" }],
+      },
+    };
+    expect(respond(read, body)).toEqual(body);
+  });
+});

@@ -832,10 +832,23 @@ export const CacheSchema = z
       .boolean()
       .default(false)
       .describe("Keep entries in the state store (Redis), shared by every replica, instead of in memory"),
+    hints: z
+      .object({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe("Reuse list and resources/read results for as long as their ttlMs says (2026-07-28)"),
+        maxTtl: Duration.default("5m").describe(
+          "The longest the gateway keeps such a result, whatever its ttlMs",
+        ),
+      })
+      .strict()
+      .prefault({})
+      .describe("The 2026-07-28 caching hints (ttlMs, cacheScope) of list results and resources/read"),
   })
   .strict()
   .prefault({})
-  .describe("The result cache of tools with a registry cache setting");
+  .describe("The result cache: tools with a registry cache setting, and results with caching hints");
 
 export const GatewayConfigSchema = z
   .object({

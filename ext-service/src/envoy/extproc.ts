@@ -343,7 +343,7 @@ export class ProcessStream {
     if (verdict.action === "reply") return this.immediate(verdict.reply);
     if (verdict.action !== "forward")
       return this.immediate(this.engine.rejection(exchange, "internal_error"));
-    if (!verdict.toolCalls) return undefined;
+    if (!verdict.toolCalls && !verdict.cacheableRead) return undefined;
     return this.ctx.state
       .beforeForward(this.engine, exchange, verdict)
       .then((refused) => (refused ? this.immediate(refused) : undefined));

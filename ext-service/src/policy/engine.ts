@@ -16,6 +16,7 @@ import {
   protocolVersionLabel,
   type ProtocolEra,
 } from "../mcp/eras.js";
+import { HINTED_METHODS, isRetriedRequest, resultIdentifyingParams } from "../mcp/cache-hints.js";
 import {
   CLIENT_REQUEST_METHODS,
   CLIENT_REQUEST_METHODS_2026,
@@ -23,6 +24,7 @@ import {
   listenResourceSubscriptions,
   requestTarget,
 } from "../mcp/methods.js";
+import { canonicalJson } from "./canonical.js";
 import { countOn, denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
 import { ApprovalPolicy, type ApprovalRequirement } from "./approvals.js";
 import { BudgetPolicy } from "./budgets.js";
@@ -107,13 +109,25 @@ export type SessionCheck =
   | { ok: true; session: UpstreamSession }
   | { ok: false; reply: HttpReply };
 
+/**
+ * A lone 2026-07-28 list or `resources/read` request: its result may come from the cache its
+ * caching hints (`ttlMs`, `cacheScope`) allow. Retried requests (multi round-trip) never are.
+ */
+export interface CacheableRead {
+  id: JsonRpcId;
+  method: string;
+  /** The params that identify the result (no `_meta` but the client's capabilities), canonical JSON. */
+  params: string;
+}
+
 export type RequestVerdict =
   /**
    * Forward the body unchanged. `toolCalls` (only when the body has any) lists its tools/call
    * requests, for the budget and cache steps the adapters run before forwarding; `batch` says
-   * whether the body was a batch, so a refusal there answers in the same shape.
+   * whether the body was a batch, so a refusal there answers in the same shape. `cacheableRead`
+   * is set for a request whose result the caching hints may let the adapters reuse.
    */
-  | { action: "forward"; toolCalls?: ToolCall[]; batch?: boolean }
+  | { action: "forward"; toolCalls?: ToolCall[]; batch?: boolean; cacheableRead?: CacheableRead }
   /** Answer the client directly (all requests denied, or the body is invalid). */
   | { action: "reply"; reply: HttpReply }
   /**
@@ -123,6 +137,13 @@ export type RequestVerdict =
    * with `toolsListed`. Nothing was recorded on the exchange yet.
    */
   | { action: "list_tools"; server: string };
+
+function cacheableRead(messages: readonly JsonRpcMessage[], era: ProtocolEra): CacheableRead | undefined {
+  if (era !== "2026" || messages.length !== 1) return undefined;
+  const m = messages[0]!;
+  if (m.kind !== "request" || !HINTED_METHODS.has(m.method) || isRetriedRequest(m.params)) return undefined;
+  return { id: m.id, method: m.method, params: canonicalJson(resultIdentifyingParams(m.params)) };
+}
 
 /** Headers the upstream receives: identity from the gateway, never the agent's token. */
 export interface UpstreamHeaders {
@@ -529,7 +550,9 @@ export class PolicyEngine {
           }
         }
       }
-      return toolCalls ? { action: "forward", toolCalls, batch: parsed.batch } : { action: "forward" };
+      if (toolCalls) return { action: "forward", toolCalls, batch: parsed.batch };
+      const read = parsed.batch ? undefined : cacheableRead(parsed.messages, era);
+      return read ? { action: "forward", cacheableRead: read } : { action: "forward" };
     }
 
     const errorFor = (m: JsonRpcRequest, reason: Reason, detail?: string, cause?: string) => {

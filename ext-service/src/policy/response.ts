@@ -55,10 +55,14 @@ export class ResponseTransformer {
    */
   refusal: "upstream_invalid_response" | "response_too_large" | undefined;
   /**
-   * Called with each response to a pending request that every check let through unchanged: the
-   * result cache keeps only such answers, so nothing a policy refused, redacted or annotated.
+   * Called with each response to a pending request that every security check (pins, poisoning,
+   * injection, DLP) let through unchanged, as the server sent it: the result cache keeps only
+   * such answers, so nothing a policy refused, redacted or annotated. The per-agent view of a
+   * list (RBAC filtering, cacheScope) is not part of it: a hit is judged again for its agent.
    */
   onPassed: ((message: JsonRpcMessage & { kind: "response" }, request: PendingRequest) => void) | undefined;
+  /** Called with the method of each server notification that passed (list_changed, updated, ...). */
+  onNotification: ((method: string) => void) | undefined;
   /**
    * Set when an error status's body (not JSON-RPC) was replaced by the gateway's own JSON-RPC
    * error: the status stays the upstream's, the content type becomes JSON.
@@ -307,11 +311,14 @@ export class ResponseTransformer {
     // Security policies first (pins, poisoning, injection, DLP), then RBAC list filtering.
     const secured = this.engine.security.inspectServerMessage(this.exchange, message, pending, source);
     if (secured.kind === "drop") return secured;
+    if (secured.kind === "same") {
+      if (waiting && message.kind === "response") this.onPassed?.(message, waiting);
+      if (message.kind === "notification") this.onNotification?.(message.method);
+    }
     const current = secured.kind === "replace" ? secured.message : message;
     const filtered = this.filterMessage(current, pending);
     if (filtered.kind !== "same") return filtered;
     if (secured.kind === "replace") return { kind: "replace", value: secured.message.raw };
-    if (waiting && message.kind === "response") this.onPassed?.(message, waiting);
     return SAME;
   }
 
@@ -332,7 +339,12 @@ export class ResponseTransformer {
     }
   }
 
-  /** Keeps only the entries this agent may use; tools must also be registered and offered. */
+  /**
+   * Keeps only the entries this agent may use; tools must also be registered and offered. The
+   * result is this agent's view, so a 2026-07-28 list goes out with `cacheScope: "private"`,
+   * whatever the server said: marked public, a shared cache downstream could serve one agent's
+   * view to another (even when nothing was removed here, another agent's view differs).
+   */
   private filterList(
     message: JsonRpcMessage & { kind: "response" },
     field: SubjectKind | "resourceTemplates",
@@ -357,8 +369,12 @@ export class ResponseTransformer {
       if (key === "uriTemplate" && resourceTemplateProblem(name) !== undefined) return false;
       return this.engine.rbac.mayList(principal, server, kind, name);
     });
-    if (kept.length === items.length) return SAME;
-    countOn(this.exchange, `${field}_filtered`, items.length - kept.length);
-    return { kind: "replace", value: { ...message.raw, result: { ...result, [field]: kept } } };
+    const hinted =
+      result!.cacheScope !== undefined || result!.ttlMs !== undefined || this.exchange.era === "2026";
+    const makePrivate = hinted && result!.cacheScope !== "private";
+    if (kept.length === items.length && !makePrivate) return SAME;
+    if (kept.length !== items.length) countOn(this.exchange, `${field}_filtered`, items.length - kept.length);
+    const view = { ...result, [field]: kept, ...(makePrivate ? { cacheScope: "private" } : {}) };
+    return { kind: "replace", value: { ...message.raw, result: view } };
   }
 }

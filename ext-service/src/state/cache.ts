@@ -3,7 +3,7 @@ import { LRUCache } from "lru-cache";
 import { Counter, Gauge } from "prom-client";
 import type { GatewayConfig } from "../config/schema.js";
 import { durationMs } from "../config/schema.js";
-import type { ToolCall } from "../policy/engine.js";
+import type { CacheableRead, ToolCall } from "../policy/engine.js";
 import { canonicalJson, toolPin } from "../policy/canonical.js";
 import type { Principal } from "../policy/identity.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -62,6 +62,25 @@ export function cacheKey(call: ToolCall, principal: Principal): string {
 }
 
 /**
+ * The cache key of a list or `resources/read` result the caching hints let the gateway keep:
+ * server, method, the params that identify the result, the protocol revision, and whose entry it
+ * is (`public`: any agent's, since the per-agent list view is applied again on every hit;
+ * otherwise the issuer and agent: `private` means one authorization context).
+ */
+export function hintedKey(
+  server: string,
+  read: CacheableRead,
+  protocolVersion: string | undefined,
+  whose: "public" | Principal,
+): string {
+  const owner = whose === "public" ? "public" : `agent:${whose.issuer ?? "-"}:${whose.agent}`;
+  const digest = createHash("sha256")
+    .update(canonicalJson(["hinted", server, read.method, read.params, protocolVersion ?? "", owner]), "utf8")
+    .digest("hex");
+  return `cache:${digest}`;
+}
+
+/**
  * Results of read-only tools, in memory (an LRU bounded by entries and bytes) or, with
  * `cache.shared`, in the state store for every replica. The cache fails open: a store that
  * cannot be reached is a miss, and a result that cannot be stored is simply not cached.
@@ -90,8 +109,13 @@ export class ResultCache {
 
   private readonly shared: boolean;
 
-  /** The cached result (JSON text) for `key`, or undefined. */
-  async get(key: string): Promise<string | undefined> {
+  /** Whether entries live in the state store (Redis) for every replica. */
+  get sharedByReplicas(): boolean {
+    return this.shared;
+  }
+
+  /** The cached result (JSON text) for `key`, or undefined. `count`: a lookup for the metric. */
+  async get(key: string, count = true): Promise<string | undefined> {
     let found: string | undefined;
     if (this.shared) {
       try {
@@ -101,7 +125,7 @@ export class ResultCache {
         this.onStoreError();
       }
     } else found = this.memory.get(key);
-    this.metrics.lookups.inc({ result: found === undefined ? "miss" : "hit" });
+    if (count) this.metrics.lookups.inc({ result: found === undefined ? "miss" : "hit" });
     return found;
   }
 

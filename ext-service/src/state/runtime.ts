@@ -1,19 +1,31 @@
 import { Approvals } from "../approvals/runtime.js";
 import type { GatewayConfig } from "../config/schema.js";
 import { CacheSchema, durationMs } from "../config/schema.js";
+import { HINT_INVALIDATING_NOTIFICATIONS, cacheHintsOf } from "../mcp/cache-hints.js";
 import { isInputRequiredResult } from "../mcp/eras.js";
-import type { HttpReply, PolicyEngine, RequestVerdict, ToolCall } from "../policy/engine.js";
+import type { CacheableRead, HttpReply, PolicyEngine, RequestVerdict, ToolCall } from "../policy/engine.js";
 import { countOn, idKey, type Exchange } from "../policy/exchange.js";
 import { Reasons } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
-import { ResultCache, cacheKey } from "./cache.js";
+import { ResultCache, cacheKey, hintedKey } from "./cache.js";
 import { MemoryStore } from "./memory.js";
 import { stateMetrics, type StateMetrics } from "./metrics.js";
 import { AgentRateLimit } from "./ratelimit.js";
 import { RedisStore, tlsOptions } from "./redis.js";
 import { StoreUnavailable, type StateStore } from "./store.js";
+
+type CacheMiss =
+  | { kind: "tool"; key: string; ttl: number | string }
+  | { kind: "hinted"; server: string; agentKey: string; publicKey: string };
+
+/** A kept list or read result and when it stops being fresh (ms since the epoch). */
+interface HintedEntry {
+  storedAt: number;
+  expiresAt: number;
+  result: Record<string, unknown>;
+}
 
 /** The store gateway.yaml's `state` section describes. Secrets come from the environment. */
 export function openStore(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): StateStore {
@@ -50,8 +62,11 @@ export class GatewayState {
   /** Pending and decided approvals (approvals/), checked before budgets. */
   readonly approvals: Approvals;
   private readonly stopWatching: () => void;
-  /** Cacheable calls that missed: their answer is stored if every check passes it unchanged. */
-  private readonly misses = new WeakMap<Exchange, { key: string; ttl: number | string }>();
+  /** Cacheable requests that missed: their answer is stored if every check passes it unchanged. */
+  private readonly misses = new WeakMap<Exchange, CacheMiss>();
+  /** Hinted results (lists, reads) stored before this time (ms), per server, are stale. */
+  private readonly invalidated = new Map<string, number>();
+  private readonly hints: { enabled: boolean; maxTtlMs: number };
 
   constructor(
     readonly store: StateStore,
@@ -61,6 +76,7 @@ export class GatewayState {
   ) {
     this.metrics = stateMetrics(metrics);
     this.approvals = new Approvals(store, metrics, logger);
+    this.hints = { enabled: cacheConfig.hints.enabled, maxTtlMs: durationMs(cacheConfig.hints.maxTtl) };
     this.cache = new ResultCache(cacheConfig, store, metrics, () =>
       this.metrics.storeErrors.inc({ feature: "cache" }),
     );
@@ -93,7 +109,11 @@ export class GatewayState {
     verdict: RequestVerdict & { action: "forward" },
   ): Promise<HttpReply | undefined> {
     const calls = verdict.toolCalls;
-    if (!calls) return undefined;
+    if (!calls) {
+      const read = verdict.cacheableRead;
+      if (!read || !this.hints.enabled || !exchange.principal || !exchange.server) return undefined;
+      return this.fromHintedCache(engine, exchange, read);
+    }
     // Approval first: a call held for a human is not charged to any budget.
     const held = await this.approvals.beforeForward(engine, exchange, calls, verdict.batch === true);
     if (held) return held;
@@ -112,9 +132,19 @@ export class GatewayState {
    * policy refused, redacted or annotated).
    */
   watchResponse(exchange: Exchange, transformer: ResponseTransformer): void {
+    const server = exchange.server;
+    if (server !== undefined && this.hints.enabled) {
+      transformer.onNotification = (method) => {
+        if (HINT_INVALIDATING_NOTIFICATIONS.has(method)) this.invalidate(server);
+      };
+    }
     const miss = this.misses.get(exchange);
     if (!miss) return;
     this.misses.delete(exchange);
+    if (miss.kind === "hinted") {
+      transformer.onPassed = (message) => this.storeHinted(exchange, miss, message);
+      return;
+    }
     transformer.onPassed = (message) => {
       const result = message.result as Record<string, unknown> | undefined;
       if (message.error !== undefined || typeof result !== "object" || result === null) return;
@@ -138,7 +168,7 @@ export class GatewayState {
     const cached = await this.cache.get(key);
     if (cached === undefined) {
       countOn(exchange, "cache:miss");
-      this.misses.set(exchange, { key, ttl: call.tool.cache!.ttl });
+      this.misses.set(exchange, { kind: "tool", key, ttl: call.tool.cache!.ttl });
       return undefined;
     }
     countOn(exchange, "cache:hit");
@@ -151,6 +181,104 @@ export class GatewayState {
       headers: { "content-type": "application/json" },
       body: out === undefined ? body : Buffer.from(out).toString("utf8"),
     };
+  }
+
+  /**
+   * A list or `resources/read` whose earlier result said it stays fresh (ttlMs) is answered here,
+   * through the response policy as if the server had just sent it: security checks, and the
+   * agent's own view of a list (so a public entry never shows another agent's tools). `ttlMs` is
+   * what is left of the server's. The agent's own (private) entry is looked up before the public
+   * one.
+   */
+  private async fromHintedCache(
+    engine: PolicyEngine,
+    exchange: Exchange,
+    read: CacheableRead,
+  ): Promise<HttpReply | undefined> {
+    const server = exchange.server!;
+    const agentKey = hintedKey(server, read, exchange.protocolVersion, exchange.principal!);
+    const publicKey = hintedKey(server, read, exchange.protocolVersion, "public");
+    const now = Date.now();
+    const staleBefore = await this.invalidatedAt(server);
+    let entry: HintedEntry | undefined;
+    for (const key of [agentKey, publicKey]) {
+      const text = await this.cache.get(key, false);
+      if (text === undefined) continue;
+      const found = JSON.parse(text) as HintedEntry;
+      if (found.storedAt > staleBefore && found.expiresAt > now) {
+        entry = found;
+        break;
+      }
+    }
+    this.cache.metrics.lookups.inc({ result: entry ? "hit" : "miss" });
+    if (!entry) {
+      countOn(exchange, "cache:miss");
+      this.misses.set(exchange, { kind: "hinted", server, agentKey, publicKey });
+      return undefined;
+    }
+    countOn(exchange, "cache:hit");
+    const result = { ...entry.result, ttlMs: entry.expiresAt - now };
+    const body = JSON.stringify({ jsonrpc: "2.0", id: read.id, result });
+    const transformer = engine.responseTransformer(exchange, "application/json", 200);
+    const out = transformer.transformJson(Buffer.from(body, "utf8"));
+    const refusal = transformer.refusal;
+    return {
+      status: refusal ? Reasons[refusal].status : 200,
+      headers: { "content-type": "application/json" },
+      body: out === undefined ? body : Buffer.from(out).toString("utf8"),
+    };
+  }
+
+  /**
+   * Keeps a list or read result for as long as its ttlMs (at most hints.maxTtl): public ones
+   * for every agent, the rest for this agent only. Never an error, an `input_required` result,
+   * one without a positive ttlMs, or one a security check changed.
+   */
+  private storeHinted(
+    exchange: Exchange,
+    miss: Extract<CacheMiss, { kind: "hinted" }>,
+    message: { result?: unknown; error?: unknown },
+  ): void {
+    if (message.error !== undefined || exchange.decision !== "allow") return;
+    const hints = cacheHintsOf(message.result);
+    if (!hints || hints.ttlMs === 0) return;
+    const ttl = Math.min(hints.ttlMs, this.hints.maxTtlMs);
+    const storedAt = Date.now();
+    const entry: HintedEntry = {
+      storedAt,
+      expiresAt: storedAt + ttl,
+      result: message.result as Record<string, unknown>,
+    };
+    const key = hints.scope === "public" ? miss.publicKey : miss.agentKey;
+    void this.cache.set(key, JSON.stringify(entry), `${ttl}ms`).catch((err: unknown) => {
+      this.logger.warn({ err, request_id: exchange.requestId }, "cache: storing a result failed");
+    });
+  }
+
+  /**
+   * A server said its lists or resources changed: what the hints let the gateway keep of it is
+   * stale from now on, in this process and, with a shared cache, in every replica.
+   */
+  private invalidate(server: string): void {
+    const now = Date.now();
+    this.invalidated.set(server, now);
+    if (!this.cache.sharedByReplicas) return;
+    this.store.set(`cache:stale:${server}`, String(now), this.hints.maxTtlMs).catch((err: unknown) => {
+      if (!(err instanceof StoreUnavailable)) this.logger.warn({ err }, "cache: recording a change failed");
+      else this.metrics.storeErrors.inc({ feature: "cache" });
+    });
+  }
+
+  private async invalidatedAt(server: string): Promise<number> {
+    const local = this.invalidated.get(server) ?? 0;
+    if (!this.cache.sharedByReplicas) return local;
+    try {
+      return Math.max(local, Number((await this.store.get(`cache:stale:${server}`)) ?? 0));
+    } catch (err) {
+      if (!(err instanceof StoreUnavailable)) throw err;
+      this.metrics.storeErrors.inc({ feature: "cache" });
+      return local;
+    }
   }
 
   private async chargeBudgets(
