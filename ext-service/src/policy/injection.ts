@@ -1,3 +1,4 @@
+import { scanConcepts } from "./concepts.js";
 import { KeywordIndex, type KeywordHits } from "./keywords.js";
 import { DEFAULT_DECODE_LIMITS, normalizeForScan, type DecodeLimits, type LayerKind } from "./normalize.js";
 
@@ -22,7 +23,8 @@ export type InjectionCategory =
   | "shadowing"
   | "hidden"
   | "command"
-  | "address";
+  | "address"
+  | "credentials";
 
 export interface InjectionFinding {
   rule: string;
@@ -38,6 +40,11 @@ export interface InjectionResult {
   tier: Tier | undefined;
   /** Decoding stopped at a limit. */
   truncated: boolean;
+  /**
+   * Concept rules that matched only in sentences that discuss attacks (documentation, examples):
+   * not findings, but what a configured classifier is asked about.
+   */
+  mentions: string[];
 }
 
 interface Rule {
@@ -940,22 +947,28 @@ export function scanInjection(input: string, options: ScanOptions = {}): Injecti
   if (h.bidiControls > 0) add({ ...HIDDEN_RULES.bidi, layer: "text" });
   if (h.zeroWidthInWord > 0) add({ ...HIDDEN_RULES.zeroWidth, layer: "text" });
 
+  const mentions: string[] = [];
   for (const layer of normalized.layers) {
     const text = joinWrappedLines(layer.text);
     const hits = KEYWORDS.find(text);
-    if (hits === undefined) continue;
-    for (const r of RULES) {
-      if (seen.has(r.id)) continue;
-      if (ruleMatches(r, r.lineStart ? layer.text : text, hits))
-        add({ rule: r.id, tier: r.tier, category: r.category, layer: layer.kind });
+    if (hits !== undefined) {
+      for (const r of RULES) {
+        if (seen.has(r.id)) continue;
+        if (ruleMatches(r, r.lineStart ? layer.text : text, hits))
+          add({ rule: r.id, tier: r.tier, category: r.category, layer: layer.kind });
+      }
     }
+    // The phrase rules above name what they saw precisely; the concept rules catch the rest.
+    const concepts = scanConcepts(text);
+    for (const f of concepts.findings) if (!seen.has(f.rule)) add({ ...f, layer: layer.kind });
+    for (const m of concepts.mentions) if (!mentions.includes(m)) mentions.push(m);
   }
   let tier: Tier | undefined;
   for (const f of findings) {
     if (f.tier === "block") tier = "block";
     else tier ??= "alert";
   }
-  return { findings, tier, truncated: normalized.truncated };
+  return { findings, tier, truncated: normalized.truncated, mentions };
 }
 
 /**
