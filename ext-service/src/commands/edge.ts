@@ -107,7 +107,7 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
       target: edge,
       logger,
       metrics,
-      fixedAtStart: ["listen", "edge", "state", "logLevel", "shutdownGrace"],
+      fixedAtStart: ["listen", "edge", "state", "logLevel", "shutdownGrace", "tracing"],
     });
     await untilSignal(async (signal) => {
       stopReloading();

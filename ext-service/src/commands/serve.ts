@@ -85,7 +85,7 @@ first); then no new streams are accepted, in-flight streams may finish until shu
       target: service,
       logger,
       metrics: service.metrics,
-      fixedAtStart: ["listen", "limits", "state", "logLevel", "shutdownGrace", "drainDelay"],
+      fixedAtStart: ["listen", "limits", "state", "logLevel", "shutdownGrace", "drainDelay", "tracing"],
     });
 
     await new Promise<void>((resolve) => {

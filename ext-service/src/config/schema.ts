@@ -824,6 +824,34 @@ export const BrokerSchema = z
   .prefault({})
   .describe("The aggregated endpoint /mcp: one MCP server over every server the agent may use");
 
+export const TracingSchema = z
+  .object({
+    enabled: z
+      .boolean()
+      .default(false)
+      .describe("Export OpenTelemetry spans (OTLP/HTTP) for each exchange: a SERVER and a CLIENT span"),
+    endpoint: z
+      .string()
+      .url()
+      .default("http://localhost:4318/v1/traces")
+      .describe(
+        "OTLP/HTTP traces URL; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, override it",
+      ),
+    serviceName: z
+      .string()
+      .min(1)
+      .default("mcp-gateway")
+      .describe("The spans' service.name; OTEL_SERVICE_NAME overrides it"),
+    sampleRatio: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(1)
+      .describe("Share of new traces recorded; a caller's sampled trace is always followed"),
+  })
+  .strict()
+  .prefault({});
+
 export const CacheSchema = z
   .object({
     maxEntries: z.number().int().positive().default(10_000),
@@ -897,6 +925,8 @@ export const GatewayConfigSchema = z
     cache: CacheSchema,
     sessions: SessionsSchema,
     broker: BrokerSchema,
+
+    tracing: TracingSchema,
     shutdownGrace: Duration.default("10s"),
     drainDelay: Duration.default("12s").describe(
       "serve: after SIGTERM, how long gRPC health and /readyz report NOT_SERVING while new calls are still accepted, before draining; above Envoy's health check interval x unhealthy_threshold + jitter (11s in envoy/envoy.yaml)",

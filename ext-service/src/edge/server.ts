@@ -17,6 +17,7 @@ import { readBody } from "./body.js";
 import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, refusedHeaderName, upstreamRequestHeaders } from "./headers.js";
 import { LoopStallWatch } from "./loop-stall.js";
+import { tracingFromConfig, withMetaTraceparent, type Tracing } from "../telemetry/tracing.js";
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
@@ -36,6 +37,8 @@ export interface EdgeOptions {
   state?: GatewayState;
   /** Fetches servers' tools/list when the core asks for it; defaults to one on `logger`. */
   pinVerifier?: PinVerifier;
+  /** OpenTelemetry spans per exchange; defaults to the config's `tracing` (none when off). */
+  tracing?: Tracing | undefined;
 }
 
 export interface Edge {
@@ -148,6 +151,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   let engine = options.engine;
   const cfg = engine.config.edge;
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
+  const ownsTracing = options.tracing === undefined;
+  const tracing = options.tracing ?? tracingFromConfig(engine.config, "edge");
+  if (tracing) audit.tracing = tracing;
   const ownsState = options.state === undefined;
   const shared =
     options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
@@ -246,6 +252,11 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       undefined,
       typeof traceparent === "string" ? traceparent : undefined,
     );
+    tracing?.begin(exchange, {
+      clientAddress: req.socket.remoteAddress,
+      clientPort: req.socket.remotePort,
+      httpVersion: req.httpVersion,
+    });
     const state: Active = {
       call: undefined,
       stopped: false,
@@ -469,11 +480,16 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const q = url.indexOf("?");
     const path =
       q < 0 ? endpoint.path : endpoint.path + (endpoint.path.includes("?") ? "&" : "?") + url.slice(q + 1);
+    // The server's spans continue the gateway's CLIENT span: in the traceparent header, and in a
+    // 2026-07-28 body's params._meta when the agent put its context there.
+    const traceparent = tracing?.forwarding(exchange, endpoint);
+    if (traceparent !== undefined && body) body = withMetaTraceparent(exchange, body, traceparent);
     const upstreamHeaders = upstreamRequestHeaders(
       req.headers,
       engine.upstreamHeaders(exchange, headers),
       body?.length,
     );
+    if (traceparent !== undefined) upstreamHeaders.traceparent = traceparent;
     // The upstream knows the session by its own id; the client only ever holds the sealed one.
     if (upstreamSession !== undefined) upstreamHeaders["mcp-session-id"] = upstreamSession;
     // Bodies must arrive as the upstream wrote them, or the core cannot inspect them.
@@ -832,6 +848,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               await upstreams.close();
               await broker.close();
               if (ownsState) await shared.close();
+              // The last exchanges' spans: exported before the process goes.
+              if (ownsTracing) await tracing?.shutdown();
             })();
             return closed;
           },

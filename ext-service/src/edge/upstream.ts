@@ -17,12 +17,17 @@ export class Endpoint {
   readonly path: string;
   /** The URL without credentials, for metrics labels and logs. */
   readonly label: string;
+  /** Host and port of the upstream (spans' server.address and server.port). */
+  readonly address: string;
+  readonly port: number;
   inflight = 0;
 
   constructor(server: string, url: string, options: UpstreamOptions, metrics: Metrics, logger?: Logger) {
     const parsed = new URL(url);
     this.path = parsed.pathname + parsed.search;
     this.label = `${parsed.origin}${parsed.pathname}`;
+    this.address = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+    this.port = parsed.port ? Number(parsed.port) : parsed.protocol === "https:" ? 443 : 80;
     this.pool = new Pool(parsed.origin, {
       connectTimeout: options.connectTimeoutMs,
       // Streams (SSE) are long-lived; time limits are applied per request by the edge.

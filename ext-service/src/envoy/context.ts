@@ -3,6 +3,7 @@ import type { GatewayState } from "../state/runtime.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import type { Tracing } from "../telemetry/tracing.js";
 import type { PinVerifier } from "../upstream/pin-verifier.js";
 
 /** What the Envoy adapters share: the policy core and telemetry. */
@@ -17,6 +18,8 @@ export interface AdapterContext {
   inflight: { count: number };
   /** Fetches a server's tools/list from its registry upstreams when the core asks for it. */
   pinVerifier: PinVerifier;
+  /** OpenTelemetry spans; undefined when tracing is off. */
+  tracing: Tracing | undefined;
 }
 
 /** Dynamic metadata namespace ext_authz results are stored under by Envoy. */

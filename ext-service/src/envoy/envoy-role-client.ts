@@ -1,4 +1,10 @@
-import { credentials, type Client, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
+import {
+  Metadata,
+  credentials,
+  type Client,
+  type ClientDuplexStream,
+  type ServiceError,
+} from "@grpc/grpc-js";
 import {
   EnvoyModel,
   ProcessCall,
@@ -52,6 +58,12 @@ export interface EnvoyRoleOptions {
   messageTimeoutMs?: number;
   /** Anything else of the modelled chain (envoy-model.ts SHIPPED_CHAIN is the default). */
   chain?: Partial<EnvoyModelConfig>;
+  /**
+   * Envoy with a tracer: the W3C `traceparent` of the span Envoy's gRPC client opens for each
+   * ext_proc stream, which it puts in the call's initial metadata
+   * (source/common/grpc/async_client_impl.cc, `current_span_->injectContext`).
+   */
+  extProcTraceparent?: () => string;
 }
 
 export interface HttpRequestSpec {
@@ -134,8 +146,9 @@ export class EnvoyRoleClient implements ExtServiceCalls {
     ): unknown;
   };
   private readonly extProc: Client & {
-    Process(): ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
+    Process(metadata?: Metadata): ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
   };
+  private readonly extProcTraceparent: (() => string) | undefined;
   private readonly rateLimit: Client & {
     ShouldRateLimit(
       req: RateLimitRequest,
@@ -178,6 +191,7 @@ export class EnvoyRoleClient implements ExtServiceCalls {
       chain.processingMode = { ...base, response_body_mode: options.responseBodyMode };
     }
     this.model = new EnvoyModel(this, chain);
+    this.extProcTraceparent = options.extProcTraceparent;
   }
 
   close(): void {
@@ -203,7 +217,10 @@ export class EnvoyRoleClient implements ExtServiceCalls {
   }
 
   openProcess(): ProcessCall {
-    return new ProcessCall(this.extProc.Process());
+    if (!this.extProcTraceparent) return new ProcessCall(this.extProc.Process());
+    const metadata = new Metadata();
+    metadata.set("traceparent", this.extProcTraceparent());
+    return new ProcessCall(this.extProc.Process(metadata));
   }
 
   /** The CheckRequest Envoy builds for an HTTP request (headers as a lower-case map). */

@@ -6,7 +6,7 @@ import {
   type PolicyEngine,
   type RequestVerdict,
 } from "../policy/engine.js";
-import { denyExchange, type Exchange } from "../policy/exchange.js";
+import { denyExchange, validTraceparent, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
@@ -145,6 +145,12 @@ export class ProcessStream {
   constructor(
     private readonly ctx: AdapterContext,
     private readonly timers: PhaseTimers = phaseTimers(ctx),
+    /**
+     * The `traceparent` of the gRPC call: Envoy's own span for this ext_proc stream when Envoy
+     * traces (its gRPC client injects it, source/common/grpc/async_client_impl.cc), so the
+     * gateway's spans join Envoy's trace; the request's header otherwise.
+     */
+    private readonly callTraceparent?: string,
   ) {
     this.engine = ctx.engine;
   }
@@ -214,6 +220,9 @@ export class ProcessStream {
     if (!this.exchange) {
       this.exchange = this.engine.newExchange(method, requestId, traceparent);
       this.ctx.inflight.count++;
+      if (this.callTraceparent !== undefined) {
+        this.ctx.tracing?.begin(this.exchange, { traceparent: this.callTraceparent });
+      }
     }
     return this.exchange;
   }
@@ -268,6 +277,7 @@ export class ProcessStream {
         if (denied) return denied;
       }
       this.phase = "response_headers";
+      this.forwarding();
     } else {
       this.phase = "request_body";
     }
@@ -308,7 +318,21 @@ export class ProcessStream {
 
   private continueRequestBody(): ProcessingReply {
     this.phase = "response_headers";
+    this.forwarding();
     return CONTINUE_REQUEST_BODY;
+  }
+
+  /** Envoy sends the request to the MCP server now: the CLIENT span of that hop starts. */
+  private forwarding(): void {
+    const tracing = this.ctx.tracing;
+    const exchange = this.exchange;
+    if (!tracing || !exchange || exchange.server === undefined) return;
+    const url = this.engine.registry.server(exchange.server)?.config.upstreams[0];
+    const upstream = url === undefined ? undefined : new URL(url);
+    tracing.forwarding(exchange, {
+      address: upstream?.hostname,
+      port: upstream ? Number(upstream.port || (upstream.protocol === "https:" ? 443 : 80)) : undefined,
+    });
   }
 
   /**
@@ -591,7 +615,11 @@ export class ProcessStream {
 export function createProcessHandler(ctx: AdapterContext) {
   const timers = phaseTimers(ctx);
   return function process(call: ServerDuplexStream<ProcessingRequest, ProcessingReply>): void {
-    const stream = new ProcessStream(ctx, timers);
+    const stream = new ProcessStream(
+      ctx,
+      timers,
+      ctx.tracing ? validTraceparent(call.metadata.get("traceparent")[0]?.toString()) : undefined,
+    );
     const send = (reply: ProcessingReply | undefined) => {
       if (reply === undefined || call.cancelled || call.destroyed) return;
       try {

@@ -6,6 +6,7 @@ import type { PolicyEngine } from "../policy/engine.js";
 import { GatewayState, openStore } from "../state/runtime.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
 import { adminBaseUrl, startAdminServer, boundPort } from "../telemetry/admin.js";
+import { tracingFromConfig, type Tracing } from "../telemetry/tracing.js";
 import { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
@@ -34,6 +35,8 @@ export interface ExtServiceOptions {
   state?: GatewayState;
   /** Mutual TLS on the gRPC port (PEM contents); without it the port is plaintext. */
   grpcTls?: GrpcTls;
+  /** OpenTelemetry spans per exchange; defaults to the config's `tracing` (none when off). */
+  tracing?: Tracing | undefined;
 }
 
 export interface GrpcTls {
@@ -120,11 +123,23 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const listen = engine.config.listen;
   const metrics = options.metrics ?? new Metrics();
   const audit = new AuditTrail(logger, metrics, "envoy");
+  const ownsTracing = options.tracing === undefined;
+  const tracing = options.tracing ?? tracingFromConfig(engine.config, "envoy");
+  audit.tracing = tracing;
   const ownsState = options.state === undefined;
   const state =
     options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
   const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
-  const ctx: AdapterContext = { engine, audit, logger, metrics, state, inflight: { count: 0 }, pinVerifier };
+  const ctx: AdapterContext = {
+    engine,
+    audit,
+    logger,
+    metrics,
+    state,
+    inflight: { count: 0 },
+    pinVerifier,
+    tracing,
+  };
   const protos = envoyProtos();
   const health = new HealthService([AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE]);
   const limits = engine.limits;
@@ -204,6 +219,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       stopCounting();
       if (ownsState) await state.close();
       audit.flush(); // records of the last exchanges, if their turn of the event loop has not ended
+      if (ownsTracing) await tracing?.shutdown();
     })();
     return closing;
   };

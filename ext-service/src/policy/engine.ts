@@ -25,7 +25,15 @@ import {
   requestTarget,
 } from "../mcp/methods.js";
 import { canonicalJson } from "./canonical.js";
-import { countOn, denyExchange, idKey, newExchange, traceIdOf, type Exchange } from "./exchange.js";
+import {
+  countOn,
+  denyExchange,
+  idKey,
+  newExchange,
+  traceIdOf,
+  validTraceparent,
+  type Exchange,
+} from "./exchange.js";
 import { ApprovalPolicy, type ApprovalRequirement } from "./approvals.js";
 import { BudgetPolicy } from "./budgets.js";
 import { agentHeaderValue, Authenticator, type Principal } from "./identity.js";
@@ -251,6 +259,7 @@ export class PolicyEngine {
   newExchange(httpMethod: string, requestId: string = randomUUID(), traceparent?: string): Exchange {
     const exchange = newExchange(requestId, httpMethod, this.now());
     exchange.traceId = traceIdOf(traceparent);
+    if (exchange.traceId !== undefined) exchange.traceparent = traceparent!.trim();
     return exchange;
   }
 
@@ -495,6 +504,13 @@ export class PolicyEngine {
 
     for (const message of parsed.messages) {
       if (message.kind !== "response") exchange.methods.push(message.method);
+      if (message.kind === "request" && exchange.rpcId === undefined) {
+        exchange.rpcId = String(message.id);
+        const meta = message.params?._meta;
+        if (typeof meta === "object" && meta !== null) {
+          exchange.metaTraceparent = validTraceparent((meta as Record<string, unknown>).traceparent);
+        }
+      }
     }
     const refused = this.classifyBody(exchange, parsed.messages, parsed.batch, headers);
     if (refused) return { action: "reply", reply: refused };
@@ -665,6 +681,7 @@ export class PolicyEngine {
       exchange.resources.push(this.security.auditText(target.name));
     }
     let tool: RegistryTool | undefined;
+    if (target.kind === "prompts") exchange.prompts.push(target.name);
     if (target.kind === "tools") {
       exchange.tools.push(target.name);
       const found = this.registry.tool(server, target.name, this.today());

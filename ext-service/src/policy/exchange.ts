@@ -11,6 +11,15 @@ export interface Exchange {
   readonly startedAt: number;
   /** W3C trace id from the client's `traceparent`, so the audit record joins the trace. */
   traceId: string | undefined;
+  /** The `traceparent` the exchange's spans continue (the request's, when well-formed). */
+  traceparent: string | undefined;
+  /**
+   * A 2026-07-28 request's `params._meta.traceparent` (the OpenTelemetry MCP conventions carry
+   * the context there); it wins over the HTTP header for the gateway's spans.
+   */
+  metaTraceparent: string | undefined;
+  /** The first JSON-RPC request's id, as a string (`jsonrpc.request.id` in spans). */
+  rpcId: string | undefined;
   server: string | undefined;
   principal: Principal | undefined;
   httpMethod: string;
@@ -22,6 +31,8 @@ export interface Exchange {
   methods: string[];
   /** Tool names called (tools/call), in order. */
   tools: string[];
+  /** Prompt names asked for (prompts/get), in order. */
+  prompts: string[];
   /** Resource URIs read, subscribed or unsubscribed, in order (canonical; secrets redacted). */
   resources: string[];
   decision: Decision;
@@ -40,6 +51,11 @@ export interface Exchange {
   pending: Map<string, PendingRequest>;
   /** The client's `Mcp-Session-Id`, which a resumable stream's event ids are bound to. */
   sessionId: string | undefined;
+  /**
+   * How the first answered request fared upstream, as forwarded to the client: its JSON-RPC error,
+   * or whether a tools/call result had `isError` (spans' `error.type`).
+   */
+  outcome: { code: number; message: string } | { toolError: boolean } | undefined;
 }
 
 export interface PendingRequest {
@@ -57,6 +73,9 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     requestId,
     startedAt: now,
     traceId: undefined,
+    traceparent: undefined,
+    metaTraceparent: undefined,
+    rpcId: undefined,
     server: undefined,
     principal: undefined,
     httpMethod,
@@ -64,6 +83,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     protocolVersion: undefined,
     methods: [],
     tools: [],
+    prompts: [],
     resources: [],
     decision: "allow",
     reasons: [],
@@ -72,6 +92,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     counters: {},
     pending: new Map(),
     sessionId: undefined,
+    outcome: undefined,
   };
 }
 
@@ -96,4 +117,10 @@ const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
 export function traceIdOf(traceparent: string | undefined): string | undefined {
   const id = traceparent === undefined ? undefined : TRACEPARENT.exec(traceparent.trim())?.[1];
   return id === undefined || /^0+$/.test(id) ? undefined : id;
+}
+
+/** The `traceparent` itself when it is well-formed (as traceIdOf decides), else undefined. */
+export function validTraceparent(traceparent: unknown): string | undefined {
+  if (typeof traceparent !== "string" || traceparent.length > 64) return undefined;
+  return traceIdOf(traceparent) === undefined ? undefined : traceparent.trim();
 }

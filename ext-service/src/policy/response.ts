@@ -316,10 +316,28 @@ export class ResponseTransformer {
       if (message.kind === "notification") this.onNotification?.(message.method);
     }
     const current = secured.kind === "replace" ? secured.message : message;
+    if (waiting && current.kind === "response") this.recordOutcome(current, waiting);
     const filtered = this.filterMessage(current, pending);
     if (filtered.kind !== "same") return filtered;
     if (secured.kind === "replace") return { kind: "replace", value: secured.message.raw };
     return SAME;
+  }
+
+  /** How the first answered request fared (after the security checks), for the spans' error.type. */
+  private recordOutcome(message: JsonRpcMessage & { kind: "response" }, request: PendingRequest): void {
+    if (this.exchange.outcome !== undefined) return;
+    if (message.error !== undefined) {
+      this.exchange.outcome = { code: message.error.code, message: message.error.message };
+      return;
+    }
+    const result = message.result;
+    this.exchange.outcome = {
+      toolError:
+        request.method === "tools/call" &&
+        typeof result === "object" &&
+        result !== null &&
+        (result as { isError?: unknown }).isError === true,
+    };
   }
 
   private filterMessage(message: JsonRpcMessage, pending: PendingRequest | undefined): MessageRewrite {

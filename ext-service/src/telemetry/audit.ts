@@ -3,6 +3,7 @@ import type { Exchange } from "../policy/exchange.js";
 import type { Logger } from "./logger.js";
 import { Reasons } from "../policy/reasons.js";
 import { causeLabel, methodLabel, type Metrics } from "./metrics.js";
+import type { Tracing } from "./tracing.js";
 
 const isReason = (code: string): boolean => Object.hasOwn(Reasons, code);
 
@@ -209,6 +210,9 @@ export class AuditTrail {
 
   private readonly writeLine: (record: AuditRecord) => void;
 
+  /** Spans end with the exchange's record (telemetry/tracing.ts); undefined when tracing is off. */
+  tracing: Tracing | undefined;
+
   private pending: AuditRecord[] = [];
 
   finish(exchange: Exchange, status?: number): AuditRecord | undefined {
@@ -263,6 +267,7 @@ export class AuditTrail {
     };
     if (later) this.defer(record);
     else this.writeLine(record);
+    this.tracing?.finish(exchange);
     this.metrics.requests.inc({
       server: exchange.server ?? "-",
       method: methodLabel(exchange.methods[0], exchange.httpMethod),
