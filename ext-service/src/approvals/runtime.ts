@@ -1,6 +1,17 @@
+import { randomUUID } from "node:crypto";
 import { Counter, Gauge } from "prom-client";
-import type { HttpReply, PolicyEngine, ToolCall } from "../policy/engine.js";
-import { countOn, idKey, type Exchange } from "../policy/exchange.js";
+import {
+  approvalElicitation,
+  inBandAnswer,
+  IN_BAND_KEY,
+  isApprovalState,
+  openApprovalState,
+  sealApprovalState,
+  withoutApprovalRound,
+  type ApprovalRequirement,
+} from "../policy/approvals.js";
+import { jsonReply, type HttpReply, type PolicyEngine, type ToolCall } from "../policy/engine.js";
+import { countOn, denyExchange, idKey, type Exchange } from "../policy/exchange.js";
 import type { Principal } from "../policy/identity.js";
 import type { Reason } from "../policy/reasons.js";
 import { StoreUnavailable, type StateStore } from "../state/store.js";
@@ -127,7 +138,7 @@ export class Approvals {
     exchange: Exchange,
     calls: readonly ToolCall[],
     batch: boolean,
-  ): Promise<HttpReply | undefined> {
+  ): Promise<HttpReply | { forwardBody: Uint8Array } | undefined> {
     const needing = calls.filter((c) => c.approval !== undefined);
     if (needing.length === 0) return undefined;
     const refuse = (reason: Reason, detail?: string, data: Record<string, unknown> = {}) =>
@@ -138,6 +149,14 @@ export class Approvals {
     const requirement = call.approval!;
     const principal = exchange.principal;
     if (!principal) return refuse("approval_unavailable");
+    if (requirement.inBand && exchange.era === "2026") {
+      try {
+        return await this.inBand(engine, exchange, call, requirement, principal, refuse);
+      } catch (err) {
+        if (!(err instanceof StoreUnavailable)) throw err;
+        return refuse("approval_unavailable");
+      }
+    }
     if (requirement.approvers.length === 0) {
       return refuse(
         "approval_unavailable",
@@ -203,6 +222,91 @@ export class Approvals {
       );
       return refuse("approval_unavailable");
     }
+  }
+
+  /**
+   * In-band approval for a 2026-07-28 client, when the rule lets the caller's own user decide:
+   * the first call is answered `input_required` with an elicitation describing it and a
+   * gateway-sealed requestState bound to the call (issuer, agent, server, tool, pin, arguments)
+   * with an expiry; the retry carrying the user's answer and that state is checked, used once
+   * (its nonce is recorded in the store) and forwarded without the gateway's round.
+   */
+  private async inBand(
+    engine: PolicyEngine,
+    exchange: Exchange,
+    call: ToolCall,
+    requirement: ApprovalRequirement,
+    principal: Principal,
+    refuse: (reason: Reason, detail?: string, data?: Record<string, unknown>) => HttpReply,
+  ): Promise<HttpReply | { forwardBody: Uint8Array }> {
+    const policy = engine.approvals;
+    const binding = policy.binding(principal, call);
+    const params = call.params ?? {};
+    const now = this.now();
+    const event = (name: ApprovalEvent, nonce: string) =>
+      this.logger.info(
+        {
+          approval_audit: true,
+          event,
+          in_band: true,
+          approval_id: nonce,
+          request_id: exchange.requestId,
+          rule: requirement.rule,
+          agent: binding.agent,
+          issuer: binding.issuer,
+          server: binding.server,
+          tool: binding.tool,
+          arguments_digest: `sha256:${binding.arguments}`,
+        },
+        "approval",
+      );
+    if (isApprovalState(params.requestState)) {
+      const opened = openApprovalState(engine.approvalStates, params.requestState, binding, now);
+      if (opened === undefined)
+        return refuse("approval_invalid", "the requestState was not issued for this call");
+      if (opened === "expired")
+        return refuse("approval_invalid", "the approval round has expired; call again");
+      if (inBandAnswer(params) !== "approved") {
+        countOn(exchange, "approval:denied");
+        this.count("denied");
+        event("denied", opened.nonce);
+        return refuse("approval_denied", "the user did not approve it");
+      }
+      const first = await this.book.store.compareAndSet(
+        `approvals:inband:${opened.nonce}`,
+        undefined,
+        "used",
+        opened.expiresAt - now + 60_000,
+      );
+      if (!first) return refuse("approval_invalid", "this approval was used already; call again");
+      countOn(exchange, "approval:used");
+      this.count("used");
+      event("used", opened.nonce);
+      const message = {
+        jsonrpc: "2.0",
+        id: call.id,
+        method: "tools/call",
+        params: withoutApprovalRound(params),
+      };
+      return { forwardBody: Buffer.from(JSON.stringify(message), "utf8") };
+    }
+    const nonce = randomUUID();
+    const requestState = sealApprovalState(engine.approvalStates, binding, now + requirement.ttlMs, nonce);
+    const args = redactValue(call.arguments, (text) => engine.security.auditText(text));
+    countOn(exchange, "approval:requested");
+    this.count("requested");
+    event("requested", nonce);
+    denyExchange(exchange, "approval_required");
+    exchange.pending.clear();
+    return jsonReply(200, {
+      jsonrpc: "2.0",
+      id: call.id,
+      result: {
+        resultType: "input_required",
+        inputRequests: { [IN_BAND_KEY]: approvalElicitation(call, binding.agent, args) },
+        requestState,
+      },
+    });
   }
 
   /** Approve or deny a pending approval, as `principal` (the admin API's caller). */

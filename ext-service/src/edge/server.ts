@@ -357,6 +357,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       if (verdict.action !== "forward") return reject(res, exchange, "internal_error");
       const refused = await shared.beforeForward(policy, exchange, verdict);
       if (refused) return sendReply(res, refused);
+      if (verdict.forwardBody) body = Buffer.from(verdict.forwardBody);
       // The 2026-07-28 notification stream: ended at once on shutdown, like a GET stream.
       if (exchange.methods[0] === "subscriptions/listen") state.longLived = true;
     }

@@ -368,9 +368,27 @@ export class ProcessStream {
     if (verdict.action !== "forward")
       return this.immediate(this.engine.rejection(exchange, "internal_error"));
     if (!verdict.toolCalls && !verdict.cacheableRead) return undefined;
-    return this.ctx.state
-      .beforeForward(this.engine, exchange, verdict)
-      .then((refused) => (refused ? this.immediate(refused) : undefined));
+    return this.ctx.state.beforeForward(this.engine, exchange, verdict).then((refused) => {
+      if (refused) return this.immediate(refused);
+      return verdict.forwardBody ? this.replaceRequestBody(Buffer.from(verdict.forwardBody)) : undefined;
+    });
+  }
+
+  /**
+   * Forwards another body than the client sent (an in-band approval's retry, without the
+   * gateway's round). Envoy fails a buffered body whose mutated size differs from content-length,
+   * so the same reply sets it.
+   */
+  private replaceRequestBody(body: Buffer): ProcessingReply {
+    this.phase = "response_headers";
+    return {
+      request_body: {
+        response: {
+          header_mutation: { set_headers: [rawHeader("content-length", String(body.byteLength))] },
+          body_mutation: { body },
+        },
+      },
+    };
   }
 
   /**

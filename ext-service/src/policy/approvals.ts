@@ -1,9 +1,10 @@
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import type { ApprovalsConfig, ApproverConfig, GatewayConfig, RegistryTool } from "../config/schema.js";
 import { durationMs } from "../config/schema.js";
 import { canonicalJson, toolPin } from "./canonical.js";
 import type { Principal } from "./identity.js";
 import { compileCondition, globToRegExp, RuleProblem, type Condition } from "./rbac.js";
+import type { SessionOwner, SessionSealer } from "./session-seal.js";
 
 /**
  * Human approval of high-risk tool calls: which calls need one, who may decide, and what an
@@ -311,4 +312,118 @@ function specNames(spec: ApproverSpec, principal: Principal): boolean {
   )
     return true;
   return spec.roles?.some((r) => principal.roles.includes(r)) ?? false;
+}
+
+// ---------------------------------------------------------------- in band (MCP 2026-07-28)
+
+/** The key of the gateway's own input request in `inputRequests` / `inputResponses`. */
+export const IN_BAND_KEY = "mcp_gateway_approval";
+const STATE_PREFIX = "mcpgw-approval.";
+
+/**
+ * The sealed requestState binds the exact call: the sealer's owner is issuer and agent, and its
+ * "server" carries server, tool, pin and arguments digest (JSON, so no two calls share one).
+ */
+function stateOwner(binding: ApprovalBinding): SessionOwner {
+  return {
+    issuer: binding.issuer ?? undefined,
+    agent: binding.agent,
+    server: JSON.stringify(["approval", binding.server, binding.tool, binding.pin, binding.arguments]),
+  };
+}
+
+/** A gateway requestState for one in-band approval round of this call; `nonce` makes it single use. */
+export function sealApprovalState(
+  sealer: SessionSealer,
+  binding: ApprovalBinding,
+  expiresAt: number,
+  nonce: string,
+): string {
+  return STATE_PREFIX + sealer.seal(stateOwner(binding), JSON.stringify([nonce, expiresAt]));
+}
+
+/** Whether a requestState is the gateway's (the retry of an in-band approval round). */
+export function isApprovalState(requestState: unknown): requestState is string {
+  return typeof requestState === "string" && requestState.startsWith(STATE_PREFIX);
+}
+
+/**
+ * Opens a gateway requestState for this call: its nonce and expiry, "expired", or undefined when
+ * it was sealed for another call (arguments, agent, tool, pin), altered, or with a key no longer held.
+ */
+export function openApprovalState(
+  sealer: SessionSealer,
+  requestState: string,
+  binding: ApprovalBinding,
+  now: number,
+): { nonce: string; expiresAt: number } | "expired" | undefined {
+  if (!isApprovalState(requestState)) return undefined;
+  const content = sealer.open(requestState.slice(STATE_PREFIX.length), stateOwner(binding));
+  if (content === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(content);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(value) || typeof value[0] !== "string" || typeof value[1] !== "number") return undefined;
+  return now >= value[1] ? "expired" : { nonce: value[0], expiresAt: value[1] };
+}
+
+/** The elicitation the client shows its user: what will run, with secrets redacted. */
+export function approvalElicitation(
+  call: { server: string; name: string },
+  agent: string,
+  redactedArguments: unknown,
+): Record<string, unknown> {
+  let args = JSON.stringify(redactedArguments ?? {});
+  if (args.length > 2_000) args = `${args.slice(0, 2_000)}… (${args.length} characters)`;
+  return {
+    method: "elicitation/create",
+    params: {
+      mode: "form",
+      message:
+        `The MCP gateway needs your approval before this call runs: ${agent} calls ` +
+        `${call.server}/${call.name} with ${args}. Approve it once?`,
+      requestedSchema: {
+        type: "object",
+        properties: {
+          approve: { type: "boolean", title: "Approve", description: "Run this call once, as shown" },
+        },
+        required: ["approve"],
+      },
+    },
+  };
+}
+
+/** The user's answer to the gateway's elicitation in a retry: approved, declined, or absent. */
+export function inBandAnswer(
+  params: Readonly<Record<string, unknown>> | undefined,
+): "approved" | "declined" | undefined {
+  const responses = params?.inputResponses;
+  if (typeof responses !== "object" || responses === null) return undefined;
+  const answer = (responses as Record<string, unknown>)[IN_BAND_KEY];
+  if (typeof answer !== "object" || answer === null) return undefined;
+  const { action, content } = answer as { action?: unknown; content?: unknown };
+  if (action !== "accept") return "declined";
+  return typeof content === "object" &&
+    content !== null &&
+    (content as { approve?: unknown }).approve === true
+    ? "approved"
+    : "declined";
+}
+
+/** The retry's params as the upstream gets them: the gateway's round (its requestState and answer) removed. */
+export function withoutApprovalRound(params: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const { requestState: _state, inputResponses, ...rest } = params;
+  if (typeof inputResponses === "object" && inputResponses !== null) {
+    const { [IN_BAND_KEY]: _ours, ...others } = inputResponses as Record<string, unknown>;
+    if (Object.keys(others).length > 0) return { ...rest, inputResponses: others };
+  }
+  return rest;
+}
+
+/** The key that seals in-band approval states, derived from a session secret (never the same key). */
+export function approvalStateSecret(secret: string | Uint8Array): Buffer {
+  return createHmac("sha256", secret).update("mcp-gateway/approval-request-state v1").digest();
 }

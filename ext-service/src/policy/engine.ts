@@ -34,7 +34,7 @@ import {
   validTraceparent,
   type Exchange,
 } from "./exchange.js";
-import { ApprovalPolicy, type ApprovalRequirement } from "./approvals.js";
+import { ApprovalPolicy, approvalStateSecret, type ApprovalRequirement } from "./approvals.js";
 import { BudgetPolicy } from "./budgets.js";
 import { agentHeaderValue, Authenticator, type Principal } from "./identity.js";
 import { RequestOrigins } from "./origins.js";
@@ -135,7 +135,17 @@ export type RequestVerdict =
    * whether the body was a batch, so a refusal there answers in the same shape. `cacheableRead`
    * is set for a request whose result the caching hints may let the adapters reuse.
    */
-  | { action: "forward"; toolCalls?: ToolCall[]; batch?: boolean; cacheableRead?: CacheableRead }
+  | {
+      action: "forward";
+      toolCalls?: ToolCall[];
+      batch?: boolean;
+      cacheableRead?: CacheableRead;
+      /**
+       * Set by the step before forwarding (GatewayState.beforeForward) when the upstream gets
+       * another body: the retry of an in-band approval without the gateway's own round.
+       */
+      forwardBody?: Uint8Array;
+    }
   /** Answer the client directly (all requests denied, or the body is invalid). */
   | { action: "reply"; reply: HttpReply }
   /**
@@ -223,6 +233,8 @@ export class PolicyEngine {
   readonly budgets: BudgetPolicy;
   /** Which tool calls need a human approval, who decides, what an approval binds. */
   readonly approvals: ApprovalPolicy;
+  /** Seals the requestState of in-band approvals (2026-07-28), with keys of their own. */
+  readonly approvalStates: SessionSealer;
   /** The identity the aggregated endpoint presents on its hop to /mcp/<server> (policy/hop-token.ts). */
   readonly hopTokens: HopTokens;
   /** Seals the event ids of forwarded streams so a resumed stream's answers are matched (F4). */
@@ -251,7 +263,9 @@ export class PolicyEngine {
     if (keys.problems.length > 0) throw new Error(keys.problems.map((p) => p.message).join("; "));
     // Without configured keys, one random key per process: sessions survive a config reload,
     // not a restart, and another replica does not know them.
-    this.sessions = new SessionSealer(keys.secrets.length ? keys.secrets : [processSessionSecret()]);
+    const secrets = keys.secrets.length ? keys.secrets : [processSessionSecret()];
+    this.sessions = new SessionSealer(secrets);
+    this.approvalStates = new SessionSealer(secrets.map(approvalStateSecret));
     this.hopTokens = new HopTokens(this.sessions, durationMs(loaded.config.broker.hopTokenTtl), now);
     this.limits = loaded.config.limits;
   }

@@ -116,7 +116,8 @@ export class GatewayState {
     }
     // Approval first: a call held for a human is not charged to any budget.
     const held = await this.approvals.beforeForward(engine, exchange, calls, verdict.batch === true);
-    if (held) return held;
+    if (held && "forwardBody" in held) verdict.forwardBody = held.forwardBody;
+    else if (held) return held;
     if (engine.budgets.active) {
       const refused = await this.chargeBudgets(engine, exchange, calls, verdict.batch === true);
       if (refused) return refused;
