@@ -277,5 +277,10 @@ describeWithRedis("shared result cache on Redis", () => {
     } finally {
       await redis.start();
     }
+    // Shared again once Redis is back: one replica stores, the other hits.
+    await waitFor(() => one.edge.ready() && two.edge.ready(), 8_000, "edges see Redis again");
+    await one.call("bot-a", "catalog");
+    await two.call("bot-b", "catalog");
+    expect(upstream.calls).toHaveLength(3);
   });
 });

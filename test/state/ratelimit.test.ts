@@ -91,5 +91,9 @@ describeWithRedis("shared rate limit on Redis", () => {
     } finally {
       await redis!.start();
     }
+    // Back on the shared bucket (Redis kept nothing: it starts full). Still on the local ones,
+    // edge 0 would refuse at once and edge 1 allow.
+    await waitFor(() => edges.every((e) => e.ready()), 8_000, "edges see Redis again");
+    expect([await call(0), await call(1), await call(0), await call(1)]).toEqual([200, 200, 200, 429]);
   });
 });

@@ -1,4 +1,5 @@
 import { credentials, type Client } from "@grpc/grpc-js";
+import { request } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { envoyProtos } from "../../ext-service/src/envoy/protos.js";
 import type { RateLimitRequest, RateLimitResponse } from "../../ext-service/src/envoy/ratelimit.js";
@@ -87,5 +88,39 @@ describeWithRedis("rate limit service protocol on the ext-service, backed by Red
     } finally {
       await redis.start();
     }
+    // Back on the shared buckets once Redis returns (it kept nothing: bot-a starts full).
+    const ready = async (s: ExtService) => {
+      const res = await request(`http://127.0.0.1:${s.adminPort}/readyz`);
+      await res.body.text();
+      return res.statusCode === 200;
+    };
+    for (let i = 0; !((await ready(services[0]!)) && (await ready(services[1]!))); i++) {
+      if (i > 160) throw new Error("the ext-services never saw Redis again");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const answers = [];
+    for (let i = 0; i < 4; i++) answers.push((await clients[i % 2]!.ask("bot-a")).overall_code);
+    expect(answers).toEqual(["OK", "OK", "OK", "OVER_LIMIT"]);
+  });
+
+  it("takes hits_addend tokens at once, and answers Retry-After when over", async () => {
+    const ask = (hits: number) =>
+      new Promise<RateLimitResponse>((resolve, reject) =>
+        clients[0]!.client.ShouldRateLimit(
+          {
+            domain: "mcp_gateway",
+            descriptors: [{ entries: [{ key: "agent", value: "bot-h" }] }],
+            hits_addend: hits,
+          },
+          (err, res) => (err ? reject(err) : resolve(res)),
+        ),
+      );
+    expect((await ask(2)).overall_code).toBe("OK");
+    const over = await ask(2);
+    expect(over.overall_code).toBe("OVER_LIMIT");
+    expect(Number(over.response_headers_to_add?.find((h) => h.key === "retry-after")?.value)).toBeGreaterThan(
+      50,
+    );
+    expect((await ask(1)).overall_code).toBe("OK");
   });
 });

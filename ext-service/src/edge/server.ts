@@ -156,7 +156,13 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   if (tracing) audit.tracing = tracing;
   const ownsState = options.state === undefined;
   const shared =
-    options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
+    options.state ??
+    new GatewayState(
+      openStore(engine.config, process.env, engine.configDir),
+      metrics,
+      logger,
+      engine.config.cache,
+    );
   const limiter = shared.agentRateLimit(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);

@@ -128,7 +128,13 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   audit.tracing = tracing;
   const ownsState = options.state === undefined;
   const state =
-    options.state ?? new GatewayState(openStore(engine.config), metrics, logger, engine.config.cache);
+    options.state ??
+    new GatewayState(
+      openStore(engine.config, process.env, engine.configDir),
+      metrics,
+      logger,
+      engine.config.cache,
+    );
   const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
   const ctx: AdapterContext = {
     engine,

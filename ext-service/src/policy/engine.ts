@@ -245,11 +245,15 @@ export class PolicyEngine {
     maxSseEventBytes: number;
   };
 
+  /** The directory of gateway.yaml: relative file names in it are relative to this. */
+  readonly configDir: string;
+
   constructor(
     loaded: Pick<LoadedConfig, "config" | "registry" | "configFile">,
     readonly now: () => number = Date.now,
     resumptionKeyValue: string | undefined = process.env[RESUMPTION_KEY_ENV],
   ) {
+    this.configDir = dirname(loaded.configFile);
     this.resumption = new StreamResumption(resumptionKey(resumptionKeyValue));
     this.config = loaded.config;
     this.registry = new ToolRegistry(loaded.registry);

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import type { ConnectionOptions } from "node:tls";
 import { Redis, ReplyError, type RedisOptions } from "ioredis";
 import { StoreUnavailable, type ChargeResult, type CounterCharge, type StateStore } from "./store.js";
@@ -80,17 +81,21 @@ export interface RedisStoreOptions {
   commandTimeoutMs: number;
 }
 
-/** The TLS options of a `tls` config section: file paths read once at start. */
-export function tlsOptions(tls: {
-  caFile?: string;
-  certFile?: string;
-  keyFile?: string;
-  serverName?: string;
-}): ConnectionOptions {
+/** The TLS options of a `tls` config section: files (relative to `baseDir`) read once at start. */
+export function tlsOptions(
+  tls: {
+    caFile?: string;
+    certFile?: string;
+    keyFile?: string;
+    serverName?: string;
+  },
+  baseDir = process.cwd(),
+): ConnectionOptions {
+  const read = (file: string) => readFileSync(resolve(baseDir, file));
   return {
-    ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}),
-    ...(tls.certFile ? { cert: readFileSync(tls.certFile) } : {}),
-    ...(tls.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
+    ...(tls.caFile ? { ca: read(tls.caFile) } : {}),
+    ...(tls.certFile ? { cert: read(tls.certFile) } : {}),
+    ...(tls.keyFile ? { key: read(tls.keyFile) } : {}),
     ...(tls.serverName ? { servername: tls.serverName } : {}),
   };
 }
@@ -111,7 +116,7 @@ export class RedisStore implements StateStore {
   private closed = false;
 
   constructor(private readonly options: RedisStoreOptions) {
-    this.client = new Redis(options.url, this.clientOptions(options.keyPrefix));
+    this.client = new Redis(this.connection.url, this.clientOptions(options.keyPrefix));
     this.client.defineCommand("chargeAll", { lua: CHARGE_ALL });
     this.client.defineCommand("takeToken", { lua: TAKE_TOKEN, numberOfKeys: 1 });
     this.client.defineCommand("compareAndSet", { lua: COMPARE_AND_SET, numberOfKeys: 1 });
@@ -222,12 +227,31 @@ export class RedisStore implements StateStore {
     await Promise.allSettled([quit(this.client), ...(this.subscriber ? [quit(this.subscriber)] : [])]);
   }
 
+  /**
+   * The URL without user info, and the credentials to use: a username or password from the
+   * environment wins over the URL's (given both, ioredis would let the URL's win).
+   */
+  private get connection(): { url: string; username?: string; password?: string } {
+    const parsed = new URL(this.options.url);
+    const fromUrl = (v: string) => (v === "" ? undefined : decodeURIComponent(v));
+    const username = this.options.username ?? fromUrl(parsed.username);
+    const password = this.options.password ?? fromUrl(parsed.password);
+    parsed.username = "";
+    parsed.password = "";
+    return {
+      url: parsed.toString(),
+      ...(username !== undefined ? { username } : {}),
+      ...(password !== undefined ? { password } : {}),
+    };
+  }
+
   private get scripts(): ScriptCommands {
     return this.client as unknown as ScriptCommands;
   }
 
   private clientOptions(keyPrefix: string): RedisOptions {
     const { options } = this;
+    const { username, password } = this.connection;
     const tls = options.tls ?? (options.url.startsWith("rediss:") ? {} : undefined);
     return {
       lazyConnect: true,
@@ -237,8 +261,8 @@ export class RedisStore implements StateStore {
       commandTimeout: options.commandTimeoutMs,
       retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
       keyPrefix,
-      ...(options.username !== undefined ? { username: options.username } : {}),
-      ...(options.password !== undefined ? { password: options.password } : {}),
+      ...(username !== undefined ? { username } : {}),
+      ...(password !== undefined ? { password } : {}),
       ...(tls ? { tls } : {}),
     };
   }
@@ -247,7 +271,10 @@ export class RedisStore implements StateStore {
     if (!this.subscriber) {
       // A subscribed connection can run nothing else, hence a second one; no key prefix, since
       // channel names already carry it.
-      const subscriber = new Redis(this.options.url, { ...this.clientOptions(""), enableOfflineQueue: true });
+      const subscriber = new Redis(this.connection.url, {
+        ...this.clientOptions(""),
+        enableOfflineQueue: true,
+      });
       subscriber.on("error", () => {});
       subscriber.on("message", (channel: string, message: string) => {
         for (const listener of this.channels.get(channel) ?? []) listener(message);

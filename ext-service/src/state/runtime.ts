@@ -27,8 +27,15 @@ interface HintedEntry {
   result: Record<string, unknown>;
 }
 
-/** The store gateway.yaml's `state` section describes. Secrets come from the environment. */
-export function openStore(config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): StateStore {
+/**
+ * The store gateway.yaml's `state` section describes. Secrets come from the environment (or the
+ * URL's user info); TLS files are relative to `configDir`, the directory of gateway.yaml.
+ */
+export function openStore(
+  config: GatewayConfig,
+  env: NodeJS.ProcessEnv = process.env,
+  configDir = process.cwd(),
+): StateStore {
   const state = config.state;
   if (state.store === "memory" || !state.redis) return new MemoryStore();
   const redis = state.redis;
@@ -44,7 +51,7 @@ export function openStore(config: GatewayConfig, env: NodeJS.ProcessEnv = proces
     url: redis.url,
     username: fromEnv(redis.usernameEnv, "usernameEnv"),
     password: fromEnv(redis.passwordEnv, "passwordEnv"),
-    tls: redis.tls ? tlsOptions(redis.tls) : undefined,
+    tls: redis.tls ? tlsOptions(redis.tls, configDir) : undefined,
     keyPrefix: redis.keyPrefix,
     connectTimeoutMs: durationMs(redis.connectTimeout),
     commandTimeoutMs: durationMs(redis.commandTimeout),
