@@ -467,6 +467,62 @@ export const SecuritySchema = z
       .describe(
         "Most milliseconds spent inspecting one message (a request's arguments or a server message): no further string is scanned after it, and the message is refused (scan_budget_exceeded)",
       ),
+    classifier: z
+      .object({
+        url: z
+          .string()
+          .url()
+          .refine((u) => /^https?:\/\//.test(u), "must be an http(s) URL")
+          .describe("POST endpoint of the prompt-injection classifier"),
+        timeout: Duration.default("300ms").describe("How long one classification may take"),
+        failMode: z
+          .enum(["open", "closed"])
+          .default("closed")
+          .describe(
+            "What a text the classifier could not judge (timeout, error, down) gets: closed blocks it, open lets it pass",
+          ),
+        auth: z
+          .object({
+            header: z.string().min(1).default("authorization"),
+            valueEnv: z
+              .string()
+              .min(1)
+              .optional()
+              .describe("Environment variable holding the header's value"),
+            valueFile: z.string().min(1).optional().describe("File holding the header's value"),
+          })
+          .strict()
+          .refine((a) => (a.valueEnv === undefined) !== (a.valueFile === undefined), {
+            message: "set exactly one of valueEnv and valueFile",
+          })
+          .optional(),
+        threshold: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(0.5)
+          .describe("Score at or above which a scored answer counts as an injection"),
+        surfaces: z
+          .array(z.enum(["outputs", "descriptions"]))
+          .default([])
+          .describe(
+            "Surfaces whose every text is classified; otherwise only texts the rules find uncertain (alert-tier findings, or matches in text that discusses attacks)",
+          ),
+        minChars: z.number().int().min(1).default(20).describe("Shorter texts are never sent"),
+        cache: z
+          .object({
+            maxEntries: z.number().int().positive().default(10_000),
+            ttl: Duration.default("1h"),
+          })
+          .strict()
+          .prefault({})
+          .describe("Verdicts kept by the SHA-256 of the text"),
+      })
+      .strict()
+      .optional()
+      .describe(
+        "An HTTP prompt-injection classifier consulted for JSON responses (tool results, prompts, resources, lists): see docs/SECURITY.md",
+      ),
     decode: z
       .object({
         maxDepth: z.number().int().min(0).max(8).default(3),

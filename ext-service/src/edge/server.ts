@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
+import { classifierFor, classifyResponse } from "../classifier/gate.js";
 import { durationMs } from "../config/schema.js";
 import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
@@ -643,9 +644,19 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       if (status >= 500) upstreamFailure(server, endpoint, "http_5xx", cause);
       else if (cause) upstreamFailure(server, endpoint, "http_4xx", cause);
     }
-    const out = replaced ?? raw;
+    let out = replaced ?? raw;
+    const classifier = classifierFor(engine);
+    let judged: Uint8Array | undefined;
+    if (classifier && !refusal && out.byteLength > 0) {
+      judged = await classifyResponse(classifier, exchange, out);
+      if (judged) out = judged;
+    }
     if (res.destroyed) return;
     headers["content-length"] = String(out.byteLength);
+    if (judged) {
+      headers["content-type"] = "application/json";
+      delete headers["content-encoding"];
+    }
     if (refusal || transformer.replacedErrorBody) {
       // The gateway's own JSON replaces the body: the upstream's encoding does not apply to it.
       headers["content-type"] = "application/json";

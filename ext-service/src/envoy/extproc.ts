@@ -11,6 +11,7 @@ import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import { GATEWAY_NAMESPACE, secondsSince, type AdapterContext } from "./context.js";
+import { classifierFor, classifyResponse } from "../classifier/gate.js";
 import { headerMapToRecord, rawHeader } from "./headers.js";
 import { decodeAuthzMetadata, readAuthzOutcome } from "./principal.js";
 import { constantMessage, envoyProtos } from "./protos.js";
@@ -177,8 +178,10 @@ export class ProcessStream {
           if (this.phase === "request_headers" || this.phase === "request_body")
             return this.onLocalReply(request.response_headers ?? {}, request);
           return this.onResponseHeaders(request.response_headers ?? {});
-        case "response_body":
-          return this.onResponseBody(request.response_body ?? {});
+        case "response_body": {
+          const reply = this.onResponseBody(request.response_body ?? {});
+          return reply instanceof Promise ? reply.catch((err: unknown) => this.failed(err)) : reply;
+        }
         case "request_trailers":
           if (this.phase !== "request_body" && this.phase !== "response_headers")
             return this.protocolError("request trailers out of order");
@@ -486,7 +489,7 @@ export class ProcessStream {
     };
   }
 
-  private onResponseBody(msg: HttpBody): ProcessingReply {
+  private onResponseBody(msg: HttpBody): ProcessingReply | Promise<ProcessingReply> {
     if (this.phase !== "response_body") {
       return this.protocolError(
         this.phase === "response_headers"
@@ -524,6 +527,25 @@ export class ProcessStream {
       }
       // Unchanged bytes pass as they are; anything else replaces this chunk (possibly with nothing).
       if (!toBuffer(out).equals(chunk)) response = { body_mutation: { body: toBuffer(out) } };
+    }
+    const classifier = classifierFor(this.engine);
+    if (classifier && eos && transformer.mode === "json" && !transformer.refusal) {
+      // The classifier judges the body the policy let through (or changed).
+      const passed = response.body_mutation?.body ?? (this.jsonChunks === undefined ? chunk : undefined);
+      if (passed && passed.byteLength > 0) {
+        return classifyResponse(classifier, this.exchange!, passed).then((judged) => {
+          if (judged) {
+            const body = toBuffer(judged);
+            const set = [rawHeader("content-type", "application/json")];
+            if (this.responseHadContentLength) set.push(rawHeader("content-length", String(body.byteLength)));
+            response = {
+              header_mutation: { set_headers: set, remove_headers: ["content-encoding"] },
+              body_mutation: { body },
+            };
+          }
+          return this.finishResponse({ response_body: { response } });
+        });
+      }
     }
     const reply: ProcessingReply = { response_body: { response } };
     return eos ? this.finishResponse(reply) : reply;

@@ -927,6 +927,14 @@ function isDescribed(text: string, start: number): boolean {
   return DESCRIBED.test(before);
 }
 
+/**
+ * Whether a text is worth a classifier's opinion: the rules were unsure (an alert-tier finding,
+ * or a concept match in text that discusses attacks). Block-tier findings need no second opinion.
+ */
+export function needsClassification(result: InjectionResult): boolean {
+  return result.tier === "alert" || (result.tier === undefined && result.mentions.length > 0);
+}
+
 export interface ScanOptions {
   decode?: DecodeLimits;
 }
