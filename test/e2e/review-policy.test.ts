@@ -12,6 +12,9 @@ import {
   answerFor,
   maliciousAnswers,
   outcomeOf,
+  EVADED_KEY_REFUSALS,
+  resultCarrying,
+  SECRET_EVASIONS,
   secretCarryingMessages,
 } from "../security/review-upstream.js";
 import {
@@ -282,6 +285,52 @@ describe("security review F12: secrets in every client-to-server string", () => 
       });
       expect(r.text, name).toContain("secret_in_arguments");
       expect(r.text, name).not.toContain(LEAKED_KEY);
+    }
+  });
+});
+
+describe("security review F12: secrets written to evade detection, both directions", () => {
+  it("refuses every evasion in every client-to-server string", async () => {
+    for (const evasion of SECRET_EVASIONS) {
+      const written = evasion.write(LEAKED_KEY);
+      for (const { name, body } of secretCarryingMessages(written)) {
+        const r = await httpCall(gw.url("docs"), {
+          headers: { ...MCP_HEADERS, authorization: `Bearer ${token}` },
+          body: JSON.stringify(body),
+        });
+        const reason = (r.messages[0] as RpcAnswer).error?.data?.reason;
+        expect(EVADED_KEY_REFUSALS, `${evasion.name} in ${name}`).toContain(reason);
+        if (name !== "resource URI") expect(reason, `${evasion.name} in ${name}`).toBe("secret_in_arguments");
+        expect(r.text, `${evasion.name} in ${name}`).not.toContain(written);
+      }
+    }
+  });
+
+  it("redacts every evasion in a server's answer, whole", async () => {
+    let text = "";
+    const evil = await fakeUpstream((req, res) => {
+      void readJsonBody(req).then(() => {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify(resultCarrying(1, text).body));
+      });
+    });
+    const gateway = await startGateway({ servers: [{ name: "evil", upstreams: [evil.url] }] });
+    try {
+      const bearer = await gateway.token("tester");
+      for (const evasion of SECRET_EVASIONS) {
+        text = evasion.write(LEAKED_KEY);
+        const r = await httpCall(gateway.url("evil"), {
+          headers: { ...MCP_HEADERS, authorization: `Bearer ${bearer}` },
+          body: rpc("resources/read", { uri: "docs://public/faq" }),
+        });
+        const answer = r.messages[0] as RpcAnswer;
+        expect(answer.result?.content?.[0]?.text, evasion.name).toBe(
+          `the key is ${evasion.redacted ?? "[REDACTED:aws_access_key_id]"} .`,
+        );
+      }
+    } finally {
+      await gateway.close();
+      await evil.close();
     }
   });
 });

@@ -11,6 +11,9 @@ import {
   answerFor,
   maliciousAnswers,
   outcomeOf,
+  EVADED_KEY_REFUSALS,
+  resultCarrying,
+  SECRET_EVASIONS,
   secretCarryingMessages,
 } from "../security/review-upstream.js";
 import { GATEWAY_YAML, MCP_POST_HEADERS, startGateway, type Gateway } from "./harness.js";
@@ -232,6 +235,53 @@ describe("security review F12 (Envoy plane): secrets in every client-to-server s
       );
       expect(r.upstreamRequest, name).toBeUndefined();
       expect(r.response.body.toString(), name).toContain("secret_in_arguments");
+    }
+  });
+});
+
+describe("security review F12 (Envoy plane): secrets written to evade detection, both directions", () => {
+  it("refuses every evasion in every client-to-server string", async () => {
+    for (const evasion of SECRET_EVASIONS) {
+      const written = evasion.write(LEAKED_KEY);
+      for (const { name, body } of secretCarryingMessages(written)) {
+        const r = await gw.client.exchange(
+          {
+            method: "POST",
+            path: "/mcp/docs",
+            headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+            body: JSON.stringify(body),
+          },
+          proxy,
+        );
+        expect(r.upstreamRequest, `${evasion.name} in ${name}`).toBeUndefined();
+        const reason = (JSON.parse(r.response.body.toString()) as RpcAnswer).error?.data?.reason;
+        expect(EVADED_KEY_REFUSALS, `${evasion.name} in ${name}`).toContain(reason);
+        if (name !== "resource URI") expect(reason, `${evasion.name} in ${name}`).toBe("secret_in_arguments");
+      }
+    }
+  });
+
+  it("redacts every evasion in a server's answer, whole", async () => {
+    for (const evasion of SECRET_EVASIONS) {
+      const { body } = resultCarrying(1, evasion.write(LEAKED_KEY));
+      const r = await gw.client.exchange(
+        {
+          method: "POST",
+          path: "/mcp/docs",
+          headers: { ...MCP_POST_HEADERS, authorization: `Bearer ${token}` },
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id: 1,
+            method: "resources/read",
+            params: { uri: "docs://public/faq" },
+          }),
+        },
+        () => ({ status: 200, headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
+      );
+      const answer = JSON.parse(r.response.body.toString("utf8")) as RpcAnswer;
+      expect(answer.result?.content?.[0]?.text, evasion.name).toBe(
+        `the key is ${evasion.redacted ?? "[REDACTED:aws_access_key_id]"} .`,
+      );
     }
   });
 });

@@ -101,13 +101,13 @@ describe("injection and secrets in arguments", () => {
   });
 
   it("blocks a secret in an argument without echoing it", async () => {
-    const secret = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5";
+    const secret = "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";
     const { reply, raw, exchange } = await request(
       engine,
       toolCall(4, "create_ticket", { title: "creds", body: `token ${secret}` }),
     );
     expect(reply).toMatchObject({ id: 4, error: { code: -32010, data: { reason: "secret_in_arguments" } } });
-    expect((reply as ErrorReply).error.message).toContain("github_token in arguments.body");
+    expect((reply as ErrorReply).error.message).toContain("github_pat in arguments.body");
     expect(raw).not.toContain(secret);
     expect(exchange.reasons).toEqual(["secret_in_arguments"]);
   });

@@ -12,7 +12,7 @@ import { makeEngine, request, toolCall } from "./helpers.js";
 
 const SECRETS = [
   "AKIAIOSFODNN7EXAMPLE",
-  "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5",
+  "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",
   "xoxb-123456789012-aB3dE5fG7hJ9kL1mN3pQ5rS7",
   "sk_live_aB3dE5fG7hJ9kL1mN3pQ5rS7t",
   "alice@example.com",

@@ -261,7 +261,7 @@ describe("tool results", () => {
       id: 6,
       error: {
         code: -32000,
-        message: "connect failed: postgres://app:[REDACTED:url_credentials]@db:5432/app",
+        message: "connect failed: postgres://app:[REDACTED:postgres_url]@db:5432/app",
         data: { key: "[REDACTED:aws_access_key_id]" },
       },
     });

@@ -332,3 +332,46 @@ export function secretCarryingMessages(key: string): { name: string; body: Recor
     },
   ];
 }
+
+/**
+ * The review's evasions of secret detection (F12, and `05-output-evasion.mjs encoded`): each
+ * writes a key so that a raw-text detector misses it, while the reader (a server, the agent's
+ * model) can still recover it.
+ */
+export const SECRET_EVASIONS: readonly {
+  name: string;
+  write: (key: string) => string;
+  /** What a tool result's `the key is <written> .` must read after redaction, if not the plain form. */
+  redacted?: string;
+}[] = [
+  { name: "plain", write: (k) => k },
+  { name: "zero-width", write: (k) => `${k.slice(0, 4)}\u200b${k.slice(4, 10)}\u2060${k.slice(10)}` },
+  { name: "soft hyphen", write: (k) => `${k.slice(0, 8)}\u00ad${k.slice(8)}` },
+  {
+    name: "full-width",
+    write: (k) => [...k].map((c) => String.fromCodePoint(c.codePointAt(0)! + 0xfee0)).join(""),
+  },
+  { name: "glued", write: (k) => `keyid${k}value`, redacted: "keyid[REDACTED:aws_access_key_id]value" },
+  { name: "base64", write: (k) => Buffer.from(`aws key ${k}`).toString("base64") },
+  { name: "base64url", write: (k) => Buffer.from(`{"k":"${k}"}`).toString("base64url") },
+  { name: "hex", write: (k) => Buffer.from(k).toString("hex") },
+  { name: "percent", write: (k) => [...k].map((c) => `%${c.charCodeAt(0).toString(16)}`).join("") },
+  {
+    name: "base64 of hex",
+    write: (k) => Buffer.from(Buffer.from(k).toString("hex")).toString("base64"),
+  },
+];
+
+/**
+ * Refusals a client string with an evaded key may get: DLP's, or, for a resource URI that hides
+ * characters, the URI check's (F1), which comes first.
+ */
+export const EVADED_KEY_REFUSALS: readonly string[] = ["secret_in_arguments", "resource_uri_invalid"];
+
+/** A server answer (tool result) carrying `text`, for the output side of the evasions. */
+export function resultCarrying(id: number, text: string): { name: string; body: unknown } {
+  return {
+    name: "tool result",
+    body: { jsonrpc: "2.0", id, result: { content: [{ type: "text", text: `the key is ${text} .` }] } },
+  };
+}

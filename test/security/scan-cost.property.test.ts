@@ -88,6 +88,11 @@ const NEAR_MATCHES = [
   "AB 12 ",
   "AB12",
 ];
+/**
+ * Every anchor of the secret kinds' walk, alone, followed by a character of a token body, and
+ * doubled: the shapes that start a kind's matcher at every few characters.
+ */
+const ANCHORS = [...new Set(new DlpScanner().anchors)].flatMap((a) => [a, `${a}a`, `${a}0-`, `${a}${a}`]);
 const CONFUSABLES = ["\u0456", "\u0430", "\u200b", "\uff49", "\u{1d422}", "\u202e", "\u00ad", "%69", "\\x69"];
 const DIGIT_GROUPS = ["1", "12", "41", "4", "36", "34", "4111", "5500", "6011", "0"];
 const SEPARATORS = [" ", "-", "  ", ".", ",", "/", ""];
@@ -101,11 +106,24 @@ const adversarialUnit = fc.oneof(
     })
     .map((parts) => parts.map(([g, s]) => g + s).join("")),
   fc.array(fc.constantFrom(...NEAR_MATCHES), { minLength: 1, maxLength: 3 }).map((p) => p.join("")),
+  fc.array(fc.constantFrom(...ANCHORS), { minLength: 1, maxLength: 3 }).map((p) => p.join("")),
   fc
     .tuple(fc.constantFrom(...CONFUSABLES), fc.constantFrom("ignore ", "a", "previous ", "", "1 "))
     .map(([c, w]) => c + w),
 );
-const KNOWN_WORST = ["12 ", "1 ", "41 ", "4 ", "eyJ-", "-----BEGIN PRIVATE KEY-----!", "GB82 ", "a@"];
+const KNOWN_WORST = [
+  "12 ",
+  "1 ",
+  "41 ",
+  "4 ",
+  "eyJ-",
+  "-----BEGIN PRIVATE KEY-----!",
+  "GB82 ",
+  "a@",
+  "AZDO",
+  "sk-proj-sk-proj-",
+  "password=password=",
+];
 
 describe("security review F2: scan cost per character on adversarial input", () => {
   const scanners = DLP_KINDS.map((kind) => ({ kind, scanner: new DlpScanner([kind]) }));
@@ -121,6 +139,20 @@ describe("security review F2: scan cost per character on adversarial input", () 
         }
       }),
       { numRuns: 60, examples: KNOWN_WORST.map((u) => [u]) },
+    );
+  });
+
+  it("the whole DLP scan counts a bounded amount of work per character on every anchor repeated", () => {
+    const all = new DlpScanner();
+    let worst = { steps: 0, unit: "" };
+    for (const unit of ANCHORS) {
+      const meter: ScanMeter = { steps: 0 };
+      all.scan(fill(unit), NO_ALLOW, undefined, meter);
+      if (meter.steps > worst.steps) worst = { steps: meter.steps, unit };
+      expect(meter.steps, JSON.stringify(unit)).toBeLessThanOrEqual(48 * LENGTH);
+    }
+    console.log(
+      `DLP work: worst ${(worst.steps / LENGTH).toFixed(1)} steps/char on ${JSON.stringify(worst.unit)}`,
     );
   });
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DLP_KINDS } from "../policy/dlp.js";
+import { DLP_DETECTOR_NAMES } from "../policy/dlp.js";
 
 /**
  * Schemas for gateway.yaml and registry.yaml. Every object is strict so a misspelled key is an
@@ -328,7 +328,8 @@ const SecurityAction = z
 const ArgumentAction = z
   .enum(["block", "log"])
   .describe("block: refuse the request; log: forward, count and audit");
-const DlpKind = z.enum(DLP_KINDS as [string, ...string[]]);
+// Every kind, and the group names of kinds split since (github_token, gitlab_token, stripe_key).
+const DlpKind = z.enum(DLP_DETECTOR_NAMES as [string, ...string[]]);
 
 type SecurityActionValue = "block" | "redact" | "annotate" | "log";
 type ArgumentActionValue = "block" | "log";

@@ -1,12 +1,35 @@
 /**
- * Data-loss prevention detectors: secrets (cloud keys, VCS and chat tokens, payment provider
- * keys, private key blocks, JWTs, high-entropy values next to secret-like keywords) and PII
- * (email, phone, payment card with Luhn, IBAN with mod-97, US SSN, UK NINO).
+ * Data-loss prevention: secrets (well over a hundred token formats of AI providers, registries,
+ * code hosts, clouds, messaging, payments, observability and secrets managers, database URLs,
+ * private keys, JWTs, values assigned to secret-like keywords) and PII (email, phone, payment card
+ * with Luhn, IBAN with mod-97, US SSN, UK NINO).
  *
- * Each detector has a cheap prefilter (a literal or a character test) so clean text costs a few
- * passes of fast scans. Regexes follow the same discipline as injection.ts: no nested
- * quantifiers, bounded repetition, literal-led patterns where possible.
+ * The anchored secret kinds (secret-kinds.ts) share one walk over the text; the few others have a
+ * cheap prefilter (a literal or a character test). Regexes follow the same discipline as
+ * injection.ts: no nested quantifiers, bounded repetition, literal-led patterns where possible.
+ * Hidden characters, compatibility forms and encodings are handled in dlp-layers.ts.
  */
+
+import { AnchorAutomaton } from "./anchors.js";
+import {
+  decodeToken,
+  encodedTokens,
+  foldedView,
+  rawEnd,
+  rawStart,
+  tokenParts,
+  type EncodedToken,
+} from "./dlp-layers.js";
+import {
+  ANCHORED_SECRET_KINDS,
+  KEYED_PATTERNS,
+  newScanState,
+  registerSecretKinds,
+  type ScanState,
+  type SecretFamily,
+} from "./secret-kinds.js";
+
+export { entropy } from "./secret-kinds.js";
 
 export type DlpCategory = "secret" | "pii";
 
@@ -79,36 +102,6 @@ function regexDetector(
       pattern.lastIndex = 0;
     },
   };
-}
-
-/** Shannon entropy in bits per character. */
-export function entropy(s: string): number {
-  const counts = new Map<string, number>();
-  for (const c of s) counts.set(c, (counts.get(c) ?? 0) + 1);
-  let h = 0;
-  for (const n of counts.values()) {
-    const p = n / s.length;
-    h -= p * Math.log2(p);
-  }
-  return h;
-}
-
-const PLACEHOLDER =
-  /^(?:\$\{?|<|\{\{|%\(|\*{3,}|x{4,}|\.{3})|(?:changeme|change_me|example|your[_-]|placeholder|redacted|dummy|sample|xxxxx|\*\*\*|<[a-z_]+>|\$\{|\{\{)|^(?:null|none|true|false|undefined|password|secret|token|string|required|optional|env|process\.env\.\w+)$/i;
-
-/** A value that looks like a real secret rather than a placeholder, a word or an identifier. */
-function looksSecret(value: string): boolean {
-  if (value.length < 12) return false;
-  if (PLACEHOLDER.test(value)) return false;
-  const classes =
-    (/[a-z]/.test(value) ? 1 : 0) +
-    (/[A-Z]/.test(value) ? 1 : 0) +
-    (/[0-9]/.test(value) ? 1 : 0) +
-    (/[^A-Za-z0-9]/.test(value) ? 1 : 0);
-  if (classes < 2) return false;
-  // Dotted identifiers and paths (config.db.password, /etc/app/secret) are references, not values.
-  if (/^[A-Za-z_][\w-]*(?:[./][A-Za-z_][\w-]*)+$/.test(value) && !/[0-9]/.test(value)) return false;
-  return entropy(value) >= 3.2;
 }
 
 export function luhnValid(digits: string): boolean {
@@ -590,77 +583,10 @@ const jwtDetector: Detector = {
   },
 };
 
-/** `scheme://user:password@host`: found from each "://" so the scan stays linear. */
-const URL_SCHEME = /[a-z][a-z0-9+.-]{1,20}$/i;
-const URL_USERINFO = /[^\s:@/]{1,100}:([^\s:@/]{3,100})@/y;
-const urlCredentialsDetector: Detector = {
-  kind: "url_credentials",
-  category: "secret",
-  patterns: [URL_SCHEME, URL_USERINFO],
-  maybe: (t) => t.includes("://"),
-  find(text, out, meter) {
-    let at = text.indexOf("://");
-    while (at >= 0) {
-      meter.steps++;
-      if (URL_SCHEME.test(text.slice(Math.max(0, at - 21), at))) {
-        URL_USERINFO.lastIndex = at + 3;
-        const m = URL_USERINFO.exec(text);
-        const password = m?.[1];
-        if (m && password && !PLACEHOLDER.test(password) && password.length >= 6) {
-          const end = at + 3 + m[0].length - 1;
-          out.push({ kind: "url_credentials", category: "secret", start: end - password.length, end });
-        }
-      }
-      at = text.indexOf("://", at + 3);
-    }
-    URL_USERINFO.lastIndex = 0;
-  },
-};
-
 const DETECTORS: readonly Detector[] = [
-  // --- secrets
+  // --- secrets found by structure rather than an anchor of the automaton
   privateKeyDetector,
-  regexDetector("aws_access_key_id", "secret", /\b(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA)[A-Z0-9]{16}\b/g),
-  regexDetector(
-    "aws_secret_access_key",
-    "secret",
-    /\b(?:aws_?)?secret_?(?:access_?)?key(?:_?id)?["'\]]?\s{0,3}(?:[:=]|=>|:=)\s{0,3}["']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])/gi,
-    { group: 1, maybe: (t) => /secret/i.test(t), valid: (v) => entropy(v) >= 3.5 },
-  ),
-  regexDetector("gcp_api_key", "secret", /\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])/g),
-  regexDetector("azure_storage_key", "secret", /\bAccountKey=([A-Za-z0-9+/]{86}==)/g, { group: 1 }),
-  regexDetector(
-    "azure_client_secret",
-    "secret",
-    /(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.-]{3}8Q~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])/g,
-    { maybe: (t) => t.includes("8Q~") },
-  ),
-  regexDetector(
-    "github_token",
-    "secret",
-    /\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{82})\b/g,
-  ),
-  regexDetector("gitlab_token", "secret", /\bgl(?:pat|dt|rt|ptt|oas)-[A-Za-z0-9_-]{20,64}(?![A-Za-z0-9_-])/g),
-  regexDetector("slack_token", "secret", /\bxox[abposr]-[A-Za-z0-9-]{10,250}/g),
-  regexDetector(
-    "slack_webhook",
-    "secret",
-    /https:\/\/hooks\.slack\.com\/services\/T[A-Z0-9]{8,12}\/B[A-Z0-9]{8,12}\/[A-Za-z0-9]{24}/g,
-  ),
-  regexDetector("stripe_key", "secret", /\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,247}\b/g),
-  regexDetector("stripe_webhook_secret", "secret", /\bwhsec_[A-Za-z0-9]{32,64}\b/g),
   jwtDetector,
-  urlCredentialsDetector,
-  regexDetector("bearer_token", "secret", /\bBearer\s{1,4}([A-Za-z0-9._~+/-]{20,2048}=*)/g, {
-    group: 1,
-    valid: (v) => looksSecret(v),
-  }),
-  regexDetector(
-    "generic_secret",
-    "secret",
-    /(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|client[_-]?secret|private[_-]?key|credentials?)[A-Za-z0-9_-]{0,20}["'\]]?\s{0,3}(?:[:=]|=>|:=)\s{0,3}["']?([^\s"'`,;<>(){}[\]]{12,200})/gi,
-    { group: 1, valid: (v) => looksSecret(v) },
-  ),
   // --- PII
   emailDetector,
   regexDetector(
@@ -691,10 +617,89 @@ const DETECTORS: readonly Detector[] = [
   ),
 ];
 
-export const DLP_KINDS: readonly string[] = DETECTORS.map((d) => d.kind);
+/** One row of the DLP kinds table (docs/SECURITY.md is generated from these). */
+export interface DlpKindInfo {
+  kind: string;
+  category: DlpCategory;
+  family: SecretFamily | "personal data";
+  format: string;
+  redacts: string;
+}
+
+const STRUCTURAL_KINDS: readonly DlpKindInfo[] = [
+  {
+    kind: "private_key",
+    category: "secret",
+    family: "keys and tokens",
+    format:
+      "`-----BEGIN … PRIVATE KEY-----` (PEM, OpenSSH, PGP) to the END line or the end of the base64 body",
+    redacts: "the key block",
+  },
+  {
+    kind: "jwt",
+    category: "secret",
+    family: "keys and tokens",
+    format: "`eyJ…` `.eyJ…` `.` signature (base64url), found from each `.eyJ`",
+    redacts: "the token",
+  },
+];
+
+const PII_KINDS: readonly DlpKindInfo[] = [
+  { kind: "email", format: "addresses, found from each `@`", redacts: "the address" },
+  {
+    kind: "phone",
+    format: "international and separated national formats (10-15 digits)",
+    redacts: "the number",
+  },
+  {
+    kind: "payment_card",
+    format: "13-19 digits, consistent separators, a known network prefix, Luhn-valid",
+    redacts: "the number",
+  },
+  { kind: "iban", format: "country length table and the ISO 13616 mod-97 check", redacts: "the IBAN" },
+  {
+    kind: "us_ssn",
+    format: "`AAA-GG-SSSS` excluding invalid areas, groups and serials",
+    redacts: "the number",
+  },
+  {
+    kind: "uk_nino",
+    format: "National Insurance numbers with the excluded prefixes and suffixes",
+    redacts: "the number",
+  },
+].map((k) => ({ ...k, category: "pii" as const, family: "personal data" as const }));
+
+/** Every kind, secrets first (by family, as the anchor catalog lists them), then personal data. */
+export const DLP_KIND_INFO: readonly DlpKindInfo[] = Object.freeze([
+  ...ANCHORED_SECRET_KINDS.map((k) => ({ ...k, category: "secret" as const })),
+  ...STRUCTURAL_KINDS,
+  ...PII_KINDS,
+]);
+
+export const DLP_KINDS: readonly string[] = DLP_KIND_INFO.map((k) => k.kind);
 export const DLP_CATEGORY: Readonly<Record<string, DlpCategory>> = Object.freeze(
-  Object.fromEntries(DETECTORS.map((d) => [d.kind, d.category])),
+  Object.fromEntries(DLP_KIND_INFO.map((k) => [k.kind, k.category])),
 );
+
+/**
+ * Names that stand for several kinds, for configurations written before those kinds were split
+ * (`detectors: [github_token]`, an allowlist entry `detector: stripe_key`).
+ */
+export const DLP_KIND_GROUPS: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  github_token: DLP_KINDS.filter((k) => k.startsWith("github_")),
+  gitlab_token: DLP_KINDS.filter((k) => k.startsWith("gitlab_")),
+  stripe_key: ["stripe_secret_key", "stripe_restricted_key"],
+});
+
+/** The names a configuration may use: every kind and every group. */
+export const DLP_DETECTOR_NAMES: readonly string[] = [...DLP_KINDS, ...Object.keys(DLP_KIND_GROUPS)];
+
+/** Kinds named, with groups expanded. */
+export function expandDlpKinds(names: Iterable<string>): string[] {
+  const out = new Set<string>();
+  for (const n of names) for (const k of DLP_KIND_GROUPS[n] ?? [n]) out.add(k);
+  return [...out];
+}
 
 /** A compiled allowlist: values and full-match patterns that are known false positives. */
 export interface DlpAllow {
@@ -721,22 +726,54 @@ function allowed(allow: DlpAllow, kind: string, value: string): boolean {
   return false;
 }
 
-/** The detectors to run: all of them, or the named subset. */
+/** How many encoded layers deep DLP decodes (base64 inside percent inside base64 is 3). */
+const MAX_DEPTH = 3;
+
+export interface DlpScannerOptions {
+  /**
+   * Adds further anchors to the scanner's automaton: their handlers run on the same walk over
+   * each text as the secret kinds' (the hook for other scanners' keyword anchors).
+   */
+  join?: (automaton: AnchorAutomaton) => void;
+}
+
+/**
+ * The detectors to run, all of them or the named subset. One scan walks the text once for every
+ * anchored secret kind (AnchorAutomaton), runs the few structural and personal-data detectors
+ * (each behind a literal or character prefilter), then reads the same text folded (invisible
+ * characters removed, NFKC, lookalikes) when that differs, and decodes encoded tokens.
+ */
 export class DlpScanner {
   private readonly detectors: readonly Detector[];
+  private readonly enabled: ReadonlySet<string>;
+  private readonly automaton = new AnchorAutomaton();
+  private readonly state: ScanState = newScanState();
+  private readonly secretsAnchored: boolean;
 
-  constructor(enabled?: Iterable<string>) {
-    const set = enabled ? new Set(enabled) : undefined;
+  constructor(enabled?: Iterable<string>, options: DlpScannerOptions = {}) {
+    const set = enabled ? new Set(expandDlpKinds(enabled)) : undefined;
+    this.enabled = set ?? new Set(DLP_KINDS);
     this.detectors = set ? DETECTORS.filter((d) => set.has(d.kind)) : DETECTORS;
+    registerSecretKinds(this.automaton, set, () => this.state);
+    this.secretsAnchored = ANCHORED_SECRET_KINDS.some((k) => this.enabled.has(k.kind));
+    options.join?.(this.automaton);
   }
 
   get kinds(): string[] {
-    return this.detectors.map((d) => d.kind);
+    return DLP_KINDS.filter((k) => this.enabled.has(k));
+  }
+
+  /** The literal anchors of the one walk (for the cost tests' adversarial inputs). */
+  get anchors(): string[] {
+    return this.automaton.anchors();
   }
 
   /**
-   * Non-overlapping matches in text order. When two detectors overlap, the earlier match wins,
-   * and at the same start the longer one.
+   * Non-overlapping matches in text order, in the coordinates of `text`. When two detectors
+   * overlap, the earlier match wins; at the same start a secret (the password of a database URL
+   * rather than the e-mail-like `password@host`), then the longer one. A secret found in the
+   * folded view spans the raw characters it was read from; one found in a decoded token spans
+   * the whole token.
    */
   scan(
     text: string,
@@ -745,15 +782,14 @@ export class DlpScanner {
     meter: ScanMeter = { steps: 0 },
   ): DlpMatch[] {
     if (text.length < 6) return [];
-    const hints: Hints = { digits: DIGIT.test(text), at: text.includes("@") };
-    const found: DlpMatch[] = [];
-    for (const d of this.detectors) {
-      if (categories && !categories.has(d.category)) continue;
-      if (!d.maybe(text, hints)) continue;
-      d.find(text, found, meter);
-    }
+    const found = this.find(text, categories, meter, 0);
     if (found.length === 0) return found;
-    found.sort((a, b) => a.start - b.start || b.end - a.end);
+    found.sort(
+      (a, b) =>
+        a.start - b.start ||
+        Number(b.category === "secret") - Number(a.category === "secret") ||
+        b.end - a.end,
+    );
     const out: DlpMatch[] = [];
     let last = -1;
     for (const f of found) {
@@ -763,6 +799,85 @@ export class DlpScanner {
       last = f.end;
     }
     return out;
+  }
+
+  /** Matches in `raw` (any order, may overlap), from its folded view and its decoded tokens. */
+  private find(
+    raw: string,
+    categories: ReadonlySet<DlpCategory> | undefined,
+    meter: ScanMeter,
+    depth: number,
+  ): DlpMatch[] {
+    const view = foldedView(raw);
+    const text = view ? view.text : raw;
+    const found: DlpMatch[] = [];
+    this.detect(text, found, categories, meter);
+    if (depth < MAX_DEPTH) {
+      // Tokens inside something already found need no decoding: it is redacted anyway.
+      const covered = found.map((f) => [f.start, f.end] as const);
+      for (const token of encodedTokens(text)) {
+        if (covered.some(([s, e]) => s < token.end && token.start < e)) continue;
+        if (this.findEncoded(text, token, found, categories, meter, depth)) continue;
+        if (token.encoding !== "base64") continue;
+        for (const part of tokenParts(text, token))
+          this.findEncoded(text, part, found, categories, meter, depth);
+      }
+    }
+    if (view) {
+      for (const f of found) {
+        f.start = rawStart(view, f.start);
+        f.end = rawEnd(view, f.end - 1);
+      }
+    }
+    return found;
+  }
+
+  /** Decodes one token and scans what it holds; a finding there is reported as the whole token. */
+  private findEncoded(
+    text: string,
+    token: EncodedToken,
+    found: DlpMatch[],
+    categories: ReadonlySet<DlpCategory> | undefined,
+    meter: ScanMeter,
+    depth: number,
+  ): boolean {
+    meter.steps += 1 + ((token.end - token.start) >> 3);
+    const decoded = decodeToken(text, token);
+    if (decoded === undefined || decoded.length < 6) return false;
+    meter.steps += decoded.length;
+    const inner = this.find(decoded, categories, meter, depth + 1);
+    if (inner.length === 0) return false;
+    inner.sort((a, b) => a.start - b.start);
+    found.push({ kind: inner[0]!.kind, category: inner[0]!.category, start: token.start, end: token.end });
+    return true;
+  }
+
+  /** Every detector once over `text`: the anchor walk, then the others. */
+  private detect(
+    text: string,
+    found: DlpMatch[],
+    categories: ReadonlySet<DlpCategory> | undefined,
+    meter: ScanMeter,
+  ): void {
+    if (text.length < 6) return;
+    if (this.secretsAnchored && (!categories || categories.has("secret"))) {
+      const state = this.state;
+      state.out = [];
+      state.runs.reset(text);
+      state.seen.clear();
+      this.automaton.scan(text, meter);
+      for (const f of state.out) {
+        if (this.enabled.has(f.kind))
+          found.push({ kind: f.kind, category: "secret", start: f.start, end: f.end });
+      }
+      state.out = [];
+    }
+    const hints: Hints = { digits: DIGIT.test(text), at: text.includes("@") };
+    for (const d of this.detectors) {
+      if (categories && !categories.has(d.category)) continue;
+      if (!d.maybe(text, hints)) continue;
+      d.find(text, found, meter);
+    }
   }
 }
 
@@ -779,5 +894,8 @@ export function redactMatches(text: string, matches: readonly DlpMatch[]): strin
 
 /** Every regex the detectors run, for the backtracking tests. */
 export function dlpPatterns(): { id: string; pattern: RegExp }[] {
-  return DETECTORS.flatMap((d) => d.patterns.map((pattern) => ({ id: d.kind, pattern })));
+  return [
+    ...DETECTORS.flatMap((d) => d.patterns.map((pattern) => ({ id: d.kind, pattern }))),
+    ...KEYED_PATTERNS,
+  ];
 }

@@ -13,7 +13,7 @@ import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } 
 import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import { toolPin } from "./canonical.js";
 import { crossReferences, nameCollisions, type NamedTool } from "./collisions.js";
-import { DlpScanner, redactMatches, type DlpAllow, type DlpCategory } from "./dlp.js";
+import { DlpScanner, expandDlpKinds, redactMatches, type DlpAllow, type DlpCategory } from "./dlp.js";
 import { countOn, denyExchange, type Exchange, type PendingRequest } from "./exchange.js";
 import { scanInjection, type InjectionFinding, type InjectionResult, type Tier } from "./injection.js";
 import type { DecodeLimits } from "./normalize.js";
@@ -88,17 +88,20 @@ function compileAllow(entries: readonly DlpAllowEntry[], path: string): DlpAllow
   const values = new Map<string, Set<string> | "any">();
   const patterns: { kind: string | undefined; re: RegExp }[] = [];
   entries.forEach((e, i) => {
-    if (e.detector && !e.values && !e.patterns) kinds.add(e.detector);
+    // A group name (github_token) stands for each of its kinds.
+    const named = e.detector ? expandDlpKinds([e.detector]) : undefined;
+    if (named && !e.values && !e.patterns) for (const k of named) kinds.add(k);
     for (const v of e.values ?? []) {
-      if (!e.detector) values.set(v, "any");
+      if (!named) values.set(v, "any");
       else {
         const prev = values.get(v);
-        if (prev !== "any") values.set(v, new Set([...(prev ?? []), e.detector]));
+        if (prev !== "any") values.set(v, new Set([...(prev ?? []), ...named]));
       }
     }
     (e.patterns ?? []).forEach((p, j) => {
       try {
-        patterns.push({ kind: e.detector, re: new RegExp(`^(?:${p})$`, "u") });
+        const re = new RegExp(`^(?:${p})$`, "u");
+        for (const kind of named ?? [undefined]) patterns.push({ kind, re });
       } catch (err) {
         throw new SecurityConfigError(
           "config",
