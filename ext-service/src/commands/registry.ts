@@ -4,6 +4,7 @@ import { registryDiffCommand } from "./registry-diff.js";
 import { registryLintCommand } from "./registry-lint.js";
 import { registryPinCommand } from "./registry-pin.js";
 import { renderEnvoySubcommand } from "./registry-render-envoy.js";
+import { registryUsageCommand } from "./registry-usage.js";
 
 /** One `mcp-gateway registry <sub>` subcommand; each lives in its own module. */
 export interface RegistrySubcommand {
@@ -20,11 +21,12 @@ const subcommands: RegistrySubcommand[] = [
   registryPinCommand,
   registryDiffCommand,
   renderEnvoySubcommand,
+  registryUsageCommand,
 ];
 
 export const registryCommand: Command = {
   name: "registry",
-  summary: "Registry lifecycle: lint, pin, diff, render-envoy",
+  summary: "Registry lifecycle: lint, pin, diff, render-envoy, usage",
   get usage() {
     return [
       "Usage: mcp-gateway registry <subcommand> [options]",

@@ -154,6 +154,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
   const ownsTracing = options.tracing === undefined;
   const tracing = options.tracing ?? tracingFromConfig(engine.config, "edge");
+  metrics.setKnownNames(Object.keys(engine.config.agents), engine.registry.toolNames());
   if (tracing) audit.tracing = tracing;
   const ownsState = options.state === undefined;
   const shared =
@@ -829,6 +830,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           setEngine(next) {
             engine = next;
             upstreams.update(upstreamsOf(next));
+            metrics.setKnownNames(Object.keys(next.config.agents), next.registry.toolNames());
           },
           port,
           state: shared,

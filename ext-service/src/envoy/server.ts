@@ -125,6 +125,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const audit = new AuditTrail(logger, metrics, "envoy");
   const ownsTracing = options.tracing === undefined;
   const tracing = options.tracing ?? tracingFromConfig(engine.config, "envoy");
+  metrics.setKnownNames(Object.keys(engine.config.agents), engine.registry.toolNames());
   audit.tracing = tracing;
   const ownsState = options.state === undefined;
   const state =
@@ -237,6 +238,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     },
     setEngine(next) {
       ctx.engine = next;
+      metrics.setKnownNames(Object.keys(next.config.agents), next.registry.toolNames());
     },
     grpcPort,
     adminPort: boundPort(admin),

@@ -29,6 +29,11 @@ export class ToolRegistry {
     return [...this.servers.keys()];
   }
 
+  /** Every registered tool as `server/tool`. */
+  toolNames(): string[] {
+    return [...this.servers.values()].flatMap((s) => [...s.tools.keys()].map((t) => `${s.name}/${t}`));
+  }
+
   /** A registered tool that is still offered on `today` (YYYY-MM-DD); deprecated tools are gone from their date. */
   tool(
     server: string,

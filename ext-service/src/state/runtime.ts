@@ -15,6 +15,7 @@ import { stateMetrics, type StateMetrics } from "./metrics.js";
 import { AgentRateLimit } from "./ratelimit.js";
 import { RedisStore, tlsOptions } from "./redis.js";
 import { StoreUnavailable, type StateStore } from "./store.js";
+import { ToolUsage } from "./usage.js";
 
 type CacheMiss =
   | { kind: "tool"; key: string; ttl: number | string }
@@ -74,6 +75,8 @@ export class GatewayState {
   /** Hinted results (lists, reads) stored before this time (ms), per server, are stale. */
   private readonly invalidated = new Map<string, number>();
   private readonly hints: { enabled: boolean; maxTtlMs: number };
+  /** Per-tool and per-server usage for the registry sweep (state/usage.ts). */
+  readonly usage: ToolUsage;
 
   constructor(
     readonly store: StateStore,
@@ -83,6 +86,7 @@ export class GatewayState {
   ) {
     this.metrics = stateMetrics(metrics);
     this.approvals = new Approvals(store, metrics, logger);
+    this.usage = new ToolUsage(store, () => this.metrics.storeErrors.inc({ feature: "usage" }));
     this.hints = { enabled: cacheConfig.hints.enabled, maxTtlMs: durationMs(cacheConfig.hints.maxTtl) };
     this.cache = new ResultCache(cacheConfig, store, metrics, () =>
       this.metrics.storeErrors.inc({ feature: "cache" }),
@@ -111,6 +115,19 @@ export class GatewayState {
    * ends the exchange instead (a spent budget), or undefined to forward.
    */
   async beforeForward(
+    engine: PolicyEngine,
+    exchange: Exchange,
+    verdict: RequestVerdict & { action: "forward" },
+  ): Promise<HttpReply | undefined> {
+    const reply = await this.decideForward(engine, exchange, verdict);
+    // Used: forwarded, or answered from the cache; not when a budget or an approval held it.
+    if (exchange.decision === "allow" && exchange.server !== undefined) {
+      this.usage.record(exchange.server, verdict.toolCalls?.map((c) => c.name) ?? [], engine.now());
+    }
+    return reply;
+  }
+
+  private async decideForward(
     engine: PolicyEngine,
     exchange: Exchange,
     verdict: RequestVerdict & { action: "forward" },

@@ -280,6 +280,10 @@ export class AuditTrail {
       });
     }
     for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });
+    for (let i = 0; i < exchange.tools.length && i < MAX_LIST_ENTRIES; i++) {
+      const tool = exchange.tools[i]!;
+      this.metrics.countToolRequest(exchange.principal?.agent, exchange.server, tool, exchange.decision);
+    }
     for (const cause of exchange.causes) {
       this.metrics.denialCauses.inc({ cause: causeLabel(cause, isReason) });
     }

@@ -62,6 +62,10 @@ export class Metrics {
   readonly decisionSeconds: Histogram<"phase">;
   readonly violations: Counter<"reason">;
   readonly denialCauses: Counter<"cause">;
+  readonly toolRequests: Counter<"agent" | "server" | "tool" | "decision">;
+  /** Agents of gateway.yaml and `server/tool` of the registry: the only label values they get. */
+  private knownAgents: ReadonlySet<string> = new Set();
+  private knownTools: ReadonlySet<string> = new Set();
   readonly filtered: Counter<"kind">;
   readonly redactions: Counter<"kind">;
   readonly toolDrift: Counter<"server" | "tool">;
@@ -106,6 +110,12 @@ export class Metrics {
       name: "mcp_gateway_denial_causes_total",
       help: "Denials by internal cause kind (not_registered, rbac_no_rule, rbac_denied_by, condition_false, ...)",
       labelNames: ["cause"],
+      registers,
+    });
+    this.toolRequests = new Counter({
+      name: "mcp_gateway_tool_requests_total",
+      help: "tools/call requests by agent and tool (configured agents and registered tools; 'other' otherwise) and decision",
+      labelNames: ["agent", "server", "tool", "decision"],
       registers,
     });
     this.filtered = new Counter({
@@ -162,6 +172,28 @@ export class Metrics {
           this.inflight.set({ plane }, n);
         }
       },
+    });
+  }
+
+  /** The agents and `server/tool`s the labels may name (from config; set again on reload). */
+  setKnownNames(agents: Iterable<string>, tools: Iterable<string>): void {
+    this.knownAgents = new Set(agents);
+    this.knownTools = new Set(tools);
+  }
+
+  /** Counts one tools/call with bounded labels: unknown agents and tools become `other`. */
+  countToolRequest(
+    agent: string | undefined,
+    server: string | undefined,
+    tool: string,
+    decision: string,
+  ): void {
+    const known = server !== undefined && this.knownTools.has(`${server}/${tool}`);
+    this.toolRequests.inc({
+      agent: agent !== undefined && this.knownAgents.has(agent) ? agent : "other",
+      server: known ? server : "other",
+      tool: known ? tool : "other",
+      decision,
     });
   }
 

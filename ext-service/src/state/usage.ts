@@ -1,0 +1,213 @@
+import type { Registry } from "../config/schema.js";
+import type { StateStore } from "./store.js";
+
+/**
+ * Tool and server usage kept in the state store, for the registry sweep ("is this still used?",
+ * `mcp-gateway registry usage`): per registered tool a count per UTC day and the time of its last
+ * call, and per server a count per day of the requests forwarded to it. Day counters live
+ * USAGE_RETENTION_DAYS; on Redis every replica adds to the same ones.
+ *
+ * Recording never delays a request: the writes are not awaited, and a store that cannot be
+ * reached loses those counts (`onError` reports it).
+ */
+
+export const USAGE_RETENTION_DAYS = 400;
+const RETENTION_MS = USAGE_RETENTION_DAYS * 86_400_000;
+const DAY_MS = 86_400_000;
+
+function day(at: number): string {
+  return new Date(at).toISOString().slice(0, 10);
+}
+
+const toolCountKey = (server: string, tool: string, d: string) => `usage:tool:${server}/${tool}:${d}`;
+const toolLastKey = (server: string, tool: string) => `usage:last:${server}/${tool}`;
+const serverCountKey = (server: string, d: string) => `usage:server:${server}:${d}`;
+
+export class ToolUsage {
+  constructor(
+    private readonly store: StateStore,
+    private readonly onError: (err: unknown) => void = () => {},
+  ) {}
+
+  /** One forwarded request to `server` (its tools/call tools, if any), at `at` (ms). */
+  record(server: string, tools: readonly string[], at: number): void {
+    const d = day(at);
+    const charges = [serverCountKey(server, d), ...tools.map((t) => toolCountKey(server, t, d))].map(
+      (key) => ({ key, amount: 1, limit: Number.MAX_SAFE_INTEGER, ttlMs: RETENTION_MS }),
+    );
+    this.store.chargeAll(charges).catch(this.onError);
+    for (const tool of tools) this.raiseLastUsed(toolLastKey(server, tool), at).catch(this.onError);
+  }
+
+  /** Last use only moves forward: replicas (and one replica's writes) may land out of order. */
+  private async raiseLastUsed(key: string, at: number): Promise<void> {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const current = await this.store.get(key);
+      if (current !== undefined && Number(current) >= at) return;
+      if (await this.store.compareAndSet(key, current, String(at), RETENTION_MS)) return;
+    }
+  }
+
+  /** Calls of a tool per day in [since, now], and its last call (ms), if any within retention. */
+  async tool(
+    server: string,
+    tool: string,
+    days: readonly string[],
+  ): Promise<{ calls: number; lastUsed?: number }> {
+    const [counts, last] = await Promise.all([
+      Promise.all(days.map((d) => this.store.get(toolCountKey(server, tool, d)))),
+      this.store.get(toolLastKey(server, tool)),
+    ]);
+    const calls = counts.reduce((n, c) => n + (c === undefined ? 0 : Number(c)), 0);
+    return last === undefined ? { calls } : { calls, lastUsed: Number(last) };
+  }
+
+  async server(server: string, days: readonly string[]): Promise<number> {
+    const counts = await Promise.all(days.map((d) => this.store.get(serverCountKey(server, d))));
+    return counts.reduce((n, c) => n + (c === undefined ? 0 : Number(c)), 0);
+  }
+}
+
+/** The UTC days (YYYY-MM-DD) of the window of `sinceMs` ending at `now` (today included), newest first. */
+export function windowDays(now: number, sinceMs: number): string[] {
+  const n = Math.max(1, Math.min(Math.ceil(sinceMs / DAY_MS), USAGE_RETENTION_DAYS));
+  return Array.from({ length: n }, (_, i) => day(now - i * DAY_MS));
+}
+
+export type ToolStatus = "unused" | "rare" | "deprecated" | "active";
+
+export interface ToolUsageRow {
+  server: string;
+  tool: string;
+  calls: number;
+  /** ISO time of the last call (kept USAGE_RETENTION_DAYS), or null. */
+  lastUsed: string | null;
+  deprecated: string | null;
+  owner: string | null;
+  risk: string;
+  /** deprecated: past its deprecation date; unused: no call in the window; rare: fewer than `rareBelow`. */
+  status: ToolStatus;
+}
+
+export interface UsageReport {
+  generatedAt: string;
+  since: string;
+  windowDays: number;
+  rareBelow: number;
+  store: "memory" | "redis";
+  tools: ToolUsageRow[];
+  servers: { server: string; requests: number; noTraffic: boolean }[];
+  summary: {
+    unused: number;
+    rare: number;
+    deprecated: number;
+    active: number;
+    serversWithoutTraffic: number;
+  };
+}
+
+/** The sweep over every registered tool and server, from the usage the store holds. */
+export async function usageReport(
+  registry: Registry,
+  store: StateStore,
+  options: { now: number; sinceMs: number; rareBelow: number },
+): Promise<UsageReport> {
+  const usage = new ToolUsage(store);
+  const days = windowDays(options.now, options.sinceMs);
+  const today = day(options.now);
+  const tools: ToolUsageRow[] = [];
+  const servers: UsageReport["servers"] = [];
+  for (const server of registry.servers) {
+    const [requests, rows] = await Promise.all([
+      usage.server(server.name, days),
+      Promise.all(
+        server.tools.map(async (t): Promise<ToolUsageRow> => {
+          const seen = await usage.tool(server.name, t.name, days);
+          const deprecated = t.deprecated !== undefined && t.deprecated <= today;
+          const status: ToolStatus = deprecated
+            ? "deprecated"
+            : seen.calls === 0
+              ? "unused"
+              : seen.calls < options.rareBelow
+                ? "rare"
+                : "active";
+          return {
+            server: server.name,
+            tool: t.name,
+            calls: seen.calls,
+            lastUsed: seen.lastUsed === undefined ? null : new Date(seen.lastUsed).toISOString(),
+            deprecated: t.deprecated ?? null,
+            owner: t.owner ?? null,
+            risk: t.risk,
+            status,
+          };
+        }),
+      ),
+    ]);
+    tools.push(...rows);
+    servers.push({ server: server.name, requests, noTraffic: requests === 0 });
+  }
+  const count = (s: ToolStatus) => tools.filter((t) => t.status === s).length;
+  return {
+    generatedAt: new Date(options.now).toISOString(),
+    since: days.at(-1) ?? today,
+    windowDays: days.length,
+    rareBelow: options.rareBelow,
+    store: store.kind,
+    tools,
+    servers,
+    summary: {
+      unused: count("unused"),
+      rare: count("rare"),
+      deprecated: count("deprecated"),
+      active: count("active"),
+      serversWithoutTraffic: servers.filter((s) => s.noTraffic).length,
+    },
+  };
+}
+
+/** The report as text for review: what to look at first, then every tool. */
+export function formatUsageReport(r: UsageReport): string {
+  const lines: string[] = [];
+  lines.push(
+    `Registry usage from ${r.since} to ${r.generatedAt.slice(0, 10)} (${r.windowDays} days, store ${r.store}); ` +
+      `rare: fewer than ${r.rareBelow} calls`,
+  );
+  lines.push(
+    `  ${r.summary.unused} unused, ${r.summary.rare} rare, ${r.summary.deprecated} past deprecation, ` +
+      `${r.summary.active} active; ${r.summary.serversWithoutTraffic} server(s) without traffic`,
+  );
+  const section = (title: string, rows: ToolUsageRow[]) => {
+    if (rows.length === 0) return;
+    lines.push("", `${title}:`);
+    for (const t of rows) {
+      lines.push(
+        `  ${`${t.server}/${t.tool}`.padEnd(40)} ${String(t.calls).padStart(7)} calls  last ${t.lastUsed ?? "never"}` +
+          (t.deprecated ? `  deprecated ${t.deprecated}` : "") +
+          (t.owner ? `  owner ${t.owner}` : ""),
+      );
+    }
+  };
+  section(
+    "Past their deprecation date (remove from the registry)",
+    r.tools.filter((t) => t.status === "deprecated"),
+  );
+  section(
+    "Never used in the window",
+    r.tools.filter((t) => t.status === "unused"),
+  );
+  section(
+    "Rarely used",
+    r.tools.filter((t) => t.status === "rare"),
+  );
+  const idle = r.servers.filter((s) => s.noTraffic);
+  if (idle.length > 0) {
+    lines.push("", "Servers with no traffic in the window:");
+    for (const s of idle) lines.push(`  ${s.server}`);
+  }
+  section(
+    "Active",
+    r.tools.filter((t) => t.status === "active"),
+  );
+  return lines.join("\n") + "\n";
+}
