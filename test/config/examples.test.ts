@@ -18,7 +18,13 @@ describe("shipped examples", () => {
     const { loaded, engine } = loadEngine(join(tmp, "examples/gateway.yaml"));
     expect(loaded.registryFile).toBe(join(tmp, "registry/registry.yaml"));
     expect(engine.registry.serverNames()).toEqual(["kb", "tickets", "deploy"]);
-    expect(Object.keys(loaded.config.agents)).toEqual(["research-bot", "support-bot", "release-bot"]);
+    expect(Object.keys(loaded.config.agents)).toEqual([
+      "research-bot",
+      "support-bot",
+      "release-bot",
+      "ops-bot",
+      "release-manager",
+    ]);
   });
 
   it("registry/registry.yaml parses on its own", () => {

@@ -16,6 +16,7 @@ import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../config/devkeys.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { startEdge, type Edge } from "../edge/index.js";
 import type { PolicyEngine } from "../policy/engine.js";
+import type { Principal } from "../policy/identity.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
 import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
@@ -206,6 +207,17 @@ export function curlListTools(url: string, token: string): string {
 export const CURL_BEGIN = "--- copy from here ---";
 export const CURL_END = "--- to here ---";
 
+/** The principal a demo agent's token stands for (roles from gateway.yaml, the dev issuer). */
+function principalOf(dev: DevRuntime, agent: DevAgent): Principal {
+  return {
+    agent: agent.name,
+    roles: agent.roles,
+    claims: { sub: agent.name },
+    issuer: DEV_ISSUER,
+    anonymous: false,
+  };
+}
+
 export function devBanner(dev: DevRuntime): string {
   const width = Math.max(...Object.keys(dev.urls).map((n) => n.length));
   const lines = [
@@ -240,9 +252,22 @@ export function devBanner(dev: DevRuntime): string {
       "(MCP Inspector, agent configs: see 'Connect an MCP client' in README.md).",
     );
   }
+  const approver = dev.agents.find(
+    (a) => dev.engine.approvals.adminAccess(principalOf(dev, a)) !== undefined,
+  );
+  if (approver && dev.engine.config.approvals.rules.length > 0) {
+    lines.push(
+      "",
+      "Held calls (human approval, docs/APPROVALS.md): a call that needs approval is answered",
+      "approval_required with an approval id; the agent's identical retry goes through once it is approved:",
+      `  export MCP_GATEWAY_ADMIN_TOKEN='${approver.token}'   # ${approver.name}`,
+      `  npx tsx ext-service/src/cli.ts approvals list --url ${dev.adminUrl}`,
+      `  npx tsx ext-service/src/cli.ts approvals approve <approval id> --url ${dev.adminUrl}`,
+    );
+  }
   lines.push(
     "",
-    `Admin: ${dev.adminUrl}/metrics  ${dev.adminUrl}/healthz  ${dev.adminUrl}/readyz`,
+    `Admin: ${dev.adminUrl}/metrics  ${dev.adminUrl}/healthz  ${dev.adminUrl}/readyz  ${dev.adminUrl}/admin/approvals`,
     "Audit records follow as JSON lines. Ctrl-C stops everything.",
     "",
   );
