@@ -1,12 +1,15 @@
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { promisify } from "node:util";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { compileEngine } from "../../ext-service/src/config/compile.js";
 import { loadConfig, parseGatewayConfig, parseRegistry } from "../../ext-service/src/config/load.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 
@@ -212,6 +215,70 @@ describe("docker-compose.yml", () => {
     expect(targets.envoy).toEqual([`envoy:${listeners().find((l) => l.name === "metrics")!.port}`]);
   });
 
+  it("gives both ext-service replicas one sealing key: the same compose secret, where sessions.keys reads it", () => {
+    const gateway = parseGatewayConfig(read("deploy/gateway.yaml"));
+    // One key source for session ids, SSE event ids and hop tokens, and no per-process fallback.
+    expect(gateway.sessions.keys).toHaveLength(1);
+    const keyFile = (gateway.sessions.keys[0] as { file: string }).file;
+    const secretName = /^\/run\/secrets\/([\w.-]+)$/.exec(keyFile)?.[1];
+    expect(secretName, keyFile).toBeDefined();
+    for (const name of ["ext-service-1", "ext-service-2"]) {
+      const secrets = (services[name]!.secrets as (string | Obj)[]).map((x) =>
+        typeof x === "string" ? { source: x, target: x } : { source: x.source, target: x.target ?? x.source },
+      );
+      expect(secrets, name).toEqual([{ source: secretName, target: secretName }]);
+      expect(services[name]!.command).toEqual(["serve", "--config", "/etc/mcp-gateway/gateway.yaml"]);
+    }
+    // A file the operator makes, never committed nor sent to the image build.
+    const source = (
+      (compose as unknown as { secrets: Record<string, Obj> }).secrets[secretName!]!.file as string
+    ).replace(/^\.\//, "");
+    const top = source.split("/")[0]!;
+    expect(read(".gitignore").split("\n")).toContain(`${top}/`);
+    expect(ignoredByDocker()).toContain(top);
+    // The command that makes it is where the stack's setup is documented.
+    expect(read("docker-compose.yml")).toContain(`openssl rand -base64 32 > ${source}`);
+    expect(read("envoy/README.md")).toContain(`openssl rand -base64 32 > ${source}`);
+  });
+
+  it("lets either replica open what the other sealed, with deploy/gateway.yaml and a key file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mcp-gw-compose-"));
+    try {
+      writeFileSync(join(dir, "session-key"), randomBytes(32).toString("base64"));
+      const { publicKey } = await generateKeyPair("ES256", { extractable: true });
+      writeFileSync(
+        join(dir, "jwks.json"),
+        JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k" }] }),
+      );
+      const text = read("deploy/gateway.yaml")
+        .replace("/run/secrets/mcp_gateway_session_key", join(dir, "session-key"))
+        .replace("/var/lib/mcp-gateway/dev/jwks.json", join(dir, "jwks.json"));
+      writeFileSync(join(dir, "gateway.yaml"), text);
+      writeFileSync(join(dir, "registry.yaml"), read("deploy/registry.yaml"));
+      const [one, two] = [
+        compileEngine(loadConfig(join(dir, "gateway.yaml"))),
+        compileEngine(loadConfig(join(dir, "gateway.yaml"))),
+      ];
+      const owner = { issuer: "mcp-gateway-dev", agent: "support-bot", server: "tickets" };
+      expect(two!.sessions.open(one!.sessions.seal(owner, "upstream-1"), owner)).toBe("upstream-1");
+      const exchange = one!.newExchange("GET");
+      exchange.principal = {
+        agent: "support-bot",
+        roles: [],
+        claims: {},
+        issuer: "mcp-gateway-dev",
+        anonymous: false,
+      };
+      exchange.server = "tickets";
+      exchange.sessionId = "g1.session";
+      expect(two!.resumption.open(exchange, one!.resumption.seal(exchange, "ev-1"))?.upstreamEventId).toBe(
+        "ev-1",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("gives both ext-service replicas the same persistent Redis as their state store", () => {
     const gateway = parseGatewayConfig(read("deploy/gateway.yaml"));
     expect(gateway.state.store).toBe("redis");
@@ -303,7 +370,7 @@ describe("Dockerfile", () => {
 
   it("keeps secrets and build output out of the build context", () => {
     const ignored = ignoredByDocker();
-    for (const entry of [".git", "node_modules", "dist", ".dev", "envoy", ".env"])
+    for (const entry of [".git", "node_modules", "dist", ".dev", "envoy", ".env", "secrets"])
       expect(ignored).toContain(entry);
   });
 });

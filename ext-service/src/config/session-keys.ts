@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { MIN_SECRET_LENGTH } from "../policy/seal.js";
 import type { GatewayConfig } from "./schema.js";
 
 /** A problem with one configured session key, at its path in gateway.yaml. */
@@ -7,9 +8,6 @@ export interface SessionKeyProblem {
   path: (string | number)[];
   message: string;
 }
-
-/** Shortest secret accepted (see policy/session-seal.ts). */
-const MIN_SECRET_LENGTH = 32;
 
 /**
  * Reads the `sessions.keys` secrets (files relative to gateway.yaml, or environment variables),

@@ -43,12 +43,12 @@ import { Reasons, type Reason } from "./reasons.js";
 import { ToolRegistry } from "./registry.js";
 import { resourceTemplateProblem, resourceUriProblem } from "./resource-uri.js";
 import { ResponseTransformer } from "./response.js";
-import { RESUMPTION_KEY_ENV, StreamResumption, resumptionKey } from "./resumption.js";
+import { StreamResumption } from "./resumption.js";
+import { processSealSecret } from "./seal.js";
 import { SecurityPolicy } from "./security.js";
 import { parseRoute, resourceMetadata, resourceMetadataUrl, type Route } from "./routing.js";
 import {
   openUpstreamSession,
-  processSessionSecret,
   sealUpstreamSession,
   SessionSealer,
   type SessionOwner,
@@ -251,10 +251,8 @@ export class PolicyEngine {
   constructor(
     loaded: Pick<LoadedConfig, "config" | "registry" | "configFile">,
     readonly now: () => number = Date.now,
-    resumptionKeyValue: string | undefined = process.env[RESUMPTION_KEY_ENV],
   ) {
     this.configDir = dirname(loaded.configFile);
-    this.resumption = new StreamResumption(resumptionKey(resumptionKeyValue));
     this.config = loaded.config;
     this.registry = new ToolRegistry(loaded.registry);
     this.rbac = new Rbac(loaded.config, now);
@@ -265,11 +263,13 @@ export class PolicyEngine {
     this.approvals = new ApprovalPolicy(loaded.config, now);
     const keys = readSessionSecrets(loaded.config, dirname(loaded.configFile));
     if (keys.problems.length > 0) throw new Error(keys.problems.map((p) => p.message).join("; "));
-    // Without configured keys, one random key per process: sessions survive a config reload,
-    // not a restart, and another replica does not know them.
-    const secrets = keys.secrets.length ? keys.secrets : [processSessionSecret()];
+    // One key source for everything the gateway seals (session ids, event ids, hop tokens,
+    // approval states). Without configured keys, one random key per process: sealed values
+    // survive a config reload, not a restart, and another replica cannot open them.
+    const secrets = keys.secrets.length ? keys.secrets : [processSealSecret()];
     this.sessions = new SessionSealer(secrets);
     this.approvalStates = new SessionSealer(secrets.map(approvalStateSecret));
+    this.resumption = new StreamResumption(secrets);
     this.hopTokens = new HopTokens(this.sessions, durationMs(loaded.config.broker.hopTokenTtl), now);
     this.limits = loaded.config.limits;
   }

@@ -1,4 +1,5 @@
 import type { Principal } from "./identity.js";
+import { SEALED_PREFIX } from "./seal.js";
 import type { SessionSealer } from "./session-seal.js";
 
 /**
@@ -28,7 +29,7 @@ interface HopClaims {
 
 /** A bearer value is a hop token when it has the sealer's prefix (agents' JWTs start with "eyJ"). */
 export function isHopToken(token: string): boolean {
-  return token.startsWith("g1.");
+  return token.startsWith(SEALED_PREFIX);
 }
 
 export class HopTokens {

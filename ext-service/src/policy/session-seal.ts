@@ -1,10 +1,10 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
+import { Sealer } from "./seal.js";
 
 /**
  * Gateway-owned session ids. The client never sees an MCP server's own `Mcp-Session-Id`: the
- * gateway seals it (AES-256-GCM) together with whatever routing it needs, and binds the sealed id
- * to the session's owner (issuer, agent, server) as additional authenticated data. Such an id
- * opens only for that owner and only with a key the gateway holds, so
+ * gateway seals it (policy/seal.ts, AES-256-GCM) together with whatever routing it needs, and
+ * binds the sealed id to the session's owner (issuer, agent, server) as associated data. Such an
+ * id opens only for that owner and only with a key the gateway holds, so
  *   - another agent that learns the id cannot use it (it reads as an unknown session),
  *   - a changed byte reads the same way (the tag fails),
  *   - every replica with the same keys serves it, with no shared store.
@@ -20,33 +20,8 @@ export interface SessionOwner {
   server: string;
 }
 
-/** Length of the key id at the start of a sealed id, in bytes. */
-const KEY_ID_BYTES = 4;
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
 /** A sealed id longer than this is not one of ours: refused before any decoding. */
 export const MAX_SEALED_LENGTH = 4096;
-/** Secrets shorter than this are refused: a session key must not be guessable. */
-export const MIN_SECRET_LENGTH = 32;
-
-const PREFIX = "g1.";
-const BASE64URL = /^[A-Za-z0-9_-]+$/;
-
-interface SealKey {
-  id: Buffer;
-  key: Buffer;
-  /** Derives the IV from the owner and content (see seal). */
-  ivKey: Buffer;
-}
-
-function deriveKey(secret: string | Uint8Array): SealKey {
-  // HKDF turns any secret of enough entropy (a passphrase, 32 random bytes as base64) into the
-  // 256-bit AES key; the key id is a hash of the derived key, so it reveals nothing of the secret.
-  const key = Buffer.from(hkdfSync("sha256", secret, "mcp-gateway/session-seal", "aes-256-gcm v1", 32));
-  const ivKey = Buffer.from(hkdfSync("sha256", secret, "mcp-gateway/session-seal", "iv v1", 32));
-  const id = createHash("sha256").update("mcp-gateway/session-key-id").update(key).digest();
-  return { id: id.subarray(0, KEY_ID_BYTES), key, ivKey };
-}
 
 function ownerData(owner: SessionOwner): Buffer {
   // JSON of an array: unambiguous whatever the names contain.
@@ -55,39 +30,17 @@ function ownerData(owner: SessionOwner): Buffer {
   );
 }
 
-/** The per-process key used when no key is configured: sessions then hold only within this process. */
-let processSecret: Buffer | undefined;
-export function processSessionSecret(): Buffer {
-  processSecret ??= randomBytes(32);
-  return processSecret;
-}
-
 export class SessionSealer {
-  private readonly keys: readonly SealKey[];
+  private readonly sealer: Sealer;
 
   /** `secrets[0]` seals; all of them open (the rest are previous keys, kept while ids age out). */
   constructor(secrets: readonly (string | Uint8Array)[]) {
-    if (secrets.length === 0) throw new Error("SessionSealer needs at least one secret");
-    this.keys = secrets.map(deriveKey);
+    this.sealer = new Sealer(secrets, "session", MAX_SEALED_LENGTH);
   }
 
   /** Seals `content` (e.g. an upstream session id) for `owner`; the result is a valid header value. */
   seal(owner: SessionOwner, content: string): string {
-    const { id, key, ivKey } = this.keys[0]!;
-    const aad = ownerData(owner);
-    // The IV is a MAC of owner and content (the synthetic-IV construction): the same session
-    // seals to the same id on every replica and every response, and two different contents
-    // never share an IV (which would break GCM).
-    const iv = createHmac("sha256", ivKey)
-      .update(aad)
-      .update("\u0000")
-      .update(content)
-      .digest()
-      .subarray(0, IV_BYTES);
-    const cipher = createCipheriv("aes-256-gcm", key, iv);
-    cipher.setAAD(aad);
-    const body = Buffer.concat([cipher.update(content, "utf8"), cipher.final()]);
-    return PREFIX + Buffer.concat([id, iv, body, cipher.getAuthTag()]).toString("base64url");
+    return this.sealer.seal(ownerData(owner), content);
   }
 
   /**
@@ -95,28 +48,7 @@ export class SessionSealer {
    * for this owner with a key it still holds (foreign, tampered, another owner's, or malformed).
    */
   open(sealed: string, owner: SessionOwner): string | undefined {
-    if (sealed.length > MAX_SEALED_LENGTH || !sealed.startsWith(PREFIX)) return undefined;
-    const text = sealed.slice(PREFIX.length);
-    if (!BASE64URL.test(text)) return undefined;
-    const raw = Buffer.from(text, "base64url");
-    // One spelling per id: unused trailing bits or a dangling character would be another string
-    // that opens the same session.
-    if (raw.length < KEY_ID_BYTES + IV_BYTES + TAG_BYTES || raw.toString("base64url") !== text)
-      return undefined;
-    const keyId = raw.subarray(0, KEY_ID_BYTES);
-    const sealKey = this.keys.find((k) => k.id.equals(keyId));
-    if (!sealKey) return undefined;
-    const iv = raw.subarray(KEY_ID_BYTES, KEY_ID_BYTES + IV_BYTES);
-    const tag = raw.subarray(raw.length - TAG_BYTES);
-    const body = raw.subarray(KEY_ID_BYTES + IV_BYTES, raw.length - TAG_BYTES);
-    try {
-      const decipher = createDecipheriv("aes-256-gcm", sealKey.key, iv, { authTagLength: TAG_BYTES });
-      decipher.setAAD(ownerData(owner));
-      decipher.setAuthTag(tag);
-      return Buffer.concat([decipher.update(body), decipher.final()]).toString("utf8");
-    } catch {
-      return undefined; // the tag did not verify: another owner's id, or a changed byte
-    }
+    return this.sealer.open(sealed, ownerData(owner));
   }
 }
 
