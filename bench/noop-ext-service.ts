@@ -1,7 +1,9 @@
 /**
- * A do-nothing ext_authz + ext_proc server: allows every Check and answers every ext_proc message
- * with CONTINUE and no mutation. The baseline the real ext-service is measured against
- * (bench/ext-service.ts): same gRPC stack, same protos, no policy.
+ * A do-nothing ext_authz + ext_proc + rate limit server: allows every Check, answers every
+ * ext_proc message with CONTINUE and no mutation, and every ShouldRateLimit with OK. The baseline
+ * the real ext-service is measured against (bench/ext-service.ts): same gRPC stack, same protos,
+ * the same calls per request from the shipped filter chain (its Check names an agent, so the
+ * global rate limit filter asks as it does for the real one), no policy.
  *
  * Run alone: npx tsx bench/noop-ext-service.ts [port]
  */
@@ -14,6 +16,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { envoyProtos } from "../ext-service/src/envoy/protos.js";
+import type { RateLimitRequest, RateLimitResponse } from "../ext-service/src/envoy/ratelimit.js";
 import type {
   CheckRequest,
   CheckResponse,
@@ -23,6 +26,15 @@ import type {
 
 /** ext_authz's allow with no header changes. */
 export const ALLOW: CheckResponse = { status: { code: 0 }, ok_response: {} };
+
+/**
+ * The do-nothing server's allow: it names an agent as ext_authz does, so the modelled chain's
+ * global rate limit filter makes its ShouldRateLimit call against this server too.
+ */
+const ALLOW_AS_AGENT: CheckResponse = {
+  status: { code: 0 },
+  ok_response: { headers: [{ header: { key: "x-mcp-agent", value: "noop" }, append: { value: false } }] },
+};
 
 /** ext_proc CONTINUE with no mutation, for whatever message came. */
 export function continueFor(request: ProcessingRequest): ProcessingResponse {
@@ -52,7 +64,17 @@ export async function startNoopExtService(host = "127.0.0.1", port = 0): Promise
   const server = new Server();
   server.addService(protos.Authorization.service, {
     Check: (_call: ServerUnaryCall<CheckRequest, CheckResponse>, callback: sendUnaryData<CheckResponse>) =>
-      callback(null, ALLOW),
+      callback(null, ALLOW_AS_AGENT),
+  } as UntypedServiceImplementation);
+  server.addService(protos.RateLimitService.service, {
+    ShouldRateLimit: (
+      call: ServerUnaryCall<RateLimitRequest, RateLimitResponse>,
+      callback: sendUnaryData<RateLimitResponse>,
+    ) =>
+      callback(null, {
+        overall_code: "OK",
+        statuses: (call.request.descriptors ?? []).map(() => ({ code: "OK" as const })),
+      }),
   } as UntypedServiceImplementation);
   server.addService(protos.ExternalProcessor.service, {
     Process: (call: ServerDuplexStream<ProcessingRequest, ProcessingResponse>) => {

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { WORKLOAD_IDS, type WorkloadId } from "./workloads.js";
+import { DEFAULT_WORKLOAD_IDS, WORKLOAD_IDS, type WorkloadId } from "./workloads.js";
 
 /** Everything that shapes a run; recorded in results.json. */
 export interface BenchSettings {
@@ -34,8 +34,10 @@ Options (environment variable in brackets; a flag wins over its variable):
   --targets direct,edge,ext-service                                            [BENCH_TARGETS]
                             also bare-proxy (not run by default): node:http +
                             undici with no policy, the floor under the edge
-  --workloads ${WORKLOAD_IDS.join(",")}
+  --workloads ${DEFAULT_WORKLOAD_IDS.join(",")}
                                                                                [BENCH_WORKLOADS]
+                            also call_uncached,call_cached (not run by default):
+                            a read-only call without and with the result cache
   --out bench               where results.json and results.svg go              [BENCH_OUT]
   --help
 `;
@@ -124,7 +126,7 @@ export function parseSettings(
     }
   }
   const workloadsText = pick(values.workloads, "BENCH_WORKLOADS");
-  const workloads = (workloadsText ? list(workloadsText) : [...WORKLOAD_IDS]) as WorkloadId[];
+  const workloads = (workloadsText ? list(workloadsText) : [...DEFAULT_WORKLOAD_IDS]) as WorkloadId[];
   for (const w of workloads) {
     if (!(WORKLOAD_IDS as readonly string[]).includes(w)) {
       throw new UsageError(`unknown workload '${w}' (known: ${WORKLOAD_IDS.join(", ")})`);

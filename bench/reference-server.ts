@@ -22,6 +22,7 @@ export interface ToolDefinition {
   name: string;
   description: string;
   inputSchema: Record<string, unknown>;
+  annotations?: Record<string, unknown>;
 }
 
 const DOMAINS = ["tickets", "orders", "invoices", "customers", "articles", "builds"] as const;
@@ -83,7 +84,10 @@ function schemaFor(verb: string): Record<string, unknown> {
   }
 }
 
-/** The 50 tools: `echo`, `get_report` and 48 plausible CRUD tools. */
+/**
+ * The 50 tools: `echo`, `get_report` and 48 plausible CRUD tools; the `get_*` ones are annotated
+ * read-only, so the gateway may cache their results (the call_cached workload).
+ */
 export const REFERENCE_TOOLS: readonly ToolDefinition[] = Object.freeze([
   {
     name: "echo",
@@ -110,6 +114,7 @@ export const REFERENCE_TOOLS: readonly ToolDefinition[] = Object.freeze([
       name: `${verb}_${d}`,
       description: text.replace("{d}", d),
       inputSchema: schemaFor(verb),
+      ...(verb === "get" ? { annotations: { readOnlyHint: true } } : {}),
     })),
   ),
 ]);

@@ -5,7 +5,7 @@ import { stringify } from "yaml";
 import { loadEngine } from "../ext-service/src/config/compile.js";
 import { DEV_AUDIENCE, DEV_ISSUER, ensureDevKeys, signDevToken } from "../ext-service/src/config/devkeys.js";
 import { REFERENCE_JSON_PATH, REFERENCE_SSE_PATH, REFERENCE_TOOLS } from "./reference-server.js";
-import { JSON_SERVER, SSE_SERVER } from "./workloads.js";
+import { CACHED_TOOL, JSON_SERVER, SSE_SERVER } from "./workloads.js";
 
 export const BENCH_AGENT = "bench-agent";
 
@@ -18,12 +18,18 @@ export interface Workdir {
   remove(): void;
 }
 
-/** The registry: both reference endpoints, each with the reference server's 50 tools. */
+/**
+ * The registry: both reference endpoints, each with the reference server's 50 tools. One
+ * read-only tool has its results cached (CACHED_TOOL, per agent, for an hour): the call_cached
+ * workload, against call_uncached on another read-only tool without a cache.
+ */
 export function benchRegistry(referenceOrigin: string): Record<string, unknown> {
   const tools = REFERENCE_TOOLS.map((t) => ({
     name: t.name,
     description: t.description,
     inputSchema: t.inputSchema,
+    ...(t.annotations ? { annotations: t.annotations } : {}),
+    ...(t.name === CACHED_TOOL ? { cache: { ttl: "1h", scope: "agent" } } : {}),
     risk: "low",
   }));
   return {

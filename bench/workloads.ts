@@ -6,7 +6,29 @@ export const JSON_SERVER = "ref";
 export const SSE_SERVER = "ref-sse";
 export const PROTOCOL_VERSION = "2025-11-25";
 
-export const WORKLOAD_IDS = ["call_small", "tools_list", "call_64k_json", "call_64k_sse"] as const;
+export const WORKLOAD_IDS = [
+  "call_small",
+  "tools_list",
+  "call_64k_json",
+  "call_64k_sse",
+  "call_uncached",
+  "call_cached",
+] as const;
+
+/**
+ * What a run measures unless --workloads says otherwise. The cache pair is opt-in, so the default
+ * run stays within its time budget: `--workloads call_uncached,call_cached`.
+ */
+export const DEFAULT_WORKLOAD_IDS: readonly WorkloadId[] = [
+  "call_small",
+  "tools_list",
+  "call_64k_json",
+  "call_64k_sse",
+];
+
+/** Read-only tools of the reference server: the first has a registry cache setting, the other not. */
+export const CACHED_TOOL = "get_articles";
+export const UNCACHED_TOOL = "get_tickets";
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 export interface Workload {
@@ -18,6 +40,11 @@ export interface Workload {
   readonly upstreamPath: string;
   readonly responseType: "application/json" | "text/event-stream";
   requestBody(id: number): string;
+  /**
+   * The gateway answers repeats itself, from its result cache (the registry caches the tool):
+   * through the Envoy-role client the answer then comes from ext_proc, not the upstream.
+   */
+  readonly cachedByGateway?: boolean;
   /** Checks the `result` of the JSON-RPC response; returns what is wrong, or undefined. */
   checkResult(result: Record<string, unknown>): string | undefined;
 }
@@ -68,6 +95,25 @@ export const WORKLOADS: Readonly<Record<WorkloadId, Workload>> = {
     responseType: "application/json",
     requestBody: (id) => call(id, "get_report", { week: "2026-W10" }),
     checkResult: checkReport,
+  },
+  call_uncached: {
+    id: "call_uncached",
+    title: "tools/call, read-only tool, not cached",
+    server: JSON_SERVER,
+    upstreamPath: REFERENCE_JSON_PATH,
+    responseType: "application/json",
+    requestBody: (id) => call(id, UNCACHED_TOOL, { id: "T-1042" }),
+    checkResult: (r) => (firstText(r) === `${UNCACHED_TOOL}: ok` ? undefined : "unexpected result text"),
+  },
+  call_cached: {
+    id: "call_cached",
+    title: "tools/call, read-only tool, cached by the gateway",
+    server: JSON_SERVER,
+    upstreamPath: REFERENCE_JSON_PATH,
+    responseType: "application/json",
+    requestBody: (id) => call(id, CACHED_TOOL, { id: "A-7" }),
+    checkResult: (r) => (firstText(r) === `${CACHED_TOOL}: ok` ? undefined : "unexpected result text"),
+    cachedByGateway: true,
   },
   call_64k_sse: {
     id: "call_64k_sse",

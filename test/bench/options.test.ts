@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { UsageError, estimateSeconds, parseSettings, type BenchSettings } from "../../bench/options.js";
-import { WORKLOAD_IDS } from "../../bench/workloads.js";
+import { DEFAULT_WORKLOAD_IDS } from "../../bench/workloads.js";
 
 const TARGETS = ["direct", "edge", "ext-service"];
 const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
@@ -17,7 +17,7 @@ describe("bench options", () => {
       connections: 8,
       rounds: 2,
       targets: TARGETS,
-      workloads: [...WORKLOAD_IDS],
+      workloads: [...DEFAULT_WORKLOAD_IDS],
       out: "/repo/bench",
     });
   });
