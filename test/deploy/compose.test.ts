@@ -387,9 +387,14 @@ describe("Grafana dashboard", () => {
       ),
     );
     expect(used.size).toBeGreaterThanOrEqual(6);
-    // Set only by the local edge, never by serve: always empty in the Envoy stack (review W7).
-    expect(used.has("mcp_gateway_breaker_open")).toBe(false);
-    expect(used.has("mcp_gateway_upstream_errors_total")).toBe(false);
+    // Set only by the local edge, never by serve (review W7): only in panels marked as the edge's,
+    // never where the Envoy stack would show them empty as if all were well.
+    for (const panel of dashboard.panels) {
+      const text = ((panel.targets as Obj[]) ?? []).map((t) => t.expr as string).join("\n");
+      if (/mcp_gateway_(breaker_open|upstream_errors_total)\b/.test(text)) {
+        expect(panel.title as string).toMatch(/\(local edge\)$/);
+      }
+    }
     // An ext_proc stream's upstream time is the whole MCP exchange (SSE included): not a latency.
     expect(exprs.join("\n")).not.toMatch(/upstream_rq_time_bucket\{envoy_cluster_name="ext_service"\}/);
     // Envoy's own view of the two filters, and the per-agent limiter by its exact name.
