@@ -154,6 +154,38 @@ if (readme) {
       `rules ~${(all.median - n.median - k.median).toFixed(0)} us (injection in all ${us(all)})\n`,
   );
 }
+{
+  // DLP against a baseline measured in the same run and interleaved with it: a bare loop reading
+  // every character of the same text. On a machine shared with other work the absolute times
+  // move a lot; the ratio much less.
+  const dlp = new DlpScanner();
+  const bareLoop = (text: string) => () => {
+    let sum = 0;
+    for (let i = 0; i < text.length; i++) sum += text.charCodeAt(i);
+    if (sum === -1) process.stdout.write("");
+  };
+  for (const [label, text, runs] of [
+    ["64 KB", big64, 60],
+    ["clean 1 KB", CLEAN_1K, 2000],
+  ] as const) {
+    const ratios: number[] = [];
+    let dlpUs = 0;
+    let loopUs = 0;
+    for (let round = 0; round < 5; round++) {
+      const d = measure(() => dlp.scan(text), runs).median;
+      const l = measure(bareLoop(text), runs).median;
+      ratios.push(d / l);
+      dlpUs += d / 5;
+      loopUs += l / 5;
+    }
+    ratios.sort((a, b) => a - b);
+    process.stdout.write(
+      `DLP (${dlp.kinds.length} kinds, ${dlp.anchors.length} anchors) on ${label}: ${dlpUs.toFixed(1)} us, ` +
+        `a bare character loop ${loopUs.toFixed(1)} us; ratio median ${ratios[2]!.toFixed(1)} ` +
+        `(${ratios[0]!.toFixed(1)}-${ratios[4]!.toFixed(1)} over 5 rounds)\n`,
+    );
+  }
+}
 process.stdout.write(`clean 1 KB tool result, scan only:     ${fmt(measure(scanOnly(msg1k, 2), 5000))}\n`);
 process.stdout.write(`clean 1 KB tool result, transformJson: ${fmt(measure(wholePath(body1k, 2), 5000))}\n`);
 
