@@ -126,7 +126,16 @@ export class Approvals {
   ) {
     this.book = new ApprovalBook(store, now);
     this.metrics = approvalMetrics(metrics);
-    this.metrics.books.add({ book: this.book, count: (event, n) => this.count(event, n) });
+    this.gaugeSource = { book: this.book, count: (event, n) => this.count(event, n) };
+    this.metrics.books.add(this.gaugeSource);
+  }
+
+  private readonly gaugeSource: { book: ApprovalBook; count: (event: ApprovalEvent, n: number) => void };
+
+  /** Waits for webhook deliveries in flight and stops feeding the pending gauge (the store closes next). */
+  async close(): Promise<void> {
+    this.metrics.books.delete(this.gaugeSource);
+    await this.settled();
   }
 
   /**

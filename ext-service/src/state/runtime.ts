@@ -373,7 +373,7 @@ export class GatewayState {
 
   async close(): Promise<void> {
     this.stopWatching();
-    await this.approvals.settled();
+    await this.approvals.close();
     await this.store.close();
   }
 }
