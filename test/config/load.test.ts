@@ -6,6 +6,7 @@ import {
   parseRegistry,
 } from "../../ext-service/src/config/load.js";
 import { durationMs } from "../../ext-service/src/config/schema.js";
+import { resourceMetadataUrl } from "../../ext-service/src/policy/routing.js";
 
 function problems(text: string, parse: (t: string) => unknown = parseGatewayConfig) {
   try {
@@ -112,6 +113,20 @@ describe("gateway.yaml loading", () => {
     expect(config.listen.grpc).toEqual({ host: "127.0.0.1", port: 9001 });
     expect(config.drainDelay).toBe("12s");
     expect(config.publicUrl).toBe("http://localhost:8080");
+  });
+
+  it("derives publicUrl from the edge port when unset (trial B5), and keeps one that is set", () => {
+    const onPort = parseGatewayConfig(
+      "registry: r.yaml\nauth: {mode: optional}\nlisten: {edge: {port: 28495}}\n",
+    );
+    expect(onPort.publicUrl).toBe("http://localhost:28495");
+    expect(resourceMetadataUrl(onPort.publicUrl, "everything")).toBe(
+      "http://localhost:28495/.well-known/oauth-protected-resource/mcp/everything",
+    );
+    const set = parseGatewayConfig(
+      "registry: r.yaml\nauth: {mode: optional}\nlisten: {edge: {port: 28495}}\npublicUrl: https://gw.example\n",
+    );
+    expect(set.publicUrl).toBe("https://gw.example");
   });
 });
 
