@@ -6,7 +6,8 @@ import { McpServer, createMcpHandler, type McpHttpHandler } from "@modelcontextp
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
-import { startGateway, waitFor, type Gateway } from "../e2e/harness.js";
+import { startGateway, waitFor, type Gateway, type GatewaySpec } from "../e2e/harness.js";
+import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
 
 /**
  * The 2026-07-28 caching hints (ttlMs, cacheScope) on both planes, with the v2 SDK on both ends:
@@ -54,6 +55,7 @@ describe("2026-07-28 caching hints, both planes", () => {
   let upstream: Server;
   let gw: Gateway;
   let front: EnvoyRoleFront;
+  let spec: GatewaySpec;
   /** Requests the server received, by their Mcp-Method header. */
   const received: Record<string, number> = {};
   const reads: Record<string, number> = {};
@@ -77,7 +79,7 @@ describe("2026-07-28 caching hints, both planes", () => {
     await direct.connect(new StreamableHTTPClientTransport(new URL(url)));
     const { tools } = await direct.listTools();
     await direct.close();
-    gw = await startGateway({
+    spec = {
       servers: [
         {
           name: "notes",
@@ -100,7 +102,8 @@ describe("2026-07-28 caching hints, both planes", () => {
       },
       agents: { tester: { roles: ["all"] }, other: { roles: ["limited"] } },
       security: { pins: { verifyBeforeCall: false } },
-    });
+    };
+    gw = await startGateway(spec);
     front = await startEnvoyRoleFront({
       extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
     });
@@ -117,22 +120,23 @@ describe("2026-07-28 caching hints, both planes", () => {
     for (const k of Object.keys(reads)) delete reads[k];
   });
 
-  async function connect(plane: "edge" | "envoy", agent: string): Promise<Client> {
+  async function connect(plane: "edge" | "envoy" | Gateway, agent: string): Promise<Client> {
     const client = new Client(
       { name: "hints-test", version: "1.0.0" },
       { versionNegotiation: { mode: { pin: "2026-07-28" } } },
     );
-    const url = plane === "edge" ? gw.url("notes") : `${front.url}/mcp/notes`;
+    const via = typeof plane === "string" ? gw : plane;
+    const url = plane === "envoy" ? `${front.url}/mcp/notes` : via.url("notes");
     await client.connect(
       new StreamableHTTPClientTransport(new URL(url), {
-        requestInit: { headers: { authorization: `Bearer ${await gw.token(agent)}` } },
+        requestInit: { headers: { authorization: `Bearer ${await via.token(agent)}` } },
       }),
     );
     return client;
   }
 
   /** Makes the server announce a tools/list change on a subscriptions/listen stream of `plane`. */
-  async function invalidateLists(plane: "edge" | "envoy"): Promise<void> {
+  async function invalidateLists(plane: "edge" | "envoy" | Gateway): Promise<void> {
     const c = await connect(plane, "tester");
     try {
       let changed = 0;
@@ -224,4 +228,40 @@ describe("2026-07-28 caching hints, both planes", () => {
       }
     });
   }
+
+  describeWithRedis("with cache.shared on one Redis, two edges", () => {
+    let redis: TestRedis;
+    const edges: Gateway[] = [];
+    beforeAll(async () => {
+      redis = await startRedis();
+      const shared = {
+        state: { store: "redis", redis: { url: redis.url, keyPrefix: `hints${Date.now()}:` } },
+        cache: { shared: true },
+      };
+      for (let i = 0; i < 2; i++) edges.push(await startGateway({ ...spec, config: shared }));
+      for (const e of edges) await waitFor(() => e.edge.ready(), 5_000, "edge sees Redis");
+    });
+    afterAll(async () => {
+      for (const e of edges) await e.close();
+      await redis?.close();
+    });
+
+    it("keeps a public list once for both replicas, and a change seen by one is seen by both", async () => {
+      const [a, b] = edges as [Gateway, Gateway];
+      const first = await connect(a, "tester");
+      const second = await connect(b, "other");
+      try {
+        await first.listTools(undefined, FETCH);
+        const limited = await second.listTools(undefined, FETCH);
+        expect(received["tools/list"]).toBe(1);
+        expect(limited.tools.map((t) => t.name)).toEqual(["public_tool"]);
+        await invalidateLists(a);
+        await second.listTools(undefined, FETCH);
+        expect(received["tools/list"]).toBe(1);
+      } finally {
+        await first.close();
+        await second.close();
+      }
+    });
+  });
 });
