@@ -19,7 +19,8 @@ import { GatewayConfigSchema, RegistrySchema } from "../ext-service/src/config/s
 import { classifyMessage, type JsonRpcMessage } from "../ext-service/src/mcp/jsonrpc.js";
 import { PolicyEngine } from "../ext-service/src/policy/engine.js";
 import { idKey } from "../ext-service/src/policy/exchange.js";
-import { injectionPrefilter, scanInjection } from "../ext-service/src/policy/injection.js";
+import { conceptWorkPerChar, scanConcepts } from "../ext-service/src/policy/concepts.js";
+import { injectionPrefilter, joinWrappedLines, scanInjection } from "../ext-service/src/policy/injection.js";
 import { DlpScanner } from "../ext-service/src/policy/dlp.js";
 import { normalizeForScan } from "../ext-service/src/policy/normalize.js";
 
@@ -147,11 +148,17 @@ if (readme) {
   const d = stage(() => dlp.scan(big64));
   const n = stage(() => normalizeForScan(big64));
   const k = stage(() => layers.forEach((l) => injectionPrefilter(l.text)));
+  const c = stage(() => layers.forEach((l) => scanConcepts(joinWrappedLines(l.text))));
   const all = stage(() => scanInjection(big64));
   const us = (s: Stats) => `${s.median.toFixed(0)} us`;
   process.stdout.write(
     `64 KB scan by stage (medians): DLP ${us(d)}, normalise ${us(n)}, keyword prefilter ${us(k)}, ` +
-      `rules ~${(all.median - n.median - k.median).toFixed(0)} us (injection in all ${us(all)})\n`,
+      `concept rules ${us(c)}, phrase rules ~${(all.median - n.median - k.median - c.median).toFixed(0)} us ` +
+      `(injection in all ${us(all)})\n`,
+  );
+  process.stdout.write(
+    `concept scan steps per character (load-independent): 64 KB ${conceptWorkPerChar(big64).toFixed(2)}, ` +
+      `clean 1 KB ${conceptWorkPerChar(CLEAN_1K).toFixed(2)}\n`,
   );
 }
 {
@@ -186,6 +193,12 @@ if (readme) {
     );
   }
 }
+process.stdout.write(
+  `clean 1 KB, injection scan alone:      ${fmt(measure(() => scanInjection(CLEAN_1K), 5000))}\n`,
+);
+process.stdout.write(
+  `64 KB, injection scan alone:           ${fmt(measure(() => scanInjection(big64), 300))}\n`,
+);
 process.stdout.write(`clean 1 KB tool result, scan only:     ${fmt(measure(scanOnly(msg1k, 2), 5000))}\n`);
 process.stdout.write(`clean 1 KB tool result, transformJson: ${fmt(measure(wholePath(body1k, 2), 5000))}\n`);
 

@@ -393,6 +393,11 @@ function commandAt(text: string, at: number, literal: string): boolean {
 }
 const DOTFILES = new Set(SECRET_DOTFILES.map((w) => hashCodes(foldedWords(w).flat())));
 const DETERMINER_HASHES = new Set(DETERMINERS.map((w) => hashCodes(foldedWords(w)[0]!)));
+/** Low 16 bits of the determiners' and command words' hashes: one array read rejects most words. */
+const determinerFilter = new Uint8Array(MASK + 1);
+for (const h of DETERMINER_HASHES) determinerFilter[h & MASK] = 1;
+const commandFilter = new Uint8Array(MASK + 1);
+for (const h of DANGER_BY_WORD.keys()) commandFilter[h & MASK] = 1;
 
 // ---------------------------------------------------------------- the scan
 
@@ -676,7 +681,11 @@ function scan(text: string): ConceptState {
       joinedParts = 0;
       continue;
     }
-    const afterDeterminer = prevStart >= 0 && start - prevEnd === 1 && DETERMINER_HASHES.has(prevHash);
+    const afterDeterminer =
+      prevStart >= 0 &&
+      start - prevEnd === 1 &&
+      determinerFilter[prevHash & MASK] === 1 &&
+      DETERMINER_HASHES.has(prevHash);
     const standalone = !afterDeterminer && standaloneAt(text, start, end);
     if (start > 0 && text.charCodeAt(start - 1) === 46 && !isWordAt(text, start - 2) && DOTFILES.has(h))
       st.hit([C.secret], start - 1, end, true);
@@ -695,7 +704,7 @@ function scan(text: string): ConceptState {
       }
     }
 
-    const commands = DANGER_BY_WORD.get(h);
+    const commands = commandFilter[h & MASK] === 1 ? DANGER_BY_WORD.get(h) : undefined;
     if (commands) {
       // "/dev/tcp/" starts before its first word.
       for (const d of commands) {
