@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseGatewayConfig } from "../../ext-service/src/config/load.js";
 import type { RedisStore } from "../../ext-service/src/state/redis.js";
-import { openStore } from "../../ext-service/src/state/runtime.js";
+import { openStore } from "../../ext-service/src/state/open-store.js";
 import { StoreUnavailable } from "../../ext-service/src/state/store.js";
 import { freePort, redisServerPath, startRedis, type TestRedis } from "./redis-server.js";
 

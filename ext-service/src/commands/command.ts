@@ -18,3 +18,13 @@ export interface Command {
 
 /** A usage error: printed with the command's help, exit code 2. */
 export class UsageError extends Error {}
+
+/** One `mcp-gateway registry <sub>` subcommand; each lives in its own module. */
+export interface RegistrySubcommand {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Command["options"];
+  allowPositionals?: boolean;
+  run: Command["run"];
+}

@@ -3,7 +3,7 @@ import { UsageError } from "./command.js";
 import { ConfigError, parseRegistry } from "../config/load.js";
 import type { Registry, RegistryServer, RegistryTool } from "../config/schema.js";
 import { changedFields, toolPin } from "../policy/canonical.js";
-import type { RegistrySubcommand } from "./registry.js";
+import type { RegistrySubcommand } from "./command.js";
 
 const RISK_ORDER = { low: 0, medium: 1, high: 2, critical: 3 } as const;
 

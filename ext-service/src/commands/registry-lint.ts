@@ -10,7 +10,7 @@ import { scanInjection } from "../policy/injection.js";
 import type { DecodeLimits } from "../policy/normalize.js";
 import { compileSchema } from "../policy/schema-validation.js";
 import { definitionTexts } from "../policy/security.js";
-import type { RegistrySubcommand } from "./registry.js";
+import type { RegistrySubcommand } from "./command.js";
 
 export interface LintProblem {
   severity: "error" | "warning";

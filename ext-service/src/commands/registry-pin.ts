@@ -10,7 +10,7 @@ import { scanInjection } from "../policy/injection.js";
 import { diffTools, type ToolDiff } from "../policy/pins.js";
 import { definitionTexts } from "../policy/security.js";
 import { describeFetchError, fetchLiveTools } from "../upstream/tool-list.js";
-import type { RegistrySubcommand } from "./registry.js";
+import type { RegistrySubcommand } from "./command.js";
 
 function shorten(s: string, n = 240): string {
   return s.length > n ? `${s.slice(0, n)}... (${s.length} chars)` : s;

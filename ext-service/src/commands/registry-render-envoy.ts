@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from "../config/load.js";
 import { renderEnvoy, writeRendered, type RenderedEnvoy } from "../envoy/render.js";
 import { checkEnvoyDeployment } from "../envoy/semantics.js";
 import { validateEnvoyYaml } from "../envoy/validate-config.js";
-import type { RegistrySubcommand } from "./registry.js";
+import type { RegistrySubcommand } from "./command.js";
 
 export const DEFAULT_RENDER_DIR = "envoy/rendered";
 

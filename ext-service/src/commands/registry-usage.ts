@@ -1,9 +1,9 @@
 import { UsageError } from "./command.js";
 import { loadConfig } from "../config/load.js";
-import { openStore } from "../state/runtime.js";
+import { openStore } from "../state/open-store.js";
 import { RedisStore } from "../state/redis.js";
 import { USAGE_RETENTION_DAYS, formatUsageReport, usageReport } from "../state/usage.js";
-import type { RegistrySubcommand } from "./registry.js";
+import type { RegistrySubcommand } from "./command.js";
 
 /** `90d`, `12w`, `48h`: the window of the sweep. */
 function parseSince(text: string): number {

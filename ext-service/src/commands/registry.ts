@@ -1,20 +1,10 @@
-import type { Command } from "./command.js";
+import type { Command, RegistrySubcommand } from "./command.js";
 import { UsageError } from "./command.js";
 import { registryDiffCommand } from "./registry-diff.js";
 import { registryLintCommand } from "./registry-lint.js";
 import { registryPinCommand } from "./registry-pin.js";
 import { renderEnvoySubcommand } from "./registry-render-envoy.js";
 import { registryUsageCommand } from "./registry-usage.js";
-
-/** One `mcp-gateway registry <sub>` subcommand; each lives in its own module. */
-export interface RegistrySubcommand {
-  name: string;
-  summary: string;
-  usage: string;
-  options: Command["options"];
-  allowPositionals?: boolean;
-  run: Command["run"];
-}
 
 const subcommands: RegistrySubcommand[] = [
   registryLintCommand,

@@ -10,7 +10,8 @@ import { upstreamStatusRefused, type HttpReply, type PolicyEngine } from "../pol
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
-import { GatewayState, openStore } from "../state/runtime.js";
+import { GatewayState } from "../runtime/gateway-state.js";
+import { openStore } from "../state/open-store.js";
 import { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";

@@ -1,5 +1,5 @@
 import type { PolicyEngine } from "../policy/engine.js";
-import type { GatewayState } from "../state/runtime.js";
+import type { GatewayState } from "../runtime/gateway-state.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";

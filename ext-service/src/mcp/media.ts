@@ -1,5 +1,3 @@
-import type { Reason } from "../policy/reasons.js";
-
 /**
  * Media-type rules of MCP Streamable HTTP, shared by both data planes (the edge checks them
  * before reading a body; the Envoy path on request headers):
@@ -97,13 +95,19 @@ const getAccept = lastValueMemo((a) => accepts(a, "text/event-stream"));
 export const MCP_HTTP_METHODS = "GET, POST, DELETE";
 
 /**
+ * Why an MCP request is refused on its method and headers alone. The protocol model sits below
+ * policy, so it names these codes itself; policy/reasons.ts checks each is one of its reasons.
+ */
+export type McpMediaRejection = "unsupported_media_type" | "not_acceptable" | "http_method_not_allowed";
+
+/**
  * The reason to refuse an MCP request on its method and headers alone, or undefined when
  * acceptable. Both data planes call this after admission, so they refuse the same requests.
  */
 export function checkMcpMedia(
   httpMethod: string,
   headers: Readonly<Record<string, string | undefined>>,
-): Extract<Reason, "unsupported_media_type" | "not_acceptable" | "http_method_not_allowed"> | undefined {
+): McpMediaRejection | undefined {
   if (httpMethod !== "POST" && httpMethod !== "GET" && httpMethod !== "DELETE")
     return "http_method_not_allowed";
   if (httpMethod === "POST") {

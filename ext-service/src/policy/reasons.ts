@@ -1,3 +1,5 @@
+import type { McpMediaRejection } from "../mcp/media.js";
+
 /**
  * The one table of decision reasons. Each code is stable: it appears in audit records, metric
  * labels and JSON-RPC `error.data.reason`, and docs/REASONS.md documents every one (a test checks).
@@ -304,6 +306,10 @@ export const Reasons = {
 } as const satisfies Record<string, ReasonInfo>;
 
 export type Reason = keyof typeof Reasons;
+
+/** The protocol model's media rejections must stay reasons this table knows (compile-time check). */
+const mediaRejectionsAreReasons = (r: McpMediaRejection): Reason => r;
+void mediaRejectionsAreReasons;
 
 export function reasonInfo(reason: Reason): ReasonInfo {
   return Reasons[reason];

@@ -4,7 +4,10 @@ import { arrayItemSources } from "../mcp/json-source.js";
 import { SseEventTooLarge, SseParser, formatSseEvent, type SseEvent } from "../mcp/sse.js";
 import type { SubjectKind } from "../mcp/methods.js";
 import { countOn, denyExchange, idKey, type Exchange, type PendingRequest } from "./exchange.js";
-import type { PolicyEngine } from "./engine.js";
+import type { Rbac } from "./rbac.js";
+import type { ToolRegistry } from "./registry.js";
+import type { StreamResumption } from "./resumption.js";
+import type { SecurityPolicy } from "./security.js";
 import { Reasons } from "./reasons.js";
 import { isCanonicalResourceUri, resourceTemplateProblem } from "./resource-uri.js";
 
@@ -31,6 +34,19 @@ export function responseMode(contentType: string | undefined, status: number): R
   // Error bodies are read too (security review F7): clients put them in the error text the model
   // sees. 1xx, 204, 3xx and 304 carry no body to read.
   return (status >= 200 && status < 300 && status !== 204) || status >= 400 ? "json" : "passthrough";
+}
+
+/**
+ * What the transformer uses of the policy engine. PolicyEngine satisfies it; naming it here keeps
+ * the dependency one-way (engine.ts builds transformers, response.ts never imports engine.ts).
+ */
+export interface ResponsePolicies {
+  readonly limits: { readonly maxResponseBytes: number; readonly maxSseEventBytes: number };
+  readonly resumption: Pick<StreamResumption, "seal">;
+  readonly security: Pick<SecurityPolicy, "inspectServerMessage">;
+  readonly registry: Pick<ToolRegistry, "tool">;
+  readonly rbac: Pick<Rbac, "mayList">;
+  today(): string;
 }
 
 /** Result of rewriting one JSON-RPC message: unchanged, replaced, or dropped entirely. */
@@ -70,7 +86,7 @@ export class ResponseTransformer {
   replacedErrorBody = false;
 
   constructor(
-    private readonly engine: PolicyEngine,
+    private readonly engine: ResponsePolicies,
     private readonly exchange: Exchange,
     contentType: string | undefined,
     private readonly status: number,

@@ -1,4 +1,4 @@
-import { RateLimiter } from "../edge/ratelimit.js";
+import { RateLimiter } from "./token-bucket.js";
 import type { Principal } from "../policy/identity.js";
 import type { StateMetrics } from "./metrics.js";
 import { StoreUnavailable, type StateStore } from "./store.js";

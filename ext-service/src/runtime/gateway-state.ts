@@ -9,13 +9,11 @@ import { Reasons } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
-import { ResultCache, cacheKey, hintedKey } from "./cache.js";
-import { MemoryStore } from "./memory.js";
-import { stateMetrics, type StateMetrics } from "./metrics.js";
-import { AgentRateLimit } from "./ratelimit.js";
-import { RedisStore, tlsOptions } from "./redis.js";
-import { StoreUnavailable, type StateStore } from "./store.js";
-import { ToolUsage } from "./usage.js";
+import { ResultCache, cacheKey, hintedKey } from "../state/cache.js";
+import { stateMetrics, type StateMetrics } from "../state/metrics.js";
+import { AgentRateLimit } from "../state/ratelimit.js";
+import { StoreUnavailable, type StateStore } from "../state/store.js";
+import { ToolUsage } from "../state/usage.js";
 
 type CacheMiss =
   | { kind: "tool"; key: string; ttl: number | string }
@@ -26,37 +24,6 @@ interface HintedEntry {
   storedAt: number;
   expiresAt: number;
   result: Record<string, unknown>;
-}
-
-/**
- * The store gateway.yaml's `state` section describes. Secrets come from the environment (or the
- * URL's user info); TLS files are relative to `configDir`, the directory of gateway.yaml.
- */
-export function openStore(
-  config: GatewayConfig,
-  env: NodeJS.ProcessEnv = process.env,
-  configDir = process.cwd(),
-): StateStore {
-  const state = config.state;
-  if (state.store === "memory" || !state.redis) return new MemoryStore();
-  const redis = state.redis;
-  const fromEnv = (name: string | undefined, what: string): string | undefined => {
-    if (name === undefined) return undefined;
-    const value = env[name];
-    if (value === undefined || value === "") {
-      throw new Error(`state.redis: the environment variable ${name} (${what}) is not set`);
-    }
-    return value;
-  };
-  return new RedisStore({
-    url: redis.url,
-    username: fromEnv(redis.usernameEnv, "usernameEnv"),
-    password: fromEnv(redis.passwordEnv, "passwordEnv"),
-    tls: redis.tls ? tlsOptions(redis.tls, configDir) : undefined,
-    keyPrefix: redis.keyPrefix,
-    connectTimeoutMs: durationMs(redis.connectTimeout),
-    commandTimeoutMs: durationMs(redis.commandTimeout),
-  });
 }
 
 /**

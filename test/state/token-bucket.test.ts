@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RateLimiter } from "../../ext-service/src/edge/ratelimit.js";
+import { RateLimiter } from "../../ext-service/src/state/token-bucket.js";
 
 describe("RateLimiter (token bucket per agent)", () => {
   it("allows a burst, then refuses with the seconds until the next token", () => {
