@@ -1,10 +1,14 @@
 import { z } from "zod";
 import { DLP_DETECTOR_NAMES } from "../policy/dlp.js";
+import { durationMs } from "../model/duration.js";
 
 /**
  * Schemas for gateway.yaml and registry.yaml. Every object is strict so a misspelled key is an
  * error that names the key, never a silently ignored setting.
  */
+
+/** Re-exported: config/ and its callers read durations through the schema module. */
+export { durationMs };
 
 const DURATION_HINT = "expected a duration: seconds as a number, or a string such as 500ms, 30s, 10m, 1h";
 const Duration = z
@@ -1135,13 +1139,3 @@ export type BudgetRule = z.infer<typeof BudgetRuleSchema>;
 export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 export type ApproverConfig = z.infer<typeof ApproverSchema>;
 export type BrokerConfig = z.infer<typeof BrokerSchema>;
-
-/** Duration in milliseconds. */
-export function durationMs(value: number | string): number {
-  if (typeof value === "number") return value * 1000;
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value);
-  if (!match) throw new Error(`invalid duration '${value}'`);
-  const n = Number(match[1]);
-  const unit = match[2];
-  return unit === "ms" ? n : unit === "s" ? n * 1000 : unit === "m" ? n * 60_000 : n * 3_600_000;
-}

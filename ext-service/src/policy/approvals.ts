@@ -1,6 +1,6 @@
 import { createHash, createHmac } from "node:crypto";
 import type { ApprovalsConfig, ApproverConfig, GatewayConfig, RegistryTool } from "../config/schema.js";
-import { durationMs } from "../config/schema.js";
+import { durationMs } from "../model/duration.js";
 import { canonicalJson, toolPin } from "./canonical.js";
 import type { Principal } from "./identity.js";
 import { compileCondition, globToRegExp, RuleProblem, type Condition } from "./rbac.js";

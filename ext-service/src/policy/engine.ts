@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { dirname } from "node:path";
-import type { LoadedConfig } from "../config/load.js";
-import type { GatewayConfig, RegistryTool } from "../config/schema.js";
+import type { GatewayConfig, Registry, RegistryTool } from "../config/schema.js";
 import {
   errorResponse,
   parseJsonRpcBody,
@@ -55,7 +54,7 @@ import {
   type UpstreamSession,
 } from "./session-seal.js";
 import { readSessionSecrets } from "../config/session-keys.js";
-import { durationMs } from "../config/schema.js";
+import { durationMs } from "../model/duration.js";
 import { HopTokens, isHopToken } from "./hop-token.js";
 
 /**
@@ -249,7 +248,7 @@ export class PolicyEngine {
   readonly configDir: string;
 
   constructor(
-    loaded: Pick<LoadedConfig, "config" | "registry" | "configFile">,
+    loaded: { config: GatewayConfig; registry: Registry; configFile: string },
     readonly now: () => number = Date.now,
   ) {
     this.configDir = dirname(loaded.configFile);

@@ -11,7 +11,8 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
-import { durationMs, type GatewayConfig, type Issuer } from "../config/schema.js";
+import type { GatewayConfig, Issuer } from "../config/schema.js";
+import { durationMs } from "../model/duration.js";
 import type { Reason } from "./reasons.js";
 
 /** Who is calling: resolved once per request, by ext_authz or the edge. */

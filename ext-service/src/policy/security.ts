@@ -7,7 +7,7 @@ import type {
   SecurityConfig,
   SecurityOverride,
 } from "../config/schema.js";
-import { durationMs } from "../config/schema.js";
+import { durationMs } from "../model/duration.js";
 import { arrayItemSources } from "../mcp/json-source.js";
 import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } from "../mcp/eras.js";
 import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
