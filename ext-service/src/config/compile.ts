@@ -10,7 +10,7 @@ import {
 } from "./load.js";
 import { registryReferenceProblems } from "./references.js";
 import type { GatewayConfig } from "./schema.js";
-import { readSessionSecrets } from "./session-keys.js";
+import { readSessionSecrets } from "../policy/session-keys.js";
 import { ApprovalPolicy, ApprovalsConfigError } from "../policy/approvals.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { Authenticator, ConfigurationProblem } from "../policy/identity.js";

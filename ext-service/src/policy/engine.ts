@@ -53,7 +53,7 @@ import {
   type SessionOwner,
   type UpstreamSession,
 } from "./session-seal.js";
-import { readSessionSecrets } from "../config/session-keys.js";
+import { readSessionSecrets } from "./session-keys.js";
 import { durationMs } from "../model/duration.js";
 import { HopTokens, isHopToken } from "./hop-token.js";
 

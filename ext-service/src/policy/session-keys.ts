@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { MIN_SECRET_LENGTH } from "../policy/seal.js";
-import type { GatewayConfig } from "./schema.js";
+import { MIN_SECRET_LENGTH } from "./seal.js";
+import type { GatewayConfig } from "../config/schema.js";
 
 /** A problem with one configured session key, at its path in gateway.yaml. */
 export interface SessionKeyProblem {
