@@ -1,5 +1,11 @@
-import type { GatewayConfig } from "../config/schema.js";
 import type { Reason } from "./reasons.js";
+
+/** The gateway.yaml settings origin checks read (config/ compiles them; policy/ names what it needs). */
+export interface OriginSettings {
+  readonly publicUrl: string;
+  readonly allowedOrigins: readonly string[];
+  readonly allowedHosts: readonly string[];
+}
 
 /**
  * Origin and Host validation (MCP Streamable HTTP: servers must validate Origin against DNS
@@ -15,7 +21,7 @@ export class RequestOrigins {
   private readonly origins: ReadonlySet<string>;
   private readonly hosts: ReadonlySet<string>;
 
-  constructor(config: Pick<GatewayConfig, "publicUrl" | "allowedOrigins" | "allowedHosts">) {
+  constructor(config: OriginSettings) {
     const publicUrl = new URL(config.publicUrl);
     this.origins = new Set([publicUrl.origin, ...config.allowedOrigins.map(canonicalOrigin)]);
     this.hosts = new Set([publicUrl.hostname, ...config.allowedHosts.map((h) => hostnameOf(h) ?? h)]);

@@ -1,5 +1,3 @@
-import type { GatewayConfig } from "../config/schema.js";
-
 /**
  * The public routes (identical behind Envoy and on the local edge). Paths are matched exactly,
  * without percent-decoding: a server name is a DNS label, so any encoded or dotted segment is
@@ -53,18 +51,30 @@ function isHttpUrl(value: string): boolean {
   return /^https?:\/\//i.test(value) && URL.canParse(value);
 }
 
+/** The gateway.yaml settings the resource metadata reads (policy/ names what it needs; config/ produces it). */
+export interface ResourceMetadataSettings {
+  readonly publicUrl: string;
+  readonly auth: {
+    readonly authorizationServers: string[];
+    readonly issuers: readonly { readonly issuer: string }[];
+  };
+}
+
 /**
  * The authorization servers to advertise: the configured ones (URLs, checked at load), else the
  * issuers whose names are URLs. A bare issuer name such as `mcp-gateway-dev` is no URL; clients
  * that discover OAuth (mcp-remote, the Inspector) fail on one, so it is never advertised.
  */
-export function authorizationServers(config: GatewayConfig): string[] {
+export function authorizationServers(config: ResourceMetadataSettings): string[] {
   if (config.auth.authorizationServers.length) return config.auth.authorizationServers;
   return config.auth.issuers.map((i) => i.issuer).filter(isHttpUrl);
 }
 
 /** RFC 9728 protected resource metadata (authorization_servers is optional there: omitted when empty). */
-export function resourceMetadata(config: GatewayConfig, server: string | undefined): Record<string, unknown> {
+export function resourceMetadata(
+  config: ResourceMetadataSettings,
+  server: string | undefined,
+): Record<string, unknown> {
   const servers = authorizationServers(config);
   return {
     resource: resourceUrl(config.publicUrl, server),
