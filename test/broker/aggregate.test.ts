@@ -3,21 +3,30 @@ import {
   StreamableHTTPClientTransport as TransportV2,
 } from "@modelcontextprotocol/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connectClient, startDemoGateway, type DemoGateway } from "../e2e/harness.js";
+import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { connectClient, startDemoGateway, waitFor, type DemoGateway } from "../e2e/harness.js";
 
 /**
- * The aggregated endpoint (/mcp) on the local edge in front of the three demo servers, with the
- * 1.x SDK client (2025 sessions) and the v2 client pinned to 2026-07-28: list, call, read, prompts.
+ * The aggregated endpoint (/mcp) on both planes in front of the three demo servers, with the 1.x
+ * SDK client (2025 sessions) and the v2 client pinned to 2026-07-28: list, call, read, prompts.
+ * Behind the Envoy-role front, /mcp goes to the ext-service's broker listener and every hop comes
+ * back through the front's per-server route (ext_authz + ext_proc).
  */
-describe("aggregated endpoint /mcp on the local edge", () => {
+describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", (plane) => {
   let gw: DemoGateway;
+  let front: EnvoyRoleFront | undefined;
   beforeAll(async () => {
     gw = await startDemoGateway();
+    if (plane === "envoy")
+      front = await startEnvoyRoleFront({
+        extService: { engine: gw.dev.engine, logger: gw.log.logger, metrics: gw.metrics },
+      });
   });
   afterAll(async () => {
+    await front?.close();
     await gw?.close();
   });
-  const url = () => `${gw.dev.edge.url}/mcp`;
+  const url = () => `${front?.url ?? gw.dev.edge.url}/mcp`;
 
   it("1.x client: the union of what the agent may use, prefixed by server", async () => {
     const mcp = await connectClient(url(), gw.token("support-bot"));
@@ -43,6 +52,17 @@ describe("aggregated endpoint /mcp on the local edge", () => {
       expect(resources).toContain("kb__kb://style-guide");
       const read = await mcp.client.readResource({ uri: "kb__kb://articles/kb-101" });
       expect(read.contents[0]!.uri).toBe("kb__kb://articles/kb-101");
+      // The hop was decided on the plane's own per-server path, for this agent.
+      await waitFor(() =>
+        gw.log.audits.some(
+          (a) =>
+            a.plane === plane &&
+            a.server === "kb" &&
+            a.tools.includes("search_articles") &&
+            a.agent === "support-bot" &&
+            a.counters.via_broker === 1,
+        ),
+      );
     } finally {
       await mcp.close();
     }

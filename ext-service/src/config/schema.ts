@@ -967,12 +967,16 @@ export const GatewayConfigSchema = z
         grpc: GrpcListenSchema,
         admin: Listen(9901, "127.0.0.1"),
         edge: Listen(8080, "127.0.0.1"),
+        broker: Listen(9002, "127.0.0.1").describe(
+          "serve: the aggregated endpoint's HTTP listener, where Envoy routes /mcp and /mcp/views/<name>",
+        ),
       })
       .strict()
       .default({
         grpc: { host: "127.0.0.1", port: 9001 },
         admin: { host: "127.0.0.1", port: 9901 },
         edge: { host: "127.0.0.1", port: 8080 },
+        broker: { host: "127.0.0.1", port: 9002 },
       }),
     auth: AuthSchema,
     roles: z.record(z.string().min(1), RoleSchema).default({}),

@@ -24,6 +24,7 @@ import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
 import { Broker } from "../broker/broker.js";
+import { serveBrokerRequest } from "../broker/http.js";
 import type { Principal } from "../policy/identity.js";
 
 export interface EdgeOptions {
@@ -317,8 +318,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const refusedName = refusedHeaderName(req.headers);
     if (refusedName !== undefined) return reject(res, exchange, "header_name_invalid");
     const headers = headerMap(req.headers);
-    if (engine.route(req.url ?? "/").kind === "broker")
-      return serveBroker(req, res, exchange, state, headers);
+    if (engine.route(req.url ?? "/").kind === "broker") return serveBroker(req, res, exchange, state);
     const t0 = performance.now();
     const admission = await engine.admit(
       { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
@@ -424,52 +424,14 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   }
 
   /** `/mcp` and `/mcp/views/<name>`: the aggregated endpoint (broker/), in this process. */
-  async function serveBroker(
-    req: IncomingMessage,
-    res: ServerResponse,
-    exchange: Exchange,
-    state: Active,
-    headers: ReturnType<typeof headerMap>,
-  ): Promise<void> {
-    const method = exchange.httpMethod;
-    const t0 = performance.now();
-    const admission = await engine.admitBroker(
-      { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
+  async function serveBroker(req: IncomingMessage, res: ServerResponse, exchange: Exchange, state: Active) {
+    state.onStop = () => res.destroy();
+    await serveBrokerRequest(
+      { engine, broker, admitAgent: (principal) => admitAgent(res, exchange, state, principal) },
+      req,
+      res,
       exchange,
     );
-    admitSeconds.observe((performance.now() - t0) / 1000);
-    if (!admission.ok) return sendReply(res, admission.reply);
-    if (!(await admitAgent(res, exchange, state, admission.principal))) return;
-    const media = checkMcpMedia(method, headers);
-    if (media) {
-      return reject(
-        res,
-        exchange,
-        media,
-        media === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {},
-      );
-    }
-    let parsed: unknown;
-    if (method === "POST") {
-      const read = await readBody(req, engine.limits.maxRequestBytes);
-      if (!read.ok) {
-        if (read.problem === "too_large")
-          return reject(res, exchange, "body_too_large", { connection: "close" });
-        return;
-      }
-      try {
-        parsed = JSON.parse(read.body.toString("utf8"));
-      } catch {
-        return reject(res, exchange, "parse_error");
-      }
-      for (const message of Array.isArray(parsed) ? parsed : [parsed]) {
-        const name = (message as { method?: unknown } | null)?.method;
-        if (typeof name === "string") exchange.methods.push(name);
-      }
-    }
-    state.onStop = () => res.destroy();
-    await broker.handle(req, res, admission.principal, admission.view, parsed);
-    exchange.status = res.statusCode;
   }
 
   async function forward(

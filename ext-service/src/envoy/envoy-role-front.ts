@@ -44,6 +44,11 @@ export interface EnvoyRoleFrontOptions {
   client?: Omit<EnvoyRoleOptions, "chain">;
   host?: string;
   port?: number;
+  /**
+   * Where the `/mcp` and `/mcp/views/<name>` routes go (the ext-service's broker listener). By
+   * default the broker of the ext-service the front starts, whose hops come back to this front.
+   */
+  broker?: string;
   /** Called with each request's trace once Envoy is done with it (tests look at answeredBy, flags). */
   onExchange?: (trace: ExchangeTrace, request: { method: string; path: string }) => void;
 }
@@ -56,6 +61,13 @@ export interface EnvoyRoleFront {
   /** The ext-service the front started, if it started one. */
   extService?: ExtService;
   close(): Promise<void>;
+}
+
+/** The aggregated endpoint's routes (routes.yaml sends them to the broker cluster). */
+function brokerRoute(path: string): boolean {
+  const q = path.indexOf("?");
+  const bare = q < 0 ? path : path.slice(0, q);
+  return bare === "/mcp" || /^\/mcp\/views\/[^/]+$/.test(bare);
 }
 
 /** The route the shipped routes.yaml gives `/mcp/<server>`: the server's name, or undefined. */
@@ -108,6 +120,7 @@ async function* framesOf(
 
 export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promise<EnvoyRoleFront> {
   let extService: ExtService | undefined;
+  let frontOrigin = "";
   let address: string;
   let engine: PolicyEngine | undefined;
   if (typeof options.extService === "string") {
@@ -116,6 +129,8 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     engine = options.extService.engine;
     extService = await startExtService({
       engine,
+      // The broker's hops come back through this front, as they go through Envoy's listener.
+      brokerHopOrigin: () => frontOrigin,
       logger: options.extService.logger ?? createLogger("silent"),
       metrics: options.extService.metrics ?? new Metrics(false),
       grpcHost: "127.0.0.1",
@@ -184,7 +199,50 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
       };
     };
 
+  const brokerUrl = options.broker ?? extService?.brokerUrl;
+
+  /**
+   * The broker routes: ext_authz and ext_proc are disabled on them (typed_per_filter_config in
+   * routes.yaml; the broker authenticates the agent and each hop comes back through the filter
+   * chain on its server's route), so Envoy only proxies, streaming both ways.
+   */
+  const proxyToBroker = (req: IncomingMessage, res: ServerResponse): void => {
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    const headers = headerRecord(req.headers);
+    delete headers.host;
+    delete headers.connection;
+    undiciRequest(`${brokerUrl}${req.url ?? "/mcp"}`, {
+      method: (req.method ?? "GET") as "POST",
+      headers,
+      body: hasRequestBody(req) ? req : undefined,
+      signal: abort.signal,
+    }).then(
+      async (upstream) => {
+        const out = headerRecord(upstream.headers);
+        delete out.connection;
+        delete out["transfer-encoding"];
+        res.writeHead(upstream.statusCode, out);
+        res.flushHeaders();
+        try {
+          for await (const chunk of upstream.body) res.write(chunk);
+          res.end();
+        } catch {
+          res.destroy();
+        }
+      },
+      (err: unknown) => {
+        if (abort.signal.aborted) return;
+        if (!res.headersSent) {
+          res.writeHead(503, { "content-type": "text/plain" });
+          res.end(`envoy-role front: broker unavailable (${String(err)})`);
+        } else res.destroy();
+      },
+    );
+  };
+
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    if (brokerUrl !== undefined && brokerRoute(req.url ?? "/")) return proxyToBroker(req, res);
     const abort = new AbortController();
     let ended = false;
     res.on("close", () => {
@@ -256,6 +314,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
   await once(http, "listening");
   const { port } = http.address() as AddressInfo;
   const host = options.host ?? "127.0.0.1";
+  frontOrigin = `http://${host}:${port}`;
   return {
     url: `http://${host}:${port}`,
     port,

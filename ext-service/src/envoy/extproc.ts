@@ -6,7 +6,7 @@ import {
   type PolicyEngine,
   type RequestVerdict,
 } from "../policy/engine.js";
-import { denyExchange, validTraceparent, type Exchange } from "../policy/exchange.js";
+import { countOn, denyExchange, validTraceparent, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
@@ -249,6 +249,7 @@ export class ProcessStream {
       return this.immediate(engine.rejection(exchange, "internal_error"));
     }
     exchange.principal = authz.principal;
+    if (authz.principal.viaBroker) countOn(exchange, "via_broker");
     const route = engine.route(path);
     if (route.kind !== "mcp" || route.server !== authz.server) {
       logger.error(

@@ -43,6 +43,8 @@ export function encodeAuthzMetadata(
         claims: JSON.stringify(principal.claims),
         issuer: principal.issuer ?? null,
         anonymous: principal.anonymous,
+        // The aggregated endpoint's hop (policy/hop-token.ts): its audit record says so.
+        ...(principal.viaBroker ? { via_broker: true } : {}),
       }),
     );
     principalFields.set(principal, fields);
@@ -97,6 +99,7 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
     request_id: requestId,
     server,
     http_method: httpMethod,
+    via_broker: viaBroker,
   } = m;
   if (typeof agent !== "string" || agent === "") return "metadata: 'agent' missing";
   if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) return "metadata: 'roles' invalid";
@@ -121,6 +124,7 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
     claims: Object.freeze(parsedClaims as Record<string, unknown>),
     issuer: issuer ?? undefined,
     anonymous,
+    ...(viaBroker === true ? { viaBroker: true } : {}),
   });
   return { principal, requestId, server, httpMethod: httpMethod ?? "" };
 }

@@ -17,6 +17,8 @@ import { createProcessHandler } from "./extproc.js";
 import { createRateLimitHandler } from "./ratelimit.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
 import { HealthService } from "./health.js";
+import { Broker } from "../broker/broker.js";
+import { startBrokerListener, type BrokerListener } from "../broker/http.js";
 import { AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE, envoyProtos } from "./protos.js";
 
 export interface ExtServiceOptions {
@@ -38,6 +40,14 @@ export interface ExtServiceOptions {
   grpcTls?: GrpcTls;
   /** OpenTelemetry spans per exchange; defaults to the config's `tracing` (none when off). */
   tracing?: Tracing | undefined;
+  /** The aggregated endpoint's HTTP listener; defaults: the config's listen.broker. */
+  brokerHost?: string;
+  brokerPort?: number;
+  /**
+   * Where the broker's hops reach `/mcp/<server>` (Envoy's listener); defaults to the config's
+   * broker.hopUrl, else publicUrl. Tests pass the Envoy-role front's origin.
+   */
+  brokerHopOrigin?: () => string;
 }
 
 export interface GrpcTls {
@@ -58,6 +68,8 @@ export interface ExtService {
   setEngine(engine: PolicyEngine): void;
   grpcPort: number;
   adminPort: number;
+  /** The aggregated endpoint over HTTP (`/mcp`, `/mcp/views/<name>`), where Envoy routes them. */
+  brokerUrl: string;
   /** host:port for gRPC clients. */
   grpcAddress: string;
   metrics: Metrics;
@@ -194,6 +206,31 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     if (ownsState) await state.close();
     throw err;
   }
+  const broker = new Broker({
+    engine: () => ctx.engine,
+    logger,
+    metrics,
+    hopOrigin:
+      options.brokerHopOrigin ??
+      (() => (ctx.engine.config.broker.hopUrl ?? ctx.engine.config.publicUrl).replace(/\/$/, "")),
+  });
+  let brokerListener: BrokerListener;
+  try {
+    brokerListener = await startBrokerListener({
+      engine: () => ctx.engine,
+      broker,
+      audit,
+      logger,
+      host: options.brokerHost ?? listen.broker.host,
+      // A caller that asks for a free gRPC port (tests, benches) gets a free broker port too.
+      port: options.brokerPort ?? (options.grpcPort === 0 ? 0 : listen.broker.port),
+    });
+  } catch (err) {
+    grpc.forceShutdown();
+    admin.close();
+    if (ownsState) await state.close();
+    throw err;
+  }
   // Read on each scrape of the admin port, which is up from here.
   const stopCounting = metrics.countInflight("envoy", () => ctx.inflight.count);
 
@@ -220,6 +257,8 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
           resolve();
         });
       });
+      await brokerListener.close();
+      await broker.close();
       await new Promise<void>((resolve) => {
         admin.close(() => resolve());
         admin.closeAllConnections();
@@ -243,6 +282,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     },
     grpcPort,
     adminPort: boundPort(admin),
+    brokerUrl: brokerListener.url,
     grpcAddress: `${hostForClients.includes(":") ? `[${hostForClients}]` : hostForClients}:${grpcPort}`,
     metrics,
     health,

@@ -1,0 +1,128 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { readBody } from "../edge/body.js";
+import { headerMap, refusedHeaderName } from "../edge/headers.js";
+import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
+import type { HttpReply, PolicyEngine } from "../policy/engine.js";
+import { countOn, type Exchange } from "../policy/exchange.js";
+import type { Principal } from "../policy/identity.js";
+import type { Reason } from "../policy/reasons.js";
+import type { AuditTrail } from "../telemetry/audit.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { Broker } from "./broker.js";
+
+function sendReply(res: ServerResponse, reply: HttpReply, extra: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  const body = Buffer.from(reply.body);
+  res.writeHead(reply.status, { ...reply.headers, ...extra, "content-length": String(body.length) });
+  res.end(body);
+}
+
+export interface BrokerRequestOptions {
+  engine: PolicyEngine;
+  broker: Broker;
+  /** The agent's rate limit and caps (the edge's); false when it answered the request itself. */
+  admitAgent?: (principal: Principal) => Promise<boolean>;
+}
+
+/**
+ * One HTTP request to `/mcp` or `/mcp/views/<name>`: the header-phase checks of the aggregated
+ * endpoint (PolicyEngine.admitBroker), the body limit, then the broker. Shared by the local edge
+ * and the ext-service's broker listener behind Envoy.
+ */
+export async function serveBrokerRequest(
+  options: BrokerRequestOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  exchange: Exchange,
+): Promise<void> {
+  const { engine } = options;
+  const reject = (reason: Reason, extra: Record<string, string> = {}) =>
+    sendReply(res, engine.rejection(exchange, reason, undefined, extra));
+  if (refusedHeaderName(req.headers) !== undefined) return reject("header_name_invalid");
+  const headers = headerMap(req.headers);
+  const method = exchange.httpMethod;
+  const admission = await engine.admitBroker(
+    { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
+    exchange,
+  );
+  if (!admission.ok) return sendReply(res, admission.reply);
+  if (options.admitAgent && !(await options.admitAgent(admission.principal))) return;
+  const media = checkMcpMedia(method, headers);
+  if (media) return reject(media, media === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {});
+  let parsed: unknown;
+  if (method === "POST") {
+    const read = await readBody(req, engine.limits.maxRequestBytes);
+    if (!read.ok) {
+      if (read.problem === "too_large") reject("body_too_large", { connection: "close" });
+      return;
+    }
+    try {
+      parsed = JSON.parse(read.body.toString("utf8"));
+    } catch {
+      return reject("parse_error");
+    }
+    for (const message of Array.isArray(parsed) ? parsed : [parsed]) {
+      const name = (message as { method?: unknown } | null)?.method;
+      if (typeof name === "string") exchange.methods.push(name);
+    }
+  }
+  countOn(exchange, "aggregated");
+  await options.broker.handle(req, res, admission.principal, admission.view, parsed);
+  exchange.status = res.statusCode;
+}
+
+export interface BrokerListener {
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The aggregated endpoint over HTTP, for the Envoy plane: Envoy routes `/mcp` (and views) here,
+ * and the broker's hops go back through Envoy's per-server routes (`broker.hopUrl`).
+ */
+export function startBrokerListener(options: {
+  engine: () => PolicyEngine;
+  broker: Broker;
+  audit: AuditTrail;
+  logger: Logger;
+  host: string;
+  port: number;
+}): Promise<BrokerListener> {
+  const http: Server = createServer((req, res) => {
+    const engine = options.engine();
+    const traceparent = req.headers.traceparent;
+    const exchange = engine.newExchange(
+      req.method ?? "",
+      undefined,
+      typeof traceparent === "string" ? traceparent : undefined,
+    );
+    res.once("close", () => options.audit.finish(exchange, res.headersSent ? res.statusCode : 499));
+    serveBrokerRequest({ engine, broker: options.broker }, req, res, exchange).catch((err: unknown) => {
+      options.logger.error({ err, request_id: exchange.requestId }, "aggregated endpoint request failed");
+      if (!res.headersSent) sendReply(res, engine.rejection(exchange, "internal_error"));
+      else res.destroy();
+    });
+  });
+  // Long-lived GET streams: no Node timeouts of their own.
+  http.requestTimeout = 0;
+  http.keepAliveTimeout = 5_000;
+  return new Promise((resolve, reject) => {
+    http.once("error", reject);
+    http.listen(options.port, options.host, () => {
+      http.off("error", reject);
+      const port = (http.address() as AddressInfo).port;
+      const shown = options.host.includes(":") ? `[${options.host}]` : options.host;
+      resolve({
+        port,
+        url: `http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${port}`,
+        close: () =>
+          new Promise<void>((done) => {
+            http.close(() => done());
+            http.closeAllConnections();
+          }),
+      });
+    });
+  });
+}
