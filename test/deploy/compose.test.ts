@@ -181,10 +181,28 @@ describe("docker-compose.yml", () => {
       expect(services[name]!.stop_grace_period).toBe("30s");
     }
     expect(gateway.listen.admin.host).toBe("0.0.0.0");
+    // The aggregated endpoint: Envoy's broker cluster reaches each replica's broker listener, the
+    // broker's hops come back through Envoy, and both replicas share the session key that seals
+    // sessions and hop identities.
+    const broker = clusters.find((c) => c.name === "mcp_gateway_broker")!;
+    const brokerEndpoints = (
+      ((broker.load_assignment as Obj).endpoints as Obj[])[0]!.lb_endpoints as Obj[]
+    ).map((e) => ((e.endpoint as Obj).address as Obj).socket_address as Obj);
+    expect(brokerEndpoints.map((e) => `${String(e.address)}:${String(e.port_value)}`)).toEqual([
+      `ext-service-1:${gateway.listen.broker.port}`,
+      `ext-service-2:${gateway.listen.broker.port}`,
+    ]);
+    expect(gateway.listen.broker.host).toBe("0.0.0.0");
+    expect(new URL(gateway.broker.hopUrl!).hostname).toBe("envoy");
+    expect(gateway.sessions.keys.length).toBeGreaterThan(0);
     for (const name of ["ext-service-1", "ext-service-2"]) {
       const s = services[name]!;
       expect(s.command).toEqual(["serve", "--config", "/etc/mcp-gateway/gateway.yaml"]);
-      expect(s.expose).toEqual([String(gateway.listen.grpc.port), String(gateway.listen.admin.port)]);
+      expect(s.expose).toEqual([
+        String(gateway.listen.grpc.port),
+        String(gateway.listen.admin.port),
+        String(gateway.listen.broker.port),
+      ]);
       const m = new Map(mounts(name).map(([h, c]) => [c, h]));
       // The directory is mounted (so a reload sees files replaced by rename), holding both files.
       expect(m.get("/etc/mcp-gateway")).toBe("./deploy");

@@ -95,6 +95,8 @@ describe("rendered CDS/RDS files", () => {
     const routeTypes = [...rds.report.anyTypes.keys()].sort();
     expect(routeTypes).toEqual([
       "envoy.config.route.v3.RouteConfiguration",
+      "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+      "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
       "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
       "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
     ]);
@@ -344,6 +346,16 @@ describe("what envoy.yaml promises in prose", () => {
     const byName = new Map(routes.map((r) => [r.name as string, r.route as Obj | undefined]));
     expect(byName.get("kb-post")).toMatchObject({ timeout: "0s", idle_timeout: "300s" });
     expect(byName.get("kb-get")).toMatchObject({ timeout: "0s", idle_timeout: "3600s" });
+    // The aggregated endpoint goes to the ext-service's broker listener without ext_authz and
+    // ext_proc (its hops come back through the per-server routes, where both run).
+    for (const name of ["aggregate", "aggregate-views"]) {
+      const route = routes.find((r) => r.name === name)!;
+      expect(route.route).toMatchObject({ cluster: "mcp_gateway_broker", timeout: "0s" });
+      expect(route.typed_per_filter_config).toMatchObject({
+        "envoy.filters.http.ext_authz": { disabled: true },
+        "envoy.filters.http.ext_proc": { disabled: true },
+      });
+    }
     expect(hcm.stream_idle_timeout).toBe("300s");
   });
 

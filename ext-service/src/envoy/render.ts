@@ -20,6 +20,13 @@ export const ROUTES_FILE = "routes.yaml";
 export const ROUTE_CONFIG_NAME = "mcp_routes";
 /** HTTP filter names in envoy/envoy.yaml; per-route config is keyed by them. */
 export const LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit";
+export const EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz";
+export const EXT_PROC_FILTER = "envoy.filters.http.ext_proc";
+/**
+ * The ext-service's broker listener (listen.broker), a static cluster in envoy.yaml. Server
+ * clusters are `mcp_<server>` and server names have no '_', so no server's cluster has this name.
+ */
+export const BROKER_CLUSTER = "mcp_gateway_broker";
 /** Request header the ext_authz service sets to the verified agent; the rate-limit key. */
 export const AGENT_HEADER = "x-mcp-agent";
 export const RESOURCE_METADATA_PREFIX = "/.well-known/oauth-protected-resource";
@@ -32,6 +39,10 @@ const DNS_CLUSTER_TYPE = "type.googleapis.com/envoy.extensions.clusters.dns.v3.D
 const TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 const LOCAL_RATELIMIT_TYPE =
   "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const EXT_AUTHZ_PER_ROUTE_TYPE =
+  "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+const EXT_PROC_PER_ROUTE_TYPE =
+  "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute";
 const PREVIOUS_HOSTS_TYPE =
   "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 /** CA bundle path in the Envoy image (Debian/Ubuntu ca-certificates). */
@@ -369,9 +380,42 @@ function localRateLimit(loaded: LoadedConfig): Obj {
   };
 }
 
+/**
+ * `/mcp` and `/mcp/views/<name>`: the aggregated endpoint, served by the ext-service's broker
+ * listener. ext_authz and ext_proc are off here: the broker authenticates the agent itself, and
+ * each of its hops comes back through this listener on the server's own route, where both run
+ * (and the per-agent rate limit counts it). The local rate limit is off too: without ext_authz's
+ * x-mcp-agent header every agent would share one bucket.
+ */
+function brokerRoutes(loaded: LoadedConfig): Obj[] {
+  const action = { cluster: BROKER_CLUSTER, timeout: "0s", idle_timeout: "3600s" };
+  const perFilter = {
+    [EXT_AUTHZ_FILTER]: { "@type": EXT_AUTHZ_PER_ROUTE_TYPE, disabled: true },
+    [EXT_PROC_FILTER]: { "@type": EXT_PROC_PER_ROUTE_TYPE, disabled: true },
+    [LOCAL_RATELIMIT_FILTER]: {
+      ...localRateLimit(loaded),
+      filter_enabled: {
+        default_value: { numerator: 0, denominator: "HUNDRED" },
+        runtime_key: "mcp_gateway.rate_limit.aggregate_enabled",
+      },
+    },
+  };
+  return [
+    { name: "aggregate", match: { path: "/mcp" }, route: action, typed_per_filter_config: perFilter },
+    {
+      name: "aggregate-views",
+      match: { safe_regex: { regex: "^/mcp/views/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" } },
+      route: action,
+      typed_per_filter_config: perFilter,
+    },
+  ];
+}
+
 function renderRoutes(servers: { server: RegistryServer; upstream: Upstream }[], loaded: LoadedConfig): Obj {
   const routes: Obj[] = [];
   for (const { server, upstream } of servers) routes.push(...serverRoutes(server, upstream, loaded));
+  // Exact paths: they never overlap a server's routes, so the order among them does not matter.
+  routes.push(...brokerRoutes(loaded));
   routes.push(
     {
       // RFC 9728 metadata is answered by ext_authz (a 200 denied_response) before routing; ext_authz
