@@ -49,7 +49,9 @@ Serves Envoy's external authorization (envoy.service.auth.v3.Authorization) and 
 processing (envoy.service.ext_proc.v3.ExternalProcessor) APIs plus grpc.health.v1.Health on one
 gRPC port (listen.grpc, default 127.0.0.1:9001; another address needs listen.grpc.tls, mutual
 TLS with Envoy's client certificate), and /metrics, /healthz, /readyz on the admin port
-(listen.admin, default 9901). Port 0 picks a free port; the bound ports are printed on start.
+(listen.admin, default 9901), and the aggregated endpoint /mcp over HTTP for Envoy to route to
+(listen.broker, default 127.0.0.1:9002; its hops go back through Envoy, broker.hopUrl). Port 0
+picks a free port; the bound ports are printed on start.
 
 On SIGHUP: gateway.yaml and the registry are read and checked again; if every check passes the
 new policy applies to the calls and streams that start from then on, otherwise every problem is
@@ -77,7 +79,7 @@ first); then no new streams are accepted, in-flight streams may finish until shu
     const listen = engine.config.listen;
     process.stdout.write(
       `mcp-gateway serve: gRPC (ext_authz, ext_proc, health${grpcTls ? ", mutual TLS" : ""}) on ${listen.grpc.host}:${service.grpcPort}, ` +
-        `admin on http://${listen.admin.host}:${service.adminPort}\n`,
+        `admin on http://${listen.admin.host}:${service.adminPort}, aggregated endpoint (/mcp) on ${service.brokerUrl}\n`,
     );
     logger.info({ grpc_port: service.grpcPort, admin_port: service.adminPort }, "ext-service started");
     const stopReloading = reloadOnHangup({

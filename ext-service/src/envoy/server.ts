@@ -223,7 +223,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       logger,
       host: options.brokerHost ?? listen.broker.host,
       // A caller that asks for a free gRPC port (tests, benches) gets a free broker port too.
-      port: options.brokerPort ?? (options.grpcPort === 0 ? 0 : listen.broker.port),
+      port: options.brokerPort ?? ((options.grpcPort ?? listen.grpc.port) === 0 ? 0 : listen.broker.port),
     });
   } catch (err) {
     grpc.forceShutdown();
