@@ -393,7 +393,12 @@ function brokerRoutes(loaded: LoadedConfig): Obj[] {
     [EXT_AUTHZ_FILTER]: { "@type": EXT_AUTHZ_PER_ROUTE_TYPE, disabled: true },
     [EXT_PROC_FILTER]: { "@type": EXT_PROC_PER_ROUTE_TYPE, disabled: true },
     [LOCAL_RATELIMIT_FILTER]: {
-      ...localRateLimit(loaded),
+      "@type": LOCAL_RATELIMIT_TYPE,
+      stat_prefix: "mcp_aggregate",
+      token_bucket: tokenBucket(
+        loaded.config.edge.rateLimit.requestsPerSecond,
+        loaded.config.edge.rateLimit.burst,
+      ),
       filter_enabled: {
         default_value: { numerator: 0, denominator: "HUNDRED" },
         runtime_key: "mcp_gateway.rate_limit.aggregate_enabled",
