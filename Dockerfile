@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # mcp-gateway image: the ext-service (`mcp-gateway serve`) and, in compose, the demo MCP servers.
 # Two stages: the build stage packs the npm package (`npm pack`, whose `files` in package.json
-# is the one list of what ships: dist/, proto/, the demo config and registry, the JSON Schemas);
+# is the one list of what ships: dist/, proto/, the demo config and registry, the JSON Schemas,
+# the admin console's static files);
 # the runtime stage unpacks that tarball and installs its production dependencies from the
 # lockfile. test/deploy/package.test.ts installs the same tarball the same way and starts it.
 # Node 24 is the current LTS line; bump the pinned patch with the rest of the stack.
@@ -17,6 +18,7 @@ COPY examples ./examples
 COPY registry ./registry
 COPY schemas ./schemas
 COPY proto ./proto
+COPY console ./console
 # prepack builds dist/; the tarball gets a fixed name for the next stage.
 RUN npm pack --silent --pack-destination /tmp && mv /tmp/mcp-gateway-*.tgz /tmp/mcp-gateway.tgz
 

@@ -131,6 +131,9 @@ describe("the packed package (npm pack = the image's content)", { timeout: 150_0
       "examples/gateway.yaml",
       "registry/registry.yaml",
       "schemas/gateway.schema.json",
+      "console/index.html",
+      "console/console.js",
+      "console/console.css",
     ]) {
       expect(packed, file).toContain(file);
     }
@@ -142,6 +145,7 @@ describe("the packed package (npm pack = the image's content)", { timeout: 150_0
     expect(readdirSync(app).sort()).toEqual(
       [
         "README.md",
+        "console",
         "dist",
         "examples",
         "node_modules",

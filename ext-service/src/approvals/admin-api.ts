@@ -25,7 +25,12 @@ const PREFIX = "/admin/approvals";
 const STATUSES: ReadonlySet<string> = new Set(["pending", "approved", "denied", "used", "expired", "all"]);
 const MAX_BODY_BYTES = 16_384;
 
-function send(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
+export function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  extra: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res
     .writeHead(status, {
@@ -38,7 +43,7 @@ function send(res: ServerResponse, status: number, body: unknown, extra: Record<
     .end(text);
 }
 
-function fail(
+export function fail(
   res: ServerResponse,
   status: number,
   code: string,
@@ -69,12 +74,73 @@ function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** Origins whose pages may call the API: the gateway's own (publicUrl, approveUrl) and allowedOrigins. */
-function originAllowed(engine: PolicyEngine, origin: string): boolean {
-  const own = [engine.config.publicUrl, engine.config.approvals.approveUrl]
+/**
+ * Origins whose pages may call the API: the gateway's own (publicUrl, approveUrl, the admin port
+ * itself, where the console is served) and allowedOrigins.
+ */
+function originAllowed(engine: PolicyEngine, adminUrl: string | undefined, origin: string): boolean {
+  const own = [engine.config.publicUrl, engine.config.approvals.approveUrl, adminUrl]
     .filter((u): u is string => u !== undefined)
     .map((u) => new URL(u).origin);
   return own.includes(origin) || engine.config.allowedOrigins.includes(origin);
+}
+
+export type AdminCaller =
+  | { ok: true; principal: Principal; access: "admin" | "approver" }
+  | { ok: false; status: number; code: string; message: string; headers?: Record<string, string> };
+
+/**
+ * Who is calling an admin endpoint (this API, the console's): refuses cross-site requests, then
+ * wants a bearer token of a configured issuer holding an admin role or an approver entry. No
+ * token is never the anonymous principal here, whatever auth.mode says.
+ */
+export async function authorizeAdminCaller(
+  engine: PolicyEngine,
+  adminUrl: string | undefined,
+  req: IncomingMessage,
+): Promise<AdminCaller> {
+  const origin = firstHeader(req.headers.origin);
+  if (
+    (origin !== undefined && !originAllowed(engine, adminUrl, origin)) ||
+    firstHeader(req.headers["sec-fetch-site"]) === "cross-site"
+  ) {
+    return {
+      ok: false,
+      status: 403,
+      code: "origin_forbidden",
+      message: "Cross-site requests are not accepted",
+    };
+  }
+  const authorization = firstHeader(req.headers.authorization);
+  if (authorization === undefined || !/^bearer\s/i.test(authorization)) {
+    return {
+      ok: false,
+      status: 401,
+      code: "unauthorized",
+      message: "A bearer token is required",
+      headers: { "www-authenticate": "Bearer" },
+    };
+  }
+  const auth = await engine.authenticator.authenticate(authorization);
+  if (!auth.ok) {
+    return {
+      ok: false,
+      status: 401,
+      code: "unauthorized",
+      message: "The token is not valid here",
+      headers: { "www-authenticate": 'Bearer error="invalid_token"' },
+    };
+  }
+  const access = engine.approvals.adminAccess(auth.principal);
+  if (!access) {
+    return {
+      ok: false,
+      status: 403,
+      code: "forbidden",
+      message: "This token holds neither an admin role nor an approver entry",
+    };
+  }
+  return { ok: true, principal: auth.principal, access };
 }
 
 /**
@@ -113,28 +179,9 @@ async function serve(
   path: string,
   query: URLSearchParams,
 ): Promise<void> {
-  const origin = firstHeader(req.headers.origin);
-  if (
-    (origin !== undefined && !originAllowed(engine, origin)) ||
-    firstHeader(req.headers["sec-fetch-site"]) === "cross-site"
-  ) {
-    return fail(res, 403, "origin_forbidden", "Cross-site requests are not accepted");
-  }
-  const authorization = firstHeader(req.headers.authorization);
-  // No token is never the anonymous principal here, whatever auth.mode says.
-  if (authorization === undefined || !/^bearer\s/i.test(authorization)) {
-    return fail(res, 401, "unauthorized", "A bearer token is required", { "www-authenticate": "Bearer" });
-  }
-  const auth = await engine.authenticator.authenticate(authorization);
-  if (!auth.ok) {
-    return fail(res, 401, "unauthorized", "The token is not valid here", {
-      "www-authenticate": 'Bearer error="invalid_token"',
-    });
-  }
-  const principal = auth.principal;
-  const access = engine.approvals.adminAccess(principal);
-  if (!access)
-    return fail(res, 403, "forbidden", "This token holds neither an admin role nor an approver entry");
+  const caller = await authorizeAdminCaller(engine, approvals.adminUrl, req);
+  if (!caller.ok) return fail(res, caller.status, caller.code, caller.message, caller.headers);
+  const { principal, access } = caller;
 
   const rest = path.slice(PREFIX.length).split("/").filter(Boolean);
   if (rest.length === 0) {

@@ -18,6 +18,7 @@ import { startEdge, type Edge } from "../edge/index.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { consoleAssets } from "../console/routes.js";
 import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
@@ -145,7 +146,7 @@ export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
         { ready: edge.ready },
         engine.config.listen.admin.host,
         adminPort,
-        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger)],
+        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger), consoleAssets()],
       );
       edge.state.approvals.adminUrl = adminBaseUrl(engine.config.listen.admin.host, boundPort(admin));
     } catch (err) {
@@ -263,6 +264,15 @@ export function devBanner(dev: DevRuntime): string {
       `  export MCP_GATEWAY_ADMIN_TOKEN='${approver.token}'   # ${approver.name}`,
       `  npx tsx ext-service/src/cli.ts approvals list --url ${dev.adminUrl}`,
       `  npx tsx ext-service/src/cli.ts approvals approve <approval id> --url ${dev.adminUrl}`,
+    );
+  }
+  const consoleUser =
+    dev.agents.find((a) => dev.engine.approvals.adminAccess(principalOf(dev, a)) === "admin") ?? approver;
+  if (consoleUser) {
+    lines.push(
+      "",
+      `Admin console (docs/CONSOLE.md): open ${dev.adminUrl}/console and paste this token (${consoleUser.name}):`,
+      `  ${consoleUser.token}`,
     );
   }
   lines.push(

@@ -5,6 +5,7 @@ import { loadEngine, warnReferences } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
 import { reloadOnHangup } from "./reload.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { consoleAssets } from "../console/routes.js";
 import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
@@ -91,7 +92,7 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
         { ready: edge.ready },
         engine.config.listen.admin.host,
         adminPort ?? engine.config.listen.admin.port,
-        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger)],
+        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger), consoleAssets()],
       );
       edge.state.approvals.adminUrl = adminBaseUrl(engine.config.listen.admin.host, boundPort(admin));
     } catch (err) {
