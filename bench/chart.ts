@@ -80,7 +80,9 @@ export function renderChart(r: BenchResults): string {
     const oy = top + Math.floor(wi / cols) * PANEL_H;
     const plotW = PANEL_W - M.left - M.right;
     const plotH = PANEL_H - M.top - M.bottom;
-    const lines = r.latency.filter((l) => l.workload === w.id && l.rate === rate && l.spectrum.length > 0);
+    const lines = r.latency.filter(
+      (l) => l.workload === w.id && (l.load ?? `${l.rate}/s`) === `${rate}/s` && l.spectrum.length > 0,
+    );
     // Log scale: the median region (tenths of a ms) and the tail (tens of ms) both stay readable.
     const shown = lines.flatMap((l) => l.spectrum.filter(([p]) => p <= 99.9).map(([, v]) => v));
     const ymin = niceFloor(Math.min(...shown.filter((v) => v > 0), 1));

@@ -18,7 +18,7 @@ import { startHosted } from "./hosted.js";
 import { closedLoop, openLoop } from "./load.js";
 import { prepareWorkdir } from "./setup.js";
 import { percentile } from "./stats.js";
-import { BARE_PROXY, BARE_PROXY_DISPATCH, startBareProxy } from "./targets/bare-proxy.js";
+import { BARE_PROXY, BARE_PROXY_REQUEST, startBareProxy } from "./targets/bare-proxy.js";
 import { TARGETS, type BenchContext, type Side } from "./targets/index.js";
 import { runScript } from "./script.js";
 import { WORKLOADS, type WorkloadId } from "./workloads.js";
@@ -32,7 +32,7 @@ const SERVER_EXPORT: Record<string, string> = {
   "ext-service": "serveExtService",
   noop: "serveNoop",
   "bare-proxy": "serveBareProxy",
-  "bare-proxy-dispatch": "serveBareProxy",
+  "bare-proxy-request": "serveBareProxy",
 };
 const TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
@@ -71,9 +71,9 @@ async function main(): Promise<void> {
   const sideName = values.side!;
   const workload = WORKLOADS[values.workload as WorkloadId];
   if (!workload) throw new Error(`unknown workload ${values.workload}`);
-  const bare = [BARE_PROXY, BARE_PROXY_DISPATCH].find((s) => s.name === sideName);
-  const target = TARGETS.find((t) => t.sides.some((s) => s.name === sideName));
-  if (!target) throw new Error(`unknown side ${sideName}`);
+  const bare = [BARE_PROXY, BARE_PROXY_REQUEST].find((s) => s.name === sideName);
+  const target = bare ? undefined : TARGETS.find((t) => t.sides.some((s) => s.name === sideName));
+  if (!target && !bare) throw new Error(`unknown side ${sideName}`);
 
   const reference = await startHosted(REFERENCE_MODULE, "serveReference", {}, "reference server");
   const referenceOrigin = `http://127.0.0.1:${reference.ports.http}`;
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
       connections: 8,
     };
     // One bare proxy, not both of its target's sides: the other would only take CPU.
-    sides = bare ? [await startBareProxy(ctx, bare)] : await target.start(ctx);
+    sides = bare ? [await startBareProxy(ctx, bare)] : await target!.start(ctx);
     const side = sides.find((s) => s.name === sideName)!;
     const pid = childPid(SERVER_EXPORT[sideName]!);
     const op = await side.prepare(workload);

@@ -5,13 +5,14 @@ import { join } from "node:path";
 import { renderChart } from "./chart.js";
 import { startHosted, type Hosted } from "./hosted.js";
 import { closedLoop, openLoop, type Operation } from "./load.js";
-import { estimateSeconds, type BenchSettings } from "./options.js";
+import { MAX_LOAD, estimateSeconds, type BenchSettings } from "./options.js";
 import { answerPost } from "./reference-server.js";
 import { renderReport } from "./report.js";
 import {
   ResultsSchema,
   checkTargets,
   compare,
+  compareCpu,
   latencyResult,
   throughputResult,
   type BenchResults,
@@ -114,6 +115,7 @@ async function startSides(
           target: target.name,
           status: "measured",
           reason: null,
+          cpuBaseline: target.sides.find((d) => d.name === s.name)?.cpuBaseline ?? null,
         });
       }
     } catch (err) {
@@ -172,57 +174,30 @@ async function measure(
     progress(`warmed up: ${side.name}`);
   }
 
+  // Sides compared with each other share a group (the root of their baseline chain: direct or
+  // noop); a fraction of capacity is taken of the group's slowest side, so all of them run at
+  // the same rates and none of them builds a backlog.
+  const groupOf = (name: string): string => {
+    const side = measured.find((m) => m.side.name === name)?.side;
+    return side?.baseline && measured.some((m) => m.side.name === side.baseline)
+      ? groupOf(side.baseline)
+      : name;
+  };
+  const loads = [
+    ...settings.rates.map((rate) => ({ label: `${rate}/s`, rate, fraction: null as number | null })),
+    ...settings.loadFractions.map((f) => ({
+      label: `${Math.round(f * 100)}%`,
+      rate: 0,
+      fraction: f as number | null,
+    })),
+  ];
+
   for (let round = 0; round < settings.rounds; round++) {
     const order = rotate(measured, round);
     const tag = `round ${round + 1}/${settings.rounds}`;
-    for (const rate of settings.rates) {
-      for (const w of workloads) {
-        for (const { side, ops } of order) {
-          const cpu0 = await side.serverCpuMicros();
-          const r = await openLoop(ops.get(w.id)!, {
-            ratePerSecond: rate,
-            durationMs: settings.latencySeconds * 1000,
-            drainMs: DRAIN_MS,
-          });
-          const cpuMs = ((await side.serverCpuMicros()) - cpu0) / 1000;
-          const key = `${side.name}|${w.id}|${rate}`;
-          const cell: LatencyCell = latency.get(key) ?? {
-            side: side.name,
-            workload: w.id,
-            rate,
-            scheduled: 0,
-            sent: 0,
-            ok: 0,
-            errors: 0,
-            timedOut: 0,
-            sendLag: new Samples(),
-            latency: new Samples(),
-            service: new Samples(),
-            serverCpuMs: 0,
-            firstError: undefined,
-          };
-          cell.scheduled += r.scheduled;
-          cell.sent += r.sent;
-          cell.ok += r.ok;
-          cell.errors += r.errors;
-          cell.timedOut += r.timedOut;
-          cell.sendLag.addAll(r.sendLag);
-          cell.latency.addAll(r.latency);
-          cell.service.addAll(r.service);
-          cell.serverCpuMs += cpuMs;
-          cell.firstError ??= r.firstError;
-          latency.set(key, cell);
-          const sorted = r.latency.sorted();
-          progress(
-            `${tag} latency ${rate}/s ${w.id} ${side.name}: p50 ${ms(percentile(sorted, 50))}, p99 ${ms(percentile(sorted, 99))}` +
-              (r.errors + r.timedOut
-                ? `, ${r.errors + r.timedOut} errors (${r.firstError ?? "timeout"})`
-                : ""),
-          );
-        }
-      }
-    }
     for (const w of workloads) {
+      // Capacity first: the latency phases below are placed relative to it.
+      const capacity = new Map<string, number>();
       for (const { side, ops } of order) {
         const concurrency = side.concurrency ?? settings.connections;
         const cpu0 = await side.serverCpuMicros();
@@ -234,6 +209,7 @@ async function measure(
         });
         const client = process.cpuUsage(client0);
         const cpuMs = ((await side.serverCpuMicros()) - cpu0) / 1000;
+        capacity.set(side.name, r.perSecond);
         const key = `${side.name}|${w.id}`;
         const cell: ThroughputCell = throughput.get(key) ?? {
           side: side.name,
@@ -246,6 +222,7 @@ async function measure(
           errors: 0,
           stuck: 0,
           perRound: [],
+          cpuUsRounds: [],
           latency: new Samples(),
           firstError: undefined,
         };
@@ -256,14 +233,94 @@ async function measure(
         cell.errors += r.errors;
         cell.stuck += r.stuck;
         cell.perRound.push(r.perSecond);
+        if (r.ok > 0) cell.cpuUsRounds.push((cpuMs * 1000) / r.ok);
         cell.latency.addAll(r.latency);
         cell.firstError ??= r.firstError;
         throughput.set(key, cell);
         progress(
-          `${tag} throughput ${w.id} ${side.name}: ${Math.round(r.perSecond)} req/s, server ${(cpuMs / r.elapsedMs).toFixed(2)} cores, ` +
+          `${tag} throughput ${w.id} ${side.name}: ${Math.round(r.perSecond)} req/s, ` +
+            `${r.ok > 0 ? ((cpuMs * 1000) / r.ok).toFixed(1) : "-"} us CPU/req, server ${(cpuMs / r.elapsedMs).toFixed(2)} cores, ` +
             `load generator ${((client.user + client.system) / 1000 / r.elapsedMs).toFixed(2)} cores` +
             (r.errors + r.stuck ? `, ${r.errors + r.stuck} errors (${r.firstError ?? "stuck"})` : ""),
         );
+      }
+      const groupCapacity = (name: string) =>
+        Math.min(
+          ...measured
+            .filter((m) => groupOf(m.side.name) === groupOf(name))
+            .map((m) => capacity.get(m.side.name) ?? 0),
+        );
+
+      for (const load of loads) {
+        for (const { side, ops } of order) {
+          const key = `${side.name}|${w.id}|${load.label}`;
+          const cell: LatencyCell = latency.get(key) ?? {
+            side: side.name,
+            workload: w.id,
+            load: load.label,
+            fraction: load.fraction,
+            roundRates: [],
+            roundP50: [],
+            roundP99: [],
+            roundCpuUs: [],
+            skippedRounds: 0,
+            scheduled: 0,
+            sent: 0,
+            ok: 0,
+            errors: 0,
+            timedOut: 0,
+            sendLag: new Samples(),
+            latency: new Samples(),
+            service: new Samples(),
+            serverCpuMs: 0,
+            firstError: undefined,
+          };
+          latency.set(key, cell);
+          const rate =
+            load.fraction === null
+              ? load.rate
+              : Math.max(1, Math.round(load.fraction * groupCapacity(side.name)));
+          // A fixed rate near or over this side's capacity would measure its queue, not its latency.
+          if (load.fraction === null && rate > MAX_LOAD * (capacity.get(side.name) ?? 0)) {
+            cell.skippedRounds++;
+            progress(
+              `${tag} latency ${load.label} ${w.id} ${side.name}: skipped, over ${MAX_LOAD * 100}% of its capacity`,
+            );
+            continue;
+          }
+          const cpu0 = await side.serverCpuMicros();
+          const r = await openLoop(ops.get(w.id)!, {
+            ratePerSecond: rate,
+            durationMs: settings.latencySeconds * 1000,
+            drainMs: DRAIN_MS,
+          });
+          const cpuMs = ((await side.serverCpuMicros()) - cpu0) / 1000;
+          cell.scheduled += r.scheduled;
+          cell.sent += r.sent;
+          cell.ok += r.ok;
+          cell.errors += r.errors;
+          cell.timedOut += r.timedOut;
+          cell.sendLag.addAll(r.sendLag);
+          cell.latency.addAll(r.latency);
+          cell.service.addAll(r.service);
+          cell.serverCpuMs += cpuMs;
+          cell.firstError ??= r.firstError;
+          const sorted = r.latency.sorted();
+          const p50 = percentile(sorted, 50);
+          const p99 = percentile(sorted, 99);
+          cell.roundRates.push(rate);
+          if (p50 !== null && p99 !== null) {
+            cell.roundP50.push(p50);
+            cell.roundP99.push(p99);
+          }
+          if (r.ok > 0) cell.roundCpuUs.push((cpuMs * 1000) / r.ok);
+          progress(
+            `${tag} latency ${load.label} (${rate}/s) ${w.id} ${side.name}: p50 ${ms(p50)}, p99 ${ms(p99)}` +
+              (r.errors + r.timedOut
+                ? `, ${r.errors + r.timedOut} errors (${r.firstError ?? "timeout"})`
+                : ""),
+          );
+        }
       }
     }
   }
@@ -319,9 +376,10 @@ export async function runBench(run: RunOptions): Promise<number> {
     const latency = cells.latency.map(latencyResult);
     const throughput = cells.throughput.map(throughputResult);
     const comparisons = compare(infos, latency, throughput);
+    const cpuComparisons = compareCpu(infos, throughput);
     const finishedAt = new Date();
     const results: BenchResults = ResultsSchema.parse({
-      schema: "mcp-gateway-bench/1",
+      schema: "mcp-gateway-bench/2",
       startedAt: startedAt.toISOString(),
       finishedAt: finishedAt.toISOString(),
       durationSeconds: Math.round((finishedAt.getTime() - startedAt.getTime()) / 100) / 10,
@@ -339,6 +397,7 @@ export async function runBench(run: RunOptions): Promise<number> {
       settings: {
         quick: settings.quick,
         rates: settings.rates,
+        loadFractions: settings.loadFractions,
         latencySeconds: settings.latencySeconds,
         throughputSeconds: settings.throughputSeconds,
         warmupSeconds: settings.warmupSeconds,
@@ -352,7 +411,8 @@ export async function runBench(run: RunOptions): Promise<number> {
       latency,
       throughput,
       comparisons,
-      targets: checkTargets(settings.rates, comparisons, throughput),
+      cpuComparisons,
+      targets: checkTargets(settings.rates, comparisons, throughput, cpuComparisons),
     });
     mkdirSync(settings.out, { recursive: true });
     writeFileSync(join(settings.out, "results.json"), JSON.stringify(results, null, 2) + "\n");

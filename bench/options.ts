@@ -6,6 +6,11 @@ export interface BenchSettings {
   quick: boolean;
   /** Open-loop request rates (per second) for the latency phase. */
   rates: number[];
+  /**
+   * Latency phases at these fractions of the measured capacity (of the slowest side compared, in
+   * the same round), so that no row measures a backlog.
+   */
+  loadFractions: number[];
   latencySeconds: number;
   throughputSeconds: number;
   warmupSeconds: number;
@@ -25,15 +30,19 @@ alternate the sides. Writes a table to stdout, results.json and results.svg to -
 
 Options (environment variable in brackets; a flag wins over its variable):
   --quick                   seconds-long smoke run; writes to bench/out/quick  [BENCH_QUICK=1]
-  --rates 200,500           open-loop request rates per second                 [BENCH_RATES]
-  --latency-seconds 4       length of each open-loop (latency) phase           [BENCH_LATENCY_SECONDS]
+  --rates 500               open-loop request rates per second (a side whose    [BENCH_RATES]
+                            capacity this is over 80% of skips the rate)
+  --load-fractions 0.25,0.5 open-loop rates as fractions of the capacity        [BENCH_LOAD_FRACTIONS]
+                            measured in the same round
+  --latency-seconds 3       length of each open-loop (latency) phase           [BENCH_LATENCY_SECONDS]
   --throughput-seconds 2    length of each closed-loop (throughput) phase      [BENCH_THROUGHPUT_SECONDS]
   --warmup-seconds 0.5      warm-up per side and workload before round 1       [BENCH_WARMUP_SECONDS]
   --connections 8           concurrent connections at saturation               [BENCH_CONNECTIONS]
-  --rounds 2                rounds; each round rotates the order of the sides  [BENCH_ROUNDS]
-  --targets direct,edge,ext-service                                            [BENCH_TARGETS]
-                            also bare-proxy (not run by default): node:http +
-                            undici with no policy, the floor under the edge
+  --rounds 3                rounds (spread = max - min over them); each round  [BENCH_ROUNDS]
+                            rotates the order of the sides
+  --targets direct,edge,ext-service,bare-proxy                                 [BENCH_TARGETS]
+                            bare-proxy: node:http + undici with no policy, the
+                            edge's CPU baseline
   --workloads ${DEFAULT_WORKLOAD_IDS.join(",")}
                                                                                [BENCH_WORKLOADS]
                             also call_uncached,call_cached (not run by default):
@@ -44,21 +53,26 @@ Options (environment variable in brackets; a flag wins over its variable):
 
 export class UsageError extends Error {}
 
+/** A fixed rate above this fraction of a side's capacity (in the same round) is not measured. */
+export const MAX_LOAD = 0.8;
+
 const DEFAULTS = {
-  rates: [200],
-  latencySeconds: 4,
+  rates: [500],
+  loadFractions: [0.25, 0.5],
+  latencySeconds: 3,
   throughputSeconds: 2,
   warmupSeconds: 0.5,
   connections: 8,
-  rounds: 2,
+  rounds: 3,
 };
 const QUICK = {
   rates: [100],
-  latencySeconds: 0.4,
-  throughputSeconds: 0.3,
+  loadFractions: [0.25, 0.5],
+  latencySeconds: 0.2,
+  throughputSeconds: 0.2,
   warmupSeconds: 0.1,
   connections: 4,
-  rounds: 1,
+  rounds: 2,
 };
 
 function positive(name: string, text: string, integer: boolean): number {
@@ -95,6 +109,7 @@ export function parseSettings(
     options: {
       quick: { type: "boolean" },
       rates: { type: "string" },
+      "load-fractions": { type: "string" },
       "latency-seconds": { type: "string" },
       "throughput-seconds": { type: "string" },
       "warmup-seconds": { type: "string" },
@@ -113,6 +128,14 @@ export function parseSettings(
 
   const ratesText = pick(values.rates, "BENCH_RATES");
   const rates = ratesText ? list(ratesText).map((r) => positive("rate", r, false)) : base.rates;
+  const fractionsText = pick(values["load-fractions"], "BENCH_LOAD_FRACTIONS");
+  const loadFractions = fractionsText
+    ? list(fractionsText).map((f) => {
+        const n = positive("load fraction", f, false);
+        if (n >= 1) throw new UsageError(`load fraction '${f}' is not below 1`);
+        return n;
+      })
+    : base.loadFractions;
   const num = (flag: string | undefined, variable: string, fallback: number, integer = false) => {
     const text = pick(flag, variable);
     return text === undefined ? fallback : positive(variable, text, integer);
@@ -139,6 +162,7 @@ export function parseSettings(
   return {
     quick,
     rates,
+    loadFractions,
     latencySeconds: num(values["latency-seconds"], "BENCH_LATENCY_SECONDS", base.latencySeconds),
     throughputSeconds: num(values["throughput-seconds"], "BENCH_THROUGHPUT_SECONDS", base.throughputSeconds),
     warmupSeconds: num(values["warmup-seconds"], "BENCH_WARMUP_SECONDS", base.warmupSeconds),
@@ -153,6 +177,7 @@ export function parseSettings(
 /** Seconds of measurement (excluding start-up and drains) for `sides` sides. */
 export function estimateSeconds(s: BenchSettings, sides: number): number {
   const perSideWorkload =
-    s.rounds * (s.rates.length * s.latencySeconds + s.throughputSeconds) + s.warmupSeconds;
+    s.rounds * ((s.rates.length + s.loadFractions.length) * s.latencySeconds + s.throughputSeconds) +
+    s.warmupSeconds;
   return perSideWorkload * sides * s.workloads.length;
 }

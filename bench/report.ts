@@ -1,4 +1,5 @@
-import type { BenchResults } from "./results.js";
+import { MAX_LOAD } from "./options.js";
+import type { BenchResults, RoundFigure, VersusBaseline } from "./results.js";
 
 /** The stdout summary: latency, throughput, comparisons and the budget. */
 
@@ -7,10 +8,13 @@ function fmt(n: number | null | undefined, digits = 3): string {
   return n.toFixed(digits);
 }
 
-function signed(n: number | null | undefined): string {
+function signed(n: number | null | undefined, digits = 3): string {
   if (n === null || n === undefined) return "-";
-  return (n >= 0 ? "+" : "") + n.toFixed(3);
+  return (n >= 0 ? "+" : "") + n.toFixed(digits);
 }
+
+/** Printed instead of a difference that the spread over rounds covers. */
+export const NOT_DISTINGUISHABLE = "not distinguishable";
 
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
@@ -35,19 +39,68 @@ export function renderReport(r: BenchResults): string {
 
   const cmpFor = (side: string, workload: string) =>
     r.comparisons.find((c) => c.side === side && c.workload === workload);
+  const rounds = r.settings.rounds;
+  /** A difference from the baseline, or the words when the rounds' spread covers it. */
+  const against = (v: VersusBaseline | undefined, text: string) =>
+    v?.distinguishable === false ? NOT_DISTINGUISHABLE : text;
+  const spread = (f: RoundFigure | undefined, digits: number) =>
+    f?.spread === null || f?.spread === undefined ? "-" : `±${fmt(f.spread / 2, digits)}`;
+
   out.push(
     "",
-    "Latency in ms at a fixed request rate (open loop, from the scheduled send time); cpu: measured server process",
+    `CPU per request of the measured server process at saturation (us; median of ${rounds} round(s), ` +
+      "± half the spread: max - min over rounds). vs: the side it is compared with " +
+      "(the edge: the bare proxy; the ext-service: the do-nothing server)",
+    table(
+      ["workload", "side", "cpu us/req", "spread", "vs", "vs us/req", "added us", "x vs"],
+      r.throughput.map((t) => {
+        const c = r.cpuComparisons?.find((x) => x.side === t.side && x.workload === t.workload);
+        return [
+          t.workload,
+          t.side,
+          fmt(t.cpuUsRounds?.median ?? t.serverCpuUsPerRequest, 1),
+          spread(t.cpuUsRounds, 1),
+          c?.baseline ?? "",
+          c ? fmt(c.cpuUs.baseline, 1) : "",
+          c ? against(c.cpuUs, signed(c.cpuUs.difference, 1)) : "",
+          c ? against(c.cpuUs, fmt(c.cpuUs.ratio, 2)) : "",
+        ];
+      }),
+    ),
+    "",
+    `Capacity at saturation (closed loop, conc concurrent requests; median of ${rounds} round(s)); ` +
+      "cores and req/cpu-s: the measured server process; gen cores: the load generator (near 1.00: it was the limit)",
+    table(
+      ["workload", "side", "conc", "req/s", "spread", "err", "x baseline", "cores", "req/cpu-s", "gen cores"],
+      r.throughput.map((t) => [
+        t.workload,
+        t.side,
+        String(t.connections),
+        t.perSecond === null ? "-" : String(t.perSecond),
+        spread(t.perSecondRounds, 0),
+        String(t.errors + t.stuck),
+        fmt(cmpFor(t.side, t.workload)?.throughputRatio, 2),
+        fmt(t.serverCores, 2),
+        t.perCpuSecond === null ? "-" : String(t.perCpuSecond),
+        fmt(t.clientCores, 2),
+      ]),
+    ),
+    "",
+    "Latency in ms (open loop, from the scheduled send time) at fixed rates and at fractions of the capacity " +
+      "of the slowest side compared (its baseline runs at the same rate); p50 and p99 over all rounds' samples, " +
+      "± half their spread over rounds; added: against the baseline (the edge: direct; the ext-service: the do-nothing server)",
     table(
       [
         "workload",
         "side",
+        "load",
         "rate/s",
         "ok",
         "err",
         "p50",
-        "p90",
+        "±",
         "p99",
+        "±",
         "max",
         "+p50",
         "+p99",
@@ -55,21 +108,25 @@ export function renderReport(r: BenchResults): string {
         "cpu us/req",
       ],
       r.latency.map((l) => {
-        const c = cmpFor(l.side, l.workload)?.latency.find((x) => x.rate === l.rate);
+        const load = l.load ?? `${l.rate}/s`;
+        const c = cmpFor(l.side, l.workload)?.latency.find((x) => (x.load ?? `${x.rate}/s`) === load);
+        const measured = l.latencyMs.count > 0;
         return [
           l.workload,
           l.side,
-          String(l.rate),
-          String(l.ok),
-          String(l.errors + l.timedOut),
+          load,
+          measured ? String(l.rate) : "-",
+          measured ? String(l.ok) : `skipped: over ${Math.round(MAX_LOAD * 100)}% of capacity`,
+          measured ? String(l.errors + l.timedOut) : "",
           fmt(l.latencyMs.p50),
-          fmt(l.latencyMs.p90),
+          spread(l.perRound?.p50, 3),
           fmt(l.latencyMs.p99),
+          spread(l.perRound?.p99, 3),
           fmt(l.latencyMs.max),
-          signed(c?.addedMs.p50),
-          signed(c?.addedMs.p99),
-          fmt(c?.ratio.p50, 2),
-          fmt(l.serverCpuUsPerRequest, 0),
+          c ? against(c.p50, signed(c.addedMs.p50)) : "",
+          c ? against(c.p99, signed(c.addedMs.p99)) : "",
+          c ? against(c.p50, fmt(c.ratio.p50, 2)) : "",
+          fmt(l.perRound?.cpuUs.median ?? l.serverCpuUsPerRequest, 0),
         ];
       }),
     ),
@@ -80,51 +137,27 @@ export function renderReport(r: BenchResults): string {
       const p99 = Math.max(...lags.map((l) => l.sendLagMs.p99!));
       return `(includes the load generator's own send lag, the same for every side: p50 up to ${fmt(p50)} ms, p99 up to ${fmt(p99)} ms)`;
     })(),
-    "",
-    `Throughput at saturation (closed loop, conc concurrent requests, median of ${r.settings.rounds} round(s)); ` +
-      "cores and req/cpu-s: the measured server process; gen cores: the load generator (near 1.00: it was the limit)",
-    table(
-      [
-        "workload",
-        "side",
-        "conc",
-        "req/s",
-        "err",
-        "p50 ms",
-        "p99 ms",
-        "x baseline",
-        "cores",
-        "req/cpu-s",
-        "gen cores",
-      ],
-      r.throughput.map((t) => [
-        t.workload,
-        t.side,
-        String(t.connections),
-        t.perSecond === null ? "-" : String(t.perSecond),
-        String(t.errors + t.stuck),
-        fmt(t.latencyMs.p50),
-        fmt(t.latencyMs.p99),
-        fmt(cmpFor(t.side, t.workload)?.throughputRatio, 2),
-        fmt(t.serverCores, 2),
-        t.perCpuSecond === null ? "-" : String(t.perCpuSecond),
-        fmt(t.clientCores, 2),
-      ]),
-    ),
-    "",
-    "Budget (issue 6), small tools/call",
-    table(
-      ["target", "side", "rate/s", "limit", "value", "status"],
-      r.targets.map((t) => [
-        t.description,
-        t.side,
-        t.rate === null ? "-" : String(t.rate),
-        t.limit,
-        t.value === null ? "-" : String(t.value),
-        t.status,
-      ]),
-    ),
   );
+  for (const issue of [16, 6]) {
+    const rows = r.targets.filter((t) => (t.issue ?? 6) === issue);
+    if (rows.length === 0) continue;
+    out.push(
+      "",
+      issue === 16 ? "Targets (issue 16)" : "Budget (issue 6), small tools/call",
+      table(
+        ["target", "side", "workload", "rate/s", "limit", "value", "status"],
+        rows.map((t) => [
+          t.description,
+          t.side,
+          t.workload,
+          t.rate === null ? "-" : String(t.rate),
+          t.limit,
+          t.value === null ? "-" : String(t.value),
+          t.status + (t.note ? ` (${NOT_DISTINGUISHABLE})` : ""),
+        ]),
+      ),
+    );
+  }
   const errors = [...r.latency, ...r.throughput].filter((x) => x.firstError);
   for (const e of errors) out.push(`  errors on ${e.side} ${e.workload}: first: ${e.firstError}`);
   return out.join("\n") + "\n";

@@ -9,9 +9,27 @@ const SummarySchema = z
   .strict();
 const Percentiles = z.object({ p50: Ms, p90: Ms, p99: Ms }).strict();
 
+/** Per-round values of one figure; spread = max - min. */
+const RoundFigure = z
+  .object({ median: z.number().nullable(), spread: z.number().nullable(), rounds: z.array(z.number()) })
+  .strict();
+
+/** A figure against its baseline: distinguishable only when the difference exceeds both spreads. */
+const VersusBaseline = z
+  .object({
+    side: z.number().nullable(),
+    baseline: z.number().nullable(),
+    difference: z.number().nullable(),
+    ratio: z.number().nullable(),
+    spread: z.number().nullable(),
+    distinguishable: z.boolean().nullable(),
+  })
+  .strict();
+
 export const ResultsSchema = z
   .object({
-    schema: z.literal("mcp-gateway-bench/1"),
+    // Version 1 had no rounds' spread, load fractions or CPU comparisons (fields optional below).
+    schema: z.enum(["mcp-gateway-bench/1", "mcp-gateway-bench/2"]),
     startedAt: z.iso.datetime(),
     finishedAt: z.iso.datetime(),
     durationSeconds: z.number().nonnegative(),
@@ -32,6 +50,7 @@ export const ResultsSchema = z
       .object({
         quick: z.boolean(),
         rates: z.array(z.number().positive()).min(1),
+        loadFractions: z.array(z.number().positive()).optional(),
         latencySeconds: z.number().positive(),
         throughputSeconds: z.number().positive(),
         warmupSeconds: z.number().positive(),
@@ -47,6 +66,7 @@ export const ResultsSchema = z
           name: z.string(),
           target: z.string(),
           baseline: z.string().nullable(),
+          cpuBaseline: z.string().nullable().optional(),
           description: z.string(),
           status: z.enum(["measured", "skipped", "failed"]),
           reason: z.string().nullable(),
@@ -69,7 +89,17 @@ export const ResultsSchema = z
         .object({
           side: z.string(),
           workload: z.string(),
+          /** "500/s" for a fixed rate, "25%" for a fraction of the round's capacity. */
+          load: z.string().optional(),
+          fraction: z.number().nullable().optional(),
+          /** The rate (median over rounds, which differ for fractions of a measured capacity). */
           rate: z.number().positive(),
+          /** Rounds in which the rate was over 80% of the side's capacity, so not measured. */
+          skippedRounds: z.number().int().nonnegative().optional(),
+          perRound: z
+            .object({ rate: RoundFigure, p50: RoundFigure, p99: RoundFigure, cpuUs: RoundFigure })
+            .strict()
+            .optional(),
           scheduled: z.number().int().nonnegative(),
           sent: z.number().int().nonnegative(),
           ok: z.number().int().nonnegative(),
@@ -98,7 +128,10 @@ export const ResultsSchema = z
           /** Median over rounds. */
           perSecond: z.number().nullable(),
           rounds: z.array(z.number()),
+          perSecondRounds: RoundFigure.optional(),
           serverCpuUsPerRequest: z.number().nullable(),
+          /** CPU microseconds per request of the measured server process, round by round. */
+          cpuUsRounds: RoundFigure.optional(),
           /** Average CPU cores the measured server process used during the phase. */
           serverCores: z.number().nullable(),
           /** Requests per CPU-second of the measured server process: its capacity on one core. */
@@ -116,11 +149,30 @@ export const ResultsSchema = z
           side: z.string(),
           baseline: z.string(),
           workload: z.string(),
-          latency: z.array(z.object({ rate: z.number(), addedMs: Percentiles, ratio: Percentiles }).strict()),
+          latency: z.array(
+            z
+              .object({
+                rate: z.number(),
+                load: z.string().optional(),
+                addedMs: Percentiles,
+                ratio: Percentiles,
+                p50: VersusBaseline.optional(),
+                p99: VersusBaseline.optional(),
+              })
+              .strict(),
+          ),
           throughputRatio: z.number().nullable(),
         })
         .strict(),
     ),
+    /** CPU per request at saturation against each side's CPU baseline. */
+    cpuComparisons: z
+      .array(
+        z
+          .object({ side: z.string(), baseline: z.string(), workload: z.string(), cpuUs: VersusBaseline })
+          .strict(),
+      )
+      .optional(),
     targets: z.array(
       z
         .object({
@@ -132,6 +184,10 @@ export const ResultsSchema = z
           limit: z.string(),
           value: z.number().nullable(),
           status: z.enum(["pass", "fail", "pending"]),
+          /** Which issue set the target. */
+          issue: z.number().int().optional(),
+          /** Set when the figure is within the rounds' spread of its baseline. */
+          note: z.string().nullable().optional(),
         })
         .strict(),
     ),
@@ -149,7 +205,15 @@ export type SideInfo = BenchResults["sides"][number];
 export interface LatencyCell {
   side: string;
   workload: string;
-  rate: number;
+  /** "500/s" or "25%". */
+  load: string;
+  fraction: number | null;
+  /** The rate of each round in which the side was measured, and its p50, p99 and CPU then. */
+  roundRates: number[];
+  roundP50: number[];
+  roundP99: number[];
+  roundCpuUs: number[];
+  skippedRounds: number;
   scheduled: number;
   sent: number;
   ok: number;
@@ -174,18 +238,68 @@ export interface ThroughputCell {
   errors: number;
   stuck: number;
   perRound: number[];
+  /** CPU microseconds per request of the measured server process in each round. */
+  cpuUsRounds: number[];
   latency: Samples;
   firstError: string | undefined;
 }
 
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
+export type RoundFigure = NonNullable<ThroughputResult["cpuUsRounds"]>;
+export type VersusBaseline = NonNullable<NonNullable<Comparison["latency"][number]["p50"]>>;
+
+/** Median and spread (max - min) of one figure over rounds. */
+export function roundFigure(values: readonly number[], digits = 3): RoundFigure {
+  const f = 10 ** digits;
+  const r = (n: number) => Math.round(n * f) / f;
+  const m = median(values);
+  return {
+    median: m === null ? null : r(m),
+    spread: values.length ? r(Math.max(...values) - Math.min(...values)) : null,
+    rounds: values.map(r),
+  };
+}
+
+/**
+ * A figure against its baseline's. The difference is distinguishable only when it exceeds the
+ * spread over rounds of both figures: otherwise the rounds of one side alone differ by as much.
+ */
+export function versus(
+  side: number | null,
+  baseline: number | null,
+  sideSpread: number | null,
+  baselineSpread: number | null,
+): VersusBaseline {
+  const difference = diff(side, baseline);
+  const spread =
+    sideSpread === null || baselineSpread === null ? null : round3(Math.max(sideSpread, baselineSpread));
+  return {
+    side,
+    baseline,
+    difference,
+    ratio: ratio(side, baseline),
+    spread,
+    distinguishable: difference === null || spread === null ? null : Math.abs(difference) > spread,
+  };
+}
+
 export function latencyResult(cell: LatencyCell): LatencyResult {
   const sorted = cell.latency.sorted();
+  const rates = roundFigure(cell.roundRates, 0);
   return {
     side: cell.side,
     workload: cell.workload,
-    rate: cell.rate,
+    load: cell.load,
+    fraction: cell.fraction,
+    rate: rates.median ?? 1,
+    skippedRounds: cell.skippedRounds,
+    perRound: {
+      rate: rates,
+      p50: roundFigure(cell.roundP50),
+      p99: roundFigure(cell.roundP99),
+      cpuUs: roundFigure(cell.roundCpuUs, 1),
+    },
     scheduled: cell.scheduled,
     sent: cell.sent,
     ok: cell.ok,
@@ -212,7 +326,9 @@ export function throughputResult(cell: ThroughputCell): ThroughputResult {
     stuck: cell.stuck,
     perSecond: perSecond === null ? null : Math.round(perSecond),
     rounds: cell.perRound.map((r) => Math.round(r)),
+    perSecondRounds: roundFigure(cell.perRound, 0),
     serverCpuUsPerRequest: cell.ok > 0 ? Math.round((cell.serverCpuMs * 10_000) / cell.ok) / 10 : null,
+    cpuUsRounds: roundFigure(cell.cpuUsRounds, 1),
     serverCores: cell.elapsedMs > 0 ? Math.round((cell.serverCpuMs / cell.elapsedMs) * 100) / 100 : null,
     perCpuSecond: cell.serverCpuMs > 0 ? Math.round((cell.ok * 1000) / cell.serverCpuMs) : null,
     clientCores: cell.elapsedMs > 0 ? Math.round((cell.clientCpuMs / cell.elapsedMs) * 100) / 100 : null,
@@ -256,18 +372,24 @@ export function compare(
     const workloads = [...new Set(latency.filter((l) => l.side === side.name).map((l) => l.workload))];
     for (const workload of workloads) {
       const rows = latency.filter((l) => l.side === side.name && l.workload === workload);
+      const loadOf = (l: LatencyResult) => l.load ?? `${l.rate}/s`;
       const lat = rows.flatMap((row) => {
         const base = latency.find(
-          (l) => l.side === baseline.name && l.workload === workload && l.rate === row.rate,
+          (l) => l.side === baseline.name && l.workload === workload && loadOf(l) === loadOf(row),
         );
-        if (!base) return [];
+        if (!base || row.latencyMs.count === 0 || base.latencyMs.count === 0) return [];
         const a = row.latencyMs;
         const b = base.latencyMs;
+        const spreads = (pick: "p50" | "p99") =>
+          [row.perRound?.[pick].spread ?? null, base.perRound?.[pick].spread ?? null] as const;
         return [
           {
             rate: row.rate,
+            load: loadOf(row),
             addedMs: { p50: diff(a.p50, b.p50), p90: diff(a.p90, b.p90), p99: diff(a.p99, b.p99) },
             ratio: { p50: ratio(a.p50, b.p50), p90: ratio(a.p90, b.p90), p99: ratio(a.p99, b.p99) },
+            p50: versus(a.p50, b.p50, ...spreads("p50")),
+            p99: versus(a.p99, b.p99, ...spreads("p99")),
           },
         ];
       });
@@ -285,80 +407,215 @@ export function compare(
   return out;
 }
 
-/** The budget from issue 6, evaluated on the small tools/call workload. */
+/** Each measured side's CPU per request at saturation against its CPU baseline's, per workload. */
+export function compareCpu(
+  sides: readonly SideInfo[],
+  throughput: readonly ThroughputResult[],
+): NonNullable<BenchResults["cpuComparisons"]> {
+  const out: NonNullable<BenchResults["cpuComparisons"]> = [];
+  for (const side of sides) {
+    const baselineName = side.cpuBaseline ?? side.baseline;
+    if (side.status !== "measured" || !baselineName) continue;
+    if (sides.find((s) => s.name === baselineName)?.status !== "measured") continue;
+    for (const t of throughput.filter((x) => x.side === side.name)) {
+      const b = throughput.find((x) => x.side === baselineName && x.workload === t.workload);
+      if (!b?.cpuUsRounds || !t.cpuUsRounds) continue;
+      const v = versus(
+        t.cpuUsRounds.median,
+        b.cpuUsRounds.median,
+        t.cpuUsRounds.spread,
+        b.cpuUsRounds.spread,
+      );
+      out.push({ side: side.name, baseline: baselineName, workload: t.workload, cpuUs: v });
+    }
+  }
+  return out;
+}
+
+/** The budgets: issue 6's on the small tools/call, and issue 16's (CPU, tail, 64 KB paths). */
 export function checkTargets(
   rates: readonly number[],
   comparisons: readonly Comparison[],
   throughput: readonly ThroughputResult[],
+  cpuComparisons: NonNullable<BenchResults["cpuComparisons"]> = [],
 ): TargetCheck[] {
   const rate = rates.includes(200) ? 200 : rates[0]!;
-  const workload = "call_small";
-  const cmp = (side: string) => comparisons.find((c) => c.side === side && c.workload === workload);
-  const atRate = (side: string) => cmp(side)?.latency.find((l) => l.rate === rate);
+  const fastRate = rates.includes(500) ? 500 : rates[rates.length - 1]!;
+  const small = "call_small";
+  const cmp = (side: string, workload = small) =>
+    comparisons.find((c) => c.side === side && c.workload === workload);
+  const atLoad = (side: string, load: string) =>
+    cmp(side)?.latency.find((l) => (l.load ?? `${l.rate}/s`) === load);
+  const cpu = (side: string, workload: string) =>
+    cpuComparisons.find((c) => c.side === side && c.workload === workload)?.cpuUs;
+  const indistinct = (v: VersusBaseline | undefined) =>
+    v?.distinguishable === false ? "not distinguishable from the baseline (within the rounds' spread)" : null;
   const check = (
+    issue: number,
     id: string,
     description: string,
     side: string,
-    withRate: boolean,
+    workload: string,
+    atRate: number | null,
     limit: string,
     value: number | null | undefined,
     ok: (v: number) => boolean,
+    note: string | null = null,
   ): TargetCheck => ({
     id,
     description,
     side,
     workload,
-    rate: withRate ? rate : null,
+    rate: atRate,
     limit,
     value: value ?? null,
     status: value === null || value === undefined ? "pending" : ok(value) ? "pass" : "fail",
+    issue,
+    note,
   });
-  const extTput = throughput.find((t) => t.side === "ext-service" && t.workload === workload)?.perCpuSecond;
-  return [
+  const extTput = throughput.find((t) => t.side === "ext-service" && t.workload === small)?.perCpuSecond;
+  const fast = atLoad("edge", `${fastRate}/s`);
+  const half = atLoad("ext-service", "50%");
+  const checks: TargetCheck[] = [
     check(
+      6,
       "edge_added_p50",
       "edge: added median latency vs direct",
       "edge",
-      true,
+      small,
+      rate,
       "< 1 ms",
-      atRate("edge")?.addedMs.p50,
+      atLoad("edge", `${rate}/s`)?.addedMs.p50,
       (v) => v < 1,
     ),
     check(
+      6,
       "edge_added_p99",
       "edge: added p99 latency vs direct",
       "edge",
-      true,
+      small,
+      rate,
       "< 5 ms",
-      atRate("edge")?.addedMs.p99,
+      atLoad("edge", `${rate}/s`)?.addedMs.p99,
       (v) => v < 5,
     ),
     check(
+      6,
       "edge_throughput_ratio",
       "edge: throughput at saturation / direct",
       "edge",
-      false,
+      small,
+      null,
       ">= 0.6",
       cmp("edge")?.throughputRatio,
       (v) => v >= 0.6,
     ),
     check(
+      6,
       "ext_service_latency_ratio",
       "ext-service: median latency / do-nothing server",
       "ext-service",
-      true,
+      small,
+      rate,
       "<= 1.5",
-      atRate("ext-service")?.ratio.p50,
+      atLoad("ext-service", `${rate}/s`)?.ratio.p50,
       (v) => v <= 1.5,
     ),
     check(
+      6,
       "ext_service_decisions_per_second",
       "ext-service: tools/call decisions per CPU-second (one core)",
       "ext-service",
-      false,
+      small,
+      null,
       ">= 3000",
       extTput,
       (v) => v >= 3000,
     ),
+    check(
+      16,
+      "edge_cpu_ratio",
+      "edge: CPU per request / bare proxy's",
+      "edge",
+      small,
+      null,
+      "<= 1.5",
+      cpu("edge", small)?.ratio,
+      (v) => v <= 1.5,
+      indistinct(cpu("edge", small)),
+    ),
+    check(
+      16,
+      "edge_added_p50_fast",
+      "edge: added median latency vs direct",
+      "edge",
+      small,
+      fastRate,
+      "<= 0.5 ms",
+      fast?.addedMs.p50,
+      (v) => v <= 0.5,
+      indistinct(fast?.p50),
+    ),
+    check(
+      16,
+      "edge_added_p99_fast",
+      "edge: added p99 latency vs direct",
+      "edge",
+      small,
+      fastRate,
+      "<= 2 ms",
+      fast?.addedMs.p99,
+      (v) => v <= 2,
+      indistinct(fast?.p99),
+    ),
+    check(
+      16,
+      "ext_service_cpu_ratio",
+      "ext-service: CPU per exchange / do-nothing server's",
+      "ext-service",
+      small,
+      null,
+      "<= 1.3",
+      cpu("ext-service", small)?.ratio,
+      (v) => v <= 1.3,
+      indistinct(cpu("ext-service", small)),
+    ),
+    check(
+      16,
+      "ext_service_latency_ratio_half",
+      "ext-service: median latency / do-nothing at 50% of capacity",
+      "ext-service",
+      small,
+      half?.rate ?? null,
+      "<= 1.3",
+      half?.ratio.p50,
+      (v) => v <= 1.3,
+      indistinct(half?.p50),
+    ),
   ];
+  // CPU the gateway adds to a 64 KB result over its baseline: response path and scan together
+  // (the scan's share is in `npm run bench:instructions`: scan_64k against json_64k and sse_64k).
+  for (const [side, label] of [
+    ["edge", "edge"],
+    ["ext-service", "ext-service"],
+  ] as const) {
+    for (const workload of ["call_64k_json", "call_64k_sse"]) {
+      const v = cpu(side, workload);
+      checks.push(
+        check(
+          16,
+          `${side.replace("-", "_")}_${workload.slice(5)}_added_cpu`,
+          `${label}: CPU added per 64 KB result (${workload.endsWith("sse") ? "SSE" : "JSON"}), scan included`,
+          side,
+          workload,
+          null,
+          "< 1500 us",
+          v?.difference,
+          (x) => x < 1500,
+          indistinct(v),
+        ),
+      );
+    }
+  }
+  return checks;
 }

@@ -42,6 +42,7 @@ export async function serveEdge(params: { configFile: string }) {
 const EDGE: SideDeclaration = {
   name: "edge",
   baseline: "direct",
+  cpuBaseline: "bare-proxy",
   description: "client -> local edge (all policies) -> reference MCP server",
 };
 

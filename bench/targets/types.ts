@@ -33,7 +33,13 @@ export interface BenchContext {
 /** What a side is, known before it starts (so a skipped side can still be listed). */
 export interface SideDeclaration {
   readonly name: string;
+  /** The side its latency is compared with (what a client would reach without it). */
   readonly baseline: string | undefined;
+  /**
+   * The side its CPU per request is compared with, when not `baseline`: the edge's is the bare
+   * proxy (the cost of any Node proxy), not the MCP server behind it.
+   */
+  readonly cpuBaseline?: string;
   readonly description: string;
 }
 

@@ -10,26 +10,33 @@ describe("bench options", () => {
   it("defaults to every target and workload, written to bench/", () => {
     expect(parse([])).toEqual({
       quick: false,
-      rates: [200],
-      latencySeconds: 4,
+      rates: [500],
+      loadFractions: [0.25, 0.5],
+      latencySeconds: 3,
       throughputSeconds: 2,
       warmupSeconds: 0.5,
       connections: 8,
-      rounds: 2,
+      rounds: 3,
       targets: TARGETS,
       workloads: [...DEFAULT_WORKLOAD_IDS],
       out: "/repo/bench",
     });
   });
 
-  it("stays under five minutes by default with all four sides, and quick runs take seconds", () => {
-    expect(estimateSeconds(parse([]), 4)).toBeLessThan(240);
-    expect(estimateSeconds(parse(["--quick"]), 1)).toBeLessThan(6);
+  it("stays under a quarter of an hour by default with all five sides, and quick runs take seconds", () => {
+    expect(estimateSeconds(parse([]), 5)).toBeLessThan(900);
+    expect(estimateSeconds(parse(["--quick"]), 1)).toBeLessThan(8);
+  });
+
+  it("takes latency at fractions of the measured capacity, each below 1", () => {
+    expect(parse(["--load-fractions", "0.1,0.5"]).loadFractions).toEqual([0.1, 0.5]);
+    expect(parse([], { BENCH_LOAD_FRACTIONS: "0.3" }).loadFractions).toEqual([0.3]);
+    expect(() => parse(["--load-fractions", "1.2"])).toThrow(/not below 1/);
   });
 
   it("never lets a quick run overwrite the committed results", () => {
     expect(parse(["--quick"]).out).toBe("/repo/bench/out/quick");
-    expect(parse([], { BENCH_QUICK: "1" })).toMatchObject({ quick: true, rounds: 1 });
+    expect(parse([], { BENCH_QUICK: "1" })).toMatchObject({ quick: true, rounds: 2 });
   });
 
   it("reads environment variables, and a flag wins over its variable", () => {

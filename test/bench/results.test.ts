@@ -4,7 +4,10 @@ import {
   ResultsSchema,
   checkTargets,
   compare,
+  compareCpu,
+  roundFigure,
   roundRatio,
+  versus,
   type LatencyResult,
   type SideInfo,
   type ThroughputResult,
@@ -82,7 +85,11 @@ describe("comparisons", () => {
   const comparisons = compare(sides, latency, throughput);
 
   it("compares each side with its baseline: added milliseconds and ratios", () => {
-    expect(comparisons).toEqual([
+    expect(comparisons[0]!.latency[0]).toMatchObject({
+      load: "200/s",
+      p50: { side: 0.9, baseline: 0.4, difference: 0.5, ratio: 2.25 },
+    });
+    expect(comparisons).toMatchObject([
       {
         side: "edge",
         baseline: "direct",
@@ -101,7 +108,7 @@ describe("comparisons", () => {
   });
 
   it("checks the budget on the small tools/call, pending for sides not measured", () => {
-    const targets = checkTargets([200], comparisons, throughput);
+    const targets = checkTargets([200], comparisons, throughput).filter((t) => t.issue === 6);
     expect(targets.map((t) => [t.id, t.value, t.status])).toEqual([
       ["edge_added_p50", 0.5, "pass"],
       ["edge_added_p99", 2, "pass"],
@@ -133,9 +140,72 @@ describe("comparisons", () => {
     );
     // The load generator reached 1,200 decisions/s; the ext-service used a third of a core for them.
     const targets = checkTargets([200], cmp, [tput("ext-service", "call_small", 1_200, 3_500)]);
-    expect(targets.slice(3).map((t) => [t.id, t.value, t.status])).toEqual([
+    expect(targets.slice(3, 5).map((t) => [t.id, t.value, t.status])).toEqual([
       ["ext_service_latency_ratio", 1.4, "pass"],
       ["ext_service_decisions_per_second", 3_500, "pass"],
+    ]);
+  });
+
+  it("calls a difference within the rounds' spread not distinguishable", () => {
+    // 110 vs 100 us, but one side's rounds alone differ by 12 us: no difference can be claimed.
+    expect(versus(110, 100, 12, 4)).toEqual({
+      side: 110,
+      baseline: 100,
+      difference: 10,
+      ratio: 1.1,
+      spread: 12,
+      distinguishable: false,
+    });
+    expect(versus(150, 100, 12, 4).distinguishable).toBe(true);
+    expect(versus(null, 100, 1, 1).distinguishable).toBeNull();
+    expect(roundFigure([3, 1, 2])).toEqual({ median: 2, spread: 2, rounds: [3, 1, 2] });
+  });
+
+  it("checks issue 16's targets: CPU against the bare proxy and do-nothing server, added latency at 500/s", () => {
+    const sides = [
+      side("direct", null),
+      { ...side("edge", "direct"), cpuBaseline: "bare-proxy" },
+      side("bare-proxy", "direct"),
+      side("ext-service", "noop"),
+      side("noop", null),
+    ];
+    const cpuRounds = (name: string, workload: string, us: number[]) => ({
+      ...tput(name, workload, 1000),
+      cpuUsRounds: roundFigure(us, 1),
+    });
+    const throughput = [
+      cpuRounds("direct", "call_small", [20, 21, 22]),
+      cpuRounds("edge", "call_small", [70, 72, 74]),
+      cpuRounds("bare-proxy", "call_small", [40, 41, 42]),
+      cpuRounds("ext-service", "call_small", [300, 330, 310]),
+      cpuRounds("noop", "call_small", [290, 300, 320]),
+      cpuRounds("edge", "call_64k_json", [1400, 1500, 1450]),
+      cpuRounds("bare-proxy", "call_64k_json", [100, 100, 100]),
+    ];
+    const cpu = compareCpu(sides, throughput);
+    expect(cpu.map((c) => [c.side, c.baseline, c.workload, c.cpuUs.ratio, c.cpuUs.distinguishable])).toEqual([
+      ["edge", "bare-proxy", "call_small", 1.76, true],
+      ["edge", "bare-proxy", "call_64k_json", 14.5, true],
+      ["bare-proxy", "direct", "call_small", 1.95, true],
+      ["ext-service", "noop", "call_small", 1.03, false],
+    ]);
+    const latency = [
+      { ...lat("direct", "call_small", 500, 0.4, 1.0), load: "500/s" },
+      { ...lat("edge", "call_small", 500, 0.8, 2.5), load: "500/s" },
+    ];
+    const targets = checkTargets([500], compare(sides, latency, throughput), throughput, cpu).filter(
+      (t) => t.issue === 16,
+    );
+    expect(targets.map((t) => [t.id, t.value, t.status, t.note === null ? "" : "n.d."])).toEqual([
+      ["edge_cpu_ratio", 1.76, "fail", ""],
+      ["edge_added_p50_fast", 0.4, "pass", ""],
+      ["edge_added_p99_fast", 1.5, "pass", ""],
+      ["ext_service_cpu_ratio", 1.03, "pass", "n.d."],
+      ["ext_service_latency_ratio_half", null, "pending", ""],
+      ["edge_64k_json_added_cpu", 1350, "pass", ""],
+      ["edge_64k_sse_added_cpu", null, "pending", ""],
+      ["ext_service_64k_json_added_cpu", null, "pending", ""],
+      ["ext_service_64k_sse_added_cpu", null, "pending", ""],
     ]);
   });
 

@@ -36,57 +36,79 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-describe("npm run bench -- --quick (direct target)", () => {
+describe("npm run bench -- --quick", () => {
   it(
-    "completes by itself and writes a table, results.json and results.svg",
-    { timeout: 90_000 },
+    "completes by itself and writes the tables (CPU, capacity, latency at rates and fractions), results.json and results.svg",
+    { timeout: 120_000 },
     async () => {
       const out = tempDir();
-      const { code, stdout, stderr } = await run(["--quick", "--targets", "direct", "--out", out]);
+      const { code, stdout, stderr } = await run([
+        "--quick",
+        "--targets",
+        "direct,bare-proxy",
+        "--workloads",
+        "call_small,call_64k_sse",
+        "--out",
+        out,
+      ]);
       expect(stderr).not.toMatch(/bench: /);
       expect(code).toBe(0);
 
       const results = ResultsSchema.parse(JSON.parse(readFileSync(join(out, "results.json"), "utf8")));
-      expect(results.settings).toMatchObject({ quick: true, rates: [100], rounds: 1, targets: ["direct"] });
-      expect(results.sides).toEqual([
-        {
-          name: "direct",
-          target: "direct",
-          baseline: null,
-          description: "client -> reference MCP server",
-          status: "measured",
-          reason: null,
-        },
+      expect(results.schema).toBe("mcp-gateway-bench/2");
+      expect(results.settings).toMatchObject({
+        quick: true,
+        rates: [100],
+        loadFractions: [0.25, 0.5],
+        rounds: 2,
+        targets: ["direct", "bare-proxy"],
+      });
+      expect(results.sides.map((s) => [s.name, s.baseline, s.status])).toEqual([
+        ["direct", null, "measured"],
+        ["bare-proxy", "direct", "measured"],
       ]);
-      expect(results.latency.map((l) => l.workload)).toEqual([
-        "call_small",
-        "tools_list",
-        "call_64k_json",
-        "call_64k_sse",
-      ]);
+      // Every side, workload and load has a row; a load is a fixed rate or a fraction of capacity.
+      expect(results.latency.map((l) => `${l.workload} ${l.side} ${l.load}`).sort()).toEqual(
+        ["call_small", "call_64k_sse"]
+          .flatMap((w) =>
+            ["direct", "bare-proxy"].flatMap((s) => ["100/s", "25%", "50%"].map((l) => `${w} ${s} ${l}`)),
+          )
+          .sort(),
+      );
       for (const l of results.latency) {
-        expect(l).toMatchObject({
-          side: "direct",
-          rate: 100,
-          scheduled: 40,
-          sent: 40,
-          ok: 40,
-          errors: 0,
-          timedOut: 0,
-        });
-        expect(l.latencyMs.count).toBe(40);
-        expect(l.latencyMs.p50).toBeGreaterThan(0);
+        expect(l.errors + l.timedOut).toBe(0);
+        expect(l.perRound!.p50.rounds.length + l.skippedRounds!).toBe(2);
+        if (l.fraction !== null) {
+          expect(l.perRound!.rate.rounds.length).toBe(2);
+          // The baseline runs at the rate of the slowest side it is compared with, in each round.
+          const peer = results.latency.find(
+            (x) => x.workload === l.workload && x.load === l.load && x.side !== l.side,
+          )!;
+          expect(peer.perRound!.rate.rounds).toEqual(l.perRound!.rate.rounds);
+        }
       }
       for (const t of results.throughput) {
-        expect(t).toMatchObject({ side: "direct", connections: 4, errors: 0, stuck: 0 });
-        expect(t.perSecond).toBeGreaterThan(0);
+        expect(t).toMatchObject({ connections: 4, errors: 0, stuck: 0 });
+        expect(t.perSecondRounds!.rounds).toHaveLength(2);
+        expect(t.cpuUsRounds!.rounds).toHaveLength(2);
       }
-      expect(results.workloads.find((w) => w.id === "call_64k_json")?.responseBytes).toBeGreaterThan(65_536);
-      expect(results.targets.every((t) => t.status === "pending")).toBe(true);
+      expect(results.cpuComparisons!.map((c) => [c.side, c.baseline, c.workload])).toEqual([
+        ["bare-proxy", "direct", "call_small"],
+        ["bare-proxy", "direct", "call_64k_sse"],
+      ]);
+      for (const c of results.cpuComparisons!) expect(typeof c.cpuUs.distinguishable).toBe("boolean");
+      expect(results.targets.filter((t) => t.issue === 16).every((t) => t.status === "pending")).toBe(true);
 
-      expect(stdout).toMatch(/Latency in ms at a fixed request rate/);
-      expect(stdout).toMatch(/^call_64k_sse\s+direct\s+100\s+40\s+0\s/m);
-      expect(stdout).toMatch(/Throughput at saturation/);
+      expect(stdout).toMatch(/^CPU per request of the measured server process at saturation/m);
+      expect(stdout).toMatch(/^workload\s+side\s+cpu us\/req\s+spread\s+vs\s+vs us\/req\s+added us\s+x vs$/m);
+      expect(stdout).toMatch(/^Capacity at saturation/m);
+      expect(stdout).toMatch(/^workload\s+side\s+conc\s+req\/s\s+spread\s+err\s+x baseline/m);
+      expect(stdout).toMatch(/^Latency in ms/m);
+      expect(stdout).toMatch(
+        /^workload\s+side\s+load\s+rate\/s\s+ok\s+err\s+p50\s+±\s+p99\s+±\s+max\s+\+p50\s+\+p99/m,
+      );
+      expect(stdout).toMatch(/^call_64k_sse\s+bare-proxy\s+50%\s/m);
+      expect(stdout).toMatch(/^Targets \(issue 16\)/m);
       const svg = readFileSync(join(out, "results.svg"), "utf8");
       expect(svg.startsWith("<svg ")).toBe(true);
       expect(svg).toContain("tools/call, 64 KB result, SSE");

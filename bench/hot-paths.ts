@@ -1,0 +1,240 @@
+import { loadEngine } from "../ext-service/src/config/compile.js";
+import { classifyMessage, type JsonRpcMessage } from "../ext-service/src/mcp/jsonrpc.js";
+import type { HeaderMap, PolicyEngine } from "../ext-service/src/policy/engine.js";
+import { idKey } from "../ext-service/src/policy/exchange.js";
+import { AuditTrail } from "../ext-service/src/telemetry/audit.js";
+import { createLogger } from "../ext-service/src/telemetry/logger.js";
+import { Metrics } from "../ext-service/src/telemetry/metrics.js";
+import { answerPost } from "./reference-server.js";
+import { JSON_SERVER, PROTOCOL_VERSION, SSE_SERVER, WORKLOADS } from "./workloads.js";
+
+/**
+ * The gateway's per-request hot paths, in process and without I/O, as the adapters run them for
+ * the bench workloads (same config, same bodies as `npm run bench`). Each returns one repeatable
+ * operation that checks its own outcome, so a path that silently stopped doing its work (a body
+ * refused, a result dropped) fails instead of getting cheaper. Measured in instructions by
+ * bench/instructions.ts, under valgrind, where wall-clock time means nothing.
+ */
+
+export const HOT_PATH_IDS = [
+  "decision_small",
+  "audit_record",
+  "response_small",
+  "tools_list",
+  "scan_64k",
+  "json_64k",
+  "sse_64k",
+] as const;
+export type HotPathId = (typeof HOT_PATH_IDS)[number];
+
+export interface HotPath {
+  readonly id: HotPathId;
+  readonly title: string;
+  /** Repetitions counted: enough that the few that trigger a GC weigh alike in every run. */
+  readonly iterations: number;
+  /** Runs before counting, so that what the JIT optimises is optimised. */
+  readonly warmup: number;
+}
+
+export const HOT_PATHS: Readonly<Record<HotPathId, HotPath>> = {
+  decision_small: {
+    id: "decision_small",
+    title: "decision core, small tools/call: admit (cached token), body verdict, upstream headers",
+    iterations: 400,
+    warmup: 30,
+  },
+  audit_record: {
+    id: "audit_record",
+    title: "audit record of a small tools/call, serialized and written (to a discarding sink)",
+    iterations: 400,
+    warmup: 30,
+  },
+  response_small: {
+    id: "response_small",
+    title: "response path, small tools/call result (JSON): parse, scan, pass",
+    iterations: 400,
+    warmup: 30,
+  },
+  tools_list: {
+    id: "tools_list",
+    title: "response path, tools/list of 50 tools: parse, pins, descriptions, RBAC filter",
+    iterations: 40,
+    warmup: 30,
+  },
+  scan_64k: {
+    id: "scan_64k",
+    title: "detectors only, 64 KB text result (injection + DLP on a parsed message)",
+    iterations: 8,
+    warmup: 30,
+  },
+  json_64k: {
+    id: "json_64k",
+    title: "response path, 64 KB text result (JSON): parse, scan, pass",
+    iterations: 8,
+    warmup: 30,
+  },
+  sse_64k: {
+    id: "sse_64k",
+    title: "response path, 64 KB text result (SSE in 16 KiB chunks): re-assembly, parse, scan, re-emit",
+    iterations: 8,
+    warmup: 30,
+  },
+};
+
+const encoder = new TextEncoder();
+const SSE_CHUNK_BYTES = 16 * 1024;
+
+/** The headers the edge hands the core for a bench request (headerMap of node's request). */
+function requestHeaders(token: string): HeaderMap {
+  return {
+    host: "127.0.0.1:8080",
+    connection: "keep-alive",
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+    authorization: `Bearer ${token}`,
+    "mcp-protocol-version": PROTOCOL_VERSION,
+    "content-length": "165",
+  };
+}
+
+function fail(path: HotPathId, what: string): never {
+  throw new Error(`hot path ${path}: ${what}`);
+}
+
+/** Everything the paths share: one engine on the bench config, bodies prepared once. */
+export class HotPathFixture {
+  readonly engine: PolicyEngine;
+  private readonly headers: HeaderMap;
+  private readonly audit: AuditTrail;
+  private nextId = 1_000_000;
+  private pinsVerified = false;
+
+  constructor(configFile: string, token: string) {
+    this.engine = loadEngine(configFile).engine;
+    this.headers = requestHeaders(token);
+    // Serialized in full and written as in production; the sink drops the bytes.
+    const sink = { write: (_line: string) => true };
+    this.audit = new AuditTrail(createLogger("info", sink), new Metrics(), "edge");
+  }
+
+  /**
+   * Lets each server's tools/list answer through once, as the edge's pin verifier does before the
+   * first call: until then every tools/call is refused (tool_pin_unverified).
+   */
+  async verifyPins(): Promise<void> {
+    const requestId = 6;
+    const list = WORKLOADS.tools_list.requestBody(requestId);
+    const answer = encoder.encode(answerPost(list, false).body);
+    for (const server of [JSON_SERVER, SSE_SERVER]) {
+      const exchange = await this.decide(server, list, "tools_list");
+      this.engine.responseTransformer(exchange, "application/json", 200).transformJson(answer);
+      // Both servers list the same names, which is flagged (tool_collision), not refused.
+      if (exchange.decision !== "allow") fail("tools_list", `list refused: ${exchange.reasons.join(", ")}`);
+    }
+  }
+
+  /** Admit + body verdict of one request, leaving the exchange waiting for its answer. */
+  async decide(server: string, body: string, path: HotPathId) {
+    const exchange = this.engine.newExchange("POST");
+    const admission = await this.engine.admit(
+      { method: "POST", path: `/mcp/${server}`, headers: this.headers, localAddress: "127.0.0.1" },
+      exchange,
+    );
+    if (!admission.ok) fail(path, `not admitted: ${exchange.reasons.join(", ")}`);
+    const bytes = encoder.encode(body);
+    let verdict = this.engine.evaluateRequestBody(exchange, bytes, this.headers);
+    if (verdict.action === "list_tools") {
+      verdict = this.engine.evaluateRequestBody(exchange, bytes, this.headers, { toolsListed: true });
+    }
+    if (verdict.action === "reply") fail(path, `refused: ${verdict.reply.body}`);
+    if (verdict.action !== "forward") fail(path, `verdict ${verdict.action}`);
+    this.engine.upstreamHeaders(exchange, this.headers);
+    return exchange;
+  }
+
+  /** The operation of one path; `await` it in a loop. */
+  async operation(path: HotPathId): Promise<() => Promise<void> | void> {
+    if (!this.pinsVerified) {
+      await this.verifyPins();
+      this.pinsVerified = true;
+    }
+    const engine = this.engine;
+    const id = () => this.nextId++;
+    switch (path) {
+      case "decision_small": {
+        return async () => {
+          await this.decide(JSON_SERVER, WORKLOADS.call_small.requestBody(id()), path);
+        };
+      }
+      case "audit_record": {
+        const exchange = await this.decide(JSON_SERVER, WORKLOADS.call_small.requestBody(id()), path);
+        // A record is written once per exchange: each run closes a fresh copy of the decided one.
+        return () => {
+          if (!this.audit.finish({ ...exchange }, 200)) fail(path, "no record");
+        };
+      }
+      case "response_small":
+      case "tools_list":
+      case "json_64k": {
+        const workload =
+          path === "json_64k"
+            ? WORKLOADS.call_64k_json
+            : path === "tools_list"
+              ? WORKLOADS.tools_list
+              : WORKLOADS.call_small;
+        const requestId = 7;
+        const answer = encoder.encode(answerPost(workload.requestBody(requestId), false).body);
+        const method = path === "tools_list" ? "tools/list" : "tools/call";
+        const target = path === "tools_list" ? undefined : path === "json_64k" ? "get_report" : "echo";
+        const principal = (await this.decide(JSON_SERVER, workload.requestBody(requestId), path)).principal;
+        return () => {
+          const exchange = engine.newExchange("POST");
+          exchange.server = JSON_SERVER;
+          exchange.principal = principal;
+          exchange.pending.set(idKey(requestId), { method, target });
+          const out = engine.responseTransformer(exchange, "application/json", 200).transformJson(answer);
+          if (out !== undefined || exchange.decision !== "allow") {
+            fail(path, `answer changed (${exchange.reasons.join(", ") || "rewritten"})`);
+          }
+        };
+      }
+      case "scan_64k": {
+        const requestId = 8;
+        const value = JSON.parse(answerPost(WORKLOADS.call_64k_json.requestBody(requestId), false).body);
+        const message = classifyMessage(value) as JsonRpcMessage;
+        return () => {
+          const exchange = engine.newExchange("POST");
+          exchange.server = JSON_SERVER;
+          const pending = { method: "tools/call", target: "get_report" };
+          const r = engine.security.inspectServerMessage(exchange, message, pending);
+          if (r.kind !== "same") fail(path, `scan verdict ${r.kind}`);
+        };
+      }
+      case "sse_64k": {
+        const requestId = 9;
+        const text = answerPost(WORKLOADS.call_64k_sse.requestBody(requestId), true).body;
+        const chunks: Uint8Array[] = [];
+        for (let i = 0; i < text.length; i += SSE_CHUNK_BYTES) {
+          chunks.push(encoder.encode(text.slice(i, i + SSE_CHUNK_BYTES)));
+        }
+        const expected = encoder.encode(text).byteLength;
+        const principal = (await this.decide(SSE_SERVER, WORKLOADS.call_64k_sse.requestBody(requestId), path))
+          .principal;
+        return () => {
+          const exchange = engine.newExchange("POST");
+          exchange.server = SSE_SERVER;
+          exchange.principal = principal;
+          exchange.pending.set(idKey(requestId), { method: "tools/call", target: "get_report" });
+          const t = engine.responseTransformer(exchange, "text/event-stream", 200);
+          let bytes = 0;
+          for (const c of chunks) bytes += t.push(c).byteLength;
+          bytes += t.end().byteLength;
+          // Event ids are sealed, so the length may differ; the event must be there, whole.
+          if (bytes < expected - 64 || exchange.decision !== "allow") {
+            fail(path, `stream changed: ${bytes} bytes of ${expected} (${exchange.reasons.join(", ")})`);
+          }
+        };
+      }
+    }
+  }
+}

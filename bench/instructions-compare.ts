@@ -1,0 +1,80 @@
+/**
+ * The comparison of a run of `npm run bench:instructions` (bench/instructions.ts) with the
+ * committed baseline, bench/instructions-baseline.json.
+ */
+
+export interface InstructionResults {
+  schema: "mcp-gateway-instructions/1";
+  node: string;
+  valgrind: string;
+  nodeFlags: string[];
+  commit: string | null;
+  /** Instructions per run of each path: the mean over repeats, and max minus min over repeats. */
+  paths: Record<
+    string,
+    { iterations: number; warmup: number; instructions: number; spread: number; title: string }
+  >;
+}
+
+export function formatCount(n: number): string {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
+}
+
+/** A change this small (percent) is "same" even when the repeats agreed more closely. */
+const SAME_BELOW_PERCENT = 0.5;
+
+/**
+ * The comparison table; `failed` lists the paths that cost more than the baseline by more than
+ * `thresholdPercent` (and more than the spread of either run). Counts from another Node version
+ * or other flags are not comparable: then nothing fails and the table says why.
+ */
+export function compareInstructions(
+  current: InstructionResults,
+  baseline: InstructionResults | undefined,
+  thresholdPercent: number,
+): { text: string; failed: string[] } {
+  const failed: string[] = [];
+  const comparable =
+    baseline !== undefined &&
+    baseline.node === current.node &&
+    baseline.nodeFlags.join(" ") === current.nodeFlags.join(" ");
+  const rows = Object.entries(current.paths).map(([id, p]) => {
+    const base = baseline?.paths[id];
+    const change = base ? ((p.instructions - base.instructions) / base.instructions) * 100 : undefined;
+    // A change inside what repeats of the same run differ by is no change.
+    const noise = base ? (Math.max(p.spread, base.spread) / base.instructions) * 100 : 0;
+    let status = "new";
+    if (change !== undefined) {
+      if (Math.abs(change) <= Math.max(noise, SAME_BELOW_PERCENT)) status = "same";
+      else if (change > thresholdPercent) {
+        status = comparable ? "REGRESSED" : "worse (not comparable)";
+        if (comparable) failed.push(id);
+      } else status = change < 0 ? "better" : "worse (under threshold)";
+    }
+    return [
+      id,
+      formatCount(p.instructions),
+      formatCount(p.spread),
+      base ? formatCount(base.instructions) : "-",
+      change === undefined ? "-" : `${change >= 0 ? "+" : ""}${change.toFixed(2)}%`,
+      status,
+    ];
+  });
+  let text = table(["path", "instructions/run", "spread", "baseline", "change", "status"], rows);
+  if (baseline && !comparable) {
+    text +=
+      `\nthe baseline was counted on node ${baseline.node} (${baseline.nodeFlags.join(" ")}), this run on ` +
+      `node ${current.node} (${current.nodeFlags.join(" ")}): not comparable, nothing fails`;
+  }
+  return { text, failed };
+}

@@ -1,0 +1,258 @@
+/**
+ * Instruction counts of the hot paths (bench/hot-paths.ts) under `valgrind --tool=callgrind`:
+ * what a path costs, whatever else the machine is doing. Wall-clock and even CPU-time figures
+ * move with the load on a shared machine; the number of instructions a deterministic run executes
+ * does not.
+ *
+ *   npm run bench:instructions                      measure every path, compare with the baseline
+ *   npm run bench:instructions -- --paths json_64k,sse_64k --repeat 2
+ *   npm run bench:instructions -- --write-baseline  make this run the committed baseline
+ *   node dist/bench/instructions.js --compare bench/out/instructions/results.json
+ *
+ * Method: one `node --predictable` process under callgrind loads the bench config, prepares every
+ * path and warms each up the same fixed number of times (so the JIT has compiled what it will
+ * compile), then runs each path N times in turn. Callgrind dumps and resets its counters at a
+ * marker call between paths (`--dump-before`), so each path's phase is counted alone: start-up,
+ * loading and warm-up are not in it. `--predictable` makes V8 single-threaded with fixed seeds,
+ * so the same run executes the same instructions: `--repeat 2` runs a second process and prints
+ * how far the two differ (the spread). The heap is collected before each path and the young
+ * generation is small (SEMI_SPACE_MIB), so each path pays for its own garbage, evenly.
+ *
+ * Exit code 1 when a path costs more than the baseline by more than --threshold percent.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { getPriority } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { parse, stringify } from "yaml";
+import { HOT_PATHS, HOT_PATH_IDS, HotPathFixture, type HotPathId } from "./hot-paths.js";
+import { compareInstructions, formatCount, type InstructionResults } from "./instructions-compare.js";
+import { runScript } from "./script.js";
+import { prepareWorkdir } from "./setup.js";
+
+const REPO = fileURLToPath(new URL(import.meta.url.endsWith(".js") ? "../../" : "../", import.meta.url));
+const BASELINE_FILE = join(REPO, "bench/instructions-baseline.json");
+const OUT_DIR = join(REPO, "bench/out/instructions");
+const DEFAULT_THRESHOLD_PERCENT = 3;
+/**
+ * Young generation of 1 MiB: a path's allocations are scavenged many times within its phase, so
+ * its share of garbage collection is counted evenly instead of as one lump that lands in
+ * whichever phase crosses the threshold.
+ */
+const SEMI_SPACE_MIB = 1;
+
+function git(args: string[]): string | null {
+  try {
+    return execFileSync("git", args, { cwd: REPO, encoding: "utf8", stdio: "pipe" }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Marks the boundaries between measured phases: callgrind dumps its counters (and starts again
+ * from zero) each time the worker enters this libuv function, which `os.getPriority()` calls and
+ * nothing else in the worker does.
+ */
+const MARKER = "uv_os_getpriority";
+
+/**
+ * One worker process under callgrind; resolves with the instructions of each phase between
+ * markers: [start-up and warm-up, first path, second path, ...] (what follows the last marker,
+ * the exit, is not counted).
+ */
+function countPhases(nodeFlags: string[], workerArgs: string[], outFile: string): Promise<number[]> {
+  for (const f of readdirSync(dirname(outFile))) {
+    if (f.startsWith(basename(outFile))) rmSync(join(dirname(outFile), f));
+  }
+  const args = [
+    "--tool=callgrind",
+    // JIT code lives on the heap and is rewritten in place.
+    "--smc-check=all-non-file",
+    `--dump-before=${MARKER}`,
+    `--callgrind-out-file=${outFile}`,
+    process.execPath,
+    ...nodeFlags,
+    fileURLToPath(import.meta.url),
+    "--worker",
+    ...workerArgs,
+  ];
+  return new Promise((resolve, reject) => {
+    const child = spawn("valgrind", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      if (code !== 0) return reject(new Error(`valgrind exited ${code}:\n${output.slice(-3000)}`));
+      const phases: number[] = [];
+      for (let i = 1; existsSync(`${outFile}.${i}`); i++) {
+        const m = /^summary: (\d+)$/m.exec(readFileSync(`${outFile}.${i}`, "utf8"));
+        if (!m) return reject(new Error(`no summary in ${outFile}.${i}`));
+        phases.push(Number(m[1]));
+      }
+      resolve(phases);
+    });
+  });
+}
+
+/** Runs `tasks` with at most `jobs` at a time, keeping their order in the results. */
+async function pooled<T>(tasks: (() => Promise<T>)[], jobs: number): Promise<T[]> {
+  const out: T[] = new Array(tasks.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < tasks.length) {
+      const i = next++;
+      out[i] = await tasks[i]!();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, tasks.length) }, lane));
+  return out;
+}
+
+async function worker(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const fixture = new HotPathFixture(String(values.config), String(values.token));
+  const ops = new Map<HotPathId, () => Promise<void> | void>();
+  for (const id of HOT_PATH_IDS) ops.set(id, await fixture.operation(id));
+  for (const id of HOT_PATH_IDS) {
+    const op = ops.get(id)!;
+    for (let i = 0; i < HOT_PATHS[id].warmup; i++) await op();
+  }
+  const collect = (globalThis as { gc?: () => void }).gc;
+  if (!collect) throw new Error("the worker needs --expose-gc");
+  for (const id of String(values.measure ?? "")
+    .split(",")
+    .filter(Boolean) as HotPathId[]) {
+    const op = ops.get(id);
+    if (!op) throw new Error(`unknown path ${id}`);
+    // Each path starts on a collected heap, so the garbage it leaves is collected in its own
+    // phase (with a small young generation, many times per phase, so the cost is spread evenly)
+    // and never in the next path's.
+    collect();
+    getPriority();
+    for (let i = 0; i < HOT_PATHS[id].iterations; i++) await op();
+  }
+  getPriority();
+}
+
+async function driver(values: Record<string, string | boolean | undefined>): Promise<number> {
+  const threshold = Number(values.threshold ?? DEFAULT_THRESHOLD_PERCENT);
+  const baselineFile = String(values.baseline ?? BASELINE_FILE);
+  const baseline = existsSync(baselineFile)
+    ? (JSON.parse(readFileSync(baselineFile, "utf8")) as InstructionResults)
+    : undefined;
+
+  if (typeof values.compare === "string") {
+    const current = JSON.parse(readFileSync(values.compare, "utf8")) as InstructionResults;
+    const { text, failed } = compareInstructions(current, baseline, threshold);
+    process.stdout.write(text + "\n");
+    return failed.length ? 1 : 0;
+  }
+
+  const paths = (values.paths ? String(values.paths).split(",") : [...HOT_PATH_IDS]) as HotPathId[];
+  for (const p of paths)
+    if (!HOT_PATHS[p]) throw new Error(`unknown path ${p} (known: ${HOT_PATH_IDS.join(", ")})`);
+  const repeat = Number(values.repeat ?? 1);
+  const jobs = Number(values.jobs ?? 2);
+  const nodeFlags = [
+    "--predictable",
+    "--expose-gc",
+    `--max-semi-space-size=${SEMI_SPACE_MIB}`,
+    ...(values.jitless ? ["--jitless"] : []),
+  ];
+  const valgrind = execFileSync("valgrind", ["--version"], { encoding: "utf8" }).trim();
+  mkdirSync(OUT_DIR, { recursive: true });
+  // Keys and token made here, once: key generation is random and would differ between processes.
+  const work = await prepareWorkdir("http://127.0.0.1:9");
+  try {
+    // Under valgrind a scan runs tens of times slower: the scan time budget would refuse answers
+    // (and make the count depend on the clock). Only the time limit changes; every check runs.
+    const config = parse(readFileSync(work.configFile, "utf8")) as Record<string, Record<string, unknown>>;
+    config.security = { ...config.security, scanBudgetMs: 86_400_000 };
+    writeFileSync(work.configFile, stringify(config));
+    const common = ["--config", work.configFile, "--token", work.token];
+    const started = Date.now();
+    process.stderr.write(
+      `counting ${paths.length} paths in ${repeat} process(es) under callgrind (node ${nodeFlags.join(" ")})...\n`,
+    );
+    const args = [...common, "--measure", paths.join(",")];
+    const tasks = Array.from(
+      { length: repeat },
+      (_, r) => () =>
+        countPhases(nodeFlags, args, join(OUT_DIR, `run${r}.callgrind.out`)).then((phases) => {
+          process.stderr.write(`  repeat ${r + 1}: ${phases.map(formatCount).join(", ")}\n`);
+          // One dump before each path's marker and one before the closing marker.
+          if (phases.length !== paths.length + 1) {
+            throw new Error(`expected ${paths.length + 1} phases, callgrind dumped ${phases.length}`);
+          }
+          return phases;
+        }),
+    );
+    const runs = await pooled(tasks, jobs);
+    const results: InstructionResults = {
+      schema: "mcp-gateway-instructions/1",
+      node: process.version,
+      valgrind,
+      nodeFlags,
+      commit: git(["rev-parse", "--short", "HEAD"]),
+      paths: {},
+    };
+    paths.forEach((p, i) => {
+      // Phase 0 is start-up and warm-up; each path's phase follows its marker.
+      const perRun = runs.map((phases) => phases[i + 1]! / HOT_PATHS[p].iterations);
+      results.paths[p] = {
+        title: HOT_PATHS[p].title,
+        iterations: HOT_PATHS[p].iterations,
+        warmup: HOT_PATHS[p].warmup,
+        instructions: Math.round(perRun.reduce((a, b) => a + b, 0) / perRun.length),
+        spread: Math.round(Math.max(...perRun) - Math.min(...perRun)),
+      };
+    });
+    writeFileSync(join(OUT_DIR, "results.json"), JSON.stringify(results, null, 2) + "\n");
+    const { text, failed } = compareInstructions(results, baseline, threshold);
+    process.stdout.write(
+      `instructions per run of each hot path (node ${process.version}, ${nodeFlags.join(" ")}, ` +
+        `${repeat} repeat(s); spread: max - min over repeats), ` +
+        `${((Date.now() - started) / 1000).toFixed(0)} s\n${text}\n`,
+    );
+    if (values["write-baseline"]) {
+      writeFileSync(baselineFile, JSON.stringify(results, null, 2) + "\n");
+      process.stdout.write(`wrote ${baselineFile}\n`);
+      return 0;
+    }
+    if (!baseline) process.stdout.write(`no baseline at ${baselineFile}: run with --write-baseline\n`);
+    if (failed.length) {
+      process.stdout.write(`regressed beyond ${threshold}%: ${failed.join(", ")}\n`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    work.remove();
+  }
+}
+
+async function main(): Promise<number | void> {
+  const { values } = parseArgs({
+    options: {
+      worker: { type: "boolean" },
+      config: { type: "string" },
+      token: { type: "string" },
+      measure: { type: "string" },
+      iterations: { type: "string" },
+      paths: { type: "string" },
+      repeat: { type: "string" },
+      jobs: { type: "string" },
+      jitless: { type: "boolean" },
+      threshold: { type: "string" },
+      baseline: { type: "string" },
+      compare: { type: "string" },
+      "write-baseline": { type: "boolean" },
+    },
+  });
+  if (values.worker) return worker(values);
+  return driver(values);
+}
+
+runScript(main);

@@ -1,0 +1,81 @@
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HOT_PATHS, HOT_PATH_IDS, HotPathFixture } from "../../bench/hot-paths.js";
+import { compareInstructions, type InstructionResults } from "../../bench/instructions-compare.js";
+import { prepareWorkdir, type Workdir } from "../../bench/setup.js";
+
+function results(counts: Record<string, [number, number]>, node = "v20.20.2"): InstructionResults {
+  return {
+    schema: "mcp-gateway-instructions/1",
+    node,
+    valgrind: "valgrind-3.19.0",
+    nodeFlags: ["--predictable"],
+    commit: null,
+    paths: Object.fromEntries(
+      Object.entries(counts).map(([id, [instructions, spread]]) => [
+        id,
+        { title: id, iterations: 10, warmup: 30, instructions, spread },
+      ]),
+    ),
+  };
+}
+
+describe("instruction counts against the baseline", () => {
+  const baseline = results({ a: [1_000_000, 2_000], b: [500_000, 100], c: [200_000, 100] });
+
+  it("fails a path over the threshold, and only that one", () => {
+    const current = results({ a: [1_050_000, 2_000], b: [490_000, 100], c: [200_500, 100] });
+    const { text, failed } = compareInstructions(current, baseline, 3);
+    expect(failed).toEqual(["a"]);
+    expect(text).toMatch(/^a\s+1,050,000\s+2,000\s+1,000,000\s+\+5\.00%\s+REGRESSED$/m);
+    expect(text).toMatch(/^b\s+490,000\s+100\s+500,000\s+-2\.00%\s+better$/m);
+    expect(text).toMatch(/^c\s+200,500\s+100\s+200,000\s+\+0\.25%\s+same$/m);
+  });
+
+  it("calls a change within the repeats' spread the same", () => {
+    const noisy = results({ a: [1_040_000, 50_000] });
+    expect(compareInstructions(noisy, baseline, 3).failed).toEqual([]);
+  });
+
+  it("does not fail counts from another Node version, and says why", () => {
+    const other = results({ a: [2_000_000, 0] }, "v22.1.0");
+    const { text, failed } = compareInstructions(other, baseline, 3);
+    expect(failed).toEqual([]);
+    expect(text).toMatch(/not comparable, nothing fails/);
+  });
+
+  it("has a committed baseline for every hot path", () => {
+    const committed = JSON.parse(
+      readFileSync(new URL("../../bench/instructions-baseline.json", import.meta.url), "utf8"),
+    ) as InstructionResults;
+    expect(Object.keys(committed.paths).sort()).toEqual([...HOT_PATH_IDS].sort());
+    for (const p of Object.values(committed.paths)) expect(p.instructions).toBeGreaterThan(0);
+  });
+});
+
+describe("the hot paths", () => {
+  let work: Workdir;
+  beforeAll(async () => {
+    work = await prepareWorkdir("http://127.0.0.1:9");
+  });
+  afterAll(() => work?.remove());
+
+  it(
+    "each run the bench workload's path to its normal outcome, repeatably",
+    { timeout: 60_000 },
+    async () => {
+      const fixture = new HotPathFixture(work.configFile, work.token);
+      for (const id of HOT_PATH_IDS) {
+        expect(HOT_PATHS[id].iterations).toBeGreaterThan(0);
+        const op = await fixture.operation(id);
+        // Each operation throws when its outcome is not the normal one (refused, rewritten, dropped).
+        for (let i = 0; i < 3; i++) await op();
+      }
+    },
+  );
+
+  it("fail when the outcome changes: a token the gateway does not accept", async () => {
+    const fixture = new HotPathFixture(work.configFile, "not-a-token");
+    await expect(fixture.operation("decision_small")).rejects.toThrow(/not admitted: token_/);
+  });
+});
