@@ -264,6 +264,9 @@ async function measure(
             roundP99: [],
             roundCpuUs: [],
             skippedRounds: 0,
+            gcCount: 0,
+            gcMs: 0,
+            gcMaxMs: 0,
             scheduled: 0,
             sent: 0,
             ok: 0,
@@ -289,12 +292,20 @@ async function measure(
             continue;
           }
           const cpu0 = await side.serverCpuMicros();
+          const gc0 = await side.serverGc?.();
           const r = await openLoop(ops.get(w.id)!, {
             ratePerSecond: rate,
             durationMs: settings.latencySeconds * 1000,
             drainMs: DRAIN_MS,
           });
+          // GC first: each ask restarts the longest-pause figure.
+          const gc1 = await side.serverGc?.();
           const cpuMs = ((await side.serverCpuMicros()) - cpu0) / 1000;
+          if (gc0 && gc1) {
+            cell.gcCount += gc1.count - gc0.count;
+            cell.gcMs += gc1.totalMs - gc0.totalMs;
+            cell.gcMaxMs = Math.max(cell.gcMaxMs, gc1.maxMs);
+          }
           cell.scheduled += r.scheduled;
           cell.sent += r.sent;
           cell.ok += r.ok;
@@ -350,6 +361,7 @@ export async function runBench(run: RunOptions): Promise<number> {
       token: work.token,
       referenceOrigin,
       referenceCpuMicros: reference.cpuMicros,
+      referenceGc: reference.gc,
       connections: settings.connections,
     };
     const infos: SideInfo[] = [];

@@ -1,3 +1,5 @@
+import { PerformanceObserver } from "node:perf_hooks";
+
 /**
  * Child-process entry: runs one server (reference MCP server, edge, ext-service, no-op) in a
  * process of its own, so the load generator, the gateway and the MCP server never share an event
@@ -15,7 +17,25 @@ interface Started {
 }
 
 type Message =
-  { type: "ready"; ports: Record<string, number> } | { type: "closed" } | { type: "cpu"; micros: number };
+  | { type: "ready"; ports: Record<string, number> }
+  | { type: "closed" }
+  | { type: "cpu"; micros: number; gc: GcTotals };
+
+/** Garbage-collection pauses of this process so far; `maxMs` is the longest since the last ask. */
+interface GcTotals {
+  count: number;
+  totalMs: number;
+  maxMs: number;
+}
+const gc: GcTotals = { count: 0, totalMs: 0, maxMs: 0 };
+// Pauses of the main thread for garbage collection: what stalls every request in flight.
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count++;
+    gc.totalMs += entry.duration;
+    if (entry.duration > gc.maxMs) gc.maxMs = entry.duration;
+  }
+}).observe({ entryTypes: ["gc"] });
 
 function send(message: Message): Promise<void> {
   return new Promise((resolve) => {
@@ -46,7 +66,8 @@ async function main(): Promise<void> {
     if (m?.type === "cpu") {
       // CPU time of this process (all threads), so the harness can charge each side its cost.
       const used = process.cpuUsage();
-      void send({ type: "cpu", micros: used.user + used.system });
+      void send({ type: "cpu", micros: used.user + used.system, gc: { ...gc } });
+      gc.maxMs = 0;
     }
   });
   // The parent went away: nothing will ever measure this server again.

@@ -1,5 +1,11 @@
 import { fork, type ChildProcess } from "node:child_process";
 
+export interface GcTotals {
+  count: number;
+  totalMs: number;
+  maxMs: number;
+}
+
 /** A server running in its own process (see bench/host.ts). */
 export interface Hosted {
   readonly label: string;
@@ -7,6 +13,8 @@ export interface Hosted {
   readonly ports: Readonly<Record<string, number>>;
   /** CPU time (user + system, microseconds) the process has used so far. */
   cpuMicros(): Promise<number>;
+  /** Its garbage-collection pauses so far (maxMs: the longest since the previous call). */
+  gc(): Promise<GcTotals>;
   close(): Promise<void>;
 }
 
@@ -59,16 +67,20 @@ export function startHosted(
     });
 
   // Answers come back in order, one per request.
-  const cpuWaiters: ((micros: number) => void)[] = [];
-  child.on("message", (m: { type?: string; micros?: number }) => {
-    if (m.type === "cpu" && typeof m.micros === "number") cpuWaiters.shift()?.(m.micros);
+  const cpuWaiters: ((m: { micros: number; gc: GcTotals }) => void)[] = [];
+  child.on("message", (m: { type?: string; micros?: number; gc?: GcTotals }) => {
+    if (m.type === "cpu" && typeof m.micros === "number" && m.gc) {
+      cpuWaiters.shift()?.({ micros: m.micros, gc: m.gc });
+    }
   });
-  const cpuMicros = () =>
-    new Promise<number>((resolve, reject) => {
+  const sample = () =>
+    new Promise<{ micros: number; gc: GcTotals }>((resolve, reject) => {
       if (!child.connected) return reject(new Error(`${label} is not running`));
       cpuWaiters.push(resolve);
       child.send({ type: "cpu" });
     });
+  const cpuMicros = () => sample().then((s) => s.micros);
+  const gc = () => sample().then((s) => s.gc);
 
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -84,7 +96,7 @@ export function startHosted(
       if (m.type !== "ready" || !m.ports) return;
       clearTimeout(timer);
       child.off("exit", onExit);
-      resolve({ label, pid: child.pid ?? -1, ports: Object.freeze({ ...m.ports }), cpuMicros, close });
+      resolve({ label, pid: child.pid ?? -1, ports: Object.freeze({ ...m.ports }), cpuMicros, gc, close });
     });
   });
 }

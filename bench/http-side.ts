@@ -1,3 +1,4 @@
+import type { GcTotals } from "./hosted.js";
 import { Pool } from "undici";
 import type { Operation } from "./load.js";
 import type { Side } from "./targets/types.js";
@@ -15,6 +16,7 @@ export interface HttpSideOptions {
   connections: number;
   /** CPU microseconds of the server process this side measures. */
   serverCpuMicros(): Promise<number>;
+  serverGc?(): Promise<GcTotals>;
   /** Runs after the pool is closed (e.g. stop the server behind it). */
   onClose?: () => Promise<void>;
 }
@@ -48,6 +50,7 @@ export function httpSide(opts: HttpSideOptions): Side {
     baseline: opts.baseline,
     description: opts.description,
     serverCpuMicros: opts.serverCpuMicros,
+    serverGc: opts.serverGc,
 
     async prepare(workload: Workload): Promise<Operation> {
       const path = opts.pathFor(workload);

@@ -88,7 +88,8 @@ export function renderReport(r: BenchResults): string {
     "",
     "Latency in ms (open loop, from the scheduled send time) at fixed rates and at fractions of the capacity " +
       "of the slowest side compared (its baseline runs at the same rate); p50 and p99 over all rounds' samples, " +
-      "± half their spread over rounds; added: against the baseline (the edge: direct; the ext-service: the do-nothing server)",
+      "± half their spread over rounds; added: against the baseline (the edge: direct; the ext-service: the do-nothing server); " +
+      "gc/1k: the server's garbage-collection pauses per 1,000 requests, gc max ms: the longest",
     table(
       [
         "workload",
@@ -106,6 +107,8 @@ export function renderReport(r: BenchResults): string {
         "+p99",
         "x p50",
         "cpu us/req",
+        "gc/1k",
+        "gc max ms",
       ],
       r.latency.map((l) => {
         const load = l.load ?? `${l.rate}/s`;
@@ -127,6 +130,8 @@ export function renderReport(r: BenchResults): string {
           c ? against(c.p99, signed(c.addedMs.p99)) : "",
           c ? against(c.p50, fmt(c.ratio.p50, 2)) : "",
           fmt(l.perRound?.cpuUs.median ?? l.serverCpuUsPerRequest, 0),
+          measured ? fmt(l.gc?.perThousand, 1) : "",
+          measured ? fmt(l.gc?.maxMs, 2) : "",
         ];
       }),
     ),

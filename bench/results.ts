@@ -100,6 +100,19 @@ export const ResultsSchema = z
             .object({ rate: RoundFigure, p50: RoundFigure, p99: RoundFigure, cpuUs: RoundFigure })
             .strict()
             .optional(),
+          /**
+           * The measured server's garbage-collection pauses during the phases: how many per 1,000
+           * answered requests, their total per answered request, and the longest (a pause holds
+           * every request in flight, so the longest ones show in the tail).
+           */
+          gc: z
+            .object({
+              perThousand: z.number().nullable(),
+              usPerRequest: z.number().nullable(),
+              maxMs: z.number(),
+            })
+            .strict()
+            .optional(),
           scheduled: z.number().int().nonnegative(),
           sent: z.number().int().nonnegative(),
           ok: z.number().int().nonnegative(),
@@ -214,6 +227,10 @@ export interface LatencyCell {
   roundP99: number[];
   roundCpuUs: number[];
   skippedRounds: number;
+  /** Garbage-collection pauses of the measured server process during the phases. */
+  gcCount: number;
+  gcMs: number;
+  gcMaxMs: number;
   scheduled: number;
   sent: number;
   ok: number;
@@ -299,6 +316,11 @@ export function latencyResult(cell: LatencyCell): LatencyResult {
       p50: roundFigure(cell.roundP50),
       p99: roundFigure(cell.roundP99),
       cpuUs: roundFigure(cell.roundCpuUs, 1),
+    },
+    gc: {
+      perThousand: cell.ok > 0 ? Math.round((cell.gcCount * 10_000) / cell.ok) / 10 : null,
+      usPerRequest: cell.ok > 0 ? Math.round((cell.gcMs * 10_000) / cell.ok) / 10 : null,
+      maxMs: round3(cell.gcMaxMs),
     },
     scheduled: cell.scheduled,
     sent: cell.sent,

@@ -39,6 +39,7 @@ export async function startBareProxy(ctx: BenchContext, side: SideDeclaration): 
     token: ctx.token,
     connections: ctx.connections,
     serverCpuMicros: hosted.cpuMicros,
+    serverGc: hosted.gc,
     onClose: hosted.close,
   });
 }

@@ -21,6 +21,7 @@ export const target: Target = {
         token: ctx.token,
         connections: ctx.connections,
         serverCpuMicros: ctx.referenceCpuMicros,
+        serverGc: ctx.referenceGc,
       }),
     ];
   },

@@ -65,6 +65,7 @@ export const target: Target = {
         token: ctx.token,
         connections: ctx.connections,
         serverCpuMicros: edge.cpuMicros,
+        serverGc: edge.gc,
         onClose: edge.close,
       }),
     ];

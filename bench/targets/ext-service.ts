@@ -115,6 +115,7 @@ function grpcSide(declared: SideDeclaration, hosted: Hosted, client: EnvoyRoleCl
     // Envoy keeps many ext_proc streams open at once; one JS client needs them to load the server.
     concurrency: GRPC_CONCURRENCY,
     serverCpuMicros: hosted.cpuMicros,
+    serverGc: hosted.gc,
     async prepare(workload: Workload): Promise<Operation> {
       const id = 1_000_000;
       const body = workload.requestBody(id);

@@ -1,3 +1,4 @@
+import type { GcTotals } from "../hosted.js";
 import type { Operation } from "../load.js";
 import type { Workload } from "../workloads.js";
 
@@ -11,6 +12,8 @@ export interface Side extends SideDeclaration {
   readonly concurrency?: number;
   /** CPU microseconds used so far by the process(es) this side measures. */
   serverCpuMicros(): Promise<number>;
+  /** Garbage-collection pauses of that process so far (maxMs: longest since the last call). */
+  serverGc?(): Promise<GcTotals>;
   /** Checks one complete answer for the workload, then returns the repeatable operation. */
   prepare(workload: Workload): Promise<Operation>;
   close(): Promise<void>;
@@ -26,6 +29,7 @@ export interface BenchContext {
   readonly referenceOrigin: string;
   /** CPU microseconds used so far by the reference server's process. */
   referenceCpuMicros(): Promise<number>;
+  referenceGc?(): Promise<GcTotals>;
   /** Upper bound of concurrent requests per side (closed-loop workers). */
   readonly connections: number;
 }

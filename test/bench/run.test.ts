@@ -78,6 +78,9 @@ describe("npm run bench -- --quick", () => {
       for (const l of results.latency) {
         expect(l.errors + l.timedOut).toBe(0);
         expect(l.perRound!.p50.rounds.length + l.skippedRounds!).toBe(2);
+        // The server's GC pauses, from its own process (a count and the longest pause).
+        expect(l.gc!.maxMs).toBeGreaterThanOrEqual(0);
+        if (l.ok > 0) expect(l.gc!.perThousand).toBeGreaterThanOrEqual(0);
         if (l.fraction !== null) {
           expect(l.perRound!.rate.rounds.length).toBe(2);
           // The baseline runs at the rate of the slowest side it is compared with, in each round.
@@ -107,6 +110,7 @@ describe("npm run bench -- --quick", () => {
       expect(stdout).toMatch(
         /^workload\s+side\s+load\s+rate\/s\s+ok\s+err\s+p50\s+±\s+p99\s+±\s+max\s+\+p50\s+\+p99/m,
       );
+      expect(stdout).toMatch(/\s+cpu us\/req\s+gc\/1k\s+gc max ms$/m);
       expect(stdout).toMatch(/^call_64k_sse\s+bare-proxy\s+50%\s/m);
       expect(stdout).toMatch(/^Targets \(issue 16\)/m);
       const svg = readFileSync(join(out, "results.svg"), "utf8");
