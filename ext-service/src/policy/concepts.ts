@@ -610,6 +610,8 @@ function scan(text: string): ConceptState {
   let emailAt = false;
 
   const flushLetterRun = () => {
+    // Most words end no run: keep the empty array rather than allocate one per word.
+    if (letterRun.length === 0) return;
     if (letterRun.length >= 4) searchLetterRun(st, letterRun, letterRunStart);
     letterRun = [];
     letterRunStart = -1;
@@ -681,15 +683,25 @@ function scan(text: string): ConceptState {
       joinedParts = 0;
       continue;
     }
-    const afterDeterminer =
-      prevStart >= 0 &&
-      start - prevEnd === 1 &&
-      determinerFilter[prevHash & MASK] === 1 &&
-      DETERMINER_HASHES.has(prevHash);
-    const standalone = !afterDeterminer && standaloneAt(text, start, end);
+    const hz = len > 1 && codes[Math.min(len, 64) - 1] === 122 ? hashStep(beforeLast, 115) : h;
+    // Whether the word stands alone only matters to a lexicon hit, which most words are not:
+    // decide it only when a filter lets the word through.
+    const mayHit =
+      stemHit !== undefined ||
+      (len >= 8 && len <= 64) ||
+      wordFilter[h & MASK] === 1 ||
+      (hz !== h && wordFilter[hz & MASK] === 1);
+    const standalone =
+      mayHit &&
+      !(
+        prevStart >= 0 &&
+        start - prevEnd === 1 &&
+        determinerFilter[prevHash & MASK] === 1 &&
+        DETERMINER_HASHES.has(prevHash)
+      ) &&
+      standaloneAt(text, start, end);
     if (start > 0 && text.charCodeAt(start - 1) === 46 && !isWordAt(text, start - 2) && DOTFILES.has(h))
       st.hit([C.secret], start - 1, end, true);
-    const hz = len > 1 && codes[Math.min(len, 64) - 1] === 122 ? hashStep(beforeLast, 115) : h;
 
     // Single letters separated by one character form a run ("i g n o r e", "i.g.n.o.r.e").
     const singleSep = prevEnd >= 0 && start - prevEnd === 1 && text.charCodeAt(prevEnd) !== 10;
