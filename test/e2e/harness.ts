@@ -62,7 +62,12 @@ export function tempDir(prefix = "mcp-gw-test-"): { dir: string; remove(): void 
 }
 
 export interface GatewaySpec {
-  servers: { name: string; upstreams: string[]; tools?: Record<string, unknown>[] }[];
+  servers: {
+    name: string;
+    upstreams: string[];
+    upstream?: Record<string, unknown>;
+    tools?: Record<string, unknown>[];
+  }[];
   roles?: Record<string, unknown>;
   agents?: Record<string, unknown>;
   edge?: Record<string, unknown>;

@@ -9,8 +9,9 @@ import {
   type LoadedConfig,
 } from "./load.js";
 import { registryReferenceProblems } from "./references.js";
-import type { GatewayConfig } from "./schema.js";
+import type { GatewayConfig, Registry } from "./schema.js";
 import { readSessionSecrets } from "../policy/session-keys.js";
+import { readUpstreamCredentials } from "../policy/upstream-credentials.js";
 import { ApprovalPolicy, ApprovalsConfigError } from "../policy/approvals.js";
 import { PolicyEngine } from "../policy/engine.js";
 import { Authenticator, ConfigurationProblem } from "../policy/identity.js";
@@ -80,9 +81,28 @@ export function crossReferenceProblems(
  * ConfigError listing every problem.
  */
 export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
-  const problems = crossReferenceProblems(loaded.config, loaded.configFile, loaded.configSource);
+  const problems = [
+    ...crossReferenceProblems(loaded.config, loaded.configFile, loaded.configSource),
+    ...credentialProblems(loaded.registry, loaded.configFile, loaded.registryFile, loaded.registrySource),
+  ];
   if (problems.length > 0) throw new ConfigError(problems);
   return buildEngine(loaded, now);
+}
+
+/**
+ * Upstream credentials that cannot be read (unset variable, missing Docker secret), located in
+ * the registry. The messages name the variable or file, never a value.
+ */
+function credentialProblems(
+  registry: Registry,
+  configFile: string,
+  registryFile: string,
+  source: ConfigSource | undefined,
+): ConfigProblem[] {
+  const where: ConfigSource = source ?? { file: registryFile, locate: () => undefined };
+  return readUpstreamCredentials(registry, dirname(configFile)).problems.map((p) =>
+    problemAt(where, p.path, p.message),
+  );
 }
 
 /**
@@ -119,6 +139,11 @@ export function loadEngine(
   const problems = [...files.problems];
   if (files.config) {
     problems.push(...crossReferenceProblems(files.config, files.configFile, files.configSource));
+  }
+  if (files.registry) {
+    problems.push(
+      ...credentialProblems(files.registry, files.configFile, files.registryFile, files.registrySource),
+    );
   }
   if (problems.length > 0 || !files.config || !files.registry)
     throw new ConfigError(inFileOrder(problems, configFile));

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { DLP_DETECTOR_NAMES } from "../policy/dlp.js";
 import { durationMs } from "../model/duration.js";
+import { inlineSecretProblem } from "../policy/upstream-credentials.js";
 
 /**
  * Schemas for gateway.yaml and registry.yaml. Every object is strict so a misspelled key is an
@@ -1065,12 +1066,56 @@ export const ToolSchema = z
     }
   });
 
+/** Headers the gateway owns on the upstream hop (identity, session, framing): never configurable. */
+const GATEWAY_OWNED_HEADERS = new Set([
+  "host",
+  "content-length",
+  "content-type",
+  "accept",
+  "accept-encoding",
+  "transfer-encoding",
+  "connection",
+  "te",
+  "upgrade",
+  "mcp-session-id",
+  "mcp-protocol-version",
+  "last-event-id",
+  "traceparent",
+  "tracestate",
+]);
+
+const UpstreamHeaderName = z.string().regex(/^[A-Za-z0-9-]+$/, "a header name of letters, digits and '-'");
+
+export const UpstreamSchema = z
+  .object({
+    headers: z
+      .record(UpstreamHeaderName, z.string().min(1))
+      .superRefine((headers, ctx) => {
+        for (const [name, value] of Object.entries(headers)) {
+          const lower = name.toLowerCase();
+          if (lower.startsWith("x-mcp-") || GATEWAY_OWNED_HEADERS.has(lower)) {
+            ctx.addIssue({ code: "custom", path: [name], message: `'${name}' is set by the gateway itself` });
+            continue;
+          }
+          const problem = inlineSecretProblem(name, value);
+          if (problem) ctx.addIssue({ code: "custom", path: [name], message: problem });
+        }
+      })
+      .optional()
+      .describe(
+        "Headers added to every request to this server, replacing any the agent sent; " +
+          "values from ${env:NAME} or ${file:/path} (a credential-looking header takes nothing else)",
+      ),
+  })
+  .strict();
+
 export const ServerSchema = z
   .object({
     name: ServerNameSchema,
     description: z.string().optional(),
     owner: z.string().optional(),
     upstreams: z.array(HttpUrl).min(1).describe("Streamable HTTP endpoints of the server's replicas"),
+    upstream: UpstreamSchema.optional().describe("What the gateway adds to its requests to this server"),
     tools: z.array(ToolSchema).default([]),
   })
   .strict();

@@ -735,7 +735,18 @@ export interface DlpScannerOptions {
    * each text as the secret kinds' (the hook for other scanners' keyword anchors).
    */
   join?: (automaton: AnchorAutomaton) => void;
+  /**
+   * Exact values that are secrets wherever they appear (the credentials the gateway holds for
+   * upstreams), reported as `gateway_credential`. Not a configurable kind: always on.
+   */
+  exactSecrets?: readonly string[];
 }
+
+/** The kind of a match of DlpScannerOptions.exactSecrets. */
+export const GATEWAY_CREDENTIAL_KIND = "gateway_credential";
+
+/** Shorter held values are not matched: they would turn up in ordinary text. */
+export const MIN_EXACT_SECRET_LENGTH = 8;
 
 /**
  * The detectors to run, all of them or the named subset. One scan walks the text once for every
@@ -756,6 +767,13 @@ export class DlpScanner {
     this.detectors = set ? DETECTORS.filter((d) => set.has(d.kind)) : DETECTORS;
     registerSecretKinds(this.automaton, set, () => this.state);
     this.secretsAnchored = ANCHORED_SECRET_KINDS.some((k) => this.enabled.has(k.kind));
+    for (const secret of options.exactSecrets ?? []) {
+      if (secret.length < MIN_EXACT_SECRET_LENGTH || !/^[\x20-\x7e]+$/.test(secret)) continue;
+      this.automaton.add(secret, (_text, at) => {
+        this.state.out.push({ kind: GATEWAY_CREDENTIAL_KIND, start: at, end: at + secret.length });
+      });
+      this.secretsAnchored = true;
+    }
     options.join?.(this.automaton);
   }
 
@@ -867,7 +885,7 @@ export class DlpScanner {
       state.seen.clear();
       this.automaton.scan(text, meter);
       for (const f of state.out) {
-        if (this.enabled.has(f.kind))
+        if (this.enabled.has(f.kind) || f.kind === GATEWAY_CREDENTIAL_KIND)
           found.push({ kind: f.kind, category: "secret", start: f.start, end: f.end });
       }
       state.out = [];

@@ -55,6 +55,7 @@ import {
 } from "./session-seal.js";
 import { readSessionSecrets } from "./session-keys.js";
 import { durationMs } from "../model/duration.js";
+import { readUpstreamCredentials, type UpstreamCredentials } from "./upstream-credentials.js";
 import { HopTokens, isHopToken } from "./hop-token.js";
 
 /**
@@ -246,6 +247,8 @@ export class PolicyEngine {
 
   /** The directory of gateway.yaml: relative file names in it are relative to this. */
   readonly configDir: string;
+  /** Each server's gateway-held credential headers (registry `upstream.headers`, resolved). */
+  private readonly upstreamCredentials: UpstreamCredentials;
 
   constructor(
     loaded: { config: GatewayConfig; registry: Registry; configFile: string },
@@ -256,7 +259,12 @@ export class PolicyEngine {
     this.registry = new ToolRegistry(loaded.registry);
     this.rbac = new Rbac(loaded.config, now);
     this.authenticator = new Authenticator(loaded.config, dirname(loaded.configFile), now);
-    this.security = new SecurityPolicy(loaded.config, loaded.registry, now);
+    const credentials = readUpstreamCredentials(loaded.registry, this.configDir);
+    if (credentials.problems.length > 0) {
+      throw new Error(credentials.problems.map((p) => p.message).join("; "));
+    }
+    this.upstreamCredentials = credentials.credentials;
+    this.security = new SecurityPolicy(loaded.config, loaded.registry, now, credentials.credentials.secrets);
     this.origins = new RequestOrigins(loaded.config);
     this.budgets = new BudgetPolicy(loaded.config.budgets);
     this.approvals = new ApprovalPolicy(loaded.config, now);
@@ -476,6 +484,11 @@ export class PolicyEngine {
     return owner ? sealUpstreamSession(this.sessions, owner, { upstream, endpoint }) : undefined;
   }
 
+  /** The credential headers the gateway holds for `server` (registry `upstream.headers`), if any. */
+  credentialHeaders(server: string): Readonly<Record<string, string>> | undefined {
+    return this.upstreamCredentials.headers.get(server);
+  }
+
   upstreamHeaders(exchange: Exchange, incoming: HeaderMap): UpstreamHeaders {
     const remove = ["authorization"];
     for (const name of Object.keys(incoming)) {
@@ -488,6 +501,14 @@ export class PolicyEngine {
     };
     // Agent names are namespaced by issuer: the upstream needs both to tell two agents apart.
     if (principal?.issuer !== undefined) set["x-mcp-issuer"] = agentHeaderValue(principal.issuer);
+    // The server's own credential, held by the gateway: it replaces whatever the agent sent.
+    const credential = exchange.server ? this.credentialHeaders(exchange.server) : undefined;
+    if (credential) {
+      for (const name in credential) {
+        set[name] = credential[name]!;
+        if (!remove.includes(name)) remove.push(name);
+      }
+    }
     return { set, remove };
   }
 

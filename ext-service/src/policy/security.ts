@@ -212,6 +212,8 @@ export class SecurityPolicy {
     config: Pick<GatewayConfig, "security">,
     registry: Registry,
     private readonly now: () => number = Date.now,
+    /** Values the gateway holds for upstreams: found verbatim in any text, they are a secret. */
+    heldSecrets: readonly string[] = [],
   ) {
     const s = config.security;
     this.verifiedForMs = durationMs(s.pins.verifiedFor);
@@ -226,7 +228,7 @@ export class SecurityPolicy {
           `(the definition hashes to ${bad.computed}); review the change and run 'mcp-gateway registry pin --write'`,
       );
     }
-    this.scanner = new DlpScanner(s.dlp.detectors);
+    this.scanner = new DlpScanner(s.dlp.detectors, { exactSecrets: heldSecrets });
     this.decode = s.decode;
     this.base = {
       validateArguments: s.validateArguments,

@@ -50,7 +50,8 @@ export class PinVerifier {
       try {
         const tools = await this.listTools(url, {
           timeoutMs,
-          headers: { "x-mcp-agent": PIN_VERIFIER_AGENT },
+          // The server's own credential: a server that requires one would refuse the listing.
+          headers: { ...engine.credentialHeaders(server), "x-mcp-agent": PIN_VERIFIER_AGENT },
           clientName: PIN_VERIFIER_AGENT,
         });
         const { drifted, unlisted } = engine.security.recordToolList(server, tools);
