@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HOT_PATHS, HOT_PATH_IDS, HotPathFixture } from "../../bench/hot-paths.js";
 import { compareInstructions, type InstructionResults } from "../../bench/instructions-compare.js";
@@ -41,6 +42,14 @@ describe("instruction counts against the baseline", () => {
     const { text, failed } = compareInstructions(other, baseline, 3);
     expect(failed).toEqual([]);
     expect(text).toMatch(/not comparable, nothing fails/);
+  });
+
+  it("has a committed baseline for every hot path", () => {
+    const committed = JSON.parse(
+      readFileSync(new URL("../../bench/instructions-baseline.json", import.meta.url), "utf8"),
+    ) as InstructionResults;
+    expect(Object.keys(committed.paths).sort()).toEqual([...HOT_PATH_IDS].sort());
+    for (const p of Object.values(committed.paths)) expect(p.instructions).toBeGreaterThan(0);
   });
 });
 
