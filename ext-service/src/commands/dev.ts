@@ -18,6 +18,7 @@ import { startEdge, type Edge } from "../edge/index.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { consoleApi } from "../console/api.js";
 import { consoleAssets } from "../console/routes.js";
 import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
@@ -146,7 +147,16 @@ export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
         { ready: edge.ready },
         engine.config.listen.admin.host,
         adminPort,
-        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger), consoleAssets()],
+        [
+          approvalsAdminApi(() => edge.engine, edge.state.approvals, logger),
+          consoleApi({
+            engine: () => edge.engine,
+            approvals: edge.state.approvals,
+            audit: edge.audit,
+            logger,
+          }),
+          consoleAssets(),
+        ],
       );
       edge.state.approvals.adminUrl = adminBaseUrl(engine.config.listen.admin.host, boundPort(admin));
     } catch (err) {

@@ -5,6 +5,7 @@ import { loadEngine, warnReferences } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
 import { reloadOnHangup } from "./reload.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { consoleApi } from "../console/api.js";
 import { consoleAssets } from "../console/routes.js";
 import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js";
 import { createLogger } from "../telemetry/logger.js";
@@ -92,7 +93,16 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
         { ready: edge.ready },
         engine.config.listen.admin.host,
         adminPort ?? engine.config.listen.admin.port,
-        [approvalsAdminApi(() => edge.engine, edge.state.approvals, logger), consoleAssets()],
+        [
+          approvalsAdminApi(() => edge.engine, edge.state.approvals, logger),
+          consoleApi({
+            engine: () => edge.engine,
+            approvals: edge.state.approvals,
+            audit: edge.audit,
+            logger,
+          }),
+          consoleAssets(),
+        ],
       );
       edge.state.approvals.adminUrl = adminBaseUrl(engine.config.listen.admin.host, boundPort(admin));
     } catch (err) {

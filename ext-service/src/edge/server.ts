@@ -58,6 +58,8 @@ export interface Edge {
   url: string;
   /** Shared state (budgets, cache, approvals): the admin API reads approvals from it. */
   readonly state: GatewayState;
+  /** Writes the audit records; its recent ones feed the admin console. */
+  readonly audit: AuditTrail;
   /** True while listening and not draining (for /readyz). */
   ready(): boolean;
   /**
@@ -797,6 +799,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           },
           port,
           state: shared,
+          audit,
           url: `http://${shownHost}:${port}`,
           ready: () => listening && !closing && shared.ready(),
           close(graceMs = durationMs(engine.config.shutdownGrace)) {

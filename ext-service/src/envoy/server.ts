@@ -6,6 +6,7 @@ import type { PolicyEngine } from "../policy/engine.js";
 import { GatewayState } from "../runtime/gateway-state.js";
 import { openStore } from "../state/open-store.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
+import { consoleApi } from "../console/api.js";
 import { consoleAssets } from "../console/routes.js";
 import { adminBaseUrl, startAdminServer, boundPort } from "../telemetry/admin.js";
 import { tracingFromConfig, type Tracing } from "../telemetry/tracing.js";
@@ -199,7 +200,11 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       { ready: () => health.serving && state.ready() },
       options.adminHost ?? listen.admin.host,
       options.adminPort ?? listen.admin.port,
-      [approvalsAdminApi(() => ctx.engine, state.approvals, logger), consoleAssets()],
+      [
+        approvalsAdminApi(() => ctx.engine, state.approvals, logger),
+        consoleApi({ engine: () => ctx.engine, approvals: state.approvals, audit: audit, logger }),
+        consoleAssets(),
+      ],
     );
     state.approvals.adminUrl = adminBaseUrl(options.adminHost ?? listen.admin.host, boundPort(admin));
   } catch (err) {

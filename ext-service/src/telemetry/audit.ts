@@ -188,6 +188,38 @@ function countMetric(metrics: Metrics, exchange: Exchange, key: string, n: numbe
   }
 }
 
+/** How many recent audit records a trail keeps in memory for the admin console. */
+export const RECENT_AUDIT_RECORDS = 1000;
+
+/**
+ * The most recent audit records, oldest overwritten first: a fixed-size ring, so memory stays
+ * bounded whatever the traffic. The admin console reads it; the log stays the record of truth.
+ */
+export class AuditRing {
+  private readonly slots: (AuditRecord | undefined)[];
+  private next = 0;
+
+  constructor(readonly capacity: number = RECENT_AUDIT_RECORDS) {
+    this.slots = new Array<AuditRecord | undefined>(capacity);
+  }
+
+  add(record: AuditRecord): void {
+    this.slots[this.next] = record;
+    this.next = (this.next + 1) % this.capacity;
+  }
+
+  /** The records, newest first. */
+  newestFirst(): AuditRecord[] {
+    const out: AuditRecord[] = [];
+    for (let i = 1; i <= this.capacity; i++) {
+      const record = this.slots[(this.next - i + this.capacity) % this.capacity];
+      if (record === undefined) break;
+      out.push(record);
+    }
+    return out;
+  }
+}
+
 /**
  * Closes an exchange: exactly one audit record and one metrics update, however many times an
  * adapter's cleanup paths call this (stream end, error, reset).
@@ -209,6 +241,9 @@ export class AuditTrail {
   }
 
   private readonly writeLine: (record: AuditRecord) => void;
+
+  /** The latest records, for the admin console's Audit page. */
+  readonly recent = new AuditRing();
 
   /** Spans end with the exchange's record (telemetry/tracing.ts); undefined when tracing is off. */
   tracing: Tracing | undefined;
@@ -267,6 +302,17 @@ export class AuditTrail {
     };
     if (later) this.defer(record);
     else this.writeLine(record);
+    // A record written now still shares the exchange's arrays: the ring keeps its own copy.
+    this.recent.add(
+      later
+        ? record
+        : {
+            ...record,
+            reasons: [...record.reasons],
+            causes: [...record.causes],
+            counters: { ...record.counters },
+          },
+    );
     this.tracing?.finish(exchange);
     this.metrics.requests.inc({
       server: exchange.server ?? "-",
