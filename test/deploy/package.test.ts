@@ -95,8 +95,9 @@ afterAll(async () => {
       await proc.exit;
     }
   }
+  // Removing the installed node_modules tree alone can take over 30 s on the loaded machine.
   rmSync(work, { recursive: true, force: true });
-});
+}, 180_000);
 
 beforeAll(async () => {
   // prepack builds dist/ first, so the tarball never holds a stale build.
