@@ -221,7 +221,7 @@ async function spawnExtService(configFile: string): Promise<string> {
   const { grpc, admin } = await new Promise<{ grpc: string; admin: string }>((resolve, reject) => {
     child.stdout!.on("data", (d: Buffer) => {
       output += d.toString();
-      const m = / on ([\d.]+:\d+), admin on (http:\/\/[^\s]+)/.exec(output);
+      const m = / on ([\d.]+:\d+), admin on (http:\/\/[^\s,]+)/.exec(output);
       if (m) resolve({ grpc: m[1]!, admin: m[2]! });
     });
     child.once("exit", (code) => reject(new Error(`serve exited (${code}):\n${output}`)));
