@@ -18,6 +18,7 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BrokerNames } from "./names.js";
 import { brokerSessionOwner, openBrokerSession, sealBrokerSession, type BrokerSession } from "./session.js";
+import { isPlainObject } from "../mcp/jsonrpc.js";
 
 export interface BrokerOptions {
   /** The policy in force (it changes on reload). */
@@ -75,10 +76,6 @@ const LIST_CHANGED = [
 ] as const;
 /** Pages read from one server for one list: a server cannot keep the broker paging for ever. */
 const MAX_LIST_PAGES = 100;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /** A JSON-RPC error from the hop (the per-server policy's answer), passed to the agent as it is. */
 function relayedError(err: unknown, server: string): ProtocolError {
@@ -163,7 +160,7 @@ export class Broker {
     this.modern = createMcpHandler(
       (ctx) => {
         const scope = ctx.authInfo?.extra?.scope;
-        if (!isRecord(scope)) throw new Error("broker: request without its scope");
+        if (!isPlainObject(scope)) throw new Error("broker: request without its scope");
         return this.buildServer(scope as unknown as Scope);
       },
       { legacy: "reject", onerror: (err) => options.logger.debug({ err }, "broker: request refused") },
@@ -270,8 +267,8 @@ export class Broker {
     body: { params?: Record<string, unknown> },
   ): Promise<void> {
     const params = body.params ?? {};
-    const clientCapabilities = isRecord(params.capabilities) ? params.capabilities : {};
-    const info = isRecord(params.clientInfo) ? params.clientInfo : {};
+    const clientCapabilities = isPlainObject(params.capabilities) ? params.capabilities : {};
+    const info = isPlainObject(params.clientInfo) ? params.clientInfo : {};
     const session: BrokerSession = {
       protocolVersion: typeof params.protocolVersion === "string" ? params.protocolVersion : "2025-03-26",
       clientCapabilities,

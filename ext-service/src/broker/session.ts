@@ -1,4 +1,5 @@
 import type { SessionOwner, SessionSealer } from "../policy/session-seal.js";
+import { isPlainObject } from "../mcp/jsonrpc.js";
 
 /**
  * A 2025-era session of the aggregated endpoint, as its sealed `Mcp-Session-Id` carries it. The
@@ -36,10 +37,6 @@ export function sealBrokerSession(
   );
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 export function openBrokerSession(
   sealer: SessionSealer,
   sealed: string,
@@ -55,9 +52,13 @@ export function openBrokerSession(
   }
   if (!Array.isArray(value) || value.length !== 4) return undefined;
   const [protocolVersion, clientCapabilities, clientInfo, hops] = value as unknown[];
-  if (typeof protocolVersion !== "string" || !isRecord(clientCapabilities) || !isRecord(hops))
+  if (typeof protocolVersion !== "string" || !isPlainObject(clientCapabilities) || !isPlainObject(hops))
     return undefined;
-  if (!isRecord(clientInfo) || typeof clientInfo.name !== "string" || typeof clientInfo.version !== "string")
+  if (
+    !isPlainObject(clientInfo) ||
+    typeof clientInfo.name !== "string" ||
+    typeof clientInfo.version !== "string"
+  )
     return undefined;
   const hopIds: Record<string, string> = {};
   for (const [server, id] of Object.entries(hops)) if (typeof id === "string") hopIds[server] = id;

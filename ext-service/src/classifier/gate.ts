@@ -1,4 +1,4 @@
-import { decodeUtf8, errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
+import { decodeUtf8, errorResponse, type JsonRpcId, isPlainObject } from "../mcp/jsonrpc.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import { needsClassification, scanInjection } from "../policy/injection.js";
 import { Reasons } from "../policy/reasons.js";
@@ -64,7 +64,7 @@ async function judgeMessage(
   exchange: Exchange,
   message: unknown,
 ): Promise<Record<string, unknown> | undefined> {
-  if (!isObject(message) || !("id" in message)) return undefined;
+  if (!isPlainObject(message) || !("id" in message)) return undefined;
   const texts: { surface: Surface; text: string }[] = [];
   collectTexts(message, texts);
   const settings = classifier.settings;
@@ -96,30 +96,27 @@ async function judgeMessage(
 
 function collectTexts(message: Record<string, unknown>, out: { surface: Surface; text: string }[]): void {
   const error = message.error;
-  if (isObject(error) && typeof error.message === "string")
+  if (isPlainObject(error) && typeof error.message === "string")
     out.push({ surface: "outputs", text: error.message });
   const result = message.result;
-  if (!isObject(result)) return;
+  if (!isPlainObject(result)) return;
   for (const item of arrayOf(result.content)) {
-    if (isObject(item) && typeof item.text === "string") out.push({ surface: "outputs", text: item.text });
+    if (isPlainObject(item) && typeof item.text === "string")
+      out.push({ surface: "outputs", text: item.text });
   }
   for (const m of arrayOf(result.messages)) {
-    if (isObject(m) && isObject(m.content) && typeof m.content.text === "string")
+    if (isPlainObject(m) && isPlainObject(m.content) && typeof m.content.text === "string")
       out.push({ surface: "outputs", text: m.content.text });
   }
   for (const c of arrayOf(result.contents)) {
-    if (isObject(c) && typeof c.text === "string") out.push({ surface: "outputs", text: c.text });
+    if (isPlainObject(c) && typeof c.text === "string") out.push({ surface: "outputs", text: c.text });
   }
   for (const list of [result.tools, result.prompts, result.resources]) {
     for (const d of arrayOf(list)) {
-      if (isObject(d) && typeof d.description === "string")
+      if (isPlainObject(d) && typeof d.description === "string")
         out.push({ surface: "descriptions", text: d.description });
     }
   }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function arrayOf(v: unknown): unknown[] {

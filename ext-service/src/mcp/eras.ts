@@ -1,4 +1,5 @@
 import type { JsonRpcMessage } from "./jsonrpc.js";
+import { isPlainObject } from "./jsonrpc.js";
 
 /**
  * The two protocol eras of MCP and how a request is told apart.
@@ -66,10 +67,6 @@ export type EraClassification =
     }
   | { ok: false; problem: EraProblem; detail: string };
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function trimmed(value: string | undefined): string | undefined {
   return value === undefined ? undefined : value.trim();
 }
@@ -77,7 +74,7 @@ function trimmed(value: string | undefined): string | undefined {
 /** The `_meta` object of a message's params, when it has one. */
 export function metaOf(params: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
   const meta = params?._meta;
-  return isRecord(meta) ? meta : undefined;
+  return isPlainObject(meta) ? meta : undefined;
 }
 
 /** Whether params carry the 2026 envelope claim: the reserved protocol-version key in `_meta`. */
@@ -91,10 +88,11 @@ function envelopeProblem(meta: Record<string, unknown>): string | undefined {
   if (typeof meta[META_PROTOCOL_VERSION] !== "string")
     return `${META_PROTOCOL_VERSION}: expected a protocol version string`;
   if (!(META_CLIENT_CAPABILITIES in meta)) return `${META_CLIENT_CAPABILITIES}: missing`;
-  if (!isRecord(meta[META_CLIENT_CAPABILITIES])) return `${META_CLIENT_CAPABILITIES}: expected an object`;
+  if (!isPlainObject(meta[META_CLIENT_CAPABILITIES]))
+    return `${META_CLIENT_CAPABILITIES}: expected an object`;
   const info = meta[META_CLIENT_INFO];
   if (info !== undefined) {
-    if (!isRecord(info) || typeof info.name !== "string" || typeof info.version !== "string")
+    if (!isPlainObject(info) || typeof info.name !== "string" || typeof info.version !== "string")
       return `${META_CLIENT_INFO}: expected an object with string name and version`;
   }
   return undefined;
@@ -248,5 +246,5 @@ export const INPUT_REQUEST_METHODS: ReadonlySet<string> = new Set([
 
 /** Whether a result is a 2026 multi-round-trip `input_required` result. */
 export function isInputRequiredResult(result: unknown): result is Record<string, unknown> {
-  return isRecord(result) && result.resultType === "input_required";
+  return isPlainObject(result) && result.resultType === "input_required";
 }

@@ -88,7 +88,7 @@ export function jsonDepth(text: string, stopAbove = Infinity): number {
   return max;
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 

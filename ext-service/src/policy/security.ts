@@ -10,7 +10,7 @@ import type {
 import { durationMs } from "../model/duration.js";
 import { arrayItemSources } from "../mcp/json-source.js";
 import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } from "../mcp/eras.js";
-import { classifyMessage, errorResponse, type JsonRpcMessage } from "../mcp/jsonrpc.js";
+import { classifyMessage, errorResponse, type JsonRpcMessage, isPlainObject } from "../mcp/jsonrpc.js";
 import { toolPin } from "./canonical.js";
 import { crossReferences, nameCollisions, type NamedTool } from "./collisions.js";
 import { DlpScanner, expandDlpKinds, redactMatches, type DlpAllow, type DlpCategory } from "./dlp.js";
@@ -183,10 +183,6 @@ function scanBudgetExceeded(ms: number): RequestDenial {
   };
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 export class SecurityPolicy {
   readonly settings: SecurityConfig;
   readonly pins: PinBook;
@@ -341,7 +337,7 @@ export class SecurityPolicy {
         if (!check.ok) return { reason: "invalid_arguments", detail: check.message };
       }
     }
-    if (!isRecord(args)) return undefined;
+    if (!isPlainObject(args)) return undefined;
     return this.checkClientStrings(exchange, settings, args, "arguments");
   }
 
@@ -356,7 +352,7 @@ export class SecurityPolicy {
     name: string,
     inputResponses: unknown,
   ): RequestDenial | undefined {
-    if (!isRecord(inputResponses))
+    if (!isPlainObject(inputResponses))
       return { reason: "invalid_params", detail: "'inputResponses' must be an object" };
     countOn(exchange, "input_responses");
     return this.checkClientStrings(exchange, this.resolve(server, name), inputResponses, "inputResponses");
@@ -414,7 +410,7 @@ export class SecurityPolicy {
           visit(value[i], path, depth + 1);
           path.pop();
         }
-      } else if (isRecord(value)) {
+      } else if (isPlainObject(value)) {
         for (const key of Object.keys(value)) {
           if (denial) break;
           path.push(key);
@@ -646,7 +642,7 @@ export class SecurityPolicy {
     const result = message.result as Record<string, unknown>;
     const requests = result.inputRequests;
     if (requests === undefined) return SAME;
-    if (!isRecord(requests)) {
+    if (!isPlainObject(requests)) {
       return this.refuse(exchange, message, {
         reason: "upstream_invalid_response",
         detail: "'inputRequests' is not an object",
@@ -657,7 +653,7 @@ export class SecurityPolicy {
     for (const key of Object.keys(requests)) {
       const request = requests[key];
       if (
-        !isRecord(request) ||
+        !isPlainObject(request) ||
         typeof request.method !== "string" ||
         !INPUT_REQUEST_METHODS.has(request.method)
       ) {
@@ -712,7 +708,7 @@ export class SecurityPolicy {
     message: JsonRpcMessage & { kind: "response" },
   ): SecurityRewrite {
     const result = message.result;
-    if (!isRecord(result)) return SAME;
+    if (!isPlainObject(result)) return SAME;
     let next: Record<string, unknown> = result;
     if (Array.isArray(result.supportedVersions)) {
       const versions = result.supportedVersions.filter(
@@ -721,7 +717,7 @@ export class SecurityPolicy {
       if (versions.length !== result.supportedVersions.length)
         next = { ...next, supportedVersions: versions };
     }
-    if (isRecord(result.capabilities)) {
+    if (isPlainObject(result.capabilities)) {
       const capabilities = result.capabilities;
       const kept = Object.fromEntries(
         Object.entries(capabilities).filter(([key]) => DISCOVER_CAPABILITIES.has(key)),
@@ -775,7 +771,7 @@ export class SecurityPolicy {
     const annotate = ctx.notes.filter((n) => n.action === "annotate");
     if (after === before && annotate.length === 0) return SAME;
     let value: unknown = after;
-    if (annotate.length > 0 && field === "result" && isRecord(value)) {
+    if (annotate.length > 0 && field === "result" && isPlainObject(value)) {
       value = this.annotateResult(value, annotate, options.toolResult === true);
     }
     return this.replaced({ ...raw, [field]: value });
@@ -805,7 +801,7 @@ export class SecurityPolicy {
     notes: Note[],
     toolResult: boolean,
   ): Record<string, unknown> {
-    const meta = isRecord(result._meta) ? result._meta : {};
+    const meta = isPlainObject(result._meta) ? result._meta : {};
     const findings = notes.map((n) => ({
       path: n.path,
       ...(n.rule ? { rule: n.rule, tier: n.tier } : {}),
@@ -859,7 +855,7 @@ export class SecurityPolicy {
       }
       return out ?? value;
     }
-    if (isRecord(value)) {
+    if (isPlainObject(value)) {
       let out: Record<string, unknown> | undefined;
       for (const k of Object.keys(value)) {
         path.push(k);
@@ -962,10 +958,10 @@ export class SecurityPolicy {
    * `result.content`.
    */
   private scanAcrossItems(result: unknown, ctx: WalkContext): unknown {
-    if (!isRecord(result) || !Array.isArray(result.content)) return result;
+    if (!isPlainObject(result) || !Array.isArray(result.content)) return result;
     const texts: string[] = [];
     for (const item of result.content as unknown[]) {
-      if (isRecord(item) && item.type === "text" && typeof item.text === "string") texts.push(item.text);
+      if (isPlainObject(item) && item.type === "text" && typeof item.text === "string") texts.push(item.text);
     }
     if (texts.length < 2) return result;
     const joined = texts.join("\n");
@@ -974,7 +970,7 @@ export class SecurityPolicy {
     const outcome = this.actOnInjection(ctx, findings, "result.content");
     if (outcome !== "redact") return result;
     const content = (result.content as unknown[]).map((item) =>
-      isRecord(item) && item.type === "text" && typeof item.text === "string"
+      isPlainObject(item) && item.type === "text" && typeof item.text === "string"
         ? { ...item, text: REDACTED_INJECTION }
         : item,
     );
@@ -995,7 +991,7 @@ export class SecurityPolicy {
     source: string | undefined,
   ): SecurityRewrite {
     const result = message.result;
-    if (!isRecord(result) || !Array.isArray(result.tools)) return SAME;
+    if (!isPlainObject(result) || !Array.isArray(result.tools)) return SAME;
     const tools = result.tools as unknown[];
     let sources = source === undefined ? undefined : arrayItemSources(source, ["result", "tools"]);
     if (sources?.length !== tools.length) sources = undefined;
@@ -1003,7 +999,7 @@ export class SecurityPolicy {
     const kept: unknown[] = [];
     for (let i = 0; i < tools.length; i++) {
       const item = tools[i];
-      if (!isRecord(item) || typeof item.name !== "string") {
+      if (!isPlainObject(item) || typeof item.name !== "string") {
         kept.push(item);
         continue;
       }
@@ -1148,11 +1144,11 @@ export class SecurityPolicy {
     const key =
       method === "prompts/list" ? "prompts" : method === "resources/list" ? "resources" : "resourceTemplates";
     const result = message.result;
-    if (!isRecord(result) || !Array.isArray(result[key])) return SAME;
+    if (!isPlainObject(result) || !Array.isArray(result[key])) return SAME;
     let changed = false;
     const kept: unknown[] = [];
     for (const item of result[key] as unknown[]) {
-      if (!isRecord(item)) {
+      if (!isPlainObject(item)) {
         kept.push(item);
         continue;
       }
@@ -1184,7 +1180,7 @@ export class SecurityPolicy {
     message: JsonRpcMessage & { kind: "response" },
   ): SecurityRewrite {
     const result = message.result;
-    if (!isRecord(result) || typeof result.instructions !== "string") return SAME;
+    if (!isPlainObject(result) || typeof result.instructions !== "string") return SAME;
     const settings = this.resolve(server, "*");
     if (!settings.injection.enabled) return SAME;
     const findings = this.scanCached(result.instructions);
@@ -1215,7 +1211,7 @@ function collectTexts(value: unknown, out: string[], depth: number): void {
   if (typeof value === "string") {
     if (value.length >= 6) out.push(value);
   } else if (Array.isArray(value)) for (const v of value) collectTexts(v, out, depth + 1);
-  else if (isRecord(value)) for (const v of Object.values(value)) collectTexts(v, out, depth + 1);
+  else if (isPlainObject(value)) for (const v of Object.values(value)) collectTexts(v, out, depth + 1);
 }
 
 /** Schema keywords whose string values are structure, not prose. */
@@ -1242,7 +1238,7 @@ export function definitionTexts(tool: Readonly<Record<string, unknown>>): string
     if (typeof v === "string") {
       if (v.length >= 6) out.push(v);
     } else if (Array.isArray(v)) for (const x of v) visit(x, depth + 1);
-    else if (isRecord(v)) {
+    else if (isPlainObject(v)) {
       for (const [k, x] of Object.entries(v)) if (!SCHEMA_KEYWORDS.has(k)) visit(x, depth + 1);
     }
   };
