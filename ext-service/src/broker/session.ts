@@ -1,4 +1,4 @@
-import type { SessionOwner, SessionSealer } from "../policy/session-seal.js";
+import { openSealedJson, type SessionOwner, type SessionSealer } from "../policy/session-seal.js";
 import { isPlainObject } from "../mcp/jsonrpc.js";
 
 /**
@@ -42,14 +42,7 @@ export function openBrokerSession(
   sealed: string,
   owner: SessionOwner,
 ): BrokerSession | undefined {
-  const content = sealer.open(sealed, owner);
-  if (content === undefined) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(content);
-  } catch {
-    return undefined;
-  }
+  const value = openSealedJson(sealer, sealed, owner);
   if (!Array.isArray(value) || value.length !== 4) return undefined;
   const [protocolVersion, clientCapabilities, clientInfo, hops] = value as unknown[];
   if (typeof protocolVersion !== "string" || !isPlainObject(clientCapabilities) || !isPlainObject(hops))

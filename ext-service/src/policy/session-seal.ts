@@ -78,14 +78,18 @@ export function openUpstreamSession(
   sealed: string,
   owner: SessionOwner,
 ): UpstreamSession | undefined {
+  const value = openSealedJson(sealer, sealed, owner);
+  if (!Array.isArray(value) || typeof value[0] !== "string") return undefined;
+  return typeof value[1] === "string" ? { upstream: value[0], endpoint: value[1] } : { upstream: value[0] };
+}
+
+/** The JSON value sealed for this owner, or undefined when the id is foreign, altered or not JSON. */
+export function openSealedJson(sealer: SessionSealer, sealed: string, owner: SessionOwner): unknown {
   const content = sealer.open(sealed, owner);
   if (content === undefined) return undefined;
-  let value: unknown;
   try {
-    value = JSON.parse(content);
+    return JSON.parse(content) as unknown;
   } catch {
     return undefined;
   }
-  if (!Array.isArray(value) || typeof value[0] !== "string") return undefined;
-  return typeof value[1] === "string" ? { upstream: value[0], endpoint: value[1] } : { upstream: value[0] };
 }
