@@ -6,10 +6,10 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    // The admin console's browser script (console/console.js): no bundler, no globals package.
+    // The admin console's browser modules (console/app.js, shared.js, pages/): no bundler, no globals package.
     files: ["console/**/*.js"],
     languageOptions: {
-      sourceType: "script",
+      sourceType: "module",
       globals: Object.fromEntries(
         [
           "document",

@@ -61,6 +61,16 @@ describe.runIf(chromiumAvailable())("admin console in a real browser", () => {
     expect(res.headers["content-security-policy"]).toBe(CONSOLE_CSP);
     expect(res.headers["set-cookie"]).toBeUndefined();
     expect(await res.body.text()).toContain('<label for="token">Admin token</label>');
+    for (const module of ["app.js", "shared.js", "pages/approvals.js"]) {
+      const js = await request(`${gw.dev.adminUrl}/console/${module}`);
+      expect(js.statusCode, module).toBe(200);
+      expect(js.headers["content-type"]).toBe("text/javascript; charset=utf-8");
+      expect(js.headers["content-security-policy"]).toBe(CONSOLE_CSP);
+      await js.body.dump();
+    }
+    const missing = await request(`${gw.dev.adminUrl}/console/pages/../../package.json`);
+    expect(missing.statusCode).toBe(404);
+    await missing.body.dump();
   });
 
   it("refuses a wrong token at the login form", async () => {

@@ -133,7 +133,9 @@ describe("the packed package (npm pack = the image's content)", { timeout: 150_0
       "registry/registry.yaml",
       "schemas/gateway.schema.json",
       "console/index.html",
-      "console/console.js",
+      "console/app.js",
+      "console/shared.js",
+      "console/pages/approvals.js",
       "console/console.css",
     ]) {
       expect(packed, file).toContain(file);

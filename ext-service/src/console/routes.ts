@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { dirname, join } from "node:path";
+import { dirname, extname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /**
- * The admin console's static front end (console/ in the package): three files, read once, served
+ * The admin console's static front end (console/ in the package: index.html, console.css and the ES
+ * modules app.js, shared.js, pages/*.js): every .html/.js/.css file under it, read once, served
  * on the admin port under /console with a strict Content-Security-Policy (scripts, styles and
  * fetches from the console's own origin only, no framing, no forms posting anywhere). The page
  * holds the admin token in sessionStorage and sends it as an Authorization header; nothing here
@@ -12,12 +13,26 @@ import { fileURLToPath } from "node:url";
  */
 
 const PREFIX = "/console";
-const ASSETS: Readonly<Record<string, { file: string; type: string }>> = {
-  "/console": { file: "index.html", type: "text/html; charset=utf-8" },
-  "/console/": { file: "index.html", type: "text/html; charset=utf-8" },
-  "/console/console.js": { file: "console.js", type: "text/javascript; charset=utf-8" },
-  "/console/console.css": { file: "console.css", type: "text/css; charset=utf-8" },
+const TYPES: Readonly<Record<string, string>> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
 };
+
+/** URL path -> file for every servable file under dir; /console and /console/ are index.html. */
+function consoleFiles(dir: string): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile() || !(extname(entry.name) in TYPES)) continue;
+    const file = join(entry.parentPath, entry.name);
+    files.set(`${PREFIX}/${relative(dir, file).split(sep).join("/")}`, file);
+  }
+  const index = files.get(`${PREFIX}/index.html`);
+  if (index === undefined) throw new Error(`no index.html in ${dir}`);
+  files.set(PREFIX, index);
+  files.set(`${PREFIX}/`, index);
+  return files;
+}
 
 export const CONSOLE_CSP = [
   "default-src 'none'",
@@ -41,8 +56,8 @@ export function consoleDir(from = dirname(fileURLToPath(import.meta.url))): stri
 /** The route for the admin server: the console's files; other paths are left to the next route. */
 export function consoleAssets(dir = consoleDir()): (req: IncomingMessage, res: ServerResponse) => boolean {
   const loaded = new Map<string, { body: Buffer; type: string }>();
-  for (const [path, asset] of Object.entries(ASSETS)) {
-    loaded.set(path, { body: readFileSync(join(dir, asset.file)), type: asset.type });
+  for (const [path, file] of consoleFiles(dir)) {
+    loaded.set(path, { body: readFileSync(file), type: TYPES[extname(file)]! });
   }
   return (req, res) => {
     const path = (req.url ?? "/").split("?")[0]!;
