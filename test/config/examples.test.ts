@@ -24,6 +24,7 @@ describe("shipped examples", () => {
       "release-bot",
       "ops-bot",
       "release-manager",
+      "platform-admin",
     ]);
   });
 

@@ -51,8 +51,8 @@ describe.runIf(chromiumAvailable())("admin console in a real browser", () => {
 
   it("npm start's banner prints the console URL and a token that logs in", () => {
     const banner = devBanner(gw.dev);
-    expect(banner).toContain(`open ${gw.dev.adminUrl}/console and paste this token (release-manager):`);
-    expect(banner).toContain(`  ${gw.token("release-manager")}\n`);
+    expect(banner).toContain(`open ${gw.dev.adminUrl}/console and paste this token (platform-admin):`);
+    expect(banner).toContain(`  ${gw.token("platform-admin")}\n`);
   });
 
   it("serves the page with a strict CSP and no cookies", async () => {
