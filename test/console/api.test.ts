@@ -50,7 +50,13 @@ describe("console API: audit", () => {
     const approvals = gw.edge.state.approvals;
     const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
       approvalsAdminApi(() => gw.edge.engine, approvals, gw.log.logger),
-      consoleApi({ engine: () => gw.edge.engine, approvals, audit: gw.edge.audit, logger: gw.log.logger }),
+      consoleApi({
+        engine: () => gw.edge.engine,
+        approvals,
+        audit: gw.edge.audit,
+        store: gw.edge.state.store,
+        logger: gw.log.logger,
+      }),
     ]);
     adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
     approvals.adminUrl = adminUrl;
@@ -99,5 +105,268 @@ describe("console API: audit", () => {
     expect((await audit("", tokens.boss, { origin: "https://evil.example" })).status).toBe(403);
     expect((await audit("", tokens.boss, { "sec-fetch-site": "cross-site" })).status).toBe(403);
     expect((await audit("", tokens.boss, { origin: adminUrl })).status).toBe(200);
+  });
+});
+
+interface MatrixCell {
+  access: string;
+  rule: string | undefined;
+  cause: string | undefined;
+  conditions: { rule: string; when: string }[];
+  approval: { rule: string; when: string | undefined } | undefined;
+}
+interface Matrix {
+  by: string;
+  columns: { server: string; tool: string }[];
+  rows: { name: string; roles: string[]; cells: MatrixCell[]; patterns: { prompts: string[] }[] }[];
+}
+
+/** /console/api/access, /explain and /budgets over real HTTP against a running edge. */
+describe("console API: access, explain, budgets", () => {
+  let kb: RunningServer;
+  let gw: Gateway;
+  let adminUrl: string;
+  let close: () => Promise<void>;
+  const tokens: Record<string, string> = {};
+
+  beforeAll(async () => {
+    kb = await startKbServer(0, "127.0.0.1");
+    gw = await startGateway({
+      servers: [{ name: "kb", upstreams: [kb.url], tools: KB.tools }],
+      roles: {
+        reader: {
+          rules: [
+            { effect: "allow", tools: ["kb/search_articles"], prompts: ["kb/*"] },
+            { effect: "allow", tools: ["kb/get_article"], when: "arguments.id.startsWith('kb-')" },
+          ],
+        },
+        blocked: {
+          rules: [
+            { effect: "allow", tools: ["kb/*"] },
+            { effect: "deny", tools: ["kb/get_article"] },
+          ],
+        },
+        approver: { rules: [] },
+        admin: { rules: [] },
+      },
+      agents: {
+        reader: { roles: ["reader"] },
+        mallory: { roles: ["blocked"] },
+        boss: { roles: ["admin"] },
+        alice: { roles: ["approver"] },
+      },
+      config: {
+        approvals: {
+          approvers: [{ roles: ["approver"] }],
+          rules: [{ name: "article-two", tools: ["kb/get_article"], when: "arguments.id == 'kb-2'" }],
+        },
+        budgets: {
+          rules: [
+            { name: "kb-per-agent", per: "agent", tools: ["kb/*"], period: "day", limit: 3 },
+            {
+              name: "search-shared",
+              per: "shared",
+              tools: ["kb/search_articles"],
+              period: "hour",
+              limit: 50,
+            },
+          ],
+        },
+      },
+    });
+    for (const name of ["reader", "mallory", "boss", "alice"]) tokens[name] = await gw.token(name);
+    const approvals = gw.edge.state.approvals;
+    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
+      consoleApi({
+        engine: () => gw.edge.engine,
+        approvals,
+        audit: gw.edge.audit,
+        store: gw.edge.state.store,
+        logger: gw.log.logger,
+      }),
+    ]);
+    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
+    approvals.adminUrl = adminUrl;
+    close = () => new Promise<void>((r) => admin.close(() => r()));
+  });
+  afterAll(async () => {
+    await close?.();
+    await gw?.close();
+    await kb?.close();
+  });
+
+  const get = async <T>(path: string, token = tokens.boss) => {
+    const res = await request(`${adminUrl}/console/api/${path}`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as T };
+  };
+  const explain = async (
+    question: unknown,
+    token = tokens.boss,
+    headers: Record<string, string> = { "content-type": "application/json" },
+  ) => {
+    const res = await request(`${adminUrl}/console/api/explain`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, ...headers },
+      body: JSON.stringify(question),
+    });
+    return {
+      status: res.statusCode,
+      body: (await res.body.json()) as {
+        decision: string;
+        reason: string | null;
+        cause: string | null;
+        rules: { rule: string; applied: boolean; condition: string }[];
+        assumptions: string[];
+        error?: { message: string };
+      },
+    };
+  };
+
+  it("answers each matrix cell with the rule that grants or denies it", async () => {
+    const { status, body } = await get<Matrix>("access");
+    expect(status).toBe(200);
+    expect(body.columns.map((c) => `${c.server}/${c.tool}`)).toEqual(KB.tools.map((t) => `kb/${t.name}`));
+    const cell = (agent: string, tool: string) => {
+      const row = body.rows.find((r) => r.name === agent)!;
+      return row.cells[body.columns.findIndex((c) => c.tool === tool)]!;
+    };
+    expect(cell("reader", "search_articles")).toMatchObject({
+      access: "allow",
+      rule: "roles.reader.rules[0]",
+    });
+    expect(cell("reader", "search_articles").approval).toBeUndefined();
+    expect(cell("reader", "get_article")).toMatchObject({
+      access: "conditional",
+      rule: "roles.reader.rules[1]",
+      conditions: [{ rule: "roles.reader.rules[1]", when: "arguments.id.startsWith('kb-')" }],
+      approval: { rule: "article-two", when: "arguments.id == 'kb-2'" },
+    });
+    expect(cell("mallory", "get_article")).toMatchObject({
+      access: "deny",
+      rule: "roles.blocked.rules[1]",
+      cause: "rbac_denied_by:roles.blocked.rules[1]",
+    });
+    expect(cell("mallory", "search_articles")).toMatchObject({
+      access: "allow",
+      rule: "roles.blocked.rules[0]",
+    });
+    expect(cell("boss", "search_articles")).toMatchObject({ access: "deny", cause: "rbac_no_rule" });
+    expect(cell("boss", "search_articles").rule).toBeUndefined();
+    expect(body.rows.find((r) => r.name === "reader")!.patterns).toMatchObject([{ prompts: ["kb/*"] }]);
+
+    const byRole = await get<Matrix>("access?by=role");
+    expect(byRole.body.by).toBe("role");
+    expect(byRole.body.rows.map((r) => r.name)).toEqual(["reader", "blocked", "approver", "admin"]);
+  });
+
+  it("explains a call as `mcp-gateway explain` does, and never logs the arguments", async () => {
+    const allowed = await explain({
+      agent: "reader",
+      server: "kb",
+      tool: "get_article",
+      arguments: { id: "kb-zebra-7731" },
+    });
+    expect(allowed.status).toBe(200);
+    expect(allowed.body.decision).toBe("allow");
+    expect(allowed.body.rules.find((r) => r.rule === "roles.reader.rules[1]")).toMatchObject({
+      applied: true,
+      condition: "true",
+    });
+    const denied = await explain({
+      agent: "reader",
+      server: "kb",
+      tool: "get_article",
+      arguments: { id: "zebra-7731" },
+    });
+    expect(denied.body).toMatchObject({
+      decision: "deny",
+      reason: "tool_unknown",
+      cause: "condition_false:roles.reader.rules[1]",
+    });
+    const bad = await explain({
+      agent: "reader",
+      server: "kb",
+      tool: "search_articles",
+      arguments: { query: 7 },
+    });
+    expect(bad.body).toMatchObject({ decision: "deny", reason: "invalid_arguments" });
+    expect(JSON.stringify(gw.log.lines)).not.toContain("zebra-7731");
+    expect(gw.log.lines.some((l) => l.msg === "console explain" && l.agent === "reader")).toBe(true);
+  });
+
+  it("leaves the running gateway's drift state as it was", async () => {
+    const engine = gw.edge.engine;
+    const changed = KB.tools.map((t) => (t.name === "get_article" ? { ...t, description: "Changed." } : t));
+    engine.security.recordToolList("kb", changed);
+    engine.security.drift.markStale("kb");
+    const answer = await explain({
+      agent: "reader",
+      server: "kb",
+      tool: "get_article",
+      arguments: { id: "kb-1" },
+    });
+    expect(answer.body.assumptions.join(" ")).toContain("live tools/list matches the registry's pins");
+    expect(engine.security.drift.drift("kb", "get_article")?.fields).toEqual(["description"]);
+    expect(engine.security.drift.isStale("kb")).toBe(true);
+    engine.security.recordToolList("kb", KB.tools);
+    expect(engine.security.drift.drift("kb", "get_article")).toBeUndefined();
+  });
+
+  it("refuses malformed questions, non-JSON bodies, approvers and cross-site callers", async () => {
+    expect((await explain({ agent: "reader", server: "kb" })).status).toBe(400);
+    expect((await explain({ agent: "reader", server: "kb", tool: "x", extra: 1 })).status).toBe(400);
+    expect(
+      (
+        await explain({ agent: "reader", server: "kb", tool: "x" }, tokens.boss, {
+          "content-type": "text/plain",
+        })
+      ).status,
+    ).toBe(415);
+    expect((await explain({ agent: "reader", server: "kb", tool: "x" }, tokens.alice)).status).toBe(403);
+    const crossSite = await explain({ agent: "reader", server: "kb", tool: "x" }, tokens.boss, {
+      "content-type": "application/json",
+      origin: "https://evil.example",
+    });
+    expect(crossSite.status).toBe(403);
+    expect((await get("access", tokens.alice)).status).toBe(403);
+    expect((await get("budgets", "")).status).toBe(401);
+  });
+
+  it("shows each budget's counters as the planes charged them", async () => {
+    const c = await connectClient(gw.url("kb"), tokens.reader);
+    try {
+      await c.client.callTool({ name: "search_articles", arguments: { query: "vpn" } });
+      await c.client.callTool({ name: "get_article", arguments: { id: "kb-1" } });
+      await c.client.callTool({ name: "search_articles", arguments: { query: "mail" } });
+      // The fourth kb call passes every check but the spent per-agent budget.
+      await expect(c.client.callTool({ name: "search_articles", arguments: { query: "x" } })).rejects.toThrow(
+        /budget/i,
+      );
+    } finally {
+      await c.close();
+    }
+    type Page = {
+      store: { kind: string };
+      budgets: {
+        budget: string;
+        limit: number;
+        counters: { agent: string | null; used: number; state: string }[];
+      }[];
+    };
+    const { status, body } = await get<Page>("budgets");
+    expect(status).toBe(200);
+    expect(body.store.kind).toBe("memory");
+    const perAgent = body.budgets.find((b) => b.budget === "kb-per-agent")!;
+    expect(perAgent.counters.find((c) => c.agent === "reader")).toMatchObject({
+      used: 3,
+      state: "exhausted",
+    });
+    expect(perAgent.counters.find((c) => c.agent === "mallory")).toMatchObject({ used: 0, state: "ok" });
+    const shared = body.budgets.find((b) => b.budget === "search-shared")!;
+    expect(shared.counters).toHaveLength(1);
+    expect(shared.counters[0]).toMatchObject({ used: 2, state: "ok" });
+    expect(shared.counters[0]!.agent).toBeUndefined();
   });
 });

@@ -53,7 +53,7 @@ export function fail(
   send(res, status, { error: { code, message } }, extra);
 }
 
-async function readJson(req: IncomingMessage): Promise<{ ok: true; value: unknown } | { ok: false }> {
+export async function readJson(req: IncomingMessage): Promise<{ ok: true; value: unknown } | { ok: false }> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {

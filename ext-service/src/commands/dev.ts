@@ -153,6 +153,7 @@ export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
             engine: () => edge.engine,
             approvals: edge.state.approvals,
             audit: edge.audit,
+            store: edge.state.store,
             logger,
           }),
           consoleAssets(),

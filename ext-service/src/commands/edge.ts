@@ -99,6 +99,7 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
             engine: () => edge.engine,
             approvals: edge.state.approvals,
             audit: edge.audit,
+            store: edge.state.store,
             logger,
           }),
           consoleAssets(),

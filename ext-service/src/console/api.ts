@@ -1,13 +1,19 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { authorizeAdminCaller, fail, send } from "../approvals/admin-api.js";
+import { authorizeAdminCaller, fail, readJson, send } from "../approvals/admin-api.js";
 import type { Approvals } from "../approvals/runtime.js";
 import type { PolicyEngine } from "../policy/engine.js";
+import type { StateStore } from "../state/store.js";
 import type { AuditRecord, AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
+import { accessPage, explainQuestion, sendsJson } from "./access.js";
+import { budgetsPage } from "./budgets.js";
 
 /**
- * The admin console's JSON endpoints (docs/CONSOLE.md), GET only, under /console/api/:
- *   audit?agent=&server=&tool=&decision=&reason=&limit=   recent audit records, newest first
+ * The admin console's JSON endpoints (docs/CONSOLE.md), under /console/api/:
+ *   GET  audit?agent=&server=&tool=&decision=&reason=&limit=   recent audit records, newest first
+ *   GET  access[?by=role]     the permission matrix: agents (or roles) by registered tools
+ *   POST explain              {"agent","server","tool","arguments"?,...}: `mcp-gateway explain`'s answer
+ *   GET  budgets              each budget's counters in the current period, from the state store
  *
  * Authenticated and Origin-checked exactly as the approvals admin API (authorizeAdminCaller),
  * and for admins only: an approver's token decides approvals, it does not read the audit trail.
@@ -22,6 +28,8 @@ export interface ConsoleSources {
   engine(): PolicyEngine;
   approvals: Approvals;
   audit: AuditTrail;
+  /** The state store the planes charge budgets in. */
+  store: StateStore;
   logger: Logger;
 }
 
@@ -85,7 +93,28 @@ async function serve(
       "This page is for admins (approvals.admin.roles); approvers see Approvals",
     );
   }
+  const engine = sources.engine();
+  if (page === "explain") {
+    if (req.method !== "POST") return fail(res, 405, "method_not_allowed", "Use POST", { allow: "POST" });
+    if (!sendsJson(req))
+      return fail(res, 415, "unsupported_media_type", "Send the question as application/json");
+    const body = await readJson(req);
+    if (!body.ok) return fail(res, 400, "bad_request", "The body must be JSON (at most 16 KiB)");
+    const answer = explainQuestion(engine, body.value);
+    if (!answer.ok) return fail(res, 400, "bad_request", answer.message);
+    const e = answer.explanation;
+    // Who asked about what, never the arguments (they may hold anything a caller would send).
+    sources.logger.info(
+      { admin: caller.principal.agent, agent: e.agent, server: e.server, tool: e.tool, decision: e.decision },
+      "console explain",
+    );
+    return send(res, 200, e);
+  }
   if (req.method !== "GET") return fail(res, 405, "method_not_allowed", "Use GET", { allow: "GET" });
   if (page === "audit") return send(res, 200, auditPage(sources.audit, query));
+  if (page === "access") return send(res, 200, accessPage(engine, query));
+  if (page === "budgets") {
+    return send(res, 200, await budgetsPage(engine, sources.store, sources.audit.recent.newestFirst()));
+  }
   return fail(res, 404, "not_found", "No such endpoint");
 }

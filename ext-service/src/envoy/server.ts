@@ -202,7 +202,13 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       options.adminPort ?? listen.admin.port,
       [
         approvalsAdminApi(() => ctx.engine, state.approvals, logger),
-        consoleApi({ engine: () => ctx.engine, approvals: state.approvals, audit: audit, logger }),
+        consoleApi({
+          engine: () => ctx.engine,
+          approvals: state.approvals,
+          audit: audit,
+          store: state.store,
+          logger,
+        }),
         consoleAssets(),
       ],
     );

@@ -45,6 +45,28 @@ export type BudgetDecision =
   | { allowed: true; warnings: BudgetCharge[] }
   | { allowed: false; exhausted: BudgetCharge[]; resetsAt: number };
 
+/** One budget's counters in the current period (`BudgetPolicy.currentCounters`). */
+export interface BudgetCounters {
+  budget: string;
+  per: BudgetRule["per"];
+  unit: BudgetRule["unit"];
+  period: BudgetPeriod;
+  limit: number;
+  warnFrom: number;
+  tools: string[];
+  periodStart: number;
+  resetsAt: number;
+  /** `agent` undefined: the shared counter. */
+  counters: { agent: string | undefined; issuer: string | undefined; key: string }[];
+}
+
+/** The store key of a budget's counter: budget, period start and whose counter it is. */
+function counterKey(rule: BudgetRule, periodStart: number, principal: Principal | undefined): string {
+  const whose =
+    rule.per === "agent" && principal ? `agent:${principal.issuer ?? "-"}:${principal.agent}` : "shared";
+  return `budget:${rule.name}:${rule.period}:${periodStart}:${whose}`;
+}
+
 interface CompiledRule {
   rule: BudgetRule;
   tools: RegExp[];
@@ -127,10 +149,9 @@ export class BudgetPolicy {
       }
       if (!counted) continue;
       const window = periodWindow(rule.period, now);
-      const whose = rule.per === "agent" ? `agent:${principal.issuer ?? "-"}:${principal.agent}` : "shared";
       out.push({
         budget: rule.name,
-        key: `budget:${rule.name}:${rule.period}:${window.start}:${whose}`,
+        key: counterKey(rule, window.start, principal),
         amount,
         limit: rule.limit,
         ttlMs: window.end - now + COUNTER_MARGIN_MS,
@@ -163,6 +184,46 @@ export class BudgetPolicy {
     // every budget of the charge is then named.
     const named = exhausted.length > 0 ? exhausted : [...charges];
     return { allowed: false, exhausted: named, resetsAt: Math.max(...named.map((c) => c.resetsAt)) };
+  }
+
+  /**
+   * Each budget with the counters of its current period that these principals (the agents the
+   * gateway knows of) charge: one shared counter, or one per principal it applies to. For the
+   * console's Budgets page, which reads the counters' values from the store.
+   */
+  currentCounters(principals: readonly Principal[], now: number): BudgetCounters[] {
+    return this.rules.map((compiled) => {
+      const { rule } = compiled;
+      const window = periodWindow(rule.period, now);
+      const counters: BudgetCounters["counters"] = [];
+      if (rule.per === "shared")
+        counters.push({
+          agent: undefined,
+          issuer: undefined,
+          key: counterKey(rule, window.start, undefined),
+        });
+      else {
+        const seen = new Set<string>();
+        for (const p of principals) {
+          const key = counterKey(rule, window.start, p);
+          if (!this.appliesTo(compiled, p) || seen.has(key)) continue;
+          seen.add(key);
+          counters.push({ agent: p.agent, issuer: p.issuer, key });
+        }
+      }
+      return {
+        budget: rule.name,
+        per: rule.per,
+        unit: rule.unit,
+        period: rule.period,
+        limit: rule.limit,
+        warnFrom: Math.ceil(compiled.warnAt * rule.limit),
+        tools: [...rule.tools],
+        periodStart: window.start,
+        resetsAt: window.end,
+        counters,
+      };
+    });
   }
 
   /** Whether a budget counts the call `server/tool` at all (for batch answers). */

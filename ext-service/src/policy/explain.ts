@@ -6,7 +6,8 @@ import { Reasons, type Reason } from "./reasons.js";
  * "Why was this allowed or denied?" for one tools/call, answered by the code the data planes
  * run: the engine's reachability check (admission) and its body decision (evaluateRequestBody)
  * on the call as an agent would send it, plus the RBAC rules' own account of the decision.
- * Pure like the rest of the core: the caller builds the engine from gateway.yaml.
+ * Pure like the rest of the core: the caller builds the engine from gateway.yaml, or passes the
+ * running gateway's engine (the console), whose state the explanation leaves as it found it.
  */
 
 export interface ExplainRequest {
@@ -99,15 +100,21 @@ export function explainToolCall(engine: PolicyEngine, request: ExplainRequest): 
     let verdict = engine.evaluateRequestBody(exchange, body, {});
     if (verdict.action === "list_tools") {
       // The planes fetch the server's tools/list and compare each definition with its pin before
-      // the first call; offline, the registry's own definitions stand in for the live ones.
-      engine.security.recordToolList(
-        server,
-        (registered?.config.tools ?? []).map((t) => t as unknown as Record<string, unknown>),
-      );
+      // the first call; here the registry's own definitions stand in for the live ones, and the
+      // drift state is put back afterwards (synchronously: no live call sees the stand-in).
+      const restore = engine.security.drift.checkpoint(server);
+      try {
+        engine.security.recordToolList(
+          server,
+          (registered?.config.tools ?? []).map((t) => t as unknown as Record<string, unknown>),
+        );
+        verdict = engine.evaluateRequestBody(exchange, body, {}, { toolsListed: true });
+      } finally {
+        restore();
+      }
       assumptions.push(
         "the server's live tools/list matches the registry's pins (the planes check it before the first call)",
       );
-      verdict = engine.evaluateRequestBody(exchange, body, {}, { toolsListed: true });
     }
     if (verdict.action === "reply") message = replyMessage(verdict.reply.body);
   } else if (route.kind === "not_found") {

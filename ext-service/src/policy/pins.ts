@@ -244,6 +244,36 @@ export class ToolDriftState {
     this.listFailures.delete(server);
   }
 
+  /**
+   * Saves what is recorded about `server` and returns the function that puts it back. For
+   * what-if questions (`explain` against the running gateway's engine): the live state must come
+   * out exactly as it went in, or asking about a call would clear a drift or vouch for a pin.
+   */
+  checkpoint(server: string): () => void {
+    const copy = <V>(map: Map<string, Map<string, V>>) => {
+      const saved = map.get(server);
+      return saved === undefined ? undefined : new Map(saved);
+    };
+    const drifted = copy(this.drifted);
+    const checkedAt = copy(this.checkedAt);
+    const unlistedAt = copy(this.unlistedAt);
+    const stale = this.stale.has(server);
+    const listFailure = this.listFailures.get(server);
+    const put = <V>(map: Map<string, Map<string, V>>, saved: Map<string, V> | undefined) => {
+      if (saved === undefined) map.delete(server);
+      else map.set(server, saved);
+    };
+    return () => {
+      put(this.drifted, drifted);
+      put(this.checkedAt, checkedAt);
+      put(this.unlistedAt, unlistedAt);
+      if (stale) this.stale.add(server);
+      else this.stale.delete(server);
+      if (listFailure === undefined) this.listFailures.delete(server);
+      else this.listFailures.set(server, listFailure);
+    };
+  }
+
   /** Drifted tools by server, for the admin endpoint and tests. */
   snapshot(): Record<string, Record<string, DriftRecord>> {
     const out: Record<string, Record<string, DriftRecord>> = {};
