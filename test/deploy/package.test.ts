@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { edgeAddresses, serveAddresses } from "../state/support.js";
 
 // The shipped package, as the image gets it: `npm pack` (package.json `files`), the tarball
 // unpacked into an empty folder and its production dependencies installed from the lockfile
@@ -65,13 +66,22 @@ function start(args: string[], script = bin, env: NodeJS.ProcessEnv = process.en
   return { child, output: () => out, exit };
 }
 
-async function waitForOutput(proc: Started, pattern: RegExp, limitMs = 90_000): Promise<RegExpMatchArray> {
+function waitForOutput(proc: Started, pattern: RegExp): Promise<RegExpMatchArray> {
+  return waitForFound(proc, (out) => pattern.exec(out) ?? undefined, String(pattern));
+}
+
+async function waitForFound<T>(
+  proc: Started,
+  find: (output: string) => T | undefined,
+  what: string,
+  limitMs = 90_000,
+): Promise<T> {
   const deadline = Date.now() + limitMs;
   for (;;) {
-    const match = pattern.exec(proc.output());
-    if (match) return match;
+    const found = find(proc.output());
+    if (found !== undefined) return found;
     if (proc.child.exitCode !== null) throw new Error(`exited ${proc.child.exitCode}:\n${proc.output()}`);
-    if (Date.now() > deadline) throw new Error(`no ${pattern} within ${limitMs} ms:\n${proc.output()}`);
+    if (Date.now() > deadline) throw new Error(`no ${what} within ${limitMs} ms:\n${proc.output()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -230,10 +240,12 @@ describe("the packed package (npm pack = the image's content)", { timeout: 150_0
   it("starts serve: /readyz answers 200 and the gRPC port accepts connections; SIGTERM stops it with 0", async () => {
     const serve = start(["serve", "--config", config]);
     running.push(serve);
-    const m = await waitForOutput(serve, /on 127\.0\.0\.1:(\d+), admin on (http:\/\/127\.0\.0\.1:\d+)/);
-    const ready = await fetch(`${m[2]}/readyz`);
+    const started = await waitForFound(serve, serveAddresses, "serve's start line");
+    expect(started.grpcHost).toBe("127.0.0.1");
+    expect(started.admin).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const ready = await fetch(`${started.admin}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await portOpen(Number(m[1]))).toBe(true);
+    expect(await portOpen(started.grpcPort)).toBe(true);
     serve.child.kill("SIGTERM");
     expect(await serve.exit).toBe(0);
   }, 150_000);
@@ -241,12 +253,11 @@ describe("the packed package (npm pack = the image's content)", { timeout: 150_0
   it("starts edge: /readyz answers 200 and an MCP request without a token gets the 401 challenge", async () => {
     const edge = start(["edge", "--config", config]);
     running.push(edge);
-    const m = await waitForOutput(
-      edge,
-      /"edge":"(http:\/\/127\.0\.0\.1:\d+)","admin":"(http:\/\/127\.0\.0\.1:\d+)"/,
-    );
-    expect((await fetch(`${m[2]}/readyz`)).status).toBe(200);
-    const denied = await fetch(`${m[1]}/mcp/kb`, {
+    const started = await waitForFound(edge, edgeAddresses, "the edge's start line");
+    expect(started.edge).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(started.admin).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect((await fetch(`${started.admin}/readyz`)).status).toBe(200);
+    const denied = await fetch(`${started.edge}/mcp/kb`, {
       method: "POST",
       headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
       body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { CURL_BEGIN, CURL_END, repoRoot } from "../../ext-service/src/commands/dev.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
+import { edgeAddresses } from "../state/support.js";
 import { fakeUpstream, httpCall, MCP_HEADERS, readJsonBody, rpc, tempDir } from "./harness.js";
 
 const CLI = join(repoRoot(), "ext-service", "src", "cli.ts");
@@ -28,13 +29,22 @@ function cli(args: string[]): Running {
   return { child, stdout: () => out, exit };
 }
 
-async function until(run: Running, pattern: RegExp, limitMs = 20_000): Promise<RegExpMatchArray> {
+function until(run: Running, pattern: RegExp): Promise<RegExpMatchArray> {
+  return untilFound(run, (out) => pattern.exec(out) ?? undefined, String(pattern));
+}
+
+async function untilFound<T>(
+  run: Running,
+  find: (stdout: string) => T | undefined,
+  what: string,
+  limitMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + limitMs;
   for (;;) {
-    const m = pattern.exec(run.stdout());
-    if (m) return m;
+    const found = find(run.stdout());
+    if (found !== undefined) return found;
     if (run.child.exitCode !== null) throw new Error(`exited early:\n${run.stdout()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${run.stdout()}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${run.stdout()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -139,8 +149,7 @@ describe("mcp-gateway edge", () => {
     );
     const run = cli(["edge", "--config", join(tmp.dir, "gateway.yaml"), "--port", "0", "--admin-port", "0"]);
     try {
-      const m = await until(run, /"edge":"(http:\/\/[^"]+)","admin":"(http:\/\/[^"]+)"/);
-      const [, edge, admin] = m;
+      const { edge, admin } = await untilFound(run, edgeAddresses, "the edge's start line");
       expect((await httpCall(`${admin}/healthz`, { method: "GET" })).status).toBe(200);
       expect((await httpCall(`${admin}/readyz`, { method: "GET" })).status).toBe(200);
       const r = await httpCall(`${edge}/mcp/svc`, { headers: { ...MCP_HEADERS }, body: rpc("ping") });
@@ -185,7 +194,7 @@ describe("mcp-gateway edge", () => {
     gateway();
     const run = cli(["edge", "--config", join(tmp.dir, "reload.yaml"), "--port", "0", "--admin-port", "0"]);
     try {
-      const [, edge, admin] = await until(run, /"edge":"(http:\/\/[^"]+)","admin":"(http:\/\/[^"]+)"/);
+      const { edge, admin } = await untilFound(run, edgeAddresses, "the edge's start line");
       const token = await signDevToken(keys.privateJwk, { subject: "tester" });
       const ping = (server: string) =>
         httpCall(`${edge}/mcp/${server}`, {

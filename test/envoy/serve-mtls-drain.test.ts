@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { credentials, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { serveAddresses } from "../state/support.js";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { EnvoyRoleClient } from "../../ext-service/src/envoy/envoy-role-client.js";
 import { envoyProtos } from "../../ext-service/src/envoy/protos.js";
@@ -106,13 +107,16 @@ beforeAll(async () => {
   child = proc;
   proc.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
   proc.stderr!.on("data", (d: Buffer) => (stdout += d.toString()));
-  await vi.waitFor(() => expect(stdout).toMatch(/admin on http:\/\/[\d.]+:\d+/), {
-    timeout: 30_000,
-    interval: 50,
-  });
+  const started = await vi.waitFor(
+    () => {
+      const found = serveAddresses(stdout);
+      if (!found) throw new Error(`no start line yet:\n${stdout}`);
+      return found;
+    },
+    { timeout: 30_000, interval: 50 },
+  );
   expect(stdout).toMatch(/health, mutual TLS\) on 127\.0\.0\.1:\d+/);
-  grpcPort = Number(/on 127\.0\.0\.1:(\d+)/.exec(stdout)![1]);
-  adminPort = Number(/admin on http:\/\/[\d.]+:(\d+)/.exec(stdout)![1]);
+  ({ grpcPort, adminPort } = started);
 }, 60_000);
 
 afterAll(async () => {

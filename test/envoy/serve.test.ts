@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { credentials, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { serveAddresses } from "../state/support.js";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { EXT_AUTHZ_NAMESPACE } from "../../ext-service/src/envoy/context.js";
 import { EnvoyRoleClient, type ProcessCall } from "../../ext-service/src/envoy/envoy-role-client.js";
@@ -260,12 +261,15 @@ describe("mcp-gateway serve (the CLI)", () => {
     proc.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
     proc.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
     const exited = once(proc, "exit");
-    await vi.waitFor(() => expect(stdout).toMatch(/admin on http:\/\/[\d.]+:\d+/), {
-      timeout: 20_000,
-      interval: 50,
-    });
-    const grpcPort = Number(/on 127\.0\.0\.1:(\d+)/.exec(stdout)![1]);
-    const adminPort = Number(/admin on http:\/\/[\d.]+:(\d+)/.exec(stdout)![1]);
+    const { grpcHost, grpcPort, adminPort } = await vi.waitFor(
+      () => {
+        const started = serveAddresses(stdout);
+        if (!started) throw new Error(`no start line yet:\n${stdout}`);
+        return started;
+      },
+      { timeout: 20_000, interval: 50 },
+    );
+    expect(grpcHost).toBe("127.0.0.1");
     expect(grpcPort).toBeGreaterThan(0);
 
     const client = new EnvoyRoleClient(`127.0.0.1:${grpcPort}`);

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
@@ -10,6 +9,7 @@ import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js
 import {
   MCP_HEADERS,
   postEdge,
+  spawnEdge,
   startFakeMcp,
   toolCall,
   writeStateFiles,
@@ -348,12 +348,15 @@ describeWithRedis("budgets on Redis", () => {
       edge: { rateLimit: { requestsPerSecond: 10_000, burst: 10_000 } },
     });
     cleanups.push(() => files.remove());
-    const edges = await Promise.all([spawnEdge(files.configFile), spawnEdge(files.configFile)]);
+    const edges = await Promise.all([
+      spawnEdge(files.configFile, cleanups),
+      spawnEdge(files.configFile, cleanups),
+    ]);
     const tokens = await Promise.all(["bot-a", "bot-b", "bot-c"].map((a) => files.token(a)));
     const total = 80;
     const results = await Promise.all(
       Array.from({ length: total }, (_, i) =>
-        postEdge(`${edges[i % 2]!.url}/mcp/tickets`, tokens[i % 3]!, toolCall("cheap")).then(
+        postEdge(`${edges[i % 2]!.addresses.edge}/mcp/tickets`, tokens[i % 3]!, toolCall("cheap")).then(
           (r) => budgetError(r.json)?.data.reason ?? "ok",
         ),
       ),
@@ -364,54 +367,3 @@ describeWithRedis("budgets on Redis", () => {
     expect(upstream.calls).toHaveLength(limit);
   }, 120_000);
 });
-
-/** `mcp-gateway edge` as its own process; resolves with its URL once it listens. */
-async function spawnEdge(configFile: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "ext-service/src/cli.ts",
-      "edge",
-      "--config",
-      configFile,
-      "--port",
-      "0",
-      "--admin-port",
-      "0",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGTERM");
-      }),
-  );
-  let output = "";
-  let admin = "";
-  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on("data", (d: Buffer) => {
-      output += d.toString();
-      const m = /"edge":"(http:\/\/[^"]+)","admin":"(http:\/\/[^"]+)"/.exec(output);
-      if (m) {
-        admin = m[2]!;
-        resolve(m[1]!);
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`edge exited (${code}):\n${output}`)));
-  });
-  // Ready once its Redis connection is up.
-  for (let i = 0; ; i++) {
-    const res = await request(`${admin}/readyz`);
-    await res.body.text();
-    if (res.statusCode === 200) break;
-    if (i > 100) throw new Error("the edge process never became ready");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url, child };
-}

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
 import { DEV_ISSUER } from "../../ext-service/src/config/devkeys.js";
@@ -10,7 +9,7 @@ import { startExtService, type ExtService } from "../../ext-service/src/envoy/se
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { LogCapture, waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
-import { MCP_HEADERS, startFakeMcp, toolCall, writeStateFiles, type FakeMcp } from "./support.js";
+import { MCP_HEADERS, spawnServe, startFakeMcp, toolCall, writeStateFiles, type FakeMcp } from "./support.js";
 
 /**
  * The shipped envoy.yaml's global rate limit filter (envoy.filters.http.ratelimit) against the
@@ -190,53 +189,6 @@ describe("global rate limit filter, one Envoy and one ext-service (memory store)
   });
 });
 
-/** `mcp-gateway serve` as its own process; resolves with its gRPC address once it is ready. */
-async function spawnExtService(configFile: string): Promise<string> {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "ext-service/src/cli.ts",
-      "serve",
-      "--config",
-      configFile,
-      "--grpc-port",
-      "0",
-      "--admin-port",
-      "0",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGKILL");
-      }),
-  );
-  let output = "";
-  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-  const { grpc, admin } = await new Promise<{ grpc: string; admin: string }>((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      output += d.toString();
-      const m = / on ([\d.]+:\d+), admin on (http:\/\/[^\s,]+)/.exec(output);
-      if (m) resolve({ grpc: m[1]!, admin: m[2]! });
-    });
-    child.once("exit", (code) => reject(new Error(`serve exited (${code}):\n${output}`)));
-  });
-  // Ready once its Redis connection is up.
-  for (let i = 0; ; i++) {
-    const res = await request(`${admin}/readyz`);
-    await res.body.text();
-    if (res.statusCode === 200) break;
-    if (i > 200) throw new Error(`the ext-service process never became ready:\n${output}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return grpc;
-}
-
 describeWithRedis("global rate limit across Envoys: two ext-service processes sharing one Redis", () => {
   let redis: TestRedis;
   beforeAll(async () => {
@@ -257,15 +209,15 @@ describeWithRedis("global rate limit across Envoys: two ext-service processes sh
       edge: { rateLimit: { requestsPerSecond: 0.01, burst } },
     });
     cleanups.push(() => files.remove());
-    const addresses = await Promise.all([
-      spawnExtService(files.configFile),
-      spawnExtService(files.configFile),
+    const services = await Promise.all([
+      spawnServe(files.configFile, cleanups, "SIGKILL"),
+      spawnServe(files.configFile, cleanups, "SIGKILL"),
     ]);
     const timeoutMs = 10_000;
     const fronts = await Promise.all(
-      addresses.map((address) =>
+      services.map((service) =>
         startEnvoyRoleFront({
-          extService: address,
+          extService: service.addresses.grpc,
           upstreams: { tickets: upstream.url },
           chain: {
             globalRateLimit: { ...SHIPPED_CHAIN.globalRateLimit!, timeoutMs },

@@ -1,8 +1,10 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { JWK } from "jose";
 import { request } from "undici";
 import { stringify } from "yaml";
@@ -161,4 +163,117 @@ export async function postEdge(
   });
   const text = await res.body.text();
   return { status: res.statusCode, json: JSON.parse(text) as Record<string, unknown> };
+}
+
+/**
+ * What `mcp-gateway serve` prints on stdout once it listens:
+ * `... on <host>:<grpc port>, admin on http://<host>:<port>, aggregated endpoint (/mcp) on <url>`.
+ * The one place tests read that line, so a change to it breaks here and nowhere else.
+ */
+export interface ServeAddresses {
+  /** host:port of the gRPC listener (ext_authz, ext_proc, health, rate limit). */
+  grpc: string;
+  grpcHost: string;
+  grpcPort: number;
+  /** http://host:port of the admin listener, without a trailing comma or slash. */
+  admin: string;
+  adminPort: number;
+}
+
+export function serveAddresses(output: string): ServeAddresses | undefined {
+  const m = / on ([\d.]+):(\d+), admin on (http:\/\/[\d.]+:(\d+))/.exec(output);
+  if (!m) return undefined;
+  return {
+    grpc: `${m[1]}:${m[2]}`,
+    grpcHost: m[1]!,
+    grpcPort: Number(m[2]),
+    admin: m[3]!,
+    adminPort: Number(m[4]),
+  };
+}
+
+/** What `mcp-gateway edge` logs (pino JSON) once it listens: its MCP URL and its admin URL. */
+export interface EdgeAddresses {
+  edge: string;
+  admin: string;
+}
+
+export function edgeAddresses(output: string): EdgeAddresses | undefined {
+  const m = /"edge":"(http:\/\/[^"]+)","admin":"(http:\/\/[^"]+)"/.exec(output);
+  return m ? { edge: m[1]!, admin: m[2]! } : undefined;
+}
+
+/** A gateway command running from source in its own process, ready (its /readyz answered 200). */
+export interface GatewayProcess<Addresses> {
+  child: ChildProcess;
+  addresses: Addresses;
+  /** stdout and stderr so far. */
+  output(): string;
+}
+
+/** Where a spawned process registers its stop, so it ends even when it never became ready. */
+export type Cleanups = (() => Promise<void> | void)[];
+
+const CLI_SOURCE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "ext-service", "src", "cli.ts");
+
+/** `mcp-gateway serve` on free ports; resolves once its gRPC address is printed and it is ready. */
+export function spawnServe(
+  configFile: string,
+  cleanups: Cleanups,
+  stopSignal: NodeJS.Signals = "SIGTERM",
+): Promise<GatewayProcess<ServeAddresses>> {
+  const args = ["serve", "--config", configFile, "--grpc-port", "0", "--admin-port", "0"];
+  return spawnGateway(args, serveAddresses, cleanups, stopSignal);
+}
+
+/** `mcp-gateway edge` on free ports; resolves once its URL is logged and it is ready. */
+export function spawnEdge(
+  configFile: string,
+  cleanups: Cleanups,
+  stopSignal: NodeJS.Signals = "SIGTERM",
+): Promise<GatewayProcess<EdgeAddresses>> {
+  const args = ["edge", "--config", configFile, "--port", "0", "--admin-port", "0"];
+  return spawnGateway(args, edgeAddresses, cleanups, stopSignal);
+}
+
+// Ready means its Redis connection (when it has one) is up. Generous: a cold `tsx` start on a
+// loaded two-core machine takes seconds, and the limit only matters when something is broken.
+const READY_LIMIT_MS = 20_000;
+
+async function spawnGateway<Addresses extends { admin: string }>(
+  args: string[],
+  parse: (output: string) => Addresses | undefined,
+  cleanups: Cleanups,
+  stopSignal: NodeJS.Signals,
+): Promise<GatewayProcess<Addresses>> {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI_SOURCE, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.kill(stopSignal);
+      }),
+  );
+  let output = "";
+  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  const addresses = await new Promise<Addresses>((resolve, reject) => {
+    child.stdout!.on("data", (d: Buffer) => {
+      output += d.toString();
+      const parsed = parse(output);
+      if (parsed) resolve(parsed);
+    });
+    child.once("exit", (code) => reject(new Error(`${args[0]} exited (${code}):\n${output}`)));
+  });
+  const deadline = Date.now() + READY_LIMIT_MS;
+  for (;;) {
+    const res = await request(`${addresses.admin}/readyz`);
+    await res.body.text();
+    if (res.statusCode === 200) break;
+    if (Date.now() > deadline) throw new Error(`${args[0]} never became ready:\n${output}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, addresses, output: () => output };
 }
