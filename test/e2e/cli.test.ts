@@ -103,6 +103,8 @@ describe("mcp-gateway dev (npm start)", () => {
     expect(run.stdout()).toContain("SIGINT: stopping the gateway and the demo servers\nstopped\n");
   });
 
+  // Two cold `dev` starts one after the other (each a tsx compile, keys and three demo servers):
+  // 12 s at load average 16 on two cores, over the 20 s default at higher load.
   it("explains a busy port instead of crashing", async () => {
     const blocker = cli(["dev", "--port", "0", "--admin-port", "0", "--demo-ports", "0", "--keys", keys.dir]);
     try {
@@ -125,7 +127,7 @@ describe("mcp-gateway dev (npm start)", () => {
       blocker.child.kill("SIGTERM");
       expect(await blocker.exit).toBe(0);
     }
-  });
+  }, 60_000);
 });
 
 describe("mcp-gateway edge", () => {
