@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { ClientCapabilities } from "@modelcontextprotocol/sdk/types.js";
 import type { JWK } from "jose";
 import { request } from "undici";
@@ -276,6 +278,56 @@ export async function fakeUpstream(
       new Promise<void>((r) => {
         server.close(() => r());
         server.closeAllConnections();
+      }),
+  };
+}
+
+export interface SdkUpstream {
+  /** http://127.0.0.1:<port>/mcp */
+  url: string;
+  /** http://127.0.0.1:<port> */
+  base: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A real MCP server (the official SDK, stateless) on 127.0.0.1, port 0, at /mcp: `build` makes a
+ * fresh server for each request, so it serves the definitions of the moment. Any other path gets
+ * the HTML 404 a web framework answers with. `onRequest` sees each request and its parsed body.
+ */
+export async function startSdkUpstream(
+  build: () => McpServer,
+  options: { enableJsonResponse?: boolean; onRequest?: (req: IncomingMessage, body: unknown) => void } = {},
+): Promise<SdkUpstream> {
+  const server = createServer((req, res) => {
+    if (req.url !== "/mcp") {
+      res.writeHead(404, { "content-type": "text/html" }).end(`<pre>Cannot ${req.method} ${req.url}</pre>`);
+      return;
+    }
+    void (async () => {
+      const body = req.method === "POST" ? await readJsonBody(req) : undefined;
+      options.onRequest?.(req, body);
+      const transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+        enableJsonResponse: options.enableJsonResponse ?? false,
+      });
+      const mcp = build();
+      res.on("close", () => void transport.close().then(() => mcp.close()));
+      await mcp.connect(transport);
+      await transport.handleRequest(req, res, body);
+    })().catch(() => {
+      if (!res.headersSent) res.writeHead(500).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url: `${base}/mcp`,
+    base,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
       }),
   };
 }

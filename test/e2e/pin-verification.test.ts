@@ -1,7 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -9,7 +6,14 @@ import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { PINNED_FIELDS } from "../../ext-service/src/policy/canonical.js";
 import { PIN_VERIFIER_AGENT } from "../../ext-service/src/upstream/pin-verifier.js";
 import { fetchLiveTools } from "../../ext-service/src/upstream/tool-list.js";
-import { connectClient, startGateway, type Connected, type Gateway } from "./harness.js";
+import {
+  connectClient,
+  startGateway,
+  startSdkUpstream,
+  type Connected,
+  type Gateway,
+  type SdkUpstream,
+} from "./harness.js";
 
 /**
  * New-user trial B4 on the edge: pins are checked before the first tools/call a process forwards
@@ -21,30 +25,12 @@ import { connectClient, startGateway, type Connected, type Gateway } from "./har
 const ORIGINAL = "Echoes the message back.";
 let echoDescription = ORIGINAL;
 let gatewayLists = 0;
-let upstream: Server;
+let upstream: SdkUpstream;
 let url: string;
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks).toString("utf8");
-  return text ? JSON.parse(text) : undefined;
-}
-
 beforeAll(async () => {
-  upstream = createServer((req, res) => {
-    if (req.url !== "/mcp") {
-      res.writeHead(404, { "content-type": "text/html" }).end(`<pre>Cannot ${req.method} ${req.url}</pre>`);
-      return;
-    }
-    void (async () => {
-      const body = req.method === "POST" ? await readJson(req) : undefined;
-      if (
-        req.headers["x-mcp-agent"] === PIN_VERIFIER_AGENT &&
-        (body as { method?: string })?.method === "initialize"
-      )
-        gatewayLists++;
-      // Stateless: a server per request, built with the definitions of the moment.
+  upstream = await startSdkUpstream(
+    () => {
       const mcp = new McpServer({ name: "echo", version: "1.0.0" });
       mcp.registerTool(
         "echo",
@@ -58,19 +44,22 @@ beforeAll(async () => {
         { description: "Adds two numbers.", inputSchema: { a: z.number(), b: z.number() } },
         async ({ a, b }) => ({ content: [{ type: "text", text: String(a + b) }] }),
       );
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
-      await mcp.connect(transport);
-      await transport.handleRequest(req, res, body);
-    })();
-  });
-  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-  url = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+      return mcp;
+    },
+    {
+      onRequest: (req, body) => {
+        if (
+          req.headers["x-mcp-agent"] === PIN_VERIFIER_AGENT &&
+          (body as { method?: string })?.method === "initialize"
+        )
+          gatewayLists++;
+      },
+    },
+  );
+  url = upstream.url;
 });
 
-afterAll(async () => {
-  upstream.closeAllConnections();
-  await new Promise((resolve) => upstream.close(resolve));
-});
+afterAll(() => upstream.close());
 
 describe("edge: pins checked before the first call (trial B4)", () => {
   let gw: Gateway | undefined;

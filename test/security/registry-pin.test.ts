@@ -1,15 +1,15 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toNodeHandler } from "@modelcontextprotocol/node";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { createMcpHandler, McpServer as McpServerV2 } from "@modelcontextprotocol/server";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { z } from "zod";
+import { startSdkUpstream, unusedPort, type SdkUpstream } from "../e2e/harness.js";
 import { runCli } from "./helpers.js";
 
 /**
@@ -18,54 +18,33 @@ import { runCli } from "./helpers.js";
  * cannot be listed (nothing listening, a wrong path).
  */
 
-let upstream: Server;
+let upstream: SdkUpstream;
 let base: string;
 let closedPort: number;
 let dir: string;
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks).toString("utf8");
-  return text ? JSON.parse(text) : undefined;
-}
-
 beforeAll(async () => {
-  upstream = createServer((req, res) => {
-    if (req.url !== "/mcp") {
-      res.writeHead(404, { "content-type": "text/html" }).end(`<pre>Cannot ${req.method} ${req.url}</pre>`);
-      return;
+  upstream = await startSdkUpstream(() => {
+    const mcp = new McpServer({ name: "tools", version: "1.0.0" });
+    for (const name of ["alpha", "beta", "gamma"]) {
+      mcp.registerTool(
+        name,
+        {
+          description: `The ${name} tool: a long description so a flow-style line would be long.`,
+          inputSchema: { q: z.string() },
+        },
+        async ({ q }) => ({ content: [{ type: "text", text: q }] }),
+      );
     }
-    void (async () => {
-      // Stateless: a server and transport per request.
-      const mcp = new McpServer({ name: "tools", version: "1.0.0" });
-      for (const name of ["alpha", "beta", "gamma"]) {
-        mcp.registerTool(
-          name,
-          {
-            description: `The ${name} tool: a long description so a flow-style line would be long.`,
-            inputSchema: { q: z.string() },
-          },
-          async ({ q }) => ({ content: [{ type: "text", text: q }] }),
-        );
-      }
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
-      await mcp.connect(transport);
-      await transport.handleRequest(req, res, req.method === "POST" ? await readJson(req) : undefined);
-    })();
+    return mcp;
   });
-  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-  base = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  closedPort = (probe.address() as AddressInfo).port;
-  await new Promise((resolve) => probe.close(resolve));
+  base = upstream.base;
+  closedPort = await unusedPort();
   dir = mkdtempSync(join(tmpdir(), "mcp-pin-cli-"));
 });
 
 afterAll(async () => {
-  upstream.closeAllConnections();
-  await new Promise<void>((resolve) => upstream.close(() => resolve()));
+  await upstream.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

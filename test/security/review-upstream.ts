@@ -1,9 +1,7 @@
-import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { completable } from "@modelcontextprotocol/sdk/server/completable.js";
 import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { z } from "zod";
+import { startSdkUpstream, type SdkUpstream } from "../e2e/harness.js";
 import { sseClientView } from "../mcp/sse-view.js";
 
 /**
@@ -63,44 +61,11 @@ function docsServer(): McpServer {
   return mcp;
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks).toString("utf8");
-  return text ? JSON.parse(text) : undefined;
-}
-
-export interface DocsUpstream {
-  url: string;
-  close(): Promise<void>;
-}
+export type DocsUpstream = SdkUpstream;
 
 /** The docs server on 127.0.0.1, port 0: a fresh stateless server and transport per request. */
-export async function startDocsUpstream(): Promise<DocsUpstream> {
-  const server: Server = createServer((req, res) => {
-    void (async () => {
-      const body = req.method === "POST" ? await readJson(req) : undefined;
-      const transport = new StreamableHTTPServerTransport({
-        sessionIdGenerator: undefined,
-        enableJsonResponse: true,
-      });
-      const mcp = docsServer();
-      res.on("close", () => void transport.close().then(() => mcp.close()));
-      await mcp.connect(transport);
-      await transport.handleRequest(req, res, body);
-    })().catch(() => {
-      if (!res.headersSent) res.writeHead(500).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+export function startDocsUpstream(): Promise<DocsUpstream> {
+  return startSdkUpstream(docsServer, { enableJsonResponse: true });
 }
 
 /**
