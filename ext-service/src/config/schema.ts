@@ -1086,6 +1086,61 @@ const GATEWAY_OWNED_HEADERS = new Set([
 
 const UpstreamHeaderName = z.string().regex(/^[A-Za-z0-9-]+$/, "a header name of letters, digits and '-'");
 
+/** A value that is exactly one `${env:NAME}` or `${file:/path}` reference: a secret never written inline. */
+const SecretReference = z
+  .string()
+  .regex(
+    /^\$\{(?:env|file):[^}]+\}$/,
+    "must be exactly one ${env:NAME} or ${file:/path} reference, never the secret itself",
+  );
+
+export const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
+
+export const TokenExchangeSchema = z
+  .object({
+    tokenEndpoint: HttpUrl.describe("The authorization server's token endpoint (RFC 8693 token exchange)"),
+    clientId: z.string().min(1).describe("The gateway's client id at the authorization server"),
+    clientSecret: SecretReference.describe(
+      "The gateway's client secret (client_secret_basic): ${env:NAME} or ${file:/path} only",
+    ),
+    audience: z.string().min(1).optional().describe("The `audience` asked for: the server's logical name"),
+    resource: z.url().optional().describe("The `resource` asked for (RFC 8707): the server's absolute URI"),
+    scope: z.string().min(1).optional().describe("The `scope` asked for, space-separated"),
+    subjectTokenType: z
+      .string()
+      .regex(/^urn:ietf:params:oauth:token-type:[a-z0-9_-]+$/, "a token type URI (RFC 8693 section 3)")
+      .default(TOKEN_TYPE_ACCESS_TOKEN)
+      .describe("What the agent's token is, as the `subject_token_type` sent"),
+    header: UpstreamHeaderName.default("Authorization").describe(
+      "The header the issued token goes in; `Authorization` gets `Bearer <token>`, any other the bare token",
+    ),
+    refreshSkewSeconds: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(60)
+      .describe("An issued token is exchanged again this many seconds before it expires"),
+    timeout: Duration.default("5s").describe("Time allowed for one exchange, connection to last byte"),
+  })
+  .strict()
+  .superRefine((exchange, ctx) => {
+    if (exchange.audience === undefined && exchange.resource === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["audience"],
+        message: "name the server to the authorization server: audience, resource or both",
+      });
+    }
+    const header = exchange.header.toLowerCase();
+    if (header.startsWith("x-mcp-") || GATEWAY_OWNED_HEADERS.has(header)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["header"],
+        message: `'${exchange.header}' is set by the gateway itself`,
+      });
+    }
+  });
+
 export const UpstreamSchema = z
   .object({
     headers: z
@@ -1106,8 +1161,25 @@ export const UpstreamSchema = z
         "Headers added to every request to this server, replacing any the agent sent; " +
           "values from ${env:NAME} or ${file:/path} (a credential-looking header takes nothing else)",
       ),
+    tokenExchange: TokenExchangeSchema.optional().describe(
+      "Per-agent credentials: the agent's token exchanged for one for this server (RFC 8693)",
+    ),
   })
-  .strict();
+  .strict()
+  .superRefine((upstream, ctx) => {
+    const exchanged = upstream.tokenExchange?.header.toLowerCase();
+    if (exchanged === undefined || !upstream.headers) return;
+    for (const name of Object.keys(upstream.headers)) {
+      if (name.toLowerCase() !== exchanged) continue;
+      ctx.addIssue({
+        code: "custom",
+        path: ["headers", name],
+        message:
+          `'${name}' is also the header of tokenExchange: one credential per header, ` +
+          "either the static value or the exchanged token",
+      });
+    }
+  });
 
 export const ServerSchema = z
   .object({
@@ -1176,6 +1248,7 @@ export type Registry = z.infer<typeof RegistrySchema>;
 export type RegistryServer = z.infer<typeof ServerSchema>;
 export type RegistryTool = z.infer<typeof ToolSchema>;
 export type Rule = z.infer<typeof RuleSchema>;
+export type TokenExchangeConfig = z.infer<typeof TokenExchangeSchema>;
 export type Issuer = z.infer<typeof IssuerSchema>;
 export type SecurityConfig = z.infer<typeof SecuritySchema>;
 export type SecurityOverride = z.infer<typeof SecurityOverrideSchema>;

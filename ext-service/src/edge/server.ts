@@ -23,6 +23,7 @@ import { tracingFromConfig, withMetaTraceparent, type Tracing } from "../telemet
 import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
+import { TokenExchanger } from "../upstream/token-exchange.js";
 import { Broker } from "../broker/broker.js";
 import { serveBrokerRequest } from "../broker/http.js";
 import type { Principal } from "../policy/identity.js";
@@ -42,6 +43,8 @@ export interface EdgeOptions {
   pinVerifier?: PinVerifier;
   /** OpenTelemetry spans per exchange; defaults to the config's `tracing` (none when off). */
   tracing?: Tracing | undefined;
+  /** Exchanges agents' tokens for servers' (registry `upstream.tokenExchange`); defaults to one on `logger`. */
+  tokenExchanger?: TokenExchanger;
 }
 
 export interface Edge {
@@ -171,6 +174,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     );
   const limiter = shared.agentRateLimit(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
+  const tokenExchanger = options.tokenExchanger ?? new TokenExchanger(logger);
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
   const requestTimeout = durationMs(cfg.requestTimeout);
   // Node refuses a header timeout longer than the whole-request timeout.
@@ -345,6 +349,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const opened = engine.openSession(exchange, headers["mcp-session-id"]);
     if (!opened.ok) return sendReply(res, opened.reply);
     const session = opened.session;
+    // Where the Envoy plane's ext_authz gets it: after admission, before the body.
+    const credential = await perAgentCredential(engine, exchange, headers);
+    if (!credential.ok) return sendReply(res, credential.reply);
 
     let body: Buffer | undefined;
     if (method === "POST") {
@@ -361,7 +368,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       requestSeconds.observe((performance.now() - t1) / 1000);
       if (verdict.action === "list_tools") {
         // Pins are checked before the first call this process forwards (B4 of the new-user trial).
-        await pinVerifier.verify(policy, verdict.server);
+        await pinVerifier.verify(policy, verdict.server, credential.headers);
         verdict = policy.evaluateRequestBody(exchange, body, headers, { toolsListed: true });
       }
       if (verdict.action === "reply") return sendReply(res, verdict.reply);
@@ -383,11 +390,40 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const { endpoint, ticket } = selected;
     endpoint.inflight++;
     try {
-      await forward(req, res, exchange, state, group, endpoint, ticket, headers, body, session?.upstream);
+      await forward(
+        req,
+        res,
+        exchange,
+        state,
+        group,
+        endpoint,
+        ticket,
+        headers,
+        body,
+        session?.upstream,
+        credential.headers,
+      );
     } finally {
       endpoint.inflight--;
       endpoint.breaker.release(ticket); // no-op once an outcome was reported
     }
+  }
+
+  /**
+   * The exchanged per-agent token a token-exchange server takes (registry `upstream.tokenExchange`),
+   * as its upstream header; no headers for other servers. Fails closed: no token, no request.
+   */
+  async function perAgentCredential(
+    policy: PolicyEngine,
+    exchange: Exchange,
+    headers: ReturnType<typeof headerMap>,
+  ): Promise<{ ok: true; headers?: Readonly<Record<string, string>> } | { ok: false; reply: HttpReply }> {
+    const need = policy.credentialNeed(exchange, headers);
+    if (need.kind === "none") return { ok: true };
+    if (need.kind === "refused") return { ok: false, reply: need.reply };
+    const outcome = await tokenExchanger.credential(need.need);
+    if (!outcome.ok) return { ok: false, reply: policy.credentialUnavailable(exchange, outcome.cause) };
+    return { ok: true, headers: outcome.headers };
   }
 
   /** Rate limit and per-agent caps; false when the request was answered (refused, or the client left). */
@@ -447,6 +483,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     headers: ReturnType<typeof headerMap>,
     body: Buffer | undefined,
     upstreamSession: string | undefined,
+    credential: Readonly<Record<string, string>> | undefined,
   ): Promise<void> {
     const server = group.server;
     const method = exchange.httpMethod as "GET" | "POST" | "DELETE";
@@ -460,7 +497,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     if (traceparent !== undefined && body) body = withMetaTraceparent(exchange, body, traceparent);
     const upstreamHeaders = upstreamRequestHeaders(
       req.headers,
-      engine.upstreamHeaders(exchange, headers),
+      engine.upstreamHeaders(exchange, headers, credential),
       body?.length,
     );
     if (traceparent !== undefined) upstreamHeaders.traceparent = traceparent;

@@ -57,6 +57,7 @@ import { readSessionSecrets } from "./session-keys.js";
 import { durationMs } from "../model/duration.js";
 import { readUpstreamCredentials, type UpstreamCredentials } from "./upstream-credentials.js";
 import { HopTokens, isHopToken } from "./hop-token.js";
+import { tokenExchangeKey, type TokenExchangeNeed } from "./token-exchange.js";
 
 /**
  * Why one request is refused: `reason` is what the agent is told (a tool it may not use reads as
@@ -168,6 +169,13 @@ export interface UpstreamHeaders {
   set: Record<string, string>;
   remove: string[];
 }
+
+/** What a hop to a server needs before it can be forwarded, beyond the static headers. */
+export type CredentialNeed =
+  | { kind: "none" }
+  | { kind: "exchange"; need: TokenExchangeNeed }
+  /** The server takes a per-agent credential and this request cannot have one. */
+  | { kind: "refused"; reply: HttpReply };
 
 const JSON_HEADERS = { "content-type": "application/json" } as const;
 
@@ -489,7 +497,51 @@ export class PolicyEngine {
     return this.upstreamCredentials.headers.get(server);
   }
 
-  upstreamHeaders(exchange: Exchange, incoming: HeaderMap): UpstreamHeaders {
+  /**
+   * Whether the hop to the exchange's server needs an exchanged per-agent token, and the agent
+   * token to exchange: the bearer token the principal was verified from. Anonymous agents and
+   * the aggregated endpoint's hops (a gateway-sealed identity, no agent token) cannot have one.
+   */
+  credentialNeed(exchange: Exchange, incoming: HeaderMap): CredentialNeed {
+    const server = exchange.server;
+    const settings = server === undefined ? undefined : this.upstreamCredentials.exchanges.get(server);
+    if (server === undefined || !settings) return { kind: "none" };
+    const principal = exchange.principal;
+    const subjectToken = Authenticator.bearerToken(incoming.authorization);
+    if (!principal || principal.anonymous || principal.viaBroker || typeof subjectToken !== "string") {
+      return { kind: "refused", reply: this.credentialUnavailable(exchange, "token_exchange_no_subject") };
+    }
+    const key = tokenExchangeKey(server, settings, principal);
+    return { kind: "exchange", need: { server, settings, subjectToken, key } };
+  }
+
+  /** The cache key of the token a request to a token-exchange server uses, without the agent token. */
+  tokenExchangeKey(exchange: Exchange): string | undefined {
+    const server = exchange.server;
+    const settings = server === undefined ? undefined : this.upstreamCredentials.exchanges.get(server);
+    const principal = exchange.principal;
+    if (!settings || !principal || principal.anonymous || principal.viaBroker) return undefined;
+    return tokenExchangeKey(server!, settings, principal);
+  }
+
+  /** The refusal when no per-agent credential could be had; `cause` says why (docs/REASONS.md). */
+  credentialUnavailable(exchange: Exchange, cause: string): HttpReply {
+    const reply = this.rejection(exchange, "upstream_credential_unavailable");
+    exchange.causes.splice(exchange.causes.indexOf("upstream_credential_unavailable"), 1, cause);
+    // The token endpoint failed, not the agent: an error, as an unreachable server is.
+    if (cause !== "token_exchange_no_subject") exchange.decision = "error";
+    return reply;
+  }
+
+  /**
+   * The identity and credential headers of the hop upstream. `exchanged` is the header an
+   * exchanged per-agent token travels in (credentialNeed), obtained by the adapter.
+   */
+  upstreamHeaders(
+    exchange: Exchange,
+    incoming: HeaderMap,
+    exchanged?: Readonly<Record<string, string>>,
+  ): UpstreamHeaders {
     const remove = ["authorization"];
     for (const name of Object.keys(incoming)) {
       if (name.startsWith("x-mcp-")) remove.push(name);
@@ -502,7 +554,8 @@ export class PolicyEngine {
     // Agent names are namespaced by issuer: the upstream needs both to tell two agents apart.
     if (principal?.issuer !== undefined) set["x-mcp-issuer"] = agentHeaderValue(principal.issuer);
     // The server's own credential, held by the gateway: it replaces whatever the agent sent.
-    const credential = exchange.server ? this.credentialHeaders(exchange.server) : undefined;
+    const held = exchange.server ? this.credentialHeaders(exchange.server) : undefined;
+    const credential = exchanged ? { ...held, ...exchanged } : held;
     if (credential) {
       for (const name in credential) {
         set[name] = credential[name]!;

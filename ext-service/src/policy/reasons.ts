@@ -302,6 +302,11 @@ export const Reasons = {
     status: 503,
     message: "The MCP server is failing; requests are paused briefly",
   },
+  upstream_credential_unavailable: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 503,
+    message: "The gateway could not obtain a credential for this MCP server",
+  },
   internal_error: { code: JsonRpcCode.InternalError, status: 500, message: "Internal gateway error" },
 } as const satisfies Record<string, ReasonInfo>;
 

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import type { Registry } from "../config/schema.js";
+import { durationMs } from "../model/duration.js";
+import type { Registry, TokenExchangeConfig } from "../config/schema.js";
 
 /**
  * Headers the gateway adds to every request it sends one registry server (`upstream.headers`):
@@ -11,8 +12,25 @@ import type { Registry } from "../config/schema.js";
 export interface UpstreamCredentials {
   /** By server name: lower-case header name to resolved value. */
   readonly headers: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  /** By server name: how to exchange an agent's token for one for that server (RFC 8693). */
+  readonly exchanges: ReadonlyMap<string, TokenExchangeSettings>;
   /** Every secret part of every resolved value, for DLP's exact-match detector. */
   readonly secrets: readonly string[];
+}
+
+/** A server's `upstream.tokenExchange`, its client secret resolved. */
+export interface TokenExchangeSettings {
+  readonly tokenEndpoint: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  readonly audience: string | undefined;
+  readonly resource: string | undefined;
+  readonly scope: string | undefined;
+  readonly subjectTokenType: string;
+  /** Lower-case header name the issued token goes in. */
+  readonly header: string;
+  readonly refreshSkewMs: number;
+  readonly timeoutMs: number;
 }
 
 export interface UpstreamCredentialProblem {
@@ -57,9 +75,23 @@ export function readUpstreamCredentials(
   env: NodeJS.ProcessEnv = process.env,
 ): { credentials: UpstreamCredentials; problems: UpstreamCredentialProblem[] } {
   const headers = new Map<string, Record<string, string>>();
+  const exchanges = new Map<string, TokenExchangeSettings>();
   const secrets = new Set<string>();
   const problems: UpstreamCredentialProblem[] = [];
   registry.servers.forEach((server, i) => {
+    const exchange = server.upstream?.tokenExchange;
+    if (exchange) {
+      const settings = tokenExchangeSettings(exchange, baseDir, env);
+      if ("error" in settings) {
+        problems.push({
+          path: ["servers", i, "upstream", "tokenExchange", "clientSecret"],
+          message: settings.error,
+        });
+      } else {
+        exchanges.set(server.name, settings);
+        secrets.add(settings.clientSecret);
+      }
+    }
     const configured = server.upstream?.headers;
     if (!configured) return;
     const resolved: Record<string, string> = {};
@@ -87,7 +119,32 @@ export function readUpstreamCredentials(
     }
     headers.set(server.name, resolved);
   });
-  return { credentials: { headers, secrets: [...secrets] }, problems };
+  return { credentials: { headers, exchanges, secrets: [...secrets] }, problems };
+}
+
+function tokenExchangeSettings(
+  config: TokenExchangeConfig,
+  baseDir: string,
+  env: NodeJS.ProcessEnv,
+): TokenExchangeSettings | { error: string } {
+  // The schema admits exactly one reference here, so the whole value is the secret.
+  const reference = /^\$\{(env|file):([^}]*)\}$/.exec(config.clientSecret);
+  if (!reference) return { error: "clientSecret must be one ${env:NAME} or ${file:/path} reference" };
+  const secret = reference[1] === "env" ? fromEnv(reference[2]!, env) : fromFile(reference[2]!, baseDir);
+  if (typeof secret !== "string") return secret;
+  if (/[\r\n\0]/.test(secret)) return { error: "the client secret holds a line break or NUL" };
+  return {
+    tokenEndpoint: config.tokenEndpoint,
+    clientId: config.clientId,
+    clientSecret: secret,
+    audience: config.audience,
+    resource: config.resource,
+    scope: config.scope,
+    subjectTokenType: config.subjectTokenType,
+    header: config.header.toLowerCase(),
+    refreshSkewMs: config.refreshSkewSeconds * 1000,
+    timeoutMs: durationMs(config.timeout),
+  };
 }
 
 function fromEnv(name: string, env: NodeJS.ProcessEnv): string | { error: string } {

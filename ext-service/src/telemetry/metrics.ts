@@ -42,6 +42,11 @@ const CAUSE_KINDS: ReadonlySet<string> = new Set([
   "rbac_denied_by",
   "condition_false",
   "condition_error",
+  "token_exchange_unreachable",
+  "token_exchange_timeout",
+  "token_exchange_refused",
+  "token_exchange_malformed",
+  "token_exchange_no_subject",
 ]);
 
 /**

@@ -23,18 +23,25 @@ export class PinVerifier {
     private readonly listTools: ToolLister = fetchLiveTools,
   ) {}
 
-  /** Resolves once the core has a fresh list or a recorded failure for `server`; never rejects. */
-  verify(engine: PolicyEngine, server: string): Promise<void> {
+  /**
+   * Resolves once the core has a fresh list or a recorded failure for `server`; never rejects.
+   * `credential`: the per-agent header of a token-exchange server, the requesting agent's.
+   */
+  verify(engine: PolicyEngine, server: string, credential?: Readonly<Record<string, string>>): Promise<void> {
     const current = this.inflight.get(server);
     if (current && current.engine === engine) return current.done;
-    const done = this.fetch(engine, server).finally(() => {
+    const done = this.fetch(engine, server, credential).finally(() => {
       if (this.inflight.get(server)?.done === done) this.inflight.delete(server);
     });
     this.inflight.set(server, { engine, done });
     return done;
   }
 
-  private async fetch(engine: PolicyEngine, server: string): Promise<void> {
+  private async fetch(
+    engine: PolicyEngine,
+    server: string,
+    credential: Readonly<Record<string, string>> | undefined,
+  ): Promise<void> {
     const upstreams = engine.registry.server(server)?.config.upstreams ?? [];
     // One deadline for every upstream tried: the request waits for this, and behind Envoy the
     // whole ext_proc reply must come within its message_timeout.
@@ -51,7 +58,7 @@ export class PinVerifier {
         const tools = await this.listTools(url, {
           timeoutMs,
           // The server's own credential: a server that requires one would refuse the listing.
-          headers: { ...engine.credentialHeaders(server), "x-mcp-agent": PIN_VERIFIER_AGENT },
+          headers: { ...engine.credentialHeaders(server), ...credential, "x-mcp-agent": PIN_VERIFIER_AGENT },
           clientName: PIN_VERIFIER_AGENT,
         });
         const { drifted, unlisted } = engine.security.recordToolList(server, tools);
