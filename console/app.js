@@ -5,9 +5,11 @@
 import { ApiError, api, el, logout, setStatus, showError, storeToken, token } from "./shared.js";
 import * as approvals from "./pages/approvals.js";
 import * as audit from "./pages/audit.js";
+import * as access from "./pages/access.js";
+import * as budgets from "./pages/budgets.js";
 
 /** @type {Record<string, {title: string, render: (root: HTMLElement) => Promise<void>}>} */
-const PAGES = { approvals, audit };
+const PAGES = { approvals, audit, access, budgets };
 
 function currentPage() {
   const name = location.hash.replace(/^#/, "");
