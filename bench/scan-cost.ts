@@ -23,6 +23,7 @@ import { conceptWorkPerChar, scanConcepts } from "../ext-service/src/policy/conc
 import { injectionPrefilter, joinWrappedLines, scanInjection } from "../ext-service/src/policy/injection.js";
 import { DlpScanner } from "../ext-service/src/policy/dlp.js";
 import { normalizeForScan } from "../ext-service/src/policy/normalize.js";
+import { benignTexts, CLEAN_1K, repeatedToSize } from "./benign-corpus.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -40,32 +41,17 @@ const registry = RegistrySchema.parse({
 const engine = new PolicyEngine({ config, registry, configFile: join(root, "gateway.yaml") });
 
 /**
- * Benign corpus text (prose, code, logs, configs, docs about injection) repeated up to `size`
- * characters. Entries the scanner flags (the corpus's known false positive) or that hold PII are
- * left out, so the measured result passes and every string is fully scanned.
+ * Benign corpus text repeated up to `size` characters. Entries the scanner flags (the corpus's
+ * known false positive) or that hold PII are left out, so the measured result passes and every
+ * string is fully scanned.
  */
 function corpusText(size: number): string {
-  const dir = join(root, "test/fixtures/benign");
   const dlp = new DlpScanner();
-  const parts = readdirSync(dir)
-    .filter((f) => f.endsWith(".json"))
-    .sort()
-    .flatMap((f) => (JSON.parse(readFileSync(join(dir, f), "utf8")) as { text: string }[]).map((e) => e.text))
-    .filter((t) => scanInjection(t).tier === undefined && dlp.scan(t).length === 0);
-  let out = "";
-  for (let i = 0; out.length < size; i++) out += parts[i % parts.length] + "\n\n";
-  return out.slice(0, size);
+  const passing = benignTexts().filter(
+    (t) => scanInjection(t).tier === undefined && dlp.scan(t).length === 0,
+  );
+  return repeatedToSize(passing, size);
 }
-
-const CLEAN_1K =
-  "The quarterly report covers revenue, churn and hiring. Revenue grew in every region, led by " +
-  "the enterprise segment, while churn stayed flat. The hiring plan adds engineers to the platform " +
-  "team and support staff for the new regions. Next steps: finalise the budget, review the roadmap " +
-  "with product, and schedule the customer advisory board. The appendix lists the assumptions behind " +
-  "the forecast and the risks the team identified during the planning sessions. Please send comments " +
-  "on the draft before the review meeting so that the final version can go to the board on time. The " +
-  "summary table shows each region with its targets and the actual figures for the quarter, followed " +
-  "by a short commentary from each regional lead about what went well and what will change next time.";
 
 function toolResult(id: number, text: string): Record<string, unknown> {
   return { jsonrpc: "2.0", id, result: { content: [{ type: "text", text }], isError: false } };

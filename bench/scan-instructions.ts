@@ -5,44 +5,23 @@
  *   npx tsx bench/scan-instructions.ts            # runs both counts under valgrind, prints per scan
  *   (inner) node --import tsx bench/scan-instructions.ts --inner <kb> <runs>
  *
- * The texts are the bench's: clean 1 KB prose and 64 KB of the benign corpus.
+ * The texts are scan-cost.ts's (bench/benign-corpus.ts): clean 1 KB prose, and 64 KB of the benign
+ * corpus taken whole (scan-cost.ts leaves out the entries a scanner flags).
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync, rmSync, mkdtempSync } from "node:fs";
+import { readFileSync, rmSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { scanInjection } from "../ext-service/src/policy/injection.js";
+import { benignTexts, CLEAN_1K, repeatedToSize } from "./benign-corpus.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-function benignText(size: number): string {
-  const dir = join(root, "test/fixtures/benign");
-  const parts = readdirSync(dir)
-    .filter((f) => f.endsWith(".json"))
-    .sort()
-    .flatMap((f) =>
-      (JSON.parse(readFileSync(join(dir, f), "utf8")) as { text: string }[]).map((e) => e.text),
-    );
-  let out = "";
-  for (let i = 0; out.length < size; i++) out += parts[i % parts.length] + "\n\n";
-  return out.slice(0, size);
-}
-
-const CLEAN_1K =
-  "The quarterly report covers revenue, churn and hiring. Revenue grew in every region, led by " +
-  "the enterprise segment, while churn stayed flat. The hiring plan adds engineers to the platform " +
-  "team and support staff for the new regions. Next steps: finalise the budget, review the roadmap " +
-  "with product, and schedule the customer advisory board. The appendix lists the assumptions behind " +
-  "the forecast and the risks the team identified during the planning sessions. Please send comments " +
-  "on the draft before the review meeting so that the final version can go to the board on time. The " +
-  "summary table shows each region with its targets and the actual figures for the quarter, followed " +
-  "by a short commentary from each regional lead about what went well and what will change next time.";
 
 if (process.argv[2] === "--inner") {
   const kb = Number(process.argv[3]);
   const runs = Number(process.argv[4]);
-  const text = kb === 1 ? CLEAN_1K : benignText(kb * 1024);
+  const text = kb === 1 ? CLEAN_1K : repeatedToSize(benignTexts(), kb * 1024);
   // Warm-up happens in both counts alike, so it cancels out in the difference.
   for (let i = 0; i < 30; i++) scanInjection(text);
   for (let i = 0; i < runs; i++) scanInjection(text);
