@@ -16,6 +16,7 @@ import type { Principal } from "../policy/identity.js";
 import { JsonRpcCode, Reasons } from "../policy/reasons.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
 import { BrokerNames } from "./names.js";
 import { brokerSessionOwner, openBrokerSession, sealBrokerSession, type BrokerSession } from "./session.js";
 import { isPlainObject } from "../mcp/jsonrpc.js";
@@ -62,7 +63,6 @@ const RELAYED_REQUESTS = [
 ] as const;
 const HOP_TIMEOUT_MS = 60_000;
 
-type ListKind = "tools" | "prompts" | "resources" | "resourceTemplates";
 const LISTS = {
   tools: { method: "tools/list", field: "tools" },
   prompts: { method: "prompts/list", field: "prompts" },
@@ -76,6 +76,13 @@ const LIST_CHANGED = [
 ] as const;
 /** Pages read from one server for one list: a server cannot keep the broker paging for ever. */
 const MAX_LIST_PAGES = 100;
+/** Refusals of a hop that say the server itself could not be reached or answered badly. */
+const SERVER_DOWN: ReadonlySet<unknown> = new Set([
+  "upstream_unavailable",
+  "upstream_timeout",
+  "upstream_invalid_response",
+  "breaker_open",
+]);
 
 /** A JSON-RPC error from the hop (the per-server policy's answer), passed to the agent as it is. */
 function relayedError(err: unknown, server: string): ProtocolError {
@@ -154,9 +161,12 @@ export class Broker {
   private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
   private readonly modern: McpHttpHandler;
   private readonly scopes = new WeakMap<object, Scope>();
+  /** Lists per agent view and server (list-cache.ts). */
+  private readonly lists: BrokerListCache;
 
   constructor(private readonly options: BrokerOptions) {
     this.names = new BrokerNames(options.engine().config.broker.separator);
+    this.lists = new BrokerListCache(options.metrics);
     this.modern = createMcpHandler(
       (ctx) => {
         const scope = ctx.authInfo?.extra?.scope;
@@ -411,7 +421,8 @@ export class Broker {
       const client = new Client(HOP_CLIENT_INFO, { capabilities });
       for (const method of LIST_CHANGED) {
         client.setNotificationHandler(method, () => {
-          this.listChanged(server);
+          // Dropped before the client hears of it: the list it asks for next is the new one.
+          this.listChanged(server, method);
           void live.server.notification({ method }).catch(() => undefined);
         });
       }
@@ -454,12 +465,17 @@ export class Broker {
     }
   }
 
-  /** A server's list changed: every cached list may hold it. */
-  private listChanged(server: string): void {
-    this.options.logger.debug({ server }, "aggregated endpoint: list changed");
+  /**
+   * A server's `notifications/*\/list_changed` (`method`), seen on a hop's GET stream or by the
+   * per-server path for any client: its lists of that kind kept for any agent are stale.
+   */
+  listChanged(server: string, method: string): void {
+    this.lists.listChanged(server, method);
+    this.options.logger.debug({ server, method }, "aggregated endpoint: list changed");
   }
 
   private dropped(server: string, method: string, err: unknown): void {
+    this.lists.serverFailed(server);
     this.options.metrics.upstreamErrors.inc({ server, reason: "broker_dropped" });
     this.options.logger.warn(
       { server, method, error: (err as { message?: string } | null)?.message },
@@ -604,7 +620,10 @@ export class Broker {
     try {
       return await work(client, legacy ? undefined : signal);
     } catch (err) {
-      throw relayedError(err, server);
+      const relayed = relayedError(err, server);
+      if (SERVER_DOWN.has((relayed.data as { reason?: unknown } | undefined)?.reason))
+        this.lists.serverFailed(server);
+      throw relayed;
     } finally {
       stopListening();
       if (scope.modern && legacy) await transport.terminateSession().catch(() => undefined);
@@ -612,33 +631,59 @@ export class Broker {
     }
   }
 
-  /** One list over every server of the view; a server that fails is left out (and counted). */
+  /** Whose lists a request sees: what a hop's list depends on besides the server (list-cache.ts). */
+  private listOwner(scope: Scope): ListOwner {
+    return {
+      principal: scope.principal,
+      view: scope.view,
+      protocolVersion: scope.modern ? "2026" : (scope.session?.protocolVersion ?? ""),
+      capabilities: scope.modern
+        ? []
+        : RELAYED_REQUESTS.map(([, capability]) => capability).filter(
+            (capability) => scope.clientCapabilities[capability] !== undefined,
+          ),
+    };
+  }
+
+  /** One server's whole list (every page) through its hop. */
+  private fetchList(scope: Scope, server: string, kind: ListKind, ctx: ServerContext): Promise<FetchedList> {
+    return this.withHop(scope, server, ctx, async (client) => {
+      // Straight requests, not the client's list helpers: a client attached to an existing
+      // session has not seen the server's capabilities, and they would return nothing.
+      const { method, field } = LISTS[kind];
+      const items: Record<string, unknown>[] = [];
+      const pages: unknown[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < MAX_LIST_PAGES; page++) {
+        const result = (await client.request({
+          method,
+          params: cursor === undefined ? {} : { cursor },
+        } as never)) as Record<string, unknown>;
+        pages.push(result);
+        const list = result[field];
+        if (Array.isArray(list)) items.push(...(list as Record<string, unknown>[]));
+        cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
+        if (cursor === undefined) break;
+      }
+      return { items, pages, hinted: client.getProtocolEra() === "modern" };
+    });
+  }
+
+  /**
+   * One list over every server of the view, each server's part kept per agent view
+   * (list-cache.ts); a server that fails is left out (and counted).
+   */
   private async listAll(
     scope: Scope,
     kind: ListKind,
     ctx: ServerContext,
   ): Promise<Record<string, unknown>[]> {
+    const engine = this.engine;
+    const owner = this.listOwner(scope);
     const servers = this.servers(scope.principal, scope.view);
     const lists = await Promise.allSettled(
       servers.map((server) =>
-        this.withHop(scope, server, ctx, async (client) => {
-          // Straight requests, not the client's list helpers: a client attached to an existing
-          // session has not seen the server's capabilities, and they would return nothing.
-          const { method, field } = LISTS[kind];
-          const items: Record<string, unknown>[] = [];
-          let cursor: string | undefined;
-          for (let page = 0; page < MAX_LIST_PAGES; page++) {
-            const result = (await client.request({
-              method,
-              params: cursor === undefined ? {} : { cursor },
-            } as never)) as Record<string, unknown>;
-            const list = result[field];
-            if (Array.isArray(list)) items.push(...(list as Record<string, unknown>[]));
-            cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
-            if (cursor === undefined) break;
-          }
-          return items;
-        }),
+        this.lists.list(engine, owner, server, kind, () => this.fetchList(scope, server, kind, ctx)),
       ),
     );
     const out: Record<string, unknown>[] = [];
@@ -780,6 +825,7 @@ export class Broker {
 
   close(): Promise<void> {
     this.sessions.clear();
+    this.lists.clear();
     return this.modern.close();
   }
 }

@@ -881,6 +881,24 @@ export const BrokerSchema = z
       .record(ViewNameSchema, BrokerViewSchema)
       .default({})
       .describe("Named subsets served at /mcp/views/<name>"),
+    lists: z
+      .object({
+        ttl: Duration.default("60s").describe(
+          "How long a server's list is kept per agent view when the server gives no caching hints (2025 revisions); 0 keeps none",
+        ),
+        maxEntries: z.number().int().positive().default(10_000),
+        maxBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(33_554_432)
+          .describe("Memory the kept lists may use (their JSON size)"),
+      })
+      .strict()
+      .prefault({})
+      .describe(
+        "The broker's list cache: per agent, view, server and list kind; dropped on list_changed, reloads and drift",
+      ),
   })
   .strict()
   .prefault({})

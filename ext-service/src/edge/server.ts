@@ -227,6 +227,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     metrics,
     hopOrigin: () => engine.config.broker.hopUrl?.replace(/\/$/, "") ?? ownUrl,
   });
+  // A list_changed any client's stream carries drops the broker's kept lists of that server.
+  const stopBrokerWatch = shared.onListChanged((server, method) => broker.listChanged(server, method));
 
   const sendReply = (res: ServerResponse, reply: HttpReply, extra: Record<string, string> = {}): void => {
     if (res.headersSent || res.destroyed) return;
@@ -869,6 +871,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
               listening = false;
               stopCounting();
               await upstreams.close();
+              stopBrokerWatch();
               await broker.close();
               if (ownsState) await shared.close();
               // The last exchanges' spans: exported before the process goes.

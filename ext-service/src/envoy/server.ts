@@ -243,6 +243,8 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     if (ownsState) await state.close();
     throw err;
   }
+  // A list_changed any client's stream carries (ext_proc) drops the broker's kept lists of that server.
+  const stopBrokerWatch = state.onListChanged((server, method) => broker.listChanged(server, method));
   // Read on each scrape of the admin port, which is up from here.
   const stopCounting = metrics.countInflight("envoy", () => ctx.inflight.count);
 
@@ -270,6 +272,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
         });
       });
       await brokerListener.close();
+      stopBrokerWatch();
       await broker.close();
       await new Promise<void>((resolve) => {
         admin.close(() => resolve());

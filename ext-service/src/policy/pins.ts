@@ -163,6 +163,21 @@ export class ToolDriftState {
   private readonly unlistedAt = new Map<string, Map<string, number>>();
   /** By server: the last failed attempt to fetch its tools/list. */
   private readonly listFailures = new Map<string, { at: number; cause: string }>();
+  /** By server: bumped whenever the set of drifted tools, or a drifted tool's live pin, changes. */
+  private readonly revisions = new Map<string, number>();
+
+  /**
+   * Changes when what the gateway drops from this server's tools/list changes (a tool drifts,
+   * drifts differently, or matches its pin again): a list kept from before is no longer the one
+   * the gateway would send.
+   */
+  revision(server: string): number {
+    return this.revisions.get(server) ?? 0;
+  }
+
+  private revised(server: string): void {
+    this.revisions.set(server, this.revision(server) + 1);
+  }
 
   drift(server: string, tool: string): DriftRecord | undefined {
     return this.drifted.get(server)?.get(tool);
@@ -171,13 +186,17 @@ export class ToolDriftState {
   recordDrift(server: string, tool: string, record: DriftRecord): void {
     let tools = this.drifted.get(server);
     if (!tools) this.drifted.set(server, (tools = new Map()));
+    if (tools.get(tool)?.livePin !== record.livePin) this.revised(server);
     tools.set(tool, record);
     this.checked(server, tool, record.seenAt);
   }
 
   recordMatch(server: string, tool: string, at: number = Date.now()): void {
     const tools = this.drifted.get(server);
-    if (tools?.delete(tool) && tools.size === 0) this.drifted.delete(server);
+    if (tools?.delete(tool)) {
+      this.revised(server);
+      if (tools.size === 0) this.drifted.delete(server);
+    }
     this.checked(server, tool, at);
   }
 

@@ -44,6 +44,7 @@ export class GatewayState {
   private readonly hints: { enabled: boolean; maxTtlMs: number };
   /** Per-tool and per-server usage for the registry sweep (state/usage.ts). */
   readonly usage: ToolUsage;
+  private readonly listChanges = new Set<(server: string, method: string) => void>();
 
   constructor(
     readonly store: StateStore,
@@ -65,6 +66,16 @@ export class GatewayState {
       if (available) logger.info({ store: store.kind }, "state store available");
       else logger.error({ store: store.kind }, "state store unavailable");
     });
+  }
+
+  /**
+   * Calls `listener` with every `notifications/*\/list_changed` a server sends through the
+   * per-server path, to any client (the aggregated endpoint drops its kept lists of that server).
+   * Returns the function that stops it.
+   */
+  onListChanged(listener: (server: string, method: string) => void): () => void {
+    this.listChanges.add(listener);
+    return () => this.listChanges.delete(listener);
   }
 
   /** The edge's per-agent rate limit: shared by every replica when the store is Redis. */
@@ -125,9 +136,11 @@ export class GatewayState {
    */
   watchResponse(exchange: Exchange, transformer: ResponseTransformer): void {
     const server = exchange.server;
-    if (server !== undefined && this.hints.enabled) {
+    if (server !== undefined) {
       transformer.onNotification = (method) => {
-        if (HINT_INVALIDATING_NOTIFICATIONS.has(method)) this.invalidate(server);
+        if (this.hints.enabled && HINT_INVALIDATING_NOTIFICATIONS.has(method)) this.invalidate(server);
+        if (method.endsWith("/list_changed"))
+          for (const listener of this.listChanges) listener(server, method);
       };
     }
     const miss = this.misses.get(exchange);
