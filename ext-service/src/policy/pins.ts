@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from "node:util";
 import type { Registry, RegistryTool } from "../config/schema.js";
 import { changedFields, toolPin, type PinnedField } from "./canonical.js";
 
@@ -283,6 +284,8 @@ export class ToolDriftState {
       else map.set(server, saved);
     };
     return () => {
+      // The drifted set may differ from the one lists were kept under: a new revision.
+      if (!isDeepStrictEqual(this.drifted.get(server), drifted)) this.revised(server);
       put(this.drifted, drifted);
       put(this.checkedAt, checkedAt);
       put(this.unlistedAt, unlistedAt);
