@@ -146,7 +146,7 @@ describe("token exchange on the edge", () => {
   async function expectUnavailable(agent: string, server: string, cause: string) {
     const mark = servers.received.length;
     const res = await call(agent, server);
-    expect(res.status).toBe(503);
+    expect(res.status).toBe(502);
     const body = JSON.parse(res.text) as ErrorBody;
     expect(body.error.code).toBe(-32050);
     expect(body.error.data.reason).toBe("upstream_credential_unavailable");

@@ -1138,7 +1138,9 @@ export const TokenExchangeSchema = z
       .nonnegative()
       .default(60)
       .describe("An issued token is exchanged again this many seconds before it expires"),
-    timeout: Duration.default("5s").describe("Time allowed for one exchange, connection to last byte"),
+    timeout: Duration.default("1500ms").describe(
+      "Time allowed for one exchange, connection to last byte; behind Envoy, below the ext_authz timeout (2s)",
+    ),
   })
   .strict()
   .superRefine((exchange, ctx) => {

@@ -101,7 +101,24 @@ export function createCheckHandler(ctx: AdapterContext) {
       audit.finishSoon(exchange, opened.reply.status);
       return deniedResponse(opened.reply, exchange.reasons[0], exchange.requestId);
     }
-    const upstream = engine.upstreamHeaders(exchange, headers);
+    // A per-agent credential (registry `upstream.tokenExchange`): exchanged here, where the
+    // agent's token still is, and added like a static one; no token, no request (fail closed).
+    const need = engine.credentialNeed(exchange, headers);
+    let exchanged: Readonly<Record<string, string>> | undefined;
+    if (need.kind === "refused") {
+      audit.finishSoon(exchange, need.reply.status);
+      return deniedResponse(need.reply, exchange.reasons[0], exchange.requestId);
+    }
+    if (need.kind === "exchange") {
+      const outcome = await ctx.tokenExchanger.credential(need.need);
+      if (!outcome.ok) {
+        const reply = engine.credentialUnavailable(exchange, outcome.cause);
+        audit.finishSoon(exchange, reply.status);
+        return deniedResponse(reply, exchange.reasons[0], exchange.requestId);
+      }
+      exchanged = outcome.headers;
+    }
+    const upstream = engine.upstreamHeaders(exchange, headers, exchanged);
     // The upstream knows the session by its own id; the client only ever holds the sealed one.
     if (opened.session) upstream.set["mcp-session-id"] = opened.session.upstream;
     // Envoy applies ok_response.headers before headers_to_remove (and some versions the other

@@ -5,6 +5,7 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { Tracing } from "../telemetry/tracing.js";
 import type { PinVerifier } from "../upstream/pin-verifier.js";
+import type { TokenExchanger } from "../upstream/token-exchange.js";
 
 /** What the Envoy adapters share: the policy core and telemetry. */
 export interface AdapterContext {
@@ -18,6 +19,8 @@ export interface AdapterContext {
   inflight: { count: number };
   /** Fetches a server's tools/list from its registry upstreams when the core asks for it. */
   pinVerifier: PinVerifier;
+  /** Exchanges agents' tokens for servers' (registry `upstream.tokenExchange`): ext_authz adds them. */
+  tokenExchanger: TokenExchanger;
   /** OpenTelemetry spans; undefined when tracing is off. */
   tracing: Tracing | undefined;
 }

@@ -351,7 +351,11 @@ export class ProcessStream {
     this.timers.requestBody.observe(secondsSince(started));
     if (verdict.action === "list_tools") {
       // Pins are checked before the first call (trial B4): the server's tools/list, then decide again.
-      return this.ctx.pinVerifier.verify(this.engine, verdict.server).then(
+      // A token-exchange server's list is fetched with the token ext_authz just had issued
+      // for this agent (the cache's; without it the server refuses and the pin check fails closed).
+      const key = this.engine.tokenExchangeKey(exchange);
+      const credential = key === undefined ? undefined : this.ctx.tokenExchanger.cached(key)?.headers;
+      return this.ctx.pinVerifier.verify(this.engine, verdict.server, credential).then(
         () =>
           this.afterVerdict(
             this.engine.evaluateRequestBody(exchange, body, this.requestHeaders, { toolsListed: true }),

@@ -17,6 +17,7 @@ import { createCheckHandler } from "./authz.js";
 import type { AdapterContext } from "./context.js";
 import { createProcessHandler } from "./extproc.js";
 import { createRateLimitHandler } from "./ratelimit.js";
+import { TokenExchanger } from "../upstream/token-exchange.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
 import { HealthService } from "./health.js";
 import { Broker } from "../broker/broker.js";
@@ -36,6 +37,8 @@ export interface ExtServiceOptions {
   shutdownGraceMs?: number;
   /** Fetches servers' tools/list (directly from the registry's upstreams); defaults to one on `logger`. */
   pinVerifier?: PinVerifier;
+  /** Exchanges agents' tokens for servers' (registry `upstream.tokenExchange`); defaults to one on `logger`. */
+  tokenExchanger?: TokenExchanger;
   /** Shared state (budgets, cache); defaults to the store the config names, closed with the service. */
   state?: GatewayState;
   /** Mutual TLS on the gRPC port (PEM contents); without it the port is plaintext. */
@@ -160,6 +163,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     state,
     inflight: { count: 0 },
     pinVerifier,
+    tokenExchanger: options.tokenExchanger ?? new TokenExchanger(logger),
     tracing,
   };
   const protos = envoyProtos();

@@ -302,9 +302,11 @@ export const Reasons = {
     status: 503,
     message: "The MCP server is failing; requests are paused briefly",
   },
+  // 502, not 503: the shipped Envoy's local reply mappers turn every 503 into its own
+  // internal_error (ext_authz unreachable), which would hide this reason on the Envoy plane.
   upstream_credential_unavailable: {
     code: JsonRpcCode.UpstreamUnavailable,
-    status: 503,
+    status: 502,
     message: "The gateway could not obtain a credential for this MCP server",
   },
   internal_error: { code: JsonRpcCode.InternalError, status: 500, message: "Internal gateway error" },

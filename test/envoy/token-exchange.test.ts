@@ -1,0 +1,131 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { httpCall, MCP_HEADERS, rpc, startGateway, type Gateway } from "../e2e/harness.js";
+import { startTokenEndpoint, type TokenEndpoint } from "../upstream/token-endpoint.js";
+import {
+  CLIENT_ID,
+  CLIENT_SECRET,
+  startCredentialCheckingServers,
+  tokenExchangeServers,
+} from "../upstream/token-exchange-fixture.js";
+
+/**
+ * Per-agent credentials by token exchange on the Envoy plane: ext_authz exchanges the agent's
+ * token and sets the issued one in its OK response, the modelled Envoy applies it to the upstream
+ * request, the MCP server checks it; ext_proc's pin check lists tools with the same token. A
+ * failed exchange is ext_authz's denied response, audited there.
+ */
+
+const SECRET_ENV = "MCPGW_TEST_ENVOY_TOKEN_EXCHANGE_SECRET";
+
+interface ErrorBody {
+  error: { code: number; data: { reason: string; request_id: string } };
+}
+
+describe("token exchange through the Envoy-role front", () => {
+  let gw: Gateway;
+  let front: EnvoyRoleFront;
+  let endpoint: TokenEndpoint;
+  let servers: Awaited<ReturnType<typeof startCredentialCheckingServers>>;
+  const tokens = new Map<string, string>();
+
+  beforeAll(async () => {
+    process.env[SECRET_ENV] = CLIENT_SECRET;
+    endpoint = await startTokenEndpoint({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      targets: ["jira", "https://wiki.example.test/mcp"],
+    });
+    servers = await startCredentialCheckingServers(endpoint);
+    gw = await startGateway({
+      servers: tokenExchangeServers(endpoint, servers.upstream.url, SECRET_ENV),
+      agents: { tester: { roles: ["all"] }, other: { roles: ["all"] }, unlucky: { roles: ["all"] } },
+    });
+    endpoint.setIssuerJwk(gw.privateJwk);
+    for (const agent of ["tester", "other", "unlucky"]) tokens.set(agent, await gw.token(agent));
+    front = await startEnvoyRoleFront({
+      extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
+    });
+  });
+  afterAll(async () => {
+    await front?.close();
+    await gw?.close();
+    await servers?.upstream.close();
+    await endpoint?.close();
+    delete process.env[SECRET_ENV];
+  });
+
+  const call = (agent: string, server: string, text = "hi") =>
+    httpCall(`${front.url}/mcp/${server}`, {
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${tokens.get(agent)}` },
+      body: rpc("tools/call", { name: "echo", arguments: { text } }, 5),
+    });
+
+  const textOf = (res: { messages: unknown[] }) =>
+    (res.messages[0] as { result: { content: { text: string }[] } }).result.content[0]!.text;
+
+  it("each server gets a token issued for it and the calling agent, exchanged once per pair", async () => {
+    const mark = servers.received.length;
+    const before = endpoint.calls;
+    for (const agent of ["tester", "other"]) {
+      for (const server of ["jira", "wiki"]) {
+        for (let i = 0; i < 2; i++) {
+          const res = await call(agent, server);
+          expect(res.status).toBe(200);
+          expect(textOf(res)).toBe(`hello ${agent}`);
+        }
+      }
+    }
+    expect(endpoint.calls - before).toBe(4);
+    const got = servers.received.slice(mark);
+    expect(got.filter((r) => r.method === "tools/call").map((r) => `${r.holder}@${r.server}`)).toEqual([
+      "tester@jira",
+      "tester@jira",
+      "tester@wiki",
+      "tester@wiki",
+      "other@jira",
+      "other@jira",
+      "other@wiki",
+      "other@wiki",
+    ]);
+    // ext_proc's pin check got through with a token too (the servers refuse anything else).
+    expect(got.some((r) => r.method === "tools/list")).toBe(true);
+    for (const r of got) {
+      expect(r.holder).toBeDefined();
+      const sent = JSON.stringify(r.headers);
+      for (const agentToken of tokens.values()) expect(sent).not.toContain(agentToken);
+      if (r.server === "wiki") expect(r.headers.authorization).toBeUndefined();
+    }
+  });
+
+  it("refuses with upstream_credential_unavailable when the exchange fails, forwarding nothing", async () => {
+    endpoint.mode = "refuse";
+    const mark = servers.received.length;
+    try {
+      const res = await call("unlucky", "jira");
+      expect(res.status).toBe(502);
+      const body = JSON.parse(res.text) as ErrorBody;
+      expect(body.error.code).toBe(-32050);
+      expect(body.error.data.reason).toBe("upstream_credential_unavailable");
+      expect(servers.received.slice(mark)).toEqual([]);
+      const [record] = await gw.log.auditFor(body.error.data.request_id);
+      expect(record).toMatchObject({
+        plane: "envoy",
+        decision: "error",
+        reasons: ["upstream_credential_unavailable"],
+        causes: ["token_exchange_refused:invalid_grant"],
+      });
+    } finally {
+      endpoint.mode = "ok";
+    }
+  });
+
+  it("keeps the credentials out of the log and the audit records", async () => {
+    expect((await call("tester", "jira", "leak")).status).toBe(200);
+    const logged = JSON.stringify(gw.log.lines);
+    expect(gw.log.audits.length).toBeGreaterThan(0);
+    for (const secret of [CLIENT_SECRET, ...tokens.values(), ...endpoint.issued.keys()]) {
+      expect(logged).not.toContain(secret);
+    }
+  });
+});
