@@ -71,7 +71,7 @@ describe("mcp-gateway validate (child process)", () => {
     const run = await cli(["validate", "--config", join(tmp, "examples/gateway.yaml")]);
     expect(run.stderr).toBe("");
     expect(run.stdout).toMatch(
-      /gateway\.yaml: valid \(registry \S+: 3 servers, 9 tools; 5 roles, 5 agents; auth required\)/,
+      /gateway\.yaml: valid \(registry \S+: 3 servers, 9 tools; 6 roles, 6 agents; auth required\)/,
     );
     expect(run.code).toBe(0);
   });
