@@ -51,7 +51,16 @@ function recordRow(r) {
       "td",
       {},
       el("code", {}, r.request_id),
-      r.trace_id ? el("div", { class: "muted" }, `trace ${r.trace_id}`) : null,
+      r.trace_id
+        ? el(
+            "div",
+            { class: "muted" },
+            "trace ",
+            r.trace_url && /^https?:\/\//.test(r.trace_url)
+              ? el("a", { href: r.trace_url, rel: "noreferrer noopener", target: "_blank" }, r.trace_id)
+              : r.trace_id,
+          )
+        : null,
     ),
     el("td", {}, r.agent || (r.anonymous ? "(anonymous)" : "-")),
     el("td", {}, r.server || "-"),

@@ -44,7 +44,10 @@ describe("console API: audit", () => {
         admin: { rules: [] },
       },
       agents: { reader: { roles: ["reader"] }, boss: { roles: ["admin"] }, alice: { roles: ["approver"] } },
-      config: { approvals: { approvers: [{ roles: ["approver"] }] } },
+      config: {
+        approvals: { approvers: [{ roles: ["approver"] }] },
+        tracing: { traceUrl: "http://127.0.0.1:16686/trace/{trace_id}" },
+      },
     });
     for (const name of ["reader", "boss", "alice"]) tokens[name] = await gw.token(name);
     const approvals = gw.edge.state.approvals;
@@ -97,6 +100,24 @@ describe("console API: audit", () => {
     const byReason = await audit(`?reason=${reason}`);
     expect(byReason.body.records.every((r) => r.reasons.includes(reason))).toBe(true);
     expect((await audit("?agent=nobody")).body.records).toEqual([]);
+  });
+
+  it("links a record's trace to tracing.traceUrl", async () => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    await request(gw.url("kb"), {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${tokens.reader}`,
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+    }).then((r) => r.body.dump());
+    const { body } = await audit("?agent=reader");
+    const traced = body.records.find((r) => r.trace_id === traceId) as AuditRecord & { trace_url?: string };
+    expect(traced.trace_url).toBe(`http://127.0.0.1:16686/trace/${traceId}`);
+    expect(body.records.filter((r) => r.trace_id === null).every((r) => !("trace_url" in r))).toBe(true);
   });
 
   it("answers admins only, never without a token or cross-site", async () => {

@@ -928,6 +928,15 @@ export const TracingSchema = z
       .max(1)
       .default(1)
       .describe("Share of new traces recorded; a caller's sampled trace is always followed"),
+    traceUrl: z
+      .string()
+      .refine((v) => /^https?:\/\/[^\s]+$/.test(v) && v.includes("{trace_id}"), {
+        message: "an http(s) URL with {trace_id} where the trace id goes",
+      })
+      .optional()
+      .describe(
+        "Where a person opens a trace (the tracing backend's UI), {trace_id} standing for the id: the console's Audit page links each record's trace there",
+      ),
   })
   .strict()
   .prefault({});

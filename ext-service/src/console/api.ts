@@ -45,7 +45,7 @@ function auditMatches(record: AuditRecord, wanted: Partial<Record<(typeof AUDIT_
   );
 }
 
-function auditPage(audit: AuditTrail, query: URLSearchParams): unknown {
+function auditPage(audit: AuditTrail, query: URLSearchParams, traceUrl: string | undefined): unknown {
   const wanted: Partial<Record<(typeof AUDIT_FILTERS)[number], string>> = {};
   for (const key of AUDIT_FILTERS) {
     const value = query.get(key)?.trim();
@@ -57,7 +57,16 @@ function auditPage(audit: AuditTrail, query: URLSearchParams): unknown {
   );
   const all = audit.recent.newestFirst();
   const records = all.filter((r) => auditMatches(r, wanted)).slice(0, limit);
-  return { records, kept: all.length, capacity: audit.recent.capacity };
+  return {
+    // A trace id is 32 hex digits (traceIdOf in policy/exchange.ts), safe in a URL as it is.
+    records: traceUrl
+      ? records.map((r) =>
+          r.trace_id === null ? r : { ...r, trace_url: traceUrl.replaceAll("{trace_id}", r.trace_id) },
+        )
+      : records,
+    kept: all.length,
+    capacity: audit.recent.capacity,
+  };
 }
 
 /** The route for the admin server: answers /console/api/...; other paths are left to the next route. */
@@ -111,7 +120,8 @@ async function serve(
     return send(res, 200, e);
   }
   if (req.method !== "GET") return fail(res, 405, "method_not_allowed", "Use GET", { allow: "GET" });
-  if (page === "audit") return send(res, 200, auditPage(sources.audit, query));
+  if (page === "audit")
+    return send(res, 200, auditPage(sources.audit, query, engine.config.tracing.traceUrl));
   if (page === "access") return send(res, 200, accessPage(engine, query));
   if (page === "budgets") {
     return send(res, 200, await budgetsPage(engine, sources.store, sources.audit.recent.newestFirst()));
