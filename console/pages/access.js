@@ -65,7 +65,7 @@ function matrixTable(matrix) {
         el(
           "div",
           { class: "muted small" },
-          matrix.by === "agent" ? row.roles.join(", ") || "(no roles)" : "role",
+          matrix.by === "agent" ? row.roles.join(", ") || "(no roles)" : row.description || "",
         ),
       ),
     ),

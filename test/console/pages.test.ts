@@ -121,6 +121,19 @@ describe.runIf(chromiumAvailable())("console pages in a real browser: audit, acc
     expect(JSON.stringify(gw.log.lines)).not.toContain("2.7.0");
   });
 
+  it("shows the matrix by role", async () => {
+    await page.getByLabel("Rows").selectOption("role");
+    const cell = page.locator('td[data-principal="support"][data-tool="tickets/delete_ticket"]');
+    await cell.waitFor();
+    expect(await cell.textContent()).toBe("denyroles.support.rules[1]");
+    expect(
+      await page.locator('td[data-principal="operator"][data-tool="deploy/deploy_service"]').textContent(),
+    ).toContain("approval: production-deploys");
+    await shot("access-by-role");
+    await page.getByLabel("Rows").selectOption("agent");
+    await page.locator('td[data-principal="support-bot"]').first().waitFor();
+  });
+
   it("shows each budget's use from the store", async () => {
     await page.getByRole("link", { name: "Budgets" }).click();
     const support = page.locator('section[data-budget="support-tickets-daily"]');
