@@ -62,6 +62,13 @@ const RELAYED_REQUESTS = [
   ["roots/list", "roots"],
 ] as const;
 const HOP_TIMEOUT_MS = 60_000;
+/**
+ * The hop "session" of a 2025 server that opened none (a stateless server): kept in the sealed
+ * session like an id, so the server is not asked to initialize again on every hop. Given to the
+ * SDK transport as its session id, it makes the client skip `initialize` and, being empty, is
+ * never sent as `Mcp-Session-Id` nor ended with a DELETE.
+ */
+const STATELESS_HOP = "";
 
 const LISTS = {
   tools: { method: "tools/list", field: "tools" },
@@ -411,7 +418,8 @@ export class Broker {
       clientCapabilities: live.session.clientCapabilities,
     };
     live.listeners = [];
-    const servers = this.servers(principal, view).filter((s) => this.hopSessionId(scope, s) !== undefined);
+    // A stateless server has no stream of its own to open (and may answer GET with 405).
+    const servers = this.servers(principal, view).filter((s) => Boolean(this.hopSessionId(scope, s)));
     for (const server of servers) {
       const capabilities: Record<string, unknown> = {};
       for (const [, capability] of RELAYED_REQUESTS) {
@@ -475,7 +483,8 @@ export class Broker {
   }
 
   private dropped(server: string, method: string, err: unknown): void {
-    this.lists.serverFailed(server);
+    // A GET stream refused is no sign the server is down: it may offer no stream at all.
+    if (method !== "GET") this.lists.serverFailed(server);
     this.options.metrics.upstreamErrors.inc({ server, reason: "broker_dropped" });
     this.options.logger.warn(
       { server, method, error: (err as { message?: string } | null)?.message },
@@ -508,13 +517,15 @@ export class Broker {
     });
   }
 
-  /** Opens a 2025 session on `/mcp/<server>` for this agent and returns its (gateway-sealed) id. */
+  /**
+   * Opens a 2025 session on `/mcp/<server>` for this agent and returns its (gateway-sealed) id,
+   * or STATELESS_HOP for a server that opened none.
+   */
   private async openHopSession(scope: Scope, server: string): Promise<string> {
     const client = new Client(HOP_CLIENT_INFO, { capabilities: scope.clientCapabilities });
     const transport = this.hopTransport(scope, server, undefined);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
-    const id = transport.sessionId;
-    if (id === undefined) throw new Error(`${server} opened no session`);
+    const id = transport.sessionId ?? STATELESS_HOP;
     // Only the id is kept: each request attaches a client of its own to it.
     await transport.close();
     return id;
