@@ -11,10 +11,10 @@ import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
 import { startEnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
-import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import type { Revision } from "./servers.js";
+import type { GatewayEngine } from "../../ext-service/src/config/compile.js";
 
 export const FIXTURE_DIR = fileURLToPath(new URL("../fixtures/conformance/", import.meta.url));
 export const AGENT = "conformance-suite";
@@ -27,7 +27,7 @@ export function serverName(revision: Revision): string {
 export interface GatewayConfig {
   dir: string;
   configFile: string;
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   token: string;
   remove(): void;
 }

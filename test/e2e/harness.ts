@@ -20,10 +20,10 @@ import {
   type TokenRequest,
 } from "../../ext-service/src/config/devkeys.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
-import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import type { AuditRecord } from "../../ext-service/src/telemetry/audit.js";
 import { createLogger, type Logger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+import type { GatewayEngine } from "../../ext-service/src/config/compile.js";
 
 /** Log lines captured from a pino logger, with the audit records picked out. */
 export class LogCapture {
@@ -82,7 +82,7 @@ export interface GatewaySpec {
 
 export interface Gateway {
   edge: Edge;
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   /** gateway.yaml, for a reload (loadEngine) in tests. */
   configFile: string;
   metrics: Metrics;

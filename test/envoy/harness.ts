@@ -6,12 +6,12 @@ import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { ensureDevKeys, signDevToken, type TokenRequest } from "../../ext-service/src/config/devkeys.js";
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "../../ext-service/src/envoy/envoy-role-client.js";
 import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
-import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 import { sealUpstreamSession } from "../../ext-service/src/policy/session-seal.js";
 import { createLogger } from "../../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { PinVerifier, type ToolLister } from "../../ext-service/src/upstream/pin-verifier.js";
 import { listedTool } from "../policy/support.js";
+import type { GatewayEngine } from "../../ext-service/src/config/compile.js";
 
 /** A test gateway: its own keys, config and registry in a temp dir; the real ext-service on port 0. */
 
@@ -123,7 +123,7 @@ export class LogCapture {
 
 export interface Gateway {
   dir: string;
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   service: ExtService;
   metrics: Metrics;
   logs: LogCapture;

@@ -10,7 +10,7 @@ import { request } from "undici";
 import { stringify } from "yaml";
 import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
-import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
+import type { GatewayEngine } from "../../ext-service/src/config/compile.js";
 
 /**
  * A gateway.yaml and registry.yaml in a temp dir for the shared-state tests: one `tickets`
@@ -19,7 +19,7 @@ import type { PolicyEngine } from "../../ext-service/src/policy/engine.js";
 export interface StateFiles {
   dir: string;
   configFile: string;
-  engine(): PolicyEngine;
+  engine(): GatewayEngine;
   token(agent: string): Promise<string>;
   privateJwk: JWK;
   remove(): void;

@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import { StoreUnavailable } from "../state/store.js";
 import type { Logger } from "../telemetry/logger.js";
 import { currentStatus, type ApprovalStatus } from "./book.js";
 import type { Approvals } from "./runtime.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /**
  * The approvals admin API on the admin port (docs/APPROVALS.md), JSON only:
@@ -78,7 +78,7 @@ function firstHeader(value: string | string[] | undefined): string | undefined {
  * Origins whose pages may call the API: the gateway's own (publicUrl, approveUrl, the admin port
  * itself, where the console is served) and allowedOrigins.
  */
-function originAllowed(engine: PolicyEngine, adminUrl: string | undefined, origin: string): boolean {
+function originAllowed(engine: GatewayEngine, adminUrl: string | undefined, origin: string): boolean {
   const own = [engine.config.publicUrl, engine.config.approvals.approveUrl, adminUrl]
     .filter((u): u is string => u !== undefined)
     .map((u) => new URL(u).origin);
@@ -95,7 +95,7 @@ export type AdminCaller =
  * token is never the anonymous principal here, whatever auth.mode says.
  */
 export async function authorizeAdminCaller(
-  engine: PolicyEngine,
+  engine: GatewayEngine,
   adminUrl: string | undefined,
   req: IncomingMessage,
 ): Promise<AdminCaller> {
@@ -148,7 +148,7 @@ export async function authorizeAdminCaller(
  * or returns false for any other path. `engine()` is the policy in force (it changes on reload).
  */
 export function approvalsAdminApi(
-  engine: () => PolicyEngine,
+  engine: () => GatewayEngine,
   approvals: Approvals,
   logger: Logger,
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
@@ -172,7 +172,7 @@ export function approvalsAdminApi(
 }
 
 async function serve(
-  engine: PolicyEngine,
+  engine: GatewayEngine,
   approvals: Approvals,
   req: IncomingMessage,
   res: ServerResponse,
@@ -234,10 +234,10 @@ async function serve(
 
 /** Admins see every approval; an approver sees those it may decide (and not its own calls). */
 function visible(
-  engine: PolicyEngine,
+  engine: GatewayEngine,
   principal: Principal,
   access: "admin" | "approver",
-  record: Parameters<PolicyEngine["approvals"]["mayDecide"]>[1],
+  record: Parameters<GatewayEngine["approvals"]["mayDecide"]>[1],
 ): boolean {
   return access === "admin" || engine.approvals.mayDecide(principal, record).ok;
 }

@@ -10,7 +10,7 @@ import {
   withoutApprovalRound,
   type ApprovalRequirement,
 } from "../policy/approvals.js";
-import { jsonReply, type HttpReply, type PolicyEngine, type ToolCall } from "../policy/engine.js";
+import { jsonReply, type HttpReply, type ToolCall } from "../policy/engine.js";
 import { countOn, denyExchange, idKey, type Exchange } from "../policy/exchange.js";
 import type { Principal } from "../policy/identity.js";
 import type { Reason } from "../policy/reasons.js";
@@ -26,6 +26,7 @@ import {
   type ApprovalStatus,
 } from "./book.js";
 import { sendWebhook } from "./notify.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /**
  * The adapters' side of approvals (policy/approvals.ts decides what needs one): before a call
@@ -143,7 +144,7 @@ export class Approvals {
    * exchange instead, or undefined to forward (no call needs approval, or its approval was used).
    */
   async beforeForward(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     calls: readonly ToolCall[],
     batch: boolean,
@@ -241,7 +242,7 @@ export class Approvals {
    * (its nonce is recorded in the store) and forwarded without the gateway's round.
    */
   private async inBand(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     call: ToolCall,
     requirement: ApprovalRequirement,
@@ -320,7 +321,7 @@ export class Approvals {
 
   /** Approve or deny a pending approval, as `principal` (the admin API's caller). */
   async decide(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     id: string,
     decision: "approved" | "denied",
     principal: Principal,
@@ -374,7 +375,7 @@ export class Approvals {
   }
 
   /** The admin API's view of a record. */
-  view(engine: PolicyEngine, record: ApprovalRecord): ApprovalView {
+  view(engine: GatewayEngine, record: ApprovalRecord): ApprovalView {
     return {
       id: record.id,
       status: currentStatus(record, this.now()),
@@ -398,7 +399,7 @@ export class Approvals {
     };
   }
 
-  approveUrl(engine: PolicyEngine, id: string): string {
+  approveUrl(engine: GatewayEngine, id: string): string {
     const configured = engine.config.approvals.approveUrl;
     if (configured !== undefined) return `${configured.replace(/\/+$/, "")}/${id}`;
     const admin = engine.config.listen.admin;
@@ -413,7 +414,7 @@ export class Approvals {
   }
 
   private requiredReply(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     call: ToolCall,
     record: ApprovalRecord,
@@ -430,7 +431,7 @@ export class Approvals {
     );
   }
 
-  private notify(engine: PolicyEngine, record: ApprovalRecord): void {
+  private notify(engine: GatewayEngine, record: ApprovalRecord): void {
     const webhook = engine.config.approvals.webhook;
     if (!webhook) return;
     const view = this.view(engine, record);

@@ -11,7 +11,6 @@ import {
   type ServerContext,
 } from "@modelcontextprotocol/server";
 import { LRUCache } from "lru-cache";
-import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import { JsonRpcCode, Reasons } from "../policy/reasons.js";
 import type { Logger } from "../telemetry/logger.js";
@@ -20,10 +19,11 @@ import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from
 import { BrokerNames } from "./names.js";
 import { brokerSessionOwner, openBrokerSession, sealBrokerSession, type BrokerSession } from "./session.js";
 import { isPlainObject } from "../mcp/jsonrpc.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 export interface BrokerOptions {
   /** The policy in force (it changes on reload). */
-  engine: () => PolicyEngine;
+  engine: () => GatewayEngine;
   logger: Logger;
   metrics: Metrics;
   /**
@@ -184,7 +184,7 @@ export class Broker {
     );
   }
 
-  private get engine(): PolicyEngine {
+  private get engine(): GatewayEngine {
     return this.options.engine();
   }
 

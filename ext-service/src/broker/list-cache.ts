@@ -2,9 +2,9 @@ import { LRUCache } from "lru-cache";
 import { Counter } from "prom-client";
 import { durationMs } from "../config/schema.js";
 import { cacheHintsOf } from "../mcp/cache-hints.js";
-import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 export type ListKind = "tools" | "prompts" | "resources" | "resourceTemplates";
 
@@ -31,7 +31,7 @@ export interface ListOwner {
  * drifted tools on its server.
  */
 interface Stamp {
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   changes: number;
   drift: number;
 }
@@ -77,7 +77,7 @@ function lookupCounter(metrics: Metrics): Counter<"kind" | "result"> {
  */
 export class BrokerListCache {
   private entries: LRUCache<string, Entry> | undefined;
-  private engine: PolicyEngine | undefined;
+  private engine: GatewayEngine | undefined;
   /** By `<server> <kind>`: list_changed notifications seen for it. */
   private readonly changes = new Map<string, number>();
   private readonly lookups: Counter<"kind" | "result">;
@@ -87,7 +87,7 @@ export class BrokerListCache {
   }
 
   /** The entries for the policy in force: a reload drops everything kept under the old one. */
-  private current(engine: PolicyEngine): LRUCache<string, Entry> {
+  private current(engine: GatewayEngine): LRUCache<string, Entry> {
     if (this.entries && this.engine === engine) return this.entries;
     this.entries?.clear();
     const limits = engine.config.broker.lists;
@@ -100,7 +100,7 @@ export class BrokerListCache {
     return this.entries;
   }
 
-  private stamp(engine: PolicyEngine, server: string, kind: ListKind): Stamp {
+  private stamp(engine: GatewayEngine, server: string, kind: ListKind): Stamp {
     return {
       engine,
       changes: this.changes.get(`${server} ${kind}`) ?? 0,
@@ -128,7 +128,7 @@ export class BrokerListCache {
    * or `broker.lists.ttl` allow, and if nothing made it stale while it was fetched).
    */
   async list(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     owner: ListOwner,
     server: string,
     kind: ListKind,
@@ -174,7 +174,7 @@ function sameStamp(a: Stamp, b: Stamp): boolean {
 }
 
 /** Milliseconds a fetched list may be kept: 0 for not at all. */
-function keepFor(engine: PolicyEngine, fetched: FetchedList): number {
+function keepFor(engine: GatewayEngine, fetched: FetchedList): number {
   if (!fetched.hinted) return durationMs(engine.config.broker.lists.ttl);
   const hints = engine.config.cache.hints;
   if (!hints.enabled || fetched.pages.length === 0) return 0;

@@ -15,7 +15,6 @@ import { compileEngine } from "../config/compile.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../config/devkeys.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { startEdge, type Edge } from "../edge/index.js";
-import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
 import { consoleApi } from "../console/api.js";
@@ -24,6 +23,7 @@ import { adminBaseUrl, boundPort, startAdminServer } from "../telemetry/admin.js
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
 import { closeServer, parsePort, untilSignal } from "./edge.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /** The repository root: the nearest ancestor holding examples/gateway.yaml (works from src and dist). */
 export function repoRoot(from = dirname(fileURLToPath(import.meta.url))): string {
@@ -57,7 +57,7 @@ export interface DevAgent {
 }
 
 export interface DevRuntime {
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   edge: Edge;
   adminUrl: string;
   servers: Record<DemoServerName, RunningServer>;

@@ -2,14 +2,14 @@ import { isDeepStrictEqual } from "node:util";
 import { loadEngine, warnReferences } from "../config/compile.js";
 import { ConfigError, formatProblem } from "../config/load.js";
 import type { GatewayConfig } from "../config/schema.js";
-import type { PolicyEngine } from "../policy/engine.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /** A data plane whose policy can be replaced while it serves. */
 export interface EngineHolder {
-  readonly engine: PolicyEngine;
-  setEngine(engine: PolicyEngine): void;
+  readonly engine: GatewayEngine;
+  setEngine(engine: GatewayEngine): void;
 }
 
 export interface ReloadOptions {
@@ -32,7 +32,7 @@ export type ReloadResult =
  */
 export function reloadConfig(options: ReloadOptions): ReloadResult {
   const { configFile, target, logger, metrics } = options;
-  let next: PolicyEngine;
+  let next: GatewayEngine;
   try {
     const loaded = loadEngine(configFile);
     next = loaded.engine;

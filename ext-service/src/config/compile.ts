@@ -77,10 +77,17 @@ export function crossReferenceProblems(
 }
 
 /**
+ * A policy engine compiled from a whole gateway.yaml: the core decides with its PolicyConfig
+ * sections; the adapters read the rest (listeners, edge, state, cache, process settings) from the
+ * same engine, so one reload swaps both together.
+ */
+export type GatewayEngine = PolicyEngine<GatewayConfig>;
+
+/**
  * Validate cross-references and compile: the only way adapters get a policy engine. Throws a
  * ConfigError listing every problem.
  */
-export function compileEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
+export function compileEngine(loaded: LoadedConfig, now?: () => number): GatewayEngine {
   const problems = [
     ...crossReferenceProblems(loaded.config, loaded.configFile, loaded.configSource),
     ...credentialProblems(loaded.registry, loaded.configFile, loaded.registryFile, loaded.registrySource),
@@ -109,7 +116,7 @@ function credentialProblems(
  * Security settings and registry pins are checked while the engine compiles them: such a
  * problem becomes a ConfigError located in its file, like every other config problem.
  */
-function buildEngine(loaded: LoadedConfig, now?: () => number): PolicyEngine {
+function buildEngine(loaded: LoadedConfig, now?: () => number): GatewayEngine {
   try {
     return new PolicyEngine(loaded, now);
   } catch (err) {
@@ -134,7 +141,7 @@ function pathKeys(path: string): PropertyKey[] {
 export function loadEngine(
   configFile: string,
   now?: () => number,
-): { loaded: LoadedConfig; engine: PolicyEngine; references: ConfigProblem[] } {
+): { loaded: LoadedConfig; engine: GatewayEngine; references: ConfigProblem[] } {
   const files = readConfigFiles(configFile);
   const problems = [...files.problems];
   if (files.config) {

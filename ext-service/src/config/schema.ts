@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { DLP_DETECTOR_NAMES } from "../policy/dlp.js";
 import { durationMs } from "../model/duration.js";
+import type { PolicyConfig, Registry as PolicyRegistry } from "../policy/settings.js";
 import { inlineSecretProblem } from "../policy/upstream-credentials.js";
 
 /**
@@ -1290,3 +1291,14 @@ export type BudgetRule = z.infer<typeof BudgetRuleSchema>;
 export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 export type ApproverConfig = z.infer<typeof ApproverSchema>;
 export type BrokerConfig = z.infer<typeof BrokerSchema>;
+
+/**
+ * The policy core is compiled from the shapes in policy/settings.ts, which policy/ owns so that it
+ * never imports config/. These schemas' output must fit them: a schema change the core cannot
+ * read stops compiling here, and tsc names the field.
+ */
+type OutputFits<PolicyShape, Output extends PolicyShape> = Output;
+export type SchemasFitThePolicy = [
+  OutputFits<PolicyConfig, GatewayConfig>,
+  OutputFits<PolicyRegistry, Registry>,
+];

@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { authorizeAdminCaller, fail, readJson, send } from "../approvals/admin-api.js";
 import type { Approvals } from "../approvals/runtime.js";
-import type { PolicyEngine } from "../policy/engine.js";
 import type { StateStore } from "../state/store.js";
 import type { AuditRecord, AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import { accessPage, explainQuestion, sendsJson } from "./access.js";
 import { budgetsPage } from "./budgets.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /**
  * The admin console's JSON endpoints (docs/CONSOLE.md), under /console/api/:
@@ -25,7 +25,7 @@ const DEFAULT_LIMIT = 200;
 
 export interface ConsoleSources {
   /** The policy in force (it changes on reload). */
-  engine(): PolicyEngine;
+  engine(): GatewayEngine;
   approvals: Approvals;
   audit: AuditTrail;
   /** The state store the planes charge budgets in. */

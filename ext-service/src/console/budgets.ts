@@ -1,7 +1,7 @@
-import type { PolicyEngine } from "../policy/engine.js";
 import type { Principal } from "../policy/identity.js";
 import { StoreUnavailable, type StateStore } from "../state/store.js";
 import type { AuditRecord } from "../telemetry/audit.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /**
  * The Budgets page's data: each budget's counters in the current period, read from the state
@@ -38,7 +38,7 @@ export interface BudgetsPage {
   rateLimit: { requestsPerSecond: number; burst: number };
 }
 
-function knownPrincipals(engine: PolicyEngine, recent: readonly AuditRecord[]): Principal[] {
+function knownPrincipals(engine: GatewayEngine, recent: readonly AuditRecord[]): Principal[] {
   const principals = Object.keys(engine.config.agents).map((a) => engine.authenticator.principalFor(a));
   const seen = new Set(principals.map((p) => `${p.issuer ?? "-"}\u0000${p.agent}`));
   for (const r of recent) {
@@ -54,7 +54,7 @@ function knownPrincipals(engine: PolicyEngine, recent: readonly AuditRecord[]): 
 }
 
 export async function budgetsPage(
-  engine: PolicyEngine,
+  engine: GatewayEngine,
   store: StateStore,
   recent: readonly AuditRecord[],
 ): Promise<BudgetsPage> {

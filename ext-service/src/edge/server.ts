@@ -6,7 +6,7 @@ import { durationMs } from "../config/schema.js";
 import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { formatSseEvent } from "../mcp/sse.js";
-import { upstreamStatusRefused, type HttpReply, type PolicyEngine } from "../policy/engine.js";
+import { upstreamStatusRefused, type HttpReply } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
@@ -27,9 +27,10 @@ import { TokenExchanger } from "../upstream/token-exchange.js";
 import { Broker } from "../broker/broker.js";
 import { serveBrokerRequest } from "../broker/http.js";
 import type { Principal } from "../policy/identity.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 export interface EdgeOptions {
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   /** Defaults to the config's `listen.edge`. */
   host?: string;
   port?: number;
@@ -49,13 +50,13 @@ export interface EdgeOptions {
 
 export interface Edge {
   /** The policy in force; replaced by setEngine (config reload). */
-  readonly engine: PolicyEngine;
+  readonly engine: GatewayEngine;
   /**
    * Replaces the policy: the next requests use it, and servers added to or removed from the
    * registry are routed accordingly (a server whose URLs did not change keeps its connections,
    * sessions and breakers). Listen addresses, edge traffic settings and timeouts stay as started.
    */
-  setEngine(engine: PolicyEngine): void;
+  setEngine(engine: GatewayEngine): void;
   port: number;
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
@@ -182,7 +183,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     requestTimeout > 0
       ? Math.min(durationMs(cfg.headersTimeout), requestTimeout)
       : durationMs(cfg.headersTimeout);
-  const upstreamsOf = (policy: PolicyEngine) =>
+  const upstreamsOf = (policy: GatewayEngine) =>
     policy.registry
       .serverNames()
       .map((name) => ({ name, upstreams: policy.registry.server(name)!.config.upstreams }));
@@ -416,7 +417,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
    * as its upstream header; no headers for other servers. Fails closed: no token, no request.
    */
   async function perAgentCredential(
-    policy: PolicyEngine,
+    policy: GatewayEngine,
     exchange: Exchange,
     headers: ReturnType<typeof headerMap>,
   ): Promise<{ ok: true; headers?: Readonly<Record<string, string>> } | { ok: false; reply: HttpReply }> {

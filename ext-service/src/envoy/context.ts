@@ -1,4 +1,3 @@
-import type { PolicyEngine } from "../policy/engine.js";
 import type { GatewayState } from "../runtime/gateway-state.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
@@ -6,10 +5,11 @@ import type { Metrics } from "../telemetry/metrics.js";
 import type { Tracing } from "../telemetry/tracing.js";
 import type { PinVerifier } from "../upstream/pin-verifier.js";
 import type { TokenExchanger } from "../upstream/token-exchange.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /** What the Envoy adapters share: the policy core and telemetry. */
 export interface AdapterContext {
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   audit: AuditTrail;
   logger: Logger;
   metrics: Metrics;

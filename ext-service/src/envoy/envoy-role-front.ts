@@ -2,7 +2,6 @@ import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { request as undiciRequest } from "undici";
-import type { PolicyEngine } from "../policy/engine.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
 import type {
@@ -14,6 +13,7 @@ import type {
 } from "./envoy-model.js";
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "./envoy-role-client.js";
 import { startExtService, type ExtService } from "./server.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 /**
  * An HTTP listener that plays Envoy with our filter chain (envoy-model.ts) in front of real MCP
@@ -32,7 +32,7 @@ export interface EnvoyRoleFrontOptions {
    * The ext-service: the address of a running one ("127.0.0.1:9001"), or a policy engine to
    * start one with in this process (on a free port, closed with the front).
    */
-  extService: string | { engine: PolicyEngine; logger?: Logger; metrics?: Metrics };
+  extService: string | { engine: GatewayEngine; logger?: Logger; metrics?: Metrics };
   /**
    * Where `/mcp/<server>` goes: an upstream URL per server name. By default the registry's first
    * upstream for the server (only when the front starts the ext-service from an engine).
@@ -122,7 +122,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
   let extService: ExtService | undefined;
   let frontOrigin = "";
   let address: string;
-  let engine: PolicyEngine | undefined;
+  let engine: GatewayEngine | undefined;
   if (typeof options.extService === "string") {
     address = options.extService;
   } else {

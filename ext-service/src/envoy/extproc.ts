@@ -3,7 +3,6 @@ import {
   UPSTREAM_HEADERS_WITHHELD,
   upstreamStatusRefused,
   type HttpReply,
-  type PolicyEngine,
   type RequestVerdict,
 } from "../policy/engine.js";
 import { countOn, denyExchange, validTraceparent, type Exchange } from "../policy/exchange.js";
@@ -26,6 +25,7 @@ import type {
   ProcessingRequest,
 } from "./types.js";
 import { structOfStruct, structWithStrings, type EncodedStruct } from "./wire.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 const EMPTY = Buffer.alloc(0);
 
@@ -141,7 +141,7 @@ export class ProcessStream {
   private closed = false;
 
   /** The policy this stream started under: a config reload applies to the streams after it. */
-  private readonly engine: PolicyEngine;
+  private readonly engine: GatewayEngine;
 
   constructor(
     private readonly ctx: AdapterContext,

@@ -2,7 +2,6 @@ import type { Server as HttpServer } from "node:http";
 import type { Http2Server, Http2Session } from "node:http2";
 import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { durationMs } from "../config/schema.js";
-import type { PolicyEngine } from "../policy/engine.js";
 import { GatewayState } from "../runtime/gateway-state.js";
 import { openStore } from "../state/open-store.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
@@ -23,9 +22,10 @@ import { HealthService } from "./health.js";
 import { Broker } from "../broker/broker.js";
 import { startBrokerListener, type BrokerListener } from "../broker/http.js";
 import { AUTHORIZATION_SERVICE, EXTERNAL_PROCESSOR_SERVICE, envoyProtos } from "./protos.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 export interface ExtServiceOptions {
-  engine: PolicyEngine;
+  engine: GatewayEngine;
   logger: Logger;
   /** Defaults: the config's listen.grpc / listen.admin; port 0 picks a free port. */
   grpcHost?: string;
@@ -64,13 +64,13 @@ export interface GrpcTls {
 
 export interface ExtService {
   /** The policy in force; replaced by setEngine (config reload). */
-  readonly engine: PolicyEngine;
+  readonly engine: GatewayEngine;
   /**
    * Replaces the policy for the Check calls and ext_proc streams that start from now on; streams
    * already open finish under the policy they started with. Ports and the gRPC message size
    * limit stay as started.
    */
-  setEngine(engine: PolicyEngine): void;
+  setEngine(engine: GatewayEngine): void;
   grpcPort: number;
   adminPort: number;
   /** The aggregated endpoint over HTTP (`/mcp`, `/mcp/views/<name>`), where Envoy routes them. */

@@ -1,5 +1,5 @@
 import { createHash, createHmac } from "node:crypto";
-import type { ApprovalsConfig, ApproverConfig, GatewayConfig, RegistryTool } from "../config/schema.js";
+import type { ApprovalsConfig, ApproverConfig, PolicyConfig, RegistryTool } from "./settings.js";
 import { durationMs } from "../model/duration.js";
 import { canonicalJson, toolPin } from "./canonical.js";
 import type { Principal } from "./identity.js";
@@ -72,7 +72,7 @@ interface CompiledRule {
   requirement: ApprovalRequirement;
 }
 
-function approverSpec(a: ApproverConfig, agents: GatewayConfig["agents"]): ApproverSpec {
+function approverSpec(a: ApproverConfig, agents: PolicyConfig["agents"]): ApproverSpec {
   return {
     ...(a.roles ? { roles: [...a.roles] } : {}),
     ...(a.agents ? { agents: a.agents.map((name) => ({ name, issuer: agents[name]?.issuer ?? null })) } : {}),
@@ -95,7 +95,7 @@ function sha256Hex(text: string): string {
 
 /** Approver entries that name roles or agents the config does not have, or malformed globs. */
 function approverProblems(
-  config: Pick<GatewayConfig, "roles" | "agents" | "auth">,
+  config: Pick<PolicyConfig, "roles" | "agents" | "auth">,
   approvers: readonly ApproverConfig[],
   at: readonly (string | number)[],
 ): { path: (string | number)[]; message: string }[] {
@@ -133,7 +133,7 @@ export class ApprovalPolicy {
   readonly config: ApprovalsConfig;
 
   constructor(
-    config: Pick<GatewayConfig, "approvals" | "roles" | "agents" | "auth">,
+    config: Pick<PolicyConfig, "approvals" | "roles" | "agents" | "auth">,
     private readonly now: () => number = Date.now,
   ) {
     const approvals = config.approvals;

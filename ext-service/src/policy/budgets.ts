@@ -1,4 +1,4 @@
-import type { BudgetRule, BudgetsConfig } from "../config/schema.js";
+import type { BudgetRule, BudgetsConfig } from "./settings.js";
 import type { Principal } from "./identity.js";
 import { globToRegExp } from "./rbac.js";
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { dirname } from "node:path";
-import type { GatewayConfig, Registry, RegistryTool } from "../config/schema.js";
+import type { PolicyConfig, Registry, RegistryTool } from "./settings.js";
 import {
   errorResponse,
   parseJsonRpcBody,
@@ -225,9 +225,14 @@ export function jsonReply(status: number, body: unknown, headers: Record<string,
 /**
  * The policy core: everything both data planes (Envoy through ext_authz/ext_proc, and the local
  * edge) decide, with no knowledge of gRPC or sockets. Built once per config; immutable after.
+ *
+ * The core decides with the PolicyConfig sections (policy/settings.ts). `Config` is whatever
+ * config/ compiled it from (the whole gateway.yaml, config/compile.ts's GatewayEngine), carried
+ * along so that an adapter holding the engine of a reload also holds that reload's listeners,
+ * store and edge settings.
  */
-export class PolicyEngine {
-  readonly config: GatewayConfig;
+export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
+  readonly config: Config;
   readonly registry: ToolRegistry;
   readonly rbac: Rbac;
   readonly authenticator: Authenticator;
@@ -259,7 +264,7 @@ export class PolicyEngine {
   private readonly upstreamCredentials: UpstreamCredentials;
 
   constructor(
-    loaded: { config: GatewayConfig; registry: Registry; configFile: string },
+    loaded: { config: Config; registry: Registry; configFile: string },
     readonly now: () => number = Date.now,
   ) {
     this.configDir = dirname(loaded.configFile);

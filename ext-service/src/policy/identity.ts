@@ -11,7 +11,7 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
-import type { GatewayConfig, Issuer } from "../config/schema.js";
+import type { Issuer, PolicyConfig } from "./settings.js";
 import { durationMs } from "../model/duration.js";
 import type { Reason } from "./reasons.js";
 
@@ -266,7 +266,7 @@ export class Authenticator {
   private readonly anonymous: Principal | undefined;
 
   constructor(
-    config: GatewayConfig,
+    config: PolicyConfig,
     baseDir: string,
     private readonly now: () => number = Date.now,
   ) {

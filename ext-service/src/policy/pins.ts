@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from "node:util";
-import type { Registry, RegistryTool } from "../config/schema.js";
+import type { Registry, RegistryTool } from "./settings.js";
 import { changedFields, toolPin, type PinnedField } from "./canonical.js";
 
 /**

@@ -1,6 +1,6 @@
 import { celEnv, isCelError, parse, plan } from "@bufbuild/cel";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { GatewayConfig, Rule } from "../config/schema.js";
+import type { PolicyConfig, Rule } from "./settings.js";
 import type { SubjectKind } from "../mcp/methods.js";
 import type { Principal } from "./identity.js";
 
@@ -221,7 +221,7 @@ export class Rbac {
   private readonly roles: ReadonlyMap<string, readonly CompiledRule[]>;
   private readonly byRoleSet = new Map<string, readonly CompiledRule[]>();
 
-  constructor(config: Pick<GatewayConfig, "roles" | "agents">, now: () => number = Date.now) {
+  constructor(config: Pick<PolicyConfig, "roles" | "agents">, now: () => number = Date.now) {
     const roles = new Map<string, CompiledRule[]>();
     const problems: { path: (string | number)[]; message: string }[] = [];
     for (const [roleName, role] of Object.entries(config.roles)) {

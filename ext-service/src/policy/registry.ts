@@ -1,4 +1,4 @@
-import type { Registry, RegistryServer, RegistryTool } from "../config/schema.js";
+import type { Registry, RegistryServer, RegistryTool } from "./settings.js";
 
 /** The registry compiled for lookups on the request path: the allowlist of servers and tools. */
 export interface CompiledServer {

@@ -1,12 +1,12 @@
 import type {
   DlpAllowEntry,
-  GatewayConfig,
+  PolicyConfig,
   Registry,
   RegistryTool,
   SecurityActionName,
   SecurityConfig,
   SecurityOverride,
-} from "../config/schema.js";
+} from "./settings.js";
 import { durationMs } from "../model/duration.js";
 import { arrayItemSources } from "../mcp/json-source.js";
 import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } from "../mcp/eras.js";
@@ -205,7 +205,7 @@ export class SecurityPolicy {
   private readonly verifiedForMs: number;
 
   constructor(
-    config: Pick<GatewayConfig, "security">,
+    config: Pick<PolicyConfig, "security">,
     registry: Registry,
     private readonly now: () => number = Date.now,
     /** Values the gateway holds for upstreams: found verbatim in any text, they are a secret. */

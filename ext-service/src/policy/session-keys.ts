@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { MIN_SECRET_LENGTH } from "./seal.js";
-import type { GatewayConfig } from "../config/schema.js";
+import type { PolicyConfig } from "./settings.js";
 
 /** A problem with one configured session key, at its path in gateway.yaml. */
 export interface SessionKeyProblem {
@@ -14,7 +14,7 @@ export interface SessionKeyProblem {
  * trimmed of surrounding white space. Every unusable key is reported; none is skipped silently.
  */
 export function readSessionSecrets(
-  config: GatewayConfig,
+  config: PolicyConfig,
   baseDir: string,
 ): { secrets: string[]; problems: SessionKeyProblem[] } {
   const secrets: string[] = [];

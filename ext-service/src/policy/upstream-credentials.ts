@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { durationMs } from "../model/duration.js";
-import type { Registry, TokenExchangeConfig } from "../config/schema.js";
+import type { Registry, TokenExchangeConfig } from "./settings.js";
 
 /**
  * Headers the gateway adds to every request it sends one registry server (`upstream.headers`):

@@ -3,7 +3,7 @@ import type { GatewayConfig } from "../config/schema.js";
 import { CacheSchema, durationMs } from "../config/schema.js";
 import { HINT_INVALIDATING_NOTIFICATIONS, cacheHintsOf } from "../mcp/cache-hints.js";
 import { isInputRequiredResult } from "../mcp/eras.js";
-import type { CacheableRead, HttpReply, PolicyEngine, RequestVerdict, ToolCall } from "../policy/engine.js";
+import type { CacheableRead, HttpReply, RequestVerdict, ToolCall } from "../policy/engine.js";
 import { countOn, idKey, type Exchange } from "../policy/exchange.js";
 import { Reasons } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
@@ -14,6 +14,7 @@ import { stateMetrics, type StateMetrics } from "../state/metrics.js";
 import { AgentRateLimit } from "../state/ratelimit.js";
 import { StoreUnavailable, type StateStore } from "../state/store.js";
 import { ToolUsage } from "../state/usage.js";
+import type { GatewayEngine } from "../config/compile.js";
 
 type CacheMiss =
   | { kind: "tool"; key: string; ttl: number | string }
@@ -93,7 +94,7 @@ export class GatewayState {
    * ends the exchange instead (a spent budget), or undefined to forward.
    */
   async beforeForward(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     verdict: RequestVerdict & { action: "forward" },
   ): Promise<HttpReply | undefined> {
@@ -106,7 +107,7 @@ export class GatewayState {
   }
 
   private async decideForward(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     verdict: RequestVerdict & { action: "forward" },
   ): Promise<HttpReply | undefined> {
@@ -165,7 +166,7 @@ export class GatewayState {
    * it (DLP, injection, pins all apply); the audit record counts `cache:hit`.
    */
   private async fromCache(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     call: ToolCall,
   ): Promise<HttpReply | undefined> {
@@ -196,7 +197,7 @@ export class GatewayState {
    * one.
    */
   private async fromHintedCache(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     read: CacheableRead,
   ): Promise<HttpReply | undefined> {
@@ -287,7 +288,7 @@ export class GatewayState {
   }
 
   private async chargeBudgets(
-    engine: PolicyEngine,
+    engine: GatewayEngine,
     exchange: Exchange,
     calls: NonNullable<(RequestVerdict & { action: "forward" })["toolCalls"]>,
     batch: boolean,
