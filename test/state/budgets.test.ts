@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
-import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import type { Edge } from "../../ext-service/src/edge/index.js";
 import { EnvoyRoleClient } from "../../ext-service/src/envoy/envoy-role-client.js";
-import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
+import type { ExtService } from "../../ext-service/src/envoy/server.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { LogCapture, waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
@@ -11,6 +11,8 @@ import {
   postEdge,
   spawnEdge,
   startFakeMcp,
+  startStateEdge,
+  startStateService,
   toolCall,
   writeStateFiles,
   type FakeMcp,
@@ -54,15 +56,8 @@ interface EdgeUnderTest {
 
 async function edgeWith(options: Parameters<typeof writeStateFiles>[0]): Promise<EdgeUnderTest> {
   const files = await writeStateFiles(options);
-  const log = new LogCapture();
   const metrics = new Metrics(false);
-  const edge = await startEdge({
-    engine: files.engine(),
-    logger: log.logger,
-    metrics,
-    host: "127.0.0.1",
-    port: 0,
-  });
+  const { edge, log } = await startStateEdge(files, metrics);
   cleanups.push(async () => {
     await edge.close(0);
     files.remove();
@@ -85,16 +80,7 @@ interface ServiceUnderTest {
 
 async function serviceWith(options: Parameters<typeof writeStateFiles>[0]): Promise<ServiceUnderTest> {
   const files = await writeStateFiles(options);
-  const log = new LogCapture();
-  const service = await startExtService({
-    engine: files.engine(),
-    logger: log.logger,
-    grpcHost: "127.0.0.1",
-    grpcPort: 0,
-    adminHost: "127.0.0.1",
-    adminPort: 0,
-    metrics: new Metrics(false),
-  });
+  const { service, log } = await startStateService(files);
   const client = new EnvoyRoleClient(service.grpcAddress);
   cleanups.push(async () => {
     client.close();

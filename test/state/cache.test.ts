@@ -2,12 +2,10 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parse, stringify } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RegistrySchema } from "../../ext-service/src/config/schema.js";
-import { startEdge } from "../../ext-service/src/edge/index.js";
 import { EnvoyRoleClient } from "../../ext-service/src/envoy/envoy-role-client.js";
-import { startExtService } from "../../ext-service/src/envoy/server.js";
 import { cacheKey } from "../../ext-service/src/state/cache.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
-import { LogCapture, waitFor } from "../e2e/harness.js";
+import { waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
 import {
   MCP_HEADERS,
@@ -17,6 +15,8 @@ import {
   writeStateFiles,
   type FakeMcp,
   type StateFiles,
+  startStateEdge,
+  startStateService,
 } from "./support.js";
 
 const READ_ONLY = { readOnlyHint: true };
@@ -50,15 +50,8 @@ afterEach(async () => {
 
 async function edgeWith(extra: Partial<Parameters<typeof writeStateFiles>[0]> = {}) {
   const files = await writeStateFiles({ upstream: upstream.url, tools: TOOLS, ...extra });
-  const log = new LogCapture();
   const metrics = new Metrics(false);
-  const edge = await startEdge({
-    engine: files.engine(),
-    logger: log.logger,
-    metrics,
-    host: "127.0.0.1",
-    port: 0,
-  });
+  const { edge, log } = await startStateEdge(files, metrics);
   cleanups.push(async () => {
     await edge.close(0);
     files.remove();
@@ -201,16 +194,7 @@ describe("result cache on the Envoy plane", () => {
 
   it("answers a hit from ext_proc at request-body time, without reaching the server", async () => {
     files = await writeStateFiles({ upstream: upstream.url, tools: TOOLS });
-    const log = new LogCapture();
-    const service = await startExtService({
-      engine: files.engine(),
-      logger: log.logger,
-      grpcHost: "127.0.0.1",
-      grpcPort: 0,
-      adminHost: "127.0.0.1",
-      adminPort: 0,
-      metrics: new Metrics(false),
-    });
+    const { service, log } = await startStateService(files);
     const client = new EnvoyRoleClient(service.grpcAddress);
     cleanups.push(async () => {
       client.close();

@@ -5,11 +5,17 @@ import { SHIPPED_CHAIN, type ExchangeTrace } from "../../ext-service/src/envoy/e
 import { EnvoyRoleClient } from "../../ext-service/src/envoy/envoy-role-client.js";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import type { RateLimitRequest, RateLimitResponse } from "../../ext-service/src/envoy/ratelimit.js";
-import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
-import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { LogCapture, waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
-import { MCP_HEADERS, spawnServe, startFakeMcp, toolCall, writeStateFiles, type FakeMcp } from "./support.js";
+import {
+  MCP_HEADERS,
+  spawnServe,
+  startFakeMcp,
+  startStateService,
+  toolCall,
+  writeStateFiles,
+  type FakeMcp,
+} from "./support.js";
 
 /**
  * The shipped envoy.yaml's global rate limit filter (envoy.filters.http.ratelimit) against the
@@ -129,16 +135,7 @@ describe("global rate limit filter, one Envoy and one ext-service (memory store)
 
   it("lets the request on when the service fails (failure_mode_deny false, as shipped), refuses it otherwise; adds the service's headers", async () => {
     const files = await writeStateFiles({ upstream: upstream.url });
-    const log = new LogCapture();
-    const service: ExtService = await startExtService({
-      engine: files.engine(),
-      logger: log.logger,
-      grpcHost: "127.0.0.1",
-      grpcPort: 0,
-      adminHost: "127.0.0.1",
-      adminPort: 0,
-      metrics: new Metrics(false),
-    });
+    const { service } = await startStateService(files);
     const failing = () => Promise.reject(new Error("14 UNAVAILABLE"));
     const open = new ScriptedRls(service.grpcAddress, false, failing);
     const closed = new ScriptedRls(service.grpcAddress, true, failing);

@@ -1,9 +1,16 @@
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
-import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import type { Edge } from "../../ext-service/src/edge/index.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
-import { LogCapture, waitFor } from "../e2e/harness.js";
+import { waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
-import { postEdge, startFakeMcp, toolCall, writeStateFiles, type FakeMcp } from "./support.js";
+import {
+  postEdge,
+  startFakeMcp,
+  startStateEdge,
+  toolCall,
+  writeStateFiles,
+  type FakeMcp,
+} from "./support.js";
 
 let upstream: FakeMcp;
 let redis: TestRedis | undefined;
@@ -29,13 +36,7 @@ async function twoEdges(state?: Record<string, unknown>) {
   const metrics = new Metrics(false);
   const edges: Edge[] = [];
   for (let i = 0; i < 2; i++) {
-    const edge = await startEdge({
-      engine: files.engine(),
-      logger: new LogCapture().logger,
-      metrics: i === 0 ? metrics : new Metrics(false),
-      host: "127.0.0.1",
-      port: 0,
-    });
+    const { edge } = await startStateEdge(files, i === 0 ? metrics : new Metrics(false));
     edges.push(edge);
   }
   cleanups.push(async () => {

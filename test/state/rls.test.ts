@@ -3,11 +3,9 @@ import { request } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { envoyProtos } from "../../ext-service/src/envoy/protos.js";
 import type { RateLimitRequest, RateLimitResponse } from "../../ext-service/src/envoy/ratelimit.js";
-import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
-import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
-import { LogCapture } from "../e2e/harness.js";
+import type { ExtService } from "../../ext-service/src/envoy/server.js";
 import { describeWithRedis, startRedis, type TestRedis } from "./redis-server.js";
-import { writeStateFiles, type StateFiles } from "./support.js";
+import { startStateService, writeStateFiles, type StateFiles } from "./support.js";
 
 /** Envoy's global rate limit filter, as far as the protocol goes: ShouldRateLimit per request. */
 function rlsClient(address: string) {
@@ -45,15 +43,7 @@ describeWithRedis("rate limit service protocol on the ext-service, backed by Red
       edge: { rateLimit: { requestsPerSecond: 0.01, burst: 3 } },
     });
     for (let i = 0; i < 2; i++) {
-      const service = await startExtService({
-        engine: files.engine(),
-        logger: new LogCapture().logger,
-        grpcHost: "127.0.0.1",
-        grpcPort: 0,
-        adminHost: "127.0.0.1",
-        adminPort: 0,
-        metrics: new Metrics(false),
-      });
+      const { service } = await startStateService(files);
       services.push(service);
       clients.push(rlsClient(service.grpcAddress));
     }

@@ -8,9 +8,12 @@ import { fileURLToPath } from "node:url";
 import type { JWK } from "jose";
 import { request } from "undici";
 import { stringify } from "yaml";
-import { loadEngine } from "../../ext-service/src/config/compile.js";
+import { loadEngine, type GatewayEngine } from "../../ext-service/src/config/compile.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
-import type { GatewayEngine } from "../../ext-service/src/config/compile.js";
+import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
+import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
+import { LogCapture } from "../e2e/harness.js";
 
 /**
  * A gateway.yaml and registry.yaml in a temp dir for the shared-state tests: one `tickets`
@@ -90,6 +93,39 @@ export async function writeStateFiles(options: {
     privateJwk: keys.privateJwk,
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/** The local edge in this process on the files' engine, on a free port, its log captured. */
+export async function startStateEdge(
+  files: StateFiles,
+  metrics: Metrics = new Metrics(false),
+): Promise<{ edge: Edge; log: LogCapture }> {
+  const log = new LogCapture();
+  const edge = await startEdge({
+    engine: files.engine(),
+    logger: log.logger,
+    metrics,
+    host: "127.0.0.1",
+    port: 0,
+  });
+  return { edge, log };
+}
+
+/** The ext-service in this process on the files' engine, gRPC and admin on free ports, its log captured. */
+export async function startStateService(
+  files: StateFiles,
+): Promise<{ service: ExtService; log: LogCapture }> {
+  const log = new LogCapture();
+  const service = await startExtService({
+    engine: files.engine(),
+    logger: log.logger,
+    grpcHost: "127.0.0.1",
+    grpcPort: 0,
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+    metrics: new Metrics(false),
+  });
+  return { service, log };
 }
 
 /** A fake MCP server answering every tools/call with a text result naming the tool; counts calls. */
