@@ -1,5 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -330,6 +336,54 @@ export async function startSdkUpstream(
         server.close(() => resolve());
       }),
   };
+}
+
+/** The one tool of the credential tests' servers. */
+export const ECHO_TOOL = {
+  name: "echo",
+  description: "Echoes the text it is given.",
+  inputSchema: { type: "object", properties: { text: { type: "string" } } },
+};
+
+export interface CredentialedUpstream {
+  /** http://127.0.0.1:<port>/mcp */
+  url: string;
+  /** Every request it received, in order. */
+  seen: { path: string; headers: IncomingHttpHeaders }[];
+  close(): Promise<void>;
+}
+
+/**
+ * A fake MCP server that checks its own credential, as a GitHub or Jira MCP server would: a
+ * request on a path `checks` covers (every path unless told) without `Authorization: Bearer
+ * <token()>` gets 401. tools/list lists ECHO_TOOL; any other call is answered with the text
+ * `reply` makes of the request (a careless or hostile server echoing its credential).
+ */
+export async function startCredentialedUpstream(options: {
+  token: () => string | undefined;
+  reply: (req: IncomingMessage) => string;
+  checks?: (path: string) => boolean;
+}): Promise<CredentialedUpstream> {
+  const seen: CredentialedUpstream["seen"] = [];
+  const upstream = await fakeUpstream((req, res) => {
+    void (async () => {
+      seen.push({ path: req.url ?? "", headers: req.headers });
+      const msg = (await readJsonBody(req)) as { id: number; method: string };
+      const checked = options.checks?.(req.url ?? "") ?? true;
+      if (checked && req.headers.authorization !== `Bearer ${options.token()}`) {
+        res.writeHead(401, { "content-type": "application/json" });
+        res.end("{}");
+        return;
+      }
+      const result =
+        msg.method === "tools/list"
+          ? { tools: [ECHO_TOOL] }
+          : { content: [{ type: "text", text: options.reply(req) }] };
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result }));
+    })();
+  });
+  return { url: upstream.url, seen, close: upstream.close };
 }
 
 /** A port nothing listens on (bound then released). */

@@ -1,17 +1,17 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadEngine } from "../../ext-service/src/config/compile.js";
 import { ConfigError, parseRegistry } from "../../ext-service/src/config/load.js";
 import {
-  fakeUpstream,
+  ECHO_TOOL,
   httpCall,
   MCP_HEADERS,
-  readJsonBody,
   rpc,
+  startCredentialedUpstream,
   startGateway,
   tempDir,
+  type CredentialedUpstream,
   type Gateway,
 } from "../e2e/harness.js";
 
@@ -27,49 +27,21 @@ const ROTATED = "r0tat3dT0ken-9876543210zyxwvuZYXWV";
 const FILE_KEY = "k3y-from-a-docker-secret-0a1b2c3d4e5f";
 const ENV = "MCPGW_TEST_UPSTREAM_TOKEN";
 
-const ECHO = {
-  name: "echo",
-  description: "Echoes the text it is given.",
-  inputSchema: { type: "object", properties: { text: { type: "string" } } },
-};
-
 describe("static upstream credentials on the edge", () => {
   let gw: Gateway;
-  let upstream: Awaited<ReturnType<typeof fakeUpstream>>;
+  let upstream: CredentialedUpstream;
   const secrets = tempDir();
-  const seen: { path: string; headers: IncomingHttpHeaders }[] = [];
   let agentToken: string;
 
   beforeAll(async () => {
     process.env[ENV] = TOKEN;
     const keyFile = join(secrets.dir, "api-key");
     writeFileSync(keyFile, `${FILE_KEY}\n`);
-    upstream = await fakeUpstream((req: IncomingMessage, res: ServerResponse) => {
-      void (async () => {
-        seen.push({ path: req.url ?? "", headers: req.headers });
-        const msg = (await readJsonBody(req)) as { id: number; method: string };
-        // A server that checks its credential, as a GitHub or Jira MCP server would.
-        const credentialed = req.url === "/mcp";
-        if (credentialed && req.headers.authorization !== `Bearer ${process.env[ENV]}`) {
-          res.writeHead(401, { "content-type": "application/json" });
-          res.end("{}");
-          return;
-        }
-        const result =
-          msg.method === "tools/list"
-            ? { tools: [ECHO] }
-            : // A careless (or hostile) server that puts its own credential in a result.
-              {
-                content: [
-                  {
-                    type: "text",
-                    text: `my token is ${req.headers.authorization?.slice(7)}, key ${FILE_KEY}`,
-                  },
-                ],
-              };
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result }));
-      })();
+    upstream = await startCredentialedUpstream({
+      token: () => process.env[ENV],
+      // /mcp/plain stands for a server that needs no credential.
+      checks: (path) => path === "/mcp",
+      reply: (req) => `my token is ${req.headers.authorization?.slice(7)}, key ${FILE_KEY}`,
     });
     gw = await startGateway({
       servers: [
@@ -79,9 +51,9 @@ describe("static upstream credentials on the edge", () => {
           upstream: {
             headers: { Authorization: `Bearer \${env:${ENV}}`, "X-Api-Key": `\${file:${keyFile}}` },
           },
-          tools: [ECHO],
+          tools: [ECHO_TOOL],
         },
-        { name: "plain", upstreams: [`${upstream.url}/plain`], tools: [ECHO] },
+        { name: "plain", upstreams: [`${upstream.url}/plain`], tools: [ECHO_TOOL] },
       ],
     });
     agentToken = await gw.token("tester");
@@ -94,7 +66,7 @@ describe("static upstream credentials on the edge", () => {
   });
 
   async function call(server: string, extra: Record<string, string> = {}) {
-    seen.length = 0;
+    upstream.seen.length = 0;
     const res = await httpCall(gw.url(server), {
       headers: { ...MCP_HEADERS, authorization: `Bearer ${agentToken}`, ...extra },
       body: rpc("tools/call", { name: "echo", arguments: { text: "hi" } }, 7),
@@ -105,7 +77,7 @@ describe("static upstream credentials on the edge", () => {
   it("sends the server its credential and never the agent's token", async () => {
     const res = await call("github");
     expect(res.status).toBe(200);
-    const forwarded = seen.filter((s) => s.path === "/mcp");
+    const forwarded = upstream.seen.filter((s) => s.path === "/mcp");
     expect(forwarded.length).toBeGreaterThan(0);
     for (const { headers } of forwarded) {
       expect(headers.authorization).toBe(`Bearer ${TOKEN}`);
@@ -116,14 +88,14 @@ describe("static upstream credentials on the edge", () => {
 
   it("replaces an agent's own header of that name", async () => {
     await call("github", { "x-api-key": "agent-chosen-key-value" });
-    const forwarded = seen.filter((s) => s.path === "/mcp");
+    const forwarded = upstream.seen.filter((s) => s.path === "/mcp");
     expect(forwarded.map((s) => s.headers["x-api-key"])).toEqual(forwarded.map(() => FILE_KEY));
   });
 
   it("gives a server without credentials none of another server's", async () => {
     const res = await call("plain");
     expect(res.status).toBe(200);
-    const plain = seen.filter((s) => s.path === "/mcp/plain");
+    const plain = upstream.seen.filter((s) => s.path === "/mcp/plain");
     expect(plain.length).toBeGreaterThan(0);
     for (const { headers } of plain) {
       expect(headers.authorization).toBeUndefined();
@@ -151,7 +123,7 @@ describe("static upstream credentials on the edge", () => {
       gw.edge.setEngine(loadEngine(gw.configFile).engine);
       const res = await call("github");
       expect(res.status).toBe(200);
-      const forwarded = seen.filter((s) => s.path === "/mcp");
+      const forwarded = upstream.seen.filter((s) => s.path === "/mcp");
       expect(forwarded.map((s) => s.headers.authorization)).toEqual(forwarded.map(() => `Bearer ${ROTATED}`));
       expect(res.text).not.toContain(ROTATED);
     } finally {

@@ -1,13 +1,13 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import {
-  fakeUpstream,
+  ECHO_TOOL,
   httpCall,
   MCP_HEADERS,
-  readJsonBody,
   rpc,
+  startCredentialedUpstream,
   startGateway,
+  type CredentialedUpstream,
   type Gateway,
 } from "../e2e/harness.js";
 
@@ -19,37 +19,17 @@ import {
 
 const TOKEN = "envoyPlaneT0ken-0123456789abcdefABCD";
 const ENV = "MCPGW_TEST_ENVOY_UPSTREAM_TOKEN";
-const ECHO = {
-  name: "echo",
-  description: "Echoes the text it is given.",
-  inputSchema: { type: "object", properties: { text: { type: "string" } } },
-};
-
 describe("static upstream credentials through the Envoy-role front", () => {
   let gw: Gateway;
   let front: EnvoyRoleFront;
-  let upstream: Awaited<ReturnType<typeof fakeUpstream>>;
-  const seen: IncomingHttpHeaders[] = [];
+  let upstream: CredentialedUpstream;
   let agentToken: string;
 
   beforeAll(async () => {
     process.env[ENV] = TOKEN;
-    upstream = await fakeUpstream((req: IncomingMessage, res: ServerResponse) => {
-      void (async () => {
-        seen.push(req.headers);
-        const msg = (await readJsonBody(req)) as { id: number; method: string };
-        if (req.headers.authorization !== `Bearer ${TOKEN}`) {
-          res.writeHead(401, { "content-type": "application/json" });
-          res.end("{}");
-          return;
-        }
-        const result =
-          msg.method === "tools/list"
-            ? { tools: [ECHO] }
-            : { content: [{ type: "text", text: `token ${req.headers.authorization.slice(7)}` }] };
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result }));
-      })();
+    upstream = await startCredentialedUpstream({
+      token: () => TOKEN,
+      reply: (req) => `token ${req.headers.authorization?.slice(7)}`,
     });
     gw = await startGateway({
       servers: [
@@ -57,7 +37,7 @@ describe("static upstream credentials through the Envoy-role front", () => {
           name: "github",
           upstreams: [upstream.url],
           upstream: { headers: { Authorization: `Bearer \${env:${ENV}}` } },
-          tools: [ECHO],
+          tools: [ECHO_TOOL],
         },
       ],
     });
@@ -74,14 +54,14 @@ describe("static upstream credentials through the Envoy-role front", () => {
   });
 
   it("the server receives the gateway's credential, the agent gets it redacted", async () => {
-    seen.length = 0;
+    upstream.seen.length = 0;
     const res = await httpCall(`${front.url}/mcp/github`, {
       headers: { ...MCP_HEADERS, authorization: `Bearer ${agentToken}` },
       body: rpc("tools/call", { name: "echo", arguments: { text: "hi" } }, 3),
     });
     expect(res.status).toBe(200);
-    expect(seen.length).toBeGreaterThan(0);
-    for (const headers of seen) {
+    expect(upstream.seen.length).toBeGreaterThan(0);
+    for (const { headers } of upstream.seen) {
       expect(headers.authorization).toBe(`Bearer ${TOKEN}`);
       expect(JSON.stringify(headers)).not.toContain(agentToken);
     }
