@@ -14,6 +14,10 @@ export interface HttpSideOptions {
   pathFor(workload: Workload): string;
   token: string;
   connections: number;
+  /** The workload as this side sends it (names, answer type); default: the workload itself. */
+  adapt?(workload: Workload): Workload;
+  /** Headers of a workload's requests besides the defaults (a session id). */
+  headersFor?(workload: Workload): Record<string, string>;
   /** CPU microseconds of the server process this side measures. */
   serverCpuMicros(): Promise<number>;
   serverGc?(): Promise<GcTotals>;
@@ -37,7 +41,7 @@ export function httpSide(opts: HttpSideOptions): Side {
     headersTimeout: 10_000,
     bodyTimeout: 10_000,
   });
-  const headers = {
+  const common = {
     "content-type": "application/json",
     accept: "application/json, text/event-stream",
     authorization: `Bearer ${opts.token}`,
@@ -52,8 +56,10 @@ export function httpSide(opts: HttpSideOptions): Side {
     serverCpuMicros: opts.serverCpuMicros,
     serverGc: opts.serverGc,
 
-    async prepare(workload: Workload): Promise<Operation> {
-      const path = opts.pathFor(workload);
+    async prepare(given: Workload): Promise<Operation> {
+      const path = opts.pathFor(given);
+      const workload = opts.adapt?.(given) ?? given;
+      const headers = { ...common, ...opts.headersFor?.(given) };
       const id = nextId++;
       const res = await pool.request({ path, method: "POST", headers, body: workload.requestBody(id) });
       const text = await res.body.text();

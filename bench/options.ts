@@ -42,7 +42,9 @@ Options (environment variable in brackets; a flag wins over its variable):
                             rotates the order of the sides
   --targets direct,edge,ext-service,bare-proxy                                 [BENCH_TARGETS]
                             bare-proxy: node:http + undici with no policy, the
-                            edge's CPU baseline
+                            edge's CPU baseline; also broker,broker-uncached
+                            (not run by default): the same workloads through
+                            the aggregated endpoint, compared with edge
   --workloads ${DEFAULT_WORKLOAD_IDS.join(",")}
                                                                                [BENCH_WORKLOADS]
                             also call_uncached,call_cached (not run by default):

@@ -50,7 +50,7 @@ export function renderReport(r: BenchResults): string {
     "",
     `CPU per request of the measured server process at saturation (us; median of ${rounds} round(s), ` +
       "± half the spread: max - min over rounds). vs: the side it is compared with " +
-      "(the edge: the bare proxy; the ext-service: the do-nothing server)",
+      "(the edge: the bare proxy; the ext-service: the do-nothing server; the broker sides: the edge)",
     table(
       ["workload", "side", "cpu us/req", "spread", "vs", "vs us/req", "added us", "x vs"],
       r.throughput.map((t) => {
@@ -88,7 +88,8 @@ export function renderReport(r: BenchResults): string {
     "",
     "Latency in ms (open loop, from the scheduled send time) at fixed rates and at fractions of the capacity " +
       "of the slowest side compared (its baseline runs at the same rate); p50 and p99 over all rounds' samples, " +
-      "± half their spread over rounds; added: against the baseline (the edge: direct; the ext-service: the do-nothing server); " +
+      "± half their spread over rounds; added: against the baseline (the edge: direct; the ext-service: the do-nothing server; " +
+      "the broker sides: the edge's /mcp/<server>); " +
       "gc/1k: the server's garbage-collection pauses per 1,000 requests, gc max ms: the longest",
     table(
       [

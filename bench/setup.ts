@@ -88,6 +88,14 @@ export function benchConfig(): Record<string, unknown> {
     },
     agents: { [BENCH_AGENT]: { description: "The benchmark's load generator", roles: ["bench"] } },
     edge: { rateLimit: { requestsPerSecond: 1_000_000, burst: 1_000_000 } },
+    // The broker sides (targets/broker.ts): one view per server, so /mcp/views/<server> offers
+    // exactly what /mcp/<server> does (the same 50 tools, prefixed).
+    broker: {
+      views: {
+        [JSON_SERVER]: { servers: [JSON_SERVER] },
+        [SSE_SERVER]: { servers: [SSE_SERVER] },
+      },
+    },
     logLevel: "info",
   };
 }

@@ -1,4 +1,5 @@
 import { target as bareProxy } from "./bare-proxy.js";
+import { target as broker, uncachedTarget as brokerUncached } from "./broker.js";
 import { target as direct } from "./direct.js";
 import { target as edge } from "./edge.js";
 import { target as extService } from "./ext-service.js";
@@ -7,7 +8,7 @@ import type { Target } from "./types.js";
 export type { BenchContext, Side, Target } from "./types.js";
 
 /** Every target, in measuring order. Each is skipped (with the reason) when it cannot run. */
-export const TARGETS: readonly Target[] = [direct, edge, extService, bareProxy];
+export const TARGETS: readonly Target[] = [direct, edge, extService, bareProxy, broker, brokerUncached];
 export const TARGET_NAMES = TARGETS.map((t) => t.name);
 /** What runs when --targets is not given. */
 export const DEFAULT_TARGET_NAMES = TARGETS.filter((t) => !t.optional).map((t) => t.name);
