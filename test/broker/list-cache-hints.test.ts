@@ -1,0 +1,97 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from "@modelcontextprotocol/client";
+import { toNodeHandler } from "@modelcontextprotocol/node";
+import { McpServer, createMcpHandler } from "@modelcontextprotocol/server";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startGateway, type Gateway } from "../e2e/harness.js";
+
+/**
+ * A 2026-07-28 server's caching hints decide how long the aggregated endpoint keeps its list
+ * (broker/list-cache.ts), as they do on the per-server path: `ttlMs: 0` keeps nothing, a positive
+ * ttlMs keeps it that long. The server counts the tools/list requests it answers (the revision
+ * names the method in the Mcp-Method header).
+ */
+describe("aggregated endpoint: a 2026-07-28 server's ttlMs bounds the kept list", () => {
+  let http: Server;
+  let gw: Gateway;
+  let lists = 0;
+  /** The ttlMs the next server instance puts on its lists. */
+  let ttlMs = 0;
+  beforeAll(async () => {
+    const handler = createMcpHandler(
+      () => {
+        const server = new McpServer(
+          { name: "hinted", version: "1.0.0" },
+          {
+            capabilities: { tools: { listChanged: true } },
+            cacheHints: { "tools/list": { ttlMs, cacheScope: "private" } },
+          },
+        );
+        server.registerTool("ping", { description: "Answers pong." }, () => ({
+          content: [{ type: "text", text: "pong" }],
+        }));
+        return server;
+      },
+      { legacy: "reject" },
+    );
+    const serve = toNodeHandler(handler);
+    http = createServer((req, res) => {
+      if (req.headers["mcp-method"] === "tools/list") lists++;
+      serve(req, res).catch(() => res.destroy());
+    });
+    await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`;
+    gw = await startGateway({
+      servers: [{ name: "hinted", upstreams: [url], tools: [{ name: "ping" }] }],
+      security: { pins: { enforce: false, verifyBeforeCall: false } },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    http?.closeAllConnections();
+    await new Promise((resolve) => http?.close(resolve));
+  });
+
+  async function listTwice(token: string): Promise<number> {
+    const client = new ClientV2(
+      { name: "v2", version: "1.0.0" },
+      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
+    );
+    await client.connect(
+      new TransportV2(new URL(`${gw.edge.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${token}` } },
+      }),
+    );
+    try {
+      const before = lists;
+      for (let i = 0; i < 2; i++)
+        expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["hinted__ping"]);
+      return lists - before;
+    } finally {
+      await client.close();
+    }
+  }
+
+  it("ttlMs 0: every list asks the server", async () => {
+    ttlMs = 0;
+    const token = await gw.token("tester");
+    // The first lists record the tool's live definition against its (empty) registry entry, a
+    // drift change that keeps an answer fetched meanwhile out of the cache: not what is tested.
+    await listTwice(token);
+    expect(await listTwice(token)).toBe(2);
+  });
+
+  it("a positive ttlMs: kept that long, then asked again", async () => {
+    ttlMs = 1_500;
+    const token = await gw.token("other");
+    expect(await listTwice(token)).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 1_700));
+    expect(await listTwice(token)).toBe(1);
+    const counted = await gw.metrics.registry.getSingleMetricAsString("mcp_gateway_broker_list_cache_total");
+    expect(counted).toMatch(/kind="tools",result="hit"} 2/);
+  });
+});
