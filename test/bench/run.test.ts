@@ -120,6 +120,43 @@ describe("npm run bench -- --quick", () => {
     },
   );
 
+  it(
+    "measures the aggregated endpoint against the edge's /mcp/<server> in the same run (--targets edge,broker)",
+    { timeout: 120_000 },
+    async () => {
+      const out = tempDir();
+      const { code, stderr } = await run([
+        "--quick",
+        "--targets",
+        "edge,broker",
+        "--workloads",
+        "call_small,tools_list",
+        "--out",
+        out,
+      ]);
+      expect(stderr).not.toMatch(/bench: |wrong answer|failed to start/);
+      expect(code).toBe(0);
+      const results = ResultsSchema.parse(JSON.parse(readFileSync(join(out, "results.json"), "utf8")));
+      expect(results.sides.map((s) => [s.name, s.baseline, s.status])).toEqual([
+        ["edge", "direct", "measured"],
+        ["broker", "edge", "measured"],
+      ]);
+      // Every answer was the workload's own (prefixed names, through the session), checked in full
+      // once and by length after: no request failed.
+      for (const t of results.throughput) expect(t.errors + t.stuck).toBe(0);
+      expect(
+        results.cpuComparisons!.filter((c) => c.side === "broker").map((c) => [c.baseline, c.workload]),
+      ).toEqual([
+        ["edge", "call_small"],
+        ["edge", "tools_list"],
+      ]);
+      expect(results.comparisons.filter((c) => c.side === "broker").map((c) => c.workload)).toEqual([
+        "call_small",
+        "tools_list",
+      ]);
+    },
+  );
+
   it("exits 2 with the usage on a bad option", { timeout: 30_000 }, async () => {
     const { code, stderr } = await run(["--rates", "fast"]);
     expect(code).toBe(2);
