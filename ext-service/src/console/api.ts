@@ -33,6 +33,11 @@ export interface ConsoleSources {
   logger: Logger;
 }
 
+/** The asker chooses these names (up to the body limit); the log keeps a bounded prefix. */
+function bounded(text: string, max = 128): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length} chars)`;
+}
+
 const AUDIT_FILTERS = ["agent", "server", "tool", "decision", "reason"] as const;
 
 function auditMatches(record: AuditRecord, wanted: Partial<Record<(typeof AUDIT_FILTERS)[number], string>>) {
@@ -114,7 +119,13 @@ async function serve(
     const e = answer.explanation;
     // Who asked about what, never the arguments (they may hold anything a caller would send).
     sources.logger.info(
-      { admin: caller.principal.agent, agent: e.agent, server: e.server, tool: e.tool, decision: e.decision },
+      {
+        admin: caller.principal.agent,
+        agent: bounded(e.agent),
+        server: bounded(e.server),
+        tool: bounded(e.tool),
+        decision: e.decision,
+      },
       "console explain",
     );
     return send(res, 200, e);

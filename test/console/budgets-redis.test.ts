@@ -1,0 +1,85 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { request } from "undici";
+import { parse } from "yaml";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { consoleApi } from "../../ext-service/src/console/api.js";
+import type { BudgetsPage } from "../../ext-service/src/console/budgets.js";
+import { adminBaseUrl, boundPort, startAdminServer } from "../../ext-service/src/telemetry/admin.js";
+import { startKbServer } from "../../examples/servers/kb.js";
+import type { RunningServer } from "../../examples/servers/http.js";
+import { connectClient, startGateway, type Gateway } from "../e2e/harness.js";
+import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
+
+const KB = (
+  parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
+    servers: { name: string; tools: Record<string, unknown>[] }[];
+  }
+).servers.find((s) => s.name === "kb")!;
+
+/** The Budgets page's counters read from a real Redis (the store replicas share), and while it is down. */
+describeWithRedis("console API: budgets from Redis", () => {
+  let redis: TestRedis;
+  let kb: RunningServer;
+  let gw: Gateway;
+  let adminUrl: string;
+  let close: () => Promise<void>;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    kb = await startKbServer(0, "127.0.0.1");
+    gw = await startGateway({
+      servers: [{ name: "kb", upstreams: [kb.url], tools: KB.tools }],
+      roles: { reader: { rules: [{ effect: "allow", tools: ["kb/*"] }] }, admin: { rules: [] } },
+      agents: { reader: { roles: ["reader"] }, boss: { roles: ["admin"] } },
+      config: {
+        state: { store: "redis", redis: { url: redis.url, keyPrefix: "console:", commandTimeout: "500ms" } },
+        budgets: { rules: [{ name: "kb-daily", per: "agent", tools: ["kb/*"], period: "day", limit: 10 }] },
+      },
+    });
+    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
+      consoleApi({
+        engine: () => gw.edge.engine,
+        approvals: gw.edge.state.approvals,
+        audit: gw.edge.audit,
+        store: gw.edge.state.store,
+        logger: gw.log.logger,
+      }),
+    ]);
+    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
+    close = () => new Promise<void>((r) => admin.close(() => r()));
+  });
+  afterAll(async () => {
+    await close?.();
+    await gw?.close();
+    await kb?.close();
+    await redis?.close();
+  });
+
+  const budgets = async () => {
+    const res = await request(`${adminUrl}/console/api/budgets`, {
+      headers: { authorization: `Bearer ${await gw.token("boss")}` },
+    });
+    expect(res.statusCode).toBe(200);
+    return (await res.body.json()) as BudgetsPage;
+  };
+
+  it("reads the counters the edge charged in Redis, and says so when Redis is down", async () => {
+    const c = await connectClient(gw.url("kb"), await gw.token("reader"));
+    try {
+      await c.client.callTool({ name: "search_articles", arguments: { query: "vpn" } });
+      await c.client.callTool({ name: "search_articles", arguments: { query: "mail" } });
+    } finally {
+      await c.close();
+    }
+    const up = await budgets();
+    expect(up.store).toEqual({ kind: "redis", available: true });
+    expect(up.budgets[0]!.counters.find((r) => r.agent === "reader")).toMatchObject({ used: 2, state: "ok" });
+
+    await redis.stop();
+    await expect.poll(async () => (await budgets()).store.available, { timeout: 5_000 }).toBe(false);
+    const down = await budgets();
+    expect(down.budgets[0]!.counters.find((r) => r.agent === "reader")).toMatchObject({ state: "unknown" });
+    expect(down.budgets[0]!.counters.find((r) => r.agent === "reader")!.used).toBeUndefined();
+  });
+});
