@@ -8,6 +8,7 @@ import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { formatSseEvent } from "../mcp/sse.js";
 import { upstreamStatusRefused, type HttpReply } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
+import { HeldValue } from "../policy/exact-match.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import { GatewayState } from "../runtime/gateway-state.js";
@@ -426,6 +427,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     if (need.kind === "refused") return { ok: false, reply: need.reply };
     const outcome = await tokenExchanger.credential(need.need);
     if (!outcome.ok) return { ok: false, reply: policy.credentialUnavailable(exchange, outcome.cause) };
+    // A server that echoes its token has it found by DLP, as a static credential would be.
+    const held = HeldValue.of(outcome.token);
+    if (held) exchange.heldValues.push(held);
     return { ok: true, headers: outcome.headers };
   }
 

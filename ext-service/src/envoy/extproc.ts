@@ -6,6 +6,7 @@ import {
   type RequestVerdict,
 } from "../policy/engine.js";
 import { countOn, denyExchange, validTraceparent, type Exchange } from "../policy/exchange.js";
+import { HeldValue } from "../policy/exact-match.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { ResponseTransformer } from "../policy/response.js";
@@ -260,6 +261,10 @@ export class ProcessStream {
     }
     exchange.server = route.server;
     this.requestHeaders = headers;
+    // The per-agent token ext_authz had issued for this request (the shared exchanger's cache):
+    // DLP finds it in the answer as it finds static credentials.
+    const issued = this.issuedToken(exchange);
+    if (issued) exchange.heldValues.push(issued);
     const violation = checkMcpMedia(method, headers);
     if (violation) {
       const allow: Record<string, string> =
@@ -337,6 +342,12 @@ export class ProcessStream {
       address: upstream?.hostname,
       port: upstream ? Number(upstream.port || (upstream.protocol === "https:" ? 443 : 80)) : undefined,
     });
+  }
+
+  private issuedToken(exchange: Exchange): HeldValue | undefined {
+    const key = this.engine.tokenExchangeKey(exchange);
+    const token = key === undefined ? undefined : this.ctx.tokenExchanger.cached(key)?.token;
+    return token === undefined ? undefined : HeldValue.of(token);
   }
 
   /**

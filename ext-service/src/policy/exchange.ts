@@ -1,3 +1,4 @@
+import type { HeldValue } from "./exact-match.js";
 import type { ProtocolEra } from "../mcp/eras.js";
 import type { JsonRpcId } from "../mcp/jsonrpc.js";
 import type { Principal } from "./identity.js";
@@ -56,6 +57,11 @@ export interface Exchange {
    * or whether a tools/call result had `isError` (spans' `error.type`).
    */
   outcome: { code: number; message: string } | { toolError: boolean } | undefined;
+  /**
+   * Credentials sent upstream for this exchange alone (an exchanged per-agent token): DLP finds
+   * them in the server's answer like the static ones. Never audited or logged.
+   */
+  heldValues: HeldValue[];
 }
 
 export interface PendingRequest {
@@ -93,6 +99,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     pending: new Map(),
     sessionId: undefined,
     outcome: undefined,
+    heldValues: [],
   };
 }
 

@@ -7,6 +7,7 @@ import type {
   SecurityConfig,
   SecurityOverride,
 } from "./settings.js";
+import { withHeldValues } from "./exact-match.js";
 import { durationMs } from "../model/duration.js";
 import { arrayItemSources } from "../mcp/json-source.js";
 import { INPUT_REQUEST_METHODS, isInputRequiredResult, isKnownProtocolVersion } from "../mcp/eras.js";
@@ -874,7 +875,7 @@ export class SecurityPolicy {
     const { exchange, settings } = ctx;
     let text = value;
     if (ctx.dlp) {
-      const matches = this.scanner.scan(text, settings.dlp.allow);
+      const matches = withHeldValues(this.scanner.scan(text, settings.dlp.allow), text, exchange.heldValues);
       if (matches.length > 0) {
         const redact = [];
         for (const m of matches) {
