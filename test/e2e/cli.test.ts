@@ -79,7 +79,8 @@ describe("mcp-gateway dev (npm start)", () => {
     }
     for (const agent of ["research-bot", "support-bot", "release-bot"])
       expect(out).toContain(`  ${agent}  roles: `);
-    expect(out.match(/^ {4}eyJ[\w-]+\.[\w-]+\.[\w-]+$/gm)).toHaveLength(5);
+    // One ready token per demo agent: examples/gateway.yaml has six since db83629 (platform-admin).
+    expect(out.match(/^ {4}eyJ[\w-]+\.[\w-]+\.[\w-]+$/gm)).toHaveLength(6);
 
     const snippet = out.slice(out.indexOf(CURL_BEGIN) + CURL_BEGIN.length, out.indexOf(CURL_END));
     const result = await bash(snippet);
