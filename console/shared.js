@@ -3,6 +3,8 @@
 // node), never parsed as HTML. The token lives in this tab's sessionStorage only.
 
 const TOKEN_KEY = "mcp-gateway-admin-token";
+/** Who the token is ({agent, access}), as /console/api/session said; forgotten with the token. */
+export const SESSION_KEY = "mcp-gateway-console-session";
 
 export function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -49,6 +51,7 @@ export function showError(err) {
 /** Forgets the token and shows the login form. */
 export function logout(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(SESSION_KEY);
   document.getElementById("nav").hidden = true;
   document.getElementById("page").hidden = true;
   document.getElementById("login").hidden = false;

@@ -2,6 +2,8 @@
 import { api, el, select, setStatus, showError, table, when } from "../shared.js";
 
 export const title = "Approvals";
+/** Approvers open this page too (every other page is for admins). */
+export const forApprovers = true;
 
 export async function render(root) {
   const wanted = sessionStorage.getItem("approvals-status") || "pending";

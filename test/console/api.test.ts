@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { request } from "undici";
-import { parse } from "yaml";
+import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { approvalsAdminApi } from "../../ext-service/src/approvals/admin-api.js";
 import { consoleApi } from "../../ext-service/src/console/api.js";
@@ -13,7 +13,7 @@ import { connectClient, startGateway, type Gateway } from "../e2e/harness.js";
 
 const KB = (
   parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
-    servers: { name: string; tools: Record<string, unknown>[] }[];
+    servers: { name: string; tools: (Record<string, unknown> & { name: string; pin?: string })[] }[];
   }
 ).servers.find((s) => s.name === "kb")!;
 
@@ -58,6 +58,8 @@ describe("console API: audit", () => {
         approvals,
         audit: gw.edge.audit,
         store: gw.edge.state.store,
+        metrics: gw.metrics,
+        upstreams: () => gw.edge.upstreamStatus(),
         logger: gw.log.logger,
       }),
     ]);
@@ -203,6 +205,8 @@ describe("console API: access, explain, budgets", () => {
         approvals,
         audit: gw.edge.audit,
         store: gw.edge.state.store,
+        metrics: gw.metrics,
+        upstreams: () => gw.edge.upstreamStatus(),
         logger: gw.log.logger,
       }),
     ]);
@@ -389,5 +393,188 @@ describe("console API: access, explain, budgets", () => {
     expect(shared.counters).toHaveLength(1);
     expect(shared.counters[0]).toMatchObject({ used: 2, state: "ok" });
     expect(shared.counters[0]!.agent).toBeUndefined();
+  });
+});
+
+interface OverviewServer {
+  name: string;
+  health: string;
+  problems: string[];
+  upstreams: { upstream: string; breaker: string }[] | null;
+  traffic: { total: { requests: number; denied: number; errors: number }; perMinute: { requests: number } };
+  drifted: string[];
+  pending_approvals: number;
+}
+interface RegistryTool {
+  name: string;
+  risk: string;
+  owner: string | null;
+  pin: string;
+  pin_recorded: boolean;
+  live: { state: string; fields?: string[] };
+  calls: number | null;
+  last_used: string | null;
+}
+interface RegistryBody {
+  servers: { name: string; tools: RegistryTool[] }[];
+  disk: { file: string; identical?: boolean; error?: string; diff?: { changedServers: unknown[] } };
+}
+
+/**
+ * /console/api/overview and /console/api/registry over real HTTP against an edge in front of the
+ * demo kb server: traffic, usage, the registry file changing on disk, a rug pull, a dead upstream.
+ */
+describe("console API: overview and registry", () => {
+  let kb: RunningServer;
+  let gw: Gateway;
+  let adminUrl: string;
+  let close: () => Promise<void>;
+  const tokens: Record<string, string> = {};
+
+  beforeAll(async () => {
+    kb = await startKbServer(0, "127.0.0.1");
+    gw = await startGateway({
+      servers: [{ name: "kb", upstreams: [kb.url], tools: KB.tools }],
+      roles: {
+        reader: { rules: [{ effect: "allow", tools: ["kb/search_articles"] }] },
+        approver: { rules: [] },
+        admin: { rules: [] },
+      },
+      agents: { reader: { roles: ["reader"] }, boss: { roles: ["admin"] }, alice: { roles: ["approver"] } },
+      edge: { breaker: { consecutiveFailures: 1, cooldown: "1h" } },
+      config: { approvals: { approvers: [{ roles: ["approver"] }] } },
+    });
+    for (const name of ["reader", "boss", "alice"]) tokens[name] = await gw.token(name);
+    const approvals = gw.edge.state.approvals;
+    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
+      consoleApi({
+        engine: () => gw.edge.engine,
+        approvals,
+        audit: gw.edge.audit,
+        store: gw.edge.state.store,
+        metrics: gw.metrics,
+        upstreams: () => gw.edge.upstreamStatus(),
+        logger: gw.log.logger,
+      }),
+    ]);
+    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
+    approvals.adminUrl = adminUrl;
+    close = () => new Promise<void>((r) => admin.close(() => r()));
+  });
+  afterAll(async () => {
+    await close?.();
+    await gw?.close();
+    await kb?.close();
+  });
+
+  const get = async <T>(page: string, token = tokens.boss) => {
+    const res = await request(`${adminUrl}/console/api/${page}`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as T };
+  };
+  const overviewOf = async (server: string) =>
+    (await get<{ servers: OverviewServer[] }>("overview")).body.servers.find((s) => s.name === server)!;
+  const registryTool = async (tool: string) =>
+    (await get<RegistryBody>("registry")).body.servers[0]!.tools.find((t) => t.name === tool)!;
+
+  it("tells a token who it is; overview and registry are for admins", async () => {
+    expect((await get("session", tokens.alice)).body).toEqual({ agent: "alice", access: "approver" });
+    expect((await get("session")).body).toEqual({ agent: "boss", access: "admin" });
+    expect((await get("session", tokens.reader)).status).toBe(403);
+    expect((await get("overview", tokens.alice)).status).toBe(403);
+    expect((await get("registry", tokens.alice)).status).toBe(403);
+    expect((await get("overview", "")).status).toBe(401);
+  });
+
+  it("overview: a healthy server, its breaker, and the traffic the edge counted", async () => {
+    const before = await overviewOf("kb");
+    expect(before.health).toBe("ok");
+    expect(before.upstreams).toEqual([{ server: "kb", upstream: kb.url, breaker: "closed", inflight: 0 }]);
+    const c = await connectClient(gw.url("kb"), tokens.reader);
+    try {
+      await c.client.callTool({ name: "search_articles", arguments: { query: "vpn" } });
+      await c.client.callTool({ name: "get_article", arguments: { id: "kb-101" } }).catch(() => undefined);
+    } finally {
+      await c.close();
+    }
+    const after = await overviewOf("kb");
+    // initialize, notifications/initialized, two calls (the SDK may add a DELETE on close).
+    expect(after.traffic.total.requests - before.traffic.total.requests).toBeGreaterThanOrEqual(4);
+    expect(after.traffic.total.denied - before.traffic.total.denied).toBe(1);
+    expect(after.traffic.perMinute.requests).toBeGreaterThan(0);
+  });
+
+  it("registry: pins, live state and usage of each tool", async () => {
+    await expect.poll(async () => (await registryTool("search_articles")).calls).toBe(1);
+    const search = await registryTool("search_articles");
+    expect(search.pin).toBe(KB.tools.find((t) => t.name === "search_articles")!.pin);
+    expect(search.pin_recorded).toBe(true);
+    expect(search.live).toEqual({ state: "verified" });
+    expect(Date.now() - Date.parse(search.last_used!)).toBeLessThan(60_000);
+    const get_article = await registryTool("get_article");
+    expect(get_article.calls).toBe(0);
+    expect(get_article.last_used).toBeNull();
+  });
+
+  it("registry: the running registry against the file on disk", async () => {
+    const file = join(dirname(gw.configFile), "registry.yaml");
+    const first = (await get<RegistryBody>("registry")).body.disk;
+    expect(first).toEqual({ file, identical: true, diff: expect.any(Object) });
+    const original = readFileSync(file, "utf8");
+    const edited = parse(original) as { servers: { tools: { name: string; risk?: string }[] }[] };
+    edited.servers[0]!.tools.find((t) => t.name === "get_article")!.risk = "critical";
+    writeFileSync(file, stringify(edited));
+    try {
+      const { disk } = (await get<RegistryBody>("registry")).body;
+      expect(disk.identical).toBe(false);
+      expect(disk.diff!.changedServers).toEqual([
+        expect.objectContaining({
+          name: "kb",
+          changedTools: [
+            expect.objectContaining({
+              name: "get_article",
+              risk: expect.objectContaining({ after: "critical", escalated: true }),
+            }),
+          ],
+        }),
+      ]);
+      writeFileSync(file, "servers: [");
+      expect((await get<RegistryBody>("registry")).body.disk.error).toMatch(/./);
+    } finally {
+      writeFileSync(file, original);
+    }
+  });
+
+  it("a rug pull shows as drift on both pages", async () => {
+    const port = kb.port;
+    await kb.close();
+    kb = await startKbServer(port, "127.0.0.1", { rugPull: true });
+    const c = await connectClient(gw.url("kb"), tokens.reader);
+    try {
+      const { tools } = await c.client.listTools();
+      expect(tools.map((t) => t.name)).not.toContain("search_articles");
+    } finally {
+      await c.close();
+    }
+    expect((await registryTool("search_articles")).live).toMatchObject({
+      state: "drifted",
+      fields: ["description"],
+    });
+    const server = await overviewOf("kb");
+    expect(server.drifted).toEqual(["search_articles"]);
+    expect(server.health).toBe("degraded");
+    const { body } = await get<{ drift_alerts: { server: string; tool: string }[] }>("overview");
+    expect(body.drift_alerts).toEqual([expect.objectContaining({ server: "kb", tool: "search_articles" })]);
+  });
+
+  it("an upstream that stops answering opens its breaker: the server is down", async () => {
+    await kb.close();
+    const c = await connectClient(gw.url("kb"), tokens.reader).catch((err: unknown) => err);
+    if (!(c instanceof Error)) await (c as Awaited<ReturnType<typeof connectClient>>).close();
+    const server = await overviewOf("kb");
+    expect(server.upstreams![0]!.breaker).toBe("open");
+    expect(server.health).toBe("down");
+    expect(server.traffic.total.errors).toBeGreaterThan(0);
   });
 });

@@ -154,6 +154,8 @@ export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
             approvals: edge.state.approvals,
             audit: edge.audit,
             store: edge.state.store,
+            metrics,
+            upstreams: () => edge.upstreamStatus(),
             logger,
           }),
           consoleAssets(),

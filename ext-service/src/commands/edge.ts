@@ -100,6 +100,8 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
             approvals: edge.state.approvals,
             audit: edge.audit,
             store: edge.state.store,
+            metrics,
+            upstreams: () => edge.upstreamStatus(),
             logger,
           }),
           consoleAssets(),

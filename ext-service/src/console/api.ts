@@ -1,22 +1,30 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { authorizeAdminCaller, fail, readJson, send } from "../approvals/admin-api.js";
 import type { Approvals } from "../approvals/runtime.js";
+import type { UpstreamStatus } from "../edge/upstream.js";
 import type { StateStore } from "../state/store.js";
 import type { AuditRecord, AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
 import { accessPage, explainQuestion, sendsJson } from "./access.js";
 import { budgetsPage } from "./budgets.js";
 import type { GatewayEngine } from "../config/compile.js";
+import { overviewPage, TrafficRates } from "./overview.js";
+import { registryPage } from "./registry.js";
 
 /**
  * The admin console's JSON endpoints (docs/CONSOLE.md), under /console/api/:
+ *   GET  session              who the token is: agent and access (admin or approver)
+ *   GET  overview             per server: health, breakers, rates, drift, pending approvals
+ *   GET  registry             servers and tools: pins, drift, usage; the diff to the file on disk
  *   GET  audit?agent=&server=&tool=&decision=&reason=&limit=   recent audit records, newest first
  *   GET  access[?by=role]     the permission matrix: agents (or roles) by registered tools
  *   POST explain              {"agent","server","tool","arguments"?,...}: `mcp-gateway explain`'s answer
  *   GET  budgets              each budget's counters in the current period, from the state store
  *
  * Authenticated and Origin-checked exactly as the approvals admin API (authorizeAdminCaller),
- * and for admins only: an approver's token decides approvals, it does not read the audit trail.
+ * and (but for session) for admins only: an approver's token decides approvals, it does not read
+ * the audit trail.
  */
 
 const PREFIX = "/console/api/";
@@ -28,8 +36,12 @@ export interface ConsoleSources {
   engine(): GatewayEngine;
   approvals: Approvals;
   audit: AuditTrail;
-  /** The state store the planes charge budgets in. */
+  /** The state store: approvals, usage and budgets live in it. */
   store: StateStore;
+  /** The process's metrics: the Overview's rates come from its request counter. */
+  metrics: Metrics;
+  /** The edge's upstream endpoints and breakers; absent behind Envoy (its clusters hold them). */
+  upstreams?: () => UpstreamStatus[];
   logger: Logger;
 }
 
@@ -76,22 +88,23 @@ function auditPage(audit: AuditTrail, query: URLSearchParams, traceUrl: string |
 
 /** The route for the admin server: answers /console/api/...; other paths are left to the next route. */
 export function consoleApi(sources: ConsoleSources): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const rates = new TrafficRates(sources.metrics);
   return (req, res) => {
     const url = req.url ?? "/";
     const path = url.split("?")[0]!;
     if (!path.startsWith(PREFIX)) return false;
-    serve(sources, req, res, path.slice(PREFIX.length), new URLSearchParams(url.split("?")[1] ?? "")).catch(
-      (err: unknown) => {
-        sources.logger.error({ err }, "console API failed");
-        if (!res.headersSent) fail(res, 500, "internal_error", "Internal error");
-      },
-    );
+    const query = new URLSearchParams(url.split("?")[1] ?? "");
+    serve(sources, rates, req, res, path.slice(PREFIX.length), query).catch((err: unknown) => {
+      sources.logger.error({ err }, "console API failed");
+      if (!res.headersSent) fail(res, 500, "internal_error", "Internal error");
+    });
     return true;
   };
 }
 
 async function serve(
   sources: ConsoleSources,
+  rates: TrafficRates,
   req: IncomingMessage,
   res: ServerResponse,
   page: string,
@@ -99,6 +112,10 @@ async function serve(
 ): Promise<void> {
   const caller = await authorizeAdminCaller(sources.engine(), sources.approvals.adminUrl, req);
   if (!caller.ok) return fail(res, caller.status, caller.code, caller.message, caller.headers);
+  if (page === "session") {
+    if (req.method !== "GET") return fail(res, 405, "method_not_allowed", "Use GET", { allow: "GET" });
+    return send(res, 200, { agent: caller.principal.agent, access: caller.access });
+  }
   if (caller.access !== "admin") {
     return fail(
       res,
@@ -137,5 +154,16 @@ async function serve(
   if (page === "budgets") {
     return send(res, 200, await budgetsPage(engine, sources.store, sources.audit.recent.newestFirst()));
   }
+  if (page === "overview") {
+    const overview = await overviewPage({
+      engine,
+      approvals: sources.approvals,
+      store: sources.store,
+      rates,
+      upstreams: sources.upstreams,
+    });
+    return send(res, 200, overview);
+  }
+  if (page === "registry") return send(res, 200, await registryPage(engine, sources.store));
   return fail(res, 404, "not_found", "No such endpoint");
 }

@@ -21,7 +21,7 @@ import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, refusedHeaderName, upstreamRequestHeaders } from "./headers.js";
 import { LoopStallWatch } from "./loop-stall.js";
 import { tracingFromConfig, withMetaTraceparent, type Tracing } from "../telemetry/tracing.js";
-import { Upstreams, type Endpoint, type UpstreamGroup } from "./upstream.js";
+import { Upstreams, type Endpoint, type UpstreamGroup, type UpstreamStatus } from "./upstream.js";
 import { UpstreamCall } from "./upstream-call.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
 import { TokenExchanger } from "../upstream/token-exchange.js";
@@ -65,6 +65,8 @@ export interface Edge {
   readonly state: GatewayState;
   /** Writes the audit records; its recent ones feed the admin console. */
   readonly audit: AuditTrail;
+  /** Each upstream endpoint's circuit breaker and requests in flight (the admin console's Overview). */
+  upstreamStatus(): UpstreamStatus[];
   /** True while listening and not draining (for /readyz). */
   ready(): boolean;
   /**
@@ -845,6 +847,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           state: shared,
           audit,
           url: `http://${shownHost}:${port}`,
+          upstreamStatus: () => upstreams.status(),
           ready: () => listening && !closing && shared.ready(),
           close(graceMs = durationMs(engine.config.shutdownGrace)) {
             closed ??= (async () => {

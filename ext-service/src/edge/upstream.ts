@@ -1,7 +1,7 @@
 import { Pool } from "undici";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
-import { CircuitBreaker, type BreakerTicket } from "./breaker.js";
+import { CircuitBreaker, type BreakerState, type BreakerTicket } from "./breaker.js";
 
 export interface UpstreamOptions {
   breakerFailures: number;
@@ -42,6 +42,15 @@ export class Endpoint {
       logger?.[state === "open" ? "warn" : "info"]({ ...labels, breaker: state }, "circuit breaker");
     });
   }
+}
+
+/** One upstream endpoint as the admin console shows it. */
+export interface UpstreamStatus {
+  server: string;
+  /** The URL without credentials (as in metrics labels). */
+  upstream: string;
+  breaker: BreakerState;
+  inflight: number;
 }
 
 export type Selection = { endpoint: Endpoint; ticket: BreakerTicket } | { endpoint: undefined };
@@ -134,6 +143,18 @@ export class Upstreams {
 
   group(server: string): UpstreamGroup | undefined {
     return this.groups.get(server);
+  }
+
+  /** Every endpoint's breaker state and requests in flight, by server in registry order. */
+  status(): UpstreamStatus[] {
+    return [...this.groups.values()].flatMap((g) =>
+      g.endpoints.map((e) => ({
+        server: g.server,
+        upstream: e.label,
+        breaker: e.breaker.current,
+        inflight: e.inflight,
+      })),
+    );
   }
 
   async close(): Promise<void> {

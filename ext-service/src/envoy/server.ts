@@ -211,6 +211,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
           approvals: state.approvals,
           audit: audit,
           store: state.store,
+          metrics,
           logger,
         }),
         consoleAssets(),

@@ -18,7 +18,7 @@ import { DlpScanner, expandDlpKinds, redactMatches, type DlpAllow, type DlpCateg
 import { countOn, denyExchange, type Exchange, type PendingRequest } from "./exchange.js";
 import { scanInjection, type InjectionFinding, type InjectionResult, type Tier } from "./injection.js";
 import type { DecodeLimits } from "./normalize.js";
-import { PinBook, ToolDriftState } from "./pins.js";
+import { PinBook, ToolDriftState, type DriftRecord, type PinVerification } from "./pins.js";
 import { globToRegExp } from "./rbac.js";
 import { Reasons, type Reason } from "./reasons.js";
 import { validateArguments } from "./schema-validation.js";
@@ -492,6 +492,16 @@ export class SecurityPolicy {
     this.drift.recordUnlisted(server, unlisted, at);
     this.drift.listChecked(server);
     return { drifted, unlisted };
+  }
+
+  /**
+   * What the gateway knows of a registered tool's live definition against its pin: drifted (and
+   * how), or whether its last comparison still counts (the same answer a call gets).
+   */
+  pinStatus(server: string, tool: string): { state: "drifted"; drift: DriftRecord } | PinVerification {
+    const drift = this.drift.drift(server, tool);
+    if (drift) return { state: "drifted", drift };
+    return this.drift.verification(server, tool, this.now(), this.verifiedForMs);
   }
 
   /** The gateway could not fetch the server's tools/list; `cause` is shown in refusals. */
