@@ -43,6 +43,8 @@ describeWithRedis("console API: budgets from Redis", () => {
         approvals: gw.edge.state.approvals,
         audit: gw.edge.audit,
         store: gw.edge.state.store,
+        metrics: gw.metrics,
+        upstreams: () => gw.edge.upstreamStatus(),
         logger: gw.log.logger,
       }),
     ]);
