@@ -62,7 +62,7 @@ function serverRow(s, breakersAt) {
         ? s.drifted.map((t) => el("div", {}, el("code", { class: "deny-text" }, t)))
         : el("span", { class: "muted" }, `none of ${s.tools}`),
     ),
-    el("td", { class: "num" }, s.pending_approvals),
+    el("td", { class: "num" }, s.pending_approvals === null ? "?" : s.pending_approvals),
   );
 }
 
@@ -89,7 +89,12 @@ export async function render(root) {
         card("requests", `${o.traffic.perMinute.requests}/min`, `${o.traffic.total.requests} total`),
         card("denied", `${o.traffic.perMinute.denied}/min`, `${o.traffic.total.denied} total`),
         card("errors", `${o.traffic.perMinute.errors}/min`, `${o.traffic.total.errors} total`),
-        card("pending approvals", o.pending_approvals, null, "#approvals"),
+        card(
+          "pending approvals",
+          o.pending_approvals === null ? "?" : o.pending_approvals,
+          o.pending_approvals === null ? "state store down" : null,
+          "#approvals",
+        ),
         card("drift alerts", alerts.length, null, "#registry"),
       ),
       el("h3", {}, "Servers"),

@@ -66,6 +66,18 @@ describeWithRedis("console API: budgets from Redis", () => {
     return (await res.body.json()) as BudgetsPage;
   };
 
+  const page = async <T>(name: string) => {
+    const res = await request(`${adminUrl}/console/api/${name}`, {
+      headers: { authorization: `Bearer ${await gw.token("boss")}` },
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as T };
+  };
+  type Overview = { store: { available: boolean }; pending_approvals: number | null };
+  type Registry = {
+    usage: { error?: string };
+    servers: { tools: { name: string; calls: number | null }[] }[];
+  };
+
   it("reads the counters the edge charged in Redis, and says so when Redis is down", async () => {
     const c = await connectClient(gw.url("kb"), await gw.token("reader"));
     try {
@@ -77,11 +89,28 @@ describeWithRedis("console API: budgets from Redis", () => {
     const up = await budgets();
     expect(up.store).toEqual({ kind: "redis", available: true });
     expect(up.budgets[0]!.counters.find((r) => r.agent === "reader")).toMatchObject({ used: 2, state: "ok" });
+    // The Registry page's usage comes from the same store: every replica's calls.
+    await expect
+      .poll(
+        async () =>
+          (await page<Registry>("registry")).body.servers[0]!.tools.find((t) => t.name === "search_articles")!
+            .calls,
+      )
+      .toBe(2);
+    expect((await page<Overview>("overview")).body.pending_approvals).toBe(0);
 
     await redis.stop();
     await expect.poll(async () => (await budgets()).store.available, { timeout: 5_000 }).toBe(false);
     const down = await budgets();
     expect(down.budgets[0]!.counters.find((r) => r.agent === "reader")).toMatchObject({ state: "unknown" });
     expect(down.budgets[0]!.counters.find((r) => r.agent === "reader")!.used).toBeUndefined();
+    // Overview and Registry still answer; what lives in the store is unknown, not zero.
+    const overview = await page<Overview>("overview");
+    expect(overview.status).toBe(200);
+    expect(overview.body).toMatchObject({ store: { available: false }, pending_approvals: null });
+    const registry = await page<Registry>("registry");
+    expect(registry.status).toBe(200);
+    expect(registry.body.usage.error).toContain("redis");
+    expect(registry.body.servers[0]!.tools[0]!.calls).toBeNull();
   });
 });

@@ -111,9 +111,13 @@ const NO_TRAFFIC = { requests: 0, denied: 0, errors: 0 };
 
 export async function overviewPage(sources: OverviewSources): Promise<unknown> {
   const { engine } = sources;
-  const [traffic, approvals] = await Promise.all([sources.rates.current(), sources.approvals.book.list()]);
   const at = Date.now();
-  const pending = approvals.filter((a) => currentStatus(a, at) === "pending");
+  const [traffic, approvals] = await Promise.all([
+    sources.rates.current(),
+    // The store is down: the rest of the page still answers, pending approvals are unknown.
+    sources.approvals.book.list().catch(() => undefined),
+  ]);
+  const pending = approvals?.filter((a) => currentStatus(a, at) === "pending");
   const upstreams = sources.upstreams?.();
   const drift = engine.security.drift.snapshot();
   const alerts = Object.entries(drift).flatMap(([server, tools]) =>
@@ -159,7 +163,7 @@ export async function overviewPage(sources: OverviewSources): Promise<unknown> {
       traffic: rates,
       drifted,
       unverifiable,
-      pending_approvals: pending.filter((a) => a.binding.server === name).length,
+      pending_approvals: pending ? pending.filter((a) => a.binding.server === name).length : null,
     };
   });
   const all = traffic.byServer.get(ALL) ?? { total: NO_TRAFFIC, perMinute: NO_TRAFFIC };
@@ -171,7 +175,7 @@ export async function overviewPage(sources: OverviewSources): Promise<unknown> {
     pins_enforced: engine.config.security.pins.enforce,
     rate_window_seconds: traffic.windowSeconds,
     traffic: all,
-    pending_approvals: pending.length,
+    pending_approvals: pending ? pending.length : null,
     drift_alerts: alerts,
     servers,
   };
