@@ -8,9 +8,13 @@ import { CallToolRequestSchema, ListToolsRequestSchema, type Tool } from "@model
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { reloadConfig } from "../../ext-service/src/commands/reload.js";
+import { loadEngine } from "../../ext-service/src/config/compile.js";
+import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
-import { connectClient, startGateway, type Gateway } from "../e2e/harness.js";
+import { LogCapture, connectClient, startGateway, type Gateway } from "../e2e/harness.js";
+import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
 
 /**
  * The aggregated endpoint keeps each server's lists per agent view (broker/list-cache.ts). Two
@@ -74,7 +78,9 @@ const ROLES = {
   writers: { rules: [{ effect: "allow", tools: ["*/*"] }] },
 };
 
-async function startPair(): Promise<{ notes: CountingServer; files: CountingServer; gw: Gateway }> {
+async function startPair(
+  config: Record<string, unknown> = {},
+): Promise<{ notes: CountingServer; files: CountingServer; gw: Gateway }> {
   const notes = new CountingServer();
   const files = new CountingServer();
   await Promise.all([notes.start(), files.start()]);
@@ -87,6 +93,7 @@ async function startPair(): Promise<{ notes: CountingServer; files: CountingServ
     agents: { alice: { roles: ["readers"] }, bob: { roles: ["writers"] } },
     // Pins on, checked on lists only: the counts are the lists the agents' requests cause.
     security: { pins: { enforce: true, verifyBeforeCall: false } },
+    config,
   });
   return { notes, files, gw };
 }
@@ -238,5 +245,50 @@ describe("aggregated endpoint: lists kept per agent view (Envoy plane)", () => {
       await mcp.close();
     }
     expect(notes.lists - before).toBe(2);
+  });
+});
+
+describeWithRedis("aggregated endpoint: kept lists across replicas (shared cache on Redis)", () => {
+  let redis: TestRedis;
+  let notes: CountingServer;
+  let files: CountingServer;
+  let gw: Gateway;
+  let replica: Edge;
+  beforeAll(async () => {
+    redis = await startRedis();
+    ({ notes, files, gw } = await startPair({
+      state: { store: "redis", redis: { url: redis.url, keyPrefix: `l${Date.now()}:` } },
+      cache: { shared: true },
+    }));
+    replica = await startEdge({
+      engine: loadEngine(gw.configFile).engine,
+      logger: new LogCapture().logger,
+      metrics: new Metrics(false),
+      host: "127.0.0.1",
+      port: 0,
+    });
+  });
+  afterAll(async () => {
+    await replica?.close(0);
+    await gw?.close();
+    await Promise.allSettled([notes?.running.close(), files?.running.close()]);
+    await redis?.close();
+  });
+
+  it("a list_changed one replica sees drops what the other kept", async () => {
+    const bob = await gw.token("bob");
+    expect(await toolNames(replica.url, bob)).not.toContain("notes__extra");
+    const before = notes.lists;
+    expect(await toolNames(replica.url, bob)).not.toContain("notes__extra");
+    expect(notes.lists - before).toBe(0);
+    // The change goes through the other replica, on a direct client's call.
+    const direct = await connectClient(gw.url("notes"), bob);
+    try {
+      await direct.client.callTool({ name: "add_extra", arguments: {} });
+    } finally {
+      await direct.close();
+    }
+    expect(await toolNames(replica.url, bob)).toContain("notes__extra");
+    expect(notes.lists - before).toBe(1);
   });
 });

@@ -31,6 +31,11 @@ export interface BrokerOptions {
    * a direct client's request): the edge itself on the local plane, Envoy's listener behind Envoy.
    */
   hopOrigin: () => string;
+  /**
+   * When (ms) any replica last saw a server change its lists (GatewayState.listsChangedAt, given
+   * when the cache is shared by replicas): the kept lists of other replicas follow it.
+   */
+  listsChangedAt?: (server: string) => Promise<number>;
 }
 
 /** Who is asking, in which view, and what the client can do (for relaying server requests). */
@@ -173,7 +178,7 @@ export class Broker {
 
   constructor(private readonly options: BrokerOptions) {
     this.names = new BrokerNames(options.engine().config.broker.separator);
-    this.lists = new BrokerListCache(options.metrics);
+    this.lists = new BrokerListCache(options.metrics, options.listsChangedAt);
     this.modern = createMcpHandler(
       (ctx) => {
         const scope = ctx.authInfo?.extra?.scope;

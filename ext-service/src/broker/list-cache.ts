@@ -38,6 +38,8 @@ interface Stamp {
 
 interface Entry {
   stamp: Stamp;
+  /** When (ms) its fetch started: a change another replica saw after that makes it stale. */
+  fetchedAt: number;
   items: Record<string, unknown>[];
 }
 
@@ -82,7 +84,14 @@ export class BrokerListCache {
   private readonly changes = new Map<string, number>();
   private readonly lookups: Counter<"kind" | "result">;
 
-  constructor(metrics: Metrics) {
+  /**
+   * `changedAt`: when (ms) any replica last saw the server change its lists (GatewayState with a
+   * shared cache); absent, only what this process sees counts.
+   */
+  constructor(
+    metrics: Metrics,
+    private readonly changedAt?: (server: string) => Promise<number>,
+  ) {
     this.lookups = lookupCounter(metrics);
   }
 
@@ -137,16 +146,21 @@ export class BrokerListCache {
     const key = BrokerListCache.key(owner, server, kind);
     const stamp = this.stamp(engine, server, kind);
     const kept = this.current(engine).get(key);
-    if (kept && sameStamp(kept.stamp, stamp)) {
+    if (
+      kept &&
+      sameStamp(kept.stamp, stamp) &&
+      (this.changedAt === undefined || (await this.changedAt(server)) < kept.fetchedAt)
+    ) {
       this.lookups.inc({ kind, result: "hit" });
       return kept.items;
     }
     this.lookups.inc({ kind, result: "miss" });
+    const fetchedAt = Date.now();
     const fetched = await fetch();
     const ttl = keepFor(engine, fetched);
     // A change seen while the hop was out may have come after the server answered: not kept.
     if (ttl > 0 && sameStamp(stamp, this.stamp(this.engine ?? engine, server, kind))) {
-      this.current(engine).set(key, { stamp, items: fetched.items }, { ttl });
+      this.current(engine).set(key, { stamp, fetchedAt, items: fetched.items }, { ttl });
     }
     return fetched.items;
   }

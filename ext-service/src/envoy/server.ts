@@ -230,6 +230,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     hopOrigin:
       options.brokerHopOrigin ??
       (() => (ctx.engine.config.broker.hopUrl ?? ctx.engine.config.publicUrl).replace(/\/$/, "")),
+    ...(state.cache.sharedByReplicas ? { listsChangedAt: (server) => state.listsChangedAt(server) } : {}),
   });
   let brokerListener: BrokerListener;
   try {

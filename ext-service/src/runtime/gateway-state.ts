@@ -139,9 +139,11 @@ export class GatewayState {
     const server = exchange.server;
     if (server !== undefined) {
       transformer.onNotification = (method) => {
-        if (this.hints.enabled && HINT_INVALIDATING_NOTIFICATIONS.has(method)) this.invalidate(server);
-        if (method.endsWith("/list_changed"))
-          for (const listener of this.listChanges) listener(server, method);
+        const listChanged = method.endsWith("/list_changed");
+        // A list change is recorded with hints off too: the broker's kept lists on other replicas.
+        if (listChanged || (this.hints.enabled && HINT_INVALIDATING_NOTIFICATIONS.has(method)))
+          this.invalidate(server);
+        if (listChanged) for (const listener of this.listChanges) listener(server, method);
       };
     }
     const miss = this.misses.get(exchange);
@@ -273,6 +275,15 @@ export class GatewayState {
       if (!(err instanceof StoreUnavailable)) this.logger.warn({ err }, "cache: recording a change failed");
       else this.metrics.storeErrors.inc({ feature: "cache" });
     });
+  }
+
+  /**
+   * When (ms) a replica last saw this server announce a change of its lists or resources: with
+   * a shared cache, across every replica (the aggregated endpoint's kept lists from before are
+   * stale); otherwise in this process. Store trouble answers with what this process saw.
+   */
+  listsChangedAt(server: string): Promise<number> {
+    return this.invalidatedAt(server);
   }
 
   private async invalidatedAt(server: string): Promise<number> {
