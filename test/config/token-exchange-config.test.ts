@@ -38,6 +38,13 @@ describe("upstream.tokenExchange", () => {
     }
   });
 
+  it("refuses a user or password in the token endpoint's URL", () => {
+    const tokenEndpoint = "https://gw:s3cret@auth.example.test/oauth2/token";
+    expect(() => parseRegistry(registry({ tokenExchange: exchange({ tokenEndpoint }) }))).toThrow(
+      /no user or password in the URL/,
+    );
+  });
+
   it("needs an audience or a resource to name the server", () => {
     expect(() => parseRegistry(registry({ tokenExchange: exchange({ audience: undefined }) }))).toThrow(
       /audience, resource or both/,

@@ -1126,7 +1126,10 @@ export const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_
 
 export const TokenExchangeSchema = z
   .object({
-    tokenEndpoint: HttpUrl.describe("The authorization server's token endpoint (RFC 8693 token exchange)"),
+    tokenEndpoint: HttpUrl.refine((url) => !/^[a-z]+:\/\/[^/]*@/i.test(url), {
+      // The URL is logged when an exchange fails; the client's credentials have fields of their own.
+      message: "no user or password in the URL: use clientId and clientSecret",
+    }).describe("The authorization server's token endpoint (RFC 8693 token exchange)"),
     clientId: z.string().min(1).describe("The gateway's client id at the authorization server"),
     clientSecret: SecretReference.describe(
       "The gateway's client secret (client_secret_basic): ${env:NAME} or ${file:/path} only",
