@@ -152,9 +152,13 @@ export async function render(root) {
         ? `Usage unavailable: ${u.error}.`
         : `Calls over the last ${u.window_days} days (since ${u.since}, ${u.store} store); "rare" is fewer than ${u.rare_below}.`,
     );
+    const shown = r.servers
+      .map((s) => ({ s, tools: s.tools.filter((t) => matches(t, showSelect.value)) }))
+      // A filter hides the servers it leaves empty; "all tools" shows every server.
+      .filter(({ tools }) => tools.length > 0 || showSelect.value === SHOW[0]);
     holder.replaceChildren(
-      ...r.servers.map((s) => {
-        const tools = s.tools.filter((t) => matches(t, showSelect.value));
+      ...(shown.length === 0 ? [el("p", { class: "muted" }, `No tool is ${showSelect.value}.`)] : []),
+      ...shown.map(({ s, tools }) => {
         return el(
           "section",
           { "aria-labelledby": `server-${s.name}` },

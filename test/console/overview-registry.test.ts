@@ -101,6 +101,10 @@ describe.runIf(chromiumAvailable())("admin console: Overview and Registry in a r
     expect(
       await page.locator("tr[data-tool]").evaluateAll((trs) => trs.map((t) => t.getAttribute("data-tool"))),
     ).toEqual(["kb/search_articles"]);
+    expect(await page.locator("#page h3").allTextContents()).toEqual([
+      "kb owner docs-team",
+      "Running registry vs. the file on disk",
+    ]);
     await shot("registry-drifted");
 
     await page.getByRole("link", { name: "Overview" }).click();
