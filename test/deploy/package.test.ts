@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { edgeAddresses, serveAddresses } from "../state/support.js";
+import { edgeAddresses, serveAddresses, untilOutput } from "../state/support.js";
 
 // The shipped package, as the image gets it: `npm pack` (package.json `files`), the tarball
 // unpacked into an empty folder and its production dependencies installed from the lockfile
@@ -70,20 +70,8 @@ function waitForOutput(proc: Started, pattern: RegExp): Promise<RegExpMatchArray
   return waitForFound(proc, (out) => pattern.exec(out) ?? undefined, String(pattern));
 }
 
-async function waitForFound<T>(
-  proc: Started,
-  find: (output: string) => T | undefined,
-  what: string,
-  limitMs = 90_000,
-): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  for (;;) {
-    const found = find(proc.output());
-    if (found !== undefined) return found;
-    if (proc.child.exitCode !== null) throw new Error(`exited ${proc.child.exitCode}:\n${proc.output()}`);
-    if (Date.now() > deadline) throw new Error(`no ${what} within ${limitMs} ms:\n${proc.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function waitForFound<T>(proc: Started, find: (output: string) => T | undefined, what: string): Promise<T> {
+  return untilOutput(proc.child, proc.output, find, what, 90_000);
 }
 
 function portOpen(port: number): Promise<boolean> {

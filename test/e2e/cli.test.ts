@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { CURL_BEGIN, CURL_END, repoRoot } from "../../ext-service/src/commands/dev.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
-import { edgeAddresses } from "../state/support.js";
+import { edgeAddresses, untilOutput } from "../state/support.js";
 import { fakeUpstream, httpCall, MCP_HEADERS, readJsonBody, rpc, tempDir } from "./harness.js";
 
 const CLI = join(repoRoot(), "ext-service", "src", "cli.ts");
@@ -33,20 +33,8 @@ function until(run: Running, pattern: RegExp): Promise<RegExpMatchArray> {
   return untilFound(run, (out) => pattern.exec(out) ?? undefined, String(pattern));
 }
 
-async function untilFound<T>(
-  run: Running,
-  find: (stdout: string) => T | undefined,
-  what: string,
-  limitMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  for (;;) {
-    const found = find(run.stdout());
-    if (found !== undefined) return found;
-    if (run.child.exitCode !== null) throw new Error(`exited early:\n${run.stdout()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${run.stdout()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function untilFound<T>(run: Running, find: (stdout: string) => T | undefined, what: string): Promise<T> {
+  return untilOutput(run.child, run.stdout, find, what, 20_000);
 }
 
 function bash(script: string): Promise<{ code: number | null; out: string }> {

@@ -239,6 +239,27 @@ export function edgeAddresses(output: string): EdgeAddresses | undefined {
   return m ? { edge: m[1]!, admin: m[2]! } : undefined;
 }
 
+/**
+ * Polls a child process's output until `find` returns something. Fails, with the output so far,
+ * when the child exits first or `limitMs` passes.
+ */
+export async function untilOutput<T>(
+  child: ChildProcess,
+  output: () => string,
+  find: (output: string) => T | undefined,
+  what: string,
+  limitMs: number,
+): Promise<T> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const found = find(output());
+    if (found !== undefined) return found;
+    if (child.exitCode !== null) throw new Error(`exited ${child.exitCode} before ${what}:\n${output()}`);
+    if (Date.now() > deadline) throw new Error(`no ${what} within ${limitMs} ms:\n${output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** A gateway command running from source in its own process, ready (its /readyz answered 200). */
 export interface GatewayProcess<Addresses> {
   child: ChildProcess;
