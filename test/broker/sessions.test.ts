@@ -36,7 +36,10 @@ describe("aggregated sessions and hops", () => {
       sessions: { keys: [{ env: KEY_ENV }] },
       config: {
         broker: {
-          views: { search: { servers: ["kb", "tickets"], tools: ["kb/search_articles", "tickets/*"] } },
+          views: {
+            search: { servers: ["kb", "tickets"], tools: ["kb/search_articles", "tickets/*"] },
+            kb: { servers: ["kb"], prefix: false },
+          },
         },
       },
     };
@@ -148,6 +151,27 @@ describe("aggregated sessions and hops", () => {
       const r = await call(path, token);
       expect(r.status, path).toBe(401);
       expect(r.messages[0], path).toMatchObject({ error: { data: { reason: "hop_token_invalid" } } });
+    }
+  });
+
+  it("a one-server view with prefix: false serves the server's own names, still per agent", async () => {
+    const tester = await connectClient(`${a.edge.url}/mcp/views/kb`, await a.token("tester"));
+    try {
+      expect((await tester.client.listTools()).tools.map((t) => t.name).sort()).toEqual([
+        "get_article",
+        "search_articles",
+      ]);
+      const r = await tester.client.callTool({ name: "search_articles", arguments: { query: "refund" } });
+      expect(JSON.stringify(r.content)).toContain("kb-102");
+      expect((await tester.client.listResources()).resources.map((r) => r.uri)).toContain("kb://style-guide");
+      const read = await tester.client.readResource({ uri: "kb://style-guide" });
+      expect(read.contents[0]!.uri).toBe("kb://style-guide");
+      // A prefixed name is no name of this view's server.
+      await expect(
+        tester.client.callTool({ name: "kb__search_articles", arguments: { query: "x" } }),
+      ).rejects.toMatchObject({ data: { reason: "tool_unknown" } });
+    } finally {
+      await tester.close();
     }
   });
 

@@ -50,6 +50,16 @@ describe("gateway.yaml loading", () => {
     ]);
   });
 
+  it("refuses an unprefixed broker view of more than one server (names could collide)", () => {
+    expect(
+      lines(
+        "registry: r\nauth: {mode: optional}\nbroker:\n  views:\n    both: {servers: [a, b], prefix: false}\n    one: {servers: [a], prefix: false}\n",
+      ),
+    ).toEqual([
+      "gateway.yaml:5:37: broker.views.both.prefix: prefix: false needs exactly one server in the view",
+    ]);
+  });
+
   it("says a required key is missing", () => {
     expect(lines("auth: {mode: optional}\n")).toEqual([
       "gateway.yaml:1:1: registry: required (expected string)",

@@ -64,6 +64,8 @@ export async function prepareGatewayConfig(
 /** A data plane in front of the conformance servers: where the suite's hop sends each revision's traffic. */
 export interface PlaneGateway {
   url(revision: Revision): string;
+  /** The aggregated endpoint's view of that one server, under its own names (`prefix: false`). */
+  viewUrl(revision: Revision): string;
   close(): Promise<void>;
 }
 
@@ -80,7 +82,11 @@ async function startEdgeGateway(config: GatewayConfig): Promise<PlaneGateway> {
     host: "127.0.0.1",
     port: 0,
   });
-  return { url: (revision) => `${edge.url}/mcp/${serverName(revision)}`, close: () => edge.close(0) };
+  return {
+    url: (revision) => `${edge.url}/mcp/${serverName(revision)}`,
+    viewUrl: (revision) => `${edge.url}/mcp/views/${serverName(revision)}`,
+    close: () => edge.close(0),
+  };
 }
 
 /**
@@ -89,7 +95,11 @@ async function startEdgeGateway(config: GatewayConfig): Promise<PlaneGateway> {
  */
 async function startEnvoyGateway(config: GatewayConfig): Promise<PlaneGateway> {
   const front = await startEnvoyRoleFront({ extService: { engine: config.engine, logger: quietLogger() } });
-  return { url: (revision) => `${front.url}/mcp/${serverName(revision)}`, close: () => front.close() };
+  return {
+    url: (revision) => `${front.url}/mcp/${serverName(revision)}`,
+    viewUrl: (revision) => `${front.url}/mcp/views/${serverName(revision)}`,
+    close: () => front.close(),
+  };
 }
 
 export function startPlane(plane: Plane, config: GatewayConfig): Promise<PlaneGateway> {

@@ -1,11 +1,13 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import {
+  CLIENT_CAPABILITIES_META_KEY,
   ProtocolError,
   Server,
   WebStandardStreamableHTTPServerTransport,
   createMcpHandler,
   isInitializeRequest,
+  isInputRequiredResult,
   isLegacyRequest,
   type McpHttpHandler,
   type ServerContext,
@@ -16,10 +18,11 @@ import { JsonRpcCode, Reasons } from "../policy/reasons.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
-import { BrokerNames } from "./names.js";
+import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { brokerSessionOwner, openBrokerSession, sealBrokerSession, type BrokerSession } from "./session.js";
 import { isPlainObject } from "../mcp/jsonrpc.js";
 import type { GatewayEngine } from "../config/compile.js";
+import { PARAM_HEADER_PREFIX, paramHeaderDeclarations, paramHeaderMismatch } from "../mcp/param-headers.js";
 
 export interface BrokerOptions {
   /** The policy in force (it changes on reload). */
@@ -47,6 +50,11 @@ interface Scope {
   /** The sealed id of the client's session (2025), for hop sessions opened after initialize. */
   sessionId: string | undefined;
   clientCapabilities: Record<string, unknown>;
+  /**
+   * 2026-07-28: the agent's `Mcp-Param-*` headers, checked against the arguments before the call
+   * (Broker.paramHeadersRefused) and sent on the hop as they came.
+   */
+  paramHeaders?: Record<string, string>;
 }
 
 /** A 2025-era session this process serves: the SDK's session transport and server. */
@@ -104,6 +112,42 @@ function relayedError(err: unknown, server: string): ProtocolError {
   }
   const info = Reasons.upstream_unavailable;
   return new ProtocolError(info.code, info.message, { reason: "upstream_unavailable", server });
+}
+
+/** The client capabilities a 2026-07-28 request declares in its envelope. */
+function requestCapabilities(ctx: ServerContext | undefined): Record<string, unknown> {
+  const envelope = ctx?.mcpReq.envelope as Record<string, unknown> | undefined;
+  const declared = envelope?.[CLIENT_CAPABILITIES_META_KEY];
+  return isPlainObject(declared) ? declared : {};
+}
+
+/**
+ * What a hop may ask of the agent's client: in 2025 what it declared at initialize (relayed as
+ * server-to-client requests), in 2026-07-28 what this request declares (the server's
+ * `input_required` results go back to the agent as they are).
+ */
+function hopCapabilities(scope: Scope, ctx: ServerContext | undefined): Record<string, unknown> {
+  const declared = scope.modern ? requestCapabilities(ctx) : scope.clientCapabilities;
+  const capabilities: Record<string, unknown> = {};
+  for (const [, capability] of RELAYED_REQUESTS) {
+    if (declared[capability] !== undefined) capabilities[capability] = declared[capability];
+  }
+  return capabilities;
+}
+
+/**
+ * A 2026-07-28 retry's answers to a server's `input_required` result: `inputResponses` and the
+ * server's `requestState`, passed to the hop untouched (the server, or for an in-band approval the
+ * hop's own per-server policy, verifies the state it issued; the name routes the retry to the
+ * server that asked, as it routed the first round).
+ */
+function retryParams(ctx: ServerContext): Record<string, unknown> {
+  const state = ctx.mcpReq.requestState<unknown>();
+  const responses = ctx.mcpReq.inputResponses;
+  return {
+    ...(responses !== undefined && Object.keys(responses).length > 0 ? { inputResponses: responses } : {}),
+    ...(typeof state === "string" ? { requestState: state } : {}),
+  };
 }
 
 function unknownName(kind: "tools" | "prompts" | "resources", name: string): ProtocolError {
@@ -169,6 +213,13 @@ export class Broker {
       void live.server.close().catch(() => undefined);
     },
   });
+  /**
+   * Sessions the client ended with DELETE. Their sealed ids still open (nothing is stored), so
+   * without this a terminated id would be restored like one from another replica; this process
+   * answers it 404 as a server does. Another replica does not know: there it reopens, and its hops
+   * answer 404 from each server, whose sessions the DELETE ended.
+   */
+  private readonly terminated = new LRUCache<string, true>({ max: 10_000, ttl: 30 * 60_000 });
   /** Hop sessions opened after initialize (a server that was down then), per client session. */
   private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
   private readonly modern: McpHttpHandler;
@@ -203,6 +254,14 @@ export class Broker {
     );
   }
 
+  /** How the view names things: prefixed by server, or one server's own names (`prefix: false`). */
+  namesOf(view: string | undefined): ViewNames {
+    const config = view === undefined ? undefined : this.engine.config.broker.views[view];
+    if (config?.prefix === false && config.servers.length === 1)
+      return new SingleServerNames(config.servers[0]!);
+    return this.names;
+  }
+
   private inView(view: string | undefined, server: string, tool: string): boolean {
     if (view === undefined) return true;
     const tools = this.engine.config.broker.views[view]?.tools;
@@ -221,6 +280,11 @@ export class Broker {
     const origin = this.options.hopOrigin();
     const request = webRequest(req, origin);
     if (req.method === "POST" && !(await isLegacyRequest(request, body))) {
+      const paramHeaders: Record<string, string> = {};
+      for (const [name, value] of Object.entries(req.headers))
+        if (name.startsWith(PARAM_HEADER_PREFIX) && typeof value === "string") paramHeaders[name] = value;
+      const refused = this.paramHeadersRefused(principal, view, body, paramHeaders);
+      if (refused) return refused(res);
       const scope: Scope = {
         principal,
         view,
@@ -228,6 +292,7 @@ export class Broker {
         session: undefined,
         sessionId: undefined,
         clientCapabilities: {},
+        paramHeaders,
       };
       const response = await this.modern.fetch(request, {
         parsedBody: body,
@@ -255,14 +320,60 @@ export class Broker {
     // Opened on every request, also when this process holds the session: the id must be one the
     // gateway sealed for this agent, issuer and view, with a key it still holds.
     const session = openBrokerSession(this.engine.sessions, sessionId, owner);
-    if (!session) return this.unknownSession(res);
+    if (!session || this.terminated.has(sessionId)) return this.unknownSession(res);
     const live =
       this.sessions.get(sessionId) ?? (await this.restore(sessionId, session, principal, view, origin));
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
     if (req.method === "GET" && live.listeners === undefined) this.listen(live, principal, view, sessionId);
     const response = await live.transport.handleRequest(request, { parsedBody: body });
-    if (req.method === "DELETE") this.sessions.delete(sessionId);
+    if (req.method === "DELETE" && response.ok) {
+      this.sessions.delete(sessionId);
+      this.terminated.set(sessionId, true);
+    }
     return sendResponse(res, response);
+  }
+
+  /**
+   * 2026-07-28 `tools/call`: the `Mcp-Param-*` headers must agree with the arguments, as the
+   * tool's pinned input schema declares them (SEP-2243). A server checks this before it runs the
+   * tool and answers HTTP 400; the broker is that server for the agent, so it checks here, before
+   * the SDK answers in-band. Undefined when there is nothing to refuse (or the name routes
+   * nowhere: the call itself answers that).
+   */
+  private paramHeadersRefused(
+    principal: Principal,
+    view: string | undefined,
+    body: unknown,
+    headers: Record<string, string>,
+  ): ((res: ServerResponse) => void) | undefined {
+    if (!isPlainObject(body) || body.method !== "tools/call" || !isPlainObject(body.params)) return undefined;
+    const name = body.params.name;
+    if (typeof name !== "string") return undefined;
+    const target = this.namesOf(view).split(name);
+    if (!target || !this.servers(principal, view).includes(target.server)) return undefined;
+    const tool = this.engine.registry.server(target.server)?.tools.get(target.name);
+    if (!tool) return undefined;
+    const problem = paramHeaderMismatch(
+      paramHeaderDeclarations(tool.inputSchema),
+      body.params.arguments,
+      (header) => headers[header],
+    );
+    if (problem === undefined) return undefined;
+    const info = Reasons.header_mismatch;
+    return (res) => {
+      res.writeHead(info.status, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          jsonrpc: "2.0",
+          id: body.id ?? null,
+          error: {
+            code: info.code,
+            message: `${info.message}: ${problem}`,
+            data: { reason: "header_mismatch" },
+          },
+        }),
+      );
+    };
   }
 
   private unknownSession(res: ServerResponse): void {
@@ -423,6 +534,7 @@ export class Broker {
       clientCapabilities: live.session.clientCapabilities,
     };
     live.listeners = [];
+    const names = this.namesOf(view);
     // A stateless server has no stream of its own to open (and may answer GET with 405).
     const servers = this.servers(principal, view).filter((s) => Boolean(this.hopSessionId(scope, s)));
     for (const server of servers) {
@@ -443,7 +555,7 @@ export class Broker {
         live.server
           .notification({
             method: "notifications/resources/updated",
-            params: { ...n.params, uri: this.names.join(server, n.params.uri) },
+            params: { ...n.params, uri: names.join(server, n.params.uri) },
           })
           .catch(() => undefined),
       );
@@ -453,7 +565,7 @@ export class Broker {
             method: "notifications/message",
             params: {
               ...n.params,
-              logger: n.params.logger === undefined ? server : this.names.join(server, n.params.logger),
+              logger: n.params.logger === undefined ? server : names.join(server, n.params.logger),
             },
           })
           .catch(() => undefined),
@@ -543,13 +655,7 @@ export class Broker {
    * context of `ctx`, the request they belong to.
    */
   private async hop(scope: Scope, server: string, ctx: ServerContext | undefined): Promise<Client> {
-    const capabilities: Record<string, unknown> = {};
-    if (!scope.modern) {
-      for (const [, capability] of RELAYED_REQUESTS) {
-        if (scope.clientCapabilities[capability] !== undefined)
-          capabilities[capability] = scope.clientCapabilities[capability];
-      }
-    }
+    const capabilities = hopCapabilities(scope, ctx);
     const client = new Client(HOP_CLIENT_INFO, {
       capabilities,
       ...(scope.modern ? { versionNegotiation: { mode: "auto" as const } } : {}),
@@ -575,7 +681,7 @@ export class Broker {
             logger:
               notification.params.logger === undefined
                 ? server
-                : this.names.join(server, notification.params.logger),
+                : this.namesOf(scope.view).join(server, notification.params.logger),
           },
         }),
       );
@@ -648,16 +754,12 @@ export class Broker {
   }
 
   /** Whose lists a request sees: what a hop's list depends on besides the server (list-cache.ts). */
-  private listOwner(scope: Scope): ListOwner {
+  private listOwner(scope: Scope, ctx: ServerContext): ListOwner {
     return {
       principal: scope.principal,
       view: scope.view,
       protocolVersion: scope.modern ? "2026" : (scope.session?.protocolVersion ?? ""),
-      capabilities: scope.modern
-        ? []
-        : RELAYED_REQUESTS.map(([, capability]) => capability).filter(
-            (capability) => scope.clientCapabilities[capability] !== undefined,
-          ),
+      capabilities: Object.keys(hopCapabilities(scope, ctx)),
     };
   }
 
@@ -695,7 +797,7 @@ export class Broker {
     ctx: ServerContext,
   ): Promise<Record<string, unknown>[]> {
     const engine = this.engine;
-    const owner = this.listOwner(scope);
+    const owner = this.listOwner(scope, ctx);
     const servers = this.servers(scope.principal, scope.view);
     const lists = await Promise.allSettled(
       servers.map((server) =>
@@ -703,6 +805,7 @@ export class Broker {
       ),
     );
     const out: Record<string, unknown>[] = [];
+    const names = this.namesOf(scope.view);
     lists.forEach((result, i) => {
       const server = servers[i]!;
       if (result.status === "rejected") {
@@ -713,10 +816,10 @@ export class Broker {
       }
       for (const item of result.value) {
         if (kind === "tools" && !this.inView(scope.view, server, String(item.name))) continue;
-        if (kind === "resources") out.push({ ...item, uri: this.names.join(server, String(item.uri)) });
+        if (kind === "resources") out.push({ ...item, uri: names.join(server, String(item.uri)) });
         else if (kind === "resourceTemplates")
-          out.push({ ...item, uriTemplate: this.names.join(server, String(item.uriTemplate)) });
-        else out.push({ ...item, name: this.names.join(server, String(item.name)) });
+          out.push({ ...item, uriTemplate: names.join(server, String(item.uriTemplate)) });
+        else out.push({ ...item, name: names.join(server, String(item.name)) });
       }
     });
     return out;
@@ -724,7 +827,7 @@ export class Broker {
 
   /** The server a prefixed name routes to, if it is in the agent's view. */
   private route(scope: Scope, kind: "tools" | "prompts" | "resources", name: string) {
-    const split = this.names.split(name);
+    const split = this.namesOf(scope.view).split(name);
     if (!split || !this.servers(scope.principal, scope.view).includes(split.server))
       throw unknownName(kind, name);
     if (kind === "tools" && !this.inView(scope.view, split.server, split.name)) throw unknownName(kind, name);
@@ -740,7 +843,7 @@ export class Broker {
         completions: {},
         logging: {},
       },
-      instructions: `Tools, prompts and resources of several MCP servers, named <server>${this.names.separator}<name>.`,
+      instructions: this.namesOf(scope.view).instructions,
     });
     server.setRequestHandler("tools/list", async (_request, ctx) => ({
       tools: (await this.listAll(scope, "tools", ctx)) as never,
@@ -757,42 +860,59 @@ export class Broker {
     server.setRequestHandler("tools/call", async (request, ctx) => {
       const target = this.route(scope, "tools", request.params.name);
       const progressToken = request.params._meta?.progressToken;
-      return this.withHop(scope, target.server, ctx, (client, signal) =>
-        client.callTool(
-          { name: target.name, ...(request.params.arguments ? { arguments: request.params.arguments } : {}) },
-          {
-            signal,
-            timeout: HOP_TIMEOUT_MS,
-            resetTimeoutOnProgress: true,
-            ...(progressToken !== undefined
-              ? {
-                  onprogress: (progress) =>
-                    void ctx.mcpReq
-                      .notify({ method: "notifications/progress", params: { ...progress, progressToken } })
-                      .catch(() => undefined),
-                }
-              : {}),
-          },
-        ),
-      ) as never;
+      const params = {
+        name: target.name,
+        ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
+        ...(scope.modern ? retryParams(ctx) : {}),
+      };
+      return this.withHop(scope, target.server, ctx, (client, signal) => {
+        const options = {
+          signal,
+          timeout: HOP_TIMEOUT_MS,
+          resetTimeoutOnProgress: true,
+          ...(progressToken !== undefined
+            ? {
+                onprogress: (progress: { progress: number; total?: number; message?: string }) =>
+                  void ctx.mcpReq
+                    .notify({ method: "notifications/progress", params: { ...progress, progressToken } })
+                    .catch(() => undefined),
+              }
+            : {}),
+        };
+        // 2026-07-28: a straight request, so an `input_required` result comes back to the agent as it
+        // is, and the agent's Mcp-Param-* headers (checked against the pinned schema) go with it.
+        if (client.getProtocolEra() === "modern")
+          return client.request(
+            { method: "tools/call", params },
+            { ...options, allowInputRequired: true, headers: scope.paramHeaders ?? {} },
+          );
+        return client.callTool(params, options);
+      }) as never;
     });
     server.setRequestHandler("prompts/get", async (request, ctx) => {
       const target = this.route(scope, "prompts", request.params.name);
+      const params = {
+        name: target.name,
+        ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
+        ...(scope.modern ? retryParams(ctx) : {}),
+      };
       return this.withHop(scope, target.server, ctx, (client, signal) =>
-        client.getPrompt(
-          { name: target.name, ...(request.params.arguments ? { arguments: request.params.arguments } : {}) },
-          { signal },
-        ),
+        client.getPrompt(params, { signal, allowInputRequired: true }),
       );
     });
     server.setRequestHandler("resources/read", async (request, ctx) => {
       const target = this.route(scope, "resources", request.params.uri);
+      const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
       const result = await this.withHop(scope, target.server, ctx, (client, signal) =>
-        client.readResource({ uri: target.name }, { signal }),
+        client.readResource(params, { signal, allowInputRequired: true }),
       );
+      if (isInputRequiredResult(result)) return result as never;
       return {
         ...result,
-        contents: result.contents.map((c) => ({ ...c, uri: this.names.join(target.server, c.uri) })),
+        contents: result.contents.map((c) => ({
+          ...c,
+          uri: this.namesOf(scope.view).join(target.server, c.uri),
+        })),
       };
     });
     server.setRequestHandler("completion/complete", async (request, ctx) => {

@@ -860,8 +860,23 @@ export const BrokerViewSchema = z
       .describe(
         "Tools offered in this view ('<server>/<tool>' or '<server>/*'); absent: every tool of its servers",
       ),
+    prefix: z
+      .boolean()
+      .default(true)
+      .describe(
+        "false: the view's one server keeps its own names (no '<server><separator>' prefix), so a client written for /mcp/<server> works unchanged",
+      ),
   })
-  .strict();
+  .strict()
+  .superRefine((view, ctx) => {
+    // Without a prefix, two servers' names could collide and a name would not say where it goes.
+    if (!view.prefix && view.servers.length !== 1)
+      ctx.addIssue({
+        code: "custom",
+        path: ["prefix"],
+        message: "prefix: false needs exactly one server in the view",
+      });
+  });
 
 export const BrokerSchema = z
   .object({
