@@ -79,11 +79,15 @@ describe("in-band approval (MCP 2026-07-28), both planes", () => {
     await handler?.close();
   });
 
-  const urlOf = (plane: "edge" | "envoy") =>
-    plane === "edge" ? gw.url("release") : `${front.url}/mcp/release`;
+  const urlOf = (plane: "edge" | "envoy", aggregated = false) =>
+    aggregated
+      ? `${plane === "edge" ? gw.edge.url : front.url}/mcp`
+      : plane === "edge"
+        ? gw.url("release")
+        : `${front.url}/mcp/release`;
 
   /** A v2 client pinned to 2026-07-28 that records the requests it sends. */
-  async function connect(plane: "edge" | "envoy", approve: boolean) {
+  async function connect(plane: "edge" | "envoy", approve: boolean, aggregated = false) {
     const elicited: string[] = [];
     const sent: { headers: Record<string, string>; body: string }[] = [];
     const client = new Client(
@@ -101,7 +105,7 @@ describe("in-band approval (MCP 2026-07-28), both planes", () => {
       return fetch(input, init);
     };
     await client.connect(
-      new StreamableHTTPClientTransport(new URL(urlOf(plane)), {
+      new StreamableHTTPClientTransport(new URL(urlOf(plane, aggregated)), {
         requestInit: { headers: { authorization: `Bearer ${await gw.token("release-bot")}` } },
         fetch: recording,
       }),
@@ -138,6 +142,34 @@ describe("in-band approval (MCP 2026-07-28), both planes", () => {
         // The same approval for changed arguments does not open.
         const changed = retry!.body.replace(`billing-${plane}`, `payments-${plane}`);
         expect((await replay(changed)).error?.data?.reason).toBe("approval_invalid");
+        expect(received.length).toBe(before + 1);
+      } finally {
+        await c.client.close();
+      }
+    });
+
+    it(`${plane}, through the aggregated endpoint /mcp: the same round, the gateway's sealed state carried back to the hop`, async () => {
+      const before = received.length;
+      const c = await connect(plane, true, true);
+      try {
+        const args = { service: `ledger-${plane}`, environment: "production" };
+        const result = await c.client.callTool({ name: "release__deploy_service", arguments: args });
+        expect(JSON.stringify(result.content)).toContain(`deployed ledger-${plane} to production`);
+        // The elicitation came from the hop's per-server path, which names the unprefixed tool.
+        expect(c.elicited).toHaveLength(1);
+        expect(c.elicited[0]).toContain("release/deploy_service");
+        expect(received.length).toBe(before + 1);
+        expect(received.at(-1)).toMatchObject({ args, requestState: undefined });
+        const retry = c.sent.find((s) => s.body.includes('"requestState":"mcpgw-approval.'));
+        expect(retry).toBeDefined();
+        // Replayed through /mcp, the used approval is refused by the hop's per-server path.
+        const res = await request(urlOf(plane, true), {
+          method: "POST",
+          headers: retry!.headers,
+          body: retry!.body,
+        });
+        const text = await res.body.text();
+        expect(text).toContain("approval_invalid");
         expect(received.length).toBe(before + 1);
       } finally {
         await c.client.close();
