@@ -411,7 +411,13 @@ interface Candidate {
   real: boolean;
 }
 
-/** Per-scan state: where each concept was seen last, and which rules matched. */
+const NO_CONCEPTS: readonly number[] = [];
+
+/**
+ * Per-scan state: where each concept was seen last, and which rules matched. One is kept and
+ * reset between scans (see takeState): a request scans several short strings, and building the
+ * two typed arrays and the map each time cost about a third of scanning a short one.
+ */
 class ConceptState {
   readonly lastPos = new Float64Array(NUM).fill(NEVER);
   readonly lastSentence = new Float64Array(NUM).fill(NEVER);
@@ -420,7 +426,7 @@ class ConceptState {
   lastNegSentence = NEVER;
   /** The last verb hit: its concepts and end, so a following negation ("vergiss nicht") can undo it. */
   lastVerbEnd = NEVER;
-  lastVerbConcepts: number[] = [];
+  lastVerbConcepts: readonly number[] = NO_CONCEPTS;
   readonly fired = new Map<number, Candidate[]>();
   readonly metaPositions: { pos: number; sentence: number }[] = [];
   readonly ownPositions: number[] = [];
@@ -428,8 +434,27 @@ class ConceptState {
   work = 0;
   /** End of the last AI word: a verb right after it is described ("make the bot reveal"), not ordered. */
   lastAiEnd = NEVER;
+  /** Word codes of the current word (the first 64), reused by every word of the scan. */
+  readonly codes = new Uint16Array(64);
 
-  constructor(readonly text: string) {}
+  constructor(public text: string) {}
+
+  /** As new, for a scan of `text`. */
+  reset(text: string): void {
+    this.text = text;
+    this.lastPos.fill(NEVER);
+    this.lastSentence.fill(NEVER);
+    this.sentence = 0;
+    this.lastNegEnd = NEVER;
+    this.lastNegSentence = NEVER;
+    this.lastVerbEnd = NEVER;
+    this.lastVerbConcepts = NO_CONCEPTS;
+    this.fired.clear();
+    this.metaPositions.length = 0;
+    this.ownPositions.length = 0;
+    this.work = 0;
+    this.lastAiEnd = NEVER;
+  }
 
   near(c: number, pos: number, window: number): boolean {
     return this.lastPos[c]! >= pos - window && this.lastSentence[c]! >= this.sentence - 1;
@@ -588,13 +613,28 @@ function standaloneAt(text: string, start: number, end: number): boolean {
  * confusables folded, as the lexicon is): scanInjection does that.
  */
 export function scanConcepts(text: string): ConceptResult {
-  return results(scan(text));
+  const st = scan(text);
+  const result = results(st);
+  spareState = st;
+  return result;
+}
+
+/** A state no scan holds; scans are synchronous, so one is all that is ever idle. */
+let spareState: ConceptState | undefined;
+
+/** A fresh state for `text`: the spare one reset, or a new one (the spare is in use or was never made). */
+function takeState(text: string): ConceptState {
+  const st = spareState;
+  if (st === undefined) return new ConceptState(text);
+  spareState = undefined;
+  st.reset(text);
+  return st;
 }
 
 function scan(text: string): ConceptState {
-  const st = new ConceptState(text);
+  const st = takeState(text);
   const n = text.length;
-  const codes = new Uint16Array(64);
+  const codes = st.codes;
   let i = 0;
   // The previous word, for pairs: its hash and whether only spaces/joiners separate it.
   let prevHash = 0;
