@@ -11,7 +11,7 @@ import {
 } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative, sep } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -138,6 +138,12 @@ describe("the packed package (npm pack = the image's content)", { timeout: 150_0
     ]) {
       expect(packed, file).toContain(file);
     }
+    // The console serves every file under console/ (routes.ts reads the tree): all of them ship.
+    const consoleTree = readdirSync(join(ROOT, "console"), { recursive: true, withFileTypes: true })
+      .filter((entry) => entry.isFile())
+      .map((entry) => relative(ROOT, join(entry.parentPath, entry.name)).split(sep).join("/"));
+    expect(consoleTree).toContain("console/pages/overview.js");
+    expect(packed).toEqual(expect.arrayContaining(consoleTree));
     expect(packed.filter((f) => /^(test|bench|dist\/bench|envoy|deploy|k6|docs)\//.test(f))).toEqual([]);
     expect(packed.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
     // Only production dependencies were installed next to it.
