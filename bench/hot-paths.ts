@@ -5,8 +5,9 @@ import { idKey } from "../ext-service/src/policy/exchange.js";
 import { AuditTrail } from "../ext-service/src/telemetry/audit.js";
 import { createLogger } from "../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../ext-service/src/telemetry/metrics.js";
+import { GrpcFixture, type GrpcSideName } from "./grpc-hot-paths.js";
 import { answerPost } from "./reference-server.js";
-import { JSON_SERVER, PROTOCOL_VERSION, SSE_SERVER, WORKLOADS } from "./workloads.js";
+import { JSON_SERVER, PROTOCOL_VERSION, SSE_SERVER, WORKLOADS, type WorkloadId } from "./workloads.js";
 
 /**
  * The gateway's per-request hot paths, in process and without I/O, as the adapters run them for
@@ -24,6 +25,12 @@ export const HOT_PATH_IDS = [
   "scan_64k",
   "json_64k",
   "sse_64k",
+  "grpc_small",
+  "grpc_small_noop",
+  "grpc_json_64k",
+  "grpc_json_64k_noop",
+  "grpc_sse_64k",
+  "grpc_sse_64k_noop",
 ] as const;
 export type HotPathId = (typeof HOT_PATH_IDS)[number];
 
@@ -34,7 +41,32 @@ export interface HotPath {
   readonly iterations: number;
   /** Runs before counting, so that what the JIT optimises is optimised. */
   readonly warmup: number;
+  /**
+   * What one run does, when it is more than one operation: a gRPC path's run is a batch of
+   * exchanges (one request to the client process), and its count is per exchange.
+   */
+  readonly exchangesPerRun?: number;
 }
+
+/** A whole exchange through a gRPC server (bench/grpc-hot-paths.ts). */
+function grpcPath(
+  id: HotPathId,
+  side: GrpcSideName,
+  what: string,
+  counts: { iterations: number; warmup: number; exchangesPerRun: number },
+): HotPath {
+  const server = side === "noop" ? "the do-nothing server (bench/noop-ext-service.ts)" : "the ext-service";
+  return {
+    id,
+    title: `gRPC exchange, ${what}: Check + ShouldRateLimit + ext_proc stream, ${server}`,
+    ...counts,
+  };
+}
+
+/** Small exchanges: 100 to warm up (after the in-process paths warmed the policy), 40 counted. */
+const SMALL_EXCHANGES = { iterations: 4, warmup: 10, exchangesPerRun: 10 };
+/** 64 KB exchanges cost about as much as 50 small ones (the scan): 10 to warm up, 8 counted. */
+const LARGE_EXCHANGES = { iterations: 2, warmup: 2, exchangesPerRun: 4 };
 
 export const HOT_PATHS: Readonly<Record<HotPathId, HotPath>> = {
   decision_small: {
@@ -79,6 +111,42 @@ export const HOT_PATHS: Readonly<Record<HotPathId, HotPath>> = {
     iterations: 8,
     warmup: 30,
   },
+  grpc_small: grpcPath("grpc_small", "ext-service", "small tools/call (JSON)", SMALL_EXCHANGES),
+  grpc_small_noop: grpcPath("grpc_small_noop", "noop", "small tools/call (JSON)", SMALL_EXCHANGES),
+  grpc_json_64k: grpcPath(
+    "grpc_json_64k",
+    "ext-service",
+    "64 KB text result (JSON, buffered)",
+    LARGE_EXCHANGES,
+  ),
+  grpc_json_64k_noop: grpcPath(
+    "grpc_json_64k_noop",
+    "noop",
+    "64 KB text result (JSON, buffered)",
+    LARGE_EXCHANGES,
+  ),
+  grpc_sse_64k: grpcPath(
+    "grpc_sse_64k",
+    "ext-service",
+    "64 KB text result (SSE, streamed in 16 KiB chunks)",
+    LARGE_EXCHANGES,
+  ),
+  grpc_sse_64k_noop: grpcPath(
+    "grpc_sse_64k_noop",
+    "noop",
+    "64 KB text result (SSE, streamed in 16 KiB chunks)",
+    LARGE_EXCHANGES,
+  ),
+};
+
+/** The gRPC paths: which server, which workload. */
+const GRPC_PATHS: Partial<Record<HotPathId, { side: GrpcSideName; workload: WorkloadId }>> = {
+  grpc_small: { side: "ext-service", workload: "call_small" },
+  grpc_small_noop: { side: "noop", workload: "call_small" },
+  grpc_json_64k: { side: "ext-service", workload: "call_64k_json" },
+  grpc_json_64k_noop: { side: "noop", workload: "call_64k_json" },
+  grpc_sse_64k: { side: "ext-service", workload: "call_64k_sse" },
+  grpc_sse_64k_noop: { side: "noop", workload: "call_64k_sse" },
 };
 
 const encoder = new TextEncoder();
@@ -108,8 +176,12 @@ export class HotPathFixture {
   private readonly audit: AuditTrail;
   private nextId = 1_000_000;
   private pinsVerified = false;
+  private grpc: GrpcFixture | undefined;
 
-  constructor(configFile: string, token: string) {
+  constructor(
+    private readonly configFile: string,
+    private readonly token: string,
+  ) {
     this.engine = loadEngine(configFile).engine;
     this.headers = requestHeaders(token);
     // Serialized in full and written as in production; the sink drops the bytes.
@@ -152,8 +224,22 @@ export class HotPathFixture {
     return exchange;
   }
 
+  /** Stops the gRPC servers and their client, when a gRPC path started them. */
+  async close(): Promise<void> {
+    await this.grpc?.close();
+    this.grpc = undefined;
+  }
+
   /** The operation of one path; `await` it in a loop. */
   async operation(path: HotPathId): Promise<() => Promise<void> | void> {
+    const grpcPath = GRPC_PATHS[path];
+    if (grpcPath) {
+      const grpc = (this.grpc ??= await GrpcFixture.start(this.configFile, this.token));
+      const count = HOT_PATHS[path].exchangesPerRun ?? 1;
+      // The first exchange also checks the answer end to end (the client checks every one).
+      await grpc.run(grpcPath.side, grpcPath.workload, 1);
+      return () => grpc.run(grpcPath.side, grpcPath.workload, count);
+    }
     if (!this.pinsVerified) {
       await this.verifyPins();
       this.pinsVerified = true;
@@ -235,6 +321,8 @@ export class HotPathFixture {
           }
         };
       }
+      default:
+        return fail(path, "no operation");
     }
   }
 }

@@ -71,10 +71,37 @@ export function compareInstructions(
     ];
   });
   let text = table(["path", "instructions/run", "spread", "baseline", "change", "status"], rows);
+  const ratios = noopRatios(current);
+  if (ratios) text += `\n\n${ratios}`;
   if (baseline && !comparable) {
     text +=
       `\nthe baseline was counted on node ${baseline.node} (${baseline.nodeFlags.join(" ")}), this run on ` +
       `node ${current.node} (${current.nodeFlags.join(" ")}): not comparable, nothing fails`;
   }
   return { text, failed };
+}
+
+/** The do-nothing server's twin of a gRPC path is named `<path>_noop`. */
+const NOOP_SUFFIX = "_noop";
+
+/**
+ * Each gRPC path against its do-nothing twin: the ext-service's instructions per exchange as a
+ * ratio to the protocol floor (issue 16's target: at most 1.3 for a small tools/call), and what
+ * it adds per exchange.
+ */
+function noopRatios(current: InstructionResults): string | undefined {
+  const rows: string[][] = [];
+  for (const [id, p] of Object.entries(current.paths)) {
+    const noop = current.paths[id + NOOP_SUFFIX];
+    if (!noop) continue;
+    rows.push([
+      id,
+      formatCount(p.instructions),
+      formatCount(noop.instructions),
+      formatCount(p.instructions - noop.instructions),
+      (p.instructions / noop.instructions).toFixed(2),
+    ]);
+  }
+  if (rows.length === 0) return undefined;
+  return table(["gRPC path", "ext-service", "do-nothing", "added", "x do-nothing"], rows);
 }

@@ -9,11 +9,14 @@
  *   npm run bench:instructions -- --write-baseline  make this run the committed baseline
  *   node dist/bench/instructions.js --compare bench/out/instructions/results.json
  *
- * Method: one `node --predictable` process under callgrind loads the bench config, prepares every
- * path and warms each up the same fixed number of times (so the JIT has compiled what it will
- * compile), then runs each path N times in turn. Callgrind dumps and resets its counters at a
- * marker call between paths (`--dump-before`), so each path's phase is counted alone: start-up,
- * loading and warm-up are not in it. `--predictable` makes V8 single-threaded with fixed seeds,
+ * Method: one `node --predictable` process under callgrind loads the bench config, then for each
+ * path in turn prepares it, warms it up a fixed number of times (so the JIT has compiled what it
+ * will compile, for this path's inputs) and runs it N times. Callgrind dumps and resets its
+ * counters at a marker call before and after the N runs (`--dump-before`), so each path's runs
+ * are counted alone: start-up, loading and warm-up are not in them. (Warming every path up first
+ * and counting them afterwards left code shared by several paths optimised for whichever ran
+ * last, and a path could then count the JIT re-optimising it: sse_64k read below scan_64k, which
+ * is part of it.) `--predictable` makes V8 single-threaded with fixed seeds,
  * so the same run executes the same instructions: `--repeat 2` runs a second process and prints
  * how far the two differ (the spread). The heap is collected before each path and the young
  * generation is large (SEMI_SPACE_MIB), so no collection runs while a path is counted.
@@ -116,25 +119,23 @@ async function pooled<T>(tasks: (() => Promise<T>)[], jobs: number): Promise<T[]
 
 async function worker(values: Record<string, string | boolean | undefined>): Promise<void> {
   const fixture = new HotPathFixture(String(values.config), String(values.token));
-  const ops = new Map<HotPathId, () => Promise<void> | void>();
-  for (const id of HOT_PATH_IDS) ops.set(id, await fixture.operation(id));
-  for (const id of HOT_PATH_IDS) {
-    const op = ops.get(id)!;
-    for (let i = 0; i < HOT_PATHS[id].warmup; i++) await op();
-  }
   const collect = (globalThis as { gc?: () => void }).gc;
   if (!collect) throw new Error("the worker needs --expose-gc");
   for (const id of String(values.measure ?? "")
     .split(",")
     .filter(Boolean) as HotPathId[]) {
-    const op = ops.get(id);
-    if (!op) throw new Error(`unknown path ${id}`);
+    if (!HOT_PATHS[id]) throw new Error(`unknown path ${id}`);
+    // Warmed up right before it is counted: the JIT's state is this path's own, whichever paths
+    // ran before (code shared with another path may have been optimised for other inputs).
+    const op = await fixture.operation(id);
+    for (let i = 0; i < HOT_PATHS[id].warmup; i++) await op();
     // Each path starts on a collected heap with the whole young generation free (SEMI_SPACE_MIB).
     collect();
     getPriority();
     for (let i = 0; i < HOT_PATHS[id].iterations; i++) await op();
+    getPriority();
   }
-  getPriority();
+  await fixture.close();
 }
 
 async function driver(values: Record<string, string | boolean | undefined>): Promise<number> {
@@ -184,9 +185,9 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
       (_, r) => () =>
         countPhases(nodeFlags, args, join(OUT_DIR, `run${r}.callgrind.out`)).then((phases) => {
           process.stderr.write(`  repeat ${r + 1}: ${phases.map(formatCount).join(", ")}\n`);
-          // One dump before each path's marker and one before the closing marker.
-          if (phases.length !== paths.length + 1) {
-            throw new Error(`expected ${paths.length + 1} phases, callgrind dumped ${phases.length}`);
+          // Two markers per path: after its warm-up and after its counted runs.
+          if (phases.length !== 2 * paths.length) {
+            throw new Error(`expected ${2 * paths.length} phases, callgrind dumped ${phases.length}`);
           }
           return phases;
         }),
@@ -201,11 +202,12 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
       paths: {},
     };
     paths.forEach((p, i) => {
-      // Phase 0 is start-up and warm-up; each path's phase follows its marker.
-      const perRun = runs.map((phases) => phases[i + 1]! / HOT_PATHS[p].iterations);
+      // Phases alternate: start-up (or the previous path's end) and warm-up, then the counted runs.
+      const runsCounted = HOT_PATHS[p].iterations * (HOT_PATHS[p].exchangesPerRun ?? 1);
+      const perRun = runs.map((phases) => phases[2 * i + 1]! / runsCounted);
       results.paths[p] = {
         title: HOT_PATHS[p].title,
-        iterations: HOT_PATHS[p].iterations,
+        iterations: runsCounted,
         warmup: HOT_PATHS[p].warmup,
         instructions: Math.round(perRun.reduce((a, b) => a + b, 0) / perRun.length),
         spread: Math.round(Math.max(...perRun) - Math.min(...perRun)),
