@@ -340,6 +340,8 @@ const privateKeyDetector: Detector = {
 
 /** Longest text a card candidate spans, first digit to last (13 to 19 digits, single separators). */
 const CARD_MAX_SPAN = 32;
+/** The shortest card number (cardsInRun tries 13 to 19 digits). */
+const CARD_MIN_DIGITS = 13;
 
 function isDigitCode(c: number): boolean {
   return c >= 48 && c <= 57;
@@ -369,6 +371,24 @@ function findCards(text: string, out: DlpMatch[], meter: ScanMeter): void {
   while (i < n) {
     if (!isDigitCode(text.charCodeAt(i))) {
       i++;
+      continue;
+    }
+    // Most digit runs (ids, dates, counts) hold fewer digits than any card number: measured
+    // first, without collecting them, they cost no array work.
+    let end = i;
+    let count = 0;
+    for (;;) {
+      while (end < n && isDigitCode(text.charCodeAt(end))) {
+        count++;
+        end++;
+      }
+      const sep = text.charCodeAt(end);
+      if ((sep === 32 || sep === 45) && end + 1 < n && isDigitCode(text.charCodeAt(end + 1))) end++;
+      else break;
+    }
+    if (count < CARD_MIN_DIGITS) {
+      meter.steps += end - i;
+      i = end;
       continue;
     }
     // Collect one run: its groups, and all its digits with each group's offset among them.
