@@ -11,7 +11,7 @@
  * every 16th character, and decoding only shrinks the text (depth-limited by the caller).
  */
 
-import { foldText } from "./normalize.js";
+import { foldText, hasNonAscii } from "./normalize.js";
 
 /**
  * The folded text and where each of its characters was read from in the raw text. Stretches the
@@ -115,8 +115,6 @@ function foldCodePoint(cp: number): string {
 }
 
 // eslint-disable-next-line no-control-regex
-const NON_ASCII = /[^\x00-\x7f]/;
-// eslint-disable-next-line no-control-regex
 const NON_ASCII_RUN = /[^\x00-\x7f]+/g;
 const LOOKALIKE_ANY = new RegExp(`[${LOOKALIKES}]`);
 
@@ -130,7 +128,7 @@ function isAsciiAlnum(c: number): boolean {
  * word). Only the non-ASCII runs that change are folded character by character.
  */
 export function foldedView(raw: string): FoldedView | undefined {
-  if (!NON_ASCII.test(raw)) return undefined;
+  if (!hasNonAscii(raw)) return undefined;
   // Most non-ASCII text (prose in other scripts) folds to itself: found with native string
   // operations, before any per-character work.
   if (!HIDDEN.test(raw) && !GLUED_LOOKALIKE.test(raw) && raw.normalize("NFKC") === raw) return undefined;
