@@ -6,7 +6,7 @@ import { stringify } from "yaml";
 import { CURL_BEGIN, CURL_END, repoRoot } from "../../ext-service/src/commands/dev.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { edgeAddresses, untilOutput } from "../state/support.js";
-import { fakeUpstream, httpCall, MCP_HEADERS, readJsonBody, rpc, tempDir } from "./harness.js";
+import { connectClient, fakeUpstream, httpCall, MCP_HEADERS, readJsonBody, rpc, tempDir } from "./harness.js";
 
 const CLI = join(repoRoot(), "ext-service", "src", "cli.ts");
 
@@ -88,9 +88,24 @@ describe("mcp-gateway dev (npm start)", () => {
     const token = /^TOKEN='([^']+)'$/m.exec(snippet)![1]!;
     expect(run.stdout().split(CURL_END)[1]).not.toContain(token);
 
+    // The one URL for every server (README, "Connect an MCP client"), with the same token.
+    const aggregated = /^One URL for every server .*\n {2}(http:\/\/127\.0\.0\.1:\d+\/mcp)$/m.exec(out)?.[1];
+    expect(aggregated).toBeDefined();
+    const mcp = await connectClient(aggregated!, token);
+    try {
+      const tools = (await mcp.client.listTools()).tools.map((t) => t.name);
+      expect(tools).toContain("tickets__create_ticket");
+      expect(tools).toContain("kb__search_articles");
+      expect(tools).not.toContain("tickets__delete_ticket");
+      await mcp.transport.terminateSession();
+    } finally {
+      await mcp.close();
+    }
+
     run.child.kill("SIGINT");
     expect(await run.exit).toBe(0);
-    expect(run.stdout()).toContain("SIGINT: stopping the gateway and the demo servers\nstopped\n");
+    // Audit records of streams that end with the gateway may come between the two lines.
+    expect(run.stdout()).toMatch(/SIGINT: stopping the gateway and the demo servers\n(?:\{.*\}\n)*stopped\n/);
   }, 60_000);
 
   // Two cold `dev` starts one after the other (each a tsx compile, keys and three demo servers):

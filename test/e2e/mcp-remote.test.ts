@@ -73,4 +73,32 @@ describe("mcp-remote through the edge (trial B3)", () => {
       await client.close();
     }
   });
+
+  it("bridges the aggregated endpoint (/mcp, README's one URL): tools, a call, a resource, a prompt", async () => {
+    const { client, stderr } = await bridge(`${gw.dev.edge.url}/mcp`, gw.token("support-bot"));
+    try {
+      const tools = (await client.listTools()).tools.map((t) => t.name).sort();
+      expect(tools).toEqual([
+        "kb__get_article",
+        "kb__search_articles",
+        "tickets__create_ticket",
+        "tickets__get_ticket",
+        "tickets__list_tickets",
+      ]);
+      const listed = await client.callTool({ name: "tickets__list_tickets", arguments: {} });
+      expect(listed.isError).toBeFalsy();
+      expect(JSON.stringify(listed.content)).toContain("T-1");
+      const read = await client.readResource({ uri: "kb__kb://style-guide" });
+      expect(read.contents[0]!.uri).toBe("kb__kb://style-guide");
+      const prompt = await client.getPrompt({
+        name: "kb__answer_from_kb",
+        arguments: { question: "refunds?" },
+      });
+      expect(JSON.stringify(prompt.messages)).toContain("refunds?");
+      expect(stderr()).toContain("Connected to remote server");
+      expect(stderr()).not.toContain(gw.token("support-bot"));
+    } finally {
+      await client.close();
+    }
+  });
 });

@@ -244,6 +244,12 @@ export function devBanner(dev: DevRuntime): string {
     const upstreams = dev.engine.registry.server(name)?.config.upstreams.join(", ") ?? "";
     lines.push(`  ${name.padEnd(width)}  ${url}   (demo server ${upstreams})`);
   }
+  const separator = dev.engine.config.broker.separator;
+  lines.push(
+    "",
+    `One URL for every server the token's agent may use (names <server>${separator}<name>, README.md):`,
+    `  ${dev.edge.url}/mcp`,
+  );
   lines.push(
     "",
     "Demo agents and ready tokens (valid 12h, signed by the dev key; roles come from gateway.yaml):",
@@ -263,7 +269,7 @@ export function devBanner(dev: DevRuntime): string {
       CURL_END,
       "",
       "Point any MCP client at a gateway URL with the header 'Authorization: Bearer <token>'",
-      "(MCP Inspector, agent configs: see 'Connect an MCP client' in README.md).",
+      "(Claude Code, Cursor, MCP Inspector, mcp-remote: see 'Connect an MCP client' in README.md).",
     );
   }
   const approver = dev.agents.find(
