@@ -90,4 +90,52 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       await client.close();
     }
   });
+
+  // New-user trial: through /mcp, `tickets__delete_ticket` was refused as "Unknown tool:
+  // delete_ticket" (the hop's name, absent from the client's list), and 2026-07-28 results said
+  // they came from "demo-kb" while server/discover and the lists said "mcp-gateway".
+  it("answers in the aggregate's own names and identity", async () => {
+    const mcp = await connectClient(url(), gw.token("support-bot"));
+    try {
+      for (const name of ["tickets__delete_ticket", "tickets__no_such_tool"]) {
+        const err = (await mcp.client.callTool({ name, arguments: { id: "T-1" } }).then(
+          () => undefined,
+          (e: unknown) => e,
+        )) as { code?: number; message?: string; data?: { reason?: string; request_id?: unknown } };
+        expect(err?.code).toBe(-32602);
+        expect(err?.message).toContain(`Unknown tool: ${name}`);
+        expect(err?.data?.reason).toBe("tool_unknown");
+        // The hop's audit record: the per-server path's request id is kept.
+        expect(typeof err?.data?.request_id).toBe("string");
+      }
+    } finally {
+      await mcp.close();
+    }
+    const client = new ClientV2(
+      { name: "v2", version: "1.0.0" },
+      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
+    );
+    await client.connect(
+      new TransportV2(new URL(url()), {
+        requestInit: { headers: { authorization: `Bearer ${gw.token("support-bot")}` } },
+      }),
+    );
+    try {
+      const serverInfo = (r: { _meta?: Record<string, unknown> }) =>
+        r._meta?.["io.modelcontextprotocol/serverInfo"];
+      const called = await client.callTool({ name: "kb__search_articles", arguments: { query: "refund" } });
+      expect(serverInfo(called)).toEqual({ name: "mcp-gateway", version: "1.0.0" });
+      const read = await client.readResource({ uri: "kb__kb://style-guide" });
+      expect(serverInfo(read)).toEqual({ name: "mcp-gateway", version: "1.0.0" });
+      const prompt = await client.getPrompt({ name: "kb__answer_from_kb", arguments: { question: "q?" } });
+      expect(serverInfo(prompt)).toEqual({ name: "mcp-gateway", version: "1.0.0" });
+      const denied = await client.callTool({ name: "tickets__delete_ticket", arguments: { id: "T-1" } }).then(
+        () => "resolved",
+        (e: Error) => e.message,
+      );
+      expect(denied).toContain("Unknown tool: tickets__delete_ticket");
+    } finally {
+      await client.close();
+    }
+  });
 });

@@ -3,6 +3,7 @@ import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/cli
 import {
   CLIENT_CAPABILITIES_META_KEY,
   ProtocolError,
+  SERVER_INFO_META_KEY,
   Server,
   WebStandardStreamableHTTPServerTransport,
   createMcpHandler,
@@ -150,11 +151,41 @@ function retryParams(ctx: ServerContext): Record<string, unknown> {
   };
 }
 
+const UNKNOWN_REASON = {
+  tools: "tool_unknown",
+  prompts: "prompt_unknown",
+  resources: "resource_unknown",
+} as const;
+
 function unknownName(kind: "tools" | "prompts" | "resources", name: string): ProtocolError {
-  const reason =
-    kind === "tools" ? "tool_unknown" : kind === "prompts" ? "prompt_unknown" : "resource_unknown";
+  const reason = UNKNOWN_REASON[kind];
   const info = Reasons[reason];
   return new ProtocolError(info.code, `${info.message}: ${name}`, { reason });
+}
+
+/**
+ * A hop's "unknown" refusal names the server's own name (`delete_ticket`); the client asked for
+ * the aggregate's (`tickets__delete_ticket`), a name it can find in its lists. The rest of the
+ * error (code, reason, the hop's request id) is the per-server path's, as it gave it.
+ */
+function asAsked(kind: "tools" | "prompts" | "resources", name: string): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof ProtocolError && isPlainObject(err.data) && err.data.reason === UNKNOWN_REASON[kind])
+      throw new ProtocolError(err.code, unknownName(kind, name).message, err.data);
+    throw err;
+  };
+}
+
+/**
+ * A hop's result without the server's 2026-07-28 identity (`_meta` serverInfo): the client's
+ * server is the gateway, whose identity the SDK stamps on every result, as on the lists.
+ */
+function asGateway<T>(result: T): T {
+  const meta = (result as { _meta?: unknown } | undefined)?._meta;
+  if (!isPlainObject(meta) || !(SERVER_INFO_META_KEY in meta)) return result;
+  const rest = { ...meta };
+  delete rest[SERVER_INFO_META_KEY];
+  return { ...result, _meta: rest };
 }
 
 /** Writes a web Response to a node response, streaming its body (SSE) as it arrives. */
@@ -887,7 +918,7 @@ export class Broker {
             { ...options, allowInputRequired: true, headers: scope.paramHeaders ?? {} },
           );
         return client.callTool(params, options);
-      }) as never;
+      }).then(asGateway, asAsked("tools", request.params.name)) as never;
     });
     server.setRequestHandler("prompts/get", async (request, ctx) => {
       const target = this.route(scope, "prompts", request.params.name);
@@ -898,14 +929,14 @@ export class Broker {
       };
       return this.withHop(scope, target.server, ctx, (client, signal) =>
         client.getPrompt(params, { signal, allowInputRequired: true }),
-      );
+      ).then(asGateway, asAsked("prompts", request.params.name));
     });
     server.setRequestHandler("resources/read", async (request, ctx) => {
       const target = this.route(scope, "resources", request.params.uri);
       const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
       const result = await this.withHop(scope, target.server, ctx, (client, signal) =>
         client.readResource(params, { signal, allowInputRequired: true }),
-      );
+      ).then(asGateway, asAsked("resources", request.params.uri));
       if (isInputRequiredResult(result)) return result as never;
       return {
         ...result,
@@ -928,7 +959,7 @@ export class Broker {
           { method: "completion/complete", params: { ...request.params, ref: hopRef } },
           { signal },
         ),
-      );
+      ).then(asGateway);
     });
     if (!scope.modern) {
       server.setRequestHandler("logging/setLevel", async (request, ctx) => {
