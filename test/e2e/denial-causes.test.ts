@@ -116,9 +116,28 @@ describe("denial causes through the edge", () => {
     });
   });
 
+  // New-user trial: a client of /mcp sees ops__purge; explain took only ops/purge.
+  it("explain takes the aggregated endpoint's name of a tool too", async () => {
+    const denied = await runCli([
+      "explain",
+      "--config",
+      gw.configFile,
+      "--agent",
+      "op-bot",
+      "--tool",
+      "ops__purge",
+    ]);
+    expect(denied.code).toBe(1);
+    expect(denied.stdout).toMatch(/^DENY {2}op-bot -> ops\/purge$/m);
+    expect(denied.stdout).toContain("cause:      rbac_denied_by:roles.operator.rules[1]");
+  });
+
   it("explain refuses bad input with a usage error", async () => {
     const base = ["explain", "--config", gw.configFile, "--agent", "op-bot"];
-    expect((await runCli([...base, "--tool", "purge"])).code).toBe(2);
+    const bare = await runCli([...base, "--tool", "purge"]);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain("--tool must be <server>/<tool> or, as on /mcp, <server>__<tool>");
+    expect((await runCli([...base, "--tool", "ops__"])).code).toBe(2);
     const bad = await runCli([...base, "--tool", "ops/purge", "--arguments", "{"]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("--arguments is not JSON");

@@ -2,6 +2,7 @@ import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
 import { loadEngine } from "../config/compile.js";
 import { ConfigError } from "../config/load.js";
+import { BrokerNames } from "../broker/names.js";
 import { explainToolCall, formatExplanation } from "../policy/explain.js";
 
 function parseJsonOption(name: string, text: string): unknown {
@@ -16,6 +17,9 @@ export const explainCommand: Command = {
   name: "explain",
   summary: "Show whether an agent may call a tool, and the rules and conditions that decide it",
   usage: `Usage: mcp-gateway explain --config <gateway.yaml> --agent <agent> --tool <server/tool> [options]
+
+--tool also takes the name a client sees on the aggregated endpoint /mcp (tickets__create_ticket,
+with the configured broker.separator).
 
 Decides the tools/call as the data planes would (same policy code: server reachability, registry,
 RBAC rules and CEL conditions, pins, argument schema, injection and DLP rules) and prints the
@@ -46,10 +50,7 @@ Exit code 0 when the call would be allowed, 1 when denied, 2 on a usage error.`,
     const agent = values.agent;
     if (typeof agent !== "string" || agent === "") throw new UsageError("--agent is required");
     const target = values.tool;
-    const slash = typeof target === "string" ? target.indexOf("/") : -1;
-    if (typeof target !== "string" || slash <= 0 || slash === target.length - 1) {
-      throw new UsageError("--tool must be <server>/<tool>");
-    }
+    if (typeof target !== "string" || target === "") throw new UsageError("--tool is required");
     const args =
       typeof values.arguments === "string" ? parseJsonOption("arguments", values.arguments) : undefined;
     const claims = typeof values.claims === "string" ? parseJsonOption("claims", values.claims) : undefined;
@@ -58,10 +59,19 @@ Exit code 0 when the call would be allowed, 1 when denied, 2 on a usage error.`,
     }
     const { engine, references } = loadEngine(file);
     if (references.length > 0) throw new ConfigError(references);
+    const { separator } = engine.config.broker;
+    const slash = target.indexOf("/");
+    const named =
+      slash > 0 && slash < target.length - 1
+        ? { server: target.slice(0, slash), name: target.slice(slash + 1) }
+        : new BrokerNames(separator).split(target);
+    if (!named || named.name === "") {
+      throw new UsageError(`--tool must be <server>/<tool> or, as on /mcp, <server>${separator}<tool>`);
+    }
     const explanation = explainToolCall(engine, {
       agent,
-      server: target.slice(0, slash),
-      tool: target.slice(slash + 1),
+      server: named.server,
+      tool: named.name,
       arguments: args,
       tokenRoles:
         typeof values.roles === "string"
