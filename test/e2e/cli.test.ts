@@ -127,6 +127,8 @@ describe("mcp-gateway dev (npm start)", () => {
       ]);
       expect(await second.exit).toBe(1);
       expect(second.stdout()).toContain(`The gateway port ${url} is already in use`);
+      // Another `npm start` on the defaults is the usual cause: say how to pick free ports.
+      expect(second.stdout()).toContain("npm start -- --port 0 --demo-ports 0 --admin-port 0");
       expect(second.stdout()).not.toMatch(/\n\s+at /);
     } finally {
       blocker.child.kill("SIGTERM");

@@ -80,7 +80,10 @@ function freePort(host: string): Promise<number> {
 
 function explainListenError(err: unknown, what: string, port: number): Error {
   if ((err as NodeJS.ErrnoException).code === "EADDRINUSE") {
-    return new Error(`${what} port ${port} is already in use; stop the other process or choose another port`);
+    return new Error(
+      `${what} port ${port} is already in use; stop the other process or choose other ports ` +
+        "(npm start -- --port 0 --demo-ports 0 --admin-port 0 picks free ones)",
+    );
   }
   return err as Error;
 }
