@@ -34,12 +34,8 @@ const OPEN_GAPS: Record<Revision, Record<string, string>> = {
  */
 const BROKER_OPEN_GAPS: Record<Revision, Record<string, string>> = {
   "2025-11-25": {
-    "server-sse-polling:server-sse-priming-event":
-      "the broker's 2025 session transport keeps no event store, so its POST streams carry no event ids; closes with a bounded per-session store (the SDK then writes the priming event)",
-    "server-sse-polling:server-sse-retry-field":
-      "closes with the same store and a retry interval on the transport",
     "server-sse-polling:server-sse-disconnect-resume":
-      "the hop resumes the server's closed stream itself, so the client's stream never closes (the check is not reached); closes when the broker closes the client's POST stream as the server closed the hop's and replays from its store",
+      "the hop resumes the server's closed stream itself, so the client's stream never closes (the check is not reached); closes when the broker closes the client's POST stream as the server closed the hop's (ctx.http.closeSSE): the client then resumes from the broker's replay buffer",
   },
   "2026-07-28": {
     "server-stateless:sep-2575-server-sends-tools-list-changed-on-subscription":

@@ -20,9 +20,17 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
-import { brokerSessionOwner, openBrokerSession, sealBrokerSession, type BrokerSession } from "./session.js";
+import { BrokerReplay, type SessionEvents } from "./replay.js";
+import {
+  brokerSessionOwner,
+  openBrokerSession,
+  sealBrokerSession,
+  type BrokerSession,
+  type SessionRevocations,
+} from "./session.js";
 import { isPlainObject } from "../mcp/jsonrpc.js";
 import type { GatewayEngine } from "../config/compile.js";
+import { durationMs } from "../config/schema.js";
 import { PARAM_HEADER_PREFIX, paramHeaderDeclarations, paramHeaderMismatch } from "../mcp/param-headers.js";
 
 export interface BrokerOptions {
@@ -40,6 +48,11 @@ export interface BrokerOptions {
    * when the cache is shared by replicas): the kept lists of other replicas follow it.
    */
   listsChangedAt?: (server: string) => Promise<number>;
+  /**
+   * Sessions ended with DELETE on any replica (the shared state store, Redis). Absent: only this
+   * process knows of a DELETE; another replica still opens the sealed id.
+   */
+  revocations?: SessionRevocations;
 }
 
 /** Who is asking, in which view, and what the client can do (for relaying server requests). */
@@ -63,6 +76,8 @@ interface LiveSession {
   transport: WebStandardStreamableHTTPServerTransport;
   server: Server;
   session: BrokerSession;
+  /** The events its streams sent, for a client that resumes one (`Last-Event-ID`). */
+  events: SessionEvents;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
 }
@@ -241,26 +256,31 @@ export class Broker {
     updateAgeOnGet: true,
     dispose: (live) => {
       for (const listener of live.listeners ?? []) void listener.close().catch(() => undefined);
+      live.events.clear();
       void live.server.close().catch(() => undefined);
     },
   });
   /**
-   * Sessions the client ended with DELETE. Their sealed ids still open (nothing is stored), so
-   * without this a terminated id would be restored like one from another replica; this process
-   * answers it 404 as a server does. Another replica does not know: there it reopens, and its hops
+   * Sessions ended with DELETE, seen by this process (its own DELETEs, and ends the shared store
+   * reported). Their sealed ids still open until they expire, so without this a terminated id
+   * would be restored like one from another replica; they are answered 404 as a server does.
+   * Without a shared store another replica does not know: there the id reopens, and its hops
    * answer 404 from each server, whose sessions the DELETE ended.
    */
-  private readonly terminated = new LRUCache<string, true>({ max: 10_000, ttl: 30 * 60_000 });
+  private readonly terminated = new LRUCache<string, true>({ max: 10_000, ttl: 24 * 3_600_000 });
   /** Hop sessions opened after initialize (a server that was down then), per client session. */
   private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
   private readonly modern: McpHttpHandler;
   private readonly scopes = new WeakMap<object, Scope>();
   /** Lists per agent view and server (list-cache.ts). */
   private readonly lists: BrokerListCache;
+  /** What the 2025 sessions' streams sent, to replay for a client that resumes (replay.ts). */
+  private readonly replay: BrokerReplay;
 
   constructor(private readonly options: BrokerOptions) {
     this.names = new BrokerNames(options.engine().config.broker.separator);
     this.lists = new BrokerListCache(options.metrics, options.listsChangedAt);
+    this.replay = new BrokerReplay(options.engine().config.broker.replay.maxTotalBytes, options.metrics);
     this.modern = createMcpHandler(
       (ctx) => {
         const scope = ctx.authInfo?.extra?.scope;
@@ -350,17 +370,48 @@ export class Broker {
     }
     // Opened on every request, also when this process holds the session: the id must be one the
     // gateway sealed for this agent, issuer and view, with a key it still holds.
-    const session = openBrokerSession(this.engine.sessions, sessionId, owner);
+    const now = Date.now();
+    const session = openBrokerSession(this.engine.sessions, sessionId, owner, now);
     if (!session || this.terminated.has(sessionId)) return this.unknownSession(res);
+    const revocations = this.options.revocations;
+    if (revocations) {
+      // Ended on another replica? Unknown when the store cannot say: refused, not served.
+      let ended: boolean;
+      try {
+        ended = await revocations.revoked(sessionId);
+      } catch (err) {
+        return this.sessionUnavailable(res, "check", err);
+      }
+      if (ended) {
+        this.ended(sessionId, session, now);
+        return this.unknownSession(res);
+      }
+    }
+    if (req.method === "DELETE" && revocations) {
+      // Recorded first: a DELETE succeeds only once every replica will refuse the id.
+      try {
+        await revocations.revoke(sessionId, session.expiresAt);
+      } catch (err) {
+        return this.sessionUnavailable(res, "record", err);
+      }
+    }
     const live =
       this.sessions.get(sessionId) ?? (await this.restore(sessionId, session, principal, view, origin));
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
-    if (req.method === "GET" && live.listeners === undefined) this.listen(live, principal, view, sessionId);
-    const response = await live.transport.handleRequest(request, { parsedBody: body });
-    if (req.method === "DELETE" && response.ok) {
-      this.sessions.delete(sessionId);
-      this.terminated.set(sessionId, true);
+    if (req.method === "GET") {
+      const lastEventId = req.headers["last-event-id"];
+      if (typeof lastEventId === "string") {
+        // An id whose event is not held here (evicted, expired, sent by another replica or by
+        // this process before a restart) cannot be replayed without a hole: the stream starts
+        // afresh, as for a client that sent none (the spec leaves replaying to the server).
+        const held = live.events.holds(lastEventId);
+        this.replay.resumptions.inc({ result: held ? "replayed" : "unknown" });
+        if (!held) request.headers.delete("last-event-id");
+      }
+      if (live.listeners === undefined) this.listen(live, principal, view, sessionId);
     }
+    const response = await live.transport.handleRequest(request, { parsedBody: body });
+    if (req.method === "DELETE" && response.ok) this.ended(sessionId, session, now);
     return sendResponse(res, response);
   }
 
@@ -407,6 +458,28 @@ export class Broker {
     };
   }
 
+  /** Session `id` ended (here or, as the shared store says, on another replica). */
+  private ended(id: string, session: BrokerSession, now: number): void {
+    this.sessions.delete(id);
+    this.terminated.set(id, true, { ttl: Math.max(1, session.expiresAt - now) });
+  }
+
+  private sessionUnavailable(res: ServerResponse, what: "check" | "record", err: unknown): void {
+    this.options.logger.error(
+      { error: (err as { message?: string } | null)?.message },
+      `aggregated endpoint: cannot ${what} a session's end in the state store`,
+    );
+    const info = Reasons.session_unavailable;
+    res.writeHead(info.status, { "content-type": "application/json" });
+    res.end(
+      JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: info.code, message: info.message, data: { reason: "session_unavailable" } },
+      }),
+    );
+  }
+
   private unknownSession(res: ServerResponse): void {
     const info = Reasons.session_unknown;
     res.writeHead(info.status, { "content-type": "application/json" });
@@ -441,6 +514,7 @@ export class Broker {
         version: typeof info.version === "string" ? info.version : "0",
       },
       hops: {},
+      expiresAt: Date.now() + durationMs(this.engine.config.broker.sessionTtl),
     };
     const scope: Scope = {
       principal,
@@ -481,12 +555,22 @@ export class Broker {
       clientCapabilities: session.clientCapabilities,
     };
     const server = this.buildServer(scope);
+    const replay = this.engine.config.broker.replay;
+    const events = this.replay.session({
+      maxEvents: replay.maxEvents,
+      maxBytes: replay.maxBytes,
+      ttlMs: durationMs(replay.ttl),
+    });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: () => sealed,
       onsessionclosed: (id) => void this.sessions.delete(id),
+      // Resumable streams: every SSE event gets an id, 2025-11-25 clients a priming event and
+      // the retry interval, and a GET with Last-Event-ID replays what followed on that stream.
+      eventStore: events,
+      retryInterval: durationMs(replay.retry),
     });
     await server.connect(transport);
-    const live: LiveSession = { transport, server, session, listeners: undefined };
+    const live: LiveSession = { transport, server, session, events, listeners: undefined };
     this.sessions.set(sealed, live);
     return live;
   }
@@ -522,6 +606,8 @@ export class Broker {
       },
     );
     await replay.text();
+    // The replayed initialize's answer is no event of the client's.
+    live.events.clear();
     return live;
   }
 

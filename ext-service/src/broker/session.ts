@@ -6,7 +6,9 @@ import { isPlainObject } from "../mcp/jsonrpc.js";
  * gateway owns the session: the id is sealed (AES-256-GCM, policy/session-seal.ts) for the agent,
  * its issuer and the view, and holds everything a replica needs to serve it with no shared store:
  * the protocol revision and client capabilities the client initialized with, and the session the
- * broker opened on each server's `/mcp/<server>` route (itself a gateway-sealed id for this agent).
+ * broker opened on each server's `/mcp/<server>` route (itself a gateway-sealed id for this agent),
+ * and when the session ends (`broker.sessionTtl` after initialize), which also bounds how long a
+ * DELETE must be remembered (Broker: the revocation).
  */
 export interface BrokerSession {
   protocolVersion: string;
@@ -14,6 +16,20 @@ export interface BrokerSession {
   clientInfo: { name: string; version: string };
   /** Per server: the session id `/mcp/<server>` gave the broker at initialize. */
   hops: Record<string, string>;
+  /** When (ms since the epoch) the id stops opening. */
+  expiresAt: number;
+}
+
+/**
+ * Sessions ended with DELETE, as every replica must know them: the sealed id itself stays valid
+ * until it expires, so its end is recorded in the shared state store (runtime/gateway-state.ts).
+ * Both methods reject when the store cannot be reached.
+ */
+export interface SessionRevocations {
+  /** Records that session `id` ended; kept until `untilMs` (ms since the epoch), its expiry. */
+  revoke(id: string, untilMs: number): Promise<void>;
+  /** Whether session `id` was ended on any replica. */
+  revoked(id: string): Promise<boolean>;
 }
 
 /** The owner of a broker session: the view takes the place of the server. */
@@ -33,20 +49,30 @@ export function sealBrokerSession(
 ): string {
   return sealer.seal(
     owner,
-    JSON.stringify([session.protocolVersion, session.clientCapabilities, session.clientInfo, session.hops]),
+    JSON.stringify([
+      session.protocolVersion,
+      session.clientCapabilities,
+      session.clientInfo,
+      session.hops,
+      session.expiresAt,
+    ]),
   );
 }
 
+/** The session a sealed id carries, or undefined when it is not this owner's or has expired at `now`. */
 export function openBrokerSession(
   sealer: SessionSealer,
   sealed: string,
   owner: SessionOwner,
+  now: number,
 ): BrokerSession | undefined {
   const value = openSealedJson(sealer, sealed, owner);
-  if (!Array.isArray(value) || value.length !== 4) return undefined;
-  const [protocolVersion, clientCapabilities, clientInfo, hops] = value as unknown[];
+  // Ids sealed without an expiry (before it existed) no longer open: clients start a new session.
+  if (!Array.isArray(value) || value.length !== 5) return undefined;
+  const [protocolVersion, clientCapabilities, clientInfo, hops, expiresAt] = value as unknown[];
   if (typeof protocolVersion !== "string" || !isPlainObject(clientCapabilities) || !isPlainObject(hops))
     return undefined;
+  if (typeof expiresAt !== "number" || !Number.isSafeInteger(expiresAt) || expiresAt <= now) return undefined;
   if (
     !isPlainObject(clientInfo) ||
     typeof clientInfo.name !== "string" ||
@@ -60,5 +86,6 @@ export function openBrokerSession(
     clientCapabilities,
     clientInfo: { name: clientInfo.name, version: clientInfo.version },
     hops: hopIds,
+    expiresAt,
   };
 }

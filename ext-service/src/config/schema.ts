@@ -893,6 +893,9 @@ export const BrokerSchema = z
     hopUrl: HttpUrl.optional().describe(
       "Where the broker reaches /mcp/<server>: Envoy's listener behind Envoy; absent: the local edge itself",
     ),
+    sessionTtl: Duration.default("24h").describe(
+      "Lifetime of an aggregated 2025 session (sealed into its id): after it the id is unknown (404) and the client starts a new session",
+    ),
     views: z
       .record(ViewNameSchema, BrokerViewSchema)
       .default({})
@@ -914,6 +917,33 @@ export const BrokerSchema = z
       .prefault({})
       .describe(
         "The broker's list cache: per agent, view, server and list kind; dropped on list_changed, reloads and drift",
+      ),
+    replay: z
+      .object({
+        maxEvents: z.number().int().positive().default(1_000).describe("Events kept per session"),
+        maxBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(1_048_576)
+          .describe("Bytes (JSON size) kept per session; a larger event is not kept"),
+        maxTotalBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(67_108_864)
+          .describe(
+            "Bytes kept for every session of the process together (the oldest go first); read at start",
+          ),
+        ttl: Duration.default("5m").describe("How long an event is kept for a client to resume after it"),
+        retry: Duration.default("1s").describe(
+          "The SSE retry field the broker's streams give 2025-11-25 clients: how long to wait before resuming",
+        ),
+      })
+      .strict()
+      .prefault({})
+      .describe(
+        "Resumable streams of the 2025 sessions (Last-Event-ID): the events kept to replay after a disconnection",
       ),
   })
   .strict()

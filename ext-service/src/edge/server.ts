@@ -231,6 +231,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     metrics,
     hopOrigin: () => engine.config.broker.hopUrl?.replace(/\/$/, "") ?? ownUrl,
     ...(shared.cache.sharedByReplicas ? { listsChangedAt: (server) => shared.listsChangedAt(server) } : {}),
+    revocations: shared.sessionRevocations(),
   });
   // A list_changed any client's stream carries drops the broker's kept lists of that server.
   const stopBrokerWatch = shared.onListChanged((server, method) => broker.listChanged(server, method));

@@ -231,6 +231,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       options.brokerHopOrigin ??
       (() => (ctx.engine.config.broker.hopUrl ?? ctx.engine.config.publicUrl).replace(/\/$/, "")),
     ...(state.cache.sharedByReplicas ? { listsChangedAt: (server) => state.listsChangedAt(server) } : {}),
+    revocations: state.sessionRevocations(),
   });
   let brokerListener: BrokerListener;
   try {

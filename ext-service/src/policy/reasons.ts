@@ -99,6 +99,11 @@ export const Reasons = {
     status: 404,
     message: "Session not found; start a new session with initialize",
   },
+  session_unavailable: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 503,
+    message: "The session cannot be checked right now; try again shortly",
+  },
   query_not_allowed: {
     code: JsonRpcCode.InvalidRequest,
     status: 400,

@@ -1,4 +1,6 @@
+import { createHash } from "node:crypto";
 import { Approvals } from "../approvals/runtime.js";
+import type { SessionRevocations } from "../broker/session.js";
 import type { GatewayConfig } from "../config/schema.js";
 import { CacheSchema, durationMs } from "../config/schema.js";
 import { HINT_INVALIDATING_NOTIFICATIONS, cacheHintsOf } from "../mcp/cache-hints.js";
@@ -77,6 +79,25 @@ export class GatewayState {
   onListChanged(listener: (server: string, method: string) => void): () => void {
     this.listChanges.add(listener);
     return () => this.listChanges.delete(listener);
+  }
+
+  /**
+   * The aggregated endpoint's ended sessions, when replicas share the store (Redis): a DELETE on
+   * one replica makes the sealed id unknown on every replica until it would have expired. Keys
+   * are `broker:ended:<SHA-256 of the id>` (the id itself is not stored). Undefined with the
+   * memory store: the broker's own memory of its DELETEs is all there is then.
+   */
+  sessionRevocations(): SessionRevocations | undefined {
+    if (this.store.kind !== "redis") return undefined;
+    const key = (id: string) => `broker:ended:${createHash("sha256").update(id).digest("base64url")}`;
+    const counted = (err: unknown): never => {
+      if (err instanceof StoreUnavailable) this.metrics.storeErrors.inc({ feature: "sessions" });
+      throw err;
+    };
+    return {
+      revoke: (id, untilMs) => this.store.set(key(id), "1", Math.max(1, untilMs - Date.now())).catch(counted),
+      revoked: (id) => this.store.get(key(id)).then((value) => value !== undefined, counted),
+    };
   }
 
   /** The edge's per-agent rate limit: shared by every replica when the store is Redis. */

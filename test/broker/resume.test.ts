@@ -1,0 +1,291 @@
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from "@modelcontextprotocol/client";
+import { request } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
+import { httpCall, MCP_HEADERS, rpc, startGateway, waitFor, type Gateway } from "../e2e/harness.js";
+import { cuttableProxy } from "./support.js";
+
+/**
+ * Resumable streams of the aggregated endpoint's 2025 sessions (Streamable HTTP resumability,
+ * 2025-03-26 to 2025-11-25): every SSE event the broker sends has an id, 2025-11-25 clients get a
+ * priming event with the retry interval, and a GET with Last-Event-ID replays what followed on
+ * that stream (a call's POST stream or the GET stream), from a bounded per-session buffer. An id
+ * the broker does not hold starts a fresh stream.
+ */
+
+const announcers = new Set<McpServer>();
+
+/** A 2025 server with a call that reports progress in steps and one that announces to every session. */
+function ticker(): McpServer {
+  const mcp = new McpServer({ name: "ticker", version: "1.0.0" }, { capabilities: { logging: {} } });
+  announcers.add(mcp);
+  mcp.registerTool(
+    "steps",
+    {
+      description: "Reports progress in steps, then answers.",
+      inputSchema: { count: z.number().int(), gapMs: z.number().int() },
+    },
+    async ({ count, gapMs }, extra) => {
+      const token = extra._meta?.progressToken;
+      for (let i = 1; i <= count; i++) {
+        await new Promise((resolve) => setTimeout(resolve, gapMs));
+        if (token !== undefined)
+          await extra.sendNotification({
+            method: "notifications/progress",
+            params: { progressToken: token, progress: i, total: count },
+          });
+      }
+      return { content: [{ type: "text", text: `done ${count}` }] };
+    },
+  );
+  mcp.registerTool(
+    "announce",
+    { description: "Announces a text to every session.", inputSchema: { text: z.string() } },
+    async ({ text }) => {
+      await Promise.allSettled(
+        [...announcers].map((s) =>
+          s.server.notification({ method: "notifications/message", params: { level: "info", data: text } }),
+        ),
+      );
+      return { content: [{ type: "text", text: "announced" }] };
+    },
+  );
+  return mcp;
+}
+
+interface SseEvent {
+  id?: string;
+  retry?: number;
+  data: string;
+}
+
+function parseEvents(text: string): SseEvent[] {
+  const events: SseEvent[] = [];
+  for (const block of text.split("\n\n")) {
+    if (block.trim() === "" || block.startsWith(":")) continue;
+    const event: SseEvent = { data: "" };
+    for (const line of block.split("\n")) {
+      const colon = line.indexOf(":");
+      const field = line.slice(0, colon);
+      const value = line.slice(colon + 1).replace(/^ /, "");
+      if (field === "id") event.id = value;
+      else if (field === "retry") event.retry = Number(value);
+      else if (field === "data") event.data += value;
+    }
+    events.push(event);
+  }
+  return events;
+}
+
+const progressOf = (e: SseEvent) =>
+  e.data === "" ? undefined : (JSON.parse(e.data) as { params?: { progress?: number } }).params?.progress;
+
+describe("aggregated endpoint: resumable 2025 streams", () => {
+  let upstream: RunningServer;
+  let gw: Gateway;
+  beforeAll(async () => {
+    upstream = await serveMcp(ticker, 0);
+    gw = await startGateway({
+      servers: [
+        {
+          name: "ticker",
+          upstreams: [upstream.url],
+          tools: [{ name: "steps" }, { name: "announce" }],
+        },
+      ],
+      security: { pins: { enforce: false, verifyBeforeCall: false } },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  it("a call's stream cut after its first progress resumes with GET Last-Event-ID: the rest, then the result", async () => {
+    const token = await gw.token("tester");
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${token}` };
+    const init = await httpCall(`${gw.edge.url}/mcp`, {
+      headers,
+      body: rpc("initialize", {
+        protocolVersion: "2025-11-25",
+        capabilities: {},
+        clientInfo: { name: "raw", version: "1" },
+      }),
+    });
+    expect(init.status).toBe(200);
+    const session = {
+      ...headers,
+      "mcp-session-id": String(init.headers["mcp-session-id"]),
+      "mcp-protocol-version": "2025-11-25",
+    };
+    await httpCall(`${gw.edge.url}/mcp`, {
+      headers: session,
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    });
+
+    const call = await request(`${gw.edge.url}/mcp`, {
+      method: "POST",
+      headers: session,
+      body: rpc(
+        "tools/call",
+        { name: "ticker__steps", arguments: { count: 4, gapMs: 150 }, _meta: { progressToken: "p" } },
+        7,
+      ),
+    });
+    expect(call.headers["content-type"]).toMatch(/^text\/event-stream/);
+    let text = "";
+    for await (const chunk of call.body) {
+      text += (chunk as Buffer).toString("utf8");
+      if (parseEvents(text).some((e) => progressOf(e) === 1)) break;
+    }
+    call.body.destroy();
+    const seen = parseEvents(text);
+    // The priming event: an id, the retry interval, no message.
+    expect(seen[0]).toMatchObject({ data: "", retry: 1000, id: expect.any(String) });
+    const first = seen.find((e) => progressOf(e) === 1)!;
+    expect(first.id).toMatch(/\.\d+$/);
+
+    const resume = () =>
+      httpCall(`${gw.edge.url}/mcp`, {
+        method: "GET",
+        headers: { ...session, accept: "text/event-stream", "last-event-id": first.id! },
+      });
+    let resumed = await resume();
+    // 409 while the broker has not yet seen the cut stream close (the SDK clients retry too).
+    for (let i = 0; i < 50 && resumed.status === 409; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      resumed = await resume();
+    }
+    expect(resumed.status).toBe(200);
+    const events = parseEvents(resumed.text).filter((e) => e.data !== "");
+    expect(events.every((e) => e.id !== undefined)).toBe(true);
+    const messages = events.map((e) => JSON.parse(e.data) as Record<string, unknown>);
+    expect(messages.slice(0, -1).map((m) => (m.params as { progress: number }).progress)).toEqual([2, 3, 4]);
+    expect(messages.at(-1)).toMatchObject({ id: 7, result: { content: [{ type: "text", text: "done 4" }] } });
+
+    // An id not held here (never sent, or gone): a fresh GET stream, nothing replayed.
+    const fresh = await request(`${gw.edge.url}/mcp`, {
+      method: "GET",
+      headers: { ...session, accept: "text/event-stream", "last-event-id": `${first.id!}9999` },
+    });
+    expect(fresh.statusCode).toBe(200);
+    expect(fresh.headers["content-type"]).toMatch(/^text\/event-stream/);
+    fresh.body.destroy();
+    const counted = await gw.metrics.registry.getSingleMetricAsString(
+      "mcp_gateway_broker_stream_resumptions_total",
+    );
+    expect(counted).toMatch(/result="replayed"} [1-9]/);
+    expect(counted).toMatch(/result="unknown"} 1/);
+    await httpCall(`${gw.edge.url}/mcp`, { method: "DELETE", headers: session });
+  });
+
+  /** The two SDK majors' clients in the 2025 era, each connected through a proxy the test can cut. */
+  const clients = {
+    "SDK 1.x": async (url: string, token: string, logs: string[]) => {
+      const client = new Client({ name: "v1", version: "1.0.0" });
+      client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+        logs.push(String(n.params.data));
+      });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(url), {
+          requestInit: { headers: { authorization: `Bearer ${token}` } },
+          reconnectionOptions: {
+            initialReconnectionDelay: 200,
+            maxReconnectionDelay: 1000,
+            reconnectionDelayGrowFactor: 1,
+            maxRetries: 30,
+          },
+        }),
+      );
+      return {
+        call: async (name: string, args: Record<string, unknown>, onprogress?: () => void) =>
+          JSON.stringify(
+            (await client.callTool({ name, arguments: args }, undefined, { onprogress })).content,
+          ),
+        close: () => client.close(),
+      };
+    },
+    "SDK 2.x (2025 era)": async (url: string, token: string, logs: string[]) => {
+      const client = new ClientV2({ name: "v2", version: "1.0.0" });
+      client.setNotificationHandler("notifications/message", (n) => {
+        logs.push(String(n.params.data));
+      });
+      await client.connect(
+        new TransportV2(new URL(url), {
+          requestInit: { headers: { authorization: `Bearer ${token}` } },
+          reconnectionOptions: {
+            initialReconnectionDelay: 200,
+            maxReconnectionDelay: 1000,
+            reconnectionDelayGrowFactor: 1,
+            maxRetries: 30,
+          },
+        }),
+      );
+      return {
+        call: async (name: string, args: Record<string, unknown>, onprogress?: () => void) =>
+          JSON.stringify((await client.callTool({ name, arguments: args }, { onprogress })).content),
+        close: () => client.close(),
+      };
+    },
+  };
+
+  describe.each(Object.entries(clients))("%s", (_name, connectVia) => {
+    it("a call whose connection drops mid-call gets its result after the client resumes", async () => {
+      const proxy = await cuttableProxy(Number(new URL(gw.edge.url).port));
+      const mcp = await connectVia(`${proxy.url}/mcp`, await gw.token("tester"), []);
+      try {
+        let progress = 0;
+        const result = mcp.call("ticker__steps", { count: 6, gapMs: 150 }, () => {
+          if (++progress === 1) {
+            proxy.cut();
+            setTimeout(() => proxy.resume(), 300);
+          }
+        });
+        expect(await result).toContain("done 6");
+      } finally {
+        proxy.resume();
+        await mcp.close();
+        await proxy.close();
+      }
+    });
+
+    it("a message sent while the GET stream was down arrives when the client resumes it", async () => {
+      const proxy = await cuttableProxy(Number(new URL(gw.edge.url).port));
+      const logs: string[] = [];
+      const mcp = await connectVia(`${proxy.url}/mcp`, await gw.token("tester"), logs);
+      const other: string[] = [];
+      const witness = await connectVia(`${gw.edge.url}/mcp`, await gw.token("other"), other);
+      try {
+        // The client's GET stream (and the broker's on the server) open after initialize:
+        // announce until one arrives, so the stream has an event id to resume after.
+        for (let i = 0; i < 20 && !logs.includes("before"); i++) {
+          await mcp.call("ticker__announce", { text: "before" });
+          await waitFor(() => logs.includes("before"), 500).catch(() => undefined);
+        }
+        expect(logs).toContain("before");
+        await waitFor(() => other.includes("before"), 5_000, "the witness's stream");
+        proxy.cut();
+        await witness.call("ticker__announce", { text: "while down" });
+        // The witness's own stream has it: the cut client's session has been sent it too.
+        await waitFor(() => other.includes("while down"), 5_000, "the announcement");
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        expect(logs).not.toContain("while down");
+        proxy.resume();
+        await waitFor(() => logs.includes("while down"), 15_000, "the replayed announcement");
+        expect(logs.filter((l) => l === "while down")).toHaveLength(1);
+      } finally {
+        proxy.resume();
+        await Promise.allSettled([mcp.close(), witness.close()]);
+        await proxy.close();
+      }
+    });
+  });
+});
