@@ -197,6 +197,38 @@ describe("admit", () => {
     expect(!notAName.ok && notAName.reply.status).toBe(404);
   });
 
+  // New-user trial: a client of /mcp that follows RFC 9728 section 3.1 asks for
+  // /.well-known/oauth-protected-resource/mcp first; it was 404, and a 401 on /mcp pointed at the
+  // gateway's root document, whose resource is not /mcp.
+  it("serves the aggregated endpoint its own RFC 9728 metadata, where its 401 points", async () => {
+    for (const path of ["/mcp", "/mcp/views/support"]) {
+      const meta = await engine.admit(
+        { method: "GET", path: `/.well-known/oauth-protected-resource${path}`, headers: {} },
+        engine.newExchange("GET"),
+      );
+      expect(!meta.ok && meta.reply.status).toBe(200);
+      expect(!meta.ok && json(meta.reply)).toEqual({
+        resource: `https://gw.example${path}`,
+        authorization_servers: ["https://idp.example"],
+        bearer_methods_supported: ["header"],
+        resource_name: `Every MCP server (${path}) via mcp-gateway`,
+      });
+      const refused = await engine.admitBroker(
+        { method: "POST", path, headers: {} },
+        engine.newExchange("POST"),
+      );
+      expect(!refused.ok && refused.reply.status).toBe(401);
+      expect(!refused.ok && refused.reply.headers["www-authenticate"]).toBe(
+        `Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource${path}"`,
+      );
+    }
+    const notAView = await engine.admit(
+      { method: "GET", path: "/.well-known/oauth-protected-resource/mcp/views/../kb", headers: {} },
+      engine.newExchange("GET"),
+    );
+    expect(!notAView.ok && notAView.reply.status).toBe(404);
+  });
+
   it("authenticates before looking the server up: without a token, known and unknown names answer alike", async () => {
     const challenge = async (path: string, authorization?: string) => {
       const exchange = engine.newExchange("POST");

@@ -346,7 +346,11 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
       // Only a registered name goes into the audit record and the metrics' server label.
       if (route.server !== undefined && this.registry.server(route.server)) exchange.server = route.server;
       exchange.status = 200;
-      return { ok: false, exchange, reply: jsonReply(200, this.protectedResourceMetadata(route.server)) };
+      return {
+        ok: false,
+        exchange,
+        reply: jsonReply(200, this.protectedResourceMetadata(route.server, route.path)),
+      };
     }
     if (route.kind === "not_found")
       return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
@@ -425,7 +429,9 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
         ? ({ ok: false, reason: "hop_token_invalid", detail: "" } as const)
         : await this.authenticator.authenticate(head.headers.authorization);
     if (!auth.ok) {
-      const challenge = { "www-authenticate": this.bearerChallenge(auth.reason, undefined) };
+      // The aggregated endpoint's own metadata (`/.well-known/oauth-protected-resource/mcp`).
+      const path = route.view === undefined ? "/mcp" : `/mcp/views/${route.view}`;
+      const challenge = { "www-authenticate": this.bearerChallenge(auth.reason, undefined, path) };
       return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
     }
     exchange.principal = auth.principal;
@@ -458,16 +464,16 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
   }
 
   /** The RFC 6750 challenge of a 401, pointing at the RFC 9728 metadata of the server in the path. */
-  private bearerChallenge(reason: Reason, server: string | undefined): string {
+  private bearerChallenge(reason: Reason, server: string | undefined, path?: string): string {
     return (
-      `Bearer resource_metadata="${resourceMetadataUrl(this.config.publicUrl, server)}"` +
+      `Bearer resource_metadata="${resourceMetadataUrl(this.config.publicUrl, server, path)}"` +
       (reason === "token_missing" ? "" : `, error="invalid_token"`)
     );
   }
 
   /** RFC 9728 metadata document for the well-known routes. */
-  protectedResourceMetadata(server: string | undefined): Record<string, unknown> {
-    return resourceMetadata(this.config, server);
+  protectedResourceMetadata(server: string | undefined, path?: string): Record<string, unknown> {
+    return resourceMetadata(this.config, server, path);
   }
 
   private sessionOwner(exchange: Exchange): SessionOwner | undefined {

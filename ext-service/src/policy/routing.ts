@@ -7,7 +7,11 @@ export type Route =
   | { kind: "mcp"; server: string }
   /** The aggregated endpoint: `/mcp` (view undefined) or `/mcp/views/<name>`. */
   | { kind: "broker"; view: string | undefined }
-  | { kind: "resource_metadata"; server: string | undefined }
+  /**
+   * RFC 9728 metadata of the resource at `path` (`/mcp/<server>`, `/mcp`, `/mcp/views/<name>`;
+   * "" for the gateway as a whole); `server` names the server of a per-server path.
+   */
+  | { kind: "resource_metadata"; server: string | undefined; path: string }
   | { kind: "unknown_server"; server: string }
   | { kind: "not_found" };
 
@@ -18,13 +22,17 @@ const METADATA_PREFIX = "/.well-known/oauth-protected-resource";
 export function parseRoute(rawPath: string, exists: (server: string) => boolean): Route {
   const q = rawPath.indexOf("?");
   const path = q < 0 ? rawPath : rawPath.slice(0, q);
-  if (path === METADATA_PREFIX) return { kind: "resource_metadata", server: undefined };
+  if (path === METADATA_PREFIX) return { kind: "resource_metadata", server: undefined, path: "" };
   if (path.startsWith(METADATA_PREFIX + "/")) {
-    // Answered for any well-formed server name, registered or not: the document names only the
-    // path and the authorization servers, and a 404 for unknown names would list the registry
-    // to anyone who asks.
-    const rest = MCP_PATH.exec(path.slice(METADATA_PREFIX.length));
-    return rest ? { kind: "resource_metadata", server: rest[1]! } : { kind: "not_found" };
+    // Answered for any well-formed server or view name, registered or not: the document names
+    // only the path and the authorization servers, and a 404 for unknown names would list the
+    // registry to anyone who asks. The aggregated endpoint has its own (RFC 9728 section 3.1:
+    // a client of /mcp asks at the well-known URI with /mcp appended first).
+    const resource = path.slice(METADATA_PREFIX.length);
+    if (resource === "/mcp" || VIEW_PATH.test(resource))
+      return { kind: "resource_metadata", server: undefined, path: resource };
+    const rest = MCP_PATH.exec(resource);
+    return rest ? { kind: "resource_metadata", server: rest[1]!, path: resource } : { kind: "not_found" };
   }
   if (path === "/mcp") return { kind: "broker", view: undefined };
   const view = VIEW_PATH.exec(path);
@@ -38,12 +46,25 @@ function trimSlash(url: string): string {
   return url.endsWith("/") ? url.slice(0, -1) : url;
 }
 
-export function resourceUrl(publicUrl: string, server: string | undefined): string {
-  return server ? `${trimSlash(publicUrl)}/mcp/${server}` : trimSlash(publicUrl);
+/** The path of a protected resource: a server's `/mcp/<server>`, or "" for the gateway. */
+export function serverPath(server: string | undefined): string {
+  return server ? `/mcp/${server}` : "";
 }
 
-export function resourceMetadataUrl(publicUrl: string, server: string | undefined): string {
-  return `${trimSlash(publicUrl)}${METADATA_PREFIX}${server ? `/mcp/${server}` : ""}`;
+export function resourceUrl(
+  publicUrl: string,
+  server: string | undefined,
+  path = serverPath(server),
+): string {
+  return `${trimSlash(publicUrl)}${path}`;
+}
+
+export function resourceMetadataUrl(
+  publicUrl: string,
+  server: string | undefined,
+  path = serverPath(server),
+): string {
+  return `${trimSlash(publicUrl)}${METADATA_PREFIX}${path}`;
 }
 
 /** An http(s) URL, as RFC 8414 requires of an authorization server's issuer identifier. */
@@ -74,12 +95,17 @@ export function authorizationServers(config: ResourceMetadataSettings): string[]
 export function resourceMetadata(
   config: ResourceMetadataSettings,
   server: string | undefined,
+  path: string = serverPath(server),
 ): Record<string, unknown> {
   const servers = authorizationServers(config);
   return {
-    resource: resourceUrl(config.publicUrl, server),
+    resource: resourceUrl(config.publicUrl, server, path),
     ...(servers.length ? { authorization_servers: servers } : {}),
     bearer_methods_supported: ["header"],
-    resource_name: server ? `MCP server '${server}' via mcp-gateway` : "mcp-gateway",
+    resource_name: server
+      ? `MCP server '${server}' via mcp-gateway`
+      : path === ""
+        ? "mcp-gateway"
+        : `Every MCP server (${path}) via mcp-gateway`,
   };
 }
