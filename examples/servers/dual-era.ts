@@ -1,8 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 import { NodeStreamableHTTPServerTransport, toNodeHandler } from "@modelcontextprotocol/node";
-import { createMcpHandler, isLegacyRequest, type McpServer } from "@modelcontextprotocol/server";
+import { createMcpHandler, isLegacyRequest, type McpServer, type Server } from "@modelcontextprotocol/server";
 import type { RunningServer } from "./http.js";
 
 const MAX_BODY = 1_048_576;
@@ -33,6 +38,12 @@ function webRequest(req: IncomingMessage, url: string): Request {
   return new Request(url, { method: req.method ?? "GET", headers });
 }
 
+/** Serves MCP on `/mcp` in both eras: node requests in, `close` ends every session. */
+export interface BothErasHandler {
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  close(): Promise<void>;
+}
+
 /**
  * Serves one MCP server definition on `/mcp` in both protocol eras (the v2 SDK):
  * - 2026-07-28 requests (per-request `_meta` envelope) go to the SDK's stateless
@@ -40,20 +51,21 @@ function webRequest(req: IncomingMessage, url: string): Request {
  * - 2025 traffic keeps stateful sessions: `initialize` creates a session with its own server
  *   over the SDK's Streamable HTTP transport, `GET` opens its stream and `DELETE` ends it.
  * The SDK's own `isLegacyRequest` routes, so the split is exactly the one the SDK makes.
+ * `origin()` is the origin the requests arrive at. A `req.auth` set before `handle` reaches the
+ * handlers as `ctx.http.authInfo` in both eras.
  */
-export function serveBothEras(
-  create: () => McpServer,
-  port: number,
-  host = "127.0.0.1",
-): Promise<RunningServer> {
+export function bothErasHandler(create: () => McpServer | Server, origin: () => string): BothErasHandler {
   const modern = createMcpHandler(() => create(), { legacy: "reject" });
   const modernNode = toNodeHandler(modern);
-  const sessions = new Map<string, { transport: NodeStreamableHTTPServerTransport; server: McpServer }>();
+  const sessions = new Map<
+    string,
+    { transport: NodeStreamableHTTPServerTransport; server: McpServer | Server }
+  >();
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0];
     if (path !== "/mcp") return sendJsonError(res, 404, "Not found");
-    const url = `http://${host}:${port}${req.url ?? "/mcp"}`;
+    const url = `${origin()}${req.url ?? "/mcp"}`;
     let body: unknown;
     if (req.method === "POST") {
       try {
@@ -92,8 +104,25 @@ export function serveBothEras(
     res.writeHead(405, { allow: "GET, POST, DELETE" }).end();
   };
 
-  const http: Server = createServer((req, res) => {
-    handle(req, res).catch(() => sendJsonError(res, 500, "Internal server error"));
+  return {
+    handle,
+    async close() {
+      const open = [...sessions.values()];
+      sessions.clear();
+      await Promise.allSettled([...open.map((s) => s.server.close()), modern.close()]);
+    },
+  };
+}
+
+/** Serves `create`'s server on `http://host:port/mcp` in both protocol eras (bothErasHandler). */
+export function serveBothEras(
+  create: () => McpServer,
+  port: number,
+  host = "127.0.0.1",
+): Promise<RunningServer> {
+  const handler = bothErasHandler(create, () => `http://${host}:${port}`);
+  const http: HttpServer = createServer((req, res) => {
+    handler.handle(req, res).catch(() => sendJsonError(res, 500, "Internal server error"));
   });
 
   return new Promise((resolve, reject) => {
@@ -106,9 +135,7 @@ export function serveBothEras(
         port: bound,
         url: `http://${host}:${bound}/mcp`,
         async close() {
-          const open = [...sessions.values()];
-          sessions.clear();
-          await Promise.allSettled([...open.map((s) => s.server.close()), modern.close()]);
+          await handler.close();
           await new Promise<void>((done) => {
             http.close(() => done());
             http.closeAllConnections();

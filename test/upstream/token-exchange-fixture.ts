@@ -72,9 +72,10 @@ export async function startCredentialCheckingServers(endpoint: TokenEndpoint) {
   return { upstream, received };
 }
 
+/** `upstream`: the fake upstream's URL (paths /jira and /wiki), or each server's own URL. */
 export function tokenExchangeServers(
   endpoint: TokenEndpoint,
-  upstreamUrl: string,
+  upstream: string | { jira: string; wiki: string },
   secretEnv: string,
   extra: Record<string, unknown> = {},
 ): GatewaySpec["servers"] {
@@ -88,13 +89,13 @@ export function tokenExchangeServers(
   return [
     {
       name: "jira",
-      upstreams: [`${upstreamUrl}/jira`],
+      upstreams: [typeof upstream === "string" ? `${upstream}/jira` : upstream.jira],
       upstream: { tokenExchange: { ...common, audience: "jira" } },
       tools: [ECHO],
     },
     {
       name: "wiki",
-      upstreams: [`${upstreamUrl}/wiki`],
+      upstreams: [typeof upstream === "string" ? `${upstream}/wiki` : upstream.wiki],
       upstream: {
         tokenExchange: { ...common, resource: WIKI_RESOURCE, header: "X-Wiki-Token", scope: "read" },
       },

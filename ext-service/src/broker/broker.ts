@@ -14,7 +14,7 @@ import {
   type ServerContext,
 } from "@modelcontextprotocol/server";
 import { LRUCache } from "lru-cache";
-import type { Principal } from "../policy/identity.js";
+import { Authenticator, type Principal } from "../policy/identity.js";
 import { JsonRpcCode, Reasons } from "../policy/reasons.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -69,6 +69,11 @@ interface Scope {
    * (Broker.paramHeadersRefused) and sent on the hop as they came.
    */
   paramHeaders?: Record<string, string>;
+  /**
+   * The agent's bearer token of the latest request (verified by admitBroker): sealed into hops to
+   * token-exchange servers only (policy/hop-token.ts), never sent anywhere as it is.
+   */
+  agentToken?: string;
 }
 
 /** A 2025-era session this process serves: the SDK's session transport and server. */
@@ -78,6 +83,8 @@ interface LiveSession {
   session: BrokerSession;
   /** The events its streams sent, for a client that resumes one (`Last-Event-ID`). */
   events: SessionEvents;
+  /** The scope its server's handlers run in (the agent token is the latest request's). */
+  scope: Scope;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
 }
@@ -330,6 +337,7 @@ export class Broker {
   ): Promise<void> {
     const origin = this.options.hopOrigin();
     const request = webRequest(req, origin);
+    const agentToken = Authenticator.bearerToken(req.headers.authorization) ?? undefined;
     if (req.method === "POST" && !(await isLegacyRequest(request, body))) {
       const paramHeaders: Record<string, string> = {};
       for (const [name, value] of Object.entries(req.headers))
@@ -344,6 +352,7 @@ export class Broker {
         sessionId: undefined,
         clientCapabilities: {},
         paramHeaders,
+        agentToken,
       };
       const response = await this.modern.fetch(request, {
         parsedBody: body,
@@ -355,7 +364,14 @@ export class Broker {
     const sessionId = req.headers["mcp-session-id"];
     if (typeof sessionId !== "string") {
       if (req.method === "POST" && isInitializeRequest(body)) {
-        return this.initialize(res, request, principal, view, body as { params?: Record<string, unknown> });
+        return this.initialize(
+          res,
+          request,
+          principal,
+          view,
+          body as { params?: Record<string, unknown> },
+          agentToken,
+        );
       }
       const info = Reasons.invalid_request;
       res.writeHead(400, { "content-type": "application/json" });
@@ -397,6 +413,7 @@ export class Broker {
     }
     const live =
       this.sessions.get(sessionId) ?? (await this.restore(sessionId, session, principal, view, origin));
+    live.scope.agentToken = agentToken;
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
     if (req.method === "GET") {
       const lastEventId = req.headers["last-event-id"];
@@ -502,6 +519,7 @@ export class Broker {
     principal: Principal,
     view: string | undefined,
     body: { params?: Record<string, unknown> },
+    agentToken: string | undefined,
   ): Promise<void> {
     const params = body.params ?? {};
     const clientCapabilities = isPlainObject(params.capabilities) ? params.capabilities : {};
@@ -523,6 +541,7 @@ export class Broker {
       session,
       sessionId: undefined,
       clientCapabilities,
+      agentToken,
     };
     const servers = this.servers(principal, view);
     const opened = await Promise.allSettled(servers.map((server) => this.openHopSession(scope, server)));
@@ -536,6 +555,7 @@ export class Broker {
       session,
     );
     const live = await this.liveSession(sealed, session, principal, view);
+    live.scope.agentToken = agentToken;
     const response = await live.transport.handleRequest(request, { parsedBody: body });
     return sendResponse(res, response);
   }
@@ -570,7 +590,7 @@ export class Broker {
       retryInterval: durationMs(replay.retry),
     });
     await server.connect(transport);
-    const live: LiveSession = { transport, server, session, events, listeners: undefined };
+    const live: LiveSession = { transport, server, session, events, scope, listeners: undefined };
     this.sessions.set(sealed, live);
     return live;
   }
@@ -619,6 +639,7 @@ export class Broker {
       session: live.session,
       sessionId,
       clientCapabilities: {},
+      agentToken: live.scope.agentToken,
     };
     const servers = new Set([
       ...Object.keys(live.session.hops),
@@ -649,6 +670,7 @@ export class Broker {
       session: live.session,
       sessionId,
       clientCapabilities: live.session.clientCapabilities,
+      agentToken: live.scope.agentToken,
     };
     live.listeners = [];
     const names = this.namesOf(view);
@@ -743,9 +765,10 @@ export class Broker {
     return new StreamableHTTPClientTransport(new URL(`${this.options.hopOrigin()}/mcp/${server}`), {
       sessionId,
       fetch: (url, init) => {
-        // A fresh identity per hop request: short-lived, for this agent and this server only.
+        // A fresh identity per hop request: short-lived, for this agent and this server only
+        // (with the agent's latest token sealed in for a token-exchange server).
         const headers = new Headers(init?.headers);
-        headers.set("authorization", `Bearer ${engine.hopTokens.mint(principal, server)}`);
+        headers.set("authorization", `Bearer ${engine.hopTokens.mint(principal, server, scope.agentToken)}`);
         return fetch(url, { ...init, headers });
       },
     });

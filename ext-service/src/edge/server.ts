@@ -178,7 +178,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     );
   const limiter = shared.agentRateLimit(cfg.rateLimit.requestsPerSecond, cfg.rateLimit.burst);
   const pinVerifier = options.pinVerifier ?? new PinVerifier(logger);
-  const tokenExchanger = options.tokenExchanger ?? new TokenExchanger(logger);
+  const tokenExchanger = options.tokenExchanger ?? new TokenExchanger(logger, { metrics });
   const upstreamTimeoutMs = durationMs(cfg.upstreamTimeout);
   const requestTimeout = durationMs(cfg.requestTimeout);
   // Node refuses a header timeout longer than the whole-request timeout.

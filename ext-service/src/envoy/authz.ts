@@ -117,6 +117,8 @@ export function createCheckHandler(ctx: AdapterContext) {
         return deniedResponse(reply, exchange.reasons[0], exchange.requestId);
       }
       exchanged = outcome.headers;
+      // For this request's ext_proc stream: DLP and the pin check's tools/list use this token.
+      ctx.tokenExchanger.handOff(exchange.requestId, outcome);
     }
     const upstream = engine.upstreamHeaders(exchange, headers, exchanged);
     // The upstream knows the session by its own id; the client only ever holds the sealed one.

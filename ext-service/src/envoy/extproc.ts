@@ -27,6 +27,7 @@ import type {
 } from "./types.js";
 import { structOfStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 import type { GatewayEngine } from "../config/compile.js";
+import type { IssuedCredential } from "../upstream/token-exchange.js";
 
 const EMPTY = Buffer.alloc(0);
 
@@ -131,6 +132,8 @@ export class ProcessStream {
   private phase: Phase = "request_headers";
   private exchange: Exchange | undefined;
   private requestHeaders: Record<string, string> = {};
+  /** The per-agent credential ext_authz set for this request (token exchange), if any. */
+  private issued: IssuedCredential | undefined;
   private transformer: ResponseTransformer | undefined;
   private responseHadContentLength = false;
   /** Set once an immediate response went out: Envoy stops listening, later messages are ignored. */
@@ -261,10 +264,12 @@ export class ProcessStream {
     }
     exchange.server = route.server;
     this.requestHeaders = headers;
-    // The per-agent token ext_authz had issued for this request (the shared exchanger's cache):
-    // DLP finds it in the answer as it finds static credentials.
-    const issued = this.issuedToken(exchange);
-    if (issued) exchange.heldValues.push(issued);
+    // The per-agent token ext_authz set for this very request (handed off in this process, also
+    // when it was issued without expires_in and so not cached): DLP finds it in the answer as it
+    // finds static credentials, and the pin check lists tools with it.
+    this.issued = this.ctx.tokenExchanger.takeHandOff(exchange.requestId);
+    const held = this.issued === undefined ? undefined : HeldValue.of(this.issued.token);
+    if (held) exchange.heldValues.push(held);
     const violation = checkMcpMedia(method, headers);
     if (violation) {
       const allow: Record<string, string> =
@@ -344,12 +349,6 @@ export class ProcessStream {
     });
   }
 
-  private issuedToken(exchange: Exchange): HeldValue | undefined {
-    const key = this.engine.tokenExchangeKey(exchange);
-    const token = key === undefined ? undefined : this.ctx.tokenExchanger.cached(key)?.token;
-    return token === undefined ? undefined : HeldValue.of(token);
-  }
-
   /**
    * Runs the core on a request body; returns the immediate response when it does not forward.
    * Tool calls then go through the shared-state step (budgets), which waits on the store: the
@@ -362,11 +361,9 @@ export class ProcessStream {
     this.timers.requestBody.observe(secondsSince(started));
     if (verdict.action === "list_tools") {
       // Pins are checked before the first call (trial B4): the server's tools/list, then decide again.
-      // A token-exchange server's list is fetched with the token ext_authz just had issued
-      // for this agent (the cache's; without it the server refuses and the pin check fails closed).
-      const key = this.engine.tokenExchangeKey(exchange);
-      const credential = key === undefined ? undefined : this.ctx.tokenExchanger.cached(key)?.headers;
-      return this.ctx.pinVerifier.verify(this.engine, verdict.server, credential).then(
+      // A token-exchange server's list is fetched with the token ext_authz set for this request
+      // (without it the server refuses and the pin check fails closed).
+      return this.ctx.pinVerifier.verify(this.engine, verdict.server, this.issued?.headers).then(
         () =>
           this.afterVerdict(
             this.engine.evaluateRequestBody(exchange, body, this.requestHeaders, { toolsListed: true }),

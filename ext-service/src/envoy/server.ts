@@ -163,7 +163,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     state,
     inflight: { count: 0 },
     pinVerifier,
-    tokenExchanger: options.tokenExchanger ?? new TokenExchanger(logger),
+    tokenExchanger: options.tokenExchanger ?? new TokenExchanger(logger, { metrics }),
     tracing,
   };
   const protos = envoyProtos();

@@ -56,7 +56,7 @@ import {
 import { readSessionSecrets } from "./session-keys.js";
 import { durationMs } from "../model/duration.js";
 import { readUpstreamCredentials, type UpstreamCredentials } from "./upstream-credentials.js";
-import { HopTokens, isHopToken } from "./hop-token.js";
+import { HopTokens, isHopToken, MAX_HOP_TOKEN_LENGTH, type OpenedHop } from "./hop-token.js";
 import { tokenExchangeKey, type TokenExchangeNeed } from "./token-exchange.js";
 
 /**
@@ -262,6 +262,11 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
   readonly configDir: string;
   /** Each server's gateway-held credential headers (registry `upstream.headers`, resolved). */
   private readonly upstreamCredentials: UpstreamCredentials;
+  /**
+   * The agent token a hop admitted by `admit` carried for a token exchange, verified again there;
+   * read by credentialNeed. Kept beside the exchange, never on it: the exchange is audited.
+   */
+  private readonly hopSubjects = new WeakMap<Exchange, string>();
 
   constructor(
     loaded: { config: Config; registry: Registry; configFile: string },
@@ -290,7 +295,14 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     this.sessions = new SessionSealer(secrets);
     this.approvalStates = new SessionSealer(secrets.map(approvalStateSecret));
     this.resumption = new StreamResumption(secrets);
-    this.hopTokens = new HopTokens(this.sessions, durationMs(loaded.config.broker.hopTokenTtl), now);
+    // Hops to token-exchange servers carry the agent's token sealed inside (policy/hop-token.ts).
+    const exchanges = this.upstreamCredentials.exchanges;
+    this.hopTokens = new HopTokens(
+      new SessionSealer(secrets, MAX_HOP_TOKEN_LENGTH),
+      durationMs(loaded.config.broker.hopTokenTtl),
+      now,
+      (server) => exchanges.has(server),
+    );
     this.limits = loaded.config.limits;
   }
 
@@ -364,16 +376,16 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     const bearer = Authenticator.bearerToken(head.headers.authorization);
     if (typeof bearer === "string" && isHopToken(bearer)) {
       // The aggregated endpoint's hop: it authenticated the agent and seals who it speaks for.
-      const principal = route.kind === "mcp" ? this.hopTokens.open(bearer, route.server) : undefined;
-      if (!principal) {
+      const hop = route.kind === "mcp" ? this.hopTokens.open(bearer, route.server) : undefined;
+      const refusal = hop === undefined ? "hop_token_invalid" : await this.hopSubjectProblem(exchange, hop);
+      if (refusal !== undefined) {
         const challenge = { "www-authenticate": this.bearerChallenge("hop_token_invalid", route.server) };
-        return {
-          ok: false,
-          exchange,
-          reply: this.rejection(exchange, "hop_token_invalid", undefined, challenge),
-        };
+        const reply = this.rejection(exchange, "hop_token_invalid", undefined, challenge);
+        if (refusal !== "hop_token_invalid")
+          exchange.causes.splice(exchange.causes.indexOf("hop_token_invalid"), 1, refusal);
+        return { ok: false, exchange, reply };
       }
-      return this.admitPrincipal(head, exchange, principal, route);
+      return this.admitPrincipal(head, exchange, hop!.principal, route);
     }
     const auth = await this.authenticator.authenticate(head.headers.authorization);
     if (!auth.ok) {
@@ -381,6 +393,27 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
       return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
     }
     return this.admitPrincipal(head, exchange, auth.principal, route);
+  }
+
+  /**
+   * A hop that carries the agent's token for a token exchange: that token is verified again as a
+   * direct request's would be (signature, issuer, audience, expiry, agent claim) and must speak
+   * for the agent the hop names. The audit cause when it does not (`hop_subject_invalid:<reason>`,
+   * `hop_subject_mismatch`), else undefined, the token then kept for credentialNeed.
+   */
+  private async hopSubjectProblem(exchange: Exchange, hop: OpenedHop): Promise<string | undefined> {
+    if (hop.subjectToken === undefined) return undefined;
+    const auth = await this.authenticator.authenticate(`Bearer ${hop.subjectToken}`);
+    if (!auth.ok) return `hop_subject_invalid:${auth.reason}`;
+    const { principal } = hop;
+    if (
+      auth.principal.anonymous ||
+      auth.principal.agent !== principal.agent ||
+      auth.principal.issuer !== principal.issuer
+    )
+      return "hop_subject_mismatch";
+    this.hopSubjects.set(exchange, hop.subjectToken);
+    return undefined;
   }
 
   private admitPrincipal(
@@ -510,29 +543,23 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
 
   /**
    * Whether the hop to the exchange's server needs an exchanged per-agent token, and the agent
-   * token to exchange: the bearer token the principal was verified from. Anonymous agents and
-   * the aggregated endpoint's hops (a gateway-sealed identity, no agent token) cannot have one.
+   * token to exchange: the bearer token the principal was verified from, or for a hop of the
+   * aggregated endpoint the agent token it carried sealed (verified again in `admit`). Anonymous
+   * agents, and hops without one, cannot have one.
    */
   credentialNeed(exchange: Exchange, incoming: HeaderMap): CredentialNeed {
     const server = exchange.server;
     const settings = server === undefined ? undefined : this.upstreamCredentials.exchanges.get(server);
     if (server === undefined || !settings) return { kind: "none" };
     const principal = exchange.principal;
-    const subjectToken = Authenticator.bearerToken(incoming.authorization);
-    if (!principal || principal.anonymous || principal.viaBroker || typeof subjectToken !== "string") {
+    const subjectToken = principal?.viaBroker
+      ? this.hopSubjects.get(exchange)
+      : Authenticator.bearerToken(incoming.authorization);
+    if (!principal || principal.anonymous || typeof subjectToken !== "string") {
       return { kind: "refused", reply: this.credentialUnavailable(exchange, "token_exchange_no_subject") };
     }
     const key = tokenExchangeKey(server, settings, principal);
     return { kind: "exchange", need: { server, settings, subjectToken, key } };
-  }
-
-  /** The cache key of the token a request to a token-exchange server uses, without the agent token. */
-  tokenExchangeKey(exchange: Exchange): string | undefined {
-    const server = exchange.server;
-    const settings = server === undefined ? undefined : this.upstreamCredentials.exchanges.get(server);
-    const principal = exchange.principal;
-    if (!settings || !principal || principal.anonymous || principal.viaBroker) return undefined;
-    return tokenExchangeKey(server!, settings, principal);
   }
 
   /** The refusal when no per-agent credential could be had; `cause` says why (docs/REASONS.md). */

@@ -1,3 +1,4 @@
+import { decodeJwt } from "jose";
 import type { Principal } from "./identity.js";
 import { SEALED_PREFIX } from "./seal.js";
 import type { SessionSealer } from "./session-seal.js";
@@ -12,10 +13,24 @@ import type { SessionSealer } from "./session-seal.js";
  * those keys can mint one, a changed byte or another server's route reads as invalid, and every
  * replica with the same `sessions.keys` accepts it (behind Envoy, ext_authz may run on another
  * replica than the broker).
+ *
+ * A server that takes a per-agent credential by token exchange (registry
+ * `upstream.tokenExchange`) needs the agent's own token as the exchange's subject_token. For such
+ * a server only, the hop also seals the agent's verified bearer token, and no longer than that
+ * token is valid: the per-server path opens it, verifies it again as a direct token
+ * (PolicyEngine.admit) and hands it to the exchange. It stays inside the sealed value (ciphertext
+ * under the gateway's keys) on the hop, which is stripped before the request goes upstream like
+ * any bearer value; no hop to any other server carries it.
  */
 
 /** Owner data for hop tokens: no agent-chosen name can produce it (the issuer is reserved). */
 const HOP_ISSUER = "mcp-gateway/broker-hop v1";
+
+/**
+ * The longest hop token opened: room for an agent token of several KB sealed inside (Node's
+ * HTTP parser takes 16 KiB of headers by default; Envoy 60 KiB). A longer one reads as invalid.
+ */
+export const MAX_HOP_TOKEN_LENGTH = 16 * 1024;
 
 /** What a hop token carries. */
 interface HopClaims {
@@ -25,6 +40,28 @@ interface HopClaims {
   anonymous: boolean;
   /** Expiry, epoch milliseconds. */
   exp: number;
+  /** The agent's verified bearer token: only on hops to token-exchange servers. */
+  sub?: string;
+}
+
+/** An opened hop token. */
+export interface OpenedHop {
+  principal: Principal;
+  /**
+   * The agent's bearer token sealed for a token-exchange server (not yet verified again: the
+   * caller does that before using it); undefined on hops to every other server.
+   */
+  subjectToken: string | undefined;
+}
+
+/** A JWT's `exp` in epoch milliseconds, if it has one that can be read. */
+function expiryOf(token: string): number | undefined {
+  try {
+    const { exp } = decodeJwt(token);
+    return typeof exp === "number" ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A bearer value is a hop token when it has the sealer's prefix (agents' JWTs start with "eyJ"). */
@@ -33,27 +70,49 @@ export function isHopToken(token: string): boolean {
 }
 
 export class HopTokens {
+  /**
+   * `carriesSubject(server)`: whether hops to `server` carry the agent's token (the server takes a
+   * per-agent credential by token exchange). `sealer` must open values of MAX_HOP_TOKEN_LENGTH.
+   */
   constructor(
     private readonly sealer: SessionSealer,
     private readonly ttlMs: number,
     private readonly now: () => number,
+    private readonly carriesSubject: (server: string) => boolean = () => false,
   ) {}
 
-  /** A token that speaks for `principal` on `server`'s route only, until the TTL runs out. */
-  mint(principal: Principal, server: string): string {
+  /**
+   * A token that speaks for `principal` on `server`'s route only, until the TTL runs out.
+   * `agentToken` is the bearer token `principal` was verified from; it is sealed in only when
+   * `server` exchanges it, and the hop then expires no later than it (its `exp` claim). The result
+   * depends on `agentToken` for those servers: a cache of minted tokens must key on it too.
+   */
+  mint(principal: Principal, server: string, agentToken?: string): string {
+    // Rounded to the second: the same principal reuses one token within a second (synthetic IV).
+    let exp = Math.ceil((this.now() + this.ttlMs) / 1000) * 1000;
+    const sub =
+      agentToken !== undefined && !principal.anonymous && this.carriesSubject(server)
+        ? agentToken
+        : undefined;
+    if (sub !== undefined) {
+      // The token's own expiry (it may be newer than the one `principal` came from, in a 2025
+      // session); read unverified only to shorten the hop: the hop's path verifies the token.
+      const tokenExp = expiryOf(sub);
+      if (tokenExp !== undefined) exp = Math.min(exp, tokenExp);
+    }
     const claims: HopClaims = {
       agent: principal.agent,
       issuer: principal.issuer ?? null,
       roles: [...principal.roles],
       anonymous: principal.anonymous,
-      // Rounded to the second: the same principal reuses one token within a second (synthetic IV).
-      exp: Math.ceil((this.now() + this.ttlMs) / 1000) * 1000,
+      exp,
+      ...(sub !== undefined ? { sub } : {}),
     };
     return this.sealer.seal({ issuer: HOP_ISSUER, agent: "", server }, JSON.stringify(claims));
   }
 
-  /** The principal a token speaks for on `server`, or undefined (foreign, tampered, expired, other server). */
-  open(token: string, server: string): Principal | undefined {
+  /** What a token speaks for on `server`, or undefined (foreign, tampered, expired, other server). */
+  open(token: string, server: string): OpenedHop | undefined {
     const content = this.sealer.open(token, { issuer: HOP_ISSUER, agent: "", server });
     if (content === undefined) return undefined;
     let claims: HopClaims;
@@ -64,7 +123,8 @@ export class HopTokens {
     }
     if (typeof claims.exp !== "number" || claims.exp <= this.now()) return undefined;
     if (typeof claims.agent !== "string" || !Array.isArray(claims.roles)) return undefined;
-    return Object.freeze({
+    if (claims.sub !== undefined && typeof claims.sub !== "string") return undefined;
+    const principal: Principal = Object.freeze({
       agent: claims.agent,
       roles: Object.freeze(claims.roles.filter((r): r is string => typeof r === "string")),
       claims: Object.freeze({}),
@@ -72,5 +132,6 @@ export class HopTokens {
       anonymous: claims.anonymous === true,
       viaBroker: true,
     });
+    return { principal, subjectToken: claims.sub };
   }
 }

@@ -33,9 +33,12 @@ function ownerData(owner: SessionOwner): Buffer {
 export class SessionSealer {
   private readonly sealer: Sealer;
 
-  /** `secrets[0]` seals; all of them open (the rest are previous keys, kept while ids age out). */
-  constructor(secrets: readonly (string | Uint8Array)[]) {
-    this.sealer = new Sealer(secrets, "session", MAX_SEALED_LENGTH);
+  /**
+   * `secrets[0]` seals; all of them open (the rest are previous keys, kept while ids age out).
+   * `maxLength` bounds what `open` decodes (hop tokens that carry an agent's token need more).
+   */
+  constructor(secrets: readonly (string | Uint8Array)[], maxLength: number = MAX_SEALED_LENGTH) {
+    this.sealer = new Sealer(secrets, "session", maxLength);
   }
 
   /** Seals `content` (e.g. an upstream session id) for `owner`; the result is a valid header value. */

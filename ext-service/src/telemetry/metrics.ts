@@ -47,6 +47,8 @@ const CAUSE_KINDS: ReadonlySet<string> = new Set([
   "token_exchange_refused",
   "token_exchange_malformed",
   "token_exchange_no_subject",
+  "hop_subject_invalid",
+  "hop_subject_mismatch",
 ]);
 
 /**
@@ -79,6 +81,7 @@ export class Metrics {
   readonly breakerOpen: Gauge<"server" | "upstream">;
   readonly inflight: Gauge<"plane">;
   readonly configReloads: Counter<"result">;
+  readonly tokenExchanges: Counter<"server" | "outcome" | "reason">;
   /** Per plane, the counts of exchanges in flight, read when scraped (see countInflight). */
   private readonly inflightCounts = new Map<string, Set<() => number>>();
 
@@ -163,6 +166,12 @@ export class Metrics {
       name: "mcp_gateway_config_reloads_total",
       help: "Config and registry reloads (SIGHUP) by result: applied, or rejected with the old config kept",
       labelNames: ["result"],
+      registers,
+    });
+    this.tokenExchanges = new Counter({
+      name: "mcp_gateway_token_exchanges_total",
+      help: "Per-agent credentials for token-exchange servers by outcome (issued, cached, failed) and, when failed, reason (unreachable, timeout, refused, malformed)",
+      labelNames: ["server", "outcome", "reason"],
       registers,
     });
     this.inflight = new Gauge({

@@ -3,6 +3,7 @@ import { request } from "undici";
 import { issuedTokenHeader, type TokenExchangeNeed } from "../policy/token-exchange.js";
 import type { TokenExchangeSettings } from "../policy/upstream-credentials.js";
 import type { Logger } from "../telemetry/logger.js";
+import type { Metrics } from "../telemetry/metrics.js";
 
 /**
  * The adapter half of per-agent upstream credentials: OAuth 2.0 Token Exchange (RFC 8693) at a
@@ -24,14 +25,34 @@ export interface TokenExchangerOptions {
   maxEntries?: number;
   /** How long a failed exchange is answered from memory, so a burst does not hammer a failing endpoint. */
   failureTtlMs?: number;
+  /**
+   * How long a token handed off for one request (handOff) waits for that request's ext_proc
+   * stream, which Envoy opens right after ext_authz allowed it.
+   */
+  handOffTtlMs?: number;
+  /** Where `mcp_gateway_token_exchanges_total` is counted. */
+  metrics?: Pick<Metrics, "tokenExchanges">;
   now?: () => number;
 }
 
-interface Issued {
+/** An issued token and the upstream header it travels in. */
+export interface IssuedCredential {
   token: string;
   headers: Readonly<Record<string, string>>;
+}
+
+interface Issued extends IssuedCredential {
   /** Epoch ms after which the token is exchanged again (its expiry less the refresh skew). */
   refreshAt: number;
+}
+
+/**
+ * The `reason` label of a failed exchange: the kind of its audit cause, without the endpoint's
+ * own error code (`token_exchange_refused:invalid_grant` is `refused`), so the labels stay few.
+ */
+function failureLabel(cause: string): string {
+  const colon = cause.indexOf(":");
+  return (colon < 0 ? cause : cause.slice(0, colon)).replace(/^token_exchange_/, "");
 }
 
 /** Token responses larger than this are not tokens: read no further. */
@@ -51,8 +72,10 @@ export class TokenExchanger {
   private readonly issued: LRUCache<string, Issued>;
   private readonly failed: LRUCache<string, string>;
   private readonly inflight = new Map<string, Promise<ExchangeOutcome>>();
+  private readonly handOffs: LRUCache<string, IssuedCredential>;
   private readonly now: () => number;
   private readonly failureTtlMs: number;
+  private readonly metrics: Pick<Metrics, "tokenExchanges"> | undefined;
 
   constructor(
     private readonly logger: Logger,
@@ -60,24 +83,65 @@ export class TokenExchanger {
   ) {
     this.now = options.now ?? Date.now;
     this.failureTtlMs = options.failureTtlMs ?? 1000;
+    this.metrics = options.metrics;
     this.issued = new LRUCache({ max: options.maxEntries ?? 10_000 });
     this.failed = new LRUCache({ max: options.maxEntries ?? 10_000 });
+    this.handOffs = new LRUCache({ max: options.maxEntries ?? 10_000, ttl: options.handOffTtlMs ?? 30_000 });
   }
 
   /**
    * The credential header for one hop: from the cache while the issued token is fresh, else
    * from one exchange shared by every concurrent request with the same key. Never rejects.
+   * Each call is counted once: `issued` (this call's exchange), `cached` (no exchange of its
+   * own: the cache, or one already under way) or `failed` with the failure's kind.
    */
   credential(need: TokenExchangeNeed): Promise<ExchangeOutcome> {
     const fresh = this.cached(need.key);
-    if (fresh) return Promise.resolve({ ok: true, headers: fresh.headers, token: fresh.token });
+    if (fresh) {
+      this.count(need.server, "cached");
+      return Promise.resolve({ ok: true, headers: fresh.headers, token: fresh.token });
+    }
     const failure = this.failed.get(need.key);
-    if (failure !== undefined) return Promise.resolve({ ok: false, cause: failure });
+    if (failure !== undefined) {
+      this.count(need.server, "failed", failure);
+      return Promise.resolve({ ok: false, cause: failure });
+    }
     const running = this.inflight.get(need.key);
-    if (running) return running;
+    if (running) {
+      return running.then((outcome) => {
+        this.count(need.server, outcome.ok ? "cached" : "failed", outcome.ok ? undefined : outcome.cause);
+        return outcome;
+      });
+    }
     const started = this.exchange(need).finally(() => this.inflight.delete(need.key));
     this.inflight.set(need.key, started);
-    return started;
+    return started.then((outcome) => {
+      this.count(need.server, outcome.ok ? "issued" : "failed", outcome.ok ? undefined : outcome.cause);
+      return outcome;
+    });
+  }
+
+  private count(server: string, outcome: "issued" | "cached" | "failed", cause?: string): void {
+    this.metrics?.tokenExchanges.inc(
+      cause === undefined ? { server, outcome } : { server, outcome, reason: failureLabel(cause) },
+    );
+  }
+
+  /**
+   * Envoy plane: ext_authz hands the credential it set for request `requestId` to that request's
+   * ext_proc stream (takeHandOff), which matches the token in the answer (DLP) and lists tools
+   * with it for the pin check. Exact per request, also for a token that is not cached (issued
+   * without `expires_in`) or that another request's exchange has since replaced.
+   */
+  handOff(requestId: string, credential: IssuedCredential): void {
+    this.handOffs.set(requestId, { token: credential.token, headers: credential.headers });
+  }
+
+  /** The credential handed off for `requestId`, once. */
+  takeHandOff(requestId: string): IssuedCredential | undefined {
+    const credential = this.handOffs.get(requestId);
+    if (credential) this.handOffs.delete(requestId);
+    return credential;
   }
 
   /** A fresh issued token under `key`, if one is held (ext_proc's pin check reuses ext_authz's). */
