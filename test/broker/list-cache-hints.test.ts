@@ -56,6 +56,9 @@ describe("aggregated endpoint: a 2026-07-28 server's ttlMs bounds the kept list"
     await new Promise((resolve) => http?.close(resolve));
   });
 
+  /** The caching hints of each aggregated list the client got. */
+  const hints: { ttlMs?: unknown; cacheScope?: unknown }[] = [];
+
   async function listTwice(token: string): Promise<number> {
     const client = new ClientV2(
       { name: "v2", version: "1.0.0" },
@@ -68,8 +71,16 @@ describe("aggregated endpoint: a 2026-07-28 server's ttlMs bounds the kept list"
     );
     try {
       const before = lists;
-      for (let i = 0; i < 2; i++)
-        expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["hinted__ping"]);
+      for (let i = 0; i < 2; i++) {
+        // Straight requests: the client's own response cache would answer the second one itself.
+        const result = (await client.request({ method: "tools/list", params: {} })) as {
+          tools: { name: string }[];
+          ttlMs?: unknown;
+          cacheScope?: unknown;
+        };
+        expect(result.tools.map((t) => t.name)).toEqual(["hinted__ping"]);
+        hints.push({ ttlMs: result.ttlMs, cacheScope: result.cacheScope });
+      }
       return lists - before;
     } finally {
       await client.close();
@@ -82,13 +93,26 @@ describe("aggregated endpoint: a 2026-07-28 server's ttlMs bounds the kept list"
     // The first lists record the tool's live definition against its (empty) registry entry, a
     // drift change that keeps an answer fetched meanwhile out of the cache: not what is tested.
     await listTwice(token);
+    hints.length = 0;
     expect(await listTwice(token)).toBe(2);
+    // Relayed to the client: the aggregate is no fresher than its part.
+    expect(hints).toEqual([
+      { ttlMs: 0, cacheScope: "private" },
+      { ttlMs: 0, cacheScope: "private" },
+    ]);
   });
 
   it("a positive ttlMs: kept that long, then asked again", async () => {
     ttlMs = 1_500;
     const token = await gw.token("other");
+    hints.length = 0;
     expect(await listTwice(token)).toBe(1);
+    // The server's ttlMs, then what is left of it for the kept list; private, as the agent's view.
+    expect(hints.map((h) => h.cacheScope)).toEqual(["private", "private"]);
+    const [fetched, kept] = hints.map((h) => h.ttlMs as number);
+    expect(fetched).toBeGreaterThan(0);
+    expect(fetched).toBeLessThanOrEqual(1_500);
+    expect(kept).toBeLessThanOrEqual(fetched!);
     await new Promise((resolve) => setTimeout(resolve, 1_700));
     expect(await listTwice(token)).toBe(1);
     const counted = await gw.metrics.registry.getSingleMetricAsString("mcp_gateway_broker_list_cache_total");

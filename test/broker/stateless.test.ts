@@ -47,7 +47,10 @@ describe("aggregated endpoint: a stateless 2025 server", () => {
   it("initializes once per client session; calls and lists hop without a session", async () => {
     const mcp = await connectClient(`${gw.edge.url}/mcp`, await gw.token("tester"));
     try {
-      expect((await mcp.client.listTools()).tools.map((t) => t.name)).toEqual(["echo__echo"]);
+      const listed = await mcp.client.listTools();
+      expect(listed.tools.map((t) => t.name)).toEqual(["echo__echo"]);
+      // Caching hints are 2026-07-28's: a 2025 session's lists carry none.
+      expect(listed).not.toHaveProperty("ttlMs");
       for (const text of ["one", "two"]) {
         const r = await mcp.client.callTool({ name: "echo__echo", arguments: { text } });
         expect(r.content).toEqual([{ type: "text", text: `echo: ${text}` }]);

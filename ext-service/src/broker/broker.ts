@@ -929,13 +929,15 @@ export class Broker {
 
   /**
    * One list over every server of the view, each server's part kept per agent view
-   * (list-cache.ts); a server that fails is left out (and counted).
+   * (list-cache.ts); a server that fails is left out (and counted). For a 2026-07-28 client, the
+   * caching hints of the whole: fresh for as long as every part is (a part without hints, or a
+   * server left out, makes it 0: the next list asks again), and private (it is this agent's view).
    */
   private async listAll(
     scope: Scope,
     kind: ListKind,
     ctx: ServerContext,
-  ): Promise<Record<string, unknown>[]> {
+  ): Promise<{ items: Record<string, unknown>[]; hints: { ttlMs?: number; cacheScope?: "private" } }> {
     const engine = this.engine;
     const owner = this.listOwner(scope, ctx);
     const servers = this.servers(scope.principal, scope.view);
@@ -946,15 +948,19 @@ export class Broker {
     );
     const out: Record<string, unknown>[] = [];
     const names = this.namesOf(scope.view);
+    let ttlMs = durationMs(engine.config.cache.hints.maxTtl);
     lists.forEach((result, i) => {
       const server = servers[i]!;
       if (result.status === "rejected") {
-        // A server without this kind of primitive is not a failure.
-        if ((result.reason as { code?: unknown }).code !== JsonRpcCode.MethodNotFound)
+        // A server without this kind of primitive is not a failure (nor a bound on the hints).
+        if ((result.reason as { code?: unknown }).code !== JsonRpcCode.MethodNotFound) {
           this.dropped(server, kind, result.reason);
+          ttlMs = 0;
+        }
         return;
       }
-      for (const item of result.value) {
+      ttlMs = Math.min(ttlMs, result.value.freshForMs);
+      for (const item of result.value.items) {
         if (kind === "tools" && !this.inView(scope.view, server, String(item.name))) continue;
         if (kind === "resources") out.push({ ...item, uri: names.join(server, String(item.uri)) });
         else if (kind === "resourceTemplates")
@@ -962,7 +968,7 @@ export class Broker {
         else out.push({ ...item, name: names.join(server, String(item.name)) });
       }
     });
-    return out;
+    return { items: out, hints: scope.modern ? { ttlMs: Math.floor(ttlMs), cacheScope: "private" } : {} };
   }
 
   /** The server a prefixed name routes to, if it is in the agent's view. */
@@ -985,18 +991,22 @@ export class Broker {
       },
       instructions: this.namesOf(scope.view).instructions,
     });
-    server.setRequestHandler("tools/list", async (_request, ctx) => ({
-      tools: (await this.listAll(scope, "tools", ctx)) as never,
-    }));
-    server.setRequestHandler("prompts/list", async (_request, ctx) => ({
-      prompts: (await this.listAll(scope, "prompts", ctx)) as never,
-    }));
-    server.setRequestHandler("resources/list", async (_request, ctx) => ({
-      resources: (await this.listAll(scope, "resources", ctx)) as never,
-    }));
-    server.setRequestHandler("resources/templates/list", async (_request, ctx) => ({
-      resourceTemplates: (await this.listAll(scope, "resourceTemplates", ctx)) as never,
-    }));
+    server.setRequestHandler("tools/list", async (_request, ctx) => {
+      const { items, hints } = await this.listAll(scope, "tools", ctx);
+      return { tools: items as never, ...hints };
+    });
+    server.setRequestHandler("prompts/list", async (_request, ctx) => {
+      const { items, hints } = await this.listAll(scope, "prompts", ctx);
+      return { prompts: items as never, ...hints };
+    });
+    server.setRequestHandler("resources/list", async (_request, ctx) => {
+      const { items, hints } = await this.listAll(scope, "resources", ctx);
+      return { resources: items as never, ...hints };
+    });
+    server.setRequestHandler("resources/templates/list", async (_request, ctx) => {
+      const { items, hints } = await this.listAll(scope, "resourceTemplates", ctx);
+      return { resourceTemplates: items as never, ...hints };
+    });
     server.setRequestHandler("tools/call", async (request, ctx) => {
       const target = this.route(scope, "tools", request.params.name);
       const progressToken = request.params._meta?.progressToken;

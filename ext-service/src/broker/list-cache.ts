@@ -40,7 +40,16 @@ interface Entry {
   stamp: Stamp;
   /** When (ms) its fetch started: a change another replica saw after that makes it stale. */
   fetchedAt: number;
+  /** Until when (ms) the server's caching hints let a client reuse it; 0 without hints. */
+  freshUntil: number;
   items: Record<string, unknown>[];
+}
+
+/** One server's part of a list, and how long (ms) its caching hints let a client reuse it. */
+export interface ListPart {
+  items: Record<string, unknown>[];
+  /** 0: not at all (no hints: a 2025 hop, hints off, or a ttlMs of 0). */
+  freshForMs: number;
 }
 
 /** A list as one server's hop answered it, and the caching hints of each of its pages. */
@@ -142,7 +151,7 @@ export class BrokerListCache {
     server: string,
     kind: ListKind,
     fetch: () => Promise<FetchedList>,
-  ): Promise<Record<string, unknown>[]> {
+  ): Promise<ListPart> {
     const key = BrokerListCache.key(owner, server, kind);
     const stamp = this.stamp(engine, server, kind);
     const kept = this.current(engine).get(key);
@@ -152,17 +161,19 @@ export class BrokerListCache {
       (this.changedAt === undefined || (await this.changedAt(server)) < kept.fetchedAt)
     ) {
       this.lookups.inc({ kind, result: "hit" });
-      return kept.items;
+      return { items: kept.items, freshForMs: Math.max(0, kept.freshUntil - Date.now()) };
     }
     this.lookups.inc({ kind, result: "miss" });
     const fetchedAt = Date.now();
     const fetched = await fetch();
     const ttl = keepFor(engine, fetched);
+    const freshForMs = fetched.hinted ? ttl : 0;
     // A change seen while the hop was out may have come after the server answered: not kept.
     if (ttl > 0 && sameStamp(stamp, this.stamp(this.engine ?? engine, server, kind))) {
-      this.current(engine).set(key, { stamp, fetchedAt, items: fetched.items }, { ttl });
+      const freshUntil = freshForMs > 0 ? Date.now() + freshForMs : 0;
+      this.current(engine).set(key, { stamp, fetchedAt, freshUntil, items: fetched.items }, { ttl });
     }
-    return fetched.items;
+    return { items: fetched.items, freshForMs };
   }
 
   /** A `notifications/*\/list_changed` from `server`: its lists of that kind are stale for every agent. */
