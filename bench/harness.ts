@@ -323,6 +323,10 @@ async function measure(
           if (p50 !== null && p99 !== null) {
             cell.roundP50.push(p50);
             cell.roundP99.push(p99);
+          } else {
+            // No answer to take a latency from: a rate so low (a fraction of a capacity measured
+            // on a loaded machine) that the round scheduled nothing, or every request failed.
+            cell.skippedRounds++;
           }
           if (r.ok > 0) cell.roundCpuUs.push((cpuMs * 1000) / r.ok);
           progress(

@@ -16,6 +16,14 @@ function signed(n: number | null | undefined, digits = 3): string {
 /** Printed instead of a difference that the spread over rounds covers. */
 export const NOT_DISTINGUISHABLE = "not distinguishable";
 
+/** Why a latency row has no figure: its rate was over the side's capacity, or too low to send anything. */
+function skippedBecause(l: BenchResults["latency"][number]): string {
+  if (l.errors + l.timedOut > 0) return "no answer";
+  // An over-capacity round is skipped before a rate is chosen; a too-low one ran and sent nothing.
+  if ((l.perRound?.rate.rounds.length ?? 0) > 0) return "skipped: rate too low for the round's length";
+  return `skipped: over ${Math.round(MAX_LOAD * 100)}% of capacity`;
+}
+
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
@@ -120,7 +128,7 @@ export function renderReport(r: BenchResults): string {
           l.side,
           load,
           measured ? String(l.rate) : "-",
-          measured ? String(l.ok) : `skipped: over ${Math.round(MAX_LOAD * 100)}% of capacity`,
+          measured ? String(l.ok) : skippedBecause(l),
           measured ? String(l.errors + l.timedOut) : "",
           fmt(l.latencyMs.p50),
           spread(l.perRound?.p50, 3),

@@ -28,6 +28,9 @@ interface Ref {
   bytes: number;
 }
 
+/** Digits of an event's sequence number in its id, zero-padded. */
+const SEQ_DIGITS = 12;
+
 const byRegistry = new WeakMap<Metrics, Counter<"result">>();
 
 function resumptionCounter(metrics: Metrics): Counter<"result"> {
@@ -122,7 +125,9 @@ export class SessionEvents implements EventStore {
       this.replay.hold(this.session, seq, { events: this, seq, bytes });
       this.prune();
     }
-    return Promise.resolve(`${this.prefix}.${seq}`);
+    // Fixed width: an event's id, and so the size of the answer carrying it, does not grow with
+    // the session's age (the bench checks every answer's size against the first one's).
+    return Promise.resolve(`${this.prefix}.${String(seq).padStart(SEQ_DIGITS, "0")}`);
   }
 
   /** The held event an id names, if any (after dropping what expired). */
