@@ -78,7 +78,7 @@ function matrixTable(matrix) {
       el(
         "th",
         { scope: "row" },
-        el("code", {}, subject),
+        breakable(subject),
         el(
           "div",
           { class: "muted small" },
@@ -114,7 +114,7 @@ function matrixCell(row, subject, cell) {
     el("div", {}, cell.rule ? ruleLabel(cell.rule) : el("span", { class: "muted" }, "no rule names it")),
     cell.access === "conditional"
       ? cell.conditions.map((c) =>
-          el("div", { class: "muted small" }, `${c.effect} when `, el("code", {}, c.when)),
+          el("div", { class: "muted small" }, `${c.effect} when `, breakable(c.when)),
         )
       : null,
     cell.approval
@@ -122,9 +122,7 @@ function matrixCell(row, subject, cell) {
           "div",
           { class: "warn small" },
           `approval: ${cell.approval.rule}`,
-          cell.approval.when
-            ? el("span", { class: "muted" }, " when ", el("code", {}, cell.approval.when))
-            : null,
+          cell.approval.when ? el("span", { class: "muted" }, " when ", breakable(cell.approval.when)) : null,
         )
       : null,
   );
@@ -132,10 +130,15 @@ function matrixCell(row, subject, cell) {
 
 /** `roles.<role>.rules[<i>]`, breakable at its dots only (narrow columns must not split a name). */
 function ruleLabel(rule) {
-  const parts = rule.split(/(?=\.)/);
+  return breakable(rule, "rule");
+}
+
+/** Code that may wrap before each dot, after a slash and at spaces, so a narrow cell never splits a name. */
+function breakable(text, cls) {
+  const parts = text.split(/(?=\.)|(?<=\/)/);
   return el(
     "code",
-    { class: "rule" },
+    cls ? { class: cls } : {},
     parts.flatMap((part, i) => (i === 0 ? [part] : [el("wbr"), part])),
   );
 }
@@ -167,18 +170,75 @@ function patternsTable(matrix) {
   );
 }
 
+/** The issuer select's first option: the agent's configured issuer, named when it has one. */
+function defaultIssuerText(matrix, agent) {
+  const row = matrix.rows.find((r) => r.name === agent);
+  if (!row) return "(agent not in gateway.yaml: pick its token's issuer)";
+  return row.issuer ? `${row.issuer} (the agent's configured issuer)` : "(the agent's configured issuer)";
+}
+
 function askForm(matrix) {
   const tools = matrix.columns.map((c) => `${c.server}/${c.tool}`);
   const agents = matrix.rows.map((r) => r.name);
   const answer = el("div", { id: "explain-answer", "aria-live": "polite" });
+  const trusting = matrix.issuers.filter((i) => i.trust_token_roles).map((i) => i.issuer);
+  const agentInput = el("input", {
+    id: "explain-agent",
+    type: "text",
+    list: "explain-agents",
+    value: agents[0] || "",
+    required: true,
+    size: 20,
+    autocomplete: "off",
+    spellcheck: "false",
+    "aria-describedby": "explain-agent-hint",
+  });
+  const issuerSelect = el(
+    "select",
+    { id: "explain-issuer", "aria-describedby": "explain-issuer-hint" },
+    el("option", { value: "" }, defaultIssuerText(matrix, agents[0])),
+    matrix.issuers.map((i) => el("option", { value: i.issuer }, i.issuer)),
+  );
+  agentInput.addEventListener("input", () => {
+    issuerSelect.options[0].textContent = defaultIssuerText(matrix, agentInput.value.trim());
+  });
   const form = el(
     "form",
     { id: "explain-form", class: "ask" },
     el(
       "div",
       { class: "filters" },
-      el("div", {}, select("explain-agent", "Agent", agents, agents[0])),
+      el(
+        "div",
+        {},
+        el("label", { for: "explain-agent" }, "Agent"),
+        agentInput,
+        el(
+          "datalist",
+          { id: "explain-agents" },
+          agents.map((a) => el("option", { value: a })),
+        ),
+      ),
+      el("div", {}, el("label", { for: "explain-issuer" }, "Issuer"), issuerSelect),
       el("div", {}, select("explain-tool", "Tool", tools, tools[0])),
+    ),
+    el(
+      "p",
+      { class: "muted small hint" },
+      el(
+        "span",
+        { id: "explain-agent-hint" },
+        "An agent is a token's subject from one issuer: the configured agents are suggested, any subject may be asked about. ",
+      ),
+      el(
+        "span",
+        { id: "explain-issuer-hint" },
+        "A configured agent's roles count only for tokens of its own issuer; token roles count only from ",
+        trusting.length
+          ? `${trusting.join(", ")} (trustTokenRoles)`
+          : "issuers with trustTokenRoles (none here)",
+        ".",
+      ),
     ),
     el("label", { for: "explain-arguments" }, "Arguments (JSON object)"),
     el("textarea", { id: "explain-arguments", rows: 3, cols: 60, spellcheck: "false" }, "{}"),
@@ -233,10 +293,12 @@ async function ask(form, answer) {
   const target = form.querySelector("#explain-tool").value;
   const slash = target.indexOf("/");
   const question = {
-    agent: form.querySelector("#explain-agent").value,
+    agent: form.querySelector("#explain-agent").value.trim(),
     server: target.slice(0, slash),
     tool: target.slice(slash + 1),
   };
+  const issuer = form.querySelector("#explain-issuer").value;
+  if (issuer) question.issuer = issuer;
   const args = parseJson(form.querySelector("#explain-arguments").value, "Arguments");
   if (args !== undefined) question.arguments = args;
   const roles = form
@@ -281,8 +343,8 @@ function explanation(e) {
         ),
     el(
       "p",
-      { class: "muted" },
-      `Roles: ${e.roles.length ? e.roles.join(", ") : "(none)"}`,
+      { class: "muted", id: "explain-identity" },
+      `Issuer: ${e.issuer || "(none)"}. Roles: ${e.roles.length ? e.roles.join(", ") : "(none)"}`,
       e.agentConfigured ? "" : " (not in gateway.yaml agents: token roles only)",
       `. Registry: server ${e.registry.server}, tool ${e.registry.tool}`,
       e.registry.risk ? `, risk ${e.registry.risk}` : "",

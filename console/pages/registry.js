@@ -1,6 +1,7 @@
 // Registry: servers and tools with owner, risk, pin, drift, deprecation and usage, and what a
-// reload would change (GET /console/api/registry).
-import { api, el, select, showError, table, when } from "../shared.js";
+// reload would change (GET /console/api/registry); "Check pins now" fetches every server's
+// tools/list and compares it with the pins (POST /console/api/registry/check).
+import { api, el, select, setStatus, showError, table, when } from "../shared.js";
 
 export const title = "Registry";
 
@@ -130,6 +131,66 @@ function diskSection(disk) {
   ];
 }
 
+const CHECK_TEXT = {
+  matches: "matches",
+  drifted: "drifted",
+  unlisted: "tools missing",
+  failed: "cannot list",
+  skipped: "not checked",
+};
+const CHECK_CLASS = {
+  matches: "allow",
+  drifted: "deny-text",
+  unlisted: "warn",
+  failed: "deny-text",
+  skipped: "muted",
+};
+
+function checkRow(s) {
+  const found = [];
+  for (const d of s.drifted) {
+    found.push(
+      el(
+        "div",
+        { class: "deny-text" },
+        el("code", {}, d.tool),
+        `: ${d.fields.length ? d.fields.join(", ") : "definition"} changed`,
+      ),
+    );
+  }
+  if (s.unlisted.length) found.push(el("div", { class: "warn" }, `not offered: ${s.unlisted.join(", ")}`));
+  if (s.cause) found.push(el("div", {}, s.cause));
+  return el(
+    "tr",
+    { "data-check": s.server },
+    el("th", { scope: "row" }, s.server),
+    el("td", {}, el("span", { class: CHECK_CLASS[s.result] }, CHECK_TEXT[s.result])),
+    el("td", { class: "num" }, s.listed === null ? "-" : String(s.listed)),
+    el("td", {}, s.upstream ? el("code", {}, s.upstream) : el("span", { class: "muted" }, "-")),
+    el("td", {}, found.length ? found : el("span", { class: "muted" }, "every listed tool matches its pin")),
+  );
+}
+
+/** The answer of "Check pins now": one row per server. */
+function checkReport(report) {
+  const counts = {};
+  for (const s of report.servers) counts[s.result] = (counts[s.result] || 0) + 1;
+  const summary = Object.entries(counts)
+    .map(([result, n]) => `${n} ${CHECK_TEXT[result]}`)
+    .join(", ");
+  return [
+    el("h3", { id: "pin-check-title", tabindex: "-1" }, `Pin check at ${when(report.checked_at)}`),
+    table(
+      `${summary}. Each server's tools/list, fetched now and compared with the pins as before a call` +
+        (report.pins_enforced
+          ? "; drifted tools are refused from now on"
+          : "; pins are not enforced (alerts only)"),
+      ["Server", "Result", "Tools listed", "Upstream", "Found"],
+      report.servers.map(checkRow),
+    ),
+  ];
+}
+
 export async function render(root) {
   const wanted = sessionStorage.getItem("registry-show") || SHOW[0];
   const controls = el(
@@ -137,11 +198,23 @@ export async function render(root) {
     { class: "filters" },
     el("div", {}, select("registry-show", "Show", SHOW, wanted)),
   );
+  const check = el("button", { type: "button", class: "secondary", id: "check-pins" }, "Check pins now");
   const meta = el("p", { class: "muted" });
+  const checked = el("section", {
+    id: "pin-check",
+    "aria-live": "polite",
+    "aria-labelledby": "pin-check-title",
+  });
   const holder = el("div", {});
-  root.append(el("h2", {}, "Registry"), meta, controls, holder);
+  root.append(
+    el("div", { class: "page-head" }, el("h2", {}, "Registry"), check),
+    meta,
+    checked,
+    controls,
+    holder,
+  );
   const showSelect = controls.querySelector("select");
-  const r = await api("/console/api/registry");
+  let r = await api("/console/api/registry");
   const draw = () => {
     sessionStorage.setItem("registry-show", showSelect.value);
     const drifted = r.servers.flatMap((s) => s.tools).filter((t) => t.live.state === "drifted").length;
@@ -184,6 +257,27 @@ export async function render(root) {
       draw();
     } catch (err) {
       showError(err);
+    }
+  });
+  check.addEventListener("click", async () => {
+    check.disabled = true;
+    check.textContent = "Checking pins…";
+    setStatus("Checking pins: fetching each server's tools/list…");
+    try {
+      const report = await api("/console/api/registry/check", { body: {} });
+      checked.replaceChildren(...checkReport(report));
+      // The live column shows what the check recorded.
+      r = await api("/console/api/registry");
+      draw();
+      setStatus(`Pins checked at ${when(report.checked_at)}.`);
+      document.getElementById("pin-check-title").focus();
+    } catch (err) {
+      showError(err);
+    } finally {
+      check.disabled = false;
+      check.textContent = "Check pins now";
+      // A disabled button loses focus; give it back unless the result took it.
+      if (document.activeElement === document.body) check.focus();
     }
   });
   draw();

@@ -97,7 +97,7 @@ describe.runIf(chromiumAvailable())("console pages in a real browser: audit, acc
   });
 
   it("answers 'may this agent call this tool?' with allow, and deny with the reason", async () => {
-    await page.getByLabel("Agent", { exact: true }).selectOption("release-bot");
+    await page.getByLabel("Agent", { exact: true }).fill("release-bot");
     await page.getByLabel("Tool", { exact: true }).selectOption("deploy/deploy_service");
     const args = page.getByLabel("Arguments (JSON object)");
     await args.fill('{"service": "billing", "version": "2.7.0", "environment": "staging"}');

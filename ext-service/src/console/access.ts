@@ -10,8 +10,19 @@ import { explainToolCall, type ExplainRequest, type ToolCallExplanation } from "
  * never logged, never stored.
  */
 
-export function accessPage(engine: PolicyEngine, query: URLSearchParams): AccessMatrix {
-  return accessMatrix(engine, query.get("by") === "role" ? "role" : "agent");
+export interface AccessPage extends AccessMatrix {
+  /** The configured issuers (an agent is its issuer and subject), for the question box. */
+  issuers: { issuer: string; trust_token_roles: boolean }[];
+}
+
+export function accessPage(engine: PolicyEngine, query: URLSearchParams): AccessPage {
+  return {
+    ...accessMatrix(engine, query.get("by") === "role" ? "role" : "agent"),
+    issuers: engine.config.auth.issuers.map((i) => ({
+      issuer: i.issuer,
+      trust_token_roles: i.trustTokenRoles,
+    })),
+  };
 }
 
 export type ExplainAnswer = { ok: true; explanation: ToolCallExplanation } | { ok: false; message: string };
@@ -56,6 +67,15 @@ export function explainQuestion(engine: PolicyEngine, body: unknown): ExplainAns
   if (issuer !== undefined && (typeof issuer !== "string" || issuer === "")) {
     return { ok: false, message: "issuer must be a string" };
   }
+  // A token from any other issuer is refused before any rule is read (jwt_issuer_unknown): an
+  // answer about its roles would describe a call that cannot happen.
+  const issuers = engine.config.auth.issuers.map((i) => i.issuer);
+  if (issuer !== undefined && !issuers.includes(issuer as string)) {
+    return {
+      ok: false,
+      message: `issuer '${bounded(issuer as string)}' is not configured (auth.issuers: ${issuers.join(", ") || "none"}); its tokens are refused as jwt_issuer_unknown`,
+    };
+  }
   const request: ExplainRequest = {
     agent: (agent as string).trim(),
     server: (server as string).trim(),
@@ -66,6 +86,10 @@ export function explainQuestion(engine: PolicyEngine, body: unknown): ExplainAns
     ...(issuer !== undefined ? { issuer: issuer as string } : {}),
   };
   return { ok: true, explanation: explainToolCall(engine, request) };
+}
+
+function bounded(text: string, max = 128): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…`;
 }
 
 /** Whether the request says its body is JSON (a cross-site form cannot, without a preflight). */

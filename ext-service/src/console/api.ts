@@ -11,12 +11,15 @@ import { budgetsPage } from "./budgets.js";
 import type { GatewayEngine } from "../config/compile.js";
 import { overviewPage, TrafficRates } from "./overview.js";
 import { registryPage } from "./registry.js";
+import { checkPinsNow, serversToCheck } from "./pin-check.js";
+import { PinVerifier } from "../upstream/pin-verifier.js";
 
 /**
  * The admin console's JSON endpoints (docs/CONSOLE.md), under /console/api/:
  *   GET  session              who the token is: agent and access (admin or approver)
  *   GET  overview             per server: health, breakers, rates, drift, pending approvals
  *   GET  registry             servers and tools: pins, drift, usage; the diff to the file on disk
+ *   POST registry/check       {"servers"?: [...]}: each server's tools/list fetched now and compared with the pins
  *   GET  audit?agent=&server=&tool=&decision=&reason=&limit=   recent audit records, newest first
  *   GET  access[?by=role]     the permission matrix: agents (or roles) by registered tools
  *   POST explain              {"agent","server","tool","arguments"?,...}: `mcp-gateway explain`'s answer
@@ -24,7 +27,8 @@ import { registryPage } from "./registry.js";
  *
  * Authenticated and Origin-checked exactly as the approvals admin API (authorizeAdminCaller),
  * and (but for session) for admins only: an approver's token decides approvals, it does not read
- * the audit trail.
+ * the audit trail. A POST must say its body is application/json, as the approvals admin API's
+ * approve and deny do: a cross-site form cannot send that without a CORS preflight, which fails.
  */
 
 const PREFIX = "/console/api/";
@@ -42,6 +46,8 @@ export interface ConsoleSources {
   metrics: Metrics;
   /** The edge's upstream endpoints and breakers; absent behind Envoy (its clusters hold them). */
   upstreams?: () => UpstreamStatus[];
+  /** Fetches servers' tools/list for "check pins now"; one of the console's own by default. */
+  pinVerifier?: PinVerifier;
   logger: Logger;
 }
 
@@ -89,12 +95,13 @@ function auditPage(audit: AuditTrail, query: URLSearchParams, traceUrl: string |
 /** The route for the admin server: answers /console/api/...; other paths are left to the next route. */
 export function consoleApi(sources: ConsoleSources): (req: IncomingMessage, res: ServerResponse) => boolean {
   const rates = new TrafficRates(sources.metrics);
+  const verifier = sources.pinVerifier ?? new PinVerifier(sources.logger);
   return (req, res) => {
     const url = req.url ?? "/";
     const path = url.split("?")[0]!;
     if (!path.startsWith(PREFIX)) return false;
     const query = new URLSearchParams(url.split("?")[1] ?? "");
-    serve(sources, rates, req, res, path.slice(PREFIX.length), query).catch((err: unknown) => {
+    serve(sources, { rates, verifier }, req, res, path.slice(PREFIX.length), query).catch((err: unknown) => {
       sources.logger.error({ err }, "console API failed");
       if (!res.headersSent) fail(res, 500, "internal_error", "Internal error");
     });
@@ -104,7 +111,7 @@ export function consoleApi(sources: ConsoleSources): (req: IncomingMessage, res:
 
 async function serve(
   sources: ConsoleSources,
-  rates: TrafficRates,
+  { rates, verifier }: { rates: TrafficRates; verifier: PinVerifier },
   req: IncomingMessage,
   res: ServerResponse,
   page: string,
@@ -146,6 +153,32 @@ async function serve(
       "console explain",
     );
     return send(res, 200, e);
+  }
+  if (page === "registry/check") {
+    if (req.method !== "POST") return fail(res, 405, "method_not_allowed", "Use POST", { allow: "POST" });
+    if (!sendsJson(req)) return fail(res, 415, "unsupported_media_type", "Send application/json, e.g. {}");
+    const body = await readJson(req);
+    const value = body.ok ? body.value : undefined;
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      return fail(res, 400, "bad_request", 'The body must be a JSON object: {} or {"servers": ["kb"]}');
+    }
+    const { servers, ...rest } = value as { servers?: unknown };
+    if (Object.keys(rest).length > 0)
+      return fail(res, 400, "bad_request", `Unknown field: ${Object.keys(rest).join(", ")}`);
+    if (servers !== undefined && (!Array.isArray(servers) || servers.some((s) => typeof s !== "string"))) {
+      return fail(res, 400, "bad_request", "servers must be a list of server names");
+    }
+    const wanted = serversToCheck(engine, servers as string[] | undefined);
+    if (!wanted.ok) return fail(res, 400, "bad_request", wanted.message);
+    const report = await checkPinsNow(engine, verifier, wanted.servers);
+    sources.logger.info(
+      {
+        admin: caller.principal.agent,
+        servers: report.servers.map((s) => ({ server: s.server, result: s.result })),
+      },
+      "console pin check",
+    );
+    return send(res, 200, report);
   }
   if (req.method !== "GET") return fail(res, 405, "method_not_allowed", "Use GET", { allow: "GET" });
   if (page === "audit")

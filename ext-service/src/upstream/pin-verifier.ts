@@ -5,6 +5,12 @@ import { describeFetchError, fetchFailureKind, fetchLiveTools, type FetchToolsOp
 
 export type ToolLister = (url: string, options: FetchToolsOptions) => Promise<Record<string, unknown>[]>;
 
+/** What one check of a server's tools/list found (also recorded in the engine's drift state). */
+export type ToolListCheck =
+  | { ok: true; upstream: string; tools: number; drifted: string[]; unlisted: string[] }
+  /** `cause`: each upstream tried and why it failed (addresses included: for the log and admins). */
+  | { ok: false; cause: string };
+
 /** The name the gateway gives itself in `x-mcp-agent` when it lists a server's tools. */
 export const PIN_VERIFIER_AGENT = "mcp-gateway-pin-check";
 
@@ -16,7 +22,7 @@ export const PIN_VERIFIER_AGENT = "mcp-gateway-pin-check";
  * the same server (and policy) share one fetch, so a burst of first calls costs one tools/list.
  */
 export class PinVerifier {
-  private readonly inflight = new Map<string, { engine: PolicyEngine; done: Promise<void> }>();
+  private readonly inflight = new Map<string, { engine: PolicyEngine; done: Promise<ToolListCheck> }>();
 
   constructor(
     private readonly logger: Logger,
@@ -24,10 +30,15 @@ export class PinVerifier {
   ) {}
 
   /**
-   * Resolves once the core has a fresh list or a recorded failure for `server`; never rejects.
-   * `credential`: the per-agent header of a token-exchange server, the requesting agent's.
+   * Resolves once the core has a fresh list or a recorded failure for `server`, with what the
+   * check found; never rejects. `credential`: the per-agent header of a token-exchange server,
+   * the requesting agent's.
    */
-  verify(engine: PolicyEngine, server: string, credential?: Readonly<Record<string, string>>): Promise<void> {
+  verify(
+    engine: PolicyEngine,
+    server: string,
+    credential?: Readonly<Record<string, string>>,
+  ): Promise<ToolListCheck> {
     const current = this.inflight.get(server);
     if (current && current.engine === engine) return current.done;
     const done = this.fetch(engine, server, credential).finally(() => {
@@ -41,7 +52,7 @@ export class PinVerifier {
     engine: PolicyEngine,
     server: string,
     credential: Readonly<Record<string, string>> | undefined,
-  ): Promise<void> {
+  ): Promise<ToolListCheck> {
     const upstreams = engine.registry.server(server)?.config.upstreams ?? [];
     // One deadline for every upstream tried: the request waits for this, and behind Envoy the
     // whole ext_proc reply must come within its message_timeout.
@@ -66,7 +77,7 @@ export class PinVerifier {
         if (drifted.length > 0)
           this.logger.warn(fields, "pin check: tools differ from their pins; calls are refused");
         else this.logger.debug(fields, "pin check: tools/list checked");
-        return;
+        return { ok: true, upstream: url, tools: tools.length, drifted, unlisted };
       } catch (err) {
         failures.push(`${url}: ${describeFetchError(err)}`);
         kinds.add(fetchFailureKind(err));
@@ -76,5 +87,6 @@ export class PinVerifier {
     // The agent is told the kind of failure only: upstream addresses stay in the log.
     engine.security.recordToolListFailure(server, kinds.size > 0 ? [...kinds].join(", ") : "no upstreams");
     this.logger.warn({ server, cause }, "pin check: cannot list the server's tools; calls to it are refused");
+    return { ok: false, cause };
   }
 }
