@@ -1,5 +1,6 @@
 // Overview: per server its health, breakers, request/denial/error rates, drift alerts and
-// pending approvals (GET /console/api/overview).
+// pending approvals (GET /console/api/overview). The rates are this replica's; with a Redis state
+// store the page also shows what every replica let through today.
 import { api, el, showError, table, when } from "../shared.js";
 
 export const title = "Overview";
@@ -34,7 +35,40 @@ function breakers(server, breakersAt) {
   );
 }
 
-function serverRow(s, breakersAt) {
+function clusterCell(s) {
+  const c = s.cluster;
+  if (!c) return el("span", { class: "muted" }, "?");
+  return [
+    c.allowed_per_minute === null ? "-" : `${c.allowed_per_minute}/min`,
+    el("div", { class: "muted" }, `${c.allowed_today} today`),
+  ];
+}
+
+/** What the numbers cover: this replica's counters, and the store's counts when it is shared. */
+function scope(o) {
+  const replica = `${o.replica.host} (pid ${o.replica.pid})`;
+  const parts = [
+    `Requests, denied and errors are this replica's: ${replica}, since it started; ` +
+      "with several replicas each console shows its own (Prometheus adds them up).",
+  ];
+  const c = o.cluster;
+  if (!c)
+    parts.push(
+      ` The state store is ${o.store.kind}: nothing is counted across replicas, so no cluster-wide numbers.`,
+    );
+  else if (!c.available) parts.push(" All replicas: unknown, the Redis state store did not answer.");
+  else
+    parts.push(
+      ` "All replicas" is what every replica let through (forwarded or served from the cache) on ${c.day} (UTC), ` +
+        "from the Redis state store" +
+        (c.window_seconds === null
+          ? "; its rate shows from the next refresh."
+          : `; rates over ${c.window_seconds} s.`),
+    );
+  return el("p", { class: "muted", id: "overview-scope" }, parts);
+}
+
+function serverRow(s, breakersAt, cluster) {
   return el(
     "tr",
     { "data-server": s.name },
@@ -55,6 +89,7 @@ function serverRow(s, breakersAt) {
     el("td", { class: "num" }, rate(s.traffic, "requests")),
     el("td", { class: "num" }, rate(s.traffic, "denied")),
     el("td", { class: "num" }, rate(s.traffic, "errors")),
+    cluster ? el("td", { class: "num" }, clusterCell(s)) : null,
     el(
       "td",
       {},
@@ -82,13 +117,25 @@ export async function render(root) {
           `state store ${o.store.kind} (${o.store.available ? "available" : "UNAVAILABLE"}); ` +
           `rates over the last ${o.rate_window_seconds} s, as of ${when(o.generated_at)}.`,
       ),
+      scope(o),
       el(
         "ul",
         { class: "cards", "aria-label": "Summary" },
         card("servers healthy", `${healthy} / ${o.servers.length}`),
-        card("requests", `${o.traffic.perMinute.requests}/min`, `${o.traffic.total.requests} total`),
-        card("denied", `${o.traffic.perMinute.denied}/min`, `${o.traffic.total.denied} total`),
-        card("errors", `${o.traffic.perMinute.errors}/min`, `${o.traffic.total.errors} total`),
+        card(
+          "requests, this replica",
+          `${o.traffic.perMinute.requests}/min`,
+          `${o.traffic.total.requests} total`,
+        ),
+        card("denied, this replica", `${o.traffic.perMinute.denied}/min`, `${o.traffic.total.denied} total`),
+        card("errors, this replica", `${o.traffic.perMinute.errors}/min`, `${o.traffic.total.errors} total`),
+        o.cluster
+          ? card(
+              "let through, all replicas",
+              o.cluster.allowed_per_minute === null ? "-" : `${o.cluster.allowed_per_minute}/min`,
+              o.cluster.available ? `${o.cluster.allowed_today} today (UTC)` : "store not answering",
+            )
+          : null,
         card(
           "pending approvals",
           o.pending_approvals === null ? "?" : o.pending_approvals,
@@ -104,13 +151,14 @@ export async function render(root) {
           "Server",
           "Health",
           "Upstreams (breaker)",
-          "Requests",
-          "Denied",
-          "Errors",
+          "Requests (this replica)",
+          "Denied (this replica)",
+          "Errors (this replica)",
+          ...(o.cluster ? ["Let through (all replicas)"] : []),
           "Drifted tools",
           "Pending approvals",
         ],
-        o.servers.map((s) => serverRow(s, o.breakers)),
+        o.servers.map((s) => serverRow(s, o.breakers, o.cluster)),
       ),
       el("h3", {}, "Drift alerts"),
       alerts.length === 0

@@ -77,6 +77,11 @@ describe.runIf(chromiumAvailable())("admin console: Overview and Registry in a r
       "Budgets",
     ]);
     expect(await page.locator('#nav-list a[aria-current="page"]').textContent()).toBe("Overview");
+    // The rates are this process's; the demo's memory store shares nothing between replicas.
+    const scope = await page.locator("#overview-scope").textContent();
+    expect(scope).toContain("Requests, denied and errors are this replica's");
+    expect(scope).toContain("The state store is memory: nothing is counted across replicas");
+    expect(await page.locator("thead th").allTextContents()).toContain("Requests (this replica)");
     await shot("overview");
   });
 

@@ -9,7 +9,7 @@ import type { Metrics } from "../telemetry/metrics.js";
 import { accessPage, explainQuestion, sendsJson } from "./access.js";
 import { budgetsPage } from "./budgets.js";
 import type { GatewayEngine } from "../config/compile.js";
-import { overviewPage, TrafficRates } from "./overview.js";
+import { ClusterTraffic, overviewPage, TrafficRates } from "./overview.js";
 import { registryPage } from "./registry.js";
 import { checkPinsNow, serversToCheck } from "./pin-check.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
@@ -96,22 +96,25 @@ function auditPage(audit: AuditTrail, query: URLSearchParams, traceUrl: string |
 export function consoleApi(sources: ConsoleSources): (req: IncomingMessage, res: ServerResponse) => boolean {
   const rates = new TrafficRates(sources.metrics);
   const verifier = sources.pinVerifier ?? new PinVerifier(sources.logger);
+  const cluster = new ClusterTraffic(sources.store);
   return (req, res) => {
     const url = req.url ?? "/";
     const path = url.split("?")[0]!;
     if (!path.startsWith(PREFIX)) return false;
     const query = new URLSearchParams(url.split("?")[1] ?? "");
-    serve(sources, { rates, verifier }, req, res, path.slice(PREFIX.length), query).catch((err: unknown) => {
-      sources.logger.error({ err }, "console API failed");
-      if (!res.headersSent) fail(res, 500, "internal_error", "Internal error");
-    });
+    serve(sources, { rates, cluster, verifier }, req, res, path.slice(PREFIX.length), query).catch(
+      (err: unknown) => {
+        sources.logger.error({ err }, "console API failed");
+        if (!res.headersSent) fail(res, 500, "internal_error", "Internal error");
+      },
+    );
     return true;
   };
 }
 
 async function serve(
   sources: ConsoleSources,
-  { rates, verifier }: { rates: TrafficRates; verifier: PinVerifier },
+  { rates, cluster, verifier }: { rates: TrafficRates; cluster: ClusterTraffic; verifier: PinVerifier },
   req: IncomingMessage,
   res: ServerResponse,
   page: string,
@@ -193,6 +196,7 @@ async function serve(
       approvals: sources.approvals,
       store: sources.store,
       rates,
+      cluster,
       upstreams: sources.upstreams,
     });
     return send(res, 200, overview);

@@ -1,9 +1,11 @@
+import { hostname } from "node:os";
 import { currentStatus } from "../approvals/book.js";
 import type { Approvals } from "../approvals/runtime.js";
 import type { UpstreamStatus } from "../edge/upstream.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { StateStore } from "../state/store.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { ToolUsage } from "../state/usage.js";
 
 /**
  * The console's Overview (GET /console/api/overview): per server its health, circuit breakers,
@@ -96,6 +98,70 @@ export class TrafficRates {
   }
 }
 
+/**
+ * Counts every replica adds to, read from a shared (Redis) state store: the usage counters
+ * (state/usage.ts) hold, per server and UTC day, the requests the gateway let through (forwarded
+ * or answered from the cache; not denials, not errors). Cheap: one GET per server. The per-minute
+ * rate is the difference between two readings of the same day, as for this process's counters.
+ */
+export class ClusterTraffic {
+  private readings: { at: number; day: string; counts: Map<string, number> }[] = [];
+  private readonly usage: ToolUsage;
+
+  constructor(
+    private readonly store: StateStore,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.usage = new ToolUsage(store);
+  }
+
+  /** undefined unless the store is shared by replicas; `available: false` while it does not answer. */
+  async current(servers: readonly string[]): Promise<ClusterCounts | undefined> {
+    if (this.store.kind !== "redis") return undefined;
+    const at = this.now();
+    const day = new Date(at).toISOString().slice(0, 10);
+    let counts: Map<string, number>;
+    try {
+      const values = await Promise.all(servers.map((s) => this.usage.server(s, [day])));
+      counts = new Map(servers.map((s, i) => [s, values[i]!]));
+    } catch {
+      return { available: false, day, window_seconds: null, servers: {} };
+    }
+    const sameDay = this.readings.filter((r) => r.day === day);
+    const base = sameDay.findLast((r) => at - r.at >= RATE_WINDOW_MS) ?? sameDay[0];
+    this.readings = sameDay.filter((r) => base === undefined || r.at >= base.at);
+    const last = this.readings.at(-1);
+    if (!last || at - last.at >= MIN_SAMPLE_GAP_MS) this.readings.push({ at, day, counts });
+    const minutes = base ? (at - base.at) / 60_000 : 0;
+    const byServer: ClusterCounts["servers"] = {};
+    for (const [server, today] of counts) {
+      const before = base?.counts.get(server);
+      byServer[server] = {
+        allowed_today: today,
+        allowed_per_minute:
+          minutes > 0 && before !== undefined
+            ? Math.round((Math.max(0, today - before) / minutes) * 10) / 10
+            : null,
+      };
+    }
+    return {
+      available: true,
+      day,
+      window_seconds: minutes > 0 ? Math.round(minutes * 60) : null,
+      servers: byServer,
+    };
+  }
+}
+
+export interface ClusterCounts {
+  available: boolean;
+  /** The UTC day the counts are of. */
+  day: string;
+  /** How long the per-minute rates are over; null until a second reading of the day. */
+  window_seconds: number | null;
+  servers: Record<string, { allowed_today: number; allowed_per_minute: number | null }>;
+}
+
 export type Health = "ok" | "degraded" | "down";
 
 export interface OverviewSources {
@@ -103,6 +169,7 @@ export interface OverviewSources {
   approvals: Approvals;
   store: StateStore;
   rates: TrafficRates;
+  cluster: ClusterTraffic;
   /** The edge's upstream endpoints; undefined behind Envoy (its clusters hold the breakers). */
   upstreams: (() => UpstreamStatus[]) | undefined;
 }
@@ -112,8 +179,9 @@ const NO_TRAFFIC = { requests: 0, denied: 0, errors: 0 };
 export async function overviewPage(sources: OverviewSources): Promise<unknown> {
   const { engine } = sources;
   const at = Date.now();
-  const [traffic, approvals] = await Promise.all([
+  const [traffic, cluster, approvals] = await Promise.all([
     sources.rates.current(),
+    sources.cluster.current(engine.registry.serverNames()),
     // The store is down: the rest of the page still answers, pending approvals are unknown.
     sources.approvals.book.list().catch(() => undefined),
   ]);
@@ -164,6 +232,7 @@ export async function overviewPage(sources: OverviewSources): Promise<unknown> {
       drifted,
       unverifiable,
       pending_approvals: pending ? pending.filter((a) => a.binding.server === name).length : null,
+      cluster: cluster?.servers[name] ?? null,
     };
   });
   const all = traffic.byServer.get(ALL) ?? { total: NO_TRAFFIC, perMinute: NO_TRAFFIC };
@@ -174,9 +243,28 @@ export async function overviewPage(sources: OverviewSources): Promise<unknown> {
     store: { kind: sources.store.kind, available: sources.store.available() },
     pins_enforced: engine.config.security.pins.enforce,
     rate_window_seconds: traffic.windowSeconds,
+    // The rates and totals are this process's (its Prometheus counters), not the cluster's.
+    replica: { host: hostname(), pid: process.pid },
     traffic: all,
+    cluster: cluster ? clusterTotals(cluster) : null,
     pending_approvals: pending ? pending.length : null,
     drift_alerts: alerts,
     servers,
+  };
+}
+
+function clusterTotals(c: ClusterCounts): Record<string, unknown> {
+  const rows = Object.values(c.servers);
+  const rates = rows.map((r) => r.allowed_per_minute);
+  return {
+    source: "redis",
+    available: c.available,
+    day: c.day,
+    window_seconds: c.window_seconds,
+    allowed_today: c.available ? rows.reduce((n, r) => n + r.allowed_today, 0) : null,
+    allowed_per_minute:
+      c.available && rates.length > 0 && rates.every((r) => r !== null)
+        ? Math.round(rates.reduce((n: number, r) => n + r!, 0) * 10) / 10
+        : null,
   };
 }
