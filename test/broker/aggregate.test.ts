@@ -4,7 +4,14 @@ import {
 } from "@modelcontextprotocol/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
-import { connectClient, startDemoGateway, waitFor, type DemoGateway } from "../e2e/harness.js";
+import {
+  connectClient,
+  httpCall,
+  MCP_HEADERS,
+  startDemoGateway,
+  waitFor,
+  type DemoGateway,
+} from "../e2e/harness.js";
 
 /**
  * The aggregated endpoint (/mcp) on both planes in front of the three demo servers, with the 1.x
@@ -88,6 +95,45 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       expect(read.contents[0]!.uri).toBe("kb__kb://style-guide");
     } finally {
       await client.close();
+    }
+  });
+
+  // New-user trial: /mcp read its body with JSON.parse alone, so `{"hello":1}` got the SDK's
+  // error without a reason or request id (audited as allowed), invalid UTF-8 became U+FFFD, and
+  // duplicate keys passed; /mcp/<server> refuses all three.
+  it("refuses a body that is not JSON-RPC exactly as /mcp/<server> does, and audits it", async () => {
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` };
+    const cases: [Buffer, string, number][] = [
+      [Buffer.from('{"hello":1}'), "invalid_request", -32600],
+      [
+        Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"ping"}'),
+        "invalid_request",
+        -32600,
+      ],
+      [
+        Buffer.concat([
+          Buffer.from('{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"'),
+          Buffer.from([0xff]),
+          Buffer.from('"}}'),
+        ]),
+        "invalid_utf8",
+        -32700,
+      ],
+    ];
+    for (const [body, reason, code] of cases) {
+      const r = await httpCall(url(), { headers, body });
+      expect([reason, r.status]).toEqual([reason, 400]);
+      const error = (
+        JSON.parse(r.text) as { error: { code: number; data: { reason: string; request_id: string } } }
+      ).error;
+      expect(error.code).toBe(code);
+      expect(error.data.reason).toBe(reason);
+      await waitFor(() =>
+        gw.log.audits.some(
+          (a) =>
+            a.request_id === error.data.request_id && a.decision === "deny" && a.reasons.includes(reason),
+        ),
+      );
     }
   });
 

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { readBody } from "../edge/body.js";
 import { headerMap, refusedHeaderName } from "../edge/headers.js";
+import { parseJsonRpcBody } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { HttpReply, PolicyEngine } from "../policy/engine.js";
 import { countOn, type Exchange } from "../policy/exchange.js";
@@ -37,8 +38,8 @@ export async function serveBrokerRequest(
   exchange: Exchange,
 ): Promise<void> {
   const { engine } = options;
-  const reject = (reason: Reason, extra: Record<string, string> = {}) =>
-    sendReply(res, engine.rejection(exchange, reason, undefined, extra));
+  const reject = (reason: Reason, extra: Record<string, string> = {}, detail?: string) =>
+    sendReply(res, engine.rejection(exchange, reason, detail, extra));
   if (refusedHeaderName(req.headers) !== undefined) return reject("header_name_invalid");
   const headers = headerMap(req.headers);
   const method = exchange.httpMethod;
@@ -57,15 +58,13 @@ export async function serveBrokerRequest(
       if (read.problem === "too_large") reject("body_too_large", { connection: "close" });
       return;
     }
-    try {
-      parsed = JSON.parse(read.body.toString("utf8"));
-    } catch {
-      return reject("parse_error");
-    }
-    for (const message of Array.isArray(parsed) ? parsed : [parsed]) {
-      const name = (message as { method?: unknown } | null)?.method;
-      if (typeof name === "string") exchange.methods.push(name);
-    }
+    // The checks of /mcp/<server> (mcp/jsonrpc.ts: strict UTF-8, nesting depth, duplicate keys,
+    // the JSON-RPC shape, batch size), refused with the same reasons and audited alike.
+    const checked = parseJsonRpcBody(read.body, engine.limits);
+    if (!checked.ok) return reject(checked.reason, {}, checked.detail);
+    parsed = checked.batch ? checked.messages.map((m) => m.raw) : checked.messages[0]!.raw;
+    for (const message of checked.messages)
+      if (message.kind !== "response") exchange.methods.push(message.method);
   }
   countOn(exchange, "aggregated");
   await options.broker.handle(req, res, admission.principal, admission.view, parsed);
