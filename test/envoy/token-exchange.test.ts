@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { startExtService } from "../../ext-service/src/envoy/server.js";
 import { httpCall, MCP_HEADERS, rpc, startGateway, type Gateway } from "../e2e/harness.js";
 import { startTokenEndpoint, type TokenEndpoint } from "../upstream/token-endpoint.js";
 import {
@@ -128,6 +129,44 @@ describe("token exchange through the Envoy-role front", () => {
     for (const token of endpoint.issued.keys()) expect(res.text).not.toContain(token);
     const logged = JSON.stringify(gw.log.lines);
     expect(gw.log.audits.length).toBeGreaterThan(0);
+    for (const secret of [CLIENT_SECRET, ...tokens.values(), ...endpoint.issued.keys()]) {
+      expect(logged).not.toContain(secret);
+    }
+  });
+
+  it("ext_proc on another replica than ext_authz still knows the issued token, also one without expires_in", async () => {
+    // A second replica with the same sealing keys but its own exchanger and cache: Envoy balances
+    // each gRPC call on its own, so Check may go to the first replica and Process to this one.
+    const replica = await startExtService({
+      engine: gw.engine,
+      logger: gw.log.logger,
+      metrics: gw.metrics,
+      grpcHost: "127.0.0.1",
+      grpcPort: 0,
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+    });
+    const split = await startEnvoyRoleFront({
+      extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
+      client: { extProcAddress: replica.grpcAddress },
+    });
+    try {
+      for (const expiresIn of [300, undefined]) {
+        endpoint.expiresIn = expiresIn;
+        const res = await httpCall(`${split.url}/mcp/jira`, {
+          headers: { ...MCP_HEADERS, authorization: `Bearer ${tokens.get("other")}` },
+          body: rpc("tools/call", { name: "echo", arguments: { text: "leak" } }, 6),
+        });
+        expect(res.status, String(expiresIn)).toBe(200);
+        // The pin check on this replica listed tools with the token, and DLP matched it.
+        expect(textOf(res)).toBe("acting for other with [REDACTED:gateway_credential]");
+      }
+    } finally {
+      endpoint.expiresIn = 300;
+      await split.close();
+      await replica.close();
+    }
+    const logged = JSON.stringify(gw.log.lines);
     for (const secret of [CLIENT_SECRET, ...tokens.values(), ...endpoint.issued.keys()]) {
       expect(logged).not.toContain(secret);
     }

@@ -105,6 +105,7 @@ export function createCheckHandler(ctx: AdapterContext) {
     // agent's token still is, and added like a static one; no token, no request (fail closed).
     const need = engine.credentialNeed(exchange, headers);
     let exchanged: Readonly<Record<string, string>> | undefined;
+    let sealedCredential: string | undefined;
     if (need.kind === "refused") {
       audit.finishSoon(exchange, need.reply.status);
       return deniedResponse(need.reply, exchange.reasons[0], exchange.requestId);
@@ -117,8 +118,9 @@ export function createCheckHandler(ctx: AdapterContext) {
         return deniedResponse(reply, exchange.reasons[0], exchange.requestId);
       }
       exchanged = outcome.headers;
-      // For this request's ext_proc stream: DLP and the pin check's tools/list use this token.
-      ctx.tokenExchanger.handOff(exchange.requestId, outcome);
+      // For this request's ext_proc stream, on whichever replica: DLP and the pin check's
+      // tools/list use this token. Sealed, so the metadata holds no readable credential.
+      sealedCredential = engine.issuedCredentials.seal(exchange.requestId, admission.server, outcome);
     }
     const upstream = engine.upstreamHeaders(exchange, headers, exchanged);
     // The upstream knows the session by its own id; the client only ever holds the sealed one.
@@ -138,6 +140,7 @@ export function createCheckHandler(ctx: AdapterContext) {
         exchange.requestId,
         admission.server,
         method,
+        sealedCredential,
       ),
     };
   }

@@ -64,6 +64,12 @@ export interface EnvoyRoleOptions {
    * (source/common/grpc/async_client_impl.cc, `current_span_->injectContext`).
    */
   extProcTraceparent?: () => string;
+  /**
+   * Where ext_proc streams go, when not to `address`: Envoy picks a host of the ext_service
+   * cluster for each gRPC call on its own, so one request's Check and Process may reach two
+   * replicas.
+   */
+  extProcAddress?: string;
 }
 
 export interface HttpRequestSpec {
@@ -172,7 +178,7 @@ export class EnvoyRoleClient implements ExtServiceCalls {
     };
     this.authz = new protos.Authorization(address, creds, channelOptions) as unknown as typeof this.authz;
     this.extProc = new protos.ExternalProcessor(
-      address,
+      options.extProcAddress ?? address,
       creds,
       channelOptions,
     ) as unknown as typeof this.extProc;

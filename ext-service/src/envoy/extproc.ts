@@ -27,7 +27,7 @@ import type {
 } from "./types.js";
 import { structOfStruct, structWithStrings, type EncodedStruct } from "./wire.js";
 import type { GatewayEngine } from "../config/compile.js";
-import type { IssuedCredential } from "../upstream/token-exchange.js";
+import type { IssuedCredential } from "../policy/token-exchange.js";
 
 const EMPTY = Buffer.alloc(0);
 
@@ -264,10 +264,21 @@ export class ProcessStream {
     }
     exchange.server = route.server;
     this.requestHeaders = headers;
-    // The per-agent token ext_authz set for this very request (handed off in this process, also
-    // when it was issued without expires_in and so not cached): DLP finds it in the answer as it
-    // finds static credentials, and the pin check lists tools with it.
-    this.issued = this.ctx.tokenExchanger.takeHandOff(exchange.requestId);
+    // The per-agent token ext_authz set for this very request (sealed into its metadata, so
+    // known on any replica, also when it was issued without expires_in and so not cached): DLP
+    // finds it in the answer as it finds static credentials, and the pin check lists tools with it.
+    this.issued =
+      authz.sealedCredential === undefined
+        ? undefined
+        : engine.issuedCredentials.open(authz.requestId, authz.server, authz.sealedCredential);
+    if (authz.sealedCredential !== undefined && this.issued === undefined) {
+      // Sealed with keys this replica lacks: without the token DLP could not match it. Fail closed.
+      logger.error(
+        { request_id: exchange.requestId },
+        "ext_proc: the credential ext_authz set does not open (are sessions.keys the same on every replica?)",
+      );
+      return this.immediate(engine.rejection(exchange, "internal_error"));
+    }
     const held = this.issued === undefined ? undefined : HeldValue.of(this.issued.token);
     if (held) exchange.heldValues.push(held);
     const violation = checkMcpMedia(method, headers);

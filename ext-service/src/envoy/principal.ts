@@ -16,6 +16,8 @@ export interface AuthzMetadata {
   server: string;
   /** The HTTP method ext_authz saw, so a record written from a response alone still names it. */
   httpMethod: string;
+  /** The per-agent credential ext_authz set upstream, sealed for this request (policy/token-exchange.ts). */
+  sealedCredential?: string;
 }
 
 /**
@@ -25,12 +27,14 @@ export interface AuthzMetadata {
  */
 const principalFields = new WeakMap<Principal, Buffer>();
 const REQUEST_KEYS = ["request_id", "server", "http_method"] as const;
+const REQUEST_KEYS_WITH_CREDENTIAL = [...REQUEST_KEYS, "credential"] as const;
 
 export function encodeAuthzMetadata(
   principal: Principal,
   requestId: string,
   server: string,
   httpMethod: string,
+  sealedCredential?: string,
 ): EncodedStruct {
   let fields = principalFields.get(principal);
   if (fields === undefined) {
@@ -49,8 +53,15 @@ export function encodeAuthzMetadata(
     );
     principalFields.set(principal, fields);
   }
-  // The same entries, in the same order, as one Struct of all eight fields.
-  return structWithStrings(fields, REQUEST_KEYS, [requestId, server, httpMethod]);
+  // The same entries, in the same order, as one Struct of all eight (or nine) fields.
+  return sealedCredential === undefined
+    ? structWithStrings(fields, REQUEST_KEYS, [requestId, server, httpMethod])
+    : structWithStrings(fields, REQUEST_KEYS_WITH_CREDENTIAL, [
+        requestId,
+        server,
+        httpMethod,
+        sealedCredential,
+      ]);
 }
 
 /**
@@ -100,6 +111,7 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
     server,
     http_method: httpMethod,
     via_broker: viaBroker,
+    credential,
   } = m;
   if (typeof agent !== "string" || agent === "") return "metadata: 'agent' missing";
   if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) return "metadata: 'roles' invalid";
@@ -109,6 +121,7 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
   if (typeof server !== "string" || server === "") return "metadata: 'server' missing";
   if (typeof claims !== "string") return "metadata: 'claims' missing";
   if (httpMethod !== undefined && typeof httpMethod !== "string") return "metadata: 'http_method' invalid";
+  if (credential !== undefined && typeof credential !== "string") return "metadata: 'credential' invalid";
   let parsedClaims: unknown;
   try {
     parsedClaims = JSON.parse(claims);
@@ -126,5 +139,11 @@ export function decodeAuthzMetadata(metadata: Metadata | undefined): AuthzMetada
     anonymous,
     ...(viaBroker === true ? { viaBroker: true } : {}),
   });
-  return { principal, requestId, server, httpMethod: httpMethod ?? "" };
+  return {
+    principal,
+    requestId,
+    server,
+    httpMethod: httpMethod ?? "",
+    ...(credential !== undefined ? { sealedCredential: credential } : {}),
+  };
 }

@@ -57,7 +57,7 @@ import { readSessionSecrets } from "./session-keys.js";
 import { durationMs } from "../model/duration.js";
 import { readUpstreamCredentials, type UpstreamCredentials } from "./upstream-credentials.js";
 import { HopTokens, isHopToken, MAX_HOP_TOKEN_LENGTH, type OpenedHop } from "./hop-token.js";
-import { tokenExchangeKey, type TokenExchangeNeed } from "./token-exchange.js";
+import { IssuedCredentialSeal, tokenExchangeKey, type TokenExchangeNeed } from "./token-exchange.js";
 
 /**
  * Why one request is refused: `reason` is what the agent is told (a tool it may not use reads as
@@ -250,6 +250,8 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
   readonly approvalStates: SessionSealer;
   /** The identity the aggregated endpoint presents on its hop to /mcp/<server> (policy/hop-token.ts). */
   readonly hopTokens: HopTokens;
+  /** Seals the per-agent credential ext_authz set for ext_proc of the same request (Envoy plane). */
+  readonly issuedCredentials: IssuedCredentialSeal;
   /** Seals the event ids of forwarded streams so a resumed stream's answers are matched (F4). */
   readonly resumption: StreamResumption;
   readonly limits: ParseLimits & {
@@ -295,6 +297,7 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     this.sessions = new SessionSealer(secrets);
     this.approvalStates = new SessionSealer(secrets.map(approvalStateSecret));
     this.resumption = new StreamResumption(secrets);
+    this.issuedCredentials = new IssuedCredentialSeal(secrets);
     // Hops to token-exchange servers carry the agent's token sealed inside (policy/hop-token.ts).
     const exchanges = this.upstreamCredentials.exchanges;
     this.hopTokens = new HopTokens(

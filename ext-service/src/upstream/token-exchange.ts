@@ -1,6 +1,10 @@
 import { LRUCache } from "lru-cache";
 import { request } from "undici";
-import { issuedTokenHeader, type TokenExchangeNeed } from "../policy/token-exchange.js";
+import {
+  issuedTokenHeader,
+  type IssuedCredential,
+  type TokenExchangeNeed,
+} from "../policy/token-exchange.js";
 import type { TokenExchangeSettings } from "../policy/upstream-credentials.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -25,20 +29,9 @@ export interface TokenExchangerOptions {
   maxEntries?: number;
   /** How long a failed exchange is answered from memory, so a burst does not hammer a failing endpoint. */
   failureTtlMs?: number;
-  /**
-   * How long a token handed off for one request (handOff) waits for that request's ext_proc
-   * stream, which Envoy opens right after ext_authz allowed it.
-   */
-  handOffTtlMs?: number;
   /** Where `mcp_gateway_token_exchanges_total` is counted. */
   metrics?: Pick<Metrics, "tokenExchanges">;
   now?: () => number;
-}
-
-/** An issued token and the upstream header it travels in. */
-export interface IssuedCredential {
-  token: string;
-  headers: Readonly<Record<string, string>>;
 }
 
 interface Issued extends IssuedCredential {
@@ -72,7 +65,6 @@ export class TokenExchanger {
   private readonly issued: LRUCache<string, Issued>;
   private readonly failed: LRUCache<string, string>;
   private readonly inflight = new Map<string, Promise<ExchangeOutcome>>();
-  private readonly handOffs: LRUCache<string, IssuedCredential>;
   private readonly now: () => number;
   private readonly failureTtlMs: number;
   private readonly metrics: Pick<Metrics, "tokenExchanges"> | undefined;
@@ -86,7 +78,6 @@ export class TokenExchanger {
     this.metrics = options.metrics;
     this.issued = new LRUCache({ max: options.maxEntries ?? 10_000 });
     this.failed = new LRUCache({ max: options.maxEntries ?? 10_000 });
-    this.handOffs = new LRUCache({ max: options.maxEntries ?? 10_000, ttl: options.handOffTtlMs ?? 30_000 });
   }
 
   /**
@@ -125,23 +116,6 @@ export class TokenExchanger {
     this.metrics?.tokenExchanges.inc(
       cause === undefined ? { server, outcome } : { server, outcome, reason: failureLabel(cause) },
     );
-  }
-
-  /**
-   * Envoy plane: ext_authz hands the credential it set for request `requestId` to that request's
-   * ext_proc stream (takeHandOff), which matches the token in the answer (DLP) and lists tools
-   * with it for the pin check. Exact per request, also for a token that is not cached (issued
-   * without `expires_in`) or that another request's exchange has since replaced.
-   */
-  handOff(requestId: string, credential: IssuedCredential): void {
-    this.handOffs.set(requestId, { token: credential.token, headers: credential.headers });
-  }
-
-  /** The credential handed off for `requestId`, once. */
-  takeHandOff(requestId: string): IssuedCredential | undefined {
-    const credential = this.handOffs.get(requestId);
-    if (credential) this.handOffs.delete(requestId);
-    return credential;
   }
 
   /** A fresh issued token under `key`, if one is held (ext_proc's pin check reuses ext_authz's). */
