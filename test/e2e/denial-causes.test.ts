@@ -132,6 +132,22 @@ describe("denial causes through the edge", () => {
     expect(denied.stdout).toContain("cause:      rbac_denied_by:roles.operator.rules[1]");
   });
 
+  // A token from an issuer not in auth.issuers never reaches the rules (the console refused the
+  // question; the CLI answered "deny, no roles" as if the rules had been read).
+  it("explain answers an unconfigured issuer as the gateway would: jwt_issuer_unknown", async () => {
+    const base = ["explain", "--config", gw.configFile, "--agent", "op-bot", "--tool", "ops/restart"];
+    const known = await runCli([...base, "--json"]);
+    const unknown = await runCli([...base, "--issuer", "https://elsewhere.example", "--json"]);
+    expect(JSON.parse(known.stdout)).toMatchObject({ decision: "allow" });
+    expect(unknown.code).toBe(1);
+    expect(JSON.parse(unknown.stdout)).toMatchObject({
+      decision: "deny",
+      reason: "jwt_issuer_unknown",
+      cause: "jwt_issuer_unknown",
+      issuer: "https://elsewhere.example",
+    });
+  });
+
   it("explain refuses bad input with a usage error", async () => {
     const base = ["explain", "--config", gw.configFile, "--agent", "op-bot"];
     const bare = await runCli([...base, "--tool", "purge"]);

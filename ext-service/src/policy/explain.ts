@@ -83,7 +83,13 @@ export function explainToolCall(engine: PolicyEngine, request: ExplainRequest): 
   const exchange = engine.newExchange("POST");
   const route = engine.route(`/mcp/${encodeURIComponent(server)}`);
   let refused = route.kind === "not_found";
-  if (route.kind === "mcp" || route.kind === "unknown_server") {
+  const issuerKnown =
+    request.issuer === undefined || engine.config.auth.issuers.some((i) => i.issuer === request.issuer);
+  if (!issuerKnown) {
+    // Such a token is refused before any rule is read; the rules above say what its roles would do.
+    engine.rejection(exchange, "jwt_issuer_unknown", `issuer '${request.issuer}' is not one of auth.issuers`);
+    refused = true;
+  } else if (route.kind === "mcp" || route.kind === "unknown_server") {
     refused = engine.reachServer(exchange, principal, route) !== undefined;
   }
   let message: string | undefined;
@@ -117,7 +123,7 @@ export function explainToolCall(engine: PolicyEngine, request: ExplainRequest): 
       );
     }
     if (verdict.action === "reply") message = replyMessage(verdict.reply.body);
-  } else if (route.kind === "not_found") {
+  } else if (route.kind === "not_found" && issuerKnown) {
     engine.rejection(exchange, "server_unknown");
   }
   const denied = exchange.decision !== "allow";
