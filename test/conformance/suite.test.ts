@@ -37,11 +37,7 @@ const BROKER_OPEN_GAPS: Record<Revision, Record<string, string>> = {
     "server-sse-polling:server-sse-disconnect-resume":
       "the hop resumes the server's closed stream itself, so the client's stream never closes (the check is not reached); closes when the broker closes the client's POST stream as the server closed the hop's (ctx.http.closeSSE): the client then resumes from the broker's replay buffer",
   },
-  "2026-07-28": {
-    "server-stateless:sep-2575-server-sends-tools-list-changed-on-subscription":
-      "subscriptions/listen on the broker is the SDK's, which knows only the broker's own notifications; closes when the broker opens subscriptions/listen on each server of the view for the agent and relays their list_changed",
-    "server-stateless:sep-2575-server-sends-prompts-list-changed-on-subscription": "the same",
-  },
+  "2026-07-28": {},
 };
 
 const PLANES: { plane: Plane; name: string }[] = [

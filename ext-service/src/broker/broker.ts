@@ -12,6 +12,7 @@ import {
   isLegacyRequest,
   type McpHttpHandler,
   type ServerContext,
+  type ServerEvent,
 } from "@modelcontextprotocol/server";
 import { LRUCache } from "lru-cache";
 import { Authenticator, type Principal } from "../policy/identity.js";
@@ -21,6 +22,7 @@ import type { Metrics } from "../telemetry/metrics.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { BrokerReplay, type SessionEvents } from "./replay.js";
+import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
 import {
   brokerSessionOwner,
   openBrokerSession,
@@ -98,6 +100,8 @@ const RELAYED_REQUESTS = [
   ["roots/list", "roots"],
 ] as const;
 const HOP_TIMEOUT_MS = 60_000;
+/** How long a `subscriptions/listen` on the aggregate waits for the servers' listens to open. */
+const LISTEN_SETUP_MS = 5_000;
 /**
  * The hop "session" of a 2025 server that opened none (a stateless server): kept in the sealed
  * session like an id, so the server is not asked to initialize again on every hop. Given to the
@@ -283,6 +287,8 @@ export class Broker {
   private readonly lists: BrokerListCache;
   /** What the 2025 sessions' streams sent, to replay for a client that resumes (replay.ts). */
   private readonly replay: BrokerReplay;
+  /** 2026-07-28 `subscriptions/listen` on the aggregate, fed per subscriber (listen.ts). */
+  private readonly listenBus = new BrokerListenBus();
 
   constructor(private readonly options: BrokerOptions) {
     this.names = new BrokerNames(options.engine().config.broker.separator);
@@ -294,7 +300,11 @@ export class Broker {
         if (!isPlainObject(scope)) throw new Error("broker: request without its scope");
         return this.buildServer(scope as unknown as Scope);
       },
-      { legacy: "reject", onerror: (err) => options.logger.debug({ err }, "broker: request refused") },
+      {
+        legacy: "reject",
+        bus: this.listenBus,
+        onerror: (err) => options.logger.debug({ err }, "broker: request refused"),
+      },
     );
   }
 
@@ -354,10 +364,18 @@ export class Broker {
         paramHeaders,
         agentToken,
       };
-      const response = await this.modern.fetch(request, {
-        parsedBody: body,
-        authInfo: { token: "", clientId: principal.agent, scopes: [], extra: { scope } },
-      });
+      const serve = () =>
+        this.modern.fetch(request, {
+          parsedBody: body,
+          authInfo: { token: "", clientId: principal.agent, scopes: [], extra: { scope } },
+        });
+      if (!isPlainObject(body) || body.method !== "subscriptions/listen")
+        return sendResponse(res, await serve());
+      // The servers' listens open first, so no change after the acknowledgement is missed.
+      const watch = await this.watch(scope);
+      const response = await this.listenBus.current.run(watch, serve);
+      // Refused, or nothing to listen for: the SDK never subscribed.
+      if (!watch.attached) watch.close();
       return sendResponse(res, response);
     }
     const owner = brokerSessionOwner(principal.issuer, principal.agent, view);
@@ -738,9 +756,76 @@ export class Broker {
     this.options.logger.debug({ server, method }, "aggregated endpoint: list changed");
   }
 
+  /**
+   * The broker's listens for one `subscriptions/listen` of the aggregate (2026-07-28): on each
+   * server of the agent's view, as that agent, a `subscriptions/listen` of its own (a server that
+   * speaks only 2025: a session of its own and its GET stream), each through `/mcp/<server>` like
+   * any hop. Their list_changed drop the kept lists and go to this subscriber only. Waits up to
+   * LISTEN_SETUP_MS for them; one that opens later still delivers, one that fails is left out.
+   */
+  private async watch(scope: Scope): Promise<ListenWatch> {
+    let deliver: ((event: ServerEvent) => void) | undefined;
+    const queued: ServerEvent[] = [];
+    let closed = false;
+    const clients: Client[] = [];
+    const end = (client: Client) => {
+      const transport = client.transport as StreamableHTTPClientTransport | undefined;
+      const legacy = client.getProtocolEra() !== "modern";
+      void (legacy && transport ? transport.terminateSession() : Promise.resolve())
+        .catch(() => undefined)
+        .then(() => client.close())
+        .catch(() => undefined);
+    };
+    const opening = this.servers(scope.principal, scope.view).map(async (server) => {
+      try {
+        const client = await this.hop(scope, server, undefined);
+        if (closed) return end(client);
+        clients.push(client);
+        for (const method of LIST_CHANGED) {
+          client.setNotificationHandler(method, () => {
+            this.listChanged(server, method);
+            const event = LIST_CHANGED_EVENTS[method]!;
+            if (closed) return;
+            if (deliver) deliver(event);
+            else queued.push(event);
+          });
+        }
+        if (client.getProtocolEra() === "modern")
+          await client.listen({
+            toolsListChanged: true,
+            promptsListChanged: true,
+            resourcesListChanged: true,
+          });
+        else await (client.transport as StreamableHTTPClientTransport).resumeStream("");
+      } catch (err) {
+        this.dropped(server, "listen", err);
+      }
+    });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(opening),
+      new Promise((resolve) => (timer = setTimeout(resolve, LISTEN_SETUP_MS))),
+    ]);
+    clearTimeout(timer);
+    return {
+      attach(listener) {
+        deliver = listener;
+        for (const event of queued.splice(0)) listener(event);
+      },
+      get attached() {
+        return deliver !== undefined;
+      },
+      close() {
+        if (closed) return;
+        closed = true;
+        for (const client of clients.splice(0)) end(client);
+      },
+    };
+  }
+
   private dropped(server: string, method: string, err: unknown): void {
-    // A GET stream refused is no sign the server is down: it may offer no stream at all.
-    if (method !== "GET") this.lists.serverFailed(server);
+    // A stream refused is no sign the server is down: it may offer no stream or listen at all.
+    if (method !== "GET" && method !== "listen") this.lists.serverFailed(server);
     this.options.metrics.upstreamErrors.inc({ server, reason: "broker_dropped" });
     this.options.logger.warn(
       { server, method, error: (err as { message?: string } | null)?.message },
