@@ -185,6 +185,8 @@ describe("docker-compose.yml", () => {
     // broker's hops come back through Envoy, and both replicas share the session key that seals
     // sessions and hop identities.
     const broker = clusters.find((c) => c.name === "mcp_gateway_broker")!;
+    // Consistent hash of Mcp-Session-Id (the routes' hash_policy): a session sticks to a replica.
+    expect(broker.lb_policy).toBe("RING_HASH");
     const brokerEndpoints = (
       ((broker.load_assignment as Obj).endpoints as Obj[])[0]!.lb_endpoints as Obj[]
     ).map((e) => ((e.endpoint as Obj).address as Obj).socket_address as Obj);

@@ -130,6 +130,21 @@ describe("semantic checks across envoy.yaml and the rendered files", () => {
     expect(messages({ ...input(), gateway: defaults })).toEqual([]);
   });
 
+  it("catch a broker route without session affinity, and a hash_policy on a cluster that does not hash", () => {
+    const i = input();
+    const routes = (i.routeConfigurations[0]!.virtual_hosts as Obj[])[0]!.routes as Obj[];
+    const at = routes.findIndex((r) => r.name === "aggregate");
+    delete (routes[at]!.route as Obj).hash_policy;
+    const broker = ((i.bootstrap.static_resources as Obj).clusters as Obj[]).find(
+      (c) => c.name === "mcp_gateway_broker",
+    )!;
+    broker.lb_policy = "LEAST_REQUEST";
+    expect(messages(i)).toEqual([
+      `${ROUTES_FILE}:mcp_routes.virtual_hosts[0].routes[${at}].route: the aggregated endpoint's route must hash mcp-session-id (hash_policy): a session's answers to relayed requests must reach the broker replica that sent them`,
+      `${ROUTES_FILE}:mcp_routes.virtual_hosts[0].routes[${at + 1}].route.hash_policy: cluster 'mcp_gateway_broker' is LEAST_REQUEST: a hash_policy needs RING_HASH or MAGLEV`,
+    ]);
+  });
+
   it("catch a route to a cluster that does not exist", () => {
     const i = input();
     const route = (i.routeConfigurations[0]!.virtual_hosts as Obj[])[0]!.routes as Obj[];
@@ -350,7 +365,12 @@ describe("what envoy.yaml promises in prose", () => {
     // ext_proc (its hops come back through the per-server routes, where both run).
     for (const name of ["aggregate", "aggregate-views"]) {
       const route = routes.find((r) => r.name === name)!;
-      expect(route.route).toMatchObject({ cluster: "mcp_gateway_broker", timeout: "0s" });
+      // A 2025 session after initialize sticks to one broker replica (see "Sessions across replicas").
+      expect(route.route).toMatchObject({
+        cluster: "mcp_gateway_broker",
+        timeout: "0s",
+        hash_policy: [{ header: { header_name: "mcp-session-id" } }],
+      });
       expect(route.typed_per_filter_config).toMatchObject({
         "envoy.filters.http.ext_authz": { disabled: true },
         "envoy.filters.http.ext_proc": { disabled: true },

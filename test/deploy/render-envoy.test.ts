@@ -157,6 +157,15 @@ describe("mcp-gateway registry render-envoy", { timeout: 90_000 }, () => {
     expect(mcpRoutes.map((r) => r.name)).toEqual(["kb-post", "kb-get", "kb-delete"]);
     for (const r of mcpRoutes)
       expect((r.route as Obj).hash_policy).toEqual([{ header: { header_name: "mcp-session-id" } }]);
+    // The aggregated endpoint hashes the session id whatever the servers' replicas: the broker
+    // replica that relayed a server-to-client request is the one that can take the answer.
+    const brokerRoutes = (vh.routes as Obj[]).filter((r) => String(r.name).startsWith("aggregate"));
+    expect(brokerRoutes.map((r) => r.name)).toEqual(["aggregate", "aggregate-views"]);
+    for (const r of brokerRoutes)
+      expect(r.route).toMatchObject({
+        cluster: "mcp_gateway_broker",
+        hash_policy: [{ header: { header_name: "mcp-session-id" } }],
+      });
     expect(tokenBucket(50, 100)).toEqual({ max_tokens: 100, tokens_per_fill: 50, fill_interval: "1s" });
   });
 

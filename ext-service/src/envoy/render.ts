@@ -388,7 +388,16 @@ function localRateLimit(loaded: LoadedConfig): Obj {
  * x-mcp-agent header every agent would share one bucket.
  */
 function brokerRoutes(loaded: LoadedConfig): Obj[] {
-  const action = { cluster: BROKER_CLUSTER, timeout: "0s", idle_timeout: "3600s" };
+  // A 2025 session's requests after initialize (the answers to relayed server-to-client
+  // requests, its GET stream, DELETE) hash to one broker replica (mcp_gateway_broker is
+  // RING_HASH in envoy.yaml): a relayed request is pending on the replica that sent it, and only
+  // that replica can take the client's answer. initialize carries no id and lands anywhere.
+  const action = {
+    cluster: BROKER_CLUSTER,
+    timeout: "0s",
+    idle_timeout: "3600s",
+    hash_policy: [{ header: { header_name: SESSION_HEADER } }],
+  };
   const perFilter = {
     [EXT_AUTHZ_FILTER]: { "@type": EXT_AUTHZ_PER_ROUTE_TYPE, disabled: true },
     [EXT_PROC_FILTER]: { "@type": EXT_PROC_PER_ROUTE_TYPE, disabled: true },

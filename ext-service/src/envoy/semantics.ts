@@ -1,6 +1,12 @@
 import { durationMs, isLoopbackHost, type GatewayConfig } from "../config/schema.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
-import { AGENT_HEADER, CLUSTERS_FILE, LOCAL_RATELIMIT_FILTER, ROUTES_FILE } from "./render.js";
+import {
+  AGENT_HEADER,
+  BROKER_CLUSTER,
+  CLUSTERS_FILE,
+  LOCAL_RATELIMIT_FILTER,
+  ROUTES_FILE,
+} from "./render.js";
 import type { EnvoyProblem } from "./validate-config.js";
 
 /**
@@ -503,6 +509,26 @@ export function checkEnvoyDeployment(input: DeploymentInput): EnvoyProblem[] {
       if (!clusters.has(name)) add(`${path}.route`, `cluster '${name}' does not exist`);
     }
     const action = obj(route.route);
+    // Session affinity: a route's hash_policy only means something on a consistent-hash cluster
+    // (Envoy ignores it under LEAST_REQUEST), and the broker's routes must hash the session id:
+    // a relayed server-to-client request waits on one replica for the client's answer.
+    const hashing = list(action.hash_policy).length > 0;
+    for (const name of clusterNamesOf(route)) {
+      const policy = clusters.get(name)?.lb_policy;
+      if (hashing && clusters.has(name) && policy !== "RING_HASH" && policy !== "MAGLEV")
+        add(
+          `${path}.route.hash_policy`,
+          `cluster '${name}' is ${String(policy ?? "ROUND_ROBIN")}: a hash_policy needs RING_HASH or MAGLEV`,
+        );
+      const sessionHashed = list(action.hash_policy).some(
+        (h) => String(obj(obj(h).header).header_name).toLowerCase() === "mcp-session-id",
+      );
+      if (name === BROKER_CLUSTER && !sessionHashed)
+        add(
+          `${path}.route`,
+          `the aggregated endpoint's route must hash mcp-session-id (hash_policy): a session's answers to relayed requests must reach the broker replica that sent them`,
+        );
+    }
     const methods = routeMethods(route);
     const carriesPost = isObj(route.route) && (methods === "any" || methods.includes("POST"));
     if (carriesPost && action.retry_policy !== undefined)
