@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import {
   AUTHORIZATION_SERVICE,
   EXTERNAL_PROCESSOR_SERVICE,
+  RATE_LIMIT_SERVICE,
   constantMessage,
   envoyProtos,
 } from "../../ext-service/src/envoy/protos.js";
@@ -12,8 +13,10 @@ import { encodeAuthzMetadata } from "../../ext-service/src/envoy/principal.js";
 import { toStruct } from "../../ext-service/src/envoy/struct.js";
 import type { Struct } from "../../ext-service/src/envoy/types.js";
 import {
+  EncodedMessage,
   EncodedStruct,
   appendStructField,
+  encodeCheckAllow,
   encodeStruct,
   encodeStructField,
   structOfStruct,
@@ -38,6 +41,8 @@ const method = (service: string, name: string) =>
   (definition[service] as ServiceDefinition)[name] as MethodDefinition<object, object>;
 const processMethod = method(EXTERNAL_PROCESSOR_SERVICE, "Process");
 const checkMethod = method(AUTHORIZATION_SERVICE, "Check");
+const rateLimitMethod = method(RATE_LIMIT_SERVICE, "ShouldRateLimit");
+const rateLimitResponse = codec("envoy.service.ratelimit.v3.RateLimitResponse");
 
 function varint(n: number): number[] {
   const out: number[] = [];
@@ -368,5 +373,79 @@ describe("server-side replies: dynamic_metadata written last", () => {
     expect(checkResponse.deserialize(checkMethod.responseSerialize(reply))).toEqual(
       checkResponse.deserialize(checkResponse.serialize(reply)),
     );
+  });
+});
+
+describe("the ext_authz allow in wire form (encodeCheckAllow)", () => {
+  const headerName = fc.oneof(
+    fc.constantFrom("x-mcp-agent", "x-mcp-request-id", "x-mcp-issuer", "authorization", ""),
+    fc.string({ unit: "binary", maxLength: 12 }),
+  );
+
+  it("writes the bytes proto-loader writes for the same reply", () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(headerName, text, { maxKeys: 5 }),
+        fc.array(headerName, { maxLength: 4 }),
+        fc.dictionary(fc.string({ maxLength: 8 }), json, { maxKeys: 4 }),
+        (set, remove, metadata) => {
+          const struct = toStruct(metadata);
+          const ours = encodeCheckAllow(set, remove, new EncodedStruct(encodeStruct(struct)));
+          expect(ours).toBeInstanceOf(EncodedMessage);
+          const reference = checkResponse.serialize({
+            status: { code: 0 },
+            ok_response: {
+              headers: Object.entries(set).map(([key, value]) => ({
+                header: { key, value },
+                append: { value: false },
+              })),
+              headers_to_remove: remove,
+            },
+            dynamic_metadata: struct,
+          });
+          expect(ours.bytes.equals(reference)).toBe(true);
+          // The server-side serializer sends it as it is.
+          expect(checkMethod.responseSerialize(ours)).toBe(ours.bytes);
+        },
+      ),
+    );
+  });
+
+  it("the identity metadata the Check handler sends", () => {
+    const principal: Principal = Object.freeze({
+      agent: "support-bot",
+      roles: Object.freeze(["reader"]),
+      claims: Object.freeze({ sub: "support-bot" }),
+      issuer: "https://issuer.example",
+      anonymous: false,
+    });
+    const set = { "x-mcp-agent": "support-bot", "x-mcp-request-id": "r-1", "x-mcp-issuer": "iss" };
+    const ours = encodeCheckAllow(
+      set,
+      ["authorization"],
+      encodeAuthzMetadata(principal, "r-1", "kb", "POST"),
+    );
+    const decoded = checkResponse.deserialize(ours.bytes) as {
+      status: { code: number };
+      ok_response: { headers: { header: { key: string; value: string } }[]; headers_to_remove: string[] };
+      dynamic_metadata: Struct;
+    };
+    expect(decoded.status.code).toBe(0);
+    expect(decoded.ok_response.headers.map((h) => [h.header.key, h.header.value])).toEqual(
+      Object.entries(set),
+    );
+    expect(decoded.ok_response.headers_to_remove).toEqual(["authorization"]);
+    expect(decoded.dynamic_metadata.fields?.request_id?.stringValue).toBe("r-1");
+  });
+});
+
+describe("rate limit service replies", () => {
+  it("a constant all-OK answer is encoded once, as proto-loader encodes it", () => {
+    const reply = constantMessage({ overall_code: "OK", statuses: [{ code: "OK" }, { code: "OK" }] });
+    const first = rateLimitMethod.responseSerialize(reply);
+    expect(first.equals(rateLimitResponse.serialize(reply))).toBe(true);
+    expect(rateLimitMethod.responseSerialize(reply)).toBe(first);
+    const over = { overall_code: "OVER_LIMIT", statuses: [{ code: "OVER_LIMIT" }] };
+    expect(rateLimitMethod.responseSerialize(over).equals(rateLimitResponse.serialize(over))).toBe(true);
   });
 });

@@ -5,6 +5,7 @@ import { authzHeader, headerMapToRecord, lowerCaseKeys } from "./headers.js";
 import { envoyProtos } from "./protos.js";
 import { encodeAnsweredMetadata, encodeAuthzMetadata } from "./principal.js";
 import type { CheckReply, CheckRequest } from "./types.js";
+import { encodeCheckAllow, type EncodedMessage } from "./wire.js";
 
 /** google.rpc codes for CheckReply.status. Envoy forwards on 0 and answers locally on anything else. */
 const GrpcCode = {
@@ -66,7 +67,7 @@ export function createCheckHandler(ctx: AdapterContext) {
   // Bound once: observe() with a labels object builds and checks them on every call.
   const authzSeconds = metrics.decisionSeconds.labels({ phase: "authz" });
 
-  async function decide(request: CheckRequest): Promise<CheckReply> {
+  async function decide(request: CheckRequest): Promise<CheckReply | EncodedMessage> {
     const engine = ctx.engine; // one policy per call, even if a reload lands while it awaits
     const http = request.attributes?.request?.http;
     const headers =
@@ -129,25 +130,24 @@ export function createCheckHandler(ctx: AdapterContext) {
     // way round): never remove a header we also set, or the agent's own x-mcp-agent would wipe
     // ours. The overwrite already replaces any client-sent value of those two.
     const remove = upstream.remove.filter((name) => !(name in upstream.set));
-    return {
-      status: { code: GrpcCode.OK },
-      ok_response: {
-        headers: Object.entries(upstream.set).map(([k, v]) => authzHeader(k, v)),
-        headers_to_remove: remove,
-      },
-      dynamic_metadata: encodeAuthzMetadata(
+    // Status OK, ok_response { headers (value, append: false), headers_to_remove }, the
+    // metadata: encoded here, as proto-loader would encode that reply (wire.ts).
+    return encodeCheckAllow(
+      upstream.set,
+      remove,
+      encodeAuthzMetadata(
         admission.principal,
         exchange.requestId,
         admission.server,
         method,
         sealedCredential,
       ),
-    };
+    );
   }
 
   return function check(
-    call: ServerUnaryCall<CheckRequest, CheckReply>,
-    callback: sendUnaryData<CheckReply>,
+    call: ServerUnaryCall<CheckRequest, CheckReply | EncodedMessage>,
+    callback: sendUnaryData<CheckReply | EncodedMessage>,
   ): void {
     const started = performance.now();
     decide(call.request).then(

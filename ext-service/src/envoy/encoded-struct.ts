@@ -10,3 +10,11 @@
 export class EncodedStruct {
   constructor(readonly bytes: Buffer) {}
 }
+
+/**
+ * A whole reply already in wire form (see wire.ts encodeCheckAllow): the server-side serializer
+ * (protos.ts) sends its bytes as they are.
+ */
+export class EncodedMessage {
+  constructor(readonly bytes: Buffer) {}
+}

@@ -362,8 +362,9 @@ export class ProcessStream {
 
   /**
    * Runs the core on a request body; returns the immediate response when it does not forward.
-   * Tool calls then go through the shared-state step (budgets), which waits on the store: the
-   * reply is a promise then (Envoy sends nothing more on this stream until it has it).
+   * Tool calls then go through the shared-state step (approvals, budgets, the result cache),
+   * which may wait on the store: the reply is a promise then (Envoy sends nothing more on this
+   * stream until it has it).
    */
   private evaluateBody(body: Buffer): Reply {
     const started = performance.now();
@@ -395,10 +396,17 @@ export class ProcessStream {
     if (verdict.action !== "forward")
       return this.immediate(this.engine.rejection(exchange, "internal_error"));
     if (!verdict.toolCalls && !verdict.cacheableRead) return undefined;
-    return this.ctx.state.beforeForward(this.engine, exchange, verdict).then((refused) => {
-      if (refused) return this.immediate(refused);
-      return verdict.forwardBody ? this.replaceRequestBody(Buffer.from(verdict.forwardBody)) : undefined;
-    });
+    const refused = this.ctx.state.forwardStep(this.engine, exchange, verdict);
+    if (!(refused instanceof Promise)) return this.afterForwardStep(verdict, refused);
+    return refused.then((reply) => this.afterForwardStep(verdict, reply));
+  }
+
+  private afterForwardStep(
+    verdict: RequestVerdict & { action: "forward" },
+    refused: HttpReply | undefined,
+  ): ProcessingReply | undefined {
+    if (refused) return this.immediate(refused);
+    return verdict.forwardBody ? this.replaceRequestBody(Buffer.from(verdict.forwardBody)) : undefined;
   }
 
   /**

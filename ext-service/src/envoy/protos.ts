@@ -10,7 +10,7 @@ import {
   type PackageDefinition,
   type ServiceDefinition,
 } from "@grpc/proto-loader";
-import { EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
+import { EncodedMessage, EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
 
 /**
  * Envoy's gRPC services, loaded once from the .proto files that @grpc/grpc-js-xds ships (see
@@ -122,7 +122,8 @@ const encodedConstants = new WeakMap<object, Buffer>();
 
 /**
  * Marks a reply that never changes, frozen all the way down, so the server-side serializer
- * encodes it once: the usual ext_proc continue replies and mode overrides are a fixed handful.
+ * encodes it once: the usual ext_proc continue replies and mode overrides are a fixed handful,
+ * as are the rate limit service's all-OK answers.
  * grpc-js copies the serialized bytes into each frame, so one Buffer serves every write.
  */
 export function constantMessage<T extends object>(message: T): T {
@@ -136,8 +137,10 @@ export function constantMessage<T extends object>(message: T): T {
   return message;
 }
 
+/** Constants encoded once (constantMessage); a reply already in wire form (EncodedMessage) as it is. */
 function onceForConstants(serialize: Serialize): Serialize {
   return (message: object): Buffer => {
+    if (message instanceof EncodedMessage) return message.bytes;
     if (!constants.has(message)) return serialize(message);
     let bytes = encodedConstants.get(message);
     if (bytes === undefined) encodedConstants.set(message, (bytes = serialize(message)));
@@ -147,7 +150,8 @@ function onceForConstants(serialize: Serialize): Serialize {
 
 /**
  * The server side's hot path (reading requests, writing replies) skips converting the Struct
- * fields that cost most (see wire.ts); the messages our code sees and sends are unchanged.
+ * fields that cost most (see wire.ts), and sends constant or pre-encoded replies without
+ * encoding them again; the messages our code sees and sends are unchanged.
  * The client side (the Envoy-role client) keeps proto-loader's conversions.
  */
 function tuneServerSide(definition: PackageDefinition): void {
@@ -165,7 +169,14 @@ function tuneServerSide(definition: PackageDefinition): void {
   writable(process).responseSerialize = onceForConstants(
     structFieldLast(process.responseSerialize, 8, "dynamic_metadata"),
   );
-  writable(check).responseSerialize = structFieldLast(check.responseSerialize, 4, "dynamic_metadata");
+  writable(check).responseSerialize = onceForConstants(
+    structFieldLast(check.responseSerialize, 4, "dynamic_metadata"),
+  );
+  const rateLimit = (definition[RATE_LIMIT_SERVICE] as ServiceDefinition).ShouldRateLimit as MethodDefinition<
+    object,
+    object
+  >;
+  writable(rateLimit).responseSerialize = onceForConstants(rateLimit.responseSerialize);
 }
 
 let loaded: EnvoyProtos | undefined;

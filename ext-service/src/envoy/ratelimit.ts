@@ -1,6 +1,7 @@
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import { StoreUnavailable } from "../state/store.js";
 import type { AdapterContext } from "./context.js";
+import { constantMessage } from "./protos.js";
 
 /** envoy.service.ratelimit.v3.RateLimitRequest, as decoded (keepCase). */
 export interface RateLimitRequest {
@@ -25,6 +26,38 @@ export interface RateLimitResponse {
 /** The bucket key of a descriptor: the domain and its entries, in order. */
 export function descriptorKey(domain: string, entries: readonly { key?: string; value?: string }[]): string {
   return `rls:${domain}:${entries.map((e) => `${e.key ?? ""}=${e.value ?? ""}`).join("|")}`;
+}
+
+/** The all-OK answers by number of descriptors, each encoded once (constantMessage). */
+const allOk: RateLimitResponse[] = [];
+function allOkReply(descriptors: number): RateLimitResponse {
+  if (descriptors > 16) {
+    return {
+      overall_code: "OK",
+      statuses: Array.from({ length: descriptors }, () => ({ code: "OK" as const })),
+    };
+  }
+  return (allOk[descriptors] ??= constantMessage<RateLimitResponse>({
+    overall_code: "OK",
+    statuses: Array.from({ length: descriptors }, () => ({ code: "OK" as const })),
+  }));
+}
+
+function overLimit(waits: readonly number[]): RateLimitResponse {
+  const statuses = waits.map((ms) =>
+    ms === 0
+      ? { code: "OK" as const }
+      : {
+          code: "OVER_LIMIT" as const,
+          duration_until_reset: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 },
+        },
+  );
+  const longest = Math.max(0, ...waits);
+  return {
+    overall_code: "OVER_LIMIT",
+    statuses,
+    response_headers_to_add: [{ key: "retry-after", value: String(Math.max(1, Math.ceil(longest / 1000))) }],
+  };
 }
 
 /**
@@ -59,26 +92,7 @@ export function createRateLimitHandler(ctx: AdapterContext) {
     });
     Promise.all(take).then(
       (waits) => {
-        const statuses = waits.map((ms) =>
-          ms === 0
-            ? { code: "OK" as const }
-            : {
-                code: "OVER_LIMIT" as const,
-                duration_until_reset: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 },
-              },
-        );
-        const longest = Math.max(0, ...waits);
-        if (longest === 0) {
-          callback(null, { overall_code: "OK", statuses });
-          return;
-        }
-        callback(null, {
-          overall_code: "OVER_LIMIT",
-          statuses,
-          response_headers_to_add: [
-            { key: "retry-after", value: String(Math.max(1, Math.ceil(longest / 1000))) },
-          ],
-        });
+        callback(null, waits.every((ms) => ms === 0) ? allOkReply(waits.length) : overLimit(waits));
       },
       (err: unknown) => {
         if (!(err instanceof StoreUnavailable)) {
@@ -87,7 +101,7 @@ export function createRateLimitHandler(ctx: AdapterContext) {
           return;
         }
         ctx.state.metrics.storeErrors.inc({ feature: "rate_limit" });
-        callback(null, { overall_code: "OK", statuses: descriptors.map(() => ({ code: "OK" as const })) });
+        callback(null, allOkReply(descriptors.length));
       },
     );
   };

@@ -1,7 +1,7 @@
-import { EncodedStruct } from "./encoded-struct.js";
+import { EncodedMessage, EncodedStruct } from "./encoded-struct.js";
 import type { Struct, StructValue } from "./types.js";
 
-export { EncodedStruct };
+export { EncodedMessage, EncodedStruct };
 
 /**
  * Protobuf wire-format helpers for two fields that cost more than the rest of their messages
@@ -361,4 +361,77 @@ export function appendStructField(message: Uint8Array, fieldNumber: number, stru
   w.varint(n);
   buf.set(struct.bytes, w.pos);
   return buf;
+}
+
+// envoy.service.auth.v3.CheckResponse { google.rpc.Status status = 1; OkHttpResponse ok_response = 3;
+//                                       google.protobuf.Struct dynamic_metadata = 4; }
+// OkHttpResponse { repeated HeaderValueOption headers = 2; repeated string headers_to_remove = 5; }
+// HeaderValueOption { HeaderValue header = 1; google.protobuf.BoolValue append = 2; }
+// HeaderValue { string key = 1; string value = 2; }
+
+/** status { code: 0 } as protobufjs writes it (the zero code included). */
+const STATUS_OK = [0x0a, 0x02, 0x08, 0x00] as const;
+/** append { value: false } */
+const APPEND_FALSE = [0x12, 0x02, 0x08, 0x00] as const;
+
+/**
+ * The ext_authz allow (status OK, `ok_response` setting each of `set` with `append: false` and
+ * removing `remove`, then `metadata`) in wire form, byte for byte what proto-loader writes for
+ * the same reply object (headers in `set`'s order): built straight from the strings, without
+ * the reply object, protobufjs' fromObject and its writer.
+ */
+export function encodeCheckAllow(
+  set: Readonly<Record<string, string>>,
+  remove: readonly string[],
+  metadata: EncodedStruct,
+): EncodedMessage {
+  const keys = Object.keys(set);
+  const lengths: number[] = [];
+  let ok = 0;
+  for (const key of keys) {
+    const k = utf8Length(key);
+    const v = utf8Length(set[key]!);
+    const header = 1 + varintSize(k) + k + 1 + varintSize(v) + v;
+    const option = 1 + varintSize(header) + header + APPEND_FALSE.length;
+    lengths.push(k, v, header, option);
+    ok += 1 + varintSize(option) + option;
+  }
+  for (const name of remove) {
+    const n = utf8Length(name);
+    lengths.push(n);
+    ok += 1 + varintSize(n) + n;
+  }
+  const m = metadata.bytes.length;
+  const size = STATUS_OK.length + 1 + varintSize(ok) + ok + 1 + varintSize(m) + m;
+  const buf = Buffer.allocUnsafe(size);
+  const w = new Writer(buf, []);
+  for (const b of STATUS_OK) buf[w.pos++] = b;
+  buf[w.pos++] = 0x1a; // ok_response
+  w.varint(ok);
+  let i = 0;
+  for (const key of keys) {
+    const k = lengths[i++]!;
+    const v = lengths[i++]!;
+    const header = lengths[i++]!;
+    const option = lengths[i++]!;
+    buf[w.pos++] = 0x12; // headers
+    w.varint(option);
+    buf[w.pos++] = 0x0a; // header
+    w.varint(header);
+    buf[w.pos++] = 0x0a; // key
+    w.string(key, k);
+    buf[w.pos++] = 0x12; // value
+    w.string(set[key]!, v);
+    for (const b of APPEND_FALSE) buf[w.pos++] = b;
+  }
+  for (const name of remove) {
+    buf[w.pos++] = 0x2a; // headers_to_remove
+    w.string(name, lengths[i++]!);
+  }
+  buf[w.pos++] = 0x22; // dynamic_metadata
+  w.varint(m);
+  buf.set(metadata.bytes, w.pos);
+  w.pos += m;
+  if (w.pos !== size) throw new Error(`CheckResponse encoding wrote ${w.pos} of ${size} bytes`);
+  return new EncodedMessage(buf);
 }

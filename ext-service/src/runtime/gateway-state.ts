@@ -18,6 +18,8 @@ import { StoreUnavailable, type StateStore } from "../state/store.js";
 import { ToolUsage } from "../state/usage.js";
 import type { GatewayEngine } from "../config/compile.js";
 
+const NO_TOOLS: readonly string[] = [];
+
 type CacheMiss =
   | { kind: "tool"; key: string; ttl: number | string }
   | { kind: "hinted"; server: string; agentKey: string; publicKey: string };
@@ -120,24 +122,66 @@ export class GatewayState {
     verdict: RequestVerdict & { action: "forward" },
   ): Promise<HttpReply | undefined> {
     const reply = await this.decideForward(engine, exchange, verdict);
-    // Used: forwarded, or answered from the cache; not when a budget or an approval held it.
-    if (exchange.decision === "allow" && exchange.server !== undefined) {
-      this.usage.record(exchange.server, verdict.toolCalls?.map((c) => c.name) ?? [], engine.now());
-    }
+    this.recordUse(engine, exchange, verdict);
     return reply;
   }
 
-  private async decideForward(
+  /**
+   * As beforeForward, but when nothing has to ask the store (no approval, no active budget, no
+   * cache) the answer comes back at once rather than as a promise: ext_proc's request body reply
+   * then skips the promise chain (and its allocations).
+   */
+  forwardStep(
     engine: GatewayEngine,
     exchange: Exchange,
     verdict: RequestVerdict & { action: "forward" },
-  ): Promise<HttpReply | undefined> {
+  ): HttpReply | undefined | Promise<HttpReply | undefined> {
+    const decided = this.decideForward(engine, exchange, verdict);
+    if (decided === undefined) {
+      this.recordUse(engine, exchange, verdict);
+      return undefined;
+    }
+    return decided.then((reply) => {
+      this.recordUse(engine, exchange, verdict);
+      return reply;
+    });
+  }
+
+  /** Used: forwarded, or answered from the cache; not when a budget or an approval held it. */
+  private recordUse(
+    engine: GatewayEngine,
+    exchange: Exchange,
+    verdict: RequestVerdict & { action: "forward" },
+  ): void {
+    if (exchange.decision !== "allow" || exchange.server === undefined) return;
+    const names = verdict.toolCalls?.map((c) => c.name) ?? NO_TOOLS;
+    this.usage.record(exchange.server, names, engine.now());
+  }
+
+  /** Undefined when forwarding needs nothing from the store; otherwise the store's answer. */
+  private decideForward(
+    engine: GatewayEngine,
+    exchange: Exchange,
+    verdict: RequestVerdict & { action: "forward" },
+  ): Promise<HttpReply | undefined> | undefined {
     const calls = verdict.toolCalls;
     if (!calls) {
       const read = verdict.cacheableRead;
       if (!read || !this.hints.enabled || !exchange.principal || !exchange.server) return undefined;
       return this.fromHintedCache(engine, exchange, read);
     }
+    const call = calls[0]!;
+    const cached = !verdict.batch && !!call.tool.cache && exchange.principal !== undefined;
+    if (!engine.budgets.active && !cached && !calls.some((c) => c.approval !== undefined)) return undefined;
+    return this.decideForwardCalls(engine, exchange, verdict, calls);
+  }
+
+  private async decideForwardCalls(
+    engine: GatewayEngine,
+    exchange: Exchange,
+    verdict: RequestVerdict & { action: "forward" },
+    calls: ToolCall[],
+  ): Promise<HttpReply | undefined> {
     // Approval first: a call held for a human is not charged to any budget.
     const held = await this.approvals.beforeForward(engine, exchange, calls, verdict.batch === true);
     if (held && "forwardBody" in held) verdict.forwardBody = held.forwardBody;

@@ -25,16 +25,27 @@ export class MemoryStore implements StateStore {
 
   chargeAll(charges: readonly CounterCharge[]): Promise<ChargeResult> {
     const now = this.now();
-    const current = charges.map((c) => Number(this.live(c.key, now)?.value ?? 0));
-    const applied = charges.every((c, i) => current[i]! + c.amount <= c.limit);
-    if (!applied) return Promise.resolve({ applied, values: current });
-    const values = charges.map((c, i) => {
+    const n = charges.length;
+    const entries = new Array<Entry | undefined>(n);
+    const values = new Array<number>(n);
+    let applied = true;
+    for (let i = 0; i < n; i++) {
+      const c = charges[i]!;
       const entry = this.live(c.key, now);
-      const value = current[i]! + c.amount;
+      const value = entry === undefined ? 0 : Number(entry.value);
+      entries[i] = entry;
+      values[i] = value;
+      if (value + c.amount > c.limit) applied = false;
+    }
+    if (!applied) return Promise.resolve({ applied, values });
+    for (let i = 0; i < n; i++) {
+      const c = charges[i]!;
+      const entry = entries[i];
+      const value = values[i]! + c.amount;
+      values[i] = value;
       if (entry) entry.value = String(value);
       else this.put(c.key, String(value), now + c.ttlMs);
-      return value;
-    });
+    }
     return Promise.resolve({ applied, values });
   }
 

@@ -1,5 +1,5 @@
 import type { Registry } from "../config/schema.js";
-import type { StateStore } from "./store.js";
+import type { CounterCharge, StateStore } from "./store.js";
 
 /**
  * Tool and server usage kept in the state store, for the registry sweep ("is this still used?",
@@ -23,7 +23,26 @@ const toolCountKey = (server: string, tool: string, d: string) => `usage:tool:${
 const toolLastKey = (server: string, tool: string) => `usage:last:${server}/${tool}`;
 const serverCountKey = (server: string, d: string) => `usage:server:${server}:${d}`;
 
+/** A day's counter keys by server (and tool), made once per day rather than on every request. */
+interface DayKeys {
+  day: string;
+  /** [from, to) in ms: the UTC day `day` names. */
+  from: number;
+  to: number;
+  servers: Map<string, string>;
+  tools: Map<string, Map<string, string>>;
+}
+
+function dayKeys(at: number): DayKeys {
+  const from = at - (((at % DAY_MS) + DAY_MS) % DAY_MS);
+  return { day: day(at), from, to: from + DAY_MS, servers: new Map(), tools: new Map() };
+}
+
 export class ToolUsage {
+  /** The keys of the day of the latest request recorded (requests out of order make others). */
+  private keys: DayKeys | undefined;
+  private readonly lastKeys = new Map<string, Map<string, string>>();
+
   constructor(
     private readonly store: StateStore,
     private readonly onError: (err: unknown) => void = () => {},
@@ -31,12 +50,35 @@ export class ToolUsage {
 
   /** One forwarded request to `server` (its tools/call tools, if any), at `at` (ms). */
   record(server: string, tools: readonly string[], at: number): void {
-    const d = day(at);
-    const charges = [serverCountKey(server, d), ...tools.map((t) => toolCountKey(server, t, d))].map(
-      (key) => ({ key, amount: 1, limit: Number.MAX_SAFE_INTEGER, ttlMs: RETENTION_MS }),
-    );
+    let keys = this.keys;
+    if (keys === undefined || at < keys.from || at >= keys.to) {
+      keys = dayKeys(at);
+      if (this.keys === undefined || at >= this.keys.to) this.keys = keys;
+    }
+    let serverKey = keys.servers.get(server);
+    if (serverKey === undefined) keys.servers.set(server, (serverKey = serverCountKey(server, keys.day)));
+    const charges: CounterCharge[] = [
+      { key: serverKey, amount: 1, limit: Number.MAX_SAFE_INTEGER, ttlMs: RETENTION_MS },
+    ];
+    if (tools.length > 0) {
+      let toolKeys = keys.tools.get(server);
+      if (toolKeys === undefined) keys.tools.set(server, (toolKeys = new Map()));
+      let lastKeys = this.lastKeys.get(server);
+      if (lastKeys === undefined) this.lastKeys.set(server, (lastKeys = new Map()));
+      for (const tool of tools) {
+        let key = toolKeys.get(tool);
+        if (key === undefined) toolKeys.set(tool, (key = toolCountKey(server, tool, keys.day)));
+        charges.push({ key, amount: 1, limit: Number.MAX_SAFE_INTEGER, ttlMs: RETENTION_MS });
+      }
+      this.store.chargeAll(charges).catch(this.onError);
+      for (const tool of tools) {
+        let key = lastKeys.get(tool);
+        if (key === undefined) lastKeys.set(tool, (key = toolLastKey(server, tool)));
+        this.raiseLastUsed(key, at).catch(this.onError);
+      }
+      return;
+    }
     this.store.chargeAll(charges).catch(this.onError);
-    for (const tool of tools) this.raiseLastUsed(toolLastKey(server, tool), at).catch(this.onError);
   }
 
   /** Last use only moves forward: replicas (and one replica's writes) may land out of order. */
