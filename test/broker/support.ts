@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { parse } from "yaml";
@@ -65,4 +66,98 @@ export async function cuttableProxy(port: number): Promise<{
         server.close(() => resolve());
       }),
   };
+}
+
+/** One request an MCP server got through recordingProxy. */
+export interface Recorded {
+  method: string;
+  /** The request's Mcp-Session-Id. */
+  session: string | undefined;
+  /** The JSON-RPC method of a POST's body (the first of a batch). */
+  rpc: string | undefined;
+  /** 0 until the server answered (or 502 when it could not be reached). */
+  status: number;
+  /** The Mcp-Session-Id the answer opened (initialize). */
+  opened: string | undefined;
+  /** The answer's stream is still open. */
+  open: boolean;
+}
+
+/**
+ * An HTTP proxy in front of `127.0.0.1:<port>` (which may be down, or restarted, meanwhile) that
+ * records what the MCP server behind it was asked and which answers are still streaming.
+ */
+export async function recordingProxy(port: number): Promise<{
+  url: string;
+  seen: Recorded[];
+  close(): Promise<void>;
+}> {
+  const seen: Recorded[] = [];
+  const server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      let rpc: string | undefined;
+      try {
+        const parsed = JSON.parse(body.toString("utf8")) as { method?: unknown } | { method?: unknown }[];
+        const first = Array.isArray(parsed) ? parsed[0] : parsed;
+        rpc = typeof first?.method === "string" ? first.method : undefined;
+      } catch {
+        rpc = undefined;
+      }
+      const session = req.headers["mcp-session-id"];
+      const entry: Recorded = {
+        method: req.method ?? "",
+        session: typeof session === "string" ? session : undefined,
+        rpc,
+        status: 0,
+        opened: undefined,
+        open: true,
+      };
+      seen.push(entry);
+      const upstream = httpRequest(
+        { host: "127.0.0.1", port, path: req.url, method: req.method, headers: req.headers, agent: false },
+        (answer) => {
+          entry.status = answer.statusCode ?? 0;
+          const opened = answer.headers["mcp-session-id"];
+          entry.opened = typeof opened === "string" ? opened : undefined;
+          res.writeHead(entry.status, answer.headers);
+          res.flushHeaders();
+          answer.pipe(res);
+          answer.once("close", () => res.end());
+        },
+      );
+      upstream.on("error", () => {
+        if (entry.status === 0) entry.status = 502;
+        if (!res.headersSent) res.writeHead(502).end();
+        else res.destroy();
+      });
+      res.once("close", () => {
+        entry.open = false;
+        upstream.destroy();
+      });
+      upstream.end(body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
+    seen,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** registry/registry.yaml's entry for `name`, pointed at `url`. */
+export function registryServer(name: string, url: string): GatewaySpec["servers"][number] {
+  const registry = parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
+    servers: GatewaySpec["servers"];
+  };
+  const server = registry.servers.find((s) => s.name === name);
+  if (!server) throw new Error(`registry.yaml has no server ${name}`);
+  return { ...server, upstreams: [url] };
 }

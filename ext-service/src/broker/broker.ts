@@ -661,9 +661,7 @@ export class Broker {
     };
     const servers = new Set([
       ...Object.keys(live.session.hops),
-      ...Object.keys(this.engine.registry.serverNames()).filter((s) =>
-        this.lateHops.has(`${sessionId} ${s}`),
-      ),
+      ...this.engine.registry.serverNames().filter((s) => this.lateHops.has(`${sessionId} ${s}`)),
     ]);
     await Promise.allSettled(
       [...servers].map(async (server) => {

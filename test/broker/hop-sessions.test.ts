@@ -1,0 +1,88 @@
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from "@modelcontextprotocol/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTicketsServer } from "../../examples/servers/index.js";
+import type { RunningServer } from "../../examples/servers/http.js";
+import { startGateway, unusedPort, waitFor, type Gateway } from "../e2e/harness.js";
+import { recordingProxy, registryServer } from "./support.js";
+
+/**
+ * The hop sessions of an aggregated 2025 session (`/mcp`), as the server behind the gateway sees
+ * them: one opened after initialize (the server was down then) is ended by the client's DELETE.
+ */
+interface Sdk {
+  call(name: string): Promise<{ isError?: boolean; content?: unknown }>;
+  tools(): Promise<string[]>;
+  terminate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function connect(sdk: "1.x" | "2.x", url: string, token: string): Promise<Sdk> {
+  const init = { requestInit: { headers: { authorization: `Bearer ${token}` } } };
+  if (sdk === "1.x") {
+    const client = new Client({ name: "v1", version: "1.0.0" });
+    const transport = new StreamableHTTPClientTransport(new URL(url), init);
+    await client.connect(transport);
+    return {
+      call: (name) => client.callTool({ name, arguments: {} }) as never,
+      tools: async () => (await client.listTools()).tools.map((t) => t.name),
+      terminate: () => transport.terminateSession(),
+      close: () => client.close(),
+    };
+  }
+  const client = new ClientV2({ name: "v2", version: "1.0.0" });
+  const transport = new TransportV2(new URL(url), init);
+  await client.connect(transport);
+  expect(client.getProtocolEra()).not.toBe("modern");
+  return {
+    call: (name) => client.callTool({ name, arguments: {} }) as never,
+    tools: async () => (await client.listTools()).tools.map((t) => t.name),
+    terminate: () => transport.terminateSession(),
+    close: () => client.close(),
+  };
+}
+
+describe("hop sessions of /mcp (2025)", () => {
+  let port: number;
+  let tickets: RunningServer | undefined;
+  let proxy: Awaited<ReturnType<typeof recordingProxy>>;
+  let gw: Gateway;
+  beforeAll(async () => {
+    port = await unusedPort();
+    proxy = await recordingProxy(port);
+    gw = await startGateway({
+      servers: [registryServer("tickets", proxy.url)],
+      // A loaded machine: the pin check's own tools/list must not time out.
+      security: { pins: { listTimeout: "10s" } },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await tickets?.close();
+    await proxy?.close();
+  });
+
+  it("a DELETE ends the hop session opened after initialize (the server was down then)", async () => {
+    const client = await connect("1.x", `${gw.edge.url}/mcp`, await gw.token("tester"));
+    try {
+      // Down at initialize: left out of the session, opened at the first call.
+      expect(proxy.seen.some((r) => r.rpc === "initialize" && r.status === 502)).toBe(true);
+      tickets = await startTicketsServer(port);
+      const r = await client.call("tickets__list_tickets");
+      expect(r.isError).toBeFalsy();
+      const late = proxy.seen.find((r) => r.opened !== undefined)!.opened!;
+      await client.terminate();
+      await waitFor(
+        () => proxy.seen.some((r) => r.method === "DELETE" && r.session === late && r.status === 200),
+        5_000,
+        "the late hop session's DELETE",
+      );
+    } finally {
+      await client.close();
+    }
+  });
+});
