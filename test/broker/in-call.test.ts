@@ -25,7 +25,9 @@ describe.each(["edge", "envoy"] as const)(
     let front: EnvoyRoleFront | undefined;
     const log = new LogCapture();
     beforeAll(async () => {
-      server = await startServer2025();
+      // Progress steps a second apart: the cancellation test cancels at the first step and must
+      // reach the server before the call ends, however loaded the machine.
+      server = await startServer2025(0, { progressStepMs: 1000 });
       config = await prepareGatewayConfig({ "2025-11-25": server.url });
       edge = await startEdge({
         engine: config.engine,

@@ -45,7 +45,7 @@ export const SERVER_INFO = { name: "mcp-gateway-conformance-2025", version: "1.0
 /** Elicitation schemas are plain JSON Schema; the SDK's request type narrows them, the wire does not. */
 type ElicitParams = { message: string; requestedSchema: Record<string, unknown> };
 
-function buildServer(): McpServer {
+function buildServer(progressStepMs: number): McpServer {
   const server = new McpServer(SERVER_INFO, {
     capabilities: {
       tools: { listChanged: true },
@@ -112,7 +112,8 @@ function buildServer(): McpServer {
     async (_args, extra) => {
       const progressToken = extra._meta?.progressToken;
       for (const [i, progress] of PROGRESS_STEPS.entries()) {
-        if (i > 0) await sleep(STEP_DELAY_MS);
+        if (i > 0) await sleep(progressStepMs);
+        if (extra.signal.aborted) throw new Error("cancelled");
         if (progressToken === undefined) continue;
         const notification: ServerNotification = {
           method: "notifications/progress",
@@ -290,7 +291,11 @@ export interface RunningServer {
  * Starts the 2025-11-25 conformance server on 127.0.0.1. Only `Host` is validated (loopback names), like the SDK's
  * own localhost apps: a gateway in front must refuse a foreign Origin itself, the server does not do it for it.
  */
-export async function startServer2025(port = 0): Promise<RunningServer> {
+export async function startServer2025(
+  port = 0,
+  /** Pause between test_tool_with_progress's steps: long enough for a test to cancel it mid-call. */
+  { progressStepMs = STEP_DELAY_MS }: { progressStepMs?: number } = {},
+): Promise<RunningServer> {
   const transports = new Map<string, StreamableHTTPServerTransport>();
   const validateHost = localhostHostValidation();
 
@@ -328,7 +333,7 @@ export async function startServer2025(port = 0): Promise<RunningServer> {
     transport.onclose = () => {
       if (transport.sessionId) transports.delete(transport.sessionId);
     };
-    await buildServer().connect(transport);
+    await buildServer(progressStepMs).connect(transport);
     await transport.handleRequest(req, res);
   };
 
