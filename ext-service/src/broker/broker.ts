@@ -14,12 +14,14 @@ import {
   type ServerContext,
   type ServerEvent,
 } from "@modelcontextprotocol/server";
+import { decodeJwt } from "jose";
 import { LRUCache } from "lru-cache";
 import { Authenticator, type Principal } from "../policy/identity.js";
 import { JsonRpcCode, Reasons } from "../policy/reasons.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
+import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { BrokerReplay, type SessionEvents } from "./replay.js";
 import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
@@ -34,6 +36,7 @@ import { isPlainObject } from "../mcp/jsonrpc.js";
 import type { GatewayEngine } from "../config/compile.js";
 import { durationMs } from "../config/schema.js";
 import { PARAM_HEADER_PREFIX, paramHeaderDeclarations, paramHeaderMismatch } from "../mcp/param-headers.js";
+import type { HopTokens } from "../policy/hop-token.js";
 
 export interface BrokerOptions {
   /** The policy in force (it changes on reload). */
@@ -103,6 +106,18 @@ const HOP_TIMEOUT_MS = 60_000;
 /** How long a `subscriptions/listen` on the aggregate waits for the servers' listens to open. */
 const LISTEN_SETUP_MS = 5_000;
 /**
+ * Hop clients kept between requests (hop-pool.ts): keys (an agent session's or a stateless
+ * agent's hops to one server), idle hops per key, and how long an unused key stays.
+ */
+const HOP_POOL = { maxKeys: 2_000, perKey: 4, idleMs: 60_000 };
+/**
+ * A hop identity is minted for an agent and a server, then reused for at most this share of its
+ * lifetime (broker.hopTokenTtl) and this long: a hop request always presents one with most of its
+ * lifetime left.
+ */
+const HOP_TOKEN_REUSE_SHARE = 0.25;
+const HOP_TOKEN_REUSE_MAX_MS = 15_000;
+/**
  * The hop "session" of a 2025 server that opened none (a stateless server): kept in the sealed
  * session like an id, so the server is not asked to initialize again on every hop. Given to the
  * SDK transport as its session id, it makes the client skip `initialize` and, being empty, is
@@ -146,6 +161,45 @@ function requestCapabilities(ctx: ServerContext | undefined): Record<string, unk
   const envelope = ctx?.mcpReq.envelope as Record<string, unknown> | undefined;
   const declared = envelope?.[CLIENT_CAPABILITIES_META_KEY];
   return isPlainObject(declared) ? declared : {};
+}
+
+/**
+ * A kept hop's key: the server first and the client's session second (Broker.dropHops matches
+ * them), then everything the hop depends on. 2025: the client's sealed session (one agent, issuer
+ * and view; its client capabilities and revision) and the hop session on the server. 2026-07-28:
+ * no session, so the agent (issuer, name, anonymous, roles) and the capabilities this request
+ * declares. Server names and sealed ids hold no newline.
+ */
+function hopKey(
+  scope: Scope,
+  server: string,
+  origin: string,
+  hopSession: string | undefined,
+  capabilities: Record<string, unknown>,
+): string | undefined {
+  if (!scope.modern) {
+    if (scope.sessionId === undefined || hopSession === undefined || !scope.session) return undefined;
+    return `${server}\n${scope.sessionId}\n${JSON.stringify([origin, hopSession, scope.session.protocolVersion])}`;
+  }
+  const p = scope.principal;
+  return `${server}\n\n${JSON.stringify([origin, p.issuer ?? null, p.agent, p.anonymous, [...p.roles].sort(), capabilities])}`;
+}
+
+/** A JWT's `exp` in epoch milliseconds, when it is a JWT that has one (read unverified). */
+function jwtExpiry(token: string | undefined): number | undefined {
+  if (token === undefined) return undefined;
+  try {
+    const { exp } = decodeJwt(token);
+    return typeof exp === "number" ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The server and the client session of a hop key. */
+function hopKeyParts(key: string): { server: string; session: string } {
+  const [server = "", session = ""] = key.split("\n", 2);
+  return { server, session };
 }
 
 /**
@@ -265,12 +319,20 @@ export class Broker {
     max: 10_000,
     ttl: 30 * 60_000,
     updateAgeOnGet: true,
-    dispose: (live) => {
+    dispose: (live, sessionId) => {
       for (const listener of live.listeners ?? []) void listener.close().catch(() => undefined);
       live.events.clear();
       void live.server.close().catch(() => undefined);
+      this.dropHops((key) => key.session === sessionId);
     },
   });
+  /** Hop clients kept between requests (hop-pool.ts, hopKey). */
+  private readonly hopPool = new HopPool(HOP_POOL);
+  /** Hop identities minted per agent (the admitted principal) and server, reused briefly. */
+  private readonly hopTokens = new WeakMap<
+    Principal,
+    Map<string, { tokens: HopTokens; agentToken: string | undefined; token: string; until: number }>
+  >();
   /**
    * Sessions ended with DELETE, seen by this process (its own DELETEs, and ends the shared store
    * reported). Their sealed ids still open until they expire, so without this a terminated id
@@ -659,6 +721,7 @@ export class Broker {
       clientCapabilities: {},
       agentToken: live.scope.agentToken,
     };
+    this.dropHops((key) => key.session === sessionId);
     const servers = new Set([
       ...Object.keys(live.session.hops),
       ...this.engine.registry.serverNames().filter((s) => this.lateHops.has(`${sessionId} ${s}`)),
@@ -776,7 +839,8 @@ export class Broker {
     };
     const opening = this.servers(scope.principal, scope.view).map(async (server) => {
       try {
-        const client = await this.hop(scope, server, undefined);
+        // A hop of its own (not kept: it holds the stream until the subscription ends).
+        const { client } = await this.hop(scope, server, undefined, hopCapabilities(scope, undefined));
         if (closed) return end(client);
         clients.push(client);
         for (const method of LIST_CHANGED) {
@@ -843,18 +907,46 @@ export class Broker {
     server: string,
     sessionId: string | undefined,
   ): StreamableHTTPClientTransport {
-    const engine = this.engine;
-    const principal = scope.principal;
     return new StreamableHTTPClientTransport(new URL(`${this.options.hopOrigin()}/mcp/${server}`), {
       sessionId,
       fetch: (url, init) => {
-        // A fresh identity per hop request: short-lived, for this agent and this server only
-        // (with the agent's latest token sealed in for a token-exchange server).
+        // An identity for this agent and this server only, short-lived (with the agent's latest
+        // token sealed in for a token-exchange server). Read at each request: a kept hop speaks
+        // for the agent of the request using it, under the policy in force.
         const headers = new Headers(init?.headers);
-        headers.set("authorization", `Bearer ${engine.hopTokens.mint(principal, server, scope.agentToken)}`);
+        headers.set("authorization", `Bearer ${this.hopToken(scope.principal, server, scope.agentToken)}`);
         return fetch(url, { ...init, headers });
       },
     });
+  }
+
+  /**
+   * The hop identity for `principal` on `server` (and `agentToken`, sealed in for a token-exchange
+   * server): minted, then reused for the same admitted principal object (the authenticator hands
+   * out one per verified token), server and agent token while most of its lifetime is left, and
+   * never across a policy reload (new keys, new lifetime). A hop bounded by an agent token that
+   * expires soon is minted afresh each time.
+   */
+  private hopToken(principal: Principal, server: string, agentToken: string | undefined): string {
+    const engine = this.engine;
+    const tokens = engine.hopTokens;
+    const now = Date.now();
+    let held = this.hopTokens.get(principal);
+    const kept = held?.get(server);
+    if (kept !== undefined && kept.tokens === tokens && kept.agentToken === agentToken && now < kept.until)
+      return kept.token;
+    const token = tokens.mint(principal, server, agentToken);
+    const ttlMs = durationMs(engine.config.broker.hopTokenTtl);
+    const reuseMs = Math.min(ttlMs * HOP_TOKEN_REUSE_SHARE, HOP_TOKEN_REUSE_MAX_MS);
+    // The hop expires no later than the agent's token it may carry (HopTokens.mint).
+    const expires = Math.min(now + ttlMs, jwtExpiry(agentToken) ?? Infinity);
+    // Kept only while what is left of it stays above the lifetime minus the reuse window.
+    const until = Math.min(now + reuseMs, expires - (ttlMs - reuseMs));
+    if (until > now) {
+      if (held === undefined) this.hopTokens.set(principal, (held = new Map()));
+      held.set(server, { tokens, agentToken, token, until });
+    } else held?.delete(server);
+    return token;
   }
 
   /**
@@ -866,113 +958,166 @@ export class Broker {
     const transport = this.hopTransport(scope, server, undefined);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
     const id = transport.sessionId ?? STATELESS_HOP;
-    // Only the id is kept: each request attaches a client of its own to it.
+    // Only the id is kept: the hops of the client's requests attach clients of their own to it.
     await transport.close();
     return id;
   }
 
   /**
-   * An SDK client of `/mcp/<server>` for one request of the agent's client: attached to the hop
-   * session (2025), or stateless (2026-07-28, falling back to a session of its own for a server
-   * that serves only 2025). Server-to-client requests are relayed to the agent's client in the
-   * context of `ctx`, the request they belong to.
+   * A new SDK client of `/mcp/<server>` with `capabilities`: attached to the hop session
+   * `sessionId` (2025), or stateless (2026-07-28, falling back to a session of its own for a
+   * server that serves only 2025). Its handlers act for the request that uses the hop at the time
+   * (PooledHop.ctx): server-to-client requests are relayed to the agent's client in that request's
+   * context, log messages are relayed on its stream.
    */
-  private async hop(scope: Scope, server: string, ctx: ServerContext | undefined): Promise<Client> {
-    const capabilities = hopCapabilities(scope, ctx);
+  private async hop(
+    scope: Scope,
+    server: string,
+    sessionId: string | undefined,
+    capabilities: Record<string, unknown>,
+  ): Promise<PooledHop> {
     const client = new Client(HOP_CLIENT_INFO, {
       capabilities,
       ...(scope.modern ? { versionNegotiation: { mode: "auto" as const } } : {}),
     });
-    if (ctx && !scope.modern) {
+    // The hop's own scope: who it speaks for follows the request using it (withHop).
+    const speaker: Scope = { ...scope };
+    const transport = this.hopTransport(speaker, server, sessionId);
+    const hop: PooledHop = {
+      client,
+      transport,
+      speaker,
+      ctx: undefined,
+      sent: [],
+      ownSession: false,
+    };
+    if (!scope.modern) {
       for (const [method, capability] of RELAYED_REQUESTS) {
         if (capabilities[capability] === undefined) continue;
-        client.setRequestHandler(
-          method,
-          (request) =>
-            ctx.mcpReq.send({ method, params: request.params } as never, {
-              timeout: HOP_TIMEOUT_MS,
-            }) as never,
-        );
+        client.setRequestHandler(method, (request) => {
+          const ctx = hop.ctx;
+          if (!ctx)
+            throw new ProtocolError(JsonRpcCode.MethodNotFound, `${method}: no request to relay it to`);
+          return ctx.mcpReq.send({ method, params: request.params } as never, {
+            timeout: HOP_TIMEOUT_MS,
+          }) as never;
+        });
       }
     }
-    if (ctx) {
-      client.setNotificationHandler("notifications/message", (notification) =>
-        ctx.mcpReq.notify({
-          method: "notifications/message",
-          params: {
-            ...notification.params,
-            logger:
-              notification.params.logger === undefined
-                ? server
-                : this.namesOf(scope.view).join(server, notification.params.logger),
-          },
-        }),
-      );
-    }
-    let sessionId = scope.modern ? undefined : this.hopSessionId(scope, server);
-    if (!scope.modern && sessionId === undefined) {
-      // The server was left out at initialize: open its session now, for this process.
-      sessionId = await this.openHopSession(scope, server);
-      if (scope.sessionId !== undefined) this.lateHops.set(`${scope.sessionId} ${server}`, sessionId);
-    }
-    const transport = this.hopTransport(scope, server, sessionId);
+    client.setNotificationHandler("notifications/message", (notification) =>
+      hop.ctx?.mcpReq.notify({
+        method: "notifications/message",
+        params: {
+          ...notification.params,
+          logger:
+            notification.params.logger === undefined
+              ? server
+              : this.namesOf(scope.view).join(server, notification.params.logger),
+        },
+      }),
+    );
+    // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
+    const send = transport.send.bind(transport);
+    transport.send = (message, options) => {
+      if ("method" in message && "id" in message) hop.sent.push(message.id);
+      return send(message, options);
+    };
     if (sessionId !== undefined && scope.session) transport.setProtocolVersion(scope.session.protocolVersion);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
-    return client;
+    // A 2026-07-28 request whose server speaks only 2025: the hop initialized a session of its own.
+    hop.ownSession = scope.modern && sessionId === undefined && transport.sessionId !== undefined;
+    return hop;
   }
 
-  /** Runs `work` on a hop client of `server`, closing it after (and its own session, if any). */
+  /** Closes the kept hops whose key `matches` (its server, the client's session). */
+  private dropHops(matches: (key: { server: string; session: string }) => boolean): void {
+    this.hopPool.drop((key) => matches(hopKeyParts(key)));
+  }
+
+  /**
+   * Runs `work` on a hop client of `server`: one kept from an earlier request of the same agent
+   * session (2025) or agent and capabilities (2026-07-28) when there is one, else a new one; kept
+   * again after, unless the work failed other than with a JSON-RPC error, was cancelled, or the
+   * client's session ended meanwhile.
+   */
   private async withHop<T>(
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
     work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
   ): Promise<T> {
-    let client: Client;
+    const capabilities = hopCapabilities(scope, ctx);
+    let key: string | undefined;
+    let hop: PooledHop | undefined;
     try {
-      client = await this.hop(scope, server, ctx);
+      let sessionId = scope.modern ? undefined : this.hopSessionId(scope, server);
+      if (!scope.modern && sessionId === undefined) {
+        // The server was left out at initialize: open its session now, for this process.
+        sessionId = await this.openHopSession(scope, server);
+        if (scope.sessionId !== undefined) this.lateHops.set(`${scope.sessionId} ${server}`, sessionId);
+      }
+      key = hopKey(scope, server, this.options.hopOrigin(), sessionId, capabilities);
+      hop = key === undefined ? undefined : this.hopPool.take(key);
+      if (hop) {
+        hop.speaker.principal = scope.principal;
+        hop.speaker.agentToken = scope.agentToken;
+      } else hop = await this.hop(scope, server, sessionId, capabilities);
     } catch (err) {
       this.dropped(server, "connect", err);
       throw relayedError(err, server);
     }
-    const transport = client.transport as StreamableHTTPClientTransport;
+    hop.ctx = ctx;
+    const { client, transport } = hop;
     const legacy = client.getProtocolEra() !== "modern";
     const signal = ctx?.mcpReq.signal;
     let stopListening = () => {};
     if (signal && legacy) {
       // In 2025 a closed stream is not a cancellation: the SDK client would only close it, so
       // the broker tells the server with notifications/cancelled for what this hop sent.
-      const sent: (string | number)[] = [];
-      const send = transport.send.bind(transport);
-      transport.send = (message, options) => {
-        if ("method" in message && "id" in message) sent.push(message.id);
-        return send(message, options);
-      };
+      const used = hop;
       const onAbort = () => {
         void Promise.allSettled(
-          sent.map((requestId) =>
-            send({
+          used.sent.map((requestId) =>
+            transport.send({
               jsonrpc: "2.0",
               method: "notifications/cancelled",
               params: { requestId, reason: String(signal.reason ?? "cancelled by the client") },
             }),
           ),
-        ).then(() => client.close().catch(() => undefined));
+        ).then(() => closeHop(used));
       };
       signal.addEventListener("abort", onAbort, { once: true });
       stopListening = () => signal.removeEventListener("abort", onAbort);
     }
+    let keep = false;
     try {
-      return await work(client, legacy ? undefined : signal);
+      const result = await work(client, legacy ? undefined : signal);
+      keep = true;
+      return result;
     } catch (err) {
+      // The server (or the per-server policy) answered: the hop itself is fine.
+      keep = err instanceof ProtocolError;
       const relayed = relayedError(err, server);
-      if (SERVER_DOWN.has((relayed.data as { reason?: unknown } | undefined)?.reason))
+      if (SERVER_DOWN.has((relayed.data as { reason?: unknown } | undefined)?.reason)) {
         this.lists.serverFailed(server);
+        keep = false;
+        this.dropHops((k) => k.server === server);
+      }
       throw relayed;
     } finally {
       stopListening();
-      if (scope.modern && legacy) await transport.terminateSession().catch(() => undefined);
-      if (!signal?.aborted) await client.close().catch(() => undefined);
+      if (signal?.aborted) {
+        // 2025: onAbort closes it once the cancellations are sent.
+        if (!legacy) void closeHop(hop);
+      } else if (
+        keep &&
+        key !== undefined &&
+        !(scope.sessionId !== undefined && this.terminated.has(scope.sessionId))
+      ) {
+        this.hopPool.give(key, hop);
+      } else {
+        await closeHop(hop);
+      }
     }
   }
 
@@ -1192,8 +1337,14 @@ export class Broker {
     return server;
   }
 
+  /** Hop clients kept idle for later requests (hop-pool.ts), for tests and diagnostics. */
+  get keptHops(): number {
+    return this.hopPool.size;
+  }
+
   close(): Promise<void> {
     this.sessions.clear();
+    this.hopPool.clear();
     this.lists.clear();
     return this.modern.close();
   }

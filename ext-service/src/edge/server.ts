@@ -65,6 +65,8 @@ export interface Edge {
   readonly state: GatewayState;
   /** Writes the audit records; its recent ones feed the admin console. */
   readonly audit: AuditTrail;
+  /** The aggregated endpoint (`/mcp`) this edge serves in process. */
+  readonly broker: Broker;
   /** Each upstream endpoint's circuit breaker and requests in flight (the admin console's Overview). */
   upstreamStatus(): UpstreamStatus[];
   /** True while listening and not draining (for /readyz). */
@@ -848,6 +850,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
           port,
           state: shared,
           audit,
+          broker,
           url: `http://${shownHost}:${port}`,
           upstreamStatus: () => upstreams.status(),
           ready: () => listening && !closing && shared.ready(),
