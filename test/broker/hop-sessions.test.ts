@@ -12,7 +12,9 @@ import { recordingProxy, registryServer } from "./support.js";
 
 /**
  * The hop sessions of an aggregated 2025 session (`/mcp`), as the server behind the gateway sees
- * them: one opened after initialize (the server was down then) is ended by the client's DELETE.
+ * them: one opened after initialize (the server was down then) is ended by the client's DELETE;
+ * a server that restarted (its sessions gone, 404) gets a new hop session on the next request,
+ * which is retried once, for the 1.x and the 2.x SDK client alike.
  */
 interface Sdk {
   call(name: string): Promise<{ isError?: boolean; content?: unknown }>;
@@ -85,4 +87,41 @@ describe("hop sessions of /mcp (2025)", () => {
       await client.close();
     }
   });
+
+  for (const sdk of ["1.x", "2.x"] as const) {
+    it(`${sdk}: after the server restarts (its sessions gone), the next call opens a new hop session`, async () => {
+      tickets ??= await startTicketsServer(port);
+      const client = await connect(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
+      try {
+        expect((await client.call("tickets__list_tickets")).isError).toBeFalsy();
+        await tickets.close();
+        tickets = await startTicketsServer(port);
+        const from = proxy.seen.length;
+        const r = await client.call("tickets__list_tickets");
+        expect(r.isError).toBeFalsy();
+        expect(JSON.stringify(r.content)).toContain("T-1");
+        // One 404, one new session, one retry: not a loop.
+        const after = proxy.seen.slice(from);
+        expect(after.filter((x) => x.status === 404)).toHaveLength(1);
+        const renewed = after.filter((x) => x.rpc === "initialize" && x.opened !== undefined);
+        expect(renewed).toHaveLength(1);
+        // The new hop session is kept for the client's session: no more 404s, no new sessions.
+        expect(await client.tools()).toContain("tickets__list_tickets");
+        expect((await client.call("tickets__list_tickets")).isError).toBeFalsy();
+        const later = proxy.seen.slice(from);
+        expect(later.filter((x) => x.status === 404)).toHaveLength(1);
+        expect(later.filter((x) => x.rpc === "initialize")).toHaveLength(1);
+        // ... and ended by the client's DELETE.
+        await client.terminate();
+        const id = renewed[0]!.opened!;
+        await waitFor(
+          () => proxy.seen.some((x) => x.method === "DELETE" && x.session === id && x.status === 200),
+          5_000,
+          "the new hop session's DELETE",
+        );
+      } finally {
+        await client.close();
+      }
+    });
+  }
 });

@@ -156,6 +156,35 @@ function relayedError(err: unknown, server: string): ProtocolError {
   return new ProtocolError(info.code, info.message, { reason: "upstream_unavailable", server });
 }
 
+/**
+ * A hop request answered 404 for its session (the server restarted or dropped it; or the
+ * per-server path no longer opens its sealed id): per Streamable HTTP the session is gone and the
+ * client must initialize anew. A 404 the gateway gives for another reason (server_unknown: the
+ * agent may no longer reach the server) is no such answer.
+ */
+function hopSessionGone(err: unknown): boolean {
+  const e = err as { code?: unknown; data?: { status?: unknown; text?: unknown } } | null;
+  if (e?.code !== "CLIENT_HTTP_NOT_IMPLEMENTED" || e.data?.status !== 404) return false;
+  let reason: unknown;
+  try {
+    const body = JSON.parse(typeof e.data.text === "string" ? e.data.text : "") as {
+      error?: { data?: { reason?: unknown } };
+    };
+    reason = body?.error?.data?.reason;
+  } catch {
+    reason = undefined;
+  }
+  return reason === undefined || reason === "session_unknown";
+}
+
+/** Thrown inside withHop when the hop session is gone (hopSessionGone): renewed there, once. */
+class HopSessionGone extends Error {}
+
+function sessionLost(server: string): ProtocolError {
+  const info = Reasons.upstream_session_lost;
+  return new ProtocolError(info.code, info.message, { reason: "upstream_session_lost", server });
+}
+
 /** The client capabilities a 2026-07-28 request declares in its envelope. */
 function requestCapabilities(ctx: ServerContext | undefined): Record<string, unknown> {
   const envelope = ctx?.mcpReq.envelope as Record<string, unknown> | undefined;
@@ -895,11 +924,14 @@ export class Broker {
     );
   }
 
+  /**
+   * The client session's hop session on `server`: one this process opened later (the server was
+   * down at initialize, or its session was gone and renewed) before the one sealed at initialize.
+   */
   private hopSessionId(scope: Scope, server: string): string | undefined {
-    return (
-      scope.session?.hops[server] ??
-      (scope.sessionId === undefined ? undefined : this.lateHops.get(`${scope.sessionId} ${server}`))
-    );
+    const late =
+      scope.sessionId === undefined ? undefined : this.lateHops.get(`${scope.sessionId} ${server}`);
+    return late ?? scope.session?.hops[server];
   }
 
   private hopTransport(
@@ -1035,12 +1067,50 @@ export class Broker {
   }
 
   /**
+   * Runs `work` on a hop client of `server` (withHopOnce). When the server answers that the
+   * client session's hop session is gone (404: it restarted), a new hop session is opened, kept
+   * for the client session (lateHops, this process) and the request is sent once more; a second
+   * 404 is refused as upstream_session_lost, not retried again.
+   */
+  private async withHop<T>(
+    scope: Scope,
+    server: string,
+    ctx: ServerContext | undefined,
+    work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await this.withHopOnce(scope, server, ctx, work);
+    } catch (err) {
+      if (!(err instanceof HopSessionGone)) throw err;
+    }
+    const sessionId = scope.sessionId;
+    if (scope.modern || sessionId === undefined || ctx?.mcpReq.signal.aborted) throw sessionLost(server);
+    this.options.logger.info({ server }, "aggregated endpoint: hop session gone (404); opening a new one");
+    // Kept hops on the lost session are of no more use.
+    this.dropHops((key) => key.server === server && key.session === sessionId);
+    let renewed: string;
+    try {
+      renewed = await this.openHopSession(scope, server);
+    } catch (err) {
+      this.dropped(server, "initialize", err);
+      throw relayedError(err, server);
+    }
+    this.lateHops.set(`${sessionId} ${server}`, renewed);
+    try {
+      return await this.withHopOnce(scope, server, ctx, work);
+    } catch (err) {
+      if (err instanceof HopSessionGone) throw sessionLost(server);
+      throw err;
+    }
+  }
+
+  /**
    * Runs `work` on a hop client of `server`: one kept from an earlier request of the same agent
    * session (2025) or agent and capabilities (2026-07-28) when there is one, else a new one; kept
    * again after, unless the work failed other than with a JSON-RPC error, was cancelled, or the
    * client's session ended meanwhile.
    */
-  private async withHop<T>(
+  private async withHopOnce<T>(
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
@@ -1095,6 +1165,8 @@ export class Broker {
       keep = true;
       return result;
     } catch (err) {
+      // Nothing reached the server's session: renewed and sent again (withHop); this hop is closed.
+      if (!scope.modern && hopSessionGone(err)) throw new HopSessionGone();
       // The server (or the per-server policy) answered: the hop itself is fine.
       keep = err instanceof ProtocolError;
       const relayed = relayedError(err, server);

@@ -287,6 +287,11 @@ export const Reasons = {
     status: 503,
     message: "The MCP server is unavailable",
   },
+  upstream_session_lost: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 502,
+    message: "The MCP server lost the session again right after the gateway opened a new one",
+  },
   upstream_timeout: {
     code: JsonRpcCode.UpstreamUnavailable,
     status: 504,
