@@ -92,6 +92,8 @@ interface LiveSession {
   scope: Scope;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
+  /** Server-to-client requests relayed to the client in this process, not answered yet. */
+  relaying: number;
 }
 
 const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
@@ -295,6 +297,27 @@ function asGateway<T>(result: T): T {
   const rest = { ...meta };
   delete rest[SERVER_INFO_META_KEY];
   return { ...result, _meta: rest };
+}
+
+/** Runs one relay of a server-to-client request, counted as pending in its session meanwhile. */
+async function relayed(live: LiveSession, send: () => Promise<unknown>): Promise<never> {
+  live.relaying += 1;
+  try {
+    return (await send()) as never;
+  } finally {
+    live.relaying -= 1;
+  }
+}
+
+/** A POST that carries only JSON-RPC responses: the client's answers to relayed requests. */
+function onlyAnswers(body: unknown): boolean {
+  const messages = Array.isArray(body) ? body : [body];
+  return (
+    messages.length > 0 &&
+    messages.every(
+      (m) => isPlainObject(m) && !("method" in m) && "id" in m && ("result" in m || "error" in m),
+    )
+  );
 }
 
 /** Writes a web Response to a node response, streaming its body (SSE) as it arrives. */
@@ -520,8 +543,13 @@ export class Broker {
         return this.sessionUnavailable(res, "record", err);
       }
     }
-    const live =
-      this.sessions.get(sessionId) ?? (await this.restore(sessionId, session, principal, view, origin));
+    const held = this.sessions.get(sessionId);
+    if (req.method === "POST" && onlyAnswers(body) && (held?.relaying ?? 0) === 0) {
+      // An answer to a relayed request this process did not send (the session's requests did
+      // not stick to one replica) or no longer waits for: accepting it would drop it silently.
+      return this.answerNotPending(res, held !== undefined);
+    }
+    const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
     live.scope.agentToken = agentToken;
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
     if (req.method === "GET") {
@@ -602,6 +630,22 @@ export class Broker {
         jsonrpc: "2.0",
         id: null,
         error: { code: info.code, message: info.message, data: { reason: "session_unavailable" } },
+      }),
+    );
+  }
+
+  private answerNotPending(res: ServerResponse, sessionHeld: boolean): void {
+    this.options.logger.warn(
+      { sessionHeld },
+      "aggregated endpoint: an answer to a relayed request reached a replica where none is pending",
+    );
+    const info = Reasons.answer_not_pending;
+    res.writeHead(info.status, { "content-type": "application/json" });
+    res.end(
+      JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: info.code, message: info.message, data: { reason: "answer_not_pending" } },
       }),
     );
   }
@@ -699,7 +743,15 @@ export class Broker {
       retryInterval: durationMs(replay.retry),
     });
     await server.connect(transport);
-    const live: LiveSession = { transport, server, session, events, scope, listeners: undefined };
+    const live: LiveSession = {
+      transport,
+      server,
+      session,
+      events,
+      scope,
+      listeners: undefined,
+      relaying: 0,
+    };
     this.sessions.set(sealed, live);
     return live;
   }
@@ -819,12 +871,10 @@ export class Broker {
       );
       for (const [method, capability] of RELAYED_REQUESTS) {
         if (capabilities[capability] === undefined) continue;
-        client.setRequestHandler(
-          method,
-          (request) =>
-            live.server.request({ method, params: request.params } as never, {
-              timeout: HOP_TIMEOUT_MS,
-            }) as never,
+        client.setRequestHandler(method, (request) =>
+          relayed(live, () =>
+            live.server.request({ method, params: request.params } as never, { timeout: HOP_TIMEOUT_MS }),
+          ),
         );
       }
       live.listeners.push(client);
@@ -1030,9 +1080,10 @@ export class Broker {
           const ctx = hop.ctx;
           if (!ctx)
             throw new ProtocolError(JsonRpcCode.MethodNotFound, `${method}: no request to relay it to`);
-          return ctx.mcpReq.send({ method, params: request.params } as never, {
-            timeout: HOP_TIMEOUT_MS,
-          }) as never;
+          const send = () =>
+            ctx.mcpReq.send({ method, params: request.params } as never, { timeout: HOP_TIMEOUT_MS });
+          const live = scope.sessionId === undefined ? undefined : this.sessions.get(scope.sessionId);
+          return live ? relayed(live, send) : (send() as never);
         });
       }
     }

@@ -104,6 +104,12 @@ export const Reasons = {
     status: 503,
     message: "The session cannot be checked right now; try again shortly",
   },
+  answer_not_pending: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 409,
+    message:
+      "No request of this session waits here for this answer; the session's requests must reach one gateway replica (affinity by Mcp-Session-Id)",
+  },
   query_not_allowed: {
     code: JsonRpcCode.InvalidRequest,
     status: 400,
