@@ -5,6 +5,7 @@ import { idKey } from "../ext-service/src/policy/exchange.js";
 import { AuditTrail } from "../ext-service/src/telemetry/audit.js";
 import { createLogger } from "../ext-service/src/telemetry/logger.js";
 import { Metrics } from "../ext-service/src/telemetry/metrics.js";
+import { EdgeFixture, type EdgeSideName } from "./edge-hot-paths.js";
 import { GrpcFixture, type GrpcSideName } from "./grpc-hot-paths.js";
 import { answerPost } from "./reference-server.js";
 import { JSON_SERVER, PROTOCOL_VERSION, SSE_SERVER, WORKLOADS, type WorkloadId } from "./workloads.js";
@@ -31,6 +32,8 @@ export const HOT_PATH_IDS = [
   "grpc_json_64k_noop",
   "grpc_sse_64k",
   "grpc_sse_64k_noop",
+  "edge_small",
+  "edge_small_bare",
 ] as const;
 export type HotPathId = (typeof HOT_PATH_IDS)[number];
 
@@ -46,6 +49,19 @@ export interface HotPath {
    * exchanges (one request to the client process), and its count is per exchange.
    */
   readonly exchangesPerRun?: number;
+  /**
+   * Counted in a worker process of its own (no other path warmed up, allocated or ran before it
+   * there): the HTTP paths, whose counts otherwise moved with what ran before them.
+   */
+  readonly ownProcess?: boolean;
+  /**
+   * After the collection before counting: wait `idleMs` (longer than every keep-alive timeout of
+   * the client, the proxy and its pool, so every idle connection closes now), then `runs` runs
+   * that open fresh ones, uncounted. The collection takes seconds under valgrind, and a
+   * connection a timer closed in the counted phase would add its setup to the count (or reset a
+   * request).
+   */
+  readonly settle?: { idleMs: number; runs: number };
 }
 
 /** A whole exchange through a gRPC server (bench/grpc-hot-paths.ts). */
@@ -67,6 +83,15 @@ function grpcPath(
 const SMALL_EXCHANGES = { iterations: 4, warmup: 10, exchangesPerRun: 10 };
 /** 64 KB exchanges cost about as much as 50 small ones (the scan): 10 to warm up, 8 counted. */
 const LARGE_EXCHANGES = { iterations: 2, warmup: 2, exchangesPerRun: 4 };
+
+/** Small calls over HTTP: 200 to warm up, 150 counted. */
+const SMALL_HTTP_CALLS = {
+  iterations: 15,
+  warmup: 20,
+  exchangesPerRun: 10,
+  ownProcess: true,
+  settle: { idleMs: 6_000, runs: 2 },
+};
 
 export const HOT_PATHS: Readonly<Record<HotPathId, HotPath>> = {
   decision_small: {
@@ -137,6 +162,22 @@ export const HOT_PATHS: Readonly<Record<HotPathId, HotPath>> = {
     "64 KB text result (SSE, streamed in 16 KiB chunks)",
     LARGE_EXCHANGES,
   ),
+  edge_small: {
+    id: "edge_small",
+    title: "HTTP call through the local edge, small tools/call (JSON): every policy, audit record",
+    ...SMALL_HTTP_CALLS,
+  },
+  edge_small_bare: {
+    id: "edge_small_bare",
+    title: "HTTP call through the bare proxy (bench/bare-proxy.ts), small tools/call (JSON)",
+    ...SMALL_HTTP_CALLS,
+  },
+};
+
+/** The HTTP paths (bench/edge-hot-paths.ts): which proxy, which workload. */
+const EDGE_PATHS: Partial<Record<HotPathId, { side: EdgeSideName; workload: WorkloadId }>> = {
+  edge_small: { side: "edge", workload: "call_small" },
+  edge_small_bare: { side: "bare-proxy", workload: "call_small" },
 };
 
 /** The gRPC paths: which server, which workload. */
@@ -177,6 +218,7 @@ export class HotPathFixture {
   private nextId = 1_000_000;
   private pinsVerified = false;
   private grpc: GrpcFixture | undefined;
+  private edge: EdgeFixture | undefined;
 
   constructor(
     private readonly configFile: string,
@@ -224,10 +266,12 @@ export class HotPathFixture {
     return exchange;
   }
 
-  /** Stops the gRPC servers and their client, when a gRPC path started them. */
+  /** Stops the gRPC servers, the proxy and their clients, when a path started them. */
   async close(): Promise<void> {
     await this.grpc?.close();
     this.grpc = undefined;
+    await this.edge?.close();
+    this.edge = undefined;
   }
 
   /** The operation of one path; `await` it in a loop. */
@@ -239,6 +283,16 @@ export class HotPathFixture {
       // The first exchange also checks the answer end to end (the client checks every one).
       await grpc.run(grpcPath.side, grpcPath.workload, 1);
       return () => grpc.run(grpcPath.side, grpcPath.workload, count);
+    }
+    const edgePath = EDGE_PATHS[path];
+    if (edgePath) {
+      if (this.edge) fail(path, "one HTTP path per process (HotPath.ownProcess)");
+      const edge = (this.edge = await EdgeFixture.start(edgePath.side, this.configFile, this.token));
+      const count = HOT_PATHS[path].exchangesPerRun ?? 1;
+      // The first call also checks the answer end to end (the client checks every one); through
+      // the edge it is the one that verifies the server's pins.
+      await edge.run(edgePath.workload, 1);
+      return () => edge.run(edgePath.workload, count);
     }
     if (!this.pinsVerified) {
       await this.verifyPins();

@@ -12,7 +12,15 @@ export interface InstructionResults {
   /** Instructions per run of each path: the mean over repeats, and max minus min over repeats. */
   paths: Record<
     string,
-    { iterations: number; warmup: number; instructions: number; spread: number; title: string }
+    {
+      iterations: number;
+      warmup: number;
+      instructions: number;
+      spread: number;
+      title: string;
+      /** Bytes allocated per run (heap and Buffers), when no collection ran while it was counted. */
+      allocatedBytes?: number;
+    }
   >;
 }
 
@@ -68,11 +76,23 @@ export function compareInstructions(
       base ? formatCount(base.instructions) : "-",
       change === undefined ? "-" : `${change >= 0 ? "+" : ""}${change.toFixed(2)}%`,
       status,
+      p.allocatedBytes === undefined ? "-" : (p.allocatedBytes / 1024).toFixed(1),
     ];
   });
-  let text = table(["path", "instructions/run", "spread", "baseline", "change", "status"], rows);
-  const ratios = noopRatios(current);
+  let text = table(
+    ["path", "instructions/run", "spread", "baseline", "change", "status", "KB alloc/run"],
+    rows,
+  );
+  const ratios = twinRatios(current, NOOP_SUFFIX, [
+    "gRPC path",
+    "ext-service",
+    "do-nothing",
+    "added",
+    "x do-nothing",
+  ]);
   if (ratios) text += `\n\n${ratios}`;
+  const bare = twinRatios(current, BARE_SUFFIX, ["HTTP path", "edge", "bare proxy", "added", "x bare proxy"]);
+  if (bare) text += `\n\n${bare}`;
   if (baseline && !comparable) {
     text +=
       `\nthe baseline was counted on node ${baseline.node} (${baseline.nodeFlags.join(" ")}), this run on ` +
@@ -83,25 +103,33 @@ export function compareInstructions(
 
 /** The do-nothing server's twin of a gRPC path is named `<path>_noop`. */
 const NOOP_SUFFIX = "_noop";
+/** The bare proxy's twin of an HTTP path through the edge is named `<path>_bare`. */
+const BARE_SUFFIX = "_bare";
 
 /**
- * Each gRPC path against its do-nothing twin: the ext-service's instructions per exchange as a
- * ratio to the protocol floor (issue 16's target: at most 1.3 for a small tools/call), and what
- * it adds per exchange.
+ * Each path against its floor, the twin named `<path><suffix>`: instructions per exchange as a
+ * ratio (issue 16's targets: the ext-service at most 1.3 times the do-nothing gRPC server, the
+ * edge at most 1.5 times the bare proxy), what the path adds, and the same for the allocation.
  */
-function noopRatios(current: InstructionResults): string | undefined {
+function twinRatios(current: InstructionResults, suffix: string, header: string[]): string | undefined {
   const rows: string[][] = [];
   for (const [id, p] of Object.entries(current.paths)) {
-    const noop = current.paths[id + NOOP_SUFFIX];
-    if (!noop) continue;
+    const twin = current.paths[id + suffix];
+    if (!twin) continue;
+    const kb = (n: number | undefined) => (n === undefined ? "-" : (n / 1024).toFixed(1));
     rows.push([
       id,
       formatCount(p.instructions),
-      formatCount(noop.instructions),
-      formatCount(p.instructions - noop.instructions),
-      (p.instructions / noop.instructions).toFixed(2),
+      formatCount(twin.instructions),
+      formatCount(p.instructions - twin.instructions),
+      (p.instructions / twin.instructions).toFixed(2),
+      kb(p.allocatedBytes),
+      kb(twin.allocatedBytes),
+      p.allocatedBytes !== undefined && twin.allocatedBytes !== undefined
+        ? (p.allocatedBytes / twin.allocatedBytes).toFixed(2)
+        : "-",
     ]);
   }
   if (rows.length === 0) return undefined;
-  return table(["gRPC path", "ext-service", "do-nothing", "added", "x do-nothing"], rows);
+  return table([...header, "KB alloc", "KB alloc twin", "x alloc"], rows);
 }

@@ -8,6 +8,8 @@
  *   npm run bench:instructions -- --paths json_64k,sse_64k --repeat 2
  *   npm run bench:instructions -- --write-baseline  make this run the committed baseline
  *   node dist/bench/instructions.js --compare bench/out/instructions/results.json
+ *   npm run bench:instructions -- --paths edge_small,edge_small_bare --allocation-only
+ *                                                   bytes allocated per run, natively (seconds)
  *
  * Method: one `node --predictable` process under callgrind loads the bench config, then for each
  * path in turn prepares it, warms it up a fixed number of times (so the JIT has compiled what it
@@ -26,6 +28,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { getPriority } from "node:os";
+import { PerformanceObserver } from "node:perf_hooks";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -103,6 +106,21 @@ function countPhases(nodeFlags: string[], workerArgs: string[], outFile: string)
   });
 }
 
+/** One worker process natively, without callgrind (--allocation-only): no phases are counted. */
+function runNative(nodeFlags: string[], workerArgs: string[]): Promise<number[]> {
+  const args = [...nodeFlags, fileURLToPath(import.meta.url), "--worker", ...workerArgs];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) =>
+      code === 0 ? resolve([]) : reject(new Error(`worker exited ${code}:\n${output.slice(-3000)}`)),
+    );
+  });
+}
+
 /** Runs `tasks` with at most `jobs` at a time, keeping their order in the results. */
 async function pooled<T>(tasks: (() => Promise<T>)[], jobs: number): Promise<T[]> {
   const out: T[] = new Array(tasks.length);
@@ -117,10 +135,24 @@ async function pooled<T>(tasks: (() => Promise<T>)[], jobs: number): Promise<T[]
   return out;
 }
 
+/** What a path allocated while it was counted (bench/instructions.ts's worker). */
+interface Allocation {
+  /** V8 heap bytes (no collection runs in a counted phase, so heapUsed only grows). */
+  heapBytes: number;
+  /** Bytes of ArrayBuffers (Buffers' backing stores) allocated outside the heap, net. */
+  externalBytes: number;
+  /** Garbage collections during the phase: a figure with any is not the allocation. */
+  collections: number;
+}
+
 async function worker(values: Record<string, string | boolean | undefined>): Promise<void> {
   const fixture = new HotPathFixture(String(values.config), String(values.token));
   const collect = (globalThis as { gc?: () => void }).gc;
   if (!collect) throw new Error("the worker needs --expose-gc");
+  let collections = 0;
+  const observer = new PerformanceObserver((list) => (collections += list.getEntries().length));
+  observer.observe({ entryTypes: ["gc"] });
+  const allocations: Record<string, Allocation> = {};
   for (const id of String(values.measure ?? "")
     .split(",")
     .filter(Boolean) as HotPathId[]) {
@@ -130,12 +162,34 @@ async function worker(values: Record<string, string | boolean | undefined>): Pro
     const op = await fixture.operation(id);
     for (let i = 0; i < HOT_PATHS[id].warmup; i++) await op();
     // Each path starts on a collected heap with the whole young generation free (SEMI_SPACE_MIB).
+    const seen = collections;
     collect();
+    // The observer hears of that collection a few turns later; wait for it (bounded).
+    for (let i = 0; i < 1000 && collections === seen; i++) await new Promise((r) => setImmediate(r));
+    const settle = HOT_PATHS[id].settle;
+    if (settle) {
+      await new Promise((r) => setTimeout(r, settle.idleMs));
+      for (let i = 0; i < settle.runs; i++) await op();
+    }
+    const gcBefore = collections;
+    const before = process.memoryUsage();
     getPriority();
     for (let i = 0; i < HOT_PATHS[id].iterations; i++) await op();
     getPriority();
+    const after = process.memoryUsage();
+    // Entries of a collection during the counted runs, if any, arrive a few turns later.
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    allocations[id] = {
+      heapBytes: after.heapUsed - before.heapUsed,
+      externalBytes: after.arrayBuffers - before.arrayBuffers,
+      collections: collections - gcBefore,
+    };
   }
+  observer.disconnect();
   await fixture.close();
+  if (typeof values["alloc-out"] === "string") {
+    writeFileSync(values["alloc-out"], JSON.stringify(allocations));
+  }
 }
 
 async function driver(values: Record<string, string | boolean | undefined>): Promise<number> {
@@ -164,7 +218,10 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
     `--max-semi-space-size=${SEMI_SPACE_MIB}`,
     ...(values.jitless ? ["--jitless"] : []),
   ];
-  const valgrind = execFileSync("valgrind", ["--version"], { encoding: "utf8" }).trim();
+  const allocationOnly = values["allocation-only"] === true;
+  const valgrind = allocationOnly
+    ? "none"
+    : execFileSync("valgrind", ["--version"], { encoding: "utf8" }).trim();
   mkdirSync(OUT_DIR, { recursive: true });
   // Keys and token made here, once: key generation is random and would differ between processes.
   const work = await prepareWorkdir("http://127.0.0.1:9");
@@ -176,23 +233,38 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
     writeFileSync(work.configFile, stringify(config));
     const common = ["--config", work.configFile, "--token", work.token];
     const started = Date.now();
+    // The paths that share a process, then each path that needs one of its own (HotPath.ownProcess).
+    const groups = [
+      paths.filter((p) => !HOT_PATHS[p].ownProcess),
+      ...paths.filter((p) => HOT_PATHS[p].ownProcess).map((p) => [p]),
+    ].filter((g) => g.length > 0);
     process.stderr.write(
-      `counting ${paths.length} paths in ${repeat} process(es) under callgrind (node ${nodeFlags.join(" ")})...\n`,
+      `${allocationOnly ? "running" : "counting"} ${paths.length} paths in ${repeat * groups.length} process(es) ` +
+        `${allocationOnly ? "natively" : "under callgrind"} (node ${nodeFlags.join(" ")})...\n`,
     );
-    const args = [...common, "--measure", paths.join(",")];
-    const tasks = Array.from(
-      { length: repeat },
-      (_, r) => () =>
-        countPhases(nodeFlags, args, join(OUT_DIR, `run${r}.callgrind.out`)).then((phases) => {
-          process.stderr.write(`  repeat ${r + 1}: ${phases.map(formatCount).join(", ")}\n`);
-          // Two markers per path: after its warm-up and after its counted runs.
-          if (phases.length !== 2 * paths.length) {
-            throw new Error(`expected ${2 * paths.length} phases, callgrind dumped ${phases.length}`);
-          }
-          return phases;
-        }),
-    );
-    const runs = await pooled(tasks, jobs);
+    type Counted = { phases: number[]; allocations: Record<string, Allocation> };
+    const tasks = Array.from({ length: repeat }, (_, r) =>
+      groups.map((group, g) => async (): Promise<Counted> => {
+        const out = join(OUT_DIR, `run${r}-${g}`);
+        const args = [...common, "--measure", group.join(","), "--alloc-out", `${out}.alloc.json`];
+        const phases = allocationOnly
+          ? await runNative(nodeFlags, args)
+          : await countPhases(nodeFlags, args, `${out}.callgrind.out`);
+        process.stderr.write(
+          `  repeat ${r + 1}, ${group.join(",")}: ${phases.map(formatCount).join(", ")}\n`,
+        );
+        // Two markers per path: after its warm-up and after its counted runs.
+        if (!allocationOnly && phases.length !== 2 * group.length) {
+          throw new Error(`expected ${2 * group.length} phases, callgrind dumped ${phases.length}`);
+        }
+        const allocations = JSON.parse(readFileSync(`${out}.alloc.json`, "utf8")) as Record<
+          string,
+          Allocation
+        >;
+        return { phases, allocations };
+      }),
+    ).flat();
+    const counted = await pooled(tasks, jobs);
     const results: InstructionResults = {
       schema: "mcp-gateway-instructions/1",
       node: process.version,
@@ -201,18 +273,35 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
       commit: git(["rev-parse", "--short", "HEAD"]),
       paths: {},
     };
-    paths.forEach((p, i) => {
+    for (const p of paths) {
+      const g = groups.findIndex((group) => group.includes(p));
+      const i = groups[g]!.indexOf(p);
+      const runs = Array.from({ length: repeat }, (_, r) => counted[r * groups.length + g]!);
       // Phases alternate: start-up (or the previous path's end) and warm-up, then the counted runs.
       const runsCounted = HOT_PATHS[p].iterations * (HOT_PATHS[p].exchangesPerRun ?? 1);
-      const perRun = runs.map((phases) => phases[2 * i + 1]! / runsCounted);
+      const perRun = runs.map((run) => run.phases[2 * i + 1]! / runsCounted);
+      // Allocation does not vary between repeats of a --predictable run: the first one's.
+      const alloc = runs[0]!.allocations[p];
       results.paths[p] = {
         title: HOT_PATHS[p].title,
         iterations: runsCounted,
         warmup: HOT_PATHS[p].warmup,
         instructions: Math.round(perRun.reduce((a, b) => a + b, 0) / perRun.length),
         spread: Math.round(Math.max(...perRun) - Math.min(...perRun)),
+        ...(alloc && alloc.collections === 0
+          ? { allocatedBytes: Math.round((alloc.heapBytes + Math.max(0, alloc.externalBytes)) / runsCounted) }
+          : {}),
       };
-    });
+    }
+    if (allocationOnly) {
+      process.stdout.write(`bytes allocated per run of each hot path, natively (${nodeFlags.join(" ")})\n`);
+      for (const [id, r] of Object.entries(results.paths)) {
+        const kb =
+          r.allocatedBytes === undefined ? "- (a collection ran)" : (r.allocatedBytes / 1024).toFixed(1);
+        process.stdout.write(`${id.padEnd(20)} ${kb} KB\n`);
+      }
+      return 0;
+    }
     writeFileSync(join(OUT_DIR, "results.json"), JSON.stringify(results, null, 2) + "\n");
     const { text, failed } = compareInstructions(results, baseline, threshold);
     process.stdout.write(
@@ -243,11 +332,13 @@ async function main(): Promise<number | void> {
       config: { type: "string" },
       token: { type: "string" },
       measure: { type: "string" },
+      "alloc-out": { type: "string" },
       iterations: { type: "string" },
       paths: { type: "string" },
       repeat: { type: "string" },
       jobs: { type: "string" },
       jitless: { type: "boolean" },
+      "allocation-only": { type: "boolean" },
       threshold: { type: "string" },
       baseline: { type: "string" },
       compare: { type: "string" },
