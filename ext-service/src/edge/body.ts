@@ -7,6 +7,24 @@ export type BodyResult =
   | { ok: false; problem: "aborted" };
 
 /**
+ * The whole body when Node has already read all of it (a small request arrives with its headers,
+ * and the edge awaited admission before asking): taken from the request's buffer at once, without
+ * the listeners, promise and flowing mode of readBody(). Undefined when the body is still
+ * arriving or over `limit`: use readBody().
+ */
+export function bufferedBody(req: IncomingMessage, limit: number): BodyResult | undefined {
+  const buffered = req.readableLength;
+  if (req.readableFlowing !== null || req.destroyed || buffered > limit) return undefined;
+  // Node sets `complete` a little after the last bytes are buffered: a Content-Length the buffer
+  // already holds is as good (the parser never buffers more than it).
+  if (!req.complete && !(buffered > 0 && Number(req.headers["content-length"]) === buffered))
+    return undefined;
+  const body = req.read() as Buffer | null;
+  return { ok: true, body: body ?? EMPTY };
+}
+const EMPTY = Buffer.alloc(0);
+
+/**
  * Reads a request body up to `limit` bytes. Crossing the limit stops reading at once, so no more
  * than `limit` bytes (plus one chunk) are ever held.
  */

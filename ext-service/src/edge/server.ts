@@ -16,7 +16,7 @@ import { openStore } from "../state/open-store.js";
 import { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
-import { readBody } from "./body.js";
+import { bufferedBody, readBody } from "./body.js";
 import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, refusedHeaderName, upstreamRequestHeaders } from "./headers.js";
 import { LoopStallWatch } from "./loop-stall.js";
@@ -80,6 +80,8 @@ export interface Edge {
 
 /** One request in flight, for shutdown and abort handling. */
 interface Active {
+  readonly res: ServerResponse;
+  readonly exchange: Exchange;
   /** The upstream call once started; see stopUpstream. */
   call: UpstreamCall | undefined;
   /** The upstream call must not run, or stop: client gone, timeout or shutdown. */
@@ -99,6 +101,16 @@ interface Active {
 }
 
 const encoder = new TextEncoder();
+
+/**
+ * The request a connection is serving, on its socket (for clientError): a property rather than a
+ * WeakMap entry per request, which the collector must treat as an ephemeron.
+ */
+const CURRENT = Symbol("edge request");
+type EdgeSocket = Socket & { [CURRENT]?: Active | undefined };
+
+type Credential = { ok: true; headers?: Readonly<Record<string, string>> } | { ok: false; reply: HttpReply };
+const NO_CREDENTIAL: Credential = Object.freeze({ ok: true });
 
 const UPSTREAM_FAILURES: ReadonlySet<Reason> = new Set<Reason>([
   "upstream_unavailable",
@@ -222,7 +234,6 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   const requestSeconds = metrics.decisionSeconds.labels({ phase: "request" });
   const active = new Set<Active>();
   const stopCounting = metrics.countInflight("edge", () => active.size);
-  const bySocket = new WeakMap<Socket, { state: Active; res: ServerResponse; exchange: Exchange }>();
   let idleWaiter: (() => void) | undefined;
   let closing = false;
   let listening = false;
@@ -284,6 +295,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       httpVersion: req.httpVersion,
     });
     const state: Active = {
+      res,
+      exchange,
       call: undefined,
       stopped: false,
       longLived: method === "GET",
@@ -295,13 +308,13 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     };
     active.add(state);
     const socket = req.socket;
-    bySocket.set(socket, { state, res, exchange });
+    (socket as EdgeSocket)[CURRENT] = state;
     res.once("close", () => {
       active.delete(state);
       state.closed = true;
       state.release?.();
       state.release = undefined;
-      if (bySocket.get(socket)?.state === state) bySocket.delete(socket);
+      if ((socket as EdgeSocket)[CURRENT] === state) (socket as EdgeSocket)[CURRENT] = undefined;
       if (!res.writableFinished) {
         state.clientGone = !state.shuttingDown;
         stopUpstream(state);
@@ -334,17 +347,22 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const refusedName = refusedHeaderName(req.headers);
     if (refusedName !== undefined) return reject(res, exchange, "header_name_invalid");
     const headers = headerMap(req.headers);
-    if (engine.route(req.url ?? "/").kind === "broker") return serveBroker(req, res, exchange, state);
+    const path = req.url ?? "/";
+    const route = engine.route(path);
+    if (route.kind === "broker") return serveBroker(req, res, exchange, state);
     const t0 = performance.now();
     const admission = await engine.admit(
-      { method, path: req.url ?? "/", headers, localAddress: req.socket.localAddress },
+      { method, path, headers, localAddress: req.socket.localAddress },
       exchange,
+      route,
     );
     admitSeconds.observe((performance.now() - t0) / 1000);
     if (!admission.ok) return sendReply(res, admission.reply);
     // The aggregated endpoint's hops: the agent's own request to /mcp was already counted.
-    if (!admission.principal.viaBroker && !(await admitAgent(res, exchange, state, admission.principal)))
-      return;
+    if (!admission.principal.viaBroker) {
+      const admitted = admitAgent(res, exchange, state, admission.principal);
+      if (typeof admitted === "boolean" ? !admitted : !(await admitted)) return;
+    }
 
     const media = checkMcpMedia(method, headers);
     if (media) {
@@ -360,12 +378,14 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     if (!opened.ok) return sendReply(res, opened.reply);
     const session = opened.session;
     // Where the Envoy plane's ext_authz gets it: after admission, before the body.
-    const credential = await perAgentCredential(engine, exchange, headers);
+    const needed = perAgentCredential(engine, exchange, headers);
+    const credential = "then" in needed ? await needed : needed;
     if (!credential.ok) return sendReply(res, credential.reply);
 
     let body: Buffer | undefined;
     if (method === "POST") {
-      const read = await readBody(req, engine.limits.maxRequestBytes);
+      const limit = engine.limits.maxRequestBytes;
+      const read = bufferedBody(req, limit) ?? (await readBody(req, limit));
       if (!read.ok) {
         if (read.problem === "too_large")
           return reject(res, exchange, "body_too_large", { connection: "close" });
@@ -422,16 +442,25 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   /**
    * The exchanged per-agent token a token-exchange server takes (registry `upstream.tokenExchange`),
    * as its upstream header; no headers for other servers. Fails closed: no token, no request.
+   * Answers at once (no promise) when no exchange is needed.
    */
-  async function perAgentCredential(
+  function perAgentCredential(
     policy: GatewayEngine,
     exchange: Exchange,
     headers: ReturnType<typeof headerMap>,
-  ): Promise<{ ok: true; headers?: Readonly<Record<string, string>> } | { ok: false; reply: HttpReply }> {
+  ): Credential | Promise<Credential> {
     const need = policy.credentialNeed(exchange, headers);
-    if (need.kind === "none") return { ok: true };
+    if (need.kind === "none") return NO_CREDENTIAL;
     if (need.kind === "refused") return { ok: false, reply: need.reply };
-    const outcome = await tokenExchanger.credential(need.need);
+    return exchangedCredential(policy, exchange, need.need);
+  }
+
+  async function exchangedCredential(
+    policy: GatewayEngine,
+    exchange: Exchange,
+    need: Parameters<TokenExchanger["credential"]>[0],
+  ): Promise<Credential> {
+    const outcome = await tokenExchanger.credential(need);
     if (!outcome.ok) return { ok: false, reply: policy.credentialUnavailable(exchange, outcome.cause) };
     // A server that echoes its token has it found by DLP, as a static credential would be.
     const held = HeldValue.of(outcome.token);
@@ -439,15 +468,28 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     return { ok: true, headers: outcome.headers };
   }
 
-  /** Rate limit and per-agent caps; false when the request was answered (refused, or the client left). */
-  async function admitAgent(
+  /**
+   * Rate limit and per-agent caps; false when the request was answered (refused, or the client
+   * left). Answers at once (no promise) when the rate limiter does (the in-memory store).
+   */
+  function admitAgent(
     res: ServerResponse,
     exchange: Exchange,
     state: Active,
     principal: Principal,
-  ): Promise<boolean> {
+  ): boolean | Promise<boolean> {
     const taken = limiter.take(principal);
-    const wait = typeof taken === "number" ? taken : await taken;
+    if (typeof taken === "number") return admitAfterWait(res, exchange, state, principal, taken);
+    return taken.then((wait) => admitAfterWait(res, exchange, state, principal, wait));
+  }
+
+  function admitAfterWait(
+    res: ServerResponse,
+    exchange: Exchange,
+    state: Active,
+    principal: Principal,
+    wait: number,
+  ): boolean {
     // Agents are namespaced by issuer: two issuers' "bot" are two agents.
     const agentKey = `${principal.issuer ?? ""}\u0000${principal.agent}`;
     if (wait > 0) {
@@ -478,7 +520,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   async function serveBroker(req: IncomingMessage, res: ServerResponse, exchange: Exchange, state: Active) {
     state.onStop = () => res.destroy();
     await serveBrokerRequest(
-      { engine, broker, admitAgent: (principal) => admitAgent(res, exchange, state, principal) },
+      { engine, broker, admitAgent: async (principal) => admitAgent(res, exchange, state, principal) },
       req,
       res,
       exchange,
@@ -793,7 +835,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   // Protocol errors and timeouts Node detects before or while reading a request. A body that
   // stops arriving (slow client) gets 408 with a JSON-RPC error; malformed HTTP a bare 400/431.
   http.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
-    const current = bySocket.get(socket);
+    const current = (socket as EdgeSocket)[CURRENT];
     if (err.code === "ECONNRESET" || !socket.writable || current?.res.headersSent) {
       socket.destroy();
       return;
@@ -801,7 +843,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     let head: string;
     let body = "";
     if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
-      if (current) current.state.bodyTimeout = true;
+      if (current) current.bodyTimeout = true;
       const info = Reasons.request_timeout;
       body = JSON.stringify(
         errorResponse(null, info.code, info.message, {

@@ -348,14 +348,18 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
    * Header-phase decision (ext_authz, or the edge before reading the body): route, identity,
    * and whether the agent may reach the server at all.
    */
-  async admit(head: HttpRequestHead, exchange: Exchange): Promise<Admission> {
+  async admit(
+    head: HttpRequestHead,
+    exchange: Exchange,
+    /** The route of head.path, when the caller has it already. */
+    route: Route = this.route(head.path),
+  ): Promise<Admission> {
     const foreign = this.origins.check(
       head.headers.origin,
       head.host ?? head.headers.host,
       head.localAddress,
     );
     if (foreign) return { ok: false, exchange, reply: this.rejection(exchange, foreign) };
-    const route = this.route(head.path);
     if (route.kind === "resource_metadata") {
       // Public by design (RFC 9728): how a client discovers where to get a token.
       // Only a registered name goes into the audit record and the metrics' server label.

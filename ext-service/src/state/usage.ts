@@ -38,7 +38,12 @@ function dayKeys(at: number): DayKeys {
   return { day: day(at), from, to: from + DAY_MS, servers: new Map(), tools: new Map() };
 }
 
+/** How precisely a tool's last use is kept (ms): it moves at most this often per process. */
+export const LAST_USED_RESOLUTION_MS = 1_000;
+
 export class ToolUsage {
+  /** When this process last wrote each tool's last use (one entry per registered tool called). */
+  private readonly lastRaised = new Map<string, number>();
   /** The keys of the day of the latest request recorded (requests out of order make others). */
   private keys: DayKeys | undefined;
   private readonly lastKeys = new Map<string, Map<string, string>>();
@@ -74,6 +79,11 @@ export class ToolUsage {
       for (const tool of tools) {
         let key = lastKeys.get(tool);
         if (key === undefined) lastKeys.set(tool, (key = toolLastKey(server, tool)));
+        // A tool's last use is written at most once per LAST_USED_RESOLUTION_MS by this process:
+        // a read and a compare-and-set per call bought nothing the registry sweep (days) can see.
+        const raised = this.lastRaised.get(key);
+        if (raised !== undefined && at >= raised && at - raised < LAST_USED_RESOLUTION_MS) continue;
+        this.lastRaised.set(key, at);
         this.raiseLastUsed(key, at).catch(this.onError);
       }
       return;
