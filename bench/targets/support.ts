@@ -40,8 +40,9 @@ export async function importModule<T>(withoutExtension: URL): Promise<T> {
 
 /**
  * The gateway's logger in a bench process: audit records are serialized and written as in
- * production (level info, synchronous writes), to /dev/null instead of stdout.
+ * production (level info, asynchronous writes: telemetry/logger.ts), to /dev/null instead of
+ * stdout.
  */
 export function benchLogger(): Logger {
-  return createLogger("info", pino.destination({ dest: "/dev/null", sync: true }));
+  return createLogger("info", pino.destination({ dest: "/dev/null", sync: false }));
 }

@@ -171,6 +171,58 @@ describe("mcp-gateway edge", () => {
     expect(run.stdout()).toContain('"msg":"draining"');
   });
 
+  it("writes every audit record before it exits on SIGTERM, though nothing read its stdout meanwhile", async () => {
+    const keys = await ensureDevKeys(join(tmp.dir, "keys"));
+    writeFileSync(
+      join(tmp.dir, "records-registry.yaml"),
+      stringify({ version: "1", servers: [{ name: "svc", upstreams: ["http://127.0.0.1:9/mcp"] }] }),
+    );
+    writeFileSync(
+      join(tmp.dir, "records.yaml"),
+      stringify({
+        registry: "records-registry.yaml",
+        auth: {
+          issuers: [{ issuer: DEV_ISSUER, audiences: ["mcp-gateway"], jwks: { file: keys.jwksFile } }],
+        },
+      }),
+    );
+    const run = cli(["edge", "--config", join(tmp.dir, "records.yaml"), "--port", "0", "--admin-port", "0"]);
+    const requests = 400;
+    try {
+      // A cold start from source took over 20 s at load average 22.
+      const { edge } = await untilOutput(
+        run.child,
+        run.stdout,
+        edgeAddresses,
+        "the edge's start line",
+        60_000,
+      );
+      // Nobody reads the gateway's stdout now: once the pipe is full its log lines wait in the
+      // gateway (a synchronous write would stall every request instead).
+      run.child.stdout!.pause();
+      for (let i = 0; i < requests; i += 20) {
+        const batch = await Promise.all(
+          Array.from({ length: 20 }, () =>
+            httpCall(`${edge}/mcp/svc`, { headers: { ...MCP_HEADERS }, body: rpc("ping") }),
+          ),
+        );
+        expect(batch.map((r) => r.status)).toEqual(Array(20).fill(401));
+      }
+    } finally {
+      run.child.kill("SIGTERM");
+      run.child.stdout!.resume();
+    }
+    expect(await run.exit).toBe(0);
+    const records = run
+      .stdout()
+      .split("\n")
+      .filter((line) => line.includes('"audit":true'))
+      .map((line) => JSON.parse(line) as { request_id: string; status: number });
+    expect(records).toHaveLength(requests);
+    expect(new Set(records.map((r) => r.request_id)).size).toBe(requests);
+    expect(records.every((r) => r.status === 401)).toBe(true);
+  }, 120_000);
+
   it("reloads config and registry on SIGHUP; a broken config is logged and the running one kept", async () => {
     const keys = await ensureDevKeys(join(tmp.dir, "keys"));
     const upstream = await fakeUpstream(async (req, res) => {

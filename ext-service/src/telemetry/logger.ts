@@ -43,6 +43,20 @@ function isoTime(): string {
   return isoTimeAt(Date.now());
 }
 
+/**
+ * The gateway's log (audit records included) on stdout, written asynchronously: a line is queued
+ * and written by a write the event loop does not wait for, several lines at a time under load.
+ * A synchronous write blocks the request path on every line, and a pipe that is full (a log
+ * collector that lags) blocks it for 100 ms per retry. Lines still queued are written before the
+ * process exits: on a graceful stop (SIGTERM, SIGINT) as the event loop empties, on process.exit
+ * synchronously. Only a hard kill (SIGKILL, a crash of the runtime) loses the lines still queued.
+ * The queue has no bound: a reader that stops reading makes the gateway's memory grow instead
+ * of stopping its requests.
+ */
+export function stdoutDestination(): pino.DestinationStream {
+  return pino.destination({ dest: 1, sync: false });
+}
+
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(
     {
@@ -51,6 +65,6 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       redact: { paths: REDACT_PATHS, censor: "[redacted]" },
       timestamp: isoTime,
     },
-    destination,
+    destination ?? stdoutDestination(),
   );
 }
