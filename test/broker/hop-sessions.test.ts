@@ -60,6 +60,8 @@ describe("hop sessions of /mcp (2025)", () => {
       servers: [registryServer("tickets", proxy.url)],
       // A loaded machine: the pin check's own tools/list must not time out.
       security: { pins: { listTimeout: "10s" } },
+      // The servers' streams outlive a closed client stream this long (a resuming client's).
+      config: { broker: { replay: { ttl: "1s" } } },
     });
   });
   afterAll(async () => {
@@ -122,6 +124,23 @@ describe("hop sessions of /mcp (2025)", () => {
       } finally {
         await client.close();
       }
+    });
+  }
+  for (const sdk of ["1.x", "2.x"] as const) {
+    it(`${sdk}: sessions that close without a DELETE leave no server stream open`, async () => {
+      tickets ??= await startTicketsServer(port);
+      const from = proxy.seen.length;
+      for (let i = 0; i < 3; i++) {
+        const client = await connect(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
+        expect(await client.tools()).toContain("tickets__list_tickets");
+        expect((await client.call("tickets__list_tickets")).isError).toBeFalsy();
+        await client.close();
+      }
+      const streams = () => proxy.seen.slice(from).filter((x) => x.method === "GET" && x.status === 200);
+      // Each client opened its GET stream, and the broker the server's behind it ...
+      await waitFor(() => streams().length > 0, 5_000, "a server stream");
+      // ... which the client's close ends, without waiting for the session to expire.
+      await waitFor(() => streams().every((x) => !x.open), 5_000, "the server streams to close");
     });
   }
 });

@@ -92,6 +92,10 @@ interface LiveSession {
   scope: Scope;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
+  /** The client's GET streams open now (one, but a resuming client may overlap its old one). */
+  streams: number;
+  /** Closes `listeners` once the client's GET stream stayed closed for broker.replay.ttl. */
+  linger: ReturnType<typeof setTimeout> | undefined;
   /** Server-to-client requests relayed to the client in this process, not answered yet. */
   relaying: number;
 }
@@ -372,7 +376,7 @@ export class Broker {
     ttl: 30 * 60_000,
     updateAgeOnGet: true,
     dispose: (live, sessionId) => {
-      for (const listener of live.listeners ?? []) void listener.close().catch(() => undefined);
+      this.unlisten(live);
       live.events.clear();
       void live.server.close().catch(() => undefined);
       this.dropHops((key) => key.session === sessionId);
@@ -566,7 +570,33 @@ export class Broker {
     }
     const response = await live.transport.handleRequest(request, { parsedBody: body });
     if (req.method === "DELETE" && response.ok) this.ended(sessionId, session, now);
-    return sendResponse(res, response);
+    if (req.method !== "GET" || !response.ok) return sendResponse(res, response);
+    live.streams++;
+    clearTimeout(live.linger);
+    live.linger = undefined;
+    try {
+      await sendResponse(res, response);
+    } finally {
+      // The client's stream ended (closed, often without a DELETE): the servers' streams behind
+      // it stay while the client may still resume (what they send is kept for it, replay.ttl),
+      // then are closed, and opened again with the client's next GET.
+      if (--live.streams === 0) {
+        live.linger = setTimeout(() => {
+          live.linger = undefined;
+          if (live.streams === 0) this.unlisten(live);
+        }, durationMs(this.engine.config.broker.replay.ttl));
+        live.linger.unref();
+      }
+    }
+  }
+
+  /** Closes the servers' GET streams of a session (listen). */
+  private unlisten(live: LiveSession): void {
+    clearTimeout(live.linger);
+    live.linger = undefined;
+    const listeners = live.listeners;
+    live.listeners = undefined;
+    for (const listener of listeners ?? []) void listener.close().catch(() => undefined);
   }
 
   /**
@@ -751,6 +781,8 @@ export class Broker {
       scope,
       listeners: undefined,
       relaying: 0,
+      streams: 0,
+      linger: undefined,
     };
     this.sessions.set(sealed, live);
     return live;
