@@ -43,6 +43,17 @@ function isoTime(): string {
   return isoTimeAt(Date.now());
 }
 
+/** Bytes of log lines queued for stdout before new lines are dropped (counted, warned on stderr). */
+export const LOG_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
+const DROP_WARNING_INTERVAL_MS = 10_000;
+
+let droppedLines = 0;
+
+/** Log lines dropped since start because stdout's reader fell behind (a metric reads it). */
+export function droppedLogLines(): number {
+  return droppedLines;
+}
+
 /**
  * The gateway's log (audit records included) on stdout, written asynchronously: a line is queued
  * and written by a write the event loop does not wait for, several lines at a time under load.
@@ -50,11 +61,29 @@ function isoTime(): string {
  * collector that lags) blocks it for 100 ms per retry. Lines still queued are written before the
  * process exits: on a graceful stop (SIGTERM, SIGINT) as the event loop empties, on process.exit
  * synchronously. Only a hard kill (SIGKILL, a crash of the runtime) loses the lines still queued.
- * The queue has no bound: a reader that stops reading makes the gateway's memory grow instead
- * of stopping its requests.
+ * The queue is bounded (`maxQueuedBytes`): a reader that stops reading would otherwise grow the
+ * gateway's memory until it dies, losing every queued line at once. Past the bound a line is
+ * dropped, counted (`mcp_gateway_log_lines_dropped_total`) and, at most every ten seconds,
+ * reported on stderr.
  */
-export function stdoutDestination(): pino.DestinationStream {
-  return pino.destination({ dest: 1, sync: false });
+export function stdoutDestination(maxQueuedBytes = LOG_QUEUE_MAX_BYTES): pino.DestinationStream {
+  const destination = pino.destination({ dest: 1, sync: false, maxLength: maxQueuedBytes });
+  let warnedAt = -Infinity;
+  let droppedSinceWarning = 0;
+  destination.on("drop", () => {
+    droppedLines++;
+    droppedSinceWarning++;
+    const now = Date.now();
+    if (now - warnedAt >= DROP_WARNING_INTERVAL_MS) {
+      warnedAt = now;
+      process.stderr.write(
+        `mcp-gateway: ${droppedSinceWarning} log line(s) dropped: stdout's reader is not keeping up ` +
+          `(more than ${maxQueuedBytes} bytes queued)\n`,
+      );
+      droppedSinceWarning = 0;
+    }
+  });
+  return destination;
 }
 
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { droppedLogLines } from "./logger.js";
 import {
   CLIENT_NOTIFICATION_METHODS,
   CLIENT_REQUEST_METHODS,
@@ -173,6 +174,15 @@ export class Metrics {
       help: "Per-agent credentials for token-exchange servers by outcome (issued, cached, failed) and, when failed, reason (unreachable, timeout, refused, malformed)",
       labelNames: ["server", "outcome", "reason"],
       registers,
+    });
+    new Counter({
+      name: "mcp_gateway_log_lines_dropped_total",
+      help: "Log lines (audit records included) dropped because stdout's reader fell behind",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(droppedLogLines());
+      },
     });
     this.inflight = new Gauge({
       name: "mcp_gateway_inflight_requests",
