@@ -5,19 +5,26 @@ import {
   Client as ClientV2,
   StreamableHTTPClientTransport as TransportV2,
 } from "@modelcontextprotocol/client";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import { GatewayState } from "../../ext-service/src/runtime/gateway-state.js";
+import { RedisStore } from "../../ext-service/src/state/redis.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { prepareGatewayConfig, type GatewayConfig } from "../conformance/gateway.js";
 import { startServer2025, type RunningServer } from "../conformance/server-2025.js";
-import { LogCapture } from "../e2e/harness.js";
+import { LogCapture, waitFor } from "../e2e/harness.js";
+import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
 
 /**
  * A server-to-client request relayed through /mcp waits for the client's answer on the replica
  * that sent it. Two edge replicas (same sessions.keys) serve one session; the client's transport
  * sends its POSTed answers to the other replica, as a balancer without Mcp-Session-Id affinity
- * would: that replica refuses the answer with 409 answer_not_pending instead of accepting it
- * (202) and dropping it. The same answer on the right replica completes the call.
+ * would. Without a shared store that replica refuses the answer with 409 answer_not_pending
+ * instead of accepting it (202) and dropping it; the same answer on the right replica completes
+ * the call. With a shared store (real redis-server) it hands the answer over to the replica that
+ * waits (202), and when the store is lost both sides fail at once instead of waiting out the hop.
  */
 const ELICIT = { name: "conformance-2025__test_elicitation", arguments: { message: "Your name?" } };
 const ANSWER = { action: "accept", content: { response: "from the client" } } as const;
@@ -39,29 +46,50 @@ function splitFetch(primary: () => string, answers: () => string, seen: { status
   };
 }
 
+/** Runs in the client's elicitation handler before it answers, given the request's id. */
+type BeforeAnswer = (requestId: string | number) => Promise<void>;
+
 const clients = {
-  "SDK 1.x": async (url: string, token: string, fetchFn: ReturnType<typeof splitFetch>) => {
+  "SDK 1.x": async (
+    url: string,
+    token: string,
+    fetchFn: ReturnType<typeof splitFetch>,
+    beforeAnswer?: BeforeAnswer,
+  ) => {
     const client = new Client({ name: "v1", version: "1.0.0" }, { capabilities: { elicitation: {} } });
-    client.setRequestHandler(ElicitRequestSchema, () => ANSWER);
+    client.setRequestHandler(ElicitRequestSchema, async (_request, extra) => {
+      await beforeAnswer?.(extra.requestId);
+      return ANSWER;
+    });
     const transport = new StreamableHTTPClientTransport(new URL(url), {
       requestInit: { headers: { authorization: `Bearer ${token}` } },
       fetch: fetchFn,
     });
     await client.connect(transport);
     return {
+      sessionId: () => transport.sessionId!,
       call: (timeout: number) => client.callTool(ELICIT, undefined, { timeout }),
       close: () => client.close(),
     };
   },
-  "SDK 2.x (2025 era)": async (url: string, token: string, fetchFn: ReturnType<typeof splitFetch>) => {
+  "SDK 2.x (2025 era)": async (
+    url: string,
+    token: string,
+    fetchFn: ReturnType<typeof splitFetch>,
+    beforeAnswer?: BeforeAnswer,
+  ) => {
     const client = new ClientV2({ name: "v2", version: "1.0.0" }, { capabilities: { elicitation: {} } });
-    client.setRequestHandler("elicitation/create", () => ANSWER);
+    client.setRequestHandler("elicitation/create", async (_request, ctx) => {
+      await beforeAnswer?.(ctx.mcpReq.id);
+      return ANSWER;
+    });
     const transport = new TransportV2(new URL(url), {
       requestInit: { headers: { authorization: `Bearer ${token}` } },
       fetch: fetchFn,
     });
     await client.connect(transport);
     return {
+      sessionId: () => transport.sessionId!,
       call: (timeout: number) => client.callTool(ELICIT, { timeout }),
       close: () => client.close(),
     };
@@ -141,3 +169,162 @@ describe("an answer to a relayed request on another replica (2025, two edges)", 
     });
   });
 });
+
+/** A POST of one JSON-RPC response to `url` in session `sessionId`, as a client sends its answer. */
+async function postAnswer(url: string, token: string, sessionId: string, answer: Record<string, unknown>) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-session-id": sessionId,
+      "mcp-protocol-version": "2025-11-25",
+    },
+    body: JSON.stringify({ jsonrpc: "2.0", ...answer }),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text === "" ? undefined : (JSON.parse(text) as unknown) };
+}
+
+describeWithRedis(
+  "an answer to a relayed request on another replica, with the shared store (redis-server)",
+  () => {
+    let server: RunningServer;
+    let config: GatewayConfig;
+    let redis: TestRedis;
+    let intruderToken: string;
+    const replicas: { edge: Edge; state: GatewayState }[] = [];
+    const log = new LogCapture();
+    const a = () => replicas[0]!;
+    const b = () => replicas[1]!;
+    beforeAll(async () => {
+      [server, redis] = await Promise.all([startServer2025(), startRedis()]);
+      config = await prepareGatewayConfig({ "2025-11-25": server.url });
+      const keys = await ensureDevKeys(join(config.dir, "keys"));
+      intruderToken = await signDevToken(keys.privateJwk, { subject: "intruder", ttl: "1h" });
+      const keyPrefix = `relay${Date.now()}:`;
+      for (let i = 0; i < 2; i++) {
+        const metrics = new Metrics(false);
+        const store = new RedisStore({
+          url: redis.url,
+          keyPrefix,
+          connectTimeoutMs: 1_000,
+          commandTimeoutMs: 500,
+        });
+        await store.waitUntilAvailable(5_000);
+        const state = new GatewayState(store, metrics, log.logger);
+        const edge = await startEdge({
+          engine: config.engine,
+          logger: log.logger,
+          metrics,
+          host: "127.0.0.1",
+          port: 0,
+          state,
+        });
+        replicas.push({ edge, state });
+      }
+    });
+    afterAll(async () => {
+      await Promise.allSettled(replicas.map((r) => r.edge.close(0)));
+      await Promise.allSettled(replicas.map((r) => r.state.close()));
+      await Promise.allSettled([server?.close(), redis?.close()]);
+      config?.remove();
+    });
+
+    describe.each(Object.entries(clients))("%s", (_, connect) => {
+      it("is handed over to the replica that waits for it (202) and completes the call; another agent cannot answer", async () => {
+        const seen: { status: number; body: string }[] = [];
+        let forged: { status: number; body: unknown } | undefined;
+        let sessionId = "";
+        const mcp = await connect(
+          `${a().edge.url}/mcp`,
+          config.token,
+          splitFetch(
+            () => a().edge.url,
+            () => b().edge.url,
+            seen,
+          ),
+          async (requestId) => {
+            // Before the client answers, another agent tries to answer in its place on the replica
+            // that does not wait: its answer never reaches the request.
+            forged = await postAnswer(`${b().edge.url}/mcp`, intruderToken, sessionId, {
+              id: requestId,
+              result: { action: "accept", content: { response: "forged" } },
+            });
+          },
+        );
+        sessionId = mcp.sessionId();
+        try {
+          const started = Date.now();
+          const result = await mcp.call(30_000);
+          expect(JSON.stringify(result.content)).toContain("from the client");
+          expect(JSON.stringify(result.content)).not.toContain("forged");
+          expect(Date.now() - started).toBeLessThan(10_000);
+          expect(seen.map((s) => s.status)).toEqual([202]);
+          expect(forged?.status).toBe(404);
+          expect(forged?.body).toMatchObject({ error: { data: { reason: "session_unknown" } } });
+        } finally {
+          await mcp.close();
+        }
+      });
+    });
+
+    it("no replica waits for it: refused at once with 409 answer_not_pending", async () => {
+      const mcp = await clients["SDK 1.x"](
+        `${a().edge.url}/mcp`,
+        config.token,
+        splitFetch(
+          () => a().edge.url,
+          () => a().edge.url,
+          [],
+        ),
+      );
+      try {
+        const started = Date.now();
+        const refused = await postAnswer(`${b().edge.url}/mcp`, config.token, mcp.sessionId(), {
+          id: 4242,
+          result: { action: "accept", content: { response: "late" } },
+        });
+        expect(Date.now() - started).toBeLessThan(2_000);
+        expect(refused.status).toBe(409);
+        expect(refused.body).toMatchObject({ id: null, error: { data: { reason: "answer_not_pending" } } });
+      } finally {
+        await mcp.close();
+      }
+    });
+
+    // Last: it stops redis-server.
+    it("the store lost while the request waits: the server's request fails at once, the late answer is refused", async () => {
+      const seen: { status: number; body: string }[] = [];
+      const mcp = await clients["SDK 1.x"](
+        `${a().edge.url}/mcp`,
+        config.token,
+        splitFetch(
+          () => a().edge.url,
+          () => b().edge.url,
+          seen,
+        ),
+        async () => {
+          await redis.stop();
+          await waitFor(() => !b().edge.ready(), 5_000, "the replica sees Redis down");
+        },
+      );
+      try {
+        const started = Date.now();
+        const result = await mcp.call(30_000);
+        // The server heard the relay fail (its tool reports the error) long before the hop's 60 s.
+        expect(Date.now() - started).toBeLessThan(15_000);
+        expect(result.isError).toBe(true);
+        expect(JSON.stringify(result.content)).toContain("cannot reach the gateway replica waiting for it");
+        await waitFor(() => seen.length > 0, 5_000, "the client's answer");
+        expect(seen[0]!.status).toBe(503);
+        expect(JSON.parse(seen[0]!.body)).toMatchObject({
+          error: { data: { reason: "session_unavailable" } },
+        });
+      } finally {
+        await mcp.close();
+      }
+    });
+  },
+);

@@ -114,6 +114,24 @@ function contract(name: string, open: () => StateStore, key: (k: string) => stri
       await sleep(100);
       expect(got).not.toContain("after");
     });
+
+    it("confirms a subscription before the first message, and publish counts who received it", async () => {
+      const got: string[] = [];
+      const channel = key("confirmed");
+      expect(await store.publish(channel, "nobody")).toBe(0);
+      const stop = await store.subscribeConfirmed(
+        channel,
+        (m) => got.push(m),
+        () => undefined,
+      );
+      // No retry loop: once confirmed, the very next message arrives.
+      expect(await store.publish(channel, "first")).toBe(1);
+      await until(() => got.includes("first"));
+      stop();
+      await sleep(50);
+      expect(await store.publish(channel, "after")).toBe(0);
+      expect(got).toEqual(["first"]);
+    });
   });
 }
 
@@ -192,6 +210,41 @@ describeWithRedis("redis store", () => {
       values: [1],
     });
     expect(changes).toEqual([true, false, true]);
+    await store.close();
+  });
+
+  it("reports a confirmed subscription lost when Redis goes away, and refuses a new one while it is", async () => {
+    const store = open();
+    await store.waitUntilAvailable(5_000);
+    const lost: string[] = [];
+    await store.subscribeConfirmed(
+      "lost-a",
+      () => undefined,
+      () => lost.push("a"),
+    );
+    await store.subscribeConfirmed(
+      "lost-b",
+      () => undefined,
+      () => lost.push("b"),
+    );
+    await redis.stop();
+    await until(() => lost.length === 2);
+    expect(lost.sort()).toEqual(["a", "b"]);
+    await until(() => !store.available());
+    const started = Date.now();
+    await expect(
+      store.subscribeConfirmed(
+        "lost-c",
+        () => undefined,
+        () => undefined,
+      ),
+    ).rejects.toBeInstanceOf(StoreUnavailable);
+    expect(Date.now() - started).toBeLessThan(200);
+    await redis.start();
+    await store.waitUntilAvailable(8_000);
+    // Each was reported once, not again on the reconnect.
+    await sleep(200);
+    expect(lost).toHaveLength(2);
     await store.close();
   });
 

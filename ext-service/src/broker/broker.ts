@@ -9,7 +9,9 @@ import {
   createMcpHandler,
   isInitializeRequest,
   isInputRequiredResult,
+  isJSONRPCResponse,
   isLegacyRequest,
+  type JSONRPCMessage,
   type McpHttpHandler,
   type ServerContext,
   type ServerEvent,
@@ -20,6 +22,7 @@ import { Authenticator, type Principal } from "../policy/identity.js";
 import { JsonRpcCode, Reasons } from "../policy/reasons.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { answerKey, type AnswerRelay } from "./answers.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
 import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
@@ -58,6 +61,11 @@ export interface BrokerOptions {
    * process knows of a DELETE; another replica still opens the sealed id.
    */
   revocations?: SessionRevocations;
+  /**
+   * Answers to relayed requests that reach another replica, handed over through the shared state
+   * store (answers.ts). Absent: an answer is taken only by the process whose request waits for it.
+   */
+  answers?: AnswerRelay;
 }
 
 /** Who is asking, in which view, and what the client can do (for relaying server requests). */
@@ -98,6 +106,12 @@ interface LiveSession {
   linger: ReturnType<typeof setTimeout> | undefined;
   /** Server-to-client requests relayed to the client in this process, not answered yet. */
   relaying: number;
+  /**
+   * With an answer relay (BrokerOptions.answers): the requests this process sent the client that
+   * wait for an answer, by answerKey, each with the function that stops taking it from another
+   * replica.
+   */
+  awaiting: Map<string, () => void>;
 }
 
 const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
@@ -313,6 +327,12 @@ async function relayed(live: LiveSession, send: () => Promise<unknown>): Promise
   }
 }
 
+/**
+ * How long a request sent to the client may wait for its answer from another replica at most: the
+ * SDK's own timeout (HOP_TIMEOUT_MS) or a cancellation normally ends it first.
+ */
+const AWAIT_ANSWER_MS = HOP_TIMEOUT_MS + 5_000;
+
 /** A POST that carries only JSON-RPC responses: the client's answers to relayed requests. */
 function onlyAnswers(body: unknown): boolean {
   const messages = Array.isArray(body) ? body : [body];
@@ -377,6 +397,8 @@ export class Broker {
     updateAgeOnGet: true,
     dispose: (live, sessionId) => {
       this.unlisten(live);
+      for (const stop of live.awaiting.values()) stop();
+      live.awaiting.clear();
       live.events.clear();
       void live.server.close().catch(() => undefined);
       this.dropHops((key) => key.session === sessionId);
@@ -548,10 +570,18 @@ export class Broker {
       }
     }
     const held = this.sessions.get(sessionId);
-    if (req.method === "POST" && onlyAnswers(body) && (held?.relaying ?? 0) === 0) {
-      // An answer to a relayed request this process did not send (the session's requests did
-      // not stick to one replica) or no longer waits for: accepting it would drop it silently.
-      return this.answerNotPending(res, held !== undefined);
+    if (req.method === "POST" && onlyAnswers(body)) {
+      const relay = this.options.answers;
+      if (relay) {
+        const answers = (Array.isArray(body) ? body : [body]) as JSONRPCMessage[];
+        const elsewhere = answers.filter((m) => !held?.awaiting.has(answerKey((m as { id: unknown }).id)));
+        if (elsewhere.length > 0)
+          return this.handOverAnswers(res, relay, sessionId, held, { elsewhere, answers });
+      } else if ((held?.relaying ?? 0) === 0) {
+        // An answer to a relayed request this process did not send (the session's requests did
+        // not stick to one replica) or no longer waits for: accepting it would drop it silently.
+        return this.answerNotPending(res, held !== undefined);
+      }
     }
     const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
     live.scope.agentToken = agentToken;
@@ -662,6 +692,122 @@ export class Broker {
         error: { code: info.code, message: info.message, data: { reason: "session_unavailable" } },
       }),
     );
+  }
+
+  /**
+   * Answers the client POSTed here to requests this process does not wait for (`elsewhere`; the
+   * session's requests did not stick to one replica): each is handed over to the replica that
+   * waits for it (answers.ts), the rest taken here. 202 once every answer was taken, as the
+   * transport spec asks; 409 answer_not_pending when no replica waits for one (it timed out or was
+   * cancelled); 503 answer_relay_unavailable when the store cannot be reached (the waiting replica
+   * fails its request then: answerLost).
+   */
+  private async handOverAnswers(
+    res: ServerResponse,
+    relay: AnswerRelay,
+    sessionId: string,
+    held: LiveSession | undefined,
+    { elsewhere, answers }: { elsewhere: JSONRPCMessage[]; answers: JSONRPCMessage[] },
+  ): Promise<void> {
+    const handed = await Promise.allSettled(
+      elsewhere.map((answer) =>
+        relay.handOver(sessionId, answerKey((answer as { id: unknown }).id), JSON.stringify(answer)),
+      ),
+    );
+    if (held)
+      for (const answer of answers)
+        if (!elsewhere.includes(answer) && isJSONRPCResponse(answer)) held.transport.onmessage?.(answer);
+    const failed = handed.find((r) => r.status === "rejected");
+    if (failed) {
+      this.options.logger.error(
+        { error: (failed.reason as { message?: string } | null)?.message },
+        "aggregated endpoint: cannot hand an answer to a relayed request over to its replica",
+      );
+      const info = Reasons.answer_relay_unavailable;
+      res.writeHead(info.status, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          jsonrpc: "2.0",
+          id: null,
+          error: { code: info.code, message: info.message, data: { reason: "answer_relay_unavailable" } },
+        }),
+      );
+      return;
+    }
+    if (handed.some((r) => r.status === "fulfilled" && !r.value))
+      return this.answerNotPending(res, held !== undefined);
+    res.writeHead(202);
+    res.end();
+  }
+
+  /**
+   * Request `id`, just sent to the client of `live`, waits for its answer: taken here (the
+   * transport's onmessage) or handed over by another replica (handOverAnswers there). Throws, so
+   * the request is not sent and fails at once, when the store cannot take a hand-over.
+   */
+  private async expectAnswer(live: LiveSession, relay: AnswerRelay, id: unknown): Promise<void> {
+    const key = answerKey(id);
+    let stopTaking: () => void;
+    try {
+      stopTaking = await relay.expect(
+        live.scope.sessionId ?? "",
+        key,
+        (answer) => this.answerHandedOver(live, key, answer),
+        () => this.answerLost(live, id),
+      );
+    } catch (err) {
+      this.options.logger.error(
+        { error: (err as { message?: string } | null)?.message },
+        "aggregated endpoint: cannot await an answer from other replicas; the relayed request fails",
+      );
+      const info = Reasons.answer_relay_unavailable;
+      throw new ProtocolError(info.code, info.message, { reason: "answer_relay_unavailable" });
+    }
+    const expiry = setTimeout(() => this.answered(live, key), AWAIT_ANSWER_MS);
+    expiry.unref();
+    live.awaiting.set(key, () => {
+      clearTimeout(expiry);
+      stopTaking();
+    });
+  }
+
+  /** Request `key` of `live` waits no more (answered, cancelled, or given up). */
+  private answered(live: LiveSession, key: string): void {
+    const stop = live.awaiting.get(key);
+    if (stop === undefined) return;
+    live.awaiting.delete(key);
+    stop();
+  }
+
+  /** An answer another replica handed over: given to the session's server as if POSTed here. */
+  private answerHandedOver(live: LiveSession, key: string, answer: string): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(answer);
+    } catch {
+      return;
+    }
+    if (!live.awaiting.has(key) || !isJSONRPCResponse(message) || answerKey(message.id) !== key) return;
+    live.transport.onmessage?.(message);
+  }
+
+  /**
+   * The store's subscription for request `id` dropped: an answer handed over meanwhile is lost, so
+   * the request fails now (answer_relay_unavailable, to the server that asked) rather than waiting
+   * out its timeout.
+   */
+  private answerLost(live: LiveSession, id: unknown): void {
+    if (!live.awaiting.has(answerKey(id))) return;
+    this.options.logger.warn(
+      {},
+      "aggregated endpoint: lost the state store while a relayed request awaited its answer; it fails",
+    );
+    const info = Reasons.answer_relay_unavailable;
+    live.transport.onmessage?.({
+      jsonrpc: "2.0",
+      id: id as string | number,
+      error: { code: info.code, message: info.message, data: { reason: "answer_relay_unavailable" } },
+    });
   }
 
   private answerNotPending(res: ServerResponse, sessionHeld: boolean): void {
@@ -781,9 +927,30 @@ export class Broker {
       scope,
       listeners: undefined,
       relaying: 0,
+      awaiting: new Map(),
       streams: 0,
       linger: undefined,
     };
+    const relay = this.options.answers;
+    if (relay) {
+      // Every request the session's server sends the client waits for its answer here and, through
+      // the store, from any replica the client POSTs it to; until answered or cancelled.
+      const send = transport.send.bind(transport);
+      // Shape checks only (no schema parse): every result the session sends passes through here.
+      transport.send = async (message, options) => {
+        if ("method" in message) {
+          if ("id" in message) await this.expectAnswer(live, relay, message.id);
+          else if (message.method === "notifications/cancelled")
+            this.answered(live, answerKey(message.params?.requestId));
+        }
+        return send(message, options);
+      };
+      const receive = transport.onmessage;
+      transport.onmessage = (message, extra) => {
+        if (!("method" in message) && "id" in message) this.answered(live, answerKey(message.id));
+        receive?.(message, extra);
+      };
+    }
     this.sessions.set(sealed, live);
     return live;
   }

@@ -245,6 +245,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     hopOrigin: () => engine.config.broker.hopUrl?.replace(/\/$/, "") ?? ownUrl,
     ...(shared.cache.sharedByReplicas ? { listsChangedAt: (server) => shared.listsChangedAt(server) } : {}),
     revocations: shared.sessionRevocations(),
+    answers: shared.answerRelay(),
   });
   // A list_changed any client's stream carries drops the broker's kept lists of that server.
   const stopBrokerWatch = shared.onListChanged((server, method) => broker.listChanged(server, method));

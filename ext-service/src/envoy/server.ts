@@ -232,6 +232,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       (() => (ctx.engine.config.broker.hopUrl ?? ctx.engine.config.publicUrl).replace(/\/$/, "")),
     ...(state.cache.sharedByReplicas ? { listsChangedAt: (server) => state.listsChangedAt(server) } : {}),
     revocations: state.sessionRevocations(),
+    answers: state.answerRelay(),
   });
   let brokerListener: BrokerListener;
   try {

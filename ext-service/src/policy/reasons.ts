@@ -108,7 +108,13 @@ export const Reasons = {
     code: JsonRpcCode.InvalidRequest,
     status: 409,
     message:
-      "No request of this session waits here for this answer; the session's requests must reach one gateway replica (affinity by Mcp-Session-Id)",
+      "No request of this session waits for this answer on any gateway replica that can take it: it timed out or was cancelled, or (without a shared state store) the session's requests must reach one replica (affinity by Mcp-Session-Id)",
+  },
+  answer_relay_unavailable: {
+    code: JsonRpcCode.UpstreamUnavailable,
+    status: 503,
+    message:
+      "The answer cannot reach the gateway replica waiting for it (the state store is unavailable); the request it answers fails",
   },
   query_not_allowed: {
     code: JsonRpcCode.InvalidRequest,

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { Approvals } from "../approvals/runtime.js";
+import type { AnswerRelay } from "../broker/answers.js";
 import type { SessionRevocations } from "../broker/session.js";
 import type { GatewayConfig } from "../config/schema.js";
 import { CacheSchema, durationMs } from "../config/schema.js";
@@ -99,6 +100,28 @@ export class GatewayState {
     return {
       revoke: (id, untilMs) => this.store.set(key(id), "1", Math.max(1, untilMs - Date.now())).catch(counted),
       revoked: (id) => this.store.get(key(id)).then((value) => value !== undefined, counted),
+    };
+  }
+
+  /**
+   * The aggregated endpoint's answers to relayed requests across replicas (broker/answers.ts),
+   * when replicas share the store (Redis): on channel `broker:answer:<SHA-256 of the session id
+   * and the request id>` (neither is sent to Redis as it is; the answer is relayed, not stored).
+   * Undefined with the memory store: an answer is taken only where its request waits.
+   */
+  answerRelay(): AnswerRelay | undefined {
+    if (this.store.kind !== "redis") return undefined;
+    const channel = (sessionId: string, requestId: string) =>
+      `broker:answer:${createHash("sha256").update(`${sessionId}\n${requestId}`).digest("base64url")}`;
+    const counted = (err: unknown): never => {
+      if (err instanceof StoreUnavailable) this.metrics.storeErrors.inc({ feature: "answers" });
+      throw err;
+    };
+    return {
+      expect: (sessionId, requestId, onAnswer, onLost) =>
+        this.store.subscribeConfirmed(channel(sessionId, requestId), onAnswer, onLost).catch(counted),
+      handOver: (sessionId, requestId, answer) =>
+        this.store.publish(channel(sessionId, requestId), answer).then((taken) => taken > 0, counted),
     };
   }
 

@@ -86,9 +86,10 @@ export class MemoryStore implements StateStore {
     return Promise.resolve();
   }
 
-  publish(channel: string, message: string): Promise<void> {
-    for (const listener of this.channels.get(channel) ?? []) listener(message);
-    return Promise.resolve();
+  publish(channel: string, message: string): Promise<number> {
+    const listeners = [...(this.channels.get(channel) ?? [])];
+    for (const listener of listeners) listener(message);
+    return Promise.resolve(listeners.length);
   }
 
   subscribe(channel: string, listener: (message: string) => void): () => void {
@@ -96,6 +97,11 @@ export class MemoryStore implements StateStore {
     if (!listeners) this.channels.set(channel, (listeners = new Set()));
     listeners.add(listener);
     return () => listeners.delete(listener);
+  }
+
+  /** In one process nothing is missed: confirmed at once, never lost. */
+  subscribeConfirmed(channel: string, listener: (message: string) => void): Promise<() => void> {
+    return Promise.resolve(this.subscribe(channel, listener));
   }
 
   available(): boolean {

@@ -111,6 +111,10 @@ export class RedisStore implements StateStore {
   private readonly client: Redis;
   private subscriber: Redis | undefined;
   private readonly channels = new Map<string, Set<(message: string) => void>>();
+  /** Per subscribed channel: Redis' confirmation of its SUBSCRIBE. */
+  private readonly confirmations = new Map<string, Promise<unknown>>();
+  /** The `lost` callbacks of confirmed subscriptions (subscribeConfirmed). */
+  private readonly confirmed = new Set<() => void>();
   private readonly availability = new Set<(available: boolean) => void>();
   private up = false;
   private closed = false;
@@ -186,8 +190,8 @@ export class RedisStore implements StateStore {
     await this.run(() => this.client.del(key));
   }
 
-  async publish(channel: string, message: string): Promise<void> {
-    await this.run(() => this.client.publish(this.options.keyPrefix + channel, message));
+  publish(channel: string, message: string): Promise<number> {
+    return this.run(() => this.client.publish(this.options.keyPrefix + channel, message));
   }
 
   subscribe(channel: string, listener: (message: string) => void): () => void {
@@ -196,18 +200,60 @@ export class RedisStore implements StateStore {
     if (!listeners) {
       this.channels.set(name, (listeners = new Set()));
       // The client resubscribes by itself after a reconnect.
-      this.feed()
-        .subscribe(name)
-        .catch(() => {});
+      const confirmation = this.feed().subscribe(name);
+      confirmation.catch(() => {});
+      this.confirmations.set(name, confirmation);
     }
     listeners.add(listener);
     return () => {
       listeners.delete(listener);
       if (listeners.size === 0 && this.channels.get(name) === listeners) {
         this.channels.delete(name);
+        this.confirmations.delete(name);
         this.subscriber?.unsubscribe(name).catch(() => {});
       }
     };
+  }
+
+  async subscribeConfirmed(
+    channel: string,
+    listener: (message: string) => void,
+    lost: () => void,
+  ): Promise<() => void> {
+    if (!this.up) throw new StoreUnavailable("Redis is not connected");
+    // The subscriber's first use also waits for its connection.
+    const boundMs =
+      this.options.commandTimeoutMs +
+      (this.subscriber?.status === "ready" ? 0 : this.options.connectTimeoutMs);
+    const unsubscribe = this.subscribe(channel, listener);
+    let ended = false;
+    const onLost = () => {
+      stop();
+      lost();
+    };
+    const stop = () => {
+      if (ended) return;
+      ended = true;
+      this.confirmed.delete(onLost);
+      unsubscribe();
+    };
+    this.confirmed.add(onLost);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.confirmations.get(this.options.keyPrefix + channel),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no SUBSCRIBE confirmation in ${boundMs} ms`)), boundMs);
+        }),
+      ]);
+    } catch (err) {
+      stop();
+      throw new StoreUnavailable(`Redis subscription failed: ${(err as Error).message}`, { cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (ended) throw new StoreUnavailable("Redis subscription lost while it was being confirmed");
+    return stop;
   }
 
   available(): boolean {
@@ -276,6 +322,10 @@ export class RedisStore implements StateStore {
         enableOfflineQueue: true,
       });
       subscriber.on("error", () => {});
+      // Messages published while it is away are missed: confirmed subscriptions learn of it.
+      subscriber.on("close", () => {
+        for (const lost of [...this.confirmed]) lost();
+      });
       subscriber.on("message", (channel: string, message: string) => {
         for (const listener of this.channels.get(channel) ?? []) listener(message);
       });

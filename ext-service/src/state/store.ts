@@ -56,10 +56,24 @@ export interface StateStore {
   compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean>;
   delete(key: string): Promise<void>;
 
-  /** The change feed: `message` reaches every subscriber of `channel`, in every replica. */
-  publish(channel: string, message: string): Promise<void>;
+  /**
+   * The change feed: `message` reaches every subscriber of `channel`, in every replica. Resolves
+   * to how many received it (Redis: subscribed replicas; memory: listeners).
+   */
+  publish(channel: string, message: string): Promise<number>;
   /** Returns the function that unsubscribes. */
   subscribe(channel: string, listener: (message: string) => void): () => void;
+  /**
+   * A subscription the store confirms: resolves (to the function that unsubscribes) once every
+   * message published to `channel` from then on reaches `listener`; rejects with StoreUnavailable
+   * when the store cannot confirm it in time. `lost` is called once, with the subscription ended,
+   * if it may have missed a message since (its connection to the store dropped).
+   */
+  subscribeConfirmed(
+    channel: string,
+    listener: (message: string) => void,
+    lost: () => void,
+  ): Promise<() => void>;
 
   /** False while the store cannot be reached (Redis down); always true in memory. */
   available(): boolean;
