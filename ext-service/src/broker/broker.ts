@@ -24,6 +24,7 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { answerKey, type AnswerRelay } from "./answers.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
+import { hopFetch } from "./hop-fetch.js";
 import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { BrokerReplay, type SessionEvents } from "./replay.js";
@@ -1190,14 +1191,11 @@ export class Broker {
   ): StreamableHTTPClientTransport {
     return new StreamableHTTPClientTransport(new URL(`${this.options.hopOrigin()}/mcp/${server}`), {
       sessionId,
-      fetch: (url, init) => {
-        // An identity for this agent and this server only, short-lived (with the agent's latest
-        // token sealed in for a token-exchange server). Read at each request: a kept hop speaks
-        // for the agent of the request using it, under the policy in force.
-        const headers = new Headers(init?.headers);
-        headers.set("authorization", `Bearer ${this.hopToken(scope.principal, server, scope.agentToken)}`);
-        return fetch(url, { ...init, headers });
-      },
+      // An identity for this agent and this server only, short-lived (with the agent's latest
+      // token sealed in for a token-exchange server). Read at each request: a kept hop speaks
+      // for the agent of the request using it, under the policy in force.
+      fetch: (url, init) =>
+        hopFetch(url, init, `Bearer ${this.hopToken(scope.principal, server, scope.agentToken)}`),
     });
   }
 
