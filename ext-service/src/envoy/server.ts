@@ -75,6 +75,8 @@ export interface ExtService {
   adminPort: number;
   /** The aggregated endpoint over HTTP (`/mcp`, `/mcp/views/<name>`), where Envoy routes them. */
   brokerUrl: string;
+  /** The aggregated endpoint behind brokerUrl (its kept hops, for tests and diagnostics). */
+  readonly broker: Broker;
   /** host:port for gRPC clients. */
   grpcAddress: string;
   metrics: Metrics;
@@ -306,6 +308,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
     grpcPort,
     adminPort: boundPort(admin),
     brokerUrl: brokerListener.url,
+    broker,
     grpcAddress: `${hostForClients.includes(":") ? `[${hostForClients}]` : hostForClients}:${grpcPort}`,
     metrics,
     health,
