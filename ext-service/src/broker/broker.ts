@@ -31,7 +31,7 @@ import { BrokerReplay, type SessionEvents } from "./replay.js";
 import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
 import {
   brokerSessionOwner,
-  openBrokerSession,
+  OpenedBrokerSessions,
   sealBrokerSession,
   type BrokerSession,
   type SessionRevocations,
@@ -420,6 +420,8 @@ export class Broker {
    * answer 404 from each server, whose sessions the DELETE ended.
    */
   private readonly terminated = new LRUCache<string, true>({ max: 10_000, ttl: 24 * 3_600_000 });
+  /** Sealed ids this process opened, with the session each carries (session.ts). */
+  private readonly opened = new OpenedBrokerSessions(10_000);
   /** Hop sessions opened after initialize (a server that was down then), per client session. */
   private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
   private readonly modern: McpHttpHandler;
@@ -544,9 +546,10 @@ export class Broker {
       return;
     }
     // Opened on every request, also when this process holds the session: the id must be one the
-    // gateway sealed for this agent, issuer and view, with a key it still holds.
+    // gateway sealed for this agent, issuer and view, with a key it still holds (an earlier open
+    // of the same id, owner and keys answers that: OpenedBrokerSessions).
     const now = Date.now();
-    const session = openBrokerSession(this.engine.sessions, sessionId, owner, now);
+    const session = this.opened.open(this.engine.sessions, sessionId, owner, now);
     if (!session || this.terminated.has(sessionId)) return this.unknownSession(res);
     const revocations = this.options.revocations;
     if (revocations) {
@@ -1664,6 +1667,7 @@ export class Broker {
 
   close(): Promise<void> {
     this.sessions.clear();
+    this.opened.clear();
     this.hopPool.clear();
     this.lists.clear();
     return this.modern.close();

@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import { openSealedJson, type SessionOwner, type SessionSealer } from "../policy/session-seal.js";
 import { isPlainObject } from "../mcp/jsonrpc.js";
 
@@ -88,4 +89,58 @@ export function openBrokerSession(
     hops: hopIds,
     expiresAt,
   };
+}
+
+interface Opened {
+  sealer: SessionSealer;
+  issuer: string | undefined;
+  agent: string;
+  server: string;
+  session: BrokerSession;
+}
+
+/**
+ * The sessions sealed ids opened to in this process, so a session's every request does not
+ * decrypt and parse its id again. An entry is the result of an open that succeeded: keyed by the
+ * whole sealed id (authenticated ciphertext: a changed byte is another key), it is used only with
+ * the same sealer (a reload that changes the keys makes a new one) and exactly the same owner, so
+ * it answers what opening again would. The expiry is checked at every use, as opening checks it;
+ * an id that fails to open is not kept.
+ */
+export class OpenedBrokerSessions {
+  private readonly opened: LRUCache<string, Opened>;
+
+  constructor(max: number) {
+    this.opened = new LRUCache<string, Opened>({ max });
+  }
+
+  /** openBrokerSession, answered from an earlier successful open when there is one. */
+  open(sealer: SessionSealer, sealed: string, owner: SessionOwner, now: number): BrokerSession | undefined {
+    const held = this.opened.get(sealed);
+    if (
+      held !== undefined &&
+      held.sealer === sealer &&
+      held.issuer === owner.issuer &&
+      held.agent === owner.agent &&
+      held.server === owner.server
+    ) {
+      if (held.session.expiresAt > now) return held.session;
+      this.opened.delete(sealed);
+      return undefined;
+    }
+    const session = openBrokerSession(sealer, sealed, owner, now);
+    if (session !== undefined)
+      this.opened.set(sealed, {
+        sealer,
+        issuer: owner.issuer,
+        agent: owner.agent,
+        server: owner.server,
+        session,
+      });
+    return session;
+  }
+
+  clear(): void {
+    this.opened.clear();
+  }
 }
