@@ -51,7 +51,11 @@ class Collect implements Dispatcher.DispatchHandler {
   }
 }
 
-export async function serveBareProxy(params: { origin: string; api?: "request" | "dispatch" }) {
+export async function serveBareProxy(params: {
+  origin: string;
+  api?: "request" | "dispatch";
+  port?: number;
+}) {
   const pool = new Pool(params.origin, { connections: 64, pipelining: 1, keepAliveTimeout: 4_000 });
   const useDispatch = params.api === "dispatch";
 
@@ -92,7 +96,7 @@ export async function serveBareProxy(params: { origin: string; api?: "request" |
   }
 
   const http = createServer({ keepAliveTimeout: 5_000 }, handle);
-  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => http.listen(params.port ?? 0, "127.0.0.1", resolve));
   return {
     ports: { http: (http.address() as AddressInfo).port },
     close: async () => {

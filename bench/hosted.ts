@@ -39,17 +39,19 @@ const EXEC_ARGV =
 
 /**
  * Forks bench/host with the export `exportName` of `module`, and resolves once it listens.
- * Profiling the bench (`node --cpu-prof`) profiles every server too.
+ * Profiling the bench (`node --cpu-prof`) profiles every server too. `nodeFlags` go to this
+ * child only (after the inherited ones), e.g. a young-generation size for one side.
  */
 export function startHosted(
   module: URL,
   exportName: string,
   params: unknown,
   label: string,
+  nodeFlags: readonly string[] = [],
 ): Promise<Hosted> {
   const child = fork(HOST, [module.href, exportName, JSON.stringify(params)], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
-    execArgv: EXEC_ARGV,
+    execArgv: [...EXEC_ARGV, ...nodeFlags],
   });
   children.add(child);
   child.once("exit", () => children.delete(child));

@@ -344,7 +344,9 @@ export function startReferenceServer(opts: { host?: string; port?: number } = {}
 }
 
 /** Entry for bench/host.ts: runs the server in its own process. */
-export async function serveReference(): Promise<{ ports: Record<string, number>; close(): Promise<void> }> {
-  const server = await startReferenceServer();
+export async function serveReference(
+  params: { port?: number } = {},
+): Promise<{ ports: Record<string, number>; close(): Promise<void> }> {
+  const server = await startReferenceServer({ port: params.port });
   return { ports: { http: server.port }, close: server.close };
 }

@@ -25,15 +25,24 @@ interface EdgeModule {
   }): Promise<{ port: number; close(): Promise<void> }> | { port: number; close(): Promise<void> };
 }
 
-/** Runs in the edge's process (bench/host.ts). */
-export async function serveEdge(params: { configFile: string }) {
+/**
+ * Runs in the edge's process (bench/host.ts). `logLevel` "warn" leaves the audit line out (the
+ * record is still built, kept for the console and counted): what writing it costs; `unbatchedLog`
+ * writes each line on its own (bench/edge-vs-bare.ts compares them).
+ */
+export async function serveEdge(params: {
+  configFile: string;
+  logLevel?: "info" | "warn";
+  unbatchedLog?: boolean;
+  port?: number;
+}) {
   const { startEdge } = await importModule<EdgeModule>(EDGE_MODULE);
   const { engine } = loadEngine(params.configFile);
   const edge = await startEdge({
     engine,
     host: "127.0.0.1",
-    port: 0,
-    logger: benchLogger(),
+    port: params.port ?? 0,
+    logger: benchLogger(params.logLevel, !params.unbatchedLog),
     metrics: new Metrics(),
   });
   return { ports: { http: edge.port }, close: () => edge.close() };
