@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { createLogger, type Logger } from "../../ext-service/src/telemetry/logger.js";
+import { createLogger, logDestination, type Logger } from "../../ext-service/src/telemetry/logger.js";
 
 /**
  * Resolves a module by its path without extension (`.js` when compiled, `.ts` from source), or
@@ -40,9 +40,13 @@ export async function importModule<T>(withoutExtension: URL): Promise<T> {
 
 /**
  * The gateway's logger in a bench process: audit records are serialized and written as in
- * production (level info, asynchronous writes: telemetry/logger.ts), to /dev/null instead of
- * stdout.
+ * production (level info, asynchronous batched writes: telemetry/logger.ts), to /dev/null instead
+ * of stdout.
  */
-export function benchLogger(): Logger {
-  return createLogger("info", pino.destination({ dest: "/dev/null", sync: false }));
+export function benchLogger(level: "info" | "warn" = "info", batched = true): Logger {
+  return createLogger(
+    level,
+    // Unbatched: each line its own write, as before LOG_FLUSH_DELAY_MS (for comparisons).
+    batched ? logDestination("/dev/null") : pino.destination({ dest: "/dev/null", sync: false }),
+  );
 }
