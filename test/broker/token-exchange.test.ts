@@ -5,20 +5,17 @@ import {
 import { importJWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEV_AUDIENCE, DEV_ISSUER } from "../../ext-service/src/config/devkeys.js";
-import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import type { Principal } from "../../ext-service/src/policy/identity.js";
-import {
-  connectClient,
-  httpCall,
-  MCP_HEADERS,
-  rpc,
-  startGateway,
-  waitFor,
-  type Gateway,
-} from "../e2e/harness.js";
+import { connectClient, httpCall, MCP_HEADERS, rpc, waitFor, type Gateway } from "../e2e/harness.js";
 import { startCredentialMcpServers, type CredentialMcpServers } from "../upstream/credential-mcp-servers.js";
-import { startTokenEndpoint, type TokenEndpoint } from "../upstream/token-endpoint.js";
-import { CLIENT_ID, CLIENT_SECRET, tokenExchangeServers } from "../upstream/token-exchange-fixture.js";
+import type { TokenEndpoint } from "../upstream/token-endpoint.js";
+import {
+  CLIENT_SECRET,
+  startTokenExchangeFixture,
+  tokenExchangeServers,
+  type ErrorBody,
+  type TokenExchangeFixture,
+} from "../upstream/token-exchange-fixture.js";
 
 /**
  * Per-agent upstream credentials (RFC 8693 token exchange) through the aggregated endpoint, on
@@ -32,47 +29,28 @@ import { CLIENT_ID, CLIENT_SECRET, tokenExchangeServers } from "../upstream/toke
 const SECRET_ENV = "MCPGW_TEST_BROKER_TOKEN_EXCHANGE_SECRET";
 const AGENTS = ["tester", "other", "leaky", "unlucky"];
 
-interface ErrorBody {
-  error: { code: number; data: { reason: string; request_id: string } };
-}
-
 const textOf = (result: unknown) => (result as { content: { text: string }[] }).content[0]!.text;
 
 describe.each(["edge", "envoy"] as const)("token exchange through /mcp, %s plane", (plane) => {
+  let fx: TokenExchangeFixture<CredentialMcpServers>;
   let gw: Gateway;
-  let front: EnvoyRoleFront | undefined;
   let endpoint: TokenEndpoint;
   let servers: CredentialMcpServers;
-  const tokens = new Map<string, string>();
+  let tokens: Map<string, string>;
 
   beforeAll(async () => {
-    process.env[SECRET_ENV] = CLIENT_SECRET;
-    endpoint = await startTokenEndpoint({
-      clientId: CLIENT_ID,
-      clientSecret: CLIENT_SECRET,
-      targets: ["jira", "https://wiki.example.test/mcp"],
+    fx = await startTokenExchangeFixture({
+      secretEnv: SECRET_ENV,
+      agents: AGENTS,
+      startServers: startCredentialMcpServers,
+      registry: (endpoint, servers) => tokenExchangeServers(endpoint, servers.urls, SECRET_ENV),
+      envoyFront: plane === "envoy",
     });
-    servers = await startCredentialMcpServers(endpoint);
-    gw = await startGateway({
-      servers: tokenExchangeServers(endpoint, servers.urls, SECRET_ENV),
-      agents: Object.fromEntries(AGENTS.map((a) => [a, { roles: ["all"] }])),
-    });
-    endpoint.setIssuerJwk(gw.privateJwk);
-    for (const agent of AGENTS) tokens.set(agent, await gw.token(agent));
-    if (plane === "envoy")
-      front = await startEnvoyRoleFront({
-        extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
-      });
+    ({ gw, endpoint, servers, tokens } = fx);
   });
-  afterAll(async () => {
-    await front?.close();
-    await gw?.close();
-    await servers?.close();
-    await endpoint?.close();
-    delete process.env[SECRET_ENV];
-  });
+  afterAll(() => fx?.close());
 
-  const base = () => front?.url ?? gw.edge.url;
+  const base = () => fx.front?.url ?? gw.edge.url;
 
   /** What reached the servers since `mark`: each with a credential for `agent`, never a token of the agent's or a hop's. */
   function expectOnlyIssuedCredentials(mark: number, agent: string) {

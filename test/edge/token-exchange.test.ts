@@ -1,13 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { httpCall, MCP_HEADERS, rpc, startGateway, unusedPort, type Gateway } from "../e2e/harness.js";
-import { startTokenEndpoint, type TokenEndpoint } from "../upstream/token-endpoint.js";
+import { httpCall, MCP_HEADERS, rpc, unusedPort, type Gateway } from "../e2e/harness.js";
+import type { TokenEndpoint } from "../upstream/token-endpoint.js";
 import {
   CLIENT_ID,
   CLIENT_SECRET,
   ECHO,
   startCredentialCheckingServers,
+  startTokenExchangeFixture,
+  textOf,
   tokenExchangeServers,
+  type CheckingServers,
+  type ErrorBody,
   type Received,
+  type TokenExchangeFixture,
 } from "../upstream/token-exchange-fixture.js";
 
 /**
@@ -21,36 +26,26 @@ import {
 const SECRET_ENV = "MCPGW_TEST_TOKEN_EXCHANGE_SECRET";
 const AGENTS = ["tester", "other", "refresher", "unlucky", "patient", "garbled", "noexpiry", "leaky"];
 
-interface ErrorBody {
-  error: { code: number; data: { reason: string; request_id: string } };
-}
-
 describe("token exchange on the edge", () => {
+  let fx: TokenExchangeFixture<CheckingServers>;
   let gw: Gateway;
   let endpoint: TokenEndpoint;
-  let servers: Awaited<ReturnType<typeof startCredentialCheckingServers>>;
-  const tokens = new Map<string, string>();
+  let servers: CheckingServers;
+  let tokens: Map<string, string>;
 
   beforeAll(async () => {
-    process.env[SECRET_ENV] = CLIENT_SECRET;
-    // The endpoint verifies subject tokens with the gateway's dev issuer key, made by startGateway:
-    // start the gateway first with a placeholder endpoint URL, then point the registry at it.
-    endpoint = await startTokenEndpoint({
-      clientId: CLIENT_ID,
-      clientSecret: CLIENT_SECRET,
-      targets: ["jira", "https://wiki.example.test/mcp"],
-    });
-    servers = await startCredentialCheckingServers(endpoint);
-    const down = `http://127.0.0.1:${await unusedPort()}/token`;
-    gw = await startGateway({
-      servers: [
+    fx = await startTokenExchangeFixture({
+      secretEnv: SECRET_ENV,
+      agents: AGENTS,
+      startServers: startCredentialCheckingServers,
+      registry: async (endpoint, servers) => [
         ...tokenExchangeServers(endpoint, servers.upstream.url, SECRET_ENV, { refreshSkewSeconds: 1 }),
         {
           name: "offline",
           upstreams: [`${servers.upstream.url}/jira`],
           upstream: {
             tokenExchange: {
-              tokenEndpoint: down,
+              tokenEndpoint: `http://127.0.0.1:${await unusedPort()}/token`,
               clientId: CLIENT_ID,
               clientSecret: `\${env:${SECRET_ENV}}`,
               audience: "jira",
@@ -59,17 +54,10 @@ describe("token exchange on the edge", () => {
           tools: [ECHO],
         },
       ],
-      agents: Object.fromEntries(AGENTS.map((a) => [a, { roles: ["all"] }])),
     });
-    endpoint.setIssuerJwk(gw.privateJwk);
-    for (const agent of AGENTS) tokens.set(agent, await gw.token(agent));
+    ({ gw, endpoint, servers, tokens } = fx);
   });
-  afterAll(async () => {
-    await gw?.close();
-    await servers?.upstream.close();
-    await endpoint?.close();
-    delete process.env[SECRET_ENV];
-  });
+  afterAll(() => fx?.close());
 
   async function call(agent: string, server: string, text = "hi") {
     return httpCall(gw.url(server), {
@@ -77,9 +65,6 @@ describe("token exchange on the edge", () => {
       body: rpc("tools/call", { name: "echo", arguments: { text } }, 7),
     });
   }
-
-  const textOf = (res: { messages: unknown[] }) =>
-    (res.messages[0] as { result: { content: { text: string }[] } }).result.content[0]!.text;
 
   const since = (mark: number): Received[] => servers.received.slice(mark);
 

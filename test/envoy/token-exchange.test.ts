@@ -1,13 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { startEnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { startExtService } from "../../ext-service/src/envoy/server.js";
-import { httpCall, MCP_HEADERS, rpc, startGateway, type Gateway } from "../e2e/harness.js";
-import { startTokenEndpoint, type TokenEndpoint } from "../upstream/token-endpoint.js";
+import { httpCall, MCP_HEADERS, rpc, type Gateway } from "../e2e/harness.js";
+import type { TokenEndpoint } from "../upstream/token-endpoint.js";
 import {
-  CLIENT_ID,
   CLIENT_SECRET,
   startCredentialCheckingServers,
+  startTokenExchangeFixture,
+  textOf,
   tokenExchangeServers,
+  type CheckingServers,
+  type ErrorBody,
+  type TokenExchangeFixture,
 } from "../upstream/token-exchange-fixture.js";
 
 /**
@@ -19,51 +23,30 @@ import {
 
 const SECRET_ENV = "MCPGW_TEST_ENVOY_TOKEN_EXCHANGE_SECRET";
 
-interface ErrorBody {
-  error: { code: number; data: { reason: string; request_id: string } };
-}
-
 describe("token exchange through the Envoy-role front", () => {
+  let fx: TokenExchangeFixture<CheckingServers>;
   let gw: Gateway;
-  let front: EnvoyRoleFront;
   let endpoint: TokenEndpoint;
-  let servers: Awaited<ReturnType<typeof startCredentialCheckingServers>>;
-  const tokens = new Map<string, string>();
+  let servers: CheckingServers;
+  let tokens: Map<string, string>;
 
   beforeAll(async () => {
-    process.env[SECRET_ENV] = CLIENT_SECRET;
-    endpoint = await startTokenEndpoint({
-      clientId: CLIENT_ID,
-      clientSecret: CLIENT_SECRET,
-      targets: ["jira", "https://wiki.example.test/mcp"],
+    fx = await startTokenExchangeFixture({
+      secretEnv: SECRET_ENV,
+      agents: ["tester", "other", "unlucky"],
+      startServers: startCredentialCheckingServers,
+      registry: (endpoint, servers) => tokenExchangeServers(endpoint, servers.upstream.url, SECRET_ENV),
+      envoyFront: true,
     });
-    servers = await startCredentialCheckingServers(endpoint);
-    gw = await startGateway({
-      servers: tokenExchangeServers(endpoint, servers.upstream.url, SECRET_ENV),
-      agents: { tester: { roles: ["all"] }, other: { roles: ["all"] }, unlucky: { roles: ["all"] } },
-    });
-    endpoint.setIssuerJwk(gw.privateJwk);
-    for (const agent of ["tester", "other", "unlucky"]) tokens.set(agent, await gw.token(agent));
-    front = await startEnvoyRoleFront({
-      extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
-    });
+    ({ gw, endpoint, servers, tokens } = fx);
   });
-  afterAll(async () => {
-    await front?.close();
-    await gw?.close();
-    await servers?.upstream.close();
-    await endpoint?.close();
-    delete process.env[SECRET_ENV];
-  });
+  afterAll(() => fx?.close());
 
   const call = (agent: string, server: string, text = "hi") =>
-    httpCall(`${front.url}/mcp/${server}`, {
+    httpCall(`${fx.front!.url}/mcp/${server}`, {
       headers: { ...MCP_HEADERS, authorization: `Bearer ${tokens.get(agent)}` },
       body: rpc("tools/call", { name: "echo", arguments: { text } }, 5),
     });
-
-  const textOf = (res: { messages: unknown[] }) =>
-    (res.messages[0] as { result: { content: { text: string }[] } }).result.content[0]!.text;
 
   it("each server gets a token issued for it and the calling agent, exchanged once per pair", async () => {
     const mark = servers.received.length;

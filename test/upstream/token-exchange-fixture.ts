@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { fakeUpstream, readJsonBody, type GatewaySpec } from "../e2e/harness.js";
-import type { TokenEndpoint } from "./token-endpoint.js";
+import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { fakeUpstream, readJsonBody, startGateway, type Gateway, type GatewaySpec } from "../e2e/harness.js";
+import { startTokenEndpoint, type TokenEndpoint } from "./token-endpoint.js";
 
 /**
  * Two MCP servers that each need a per-agent token from the test token endpoint: `jira` by
@@ -19,6 +20,15 @@ export const ECHO = {
   inputSchema: { type: "object", properties: { text: { type: "string" } } },
 };
 
+/** A refused request's JSON-RPC error, as the gateway writes it. */
+export interface ErrorBody {
+  error: { code: number; data: { reason: string; request_id: string } };
+}
+
+/** The text of the first content item of an `httpCall` answer's first message. */
+export const textOf = (res: { messages: unknown[] }) =>
+  (res.messages[0] as { result: { content: { text: string }[] } }).result.content[0]!.text;
+
 export interface Received {
   server: string;
   method: string;
@@ -26,6 +36,8 @@ export interface Received {
   holder: string | undefined;
   headers: IncomingMessage["headers"];
 }
+
+export type CheckingServers = Awaited<ReturnType<typeof startCredentialCheckingServers>>;
 
 export async function startCredentialCheckingServers(endpoint: TokenEndpoint) {
   const received: Received[] = [];
@@ -69,7 +81,7 @@ export async function startCredentialCheckingServers(endpoint: TokenEndpoint) {
       res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result }));
     })();
   });
-  return { upstream, received };
+  return { upstream, received, close: () => upstream.close() };
 }
 
 /** `upstream`: the fake upstream's URL (paths /jira and /wiki), or each server's own URL. */
@@ -102,4 +114,67 @@ export function tokenExchangeServers(
       tools: [ECHO],
     },
   ];
+}
+
+export interface TokenExchangeFixture<Servers> {
+  gw: Gateway;
+  endpoint: TokenEndpoint;
+  servers: Servers;
+  /** Each agent's token, signed by the gateway's dev issuer. */
+  tokens: Map<string, string>;
+  /** The Envoy-role front over the gateway's ext-service, when asked for. */
+  front: EnvoyRoleFront | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * The token endpoint, the servers that check its credentials, and a gateway whose registry
+ * (`registry`) exchanges for them with the client secret in `secretEnv`; the endpoint then
+ * verifies subject tokens with the gateway's dev issuer key, made by startGateway. On a failed
+ * start whatever did start is closed again.
+ */
+export async function startTokenExchangeFixture<Servers extends { close(): Promise<void> }>(options: {
+  secretEnv: string;
+  agents: readonly string[];
+  startServers: (endpoint: TokenEndpoint) => Promise<Servers>;
+  registry: (
+    endpoint: TokenEndpoint,
+    servers: Servers,
+  ) => Promise<GatewaySpec["servers"]> | GatewaySpec["servers"];
+  envoyFront?: boolean;
+}): Promise<TokenExchangeFixture<Servers>> {
+  const closers: (() => Promise<void>)[] = [];
+  const close = async () => {
+    for (const closer of closers.reverse()) await closer();
+    delete process.env[options.secretEnv];
+  };
+  try {
+    process.env[options.secretEnv] = CLIENT_SECRET;
+    const endpoint = await startTokenEndpoint({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      targets: ["jira", WIKI_RESOURCE],
+    });
+    closers.push(() => endpoint.close());
+    const servers = await options.startServers(endpoint);
+    closers.push(() => servers.close());
+    const gw = await startGateway({
+      servers: await options.registry(endpoint, servers),
+      agents: Object.fromEntries(options.agents.map((a) => [a, { roles: ["all"] }])),
+    });
+    closers.push(() => gw.close());
+    endpoint.setIssuerJwk(gw.privateJwk);
+    const tokens = new Map<string, string>();
+    for (const agent of options.agents) tokens.set(agent, await gw.token(agent));
+    const front = options.envoyFront
+      ? await startEnvoyRoleFront({
+          extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
+        })
+      : undefined;
+    if (front) closers.push(() => front.close());
+    return { gw, endpoint, servers, tokens, front, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
