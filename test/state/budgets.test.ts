@@ -76,6 +76,11 @@ interface ServiceUnderTest {
     body: unknown,
   ): Promise<{ status: number; json: Record<string, unknown>; reachedUpstream: boolean }>;
   readyz(): Promise<number>;
+  /**
+   * Polls /readyz until it answers `status`. The ext-service's store connects on its own,
+   * independently of the edge's: it is ready, or notices Redis gone, on its own schedule.
+   */
+  readyzBecomes(status: number, limitMs?: number): Promise<void>;
 }
 
 async function serviceWith(options: Parameters<typeof writeStateFiles>[0]): Promise<ServiceUnderTest> {
@@ -87,6 +92,11 @@ async function serviceWith(options: Parameters<typeof writeStateFiles>[0]): Prom
     await service.close(0);
     files.remove();
   });
+  const readyz = async () => {
+    const res = await request(`http://127.0.0.1:${service.adminPort}/readyz`);
+    await res.body.text();
+    return res.statusCode;
+  };
   return {
     service,
     files,
@@ -122,10 +132,15 @@ async function serviceWith(options: Parameters<typeof writeStateFiles>[0]): Prom
         reachedUpstream,
       };
     },
-    async readyz() {
-      const res = await request(`http://127.0.0.1:${service.adminPort}/readyz`);
-      await res.body.text();
-      return res.statusCode;
+    readyz,
+    async readyzBecomes(status, limitMs = 5_000) {
+      const deadline = Date.now() + limitMs;
+      let last = await readyz();
+      while (last !== status && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        last = await readyz();
+      }
+      expect(last, `ext-service /readyz within ${limitMs} ms`).toBe(status);
     },
   };
 }
@@ -277,13 +292,13 @@ describeWithRedis("budgets on Redis", () => {
     const edge = await edgeWith({ upstream: upstream.url, state, budgets: PER_AGENT_CALLS });
     const a = await ext.files.token("bot-a");
     await waitFor(() => edge.edge.ready(), 5_000, "edge ready");
-    expect(await ext.readyz()).toBe(200);
+    await ext.readyzBecomes(200);
     expect(budgetError((await ext.call(a, toolCall("cheap"))).json)).toBeUndefined();
 
     await redis.stop();
     try {
       await waitFor(() => !edge.edge.ready(), 5_000, "edge not ready");
-      expect(await ext.readyz()).toBe(503);
+      await ext.readyzBecomes(503);
       const down = await ext.call(a, toolCall("cheap"));
       expect(down.reachedUpstream).toBe(false);
       expect(budgetError(down.json)?.data.reason).toBe("budget_unavailable");
@@ -300,8 +315,7 @@ describeWithRedis("budgets on Redis", () => {
     expect(budgetError(again.json)).toBeUndefined();
     const metrics = await edge.metrics.registry.metrics();
     expect(metrics).toContain('mcp_gateway_state_store_up{store="redis"} 1');
-    for (let i = 0; i < 50 && (await ext.readyz()) !== 200; i++) await new Promise((r) => setTimeout(r, 100));
-    expect(await ext.readyz()).toBe(200);
+    await ext.readyzBecomes(200, 8_000);
   });
 
   it("lets calls through unchecked while Redis is down when whenStoreDown is allow (audited)", async () => {
