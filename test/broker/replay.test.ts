@@ -1,6 +1,10 @@
-import type { JSONRPCMessage } from "@modelcontextprotocol/server";
+import { WebStandardStreamableHTTPServerTransport, type JSONRPCMessage } from "@modelcontextprotocol/server";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { BrokerReplay, type SessionEvents } from "../../ext-service/src/broker/replay.js";
+import {
+  BrokerReplay,
+  writeSharingSerialisation,
+  type SessionEvents,
+} from "../../ext-service/src/broker/replay.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 
 /**
@@ -107,5 +111,47 @@ describe("broker replay buffers", () => {
     const fifth = await two.storeEvent("a", note(5, 40));
     // Session one's events no longer count: session two keeps its three.
     expect([two.holds(third), two.holds(fourth), two.holds(fifth)]).toEqual([true, true, true]);
+  });
+});
+
+describe("the session transport's SSE events, written from the replay buffer's JSON", () => {
+  type Writer = (
+    controller: { enqueue(chunk: Uint8Array): void },
+    encoder: { encode(text: string): Uint8Array },
+    message: JSONRPCMessage,
+    eventId?: string,
+  ) => boolean;
+  const written = (write: Writer, message: JSONRPCMessage, eventId?: string): string => {
+    const chunks: Uint8Array[] = [];
+    expect(write({ enqueue: (chunk) => chunks.push(chunk) }, new TextEncoder(), message, eventId)).toBe(true);
+    return Buffer.concat(chunks).toString("utf8");
+  };
+
+  it("writes the SDK's bytes with one serialisation per stored event, not two", async () => {
+    const events = new BrokerReplay(1_000_000, new Metrics(false)).session(limits);
+    const transport = new WebStandardStreamableHTTPServerTransport({
+      sessionIdGenerator: () => "s",
+      eventStore: events,
+    });
+    const sdk = (transport as unknown as { writeSSEEvent: Writer }).writeSSEEvent.bind(transport);
+    writeSharingSerialisation(transport, events);
+    const shared = (transport as unknown as { writeSSEEvent: Writer }).writeSSEEvent;
+    const result: JSONRPCMessage = {
+      jsonrpc: "2.0",
+      id: 7,
+      result: { content: [{ type: "text", text: 'caf\u00e9 \u2603 "quoted"\n' }] },
+    };
+    const stringify = vi.spyOn(JSON, "stringify");
+    try {
+      const id = await events.storeEvent("a", result);
+      expect(written(shared, result, id)).toBe(written(sdk, result, id));
+      // storeEvent's one, sdk's own, and none for the shared writer.
+      expect(stringify).toHaveBeenCalledTimes(2);
+    } finally {
+      stringify.mockRestore();
+    }
+    // A message written again (a replay) or never stored: serialised then, the same bytes.
+    expect(written(shared, result, "e.1")).toBe(written(sdk, result, "e.1"));
+    expect(written(shared, note(3))).toBe(written(sdk, note(3)));
   });
 });

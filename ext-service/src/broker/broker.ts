@@ -27,7 +27,7 @@ import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from
 import { hopFetch } from "./hop-fetch.js";
 import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
-import { BrokerReplay, type SessionEvents } from "./replay.js";
+import { BrokerReplay, writeSharingSerialisation, type SessionEvents } from "./replay.js";
 import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
 import {
   brokerSessionOwner,
@@ -922,6 +922,7 @@ export class Broker {
       eventStore: events,
       retryInterval: durationMs(replay.retry),
     });
+    writeSharingSerialisation(transport, events);
     await server.connect(transport);
     const live: LiveSession = {
       transport,

@@ -105,6 +105,11 @@ export class SessionEvents implements EventStore {
   private first = 0;
   private next = 0;
   private bytes = 0;
+  /**
+   * Each stored message's JSON, made once to measure it, until the session's stream writes it
+   * (writeSharingSerialisation): the SDK transport would serialise it again right after.
+   */
+  private readonly serialised = new WeakMap<JSONRPCMessage, string>();
 
   constructor(
     private readonly replay: BrokerReplay,
@@ -114,7 +119,9 @@ export class SessionEvents implements EventStore {
 
   storeEvent(streamId: StreamId, message: JSONRPCMessage): Promise<EventId> {
     const seq = this.next++;
-    const bytes = JSON.stringify(message).length;
+    const json = JSON.stringify(message);
+    const bytes = json.length;
+    this.serialised.set(message, json);
     if (bytes > this.limits.maxBytes) {
       // Not kept: every earlier event is dropped with it, so no replay can skip over it.
       this.dropThrough(seq - 1);
@@ -128,6 +135,14 @@ export class SessionEvents implements EventStore {
     // Fixed width: an event's id, and so the size of the answer carrying it, does not grow with
     // the session's age (the bench checks every answer's size against the first one's).
     return Promise.resolve(`${this.prefix}.${String(seq).padStart(SEQ_DIGITS, "0")}`);
+  }
+
+  /** The JSON of `message`: the one storeEvent made (handed out once), or made now. */
+  takeSerialised(message: JSONRPCMessage): string {
+    const json = this.serialised.get(message);
+    if (json === undefined) return JSON.stringify(message);
+    this.serialised.delete(message);
+    return json;
   }
 
   /** The held event an id names, if any (after dropping what expired). */
@@ -200,4 +215,39 @@ export class SessionEvents implements EventStore {
   clear(): void {
     this.dropThrough(this.next - 1);
   }
+}
+
+/** The SDK session transport's SSE event writer (a private method of its class). */
+type SseEventWriter = (
+  controller: { enqueue(chunk: Uint8Array): void },
+  encoder: { encode(text: string): Uint8Array },
+  message: JSONRPCMessage,
+  eventId?: EventId,
+) => boolean;
+
+/**
+ * Makes the SDK session transport write each SSE event from the JSON its event store (`events`)
+ * already made to measure the event, instead of serialising the message a second time. The
+ * event is written exactly as the SDK's own writer does (WebStandardStreamableHTTPServerTransport
+ * `writeSSEEvent`, @modelcontextprotocol/server 2.x). Should a later SDK no longer have that
+ * writer, nothing is replaced and the SDK serialises again: slower, the same bytes.
+ */
+export function writeSharingSerialisation(
+  transport: { onerror?: (error: Error) => void },
+  events: SessionEvents,
+): void {
+  const writer = transport as { writeSSEEvent?: SseEventWriter };
+  if (typeof writer.writeSSEEvent !== "function" || writer.writeSSEEvent.length !== 4) return;
+  writer.writeSSEEvent = (controller, encoder, message, eventId) => {
+    try {
+      let event = "event: message\n";
+      if (eventId) event += `id: ${eventId}\n`;
+      event += `data: ${events.takeSerialised(message)}\n\n`;
+      controller.enqueue(encoder.encode(event));
+      return true;
+    } catch (error) {
+      transport.onerror?.(error as Error);
+      return false;
+    }
+  };
 }
