@@ -55,7 +55,10 @@ Options (environment variable in brackets; a flag wins over its variable):
 
 export class UsageError extends Error {}
 
-/** A fixed rate above this fraction of a side's capacity (in the same round) is not measured. */
+/**
+ * A fixed rate above this fraction of a side's capacity, or of the slowest side it is compared
+ * with (in the same round), is not measured.
+ */
 export const MAX_LOAD = 0.8;
 
 const DEFAULTS = {

@@ -21,7 +21,7 @@ function skippedBecause(l: BenchResults["latency"][number]): string {
   if (l.errors + l.timedOut > 0) return "no answer";
   // An over-capacity round is skipped before a rate is chosen; a too-low one ran and sent nothing.
   if ((l.perRound?.rate.rounds.length ?? 0) > 0) return "skipped: rate too low for the round's length";
-  return `skipped: over ${Math.round(MAX_LOAD * 100)}% of capacity`;
+  return `skipped: over ${Math.round(MAX_LOAD * 100)}% of capacity (its own or a compared side's)`;
 }
 
 function table(header: string[], rows: string[][]): string {
