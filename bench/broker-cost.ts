@@ -38,6 +38,7 @@ import { parse, stringify } from "yaml";
 import { loadEngine } from "../ext-service/src/config/compile.js";
 import { startEdge } from "../ext-service/src/edge/index.js";
 import { Metrics } from "../ext-service/src/telemetry/metrics.js";
+import { openSession, type PostJson } from "./mcp-session.js";
 import { startReferenceServer } from "./reference-server.js";
 import { benchRegistry, prepareWorkdir } from "./setup.js";
 import { benchLogger } from "./targets/support.js";
@@ -71,36 +72,6 @@ function call(name: string, meta?: Record<string, unknown>) {
 
 const list = (id: number) => JSON.stringify({ jsonrpc: "2.0", id, method: "tools/list", params: {} });
 
-/** A 2025 session on `path` (initialize + initialized): its id. */
-async function openSession(pool: Pool, path: string, headers: Record<string, string>): Promise<string> {
-  const init = await pool.request({
-    path,
-    method: "POST",
-    headers,
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id: 0,
-      method: "initialize",
-      params: {
-        protocolVersion: PROTOCOL_VERSION,
-        capabilities: {},
-        clientInfo: { name: "broker-cost", version: "1.0.0" },
-      },
-    }),
-  });
-  const text = await init.body.text();
-  const id = init.headers["mcp-session-id"];
-  if (init.statusCode !== 200 || typeof id !== "string") throw new Error(`initialize: ${text.slice(0, 300)}`);
-  const ack = await pool.request({
-    path,
-    method: "POST",
-    headers: { ...headers, "mcp-session-id": id },
-    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-  });
-  await ack.body.text();
-  return id;
-}
-
 async function worker(values: Record<string, string | boolean | undefined>): Promise<void> {
   const id = String(values.path) as PathId;
   const warmup = Number(values.warmup);
@@ -130,7 +101,19 @@ async function worker(values: Record<string, string | boolean | undefined>): Pro
     "mcp-protocol-version": PROTOCOL_VERSION,
   };
   const view = `/mcp/views/${JSON_SERVER}`;
-  const session = async () => ({ ...common, "mcp-session-id": await openSession(pool, view, common) });
+  const post: PostJson = async (headers, body) => {
+    const answer = await pool.request({ path: view, method: "POST", headers, body });
+    const sessionId = answer.headers["mcp-session-id"];
+    return {
+      status: answer.statusCode,
+      sessionId: typeof sessionId === "string" ? sessionId : undefined,
+      text: await answer.body.text(),
+    };
+  };
+  const session = async () => ({
+    ...common,
+    "mcp-session-id": await openSession(post, common, "broker-cost"),
+  });
   const requests: Record<PathId, () => Promise<Request>> = {
     edge_call: async () => ({
       path: `/mcp/${JSON_SERVER}`,

@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { startHosted, type Hosted } from "../hosted.js";
 import { httpSide } from "../http-side.js";
-import { PROTOCOL_VERSION, type Workload } from "../workloads.js";
+import { openSession, type PostJson } from "../mcp-session.js";
+import type { Workload } from "../workloads.js";
 import { missingModules } from "./support.js";
 import type { BenchContext, Side, SideDeclaration, Target } from "./types.js";
 
@@ -52,39 +53,22 @@ function viaBroker(workload: Workload): Workload {
   };
 }
 
-/** `initialize` and `notifications/initialized` on `url`: the session id every request then carries. */
-async function openSession(url: string, token: string): Promise<string> {
+/** A 2025 session on `url` (bench/mcp-session.ts) over fetch: the id every request then carries. */
+function openSessionOn(url: string, token: string): Promise<string> {
+  const post: PostJson = async (headers, body) => {
+    const answer = await fetch(url, { method: "POST", headers, body });
+    return {
+      status: answer.status,
+      sessionId: answer.headers.get("mcp-session-id") ?? undefined,
+      text: await answer.text(),
+    };
+  };
   const headers = {
     "content-type": "application/json",
     accept: "application/json, text/event-stream",
     authorization: `Bearer ${token}`,
   };
-  const init = await fetch(url, {
-    method: "POST",
-    headers,
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id: 0,
-      method: "initialize",
-      params: {
-        protocolVersion: PROTOCOL_VERSION,
-        capabilities: {},
-        clientInfo: { name: "bench", version: "1.0.0" },
-      },
-    }),
-  });
-  const text = await init.text();
-  const session = init.headers.get("mcp-session-id");
-  if (!init.ok || !session)
-    throw new Error(`initialize on ${url}: HTTP ${init.status}: ${text.slice(0, 200)}`);
-  const ack = await fetch(url, {
-    method: "POST",
-    headers: { ...headers, "mcp-session-id": session, "mcp-protocol-version": PROTOCOL_VERSION },
-    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-  });
-  await ack.text();
-  if (!ack.ok) throw new Error(`notifications/initialized on ${url}: HTTP ${ack.status}`);
-  return session;
+  return openSession(post, headers, "bench");
 }
 
 async function startBrokerSide(ctx: BenchContext, side: SideDeclaration, configFile: string): Promise<Side> {
@@ -93,7 +77,7 @@ async function startBrokerSide(ctx: BenchContext, side: SideDeclaration, configF
   try {
     const sessions = new Map<string, string>();
     for (const server of ["ref", "ref-sse"]) {
-      sessions.set(server, await openSession(`${origin}/mcp/views/${server}`, ctx.token));
+      sessions.set(server, await openSessionOn(`${origin}/mcp/views/${server}`, ctx.token));
     }
     return httpSide({
       ...side,
