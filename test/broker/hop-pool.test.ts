@@ -52,6 +52,7 @@ describe("kept hop clients expire when idle", () => {
       transport,
       speaker: { principal: { agent: "tester", roles: [], claims: {}, issuer: undefined, anonymous: false } },
       ctx: undefined,
+      clientStream: undefined,
       sent: [],
       ownSession: true,
       sessionId: transport.sessionId!,

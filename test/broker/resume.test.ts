@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import { httpCall, MCP_HEADERS, rpc, startGateway, waitFor, type Gateway } from "../e2e/harness.js";
-import { cuttableProxy } from "./support.js";
+import { startConformanceServer } from "../conformance/servers.js";
+import { cuttableProxy, recordingProxy } from "./support.js";
 
 /**
  * Resumable streams of the aggregated endpoint's 2025 sessions (Streamable HTTP resumability,
@@ -88,11 +89,40 @@ function parseEvents(text: string): SseEvent[] {
 const progressOf = (e: SseEvent) =>
   e.data === "" ? undefined : (JSON.parse(e.data) as { params?: { progress?: number } }).params?.progress;
 
+/** Reads an SSE body until `done` holds for the events so far, or it ends; then stops reading. */
+async function readEvents(
+  body: AsyncIterable<unknown> & { destroy(): unknown },
+  done: (events: SseEvent[]) => boolean = () => false,
+  limitMs = 10_000,
+): Promise<{ events: SseEvent[]; ended: boolean }> {
+  let text = "";
+  let ended = false;
+  const timer = setTimeout(() => body.destroy(), limitMs);
+  try {
+    for await (const chunk of body) {
+      text += (chunk as Buffer).toString("utf8");
+      if (done(parseEvents(text))) return { events: parseEvents(text), ended };
+    }
+    ended = true;
+  } catch {
+    // Destroyed at the limit: not ended by the server.
+  } finally {
+    clearTimeout(timer);
+    body.destroy();
+  }
+  return { events: parseEvents(text), ended };
+}
+
 describe("aggregated endpoint: resumable 2025 streams", () => {
   let upstream: RunningServer;
+  /** The conformance suite's 2025 server: test_reconnection closes its call's stream mid-call. */
+  let polling: { url: string; close(): Promise<void> };
+  let pollingSeen: Awaited<ReturnType<typeof recordingProxy>>;
   let gw: Gateway;
   beforeAll(async () => {
     upstream = await serveMcp(ticker, 0);
+    polling = await startConformanceServer("2025-11-25");
+    pollingSeen = await recordingProxy(Number(new URL(polling.url).port));
     gw = await startGateway({
       servers: [
         {
@@ -100,13 +130,84 @@ describe("aggregated endpoint: resumable 2025 streams", () => {
           upstreams: [upstream.url],
           tools: [{ name: "steps" }, { name: "announce" }],
         },
+        { name: "polling", upstreams: [pollingSeen.url], tools: [{ name: "test_reconnection" }] },
       ],
       security: { pins: { enforce: false, verifyBeforeCall: false } },
     });
   });
   afterAll(async () => {
     await gw?.close();
+    await pollingSeen?.close();
+    await polling?.close();
     await upstream?.close();
+  });
+
+  const replayed = async () =>
+    Number(
+      /result="replayed"} (\d+)/.exec(
+        await gw.metrics.registry.getSingleMetricAsString("mcp_gateway_broker_stream_resumptions_total"),
+      )?.[1] ?? 0,
+    );
+
+  it("a server that closes a call's stream mid-call (SEP-1699): the client's stream closes too, and the server is asked again when the client resumes", async () => {
+    const token = await gw.token("tester");
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${token}` };
+    const init = await httpCall(`${gw.edge.url}/mcp`, {
+      headers,
+      body: rpc("initialize", {
+        protocolVersion: "2025-11-25",
+        capabilities: {},
+        clientInfo: { name: "raw", version: "1" },
+      }),
+    });
+    expect(init.status).toBe(200);
+    const session = {
+      ...headers,
+      "mcp-session-id": String(init.headers["mcp-session-id"]),
+      "mcp-protocol-version": "2025-11-25",
+    };
+    await httpCall(`${gw.edge.url}/mcp`, {
+      headers: session,
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    });
+    const resumesBefore = pollingSeen.seen.filter((r) => r.lastEventId !== undefined).length;
+
+    const call = await request(`${gw.edge.url}/mcp`, {
+      method: "POST",
+      headers: session,
+      body: rpc("tools/call", { name: "polling__test_reconnection", arguments: {} }, 7),
+    });
+    expect(call.headers["content-type"]).toMatch(/^text\/event-stream/);
+    // As directly: the stream ends before the answer, after an event id and a retry interval.
+    const posted = await readEvents(call.body);
+    expect(posted.ended).toBe(true);
+    expect(posted.events[0]).toMatchObject({ data: "", retry: 1000, id: expect.any(String) });
+    expect(posted.events.some((e) => e.data.includes('"result"'))).toBe(false);
+    const lastId = posted.events.findLast((e) => e.id !== undefined)!.id!;
+
+    // The server closed the hop's stream asking to be polled: the broker has not polled it for
+    // the client (its retry is 50 ms, its answer ready 100 ms after it closed).
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(pollingSeen.seen.filter((r) => r.lastEventId !== undefined)).toHaveLength(resumesBefore);
+
+    const resumed = await request(`${gw.edge.url}/mcp`, {
+      method: "GET",
+      headers: { ...session, accept: "text/event-stream", "last-event-id": lastId },
+    });
+    expect(resumed.statusCode).toBe(200);
+    const got = await readEvents(resumed.body, (events) => events.some((e) => e.data.includes('"id":7')));
+    const answer = got.events.find((e) => e.data.includes('"id":7'));
+    expect(answer?.id).toEqual(expect.any(String));
+    expect(JSON.parse(answer!.data)).toMatchObject({
+      id: 7,
+      result: { content: [{ type: "text", text: "Reconnection test completed" }] },
+    });
+    // The hop resumed the server's stream with the server's own event id, once the client resumed.
+    const hopResumes = pollingSeen.seen.filter((r) => r.lastEventId !== undefined).slice(resumesBefore);
+    expect(hopResumes).toHaveLength(1);
+    expect(hopResumes[0]).toMatchObject({ method: "GET", session: expect.any(String) });
+    expect(hopResumes[0]!.lastEventId).not.toBe(lastId);
+    await httpCall(`${gw.edge.url}/mcp`, { method: "DELETE", headers: session });
   });
 
   it("a call's stream cut after its first progress resumes with GET Last-Event-ID: the rest, then the result", async () => {
@@ -238,6 +339,18 @@ describe("aggregated endpoint: resumable 2025 streams", () => {
   };
 
   describe.each(Object.entries(clients))("%s", (_name, connectVia) => {
+    it("a call whose server closes its stream mid-call gets its result after the client resumes its own", async () => {
+      const mcp = await connectVia(`${gw.edge.url}/mcp`, await gw.token("tester"), []);
+      try {
+        const before = await replayed();
+        expect(await mcp.call("polling__test_reconnection", {})).toContain("Reconnection test completed");
+        // The client resumed the broker's stream (the broker did not resume the server's for it).
+        expect(await replayed()).toBeGreaterThan(before);
+      } finally {
+        await mcp.close();
+      }
+    });
+
     it("a call whose connection drops mid-call gets its result after the client resumes", async () => {
       const proxy = await cuttableProxy(Number(new URL(gw.edge.url).port));
       const mcp = await connectVia(`${proxy.url}/mcp`, await gw.token("tester"), []);

@@ -75,6 +75,8 @@ export interface Recorded {
   session: string | undefined;
   /** The JSON-RPC method of a POST's body (the first of a batch). */
   rpc: string | undefined;
+  /** The request's Last-Event-ID (a GET resuming a stream). */
+  lastEventId: string | undefined;
   /** 0 until the server answered (or 502 when it could not be reached). */
   status: number;
   /** The Mcp-Session-Id the answer opened (initialize). */
@@ -107,10 +109,12 @@ export async function recordingProxy(port: number): Promise<{
         rpc = undefined;
       }
       const session = req.headers["mcp-session-id"];
+      const lastEventId = req.headers["last-event-id"];
       const entry: Recorded = {
         method: req.method ?? "",
         session: typeof session === "string" ? session : undefined,
         rpc,
+        lastEventId: typeof lastEventId === "string" ? lastEventId : undefined,
         status: 0,
         opened: undefined,
         open: true,

@@ -33,10 +33,7 @@ const OPEN_GAPS: Record<Revision, Record<string, string>> = {
  * planes (the edge in process, the ext-service's broker listener behind Envoy), so the planes share one list.
  */
 const BROKER_OPEN_GAPS: Record<Revision, Record<string, string>> = {
-  "2025-11-25": {
-    "server-sse-polling:server-sse-disconnect-resume":
-      "the hop resumes the server's closed stream itself, so the client's stream never closes (the check is not reached); closes when the broker closes the client's POST stream as the server closed the hop's (ctx.http.closeSSE): the client then resumes from the broker's replay buffer",
-  },
+  "2025-11-25": {},
   "2026-07-28": {},
 };
 

@@ -1,5 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
+import {
+  Client,
+  StreamableHTTPClientTransport,
+  type ReconnectionScheduler,
+} from "@modelcontextprotocol/client";
 import {
   CLIENT_CAPABILITIES_META_KEY,
   ProtocolError,
@@ -27,7 +31,8 @@ import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from
 import { hopFetch } from "./hop-fetch.js";
 import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
-import { BrokerReplay, writeSharingSerialisation, type SessionEvents } from "./replay.js";
+import { BrokerReplay, postStreams, writeSharingSerialisation, type SessionEvents } from "./replay.js";
+import { ParkedHopStreams } from "./hop-resume.js";
 import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
 import {
   brokerSessionOwner,
@@ -113,6 +118,8 @@ interface LiveSession {
    * replica.
    */
   awaiting: Map<string, () => void>;
+  /** Hop streams a server closed mid-call, waiting for the client to resume its own (hop-resume.ts). */
+  parkedHops: ParkedHopStreams;
 }
 
 const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
@@ -590,6 +597,7 @@ export class Broker {
     const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
     live.scope.agentToken = agentToken;
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
+    let resumedStream: string | undefined;
     if (req.method === "GET") {
       const lastEventId = req.headers["last-event-id"];
       if (typeof lastEventId === "string") {
@@ -598,13 +606,19 @@ export class Broker {
         // afresh, as for a client that sent none (the spec leaves replaying to the server).
         const held = live.events.holds(lastEventId);
         this.replay.resumptions.inc({ result: held ? "replayed" : "unknown" });
-        if (!held) request.headers.delete("last-event-id");
+        if (held) resumedStream = await live.events.getStreamIdForEventId(lastEventId);
+        else request.headers.delete("last-event-id");
       }
       if (live.listeners === undefined) this.listen(live, principal, view, sessionId);
     }
-    const response = await live.transport.handleRequest(request, { parsedBody: body });
+    // A POST's requests learn which of the transport's streams answers them (replay.ts).
+    const response = await (req.method === "POST"
+      ? postStreams.run({ id: undefined }, () => live.transport.handleRequest(request, { parsedBody: body }))
+      : live.transport.handleRequest(request, { parsedBody: body }));
     if (req.method === "DELETE" && response.ok) this.ended(sessionId, session, now);
     if (req.method !== "GET" || !response.ok) return sendResponse(res, response);
+    // The stream is the client's again: the hops a server closed on it resume now (hop-resume.ts).
+    if (resumedStream !== undefined) live.parkedHops.resume(resumedStream);
     live.streams++;
     clearTimeout(live.linger);
     live.linger = undefined;
@@ -935,6 +949,7 @@ export class Broker {
       awaiting: new Map(),
       streams: 0,
       linger: undefined,
+      parkedHops: new ParkedHopStreams(),
     };
     const relay = this.options.answers;
     if (relay) {
@@ -1192,9 +1207,11 @@ export class Broker {
     scope: Scope,
     server: string,
     sessionId: string | undefined,
+    reconnectionScheduler?: ReconnectionScheduler,
   ): StreamableHTTPClientTransport {
     return new StreamableHTTPClientTransport(new URL(`${this.options.hopOrigin()}/mcp/${server}`), {
       sessionId,
+      reconnectionScheduler,
       // An identity for this agent and this server only, short-lived (with the agent's latest
       // token sealed in for a token-exchange server). Read at each request: a kept hop speaks
       // for the agent of the request using it, under the policy in force.
@@ -1265,12 +1282,15 @@ export class Broker {
     });
     // The hop's own scope: who it speaks for follows the request using it (withHop).
     const speaker: Scope = { ...scope };
-    const transport = this.hopTransport(speaker, server, sessionId);
+    const transport = this.hopTransport(speaker, server, sessionId, (reconnect, delayMs, attempt) =>
+      this.scheduleHopResume(hop, scope, reconnect, delayMs, attempt),
+    );
     const hop: PooledHop = {
       client,
       transport,
       speaker,
       ctx: undefined,
+      clientStream: undefined,
       sent: [],
       ownSession: false,
     };
@@ -1311,6 +1331,36 @@ export class Broker {
     // A 2026-07-28 request whose server speaks only 2025: the hop initialized a session of its own.
     hop.ownSession = scope.modern && sessionId === undefined && transport.sessionId !== undefined;
     return hop;
+  }
+
+  /**
+   * A server closed a hop's stream before answering (SEP-1699 polling: it sent an event id and a
+   * retry interval) and the hop's SDK client would resume it on its own after `delayMs`. When the
+   * agent's client can be told the same (a 2025-11-25 session: its stream has event ids and a
+   * retry interval, `ctx.http.closeSSE`), the broker closes the agent's stream instead and parks
+   * the hop's resumption until the agent resumes that stream (Broker.handle, hop-resume.ts): the
+   * agent sees what it sees directly, and the server is asked again when the agent asks again.
+   * Otherwise (clients before 2025-11-25, which cannot resume such a stream; 2026-07-28, which
+   * has no resumption; a retry after a resumption that failed) the hop resumes as the SDK would.
+   */
+  private scheduleHopResume(
+    hop: PooledHop,
+    scope: Scope,
+    reconnect: () => void,
+    delayMs: number,
+    attempt: number,
+  ): () => void {
+    const ctx = hop.ctx;
+    const closeClientStream = ctx?.http?.closeSSE;
+    const stream = hop.clientStream;
+    const live = scope.sessionId === undefined ? undefined : this.sessions.get(scope.sessionId);
+    if (attempt === 0 && closeClientStream && stream !== undefined && live && !ctx.mcpReq.signal.aborted) {
+      const cancel = live.parkedHops.park(stream, reconnect, delayMs);
+      closeClientStream();
+      return cancel;
+    }
+    const timer = setTimeout(reconnect, delayMs);
+    return () => clearTimeout(timer);
   }
 
   /** Closes the kept hops whose key `matches` (its server, the client's session). */
@@ -1389,6 +1439,7 @@ export class Broker {
       throw relayedError(err, server);
     }
     hop.ctx = ctx;
+    hop.clientStream = postStreams.getStore()?.id;
     const { client, transport } = hop;
     const legacy = client.getProtocolEra() !== "modern";
     const signal = ctx?.mcpReq.signal;

@@ -19,6 +19,11 @@ export interface PooledHop {
   readonly speaker: { principal: Principal; agentToken?: string };
   /** The agent's request this hop serves now: server-to-client requests and logs go to it. */
   ctx: ServerContext | undefined;
+  /**
+   * The SDK transport's stream that answers that request (2025-11-25 sessions; replay.ts
+   * `postStreams`): where the hop parks a resumption its server asked for (hop-resume.ts).
+   */
+  clientStream: string | undefined;
   /** Ids of the requests sent in the current use (2025: what a cancellation names). */
   readonly sent: (string | number)[];
   /**
@@ -41,6 +46,7 @@ export interface HopPoolOptions {
 /** Closes a hop: its own session first (DELETE on /mcp/<server>), then its transport. */
 export async function closeHop(hop: PooledHop): Promise<void> {
   hop.ctx = undefined;
+  hop.clientStream = undefined;
   if (hop.ownSession) await hop.transport.terminateSession().catch(() => undefined);
   await hop.client.close().catch(() => undefined);
 }
@@ -84,6 +90,7 @@ export class HopPool {
   /** Puts a hop the request is done with back, or closes it when its key holds enough. */
   give(key: string, hop: PooledHop): void {
     hop.ctx = undefined;
+    hop.clientStream = undefined;
     hop.sent.length = 0;
     if (hop.client.transport === undefined) return void closeHop(hop);
     const hops = this.idle.get(key);

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
 import type { EventId, EventStore, JSONRPCMessage, StreamId } from "@modelcontextprotocol/server";
 import { LRUCache } from "lru-cache";
@@ -27,6 +28,18 @@ interface Ref {
   seq: number;
   bytes: number;
 }
+
+/** The stream the SDK transport answers one client POST on (its id is the transport's own). */
+export interface PostStream {
+  id: StreamId | undefined;
+}
+
+/**
+ * Set around a client POST's handling (Broker.handle): the transport stores the POST's priming
+ * event (2025-11-25 clients) before it hands the POST's requests to their handlers, so they read
+ * here which stream answers them (a hop parks its resumption on it: hop-resume.ts).
+ */
+export const postStreams = new AsyncLocalStorage<PostStream>();
 
 /** Digits of an event's sequence number in its id, zero-padded. */
 const SEQ_DIGITS = 12;
@@ -118,6 +131,11 @@ export class SessionEvents implements EventStore {
   ) {}
 
   storeEvent(streamId: StreamId, message: JSONRPCMessage): Promise<EventId> {
+    if (!("jsonrpc" in message)) {
+      // A priming event ({}): the first event of a POST's stream.
+      const post = postStreams.getStore();
+      if (post !== undefined && post.id === undefined) post.id = streamId;
+    }
     const seq = this.next++;
     const json = JSON.stringify(message);
     const bytes = json.length;
