@@ -138,7 +138,9 @@ export function createKbServer(options: KbServerOptions = {}): McpServer {
           role: "user",
           content: {
             type: "text",
-            text: `Answer this question using search_articles and get_article. ${STYLE_GUIDE}\n\nQuestion: ${question}`,
+            // No tool names: through the gateway's aggregated /mcp they carry the server's prefix
+            // (kb__search_articles), on /mcp/kb they do not, and this text serves both.
+            text: `Answer this question by searching the knowledge base's articles and reading the ones that match. ${STYLE_GUIDE}\n\nQuestion: ${question}`,
           },
         },
       ],
