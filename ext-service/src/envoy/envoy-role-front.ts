@@ -12,6 +12,7 @@ import type {
   UpstreamAnswer,
 } from "./envoy-model.js";
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "./envoy-role-client.js";
+import { RingHash } from "./ring-hash.js";
 import { startExtService, type ExtService } from "./server.js";
 import type { GatewayEngine } from "../config/compile.js";
 
@@ -47,8 +48,11 @@ export interface EnvoyRoleFrontOptions {
   /**
    * Where the `/mcp` and `/mcp/views/<name>` routes go (the ext-service's broker listener). By
    * default the broker of the ext-service the front starts, whose hops come back to this front.
+   * Several URLs are the endpoints of envoy.yaml's `mcp_gateway_broker` cluster (broker replicas):
+   * each request goes to the one RING_HASH picks for its `mcp-session-id` (ring-hash.ts), as the
+   * broker routes' hash_policy makes Envoy do.
    */
-  broker?: string;
+  broker?: string | string[];
   /** Called with each request's trace once Envoy is done with it (tests look at answeredBy, flags). */
   onExchange?: (trace: ExchangeTrace, request: { method: string; path: string }) => void;
 }
@@ -199,7 +203,16 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
       };
     };
 
-  const brokerUrl = options.broker ?? extService?.brokerUrl;
+  const brokerUrls = [options.broker ?? extService?.brokerUrl ?? []].flat();
+  // Envoy keys each endpoint on the ring by its address ("ip:port").
+  const brokerAt = new Map(brokerUrls.map((url) => [new URL(url).host, url.replace(/\/$/, "")]));
+  const brokerRing = new RingHash([...brokerAt.keys()]);
+  /** The broker replica for a request: RING_HASH on mcp-session-id (one endpoint: that one). */
+  const brokerFor = (req: IncomingMessage): string => {
+    if (brokerUrls.length === 1) return brokerUrls[0]!;
+    const session = req.headers["mcp-session-id"];
+    return brokerAt.get(brokerRing.pickFor(typeof session === "string" ? session : undefined)!)!;
+  };
 
   /**
    * The broker routes: ext_authz and ext_proc are disabled on them (typed_per_filter_config in
@@ -212,7 +225,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     const headers = headerRecord(req.headers);
     delete headers.host;
     delete headers.connection;
-    undiciRequest(`${brokerUrl}${req.url ?? "/mcp"}`, {
+    undiciRequest(`${brokerFor(req)}${req.url ?? "/mcp"}`, {
       method: (req.method ?? "GET") as "POST",
       headers,
       body: hasRequestBody(req) ? req : undefined,
@@ -242,7 +255,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    if (brokerUrl !== undefined && brokerRoute(req.url ?? "/")) return proxyToBroker(req, res);
+    if (brokerUrls.length > 0 && brokerRoute(req.url ?? "/")) return proxyToBroker(req, res);
     const abort = new AbortController();
     let ended = false;
     res.on("close", () => {
