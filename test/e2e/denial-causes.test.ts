@@ -77,16 +77,12 @@ describe("denial causes through the edge", () => {
     expect(text).not.toContain("roles.");
   });
 
+  /** `mcp-gateway explain` on the gateway's config, for `agent` and `tool`, then `more` options. */
+  const explain = (agent: string, tool: string, ...more: string[]) =>
+    runCli(["explain", "--config", gw.configFile, "--agent", agent, "--tool", tool, ...more]);
+
   it("mcp-gateway explain names the same cause and shows the rules", async () => {
-    const denied = await runCli([
-      "explain",
-      "--config",
-      gw.configFile,
-      "--agent",
-      "op-bot",
-      "--tool",
-      "ops/purge",
-    ]);
+    const denied = await explain("op-bot", "ops/purge");
     expect(denied.code).toBe(1);
     expect(denied.stdout).toMatch(/^DENY {2}op-bot -> ops\/purge$/m);
     expect(denied.stdout).toContain('agent sees: tool_unknown ("Unknown tool: purge")');
@@ -94,18 +90,7 @@ describe("denial causes through the edge", () => {
     expect(denied.stdout).toMatch(/roles\.operator\.rules\[1\] +deny +APPLIES/);
     expect(denied.stdout).toContain("never from an agent");
 
-    const allowed = await runCli([
-      "explain",
-      "--config",
-      gw.configFile,
-      "--agent",
-      "r-bot",
-      "--tool",
-      "ops/restart",
-      "--arguments",
-      '{"env":"staging"}',
-      "--json",
-    ]);
+    const allowed = await explain("r-bot", "ops/restart", "--arguments", '{"env":"staging"}', "--json");
     expect(allowed.code).toBe(0);
     const json = JSON.parse(allowed.stdout) as Record<string, unknown>;
     expect(json).toMatchObject({
@@ -118,15 +103,7 @@ describe("denial causes through the edge", () => {
 
   // New-user trial: a client of /mcp sees ops__purge; explain took only ops/purge.
   it("explain takes the aggregated endpoint's name of a tool too", async () => {
-    const denied = await runCli([
-      "explain",
-      "--config",
-      gw.configFile,
-      "--agent",
-      "op-bot",
-      "--tool",
-      "ops__purge",
-    ]);
+    const denied = await explain("op-bot", "ops__purge");
     expect(denied.code).toBe(1);
     expect(denied.stdout).toMatch(/^DENY {2}op-bot -> ops\/purge$/m);
     expect(denied.stdout).toContain("cause:      rbac_denied_by:roles.operator.rules[1]");
@@ -135,9 +112,8 @@ describe("denial causes through the edge", () => {
   // A token from an issuer not in auth.issuers never reaches the rules (the console refused the
   // question; the CLI answered "deny, no roles" as if the rules had been read).
   it("explain answers an unconfigured issuer as the gateway would: jwt_issuer_unknown", async () => {
-    const base = ["explain", "--config", gw.configFile, "--agent", "op-bot", "--tool", "ops/restart"];
-    const known = await runCli([...base, "--json"]);
-    const unknown = await runCli([...base, "--issuer", "https://elsewhere.example", "--json"]);
+    const known = await explain("op-bot", "ops/restart", "--json");
+    const unknown = await explain("op-bot", "ops/restart", "--issuer", "https://elsewhere.example", "--json");
     expect(JSON.parse(known.stdout)).toMatchObject({ decision: "allow" });
     expect(unknown.code).toBe(1);
     expect(JSON.parse(unknown.stdout)).toMatchObject({
@@ -149,12 +125,11 @@ describe("denial causes through the edge", () => {
   });
 
   it("explain refuses bad input with a usage error", async () => {
-    const base = ["explain", "--config", gw.configFile, "--agent", "op-bot"];
-    const bare = await runCli([...base, "--tool", "purge"]);
+    const bare = await explain("op-bot", "purge");
     expect(bare.code).toBe(2);
     expect(bare.stderr).toContain("--tool must be <server>/<tool> or, as on /mcp, <server>__<tool>");
-    expect((await runCli([...base, "--tool", "ops__"])).code).toBe(2);
-    const bad = await runCli([...base, "--tool", "ops/purge", "--arguments", "{"]);
+    expect((await explain("op-bot", "ops__")).code).toBe(2);
+    const bad = await explain("op-bot", "ops/purge", "--arguments", "{");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("--arguments is not JSON");
   });
