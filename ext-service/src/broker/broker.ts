@@ -24,6 +24,7 @@ import { decodeJwt } from "jose";
 import { LRUCache } from "lru-cache";
 import { Authenticator, type Principal } from "../policy/identity.js";
 import { JsonRpcCode, Reasons } from "../policy/reasons.js";
+import type { JsonRpcId } from "../mcp/jsonrpc.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { answerKey, type AnswerRelay } from "./answers.js";
@@ -33,6 +34,7 @@ import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { BrokerReplay, postStreams, writeSharingSerialisation, type SessionEvents } from "./replay.js";
 import { ParkedHopStreams } from "./hop-resume.js";
+import { sdkRefusal, type BrokerAudit, type BrokerRefusal } from "./refusals.js";
 import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
 import {
   brokerSessionOwner,
@@ -300,6 +302,33 @@ function unknownName(kind: "tools" | "prompts" | "resources", name: string): Pro
   return new ProtocolError(info.code, `${info.message}: ${name}`, { reason });
 }
 
+/** The caller's side of the request a handler serves (Broker.handle puts it in the SDK's authInfo). */
+function auditOf(ctx: ServerContext | undefined): BrokerAudit | undefined {
+  const audit = ctx?.http?.authInfo?.extra?.audit;
+  return typeof audit === "object" && audit !== null ? (audit as BrokerAudit) : undefined;
+}
+
+/**
+ * A refusal of one message by the broker itself: reported to the request's caller (audited there
+ * as a denial) and the error that answers the message, with the request's audit id.
+ */
+function refusedInBand(ctx: ServerContext | undefined, refusal: BrokerRefusal): ProtocolError {
+  const audit = auditOf(ctx);
+  audit?.refused(refusal);
+  const info = Reasons[refusal.reason];
+  return new ProtocolError(info.code, refusal.detail ? `${info.message}: ${refusal.detail}` : info.message, {
+    ...refusal.data,
+    reason: refusal.reason,
+    ...(audit ? { request_id: audit.requestId } : {}),
+  });
+}
+
+/** The id of a body that is one JSON-RPC request; null for anything else. */
+function requestIdOf(body: unknown): JsonRpcId | null {
+  if (!isPlainObject(body) || typeof body.method !== "string") return null;
+  return typeof body.id === "string" || typeof body.id === "number" ? body.id : null;
+}
+
 /**
  * A hop's "unknown" refusal names the server's own name (`delete_ticket`); the client asked for
  * the aggregate's (`tickets__delete_ticket`), a name it can find in its lists. The rest of the
@@ -379,6 +408,17 @@ async function sendResponse(res: ServerResponse, response: Response, extra: Reco
     res.off("close", cancel);
   }
   if (!res.destroyed) res.end();
+}
+
+/**
+ * The SDK's answer to the agent: sent as it is, unless it is an error the SDK wrote itself, which
+ * is returned as the broker's refusal for the caller to audit and answer (refusals.ts).
+ */
+async function answer(res: ServerResponse, response: Response): Promise<BrokerRefusal | undefined> {
+  const refusal = await sdkRefusal(response);
+  if (refusal) return refusal;
+  await sendResponse(res, response);
+  return undefined;
 }
 
 function webRequest(req: IncomingMessage, origin: string): Request {
@@ -487,23 +527,31 @@ export class Broker {
     return tools.includes(`${server}/*`) || tools.includes(`${server}/${tool}`);
   }
 
-  /** Serves one HTTP request on the aggregated endpoint; the agent is already authenticated. */
+  /**
+   * Serves one HTTP request on the aggregated endpoint; the agent is already authenticated. A
+   * refusal of the whole request is returned, not answered: the caller answers and audits it (as
+   * it does its own refusals); refusals of single messages inside an answer go to `audit`.
+   */
   async handle(
     req: IncomingMessage,
     res: ServerResponse,
     principal: Principal,
     view: string | undefined,
     body: unknown,
-  ): Promise<void> {
+    audit: BrokerAudit,
+  ): Promise<BrokerRefusal | undefined> {
     const origin = this.options.hopOrigin();
     const request = webRequest(req, origin);
     const agentToken = Authenticator.bearerToken(req.headers.authorization) ?? undefined;
+    // Handlers reach `audit` through the SDK's authInfo (auditOf): per request, also inside a
+    // 2025 session that serves several at once.
+    const authInfo = { token: "", clientId: principal.agent, scopes: [], extra: { audit } };
     if (req.method === "POST" && !(await isLegacyRequest(request, body))) {
       const paramHeaders: Record<string, string> = {};
       for (const [name, value] of Object.entries(req.headers))
         if (name.startsWith(PARAM_HEADER_PREFIX) && typeof value === "string") paramHeaders[name] = value;
       const refused = this.paramHeadersRefused(principal, view, body, paramHeaders);
-      if (refused) return refused(res);
+      if (refused) return refused;
       const scope: Scope = {
         principal,
         view,
@@ -517,16 +565,15 @@ export class Broker {
       const serve = () =>
         this.modern.fetch(request, {
           parsedBody: body,
-          authInfo: { token: "", clientId: principal.agent, scopes: [], extra: { scope } },
+          authInfo: { ...authInfo, extra: { scope, audit } },
         });
-      if (!isPlainObject(body) || body.method !== "subscriptions/listen")
-        return sendResponse(res, await serve());
+      if (!isPlainObject(body) || body.method !== "subscriptions/listen") return answer(res, await serve());
       // The servers' listens open first, so no change after the acknowledgement is missed.
       const watch = await this.watch(scope);
       const response = await this.listenBus.current.run(watch, serve);
       // Refused, or nothing to listen for: the SDK never subscribed.
       if (!watch.attached) watch.close();
-      return sendResponse(res, response);
+      return answer(res, response);
     }
     const owner = brokerSessionOwner(principal.issuer, principal.agent, view);
     const sessionId = req.headers["mcp-session-id"];
@@ -539,25 +586,18 @@ export class Broker {
           view,
           body as { params?: Record<string, unknown> },
           agentToken,
+          authInfo,
         );
       }
-      const info = Reasons.invalid_request;
-      res.writeHead(400, { "content-type": "application/json" });
-      res.end(
-        JSON.stringify({
-          jsonrpc: "2.0",
-          id: null,
-          error: { code: info.code, message: "Mcp-Session-Id is required; start with initialize" },
-        }),
-      );
-      return;
+      return { reason: "session_required", id: requestIdOf(body) };
     }
     // Opened on every request, also when this process holds the session: the id must be one the
     // gateway sealed for this agent, issuer and view, with a key it still holds (an earlier open
     // of the same id, owner and keys answers that: OpenedBrokerSessions).
     const now = Date.now();
     const session = this.opened.open(this.engine.sessions, sessionId, owner, now);
-    if (!session || this.terminated.has(sessionId)) return this.unknownSession(res);
+    if (!session || this.terminated.has(sessionId))
+      return { reason: "session_unknown", id: requestIdOf(body) };
     const revocations = this.options.revocations;
     if (revocations) {
       // Ended on another replica? Unknown when the store cannot say: refused, not served.
@@ -565,11 +605,11 @@ export class Broker {
       try {
         ended = await revocations.revoked(sessionId);
       } catch (err) {
-        return this.sessionUnavailable(res, "check", err);
+        return this.sessionUnavailable("check", err, body);
       }
       if (ended) {
         this.ended(sessionId, session, now);
-        return this.unknownSession(res);
+        return { reason: "session_unknown", id: requestIdOf(body) };
       }
     }
     if (req.method === "DELETE" && revocations) {
@@ -577,7 +617,7 @@ export class Broker {
       try {
         await revocations.revoke(sessionId, session.expiresAt);
       } catch (err) {
-        return this.sessionUnavailable(res, "record", err);
+        return this.sessionUnavailable("record", err, body);
       }
     }
     const held = this.sessions.get(sessionId);
@@ -591,7 +631,7 @@ export class Broker {
       } else if ((held?.relaying ?? 0) === 0) {
         // An answer to a relayed request this process did not send (the session's requests did
         // not stick to one replica) or no longer waits for: accepting it would drop it silently.
-        return this.answerNotPending(res, held !== undefined);
+        return this.answerNotPending(held !== undefined);
       }
     }
     const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
@@ -613,10 +653,12 @@ export class Broker {
     }
     // A POST's requests learn which of the transport's streams answers them (replay.ts).
     const response = await (req.method === "POST"
-      ? postStreams.run({ id: undefined }, () => live.transport.handleRequest(request, { parsedBody: body }))
-      : live.transport.handleRequest(request, { parsedBody: body }));
+      ? postStreams.run({ id: undefined }, () =>
+          live.transport.handleRequest(request, { parsedBody: body, authInfo }),
+        )
+      : live.transport.handleRequest(request, { parsedBody: body, authInfo }));
     if (req.method === "DELETE" && response.ok) this.ended(sessionId, session, now);
-    if (req.method !== "GET" || !response.ok) return sendResponse(res, response);
+    if (req.method !== "GET" || !response.ok) return answer(res, response);
     // The stream is the client's again: the hops a server closed on it resume now (hop-resume.ts).
     if (resumedStream !== undefined) live.parkedHops.resume(resumedStream);
     live.streams++;
@@ -636,6 +678,7 @@ export class Broker {
         live.linger.unref();
       }
     }
+    return undefined;
   }
 
   /** Closes the servers' GET streams of a session (listen). */
@@ -659,7 +702,7 @@ export class Broker {
     view: string | undefined,
     body: unknown,
     headers: Record<string, string>,
-  ): ((res: ServerResponse) => void) | undefined {
+  ): BrokerRefusal | undefined {
     if (!isPlainObject(body) || body.method !== "tools/call" || !isPlainObject(body.params)) return undefined;
     const name = body.params.name;
     if (typeof name !== "string") return undefined;
@@ -673,20 +716,12 @@ export class Broker {
       (header) => headers[header],
     );
     if (problem === undefined) return undefined;
-    const info = Reasons.header_mismatch;
-    return (res) => {
-      res.writeHead(info.status, { "content-type": "application/json" });
-      res.end(
-        JSON.stringify({
-          jsonrpc: "2.0",
-          id: body.id ?? null,
-          error: {
-            code: info.code,
-            message: `${info.message}: ${problem}`,
-            data: { reason: "header_mismatch" },
-          },
-        }),
-      );
+    return {
+      reason: "header_mismatch",
+      id: requestIdOf(body),
+      detail: problem,
+      server: target.server,
+      subject: { kind: "tools", name },
     };
   }
 
@@ -696,20 +731,12 @@ export class Broker {
     this.terminated.set(id, true, { ttl: Math.max(1, session.expiresAt - now) });
   }
 
-  private sessionUnavailable(res: ServerResponse, what: "check" | "record", err: unknown): void {
+  private sessionUnavailable(what: "check" | "record", err: unknown, body: unknown): BrokerRefusal {
     this.options.logger.error(
       { error: (err as { message?: string } | null)?.message },
       `aggregated endpoint: cannot ${what} a session's end in the state store`,
     );
-    const info = Reasons.session_unavailable;
-    res.writeHead(info.status, { "content-type": "application/json" });
-    res.end(
-      JSON.stringify({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: info.code, message: info.message, data: { reason: "session_unavailable" } },
-      }),
-    );
+    return { reason: "session_unavailable", id: requestIdOf(body) };
   }
 
   /**
@@ -726,7 +753,7 @@ export class Broker {
     sessionId: string,
     held: LiveSession | undefined,
     { elsewhere, answers }: { elsewhere: JSONRPCMessage[]; answers: JSONRPCMessage[] },
-  ): Promise<void> {
+  ): Promise<BrokerRefusal | undefined> {
     const handed = await Promise.allSettled(
       elsewhere.map((answer) =>
         relay.handOver(sessionId, answerKey((answer as { id: unknown }).id), JSON.stringify(answer)),
@@ -741,21 +768,13 @@ export class Broker {
         { error: (failed.reason as { message?: string } | null)?.message },
         "aggregated endpoint: cannot hand an answer to a relayed request over to its replica",
       );
-      const info = Reasons.answer_relay_unavailable;
-      res.writeHead(info.status, { "content-type": "application/json" });
-      res.end(
-        JSON.stringify({
-          jsonrpc: "2.0",
-          id: null,
-          error: { code: info.code, message: info.message, data: { reason: "answer_relay_unavailable" } },
-        }),
-      );
-      return;
+      return { reason: "answer_relay_unavailable", id: null };
     }
     if (handed.some((r) => r.status === "fulfilled" && !r.value))
-      return this.answerNotPending(res, held !== undefined);
+      return this.answerNotPending(held !== undefined);
     res.writeHead(202);
     res.end();
+    return undefined;
   }
 
   /**
@@ -828,32 +847,12 @@ export class Broker {
     });
   }
 
-  private answerNotPending(res: ServerResponse, sessionHeld: boolean): void {
+  private answerNotPending(sessionHeld: boolean): BrokerRefusal {
     this.options.logger.warn(
       { sessionHeld },
       "aggregated endpoint: an answer to a relayed request reached a replica where none is pending",
     );
-    const info = Reasons.answer_not_pending;
-    res.writeHead(info.status, { "content-type": "application/json" });
-    res.end(
-      JSON.stringify({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: info.code, message: info.message, data: { reason: "answer_not_pending" } },
-      }),
-    );
-  }
-
-  private unknownSession(res: ServerResponse): void {
-    const info = Reasons.session_unknown;
-    res.writeHead(info.status, { "content-type": "application/json" });
-    res.end(
-      JSON.stringify({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: info.code, message: info.message, data: { reason: "session_unknown" } },
-      }),
-    );
+    return { reason: "answer_not_pending", id: null };
   }
 
   /**
@@ -867,7 +866,8 @@ export class Broker {
     view: string | undefined,
     body: { params?: Record<string, unknown> },
     agentToken: string | undefined,
-  ): Promise<void> {
+    authInfo: { token: string; clientId: string; scopes: string[]; extra: Record<string, unknown> },
+  ): Promise<BrokerRefusal | undefined> {
     const params = body.params ?? {};
     const clientCapabilities = isPlainObject(params.capabilities) ? params.capabilities : {};
     const info = isPlainObject(params.clientInfo) ? params.clientInfo : {};
@@ -903,8 +903,8 @@ export class Broker {
     );
     const live = await this.liveSession(sealed, session, principal, view);
     live.scope.agentToken = agentToken;
-    const response = await live.transport.handleRequest(request, { parsedBody: body });
-    return sendResponse(res, response);
+    const response = await live.transport.handleRequest(request, { parsedBody: body, authInfo });
+    return answer(res, response);
   }
 
   private async liveSession(
@@ -1574,13 +1574,32 @@ export class Broker {
     return { items: out, hints: scope.modern ? { ttlMs: Math.floor(ttlMs), cacheScope: "private" } : {} };
   }
 
-  /** The server a prefixed name routes to, if it is in the agent's view. */
-  private route(scope: Scope, kind: "tools" | "prompts" | "resources", name: string) {
+  /**
+   * The server a prefixed name routes to, if it is in the agent's view; else the message is
+   * refused as unknown (as /mcp/<server> refuses a name the agent may not use), and audited.
+   */
+  private route(
+    scope: Scope,
+    kind: "tools" | "prompts" | "resources",
+    name: string,
+    ctx: ServerContext,
+  ): { server: string; name: string } {
     const split = this.namesOf(scope.view).split(name);
-    if (!split || !this.servers(scope.principal, scope.view).includes(split.server))
-      throw unknownName(kind, name);
-    if (kind === "tools" && !this.inView(scope.view, split.server, split.name)) throw unknownName(kind, name);
-    return split;
+    if (
+      split &&
+      this.servers(scope.principal, scope.view).includes(split.server) &&
+      (kind !== "tools" || this.inView(scope.view, split.server, split.name))
+    )
+      return split;
+    const registered = split !== undefined && this.engine.registry.server(split.server) !== undefined;
+    throw refusedInBand(ctx, {
+      reason: UNKNOWN_REASON[kind],
+      cause: registered ? "not_in_view" : "server_not_registered",
+      id: ctx.mcpReq.id,
+      detail: name,
+      ...(registered ? { server: split.server } : {}),
+      subject: { kind, name },
+    });
   }
 
   private buildServer(scope: Scope): Server {
@@ -1611,7 +1630,7 @@ export class Broker {
       return { resourceTemplates: items as never, ...hints };
     });
     server.setRequestHandler("tools/call", async (request, ctx) => {
-      const target = this.route(scope, "tools", request.params.name);
+      const target = this.route(scope, "tools", request.params.name, ctx);
       const progressToken = request.params._meta?.progressToken;
       const params = {
         name: target.name,
@@ -1643,7 +1662,7 @@ export class Broker {
       }).then(asGateway, asAsked("tools", request.params.name)) as never;
     });
     server.setRequestHandler("prompts/get", async (request, ctx) => {
-      const target = this.route(scope, "prompts", request.params.name);
+      const target = this.route(scope, "prompts", request.params.name, ctx);
       const params = {
         name: target.name,
         ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
@@ -1654,7 +1673,7 @@ export class Broker {
       ).then(asGateway, asAsked("prompts", request.params.name));
     });
     server.setRequestHandler("resources/read", async (request, ctx) => {
-      const target = this.route(scope, "resources", request.params.uri);
+      const target = this.route(scope, "resources", request.params.uri, ctx);
       const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
       const result = await this.withHop(scope, target.server, ctx, (client, signal) =>
         client.readResource(params, { signal, allowInputRequired: true }),
@@ -1672,8 +1691,8 @@ export class Broker {
       const ref = request.params.ref;
       const target =
         ref.type === "ref/prompt"
-          ? this.route(scope, "prompts", ref.name)
-          : this.route(scope, "resources", ref.uri);
+          ? this.route(scope, "prompts", ref.name, ctx)
+          : this.route(scope, "resources", ref.uri, ctx);
       const hopRef = ref.type === "ref/prompt" ? { ...ref, name: target.name } : { ...ref, uri: target.name };
       return this.withHop(scope, target.server, ctx, (client, signal) =>
         // A straight request: a client attached to a session has not seen the server's capabilities.
@@ -1695,20 +1714,26 @@ export class Broker {
         return {};
       });
       server.setRequestHandler("resources/subscribe", async (request, ctx) => {
-        const target = this.route(scope, "resources", request.params.uri);
+        const target = this.route(scope, "resources", request.params.uri, ctx);
         await this.withHop(scope, target.server, ctx, (client) =>
           client.request({ method: "resources/subscribe", params: { uri: target.name } }),
         );
         return {};
       });
       server.setRequestHandler("resources/unsubscribe", async (request, ctx) => {
-        const target = this.route(scope, "resources", request.params.uri);
+        const target = this.route(scope, "resources", request.params.uri, ctx);
         await this.withHop(scope, target.server, ctx, (client) =>
           client.request({ method: "resources/unsubscribe", params: { uri: target.name } }),
         );
         return {};
       });
     }
+    // A method the aggregate does not serve: refused with its reason and audited, as on
+    // /mcp/<server> (the SDK's own answer has no reason).
+    server.fallbackRequestHandler = (request, ctx) =>
+      Promise.reject(
+        refusedInBand(ctx, { reason: "method_unknown", id: request.id, detail: request.method }),
+      );
     return server;
   }
 

@@ -5,12 +5,13 @@ import { headerMap, refusedHeaderName } from "../edge/headers.js";
 import { parseJsonRpcBody } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import type { HttpReply, PolicyEngine } from "../policy/engine.js";
-import { countOn, type Exchange } from "../policy/exchange.js";
+import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import type { Principal } from "../policy/identity.js";
 import type { Reason } from "../policy/reasons.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Broker } from "./broker.js";
+import type { BrokerRefusal } from "./refusals.js";
 
 function sendReply(res: ServerResponse, reply: HttpReply, extra: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return;
@@ -67,8 +68,36 @@ export async function serveBrokerRequest(
       if (message.kind !== "response") exchange.methods.push(message.method);
   }
   countOn(exchange, "aggregated");
-  await options.broker.handle(req, res, admission.principal, admission.view, parsed);
+  const refusal = await options.broker.handle(req, res, admission.principal, admission.view, parsed, {
+    requestId: exchange.requestId,
+    refused: (refused) => recordRefusal(exchange, refused),
+  });
+  if (refusal) {
+    noteSubject(exchange, refusal);
+    const reply = engine.rejection(exchange, refusal.reason, refusal.detail, {}, refusal.id, refusal.data);
+    return sendReply(res, refusal.status === undefined ? reply : { ...reply, status: refusal.status });
+  }
   exchange.status = res.statusCode;
+}
+
+/**
+ * A refusal of the broker's own in the request's audit record: a denial with its reason and
+ * cause (so counted as any denial is), and the server and name it concerned, when known.
+ */
+function recordRefusal(exchange: Exchange, refusal: BrokerRefusal): void {
+  denyExchange(
+    exchange,
+    refusal.reason,
+    refusal.reason === "internal_error" ? "error" : "deny",
+    refusal.cause,
+  );
+  noteSubject(exchange, refusal);
+}
+
+function noteSubject(exchange: Exchange, refusal: BrokerRefusal): void {
+  if (refusal.server !== undefined) exchange.server ??= refusal.server;
+  const subject = refusal.subject;
+  if (subject !== undefined) exchange[subject.kind].push(subject.name);
 }
 
 export interface BrokerListener {

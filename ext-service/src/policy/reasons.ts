@@ -99,10 +99,20 @@ export const Reasons = {
     status: 404,
     message: "Session not found; start a new session with initialize",
   },
+  session_required: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 400,
+    message: "Mcp-Session-Id is required; start a session with initialize",
+  },
   session_unavailable: {
     code: JsonRpcCode.UpstreamUnavailable,
     status: 503,
     message: "The session cannot be checked right now; try again shortly",
+  },
+  stream_conflict: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 409,
+    message: "This session's stream is already open; close it before opening another",
   },
   answer_not_pending: {
     code: JsonRpcCode.InvalidRequest,

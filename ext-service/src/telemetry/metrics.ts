@@ -50,6 +50,8 @@ const CAUSE_KINDS: ReadonlySet<string> = new Set([
   "token_exchange_no_subject",
   "hop_subject_invalid",
   "hop_subject_mismatch",
+  "not_in_view",
+  "server_not_registered",
 ]);
 
 /**
