@@ -103,6 +103,33 @@ describe.each(["edge", "envoy"] as const)(
       }
     });
 
+    it("two calls at once in one session: each hop's requests stay apart on the server's session", async () => {
+      // Both calls' hops share the session's hop session on the server, and each hop client
+      // numbers its requests from 0: the server must still tell the two calls apart.
+      const mcp = await connectClient(url(), config.token, { elicitation: {} }, (client) => {
+        client.setRequestHandler(ElicitRequestSchema, (request) => ({
+          action: "accept",
+          content: { response: `answer to ${request.params.message}` },
+        }));
+      });
+      try {
+        const call = (message: string) =>
+          mcp.client.callTool(
+            { name: "conformance-2025__test_elicitation", arguments: { message } },
+            undefined,
+            { timeout: 15_000 },
+          );
+        const results = await Promise.all(["first", "second", "third"].map(call));
+        expect(results.map((r) => JSON.stringify(r.content))).toEqual([
+          expect.stringContaining("answer to first"),
+          expect.stringContaining("answer to second"),
+          expect.stringContaining("answer to third"),
+        ]);
+      } finally {
+        await mcp.close();
+      }
+    });
+
     it("routes completion, subscriptions and the log level to the owning server", async () => {
       const mcp = await connectClient(url(), config.token);
       try {

@@ -270,6 +270,45 @@ describeWithRedis(
       });
     });
 
+    it("two calls at once on two replicas, each answered on the other: each call gets its own answer", async () => {
+      // Each replica's server numbers its requests to the client from 0: the ids the client sees
+      // must still tell the two elicitations apart.
+      const seen: number[] = [];
+      const client = new Client({ name: "v1", version: "1.0.0" }, { capabilities: { elicitation: {} } });
+      client.setRequestHandler(ElicitRequestSchema, (request) => ({
+        action: "accept",
+        content: { response: `answer to ${request.params.message}` },
+      }));
+      const replicaFor = (body: string | undefined, method: string | undefined) => {
+        if (method !== "POST" || body === undefined) return a().edge.url;
+        const parsed = JSON.parse(body) as Record<string, unknown>;
+        // The first call runs on A and the second on B; each answer goes to the other replica.
+        if (!("method" in parsed)) return body.includes("answer to first") ? b().edge.url : a().edge.url;
+        return body.includes('"message":"second"') ? b().edge.url : a().edge.url;
+      };
+      const transport = new StreamableHTTPClientTransport(new URL(`${a().edge.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${config.token}` } },
+        fetch: async (url, init) => {
+          const body = typeof init?.body === "string" ? init.body : undefined;
+          const target = new URL(new URL(String(url)).pathname, replicaFor(body, init?.method));
+          const response = await fetch(target, init);
+          if (body !== undefined && !("method" in (JSON.parse(body) as object))) seen.push(response.status);
+          return response;
+        },
+      });
+      await client.connect(transport);
+      try {
+        const call = (message: string) =>
+          client.callTool({ name: ELICIT.name, arguments: { message } }, undefined, { timeout: 30_000 });
+        const [first, second] = await Promise.all([call("first"), call("second")]);
+        expect(JSON.stringify(first.content)).toContain("answer to first");
+        expect(JSON.stringify(second.content)).toContain("answer to second");
+        expect(seen).toEqual([202, 202]);
+      } finally {
+        await client.close();
+      }
+    });
+
     it("no replica waits for it: refused at once with 409 answer_not_pending", async () => {
       const mcp = await clients["SDK 1.x"](
         `${a().edge.url}/mcp`,

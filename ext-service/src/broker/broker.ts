@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
   Client,
@@ -116,10 +117,11 @@ interface LiveSession {
   relaying: number;
   /**
    * With an answer relay (BrokerOptions.answers): the requests this process sent the client that
-   * wait for an answer, by answerKey, each with the function that stops taking it from another
+   * wait for an answer, by answerKey of the id the client sees (Broker.wireIdPrefix), each with
+   * the id the session's server gave it and the function that stops taking it from another
    * replica.
    */
-  awaiting: Map<string, () => void>;
+  awaiting: Map<string, { serverId: string | number; stop: () => void }>;
   /** Hop streams a server closed mid-call, waiting for the client to resume its own (hop-resume.ts). */
   parkedHops: ParkedHopStreams;
 }
@@ -445,7 +447,7 @@ export class Broker {
     updateAgeOnGet: true,
     dispose: (live, sessionId) => {
       this.unlisten(live);
-      for (const stop of live.awaiting.values()) stop();
+      for (const { stop } of live.awaiting.values()) stop();
       live.awaiting.clear();
       live.events.clear();
       void live.server.close().catch(() => undefined);
@@ -473,6 +475,15 @@ export class Broker {
   private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
   private readonly modern: McpHttpHandler;
   private readonly scopes = new WeakMap<object, Scope>();
+  /**
+   * Prefixed to the ids of requests that share an id space with other processes' and other SDK
+   * objects' (each numbers its own from 0): with an answer relay, those the session servers send
+   * clients (an answer must reach the request it answers, not another replica's with the same
+   * number); the 2025 hops' to servers (hop).
+   */
+  private readonly wireIdPrefix = `gw-${randomBytes(9).toString("base64url")}-`;
+  /** Hop clients built so far: numbers each hop's own id prefix (hop). */
+  private hopsBuilt = 0;
   /** Lists per agent view and server (list-cache.ts). */
   private readonly lists: BrokerListCache;
   /** What the 2025 sessions' streams sent, to replay for a client that resumes (replay.ts). */
@@ -778,19 +789,25 @@ export class Broker {
   }
 
   /**
-   * Request `id`, just sent to the client of `live`, waits for its answer: taken here (the
-   * transport's onmessage) or handed over by another replica (handOverAnswers there). Throws, so
-   * the request is not sent and fails at once, when the store cannot take a hand-over.
+   * The request the session's server numbered `serverId`, about to go to the client of `live` as
+   * `wireId`, waits for its answer: taken here (the transport's onmessage) or handed over by
+   * another replica (handOverAnswers there). Throws, so the request is not sent and fails at once,
+   * when the store cannot take a hand-over.
    */
-  private async expectAnswer(live: LiveSession, relay: AnswerRelay, id: unknown): Promise<void> {
-    const key = answerKey(id);
+  private async expectAnswer(
+    live: LiveSession,
+    relay: AnswerRelay,
+    wireId: string,
+    serverId: string | number,
+  ): Promise<void> {
+    const key = answerKey(wireId);
     let stopTaking: () => void;
     try {
       stopTaking = await relay.expect(
         live.scope.sessionId ?? "",
         key,
         (answer) => this.answerHandedOver(live, key, answer),
-        () => this.answerLost(live, id),
+        () => this.answerLost(live, wireId),
       );
     } catch (err) {
       this.options.logger.error(
@@ -802,18 +819,21 @@ export class Broker {
     }
     const expiry = setTimeout(() => this.answered(live, key), AWAIT_ANSWER_MS);
     expiry.unref();
-    live.awaiting.set(key, () => {
-      clearTimeout(expiry);
-      stopTaking();
+    live.awaiting.set(key, {
+      serverId,
+      stop: () => {
+        clearTimeout(expiry);
+        stopTaking();
+      },
     });
   }
 
   /** Request `key` of `live` waits no more (answered, cancelled, or given up). */
   private answered(live: LiveSession, key: string): void {
-    const stop = live.awaiting.get(key);
-    if (stop === undefined) return;
+    const waiting = live.awaiting.get(key);
+    if (waiting === undefined) return;
     live.awaiting.delete(key);
-    stop();
+    waiting.stop();
   }
 
   /** An answer another replica handed over: given to the session's server as if POSTed here. */
@@ -829,12 +849,12 @@ export class Broker {
   }
 
   /**
-   * The store's subscription for request `id` dropped: an answer handed over meanwhile is lost, so
-   * the request fails now (answer_relay_unavailable, to the server that asked) rather than waiting
-   * out its timeout.
+   * The store's subscription for request `wireId` dropped: an answer handed over meanwhile is
+   * lost, so the request fails now (answer_relay_unavailable, to the server that asked) rather
+   * than waiting out its timeout.
    */
-  private answerLost(live: LiveSession, id: unknown): void {
-    if (!live.awaiting.has(answerKey(id))) return;
+  private answerLost(live: LiveSession, wireId: string): void {
+    if (!live.awaiting.has(answerKey(wireId))) return;
     this.options.logger.warn(
       {},
       "aggregated endpoint: lost the state store while a relayed request awaited its answer; it fails",
@@ -842,7 +862,7 @@ export class Broker {
     const info = Reasons.answer_relay_unavailable;
     live.transport.onmessage?.({
       jsonrpc: "2.0",
-      id: id as string | number,
+      id: wireId,
       error: { code: info.code, message: info.message, data: { reason: "answer_relay_unavailable" } },
     });
   }
@@ -953,21 +973,37 @@ export class Broker {
     };
     const relay = this.options.answers;
     if (relay) {
-      // Every request the session's server sends the client waits for its answer here and, through
-      // the store, from any replica the client POSTs it to; until answered or cancelled.
+      // Every request the session's server sends the client goes out under an id of this process
+      // (wireIdPrefix) and waits for its answer here and, through the store, from any replica the
+      // client POSTs it to; until answered or cancelled. The answer gets the server's id back.
+      const wireId = (serverId: unknown) => `${this.wireIdPrefix}${String(serverId)}`;
       const send = transport.send.bind(transport);
       // Shape checks only (no schema parse): every result the session sends passes through here.
       transport.send = async (message, options) => {
         if ("method" in message) {
-          if ("id" in message) await this.expectAnswer(live, relay, message.id);
-          else if (message.method === "notifications/cancelled")
-            this.answered(live, answerKey(message.params?.requestId));
+          if ("id" in message) {
+            const id = wireId(message.id);
+            await this.expectAnswer(live, relay, id, message.id);
+            return send({ ...message, id }, options);
+          }
+          if (message.method === "notifications/cancelled" && message.params?.requestId !== undefined) {
+            const id = wireId(message.params.requestId);
+            this.answered(live, answerKey(id));
+            return send({ ...message, params: { ...message.params, requestId: id } }, options);
+          }
         }
         return send(message, options);
       };
       const receive = transport.onmessage;
       transport.onmessage = (message, extra) => {
-        if (!("method" in message) && "id" in message) this.answered(live, answerKey(message.id));
+        if (!("method" in message) && "id" in message) {
+          const key = answerKey(message.id);
+          const waiting = live.awaiting.get(key);
+          if (waiting !== undefined) {
+            this.answered(live, key);
+            return receive?.({ ...message, id: waiting.serverId }, extra);
+          }
+        }
         receive?.(message, extra);
       };
     }
@@ -1320,14 +1356,42 @@ export class Broker {
         },
       }),
     );
-    // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
+    // 2025: every hop of a client session (concurrent requests, other replicas) shares its session
+    // on the server, which tells requests and their streams apart by id, and each SDK client
+    // numbers its own from 0. Once connected, this hop's ids carry a prefix of its own on the
+    // wire; answers get the client's number back.
+    const idPrefix = scope.modern ? undefined : `${this.wireIdPrefix}hop${++this.hopsBuilt}-`;
+    let prefixing = false;
     const send = transport.send.bind(transport);
     transport.send = (message, options) => {
+      if (prefixing && "method" in message) {
+        if ("id" in message) message = { ...message, id: `${idPrefix}${message.id}` };
+        else if (
+          message.method === "notifications/cancelled" &&
+          typeof message.params?.requestId === "number"
+        )
+          message = {
+            ...message,
+            params: { ...message.params, requestId: `${idPrefix}${message.params.requestId}` },
+          };
+      }
+      // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
       if ("method" in message && "id" in message) hop.sent.push(message.id);
       return send(message, options);
     };
     if (sessionId !== undefined && scope.session) transport.setProtocolVersion(scope.session.protocolVersion);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
+    if (idPrefix !== undefined) {
+      const receive = transport.onmessage;
+      transport.onmessage = (message) => {
+        if (!("method" in message) && typeof message.id === "string" && message.id.startsWith(idPrefix)) {
+          const id = Number(message.id.slice(idPrefix.length));
+          if (Number.isSafeInteger(id)) message = { ...message, id };
+        }
+        receive?.(message);
+      };
+      prefixing = true;
+    }
     // A 2026-07-28 request whose server speaks only 2025: the hop initialized a session of its own.
     hop.ownSession = scope.modern && sessionId === undefined && transport.sessionId !== undefined;
     return hop;
