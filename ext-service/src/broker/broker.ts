@@ -36,7 +36,15 @@ import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { BrokerReplay, postStreams, writeSharingSerialisation, type SessionEvents } from "./replay.js";
 import { ParkedHopStreams } from "./hop-resume.js";
 import { sdkRefusal, type BrokerAudit, type BrokerRefusal } from "./refusals.js";
-import { BrokerListenBus, LIST_CHANGED_EVENTS, type ListenWatch } from "./listen.js";
+import {
+  BrokerListenBus,
+  LIST_CHANGED_EVENTS,
+  listenFilter,
+  subscriptionsByServer,
+  type ListenFilter,
+  type ListenWatch,
+} from "./listen.js";
+import { UpstreamStreams, type StreamHold } from "./upstream-streams.js";
 import {
   brokerSessionOwner,
   OpenedBrokerSessions,
@@ -109,10 +117,13 @@ interface LiveSession {
   scope: Scope;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
+  /**
+   * `listeners` as the agent's per-agent stream limit counts them (upstream-streams.ts): they
+   * linger once the client's GET stream closed, and are closed after broker.streams.linger.
+   */
+  hold: StreamHold | undefined;
   /** The client's GET streams open now (one, but a resuming client may overlap its old one). */
   streams: number;
-  /** Closes `listeners` once the client's GET stream stayed closed for broker.replay.ttl. */
-  linger: ReturnType<typeof setTimeout> | undefined;
   /** Server-to-client requests relayed to the client in this process, not answered yet. */
   relaying: number;
   /**
@@ -490,11 +501,14 @@ export class Broker {
   private readonly replay: BrokerReplay;
   /** 2026-07-28 `subscriptions/listen` on the aggregate, fed per subscriber (listen.ts). */
   private readonly listenBus = new BrokerListenBus();
+  /** The servers' streams held behind the clients' streams, bounded per agent (upstream-streams.ts). */
+  private readonly upstreamStreams: UpstreamStreams;
 
   constructor(private readonly options: BrokerOptions) {
     this.names = new BrokerNames(options.engine().config.broker.separator);
     this.lists = new BrokerListCache(options.metrics, options.listsChangedAt);
     this.replay = new BrokerReplay(options.engine().config.broker.replay.maxTotalBytes, options.metrics);
+    this.upstreamStreams = new UpstreamStreams(options.metrics);
     this.modern = createMcpHandler(
       (ctx) => {
         const scope = ctx.authInfo?.extra?.scope;
@@ -579,8 +593,18 @@ export class Broker {
           authInfo: { ...authInfo, extra: { scope, audit } },
         });
       if (!isPlainObject(body) || body.method !== "subscriptions/listen") return answer(res, await serve());
+      // Counted against the agent's streams before anything opens: refused, nothing opened.
+      const opened: { watch?: ListenWatch } = {};
+      const hold = this.upstreamStreams.open(
+        principal,
+        this.streamLimits.maxPerAgent,
+        this.servers(principal, view).length,
+        () => opened.watch?.close(),
+      );
+      if (!hold) return this.streamsLimited(principal, requestIdOf(body));
       // The servers' listens open first, so no change after the acknowledgement is missed.
-      const watch = await this.watch(scope);
+      const watch = await this.watch(scope, listenFilter(body), () => hold.close());
+      opened.watch = watch;
       const response = await this.listenBus.current.run(watch, serve);
       // Refused, or nothing to listen for: the SDK never subscribed.
       if (!watch.attached) watch.close();
@@ -660,7 +684,8 @@ export class Broker {
         if (held) resumedStream = await live.events.getStreamIdForEventId(lastEventId);
         else request.headers.delete("last-event-id");
       }
-      if (live.listeners === undefined) this.listen(live, principal, view, sessionId);
+      if (live.listeners === undefined && !this.listen(live, principal, view, sessionId))
+        return this.streamsLimited(principal, null);
     }
     // A POST's requests learn which of the transport's streams answers them (replay.ts).
     const response = await (req.method === "POST"
@@ -669,33 +694,60 @@ export class Broker {
         )
       : live.transport.handleRequest(request, { parsedBody: body, authInfo }));
     if (req.method === "DELETE" && response.ok) this.ended(sessionId, session, now);
-    if (req.method !== "GET" || !response.ok) return answer(res, response);
+    if (req.method !== "GET" || !response.ok) {
+      // A GET refused (a second stream of the session, ...): nothing to hold the servers' for.
+      if (req.method === "GET" && live.streams === 0) live.hold?.linger(this.streamLimits.lingerMs);
+      return answer(res, response);
+    }
     // The stream is the client's again: the hops a server closed on it resume now (hop-resume.ts).
     if (resumedStream !== undefined) live.parkedHops.resume(resumedStream);
     live.streams++;
-    clearTimeout(live.linger);
-    live.linger = undefined;
+    live.hold?.attach();
     try {
       await sendResponse(res, response);
     } finally {
       // The client's stream ended (closed, often without a DELETE): the servers' streams behind
-      // it stay while the client may still resume (what they send is kept for it, replay.ttl),
-      // then are closed, and opened again with the client's next GET.
-      if (--live.streams === 0) {
-        live.linger = setTimeout(() => {
-          live.linger = undefined;
-          if (live.streams === 0) this.unlisten(live);
-        }, durationMs(this.engine.config.broker.replay.ttl));
-        live.linger.unref();
-      }
+      // it stay while the client may still resume (what they send is kept for it), then are
+      // closed (after broker.streams.linger, or sooner for a newer stream of the same agent over
+      // its limit), and opened again with the client's next GET.
+      if (--live.streams === 0) live.hold?.linger(this.streamLimits.lingerMs);
     }
     return undefined;
   }
 
-  /** Closes the servers' GET streams of a session (listen). */
+  /**
+   * The per-agent bound on the servers' streams (broker.streams): by default the number of
+   * streams an agent may hold on `/mcp/<server>`, each client stream of `/mcp` counting once, and
+   * a linger no longer than the replay buffer keeps what they send.
+   */
+  private get streamLimits(): { maxPerAgent: number; lingerMs: number } {
+    const config = this.engine.config;
+    return {
+      maxPerAgent: config.broker.streams.maxPerAgent ?? config.edge.perAgent.maxStreams,
+      lingerMs: Math.min(durationMs(config.broker.streams.linger), durationMs(config.broker.replay.ttl)),
+    };
+  }
+
+  /** A new client stream over the agent's limit, every stream it holds still open (429). */
+  private streamsLimited(principal: Principal, id: JsonRpcId | null): BrokerRefusal {
+    this.options.logger.info(
+      { agent: principal.agent, limit: this.streamLimits.maxPerAgent },
+      "aggregated endpoint: stream refused, the agent holds its limit of streams",
+    );
+    return { reason: "upstream_streams_limited", id };
+  }
+
+  /** Closes the servers' GET streams of a session (listen) and frees their room. */
   private unlisten(live: LiveSession): void {
-    clearTimeout(live.linger);
-    live.linger = undefined;
+    const hold = live.hold;
+    live.hold = undefined;
+    // Its close closes the listeners (listen).
+    if (hold) hold.close();
+    else this.closeListeners(live);
+  }
+
+  private closeListeners(live: LiveSession): void {
+    live.hold = undefined;
     const listeners = live.listeners;
     live.listeners = undefined;
     for (const listener of listeners ?? []) void listener.close().catch(() => undefined);
@@ -968,7 +1020,7 @@ export class Broker {
       relaying: 0,
       awaiting: new Map(),
       streams: 0,
-      linger: undefined,
+      hold: undefined,
       parkedHops: new ParkedHopStreams(),
     };
     const relay = this.options.answers;
@@ -1075,9 +1127,15 @@ export class Broker {
    * The merged GET stream: the client opened its stream, so the broker opens each server's (its
    * own GET on /mcp/<server>, inspected there like any stream) and relays what arrives on the
    * client's: list changes, resource updates (URIs prefixed), log messages (logger named by
-   * server), and requests outside any call (relayed with the SDK's ids on each side).
+   * server), and requests outside any call (relayed with the SDK's ids on each side). False,
+   * with nothing opened, when the agent holds its limit of streams, each still open.
    */
-  private listen(live: LiveSession, principal: Principal, view: string | undefined, sessionId: string): void {
+  private listen(
+    live: LiveSession,
+    principal: Principal,
+    view: string | undefined,
+    sessionId: string,
+  ): boolean {
     const scope: Scope = {
       principal,
       view,
@@ -1087,10 +1145,17 @@ export class Broker {
       clientCapabilities: live.session.clientCapabilities,
       agentToken: live.scope.agentToken,
     };
-    live.listeners = [];
     const names = this.namesOf(view);
     // A stateless server has no stream of its own to open (and may answer GET with 405).
     const servers = this.servers(principal, view).filter((s) => Boolean(this.hopSessionId(scope, s)));
+    if (servers.length > 0) {
+      const hold = this.upstreamStreams.open(principal, this.streamLimits.maxPerAgent, servers.length, () =>
+        this.closeListeners(live),
+      );
+      if (!hold) return false;
+      live.hold = hold;
+    }
+    live.listeners = [];
     for (const server of servers) {
       const capabilities: Record<string, unknown> = {};
       for (const [, capability] of RELAYED_REQUESTS) {
@@ -1140,6 +1205,7 @@ export class Broker {
         .then(() => transport.resumeStream(""))
         .catch((err: unknown) => this.dropped(server, "GET", err));
     }
+    return true;
   }
 
   /**
@@ -1154,15 +1220,22 @@ export class Broker {
   /**
    * The broker's listens for one `subscriptions/listen` of the aggregate (2026-07-28): on each
    * server of the agent's view, as that agent, a `subscriptions/listen` of its own (a server that
-   * speaks only 2025: a session of its own and its GET stream), each through `/mcp/<server>` like
-   * any hop. Their list_changed drop the kept lists and go to this subscriber only. Waits up to
-   * LISTEN_SETUP_MS for them; one that opens later still delivers, one that fails is left out.
+   * speaks only 2025: a session of its own, its GET stream and `resources/subscribe`), each
+   * through `/mcp/<server>` like any hop. Their list_changed drop the kept lists and go to this
+   * subscriber only, as do updates of the resources it subscribed to (`filter`), under the URIs
+   * it gave. Waits up to LISTEN_SETUP_MS for them; one that opens later still delivers, one that
+   * fails is left out. `onClosed` runs once when the subscription ends.
    */
-  private async watch(scope: Scope): Promise<ListenWatch> {
+  private async watch(scope: Scope, filter: ListenFilter, onClosed: () => void): Promise<ListenWatch> {
     let deliver: ((event: ServerEvent) => void) | undefined;
     const queued: ServerEvent[] = [];
     let closed = false;
     const clients: Client[] = [];
+    const emit = (event: ServerEvent) => {
+      if (closed) return;
+      if (deliver) deliver(event);
+      else queued.push(event);
+    };
     const end = (client: Client) => {
       const transport = client.transport as StreamableHTTPClientTransport | undefined;
       const legacy = client.getProtocolEra() !== "modern";
@@ -1171,7 +1244,11 @@ export class Broker {
         .then(() => client.close())
         .catch(() => undefined);
     };
-    const opening = this.servers(scope.principal, scope.view).map(async (server) => {
+    const servers = this.servers(scope.principal, scope.view);
+    const subscribed = subscriptionsByServer(this.namesOf(scope.view), servers, filter.resourceSubscriptions);
+    const opening = servers.map(async (server) => {
+      // The server's own URI -> the URI the client subscribed with.
+      const resources = subscribed.get(server) ?? new Map<string, string>();
       try {
         // A hop of its own (not kept: it holds the stream until the subscription ends).
         const { client } = await this.hop(scope, server, undefined, hopCapabilities(scope, undefined));
@@ -1180,19 +1257,29 @@ export class Broker {
         for (const method of LIST_CHANGED) {
           client.setNotificationHandler(method, () => {
             this.listChanged(server, method);
-            const event = LIST_CHANGED_EVENTS[method]!;
-            if (closed) return;
-            if (deliver) deliver(event);
-            else queued.push(event);
+            emit(LIST_CHANGED_EVENTS[method]!);
           });
         }
+        client.setNotificationHandler("notifications/resources/updated", (n) => {
+          // Only what this subscriber asked for; a server's update of any other URI goes nowhere.
+          const uri = resources.get(n.params.uri);
+          if (uri !== undefined) emit({ kind: "resource_updated", uri });
+        });
+        const uris = [...resources.keys()];
         if (client.getProtocolEra() === "modern")
           await client.listen({
             toolsListChanged: true,
             promptsListChanged: true,
             resourcesListChanged: true,
+            ...(uris.length > 0 ? { resourceSubscriptions: uris } : {}),
           });
-        else await (client.transport as StreamableHTTPClientTransport).resumeStream("");
+        else {
+          // The SDK client opened the session's GET stream itself, after initialize.
+          for (const uri of uris)
+            await client.request({ method: "resources/subscribe", params: { uri } }).catch((err: unknown) => {
+              this.dropped(server, "listen", err);
+            });
+        }
       } catch (err) {
         this.dropped(server, "listen", err);
       }
@@ -1215,6 +1302,7 @@ export class Broker {
         if (closed) return;
         closed = true;
         for (const client of clients.splice(0)) end(client);
+        onClosed();
       },
     };
   }
@@ -1809,6 +1897,7 @@ export class Broker {
   close(): Promise<void> {
     this.sessions.clear();
     this.opened.clear();
+    this.upstreamStreams.closeAll();
     this.hopPool.clear();
     this.lists.clear();
     return this.modern.close();

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { ServerEvent, ServerEventBus } from "@modelcontextprotocol/server";
+import type { ViewNames } from "./names.js";
 
 /**
  * What one `subscriptions/listen` request of the aggregate watches (2026-07-28): the broker's own
@@ -39,3 +40,40 @@ export const LIST_CHANGED_EVENTS: Readonly<Record<string, ServerEvent>> = {
   "notifications/prompts/list_changed": { kind: "prompts_list_changed" },
   "notifications/resources/list_changed": { kind: "resources_list_changed" },
 };
+
+/** What a client's `subscriptions/listen` asks of the aggregate, as far as the broker reads it. */
+export interface ListenFilter {
+  /** The resources it subscribes to, under the aggregate's URIs. */
+  resourceSubscriptions: string[];
+}
+
+/** The filter of a `subscriptions/listen` body (the SDK validates the rest before it answers). */
+export function listenFilter(body: unknown): ListenFilter {
+  const notifications = (body as { params?: { notifications?: { resourceSubscriptions?: unknown } } } | null)
+    ?.params?.notifications;
+  const uris = notifications?.resourceSubscriptions;
+  return {
+    resourceSubscriptions: Array.isArray(uris) ? uris.filter((u): u is string => typeof u === "string") : [],
+  };
+}
+
+/**
+ * The resources subscribed to, per server of the view: each server's own URI (what it announces
+ * an update under) to the aggregate's URI the client gave (what the client knows it by). A URI
+ * that routes to no server of the view is left out: nothing can update it.
+ */
+export function subscriptionsByServer(
+  names: ViewNames,
+  servers: readonly string[],
+  uris: readonly string[],
+): Map<string, Map<string, string>> {
+  const byServer = new Map<string, Map<string, string>>();
+  for (const uri of uris) {
+    const target = names.split(uri);
+    if (!target || !servers.includes(target.server)) continue;
+    let resources = byServer.get(target.server);
+    if (!resources) byServer.set(target.server, (resources = new Map()));
+    resources.set(target.name, uri);
+  }
+  return byServer;
+}

@@ -945,6 +945,25 @@ export const BrokerSchema = z
       .describe(
         "Resumable streams of the 2025 sessions (Last-Event-ID): the events kept to replay after a disconnection",
       ),
+    streams: z
+      .object({
+        maxPerAgent: z
+          .number()
+          .int()
+          .positive()
+          .optional()
+          .describe(
+            "Client streams (2025 GET, 2026-07-28 subscriptions/listen) whose servers' streams the broker holds for one agent, open or lingering; absent: edge.perAgent.maxStreams",
+          ),
+        linger: Duration.default("60s").describe(
+          "How long the servers' streams behind a closed 2025 GET stream stay open for the client to resume; at most broker.replay.ttl",
+        ),
+      })
+      .strict()
+      .prefault({})
+      .describe(
+        "The servers' streams the broker opens behind each client stream of /mcp (one per server of the view)",
+      ),
   })
   .strict()
   .prefault({})

@@ -304,6 +304,12 @@ export const Reasons = {
     status: 429,
     message: "Too many requests or streams open at once for this agent; close some first",
   },
+  upstream_streams_limited: {
+    code: JsonRpcCode.RateLimited,
+    status: 429,
+    message:
+      "This agent already holds as many streams on the aggregated endpoint as it may, each open; close one first",
+  },
   upstream_unavailable: {
     code: JsonRpcCode.UpstreamUnavailable,
     status: 503,
