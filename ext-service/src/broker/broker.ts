@@ -1881,11 +1881,14 @@ export class Broker {
       });
     }
     // A method the aggregate does not serve: refused with its reason and audited, as on
-    // /mcp/<server> (the SDK's own answer has no reason).
-    server.fallbackRequestHandler = (request, ctx) =>
-      Promise.reject(
-        refusedInBand(ctx, { reason: "method_unknown", id: request.id, detail: request.method }),
-      );
+    // /mcp/<server> (the SDK's own answer has no reason). Not in 2026-07-28, where the SDK answers
+    // an unknown method with HTTP 404 (SEP-2575) before any handler runs, only when none is set:
+    // that answer reaches the caller as a refusal of its own (refusals.ts, sdkRefusal).
+    if (!scope.modern)
+      server.fallbackRequestHandler = (request, ctx) =>
+        Promise.reject(
+          refusedInBand(ctx, { reason: "method_unknown", id: request.id, detail: request.method }),
+        );
     return server;
   }
 

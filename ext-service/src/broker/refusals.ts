@@ -49,6 +49,9 @@ const SDK_CODE_REASONS: ReadonlyMap<number, Reason> = new Map([
   [JsonRpcCode.InternalError, "internal_error"],
 ]);
 
+/** The code of the SDK transport's HTTP-level errors that only their status and words tell apart. */
+const SDK_GENERIC_ERROR = -32000;
+
 const UNSUPPORTED_VERSION = "Bad Request: Unsupported protocol version";
 
 /** HTTP statuses of the SDK's own errors whose JSON-RPC code says nothing (-32000). */
@@ -72,7 +75,8 @@ export async function sdkRefusal(response: Response): Promise<BrokerRefusal | un
   if (!(response.headers.get("content-type") ?? "").includes("application/json")) return undefined;
   let body: unknown;
   try {
-    body = await response.json();
+    // A clone: an answer passed on as it is (undefined below) still has its body to send.
+    body = await response.clone().json();
   } catch {
     body = undefined;
   }
@@ -80,6 +84,9 @@ export async function sdkRefusal(response: Response): Promise<BrokerRefusal | un
   const id =
     isPlainObject(body) && (typeof body.id === "string" || typeof body.id === "number") ? body.id : null;
   const code = typeof error.code === "number" ? error.code : undefined;
+  // A code with a meaning of its own that no reason stands for (MissingRequiredClientCapability,
+  // -32021): the SDK's answer goes to the client as it is, since the reason's code would replace it.
+  if (code !== undefined && code !== SDK_GENERIC_ERROR && !SDK_CODE_REASONS.has(code)) return undefined;
   const message = typeof error.message === "string" ? error.message : "";
   const reason =
     // The 2025 session transport says this one only in words (-32000, 400).
