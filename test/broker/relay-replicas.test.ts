@@ -6,16 +6,20 @@ import {
   StreamableHTTPClientTransport as TransportV2,
 } from "@modelcontextprotocol/client";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
+import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
+import { Reasons } from "../../ext-service/src/policy/reasons.js";
 import { GatewayState } from "../../ext-service/src/runtime/gateway-state.js";
 import { RedisStore } from "../../ext-service/src/state/redis.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
-import { prepareGatewayConfig, type GatewayConfig } from "../conformance/gateway.js";
+import { prepareGatewayConfig, serverName, type GatewayConfig } from "../conformance/gateway.js";
 import { startServer2025, type RunningServer } from "../conformance/server-2025.js";
 import { LogCapture, waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
+import { recordingProxy, type Recorded } from "./support.js";
 
 /**
  * A server-to-client request relayed through /mcp waits for the client's answer on the replica
@@ -358,6 +362,170 @@ describeWithRedis(
         expect(JSON.stringify(result.content)).toContain("cannot reach the gateway replica waiting for it");
         await waitFor(() => seen.length > 0, 5_000, "the client's answer");
         expect(seen[0]!.status).toBe(503);
+        expect(JSON.parse(seen[0]!.body)).toMatchObject({
+          error: { data: { reason: "session_unavailable" } },
+        });
+      } finally {
+        await mcp.close();
+      }
+    });
+  },
+);
+
+/**
+ * The Envoy plane: two ext-service brokers sharing one redis-server behind the Envoy-role front,
+ * whose ring hash on Mcp-Session-Id keeps a session on one broker until the cluster changes. Here
+ * it changes mid-elicitation (the session's broker leaves the ring, as when it fails its health
+ * checks): the call stays on broker A, the client's answer reaches broker B, which hands it over.
+ */
+describeWithRedis(
+  "an answer to a relayed request on another broker replica behind Envoy (ring hash, redis-server)",
+  () => {
+    let server: RunningServer;
+    let config: GatewayConfig;
+    let redis: TestRedis;
+    let front: EnvoyRoleFront;
+    const replicas: {
+      ext: ExtService;
+      state: GatewayState;
+      seen: Recorded[];
+      url: string;
+      close(): Promise<void>;
+    }[] = [];
+    const log = new LogCapture();
+    beforeAll(async () => {
+      [server, redis] = await Promise.all([startServer2025(), startRedis()]);
+      config = await prepareGatewayConfig({ "2025-11-25": server.url });
+      const keyPrefix = `relay-envoy${Date.now()}:`;
+      let frontOrigin = "";
+      for (let i = 0; i < 2; i++) {
+        const metrics = new Metrics(false);
+        const store = new RedisStore({
+          url: redis.url,
+          keyPrefix,
+          connectTimeoutMs: 1_000,
+          commandTimeoutMs: 500,
+        });
+        await store.waitUntilAvailable(5_000);
+        const state = new GatewayState(store, metrics, log.logger);
+        const ext = await startExtService({
+          engine: config.engine,
+          logger: log.logger,
+          metrics,
+          state,
+          grpcHost: "127.0.0.1",
+          grpcPort: 0,
+          adminHost: "127.0.0.1",
+          adminPort: 0,
+          brokerHost: "127.0.0.1",
+          brokerPort: 0,
+          // The broker's hops come back through the front, as they go through Envoy's listener.
+          brokerHopOrigin: () => frontOrigin,
+        });
+        // What reaches each replica's broker listener, and with which session.
+        const proxy = await recordingProxy(Number(new URL(ext.brokerUrl).port));
+        replicas.push({
+          ext,
+          state,
+          seen: proxy.seen,
+          url: proxy.url.replace(/\/mcp$/, ""),
+          close: proxy.close,
+        });
+      }
+      front = await startEnvoyRoleFront({
+        extService: replicas[0]!.ext.grpcAddress,
+        upstreams: { [serverName("2025-11-25")]: server.url },
+        broker: replicas.map((r) => r.url),
+      });
+      frontOrigin = front.url;
+    });
+    afterEach(() => front?.setBrokers(replicas.map((r) => r.url)));
+    afterAll(async () => {
+      await front?.close();
+      await Promise.allSettled(replicas.map((r) => r.close()));
+      await Promise.allSettled(replicas.map((r) => r.ext.close(0)));
+      await Promise.allSettled(replicas.map((r) => r.state.close()));
+      await Promise.allSettled([server?.close(), redis?.close()]);
+      config?.remove();
+    });
+
+    /**
+     * The replica the ring gave session `sessionId` (the one its requests reached so far) and the
+     * other one; the cluster then loses the first (it fails its health checks), so the session's
+     * next requests go to the other while the one in flight stays where it is.
+     */
+    const moveSession = (sessionId: string) => {
+      const from = replicas.findIndex((r) => r.seen.some((s) => s.session === sessionId));
+      const to = replicas[1 - from]!;
+      expect(from).toBeGreaterThanOrEqual(0);
+      expect(to.seen.some((s) => s.session === sessionId)).toBe(false);
+      front.setBrokers([to.url]);
+      return { from: replicas[from]!, to };
+    };
+    /** The client's fetch: everything to the front, the answers' replies recorded in `seen`. */
+    const throughFront = (seen: { status: number; body: string }[]) =>
+      splitFetch(
+        () => front.url,
+        () => front.url,
+        seen,
+      );
+    /** The answers (POSTs without a method) of session `sessionId` that reached `replica`. */
+    const answersAt = (replica: (typeof replicas)[number], sessionId: string) =>
+      replica.seen.filter((s) => s.method === "POST" && s.session === sessionId && s.rpc === undefined);
+
+    describe.each(Object.entries(clients))("%s", (_, connect) => {
+      it("the session moves to the other broker mid-elicitation: its answer is handed over (202) and completes the call", async () => {
+        let sessionId = "";
+        let moved: ReturnType<typeof moveSession> | undefined;
+        const mcp = await connect(`${front.url}/mcp`, config.token, throughFront([]), async () => {
+          moved = moveSession(sessionId);
+        });
+        sessionId = mcp.sessionId();
+        try {
+          const started = Date.now();
+          const result = await mcp.call(30_000);
+          expect(JSON.stringify(result.content)).toContain("from the client");
+          expect(Date.now() - started).toBeLessThan(10_000);
+          // The call ran on the first replica, its answer reached only the second, which took it.
+          const { from, to } = moved!;
+          expect(from.seen.filter((s) => s.session === sessionId && s.rpc === "tools/call")).toHaveLength(1);
+          expect(to.seen.some((s) => s.session === sessionId && s.rpc === "tools/call")).toBe(false);
+          expect(answersAt(from, sessionId)).toHaveLength(0);
+          expect(answersAt(to, sessionId).map((s) => s.status)).toEqual([202]);
+        } finally {
+          await mcp.close();
+        }
+      });
+    });
+
+    // Last: it stops redis-server.
+    it("the store lost while the request waits: the server's request fails at once (answer_relay_unavailable), the late answer is refused", async () => {
+      let sessionId = "";
+      let moved: ReturnType<typeof moveSession> | undefined;
+      const seen: { status: number; body: string }[] = [];
+      const mcp = await clients["SDK 1.x"](`${front.url}/mcp`, config.token, throughFront(seen), async () => {
+        moved = moveSession(sessionId);
+        await redis.stop();
+        await waitFor(() => !moved!.to.state.ready(), 5_000, "the replica sees Redis down");
+      });
+      sessionId = mcp.sessionId();
+      try {
+        const started = Date.now();
+        const result = await mcp.call(30_000);
+        // The server heard the relay fail (its tool reports the error) long before the hop's 60 s.
+        expect(Date.now() - started).toBeLessThan(15_000);
+        expect(result.isError).toBe(true);
+        expect(JSON.stringify(result.content)).toContain(Reasons.answer_relay_unavailable.message);
+        const { to } = moved!;
+        await waitFor(
+          () => answersAt(to, sessionId).some((s) => s.status !== 0),
+          5_000,
+          "the client's answer",
+        );
+        // Refused by the broker itself (a JSON-RPC error), not by the front; the session check
+        // before the hand-over is the first to find the store down.
+        expect(answersAt(to, sessionId).map((s) => s.status)).toEqual([503]);
+        expect(seen.map((s) => s.status)).toEqual([503]);
         expect(JSON.parse(seen[0]!.body)).toMatchObject({
           error: { data: { reason: "session_unavailable" } },
         });

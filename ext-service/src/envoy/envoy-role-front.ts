@@ -64,6 +64,12 @@ export interface EnvoyRoleFront {
   client: EnvoyRoleClient;
   /** The ext-service the front started, if it started one. */
   extService?: ExtService;
+  /**
+   * The broker cluster's endpoints change (a replica fails its health checks or leaves EDS): new
+   * requests are hashed onto a ring of `urls`; requests in flight stay on their replica, as in
+   * Envoy, whose load balancer picks a host only when a request starts.
+   */
+  setBrokers(urls: string[]): void;
   close(): Promise<void>;
 }
 
@@ -203,10 +209,16 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
       };
     };
 
-  const brokerUrls = [options.broker ?? extService?.brokerUrl ?? []].flat();
-  // Envoy keys each endpoint on the ring by its address ("ip:port").
-  const brokerAt = new Map(brokerUrls.map((url) => [new URL(url).host, url.replace(/\/$/, "")]));
-  const brokerRing = new RingHash([...brokerAt.keys()]);
+  let brokerUrls: string[] = [];
+  let brokerAt = new Map<string, string>();
+  let brokerRing = new RingHash<string>([]);
+  const setBrokers = (urls: string[]): void => {
+    brokerUrls = urls;
+    // Envoy keys each endpoint on the ring by its address ("ip:port").
+    brokerAt = new Map(urls.map((url) => [new URL(url).host, url.replace(/\/$/, "")]));
+    brokerRing = new RingHash([...brokerAt.keys()]);
+  };
+  setBrokers([options.broker ?? extService?.brokerUrl ?? []].flat());
   /** The broker replica for a request: RING_HASH on mcp-session-id (one endpoint: that one). */
   const brokerFor = (req: IncomingMessage): string => {
     if (brokerUrls.length === 1) return brokerUrls[0]!;
@@ -333,6 +345,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     port,
     client,
     extService,
+    setBrokers,
     async close() {
       const closed = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
