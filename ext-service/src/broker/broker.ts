@@ -189,14 +189,47 @@ const SERVER_DOWN: ReadonlySet<unknown> = new Set([
   "breaker_open",
 ]);
 
-/** A JSON-RPC error from the hop (the per-server policy's answer), passed to the agent as it is. */
+/**
+ * A hop that failed without an answer from the per-server path (it could not connect, its
+ * connection or stream broke mid-answer): no per-server record has it. The request it fails
+ * records it as the broker's own refusal when the agent is answered with it (hopBroken).
+ */
+class HopBroken extends ProtocolError {
+  constructor(readonly server: string) {
+    const info = Reasons.upstream_unavailable;
+    super(info.code, info.message, { reason: "upstream_unavailable", server });
+  }
+}
+
+/**
+ * A JSON-RPC error from the hop (the per-server policy's answer, with its own record's request
+ * id), passed to the agent as it is; any other failure is a HopBroken.
+ */
 function relayedError(err: unknown, server: string): ProtocolError {
+  if (err instanceof HopBroken) return err;
   const e = err as { code?: unknown; message?: unknown; data?: unknown };
   if (typeof e.code === "number" && Number.isInteger(e.code) && e.code < 0 && typeof e.message === "string") {
     return new ProtocolError(e.code, e.message, e.data);
   }
-  const info = Reasons.upstream_unavailable;
-  return new ProtocolError(info.code, info.message, { reason: "upstream_unavailable", server });
+  return new HopBroken(server);
+}
+
+/**
+ * The error a request of the agent is answered with when its hop failed: a HopBroken is audited
+ * on the request (upstream_unavailable, an error) and carries its request id, as the per-server
+ * path's own errors carry theirs. Only where the failure reaches the agent: a list leaves a
+ * failed server out instead.
+ */
+function hopBroken(ctx: ServerContext | undefined): (err: unknown) => never {
+  return (err) => {
+    if (!(err instanceof HopBroken)) throw err;
+    throw refusedInBand(ctx, {
+      reason: "upstream_unavailable",
+      id: ctx?.mcpReq.id ?? null,
+      server: err.server,
+      data: { server: err.server },
+    });
+  };
 }
 
 /**
@@ -1450,6 +1483,8 @@ export class Broker {
     // wire; answers get the client's number back.
     const idPrefix = scope.modern ? undefined : `${this.wireIdPrefix}hop${++this.hopsBuilt}-`;
     let prefixing = false;
+    // Once connected: the wire ids of the requests sent whose answer has not come (streamCut).
+    let unanswered: Set<JsonRpcId> | undefined;
     const send = transport.send.bind(transport);
     transport.send = (message, options) => {
       if (prefixing && "method" in message) {
@@ -1463,23 +1498,53 @@ export class Broker {
             params: { ...message.params, requestId: `${idPrefix}${message.params.requestId}` },
           };
       }
-      // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
-      if ("method" in message && "id" in message) hop.sent.push(message.id);
+      if ("method" in message && "id" in message) {
+        // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
+        hop.sent.push(message.id);
+        if (unanswered !== undefined) {
+          const id = message.id;
+          const waiting = unanswered;
+          waiting.add(id);
+          const ended = options?.onRequestStreamEnd;
+          options = {
+            ...options,
+            onRequestStreamEnd: () => {
+              ended?.();
+              if (waiting.delete(id)) streamCut();
+            },
+          };
+          return send(message, options).catch((err: unknown) => {
+            waiting.delete(id);
+            throw err;
+          });
+        }
+      }
       return send(message, options);
     };
+    /**
+     * The SSE stream of a request ended without its answer and will not be resumed (the
+     * connection closed mid-answer with no event id to resume from, or its resumption failed):
+     * the SDK client would leave the request waiting until its timeout. The hop is closed
+     * instead, which fails what it has in flight at once, as a hop that cannot connect fails
+     * (HopBroken: upstream_unavailable, recorded on the agent's request). A hop serves one
+     * request at a time, so nothing else waits on it.
+     */
+    const streamCut = (): void => void hop.client.close().catch(() => undefined);
     if (sessionId !== undefined && scope.session) transport.setProtocolVersion(scope.session.protocolVersion);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
-    if (idPrefix !== undefined) {
-      const receive = transport.onmessage;
-      transport.onmessage = (message) => {
-        if (!("method" in message) && typeof message.id === "string" && message.id.startsWith(idPrefix)) {
+    const waiting = (unanswered = new Set());
+    const receive = transport.onmessage;
+    transport.onmessage = (message) => {
+      if (!("method" in message) && message.id !== undefined) {
+        waiting.delete(message.id);
+        if (idPrefix !== undefined && typeof message.id === "string" && message.id.startsWith(idPrefix)) {
           const id = Number(message.id.slice(idPrefix.length));
           if (Number.isSafeInteger(id)) message = { ...message, id };
         }
-        receive?.(message);
-      };
-      prefixing = true;
-    }
+      }
+      receive?.(message);
+    };
+    prefixing = idPrefix !== undefined;
     // A 2026-07-28 request whose server speaks only 2025: the hop initialized a session of its own.
     hop.ownSession = scope.modern && sessionId === undefined && transport.sessionId !== undefined;
     return hop;
@@ -1811,7 +1876,9 @@ export class Broker {
             { ...options, allowInputRequired: true, headers: scope.paramHeaders ?? {} },
           );
         return client.callTool(params, options);
-      }).then(asGateway, asAsked("tools", request.params.name)) as never;
+      })
+        .then(asGateway, asAsked("tools", request.params.name))
+        .catch(hopBroken(ctx)) as never;
     });
     server.setRequestHandler("prompts/get", async (request, ctx) => {
       const target = this.route(scope, "prompts", request.params.name, ctx);
@@ -1822,14 +1889,18 @@ export class Broker {
       };
       return this.withHop(scope, target.server, ctx, (client, signal) =>
         client.getPrompt(params, { signal, allowInputRequired: true }),
-      ).then(asGateway, asAsked("prompts", request.params.name));
+      )
+        .then(asGateway, asAsked("prompts", request.params.name))
+        .catch(hopBroken(ctx));
     });
     server.setRequestHandler("resources/read", async (request, ctx) => {
       const target = this.route(scope, "resources", request.params.uri, ctx);
       const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
       const result = await this.withHop(scope, target.server, ctx, (client, signal) =>
         client.readResource(params, { signal, allowInputRequired: true }),
-      ).then(asGateway, asAsked("resources", request.params.uri));
+      )
+        .then(asGateway, asAsked("resources", request.params.uri))
+        .catch(hopBroken(ctx));
       if (isInputRequiredResult(result)) return result as never;
       return {
         ...result,
@@ -1852,7 +1923,9 @@ export class Broker {
           { method: "completion/complete", params: { ...request.params, ref: hopRef } },
           { signal },
         ),
-      ).then(asGateway);
+      )
+        .then(asGateway)
+        .catch(hopBroken(ctx));
     });
     if (!scope.modern) {
       server.setRequestHandler("logging/setLevel", async (request, ctx) => {
@@ -1869,14 +1942,14 @@ export class Broker {
         const target = this.route(scope, "resources", request.params.uri, ctx);
         await this.withHop(scope, target.server, ctx, (client) =>
           client.request({ method: "resources/subscribe", params: { uri: target.name } }),
-        );
+        ).catch(hopBroken(ctx));
         return {};
       });
       server.setRequestHandler("resources/unsubscribe", async (request, ctx) => {
         const target = this.route(scope, "resources", request.params.uri, ctx);
         await this.withHop(scope, target.server, ctx, (client) =>
           client.request({ method: "resources/unsubscribe", params: { uri: target.name } }),
-        );
+        ).catch(hopBroken(ctx));
         return {};
       });
     }

@@ -82,13 +82,15 @@ export async function serveBrokerRequest(
 
 /**
  * A refusal of the broker's own in the request's audit record: a denial with its reason and
- * cause (so counted as any denial is), and the server and name it concerned, when known.
+ * cause (so counted as any denial is), and the server and name it concerned, when known. A
+ * failure rather than a decision (internal_error; upstream_unavailable, a hop that broke) is
+ * recorded as an error, as /mcp/<server> records it.
  */
 function recordRefusal(exchange: Exchange, refusal: BrokerRefusal): void {
   denyExchange(
     exchange,
     refusal.reason,
-    refusal.reason === "internal_error" ? "error" : "deny",
+    refusal.reason === "internal_error" || refusal.reason === "upstream_unavailable" ? "error" : "deny",
     refusal.cause,
   );
   noteSubject(exchange, refusal);

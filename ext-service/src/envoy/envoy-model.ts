@@ -1165,13 +1165,37 @@ class ModelStream {
       return;
     }
     for (;;) {
-      const next = await iterator.next();
+      const next = await this.nextFrame(iterator);
       if (this.finished) return;
       const frame = next.done ? { data: EMPTY, end: true } : next.value;
       this.downstream.data(frame.data, frame.end);
       if (frame.end) break;
     }
     this.finish();
+  }
+
+  /**
+   * The upstream's next body frame. A body the upstream cuts (its connection closed or reset
+   * mid-answer) ends the exchange as router.cc onUpstreamReset does once the response has
+   * started: flag UC, details `upstream_reset_after_response_started{connection_termination}`,
+   * the downstream stream reset (a cut body must not look complete). The caller sees `done`
+   * with the exchange finished; the failure never escapes as a rejection of its own.
+   */
+  private async nextFrame(iterator: AsyncIterator<BodyFrame>): Promise<IteratorResult<BodyFrame>> {
+    try {
+      return await iterator.next();
+    } catch {
+      if (!this.finished) {
+        if (!this.trace.flags.includes("UC")) this.trace.flags.push("UC");
+        this.trace.details = "upstream_reset_after_response_started{connection_termination}";
+        this.stopTimer();
+        this.closeStream();
+        this.resetDownstream(this.trace.details);
+        // A wait for the processor's reply ends with the exchange.
+        this.wakeWaiter?.();
+      }
+      return { done: true, value: undefined };
+    }
   }
 
   /** processor_state.cc shouldRemoveContentLength: streamed bodies lose content-length. */
@@ -1193,7 +1217,7 @@ class ModelStream {
     const chunks: Buffer[] = [];
     let size = 0;
     for (;;) {
-      const current = await iterator.next();
+      const current = await this.nextFrame(iterator);
       if (this.finished) return;
       if (current.done) break;
       chunks.push(current.value.data);
@@ -1256,24 +1280,30 @@ class ModelStream {
       wake = undefined;
       w?.();
     };
+    // Runs beside the loop below, which awaits the processor's replies meanwhile: it must end
+    // (producerDone) however the body ends, and never reject unobserved.
     const producer = (async () => {
-      for (;;) {
-        const current = await iterator.next();
-        if (this.finished) break;
-        const frame: BodyFrame = current.done ? { data: EMPTY, end: true } : current.value;
-        if (this.finished || this.processingComplete) {
-          queue.push(frame);
-          notify();
-        } else {
-          this.sendMessage({ response_body: { body: frame.data, end_of_stream: frame.end } });
-          queue.push(frame);
-          notify();
+      try {
+        for (;;) {
+          const current = await this.nextFrame(iterator);
+          if (this.finished) break;
+          const frame: BodyFrame = current.done ? { data: EMPTY, end: true } : current.value;
+          if (this.finished || this.processingComplete) {
+            queue.push(frame);
+            notify();
+          } else {
+            this.sendMessage({ response_body: { body: frame.data, end_of_stream: frame.end } });
+            queue.push(frame);
+            notify();
+          }
+          if (frame.end) break;
         }
-        if (frame.end) break;
+      } finally {
+        producerDone = true;
+        notify();
       }
-      producerDone = true;
-      notify();
     })();
+    producer.catch(() => undefined);
     try {
       for (;;) {
         if (this.finished) return;
