@@ -137,6 +137,76 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
     }
   });
 
+  // New-user trial (user-trial): `tools/call` without a name through /mcp got the SDK's zod dump
+  // (no reason, no request id, audited as allowed), and params that are no object a 400 saying
+  // "The body is not a JSON-RPC 2.0 message: Bad Request: the request body is not a valid
+  // JSON-RPC message"; /mcp/<server> answers both `invalid_params` with what is missing.
+  it("refuses a request that names nothing to call, read or get exactly as /mcp/<server> does", async () => {
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` };
+    const session = async (target: string) => {
+      const r = await httpCall(target, {
+        headers,
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 0,
+          method: "initialize",
+          params: {
+            protocolVersion: "2025-03-26",
+            capabilities: {},
+            clientInfo: { name: "raw", version: "1" },
+          },
+        }),
+      });
+      expect(r.status).toBe(200);
+      const sid = r.headers["mcp-session-id"];
+      expect(typeof sid).toBe("string");
+      return { ...headers, "mcp-session-id": sid as string, "mcp-protocol-version": "2025-03-26" };
+    };
+    const direct = `${front?.url ?? gw.dev.edge.url}/mcp/tickets`;
+    const [aggregated, perServer] = [await session(url()), await session(direct)];
+    const bodies: unknown[] = [
+      { jsonrpc: "2.0", id: 1, method: "tools/call", params: {} },
+      { jsonrpc: "2.0", id: 2, method: "tools/call", params: [1] },
+      { jsonrpc: "2.0", id: 3, method: "prompts/get", params: { name: 7 } },
+      { jsonrpc: "2.0", id: 4, method: "resources/read", params: {} },
+      {
+        jsonrpc: "2.0",
+        id: 5,
+        method: "completion/complete",
+        params: { ref: {}, argument: { name: "q", value: "" } },
+      },
+      [
+        { jsonrpc: "2.0", id: 6, method: "tools/list" },
+        { jsonrpc: "2.0", id: 7, method: "tools/call", params: { arguments: {} } },
+      ],
+    ];
+    const shape = (messages: unknown[]) =>
+      messages.flat().map((m) => {
+        const { id, error } = m as {
+          id: unknown;
+          error?: { code: number; message: string; data?: { reason?: string } };
+        };
+        return { id, code: error?.code, message: error?.message, reason: error?.data?.reason };
+      });
+    for (const body of bodies) {
+      const text = JSON.stringify(body);
+      const viaBroker = await httpCall(url(), { headers: aggregated, body: text });
+      const viaServer = await httpCall(direct, { headers: perServer, body: text });
+      expect([text, viaBroker.status]).toEqual([text, viaServer.status]);
+      expect(shape(viaBroker.messages)).toEqual(shape(viaServer.messages));
+      const reasons = shape(viaBroker.messages).map((m) => m.reason);
+      expect(reasons).toContain("invalid_params");
+      // The refusal names its audit record, which says it was denied.
+      const requestId = (viaBroker.messages.flat()[0] as { error: { data: { request_id: string } } }).error
+        .data.request_id;
+      await waitFor(() =>
+        gw.log.audits.some(
+          (a) => a.request_id === requestId && a.decision === "deny" && a.reasons.includes("invalid_params"),
+        ),
+      );
+    }
+  });
+
   // New-user trial: through /mcp, `tickets__delete_ticket` was refused as "Unknown tool:
   // delete_ticket" (the hop's name, absent from the client's list), and 2026-07-28 results said
   // they came from "demo-kb" while server/discover and the lists said "mcp-gateway".

@@ -2,12 +2,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { readBody } from "../edge/body.js";
 import { headerMap, refusedHeaderName } from "../edge/headers.js";
-import { parseJsonRpcBody } from "../mcp/jsonrpc.js";
+import { errorResponse, parseJsonRpcBody, type JsonRpcMessage, type JsonRpcRequest } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
-import type { HttpReply, PolicyEngine } from "../policy/engine.js";
+import { missingTargetProblem } from "../mcp/methods.js";
+import { jsonReply, type HttpReply, type PolicyEngine } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import type { Principal } from "../policy/identity.js";
-import type { Reason } from "../policy/reasons.js";
+import { Reasons, type Reason } from "../policy/reasons.js";
 import type { AuditTrail } from "../telemetry/audit.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Broker } from "./broker.js";
@@ -66,6 +67,8 @@ export async function serveBrokerRequest(
     parsed = checked.batch ? checked.messages.map((m) => m.raw) : checked.messages[0]!.raw;
     for (const message of checked.messages)
       if (message.kind !== "response") exchange.methods.push(message.method);
+    const malformed = refuseMissingTargets(exchange, checked.messages, checked.batch);
+    if (malformed) return sendReply(res, malformed);
   }
   countOn(exchange, "aggregated");
   const refusal = await options.broker.handle(req, res, admission.principal, admission.view, parsed, {
@@ -78,6 +81,50 @@ export async function serveBrokerRequest(
     return sendReply(res, refusal.status === undefined ? reply : { ...reply, status: refusal.status });
   }
   exchange.status = res.statusCode;
+}
+
+/**
+ * The methods that name their subject in both eras. `resources/subscribe` and `unsubscribe` are
+ * gone in 2026-07-28 (method not found, 404, which the broker answers), so they are left to it.
+ */
+const NAMED_IN_BOTH_ERAS: ReadonlySet<string> = new Set([
+  "tools/call",
+  "prompts/get",
+  "resources/read",
+  "completion/complete",
+]);
+
+/**
+ * Requests that must name a tool, prompt, resource or completion reference and do not
+ * (`tools/call` without a string `name`, ...), refused as `/mcp/<server>` refuses them: the
+ * malformed ones `invalid_params` with the same detail, the rest of a batch `batch_rejected`,
+ * HTTP 200, nothing forwarded. Without this the broker's SDK server answered a schema dump
+ * without a reason or request id (audited as allowed), or for non-object params a 400 whose
+ * words repeated themselves. Undefined when every request names what it needs.
+ */
+function refuseMissingTargets(
+  exchange: Exchange,
+  messages: readonly JsonRpcMessage[],
+  batch: boolean,
+): HttpReply | undefined {
+  const problems = new Map<JsonRpcRequest, string>();
+  for (const m of messages) {
+    if (m.kind !== "request" || !NAMED_IN_BOTH_ERAS.has(m.method)) continue;
+    const problem = missingTargetProblem(m.method, m.params);
+    if (problem !== undefined) problems.set(m, problem);
+  }
+  if (problems.size === 0) return undefined;
+  denyExchange(exchange, "invalid_params");
+  const answers = messages
+    .filter((m): m is JsonRpcRequest => m.kind === "request")
+    .map((m) => {
+      const problem = problems.get(m);
+      const reason: Reason = problem === undefined ? "batch_rejected" : "invalid_params";
+      const info = Reasons[reason];
+      const message = problem === undefined ? info.message : `${info.message}: ${problem}`;
+      return errorResponse(m.id, info.code, message, { reason, request_id: exchange.requestId });
+    });
+  return jsonReply(200, batch ? answers : answers[0]);
 }
 
 /**

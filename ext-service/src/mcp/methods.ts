@@ -90,6 +90,25 @@ export function completionTarget(
 }
 
 /**
+ * What is wrong with a request that must name a tool, prompt, resource or completion reference
+ * and does not (`tools/call` without a string `name`, `resources/read` without a `uri`, ...),
+ * as the detail of its `invalid_params` refusal; undefined when it names one or needs none.
+ */
+export function missingTargetProblem(
+  method: string,
+  params: Record<string, unknown> | undefined,
+): string | undefined {
+  const completion = completionTarget(method, params);
+  if (completion)
+    return completion.name === undefined
+      ? "'ref' must be a ref/prompt with a 'name' or a ref/resource with a 'uri'"
+      : undefined;
+  const target = requestTarget(method, params);
+  if (!target || target.name !== undefined) return undefined;
+  return target.kind === "resources" ? "'uri' is required" : "'name' is required";
+}
+
+/**
  * The resource URIs a `subscriptions/listen` request asks updates for
  * (`params.notifications.resourceSubscriptions`); undefined when the shape is not a list of strings.
  */

@@ -21,6 +21,7 @@ import {
   CLIENT_REQUEST_METHODS_2026,
   completionTarget,
   listenResourceSubscriptions,
+  missingTargetProblem,
   requestTarget,
 } from "../mcp/methods.js";
 import { canonicalJson } from "./canonical.js";
@@ -805,10 +806,7 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     const target = requestTarget(message.method, message.params);
     if (!target) return undefined;
     if (target.name === undefined) {
-      return {
-        reason: "invalid_params",
-        detail: target.kind === "resources" ? "'uri' is required" : "'name' is required",
-      };
+      return { reason: "invalid_params", detail: missingTargetProblem(message.method, message.params) };
     }
     if (target.kind === "resources") {
       // Rules judge the URI the server will serve; only a URI already in that form is let through.
@@ -890,10 +888,7 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     target: { kind: "prompts" | "resources"; name: string | undefined },
   ): Denial | undefined {
     if (target.name === undefined) {
-      return {
-        reason: "invalid_params",
-        detail: "'ref' must be a ref/prompt with a 'name' or a ref/resource with a 'uri'",
-      };
+      return { reason: "invalid_params", detail: missingTargetProblem(message.method, message.params) };
     }
     if (target.kind === "resources") {
       const problem = resourceTemplateProblem(target.name);
