@@ -17,6 +17,9 @@ import { cuttableProxy } from "./support.js";
  * handler for one: it would end the process) and never a call left hanging.
  */
 
+/** Calls of `steps` that ran to their end. */
+let completedCalls = 0;
+
 /** A 2025 server with a call that reports progress in steps, slowly, then answers. */
 function slow(): McpServer {
   const mcp = new McpServer({ name: "slow", version: "1.0.0" });
@@ -37,6 +40,7 @@ function slow(): McpServer {
           });
         await new Promise((resolve) => setTimeout(resolve, gapMs));
       }
+      if (!extra.signal.aborted) completedCalls += 1;
       return { content: [{ type: "text", text: `done ${count}` }] };
     },
   );
@@ -153,6 +157,35 @@ describe.each(["edge", "envoy"] as const)("a server's connection cut mid-answer,
       await expectServed("/mcp/slow", "steps");
     },
   );
+
+  it("/mcp: a client that leaves mid-call, nothing unhandled; the call runs on for it to resume", async () => {
+    // The agent's side of the connection is cut this time: a client that goes away mid-answer.
+    // A 2025 stream that drops is not a cancellation (the client may resume it): the server's
+    // call runs to its end, its answer kept for the client, with nobody reading meanwhile.
+    const agentSide = await cuttableProxy(Number(new URL(origin()).port));
+    const mcp = await connectClient(`${agentSide.url}/mcp`, await gw.token("tester"));
+    mcp.client.onerror = () => undefined; // its stream breaks: expected here
+    try {
+      const before = completedCalls;
+      let progress = 0;
+      const call = mcp.client.callTool(
+        { name: "slow__steps", arguments: { count: 20, gapMs: 25 } },
+        undefined,
+        {
+          onprogress: () => {
+            if (++progress === 1) agentSide.cut();
+          },
+        },
+      );
+      call.catch(() => undefined);
+      await waitFor(() => completedCalls > before, 10_000, "the server's call to end");
+      expect(unhandled).toEqual([]);
+    } finally {
+      await mcp.close();
+      await agentSide.close();
+    }
+    await expectServed("/mcp", "slow__steps");
+  });
 
   /** The server is reachable again: the next call is served, and nothing went unhandled. */
   async function expectServed(path: string, name: string): Promise<void> {
