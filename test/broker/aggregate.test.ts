@@ -137,6 +137,28 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
     }
   });
 
+  // New-user trial (user-trial): `{"jsonrpc":"2.0","id":3}` (no method) was refused on both
+  // routes as "a response must carry exactly one of 'result' or 'error'", which reads as if the
+  // client had sent a response.
+  it("names the missing method of a message that is neither request nor response", async () => {
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` };
+    const base = front?.url ?? gw.dev.edge.url;
+    for (const target of [url(), `${base}/mcp/tickets`]) {
+      const r = await httpCall(target, { headers, body: '{"jsonrpc":"2.0","id":3}' });
+      expect([target, r.status]).toEqual([target, 400]);
+      const error = (r.messages[0] as { error: { message: string; data: { reason: string } } }).error;
+      expect(error.data.reason).toBe("invalid_request");
+      expect(error.message).toContain("needs a 'method'");
+      const both = await httpCall(target, {
+        headers,
+        body: '{"jsonrpc":"2.0","id":3,"result":{},"error":{"code":1,"message":"x"}}',
+      });
+      expect((both.messages[0] as { error: { message: string } }).error.message).toContain(
+        "exactly one of 'result' or 'error'",
+      );
+    }
+  });
+
   // New-user trial (user-trial): `tools/call` without a name through /mcp got the SDK's zod dump
   // (no reason, no request id, audited as allowed), and params that are no object a 400 saying
   // "The body is not a JSON-RPC 2.0 message: Bad Request: the request body is not a valid

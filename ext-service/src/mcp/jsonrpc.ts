@@ -117,7 +117,9 @@ export function classifyMessage(value: unknown): JsonRpcMessage | string {
   }
   const hasResult = "result" in value;
   const hasError = "error" in value;
-  if (hasResult === hasError) return "a response must carry exactly one of 'result' or 'error'";
+  if (!hasResult && !hasError)
+    return "a message needs a 'method' (a request or notification), or a 'result' or 'error' (a response)";
+  if (hasResult && hasError) return "a response must carry exactly one of 'result' or 'error'";
   if (!("id" in value) || (value.id !== null && !isValidId(value.id))) return "a response needs an 'id'";
   if (hasError) {
     const e = value.error;
