@@ -1510,7 +1510,9 @@ export class Broker {
             ...options,
             onRequestStreamEnd: () => {
               ended?.();
-              if (waiting.delete(id)) streamCut();
+              // Only for the request using the hop now: a stream of an earlier use (a request
+              // given up on, its hop kept) ending late must not fail the current one.
+              if (waiting.delete(id) && hop.sent.includes(id)) streamCut();
             },
           };
           return send(message, options).catch((err: unknown) => {
