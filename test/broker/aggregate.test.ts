@@ -137,6 +137,29 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
     }
   });
 
+  // New-user trial (user-trial): a mistyped view answered "No such MCP server", which sent the
+  // user looking in the registry rather than in broker.views.
+  it("says which view does not exist, to an authenticated agent only", async () => {
+    const base = front?.url ?? gw.dev.edge.url;
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
+      params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "raw", version: "1" } },
+    });
+    const authed = await httpCall(`${base}/mcp/views/no-such-view`, {
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` },
+      body,
+    });
+    expect(authed.status).toBe(404);
+    const error = (authed.messages[0] as { error: { message: string; data: { reason: string } } }).error;
+    expect(error.data.reason).toBe("server_unknown");
+    expect(error.message).toContain("no view 'no-such-view' in broker.views");
+    const anonymous = await httpCall(`${base}/mcp/views/no-such-view`, { headers: { ...MCP_HEADERS }, body });
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.text).not.toContain("no-such-view");
+  });
+
   // New-user trial (user-trial): `{"jsonrpc":"2.0","id":3}` (no method) was refused on both
   // routes as "a response must carry exactly one of 'result' or 'error'", which reads as if the
   // client had sent a response.

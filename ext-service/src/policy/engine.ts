@@ -476,8 +476,11 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
       return { ok: false, exchange, reply: this.rejection(exchange, auth.reason, undefined, challenge) };
     }
     exchange.principal = auth.principal;
-    if (route.view !== undefined && !Object.hasOwn(this.config.broker.views, route.view))
-      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown") };
+    // Only after the token: an agent learns which views exist, nobody else does.
+    if (route.view !== undefined && !Object.hasOwn(this.config.broker.views, route.view)) {
+      const detail = `no view '${route.view}' in broker.views`;
+      return { ok: false, exchange, reply: this.rejection(exchange, "server_unknown", detail) };
+    }
     if (head.path.includes("?")) {
       return { ok: false, exchange, reply: this.rejection(exchange, "query_not_allowed") };
     }
