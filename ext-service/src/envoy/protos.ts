@@ -7,9 +7,11 @@ import {
   loadSync,
   type EnumTypeDefinition,
   type MethodDefinition,
+  type Options,
   type PackageDefinition,
   type ServiceDefinition,
 } from "@grpc/proto-loader";
+import { checkRequestDecoder, serverProcessingRequestDecoder } from "./codec.js";
 import { EncodedMessage, EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
 
 /**
@@ -75,8 +77,8 @@ type Serialize = (value: object) => Buffer;
 type Deserialize = (bytes: Buffer) => object;
 
 /**
- * ProcessingRequest without proto-loader's conversion of metadata_context (field 8) except on
- * request_headers messages: Envoy repeats the ext_authz Struct in every message of a stream,
+ * For the ProcessingRequests codec.ts leaves to proto-loader: the same without proto-loader's
+ * conversion of metadata_context (field 8) except on request_headers messages: Envoy repeats the ext_authz Struct in every message of a stream,
  * and the ext-service reads it once, with the request headers (see wire.ts). On response_headers
  * it is decoded only when read: a stream that starts there is a local reply of an earlier filter,
  * judged by that metadata; on a normal stream nobody reads it. On other messages it is left out.
@@ -149,8 +151,9 @@ function onceForConstants(serialize: Serialize): Serialize {
 }
 
 /**
- * The server side's hot path (reading requests, writing replies) skips converting the Struct
- * fields that cost most (see wire.ts), and sends constant or pre-encoded replies without
+ * The server side's hot path (reading requests, writing replies) decodes the ext_proc and
+ * ext_authz requests directly (codec.ts, with proto-loader for what it leaves), skips converting
+ * the Struct fields that cost most (see wire.ts), and sends constant or pre-encoded replies without
  * encoding them again; the messages our code sees and sends are unchanged.
  * The client side (the Envoy-role client) keeps proto-loader's conversions.
  */
@@ -165,7 +168,11 @@ function tuneServerSide(definition: PackageDefinition): void {
   >;
   const writable = (m: MethodDefinition<object, object>) =>
     m as { -readonly [K in keyof typeof m]: (typeof m)[K] };
-  writable(process).requestDeserialize = processingRequestDeserializer(process.requestDeserialize);
+  writable(process).requestDeserialize = serverProcessingRequestDecoder(
+    process.requestDeserialize,
+    processingRequestDeserializer(process.requestDeserialize),
+  );
+  writable(check).requestDeserialize = checkRequestDecoder(check.requestDeserialize);
   writable(process).responseSerialize = onceForConstants(
     structFieldLast(process.responseSerialize, 8, "dynamic_metadata"),
   );
@@ -181,24 +188,33 @@ function tuneServerSide(definition: PackageDefinition): void {
 
 let loaded: EnvoyProtos | undefined;
 
+/** The .proto files and proto-loader options the services are loaded with (tests load the same). */
+export function envoyProtoSources(): { files: string[]; options: Options } {
+  const deps = xdsDepsDir();
+  return {
+    files: PROTO_FILES,
+    options: {
+      keepCase: true,
+      bytes: Buffer,
+      longs: Number,
+      enums: String,
+      defaults: false,
+      oneofs: true,
+      includeDirs: [
+        packageProtoDir(),
+        join(deps, "envoy-api"),
+        join(deps, "xds"),
+        join(deps, "googleapis"),
+        join(deps, "protoc-gen-validate"),
+      ],
+    },
+  };
+}
+
 export function envoyProtos(): EnvoyProtos {
   if (loaded) return loaded;
-  const deps = xdsDepsDir();
-  const definition = loadSync(PROTO_FILES, {
-    keepCase: true,
-    bytes: Buffer,
-    longs: Number,
-    enums: String,
-    defaults: false,
-    oneofs: true,
-    includeDirs: [
-      packageProtoDir(),
-      join(deps, "envoy-api"),
-      join(deps, "xds"),
-      join(deps, "googleapis"),
-      join(deps, "protoc-gen-validate"),
-    ],
-  });
+  const { files, options } = envoyProtoSources();
+  const definition = loadSync(files, options);
   tuneServerSide(definition);
   const root = loadPackageDefinition(definition);
   const statusEnum = definition["envoy.type.v3.StatusCode"] as EnumTypeDefinition;
