@@ -5,7 +5,16 @@ import { z } from "zod";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import type { ExchangeTrace } from "../../ext-service/src/envoy/envoy-model.js";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
-import { connectClient, startGateway, waitFor, type Gateway } from "../e2e/harness.js";
+import {
+  connectClient,
+  fakeUpstream,
+  httpCall,
+  MCP_HEADERS,
+  rpc,
+  startGateway,
+  waitFor,
+  type Gateway,
+} from "../e2e/harness.js";
 import { cuttableProxy } from "./support.js";
 
 /**
@@ -198,4 +207,62 @@ describe.each(["edge", "envoy"] as const)("a server's connection cut mid-answer,
     }
     expect(unhandled).toEqual([]);
   }
+});
+
+describe.each(["edge", "envoy"] as const)("a server's JSON answer cut mid-body, %s plane", (plane) => {
+  let upstream: Awaited<ReturnType<typeof fakeUpstream>>;
+  let gw: Gateway;
+  let front: EnvoyRoleFront | undefined;
+  const traces: ExchangeTrace[] = [];
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+
+  beforeAll(async () => {
+    process.on("unhandledRejection", onUnhandled);
+    // Promises 400 bytes of JSON, sends a few, then closes its connection.
+    upstream = await fakeUpstream((req, res) => {
+      req.resume();
+      req.once("end", () => {
+        res.writeHead(200, { "content-type": "application/json", "content-length": "400" });
+        res.write('{"jsonrpc":"2.0","id":1,"result":{', () => res.socket?.destroy());
+      });
+    });
+    gw = await startGateway({
+      servers: [{ name: "cut", upstreams: [upstream.url], tools: [{ name: "x" }] }],
+      security: { pins: { enforce: false, verifyBeforeCall: false } },
+    });
+    if (plane === "envoy")
+      front = await startEnvoyRoleFront({
+        extService: { engine: gw.engine, logger: gw.log.logger, metrics: gw.metrics },
+        onExchange: (trace) => traces.push(trace),
+      });
+  });
+  afterAll(async () => {
+    await front?.close();
+    await gw?.close();
+    await upstream?.close();
+    process.off("unhandledRejection", onUnhandled);
+  });
+
+  it("503 with the JSON-RPC upstream_unavailable error, nothing unhandled", async () => {
+    const r = await httpCall(`${front?.url ?? gw.edge.url}/mcp/cut`, {
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${await gw.token("tester")}` },
+      body: rpc("initialize", {
+        protocolVersion: "2025-11-25",
+        capabilities: {},
+        clientInfo: { name: "t", version: "1" },
+      }),
+    });
+    expect(r.status).toBe(503);
+    const body = JSON.parse(r.text) as { error?: { data?: { reason?: string } } };
+    expect(body.error?.data?.reason).toBe("upstream_unavailable");
+    // Behind Envoy the answer's headers were still held (BUFFERED): its local reply, flag UC.
+    if (plane === "envoy")
+      expect(traces.at(-1)).toMatchObject({
+        answeredBy: "envoy",
+        flags: expect.arrayContaining(["UC"]) as unknown,
+        details: "upstream_reset_after_response_started{connection_termination}",
+      });
+    expect(unhandled).toEqual([]);
+  });
 });

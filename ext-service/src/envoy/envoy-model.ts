@@ -1176,21 +1176,28 @@ class ModelStream {
 
   /**
    * The upstream's next body frame. A body the upstream cuts (its connection closed or reset
-   * mid-answer) ends the exchange as router.cc onUpstreamReset does once the response has
-   * started: flag UC, details `upstream_reset_after_response_started{connection_termination}`,
-   * the downstream stream reset (a cut body must not look complete). The caller sees `done`
-   * with the exchange finished; the failure never escapes as a rejection of its own.
+   * mid-answer) ends the exchange as router.cc onUpstreamReset does once the upstream's headers
+   * came: a local reply (503, flag UC, details
+   * `upstream_reset_after_response_started{connection_termination}`), which goes straight to the
+   * codec while the response headers are still held (a BUFFERED answer: local_reply_config makes
+   * it the JSON-RPC upstream_unavailable error) and resets the downstream stream once they went
+   * out (a cut body must not look complete). The caller sees `done` with the exchange finished;
+   * the failure never escapes as a rejection of its own.
    */
   private async nextFrame(iterator: AsyncIterator<BodyFrame>): Promise<IteratorResult<BodyFrame>> {
     try {
       return await iterator.next();
     } catch {
       if (!this.finished) {
-        if (!this.trace.flags.includes("UC")) this.trace.flags.push("UC");
-        this.trace.details = "upstream_reset_after_response_started{connection_termination}";
         this.stopTimer();
         this.closeStream();
-        this.resetDownstream(this.trace.details);
+        await this.localReply({
+          status: 503,
+          body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+          details: "upstream_reset_after_response_started{connection_termination}",
+          flags: ["UC"],
+          by: "envoy",
+        });
         // A wait for the processor's reply ends with the exchange.
         this.wakeWaiter?.();
       }
