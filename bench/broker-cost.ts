@@ -5,7 +5,9 @@
  *
  *   npm run build && node dist/bench/broker-cost.js                      # instructions, every path
  *   node dist/bench/broker-cost.js --mode alloc                          # allocation, every path
+ *   node dist/bench/broker-cost.js --mode cpu --rounds 3                 # CPU time, median ± half spread
  *   node dist/bench/broker-cost.js --paths edge_call,broker_call --calls 200
+ *   node dist/bench/broker-cost.js --mode alloc --rounds 3 --baseline /tmp/before   # before/after
  *
  * Each path runs in its own process (one at a time, or `--jobs`), all of it in that process: the
  * bench's reference server, the local edge with the bench config (every policy on; the broker's
@@ -20,6 +22,17 @@
  * - `alloc`: plain node with a young generation larger than the counted phase allocates
  *   (checked: a collection during the phase fails the run); prints JavaScript heap bytes
  *   allocated per request (`heapUsed` after minus before; nothing is freed in between).
+ * - `cpu`: plain node with its default heap; prints the process's CPU time (user + system, all
+ *   threads: `process.cpuUsage()`) per request over the counted requests, garbage collection
+ *   included. It moves with the machine's load (caches, frequency, the scheduler); read it with
+ *   its spread over `--rounds`.
+ *
+ * `--rounds N` measures every path N times (round by round, each path in a new process) and prints
+ * the median with ± half the spread (max - min). `--baseline DIR` measures each path with another
+ * build too (DIR is a checkout whose `npm run build` is done: `DIR/dist/bench/broker-cost.js`),
+ * in the same rounds, alternating with this one, and prints the change; a change smaller than the
+ * spread of either side reads "not distinguishable". The baseline's harness must print what the
+ * mode needs (the CPU mode: a build with this harness).
  *
  * Paths (the broker's lists are not kept, `broker.lists.ttl: 0`, so a list always makes its hop):
  * `edge_call` / `broker_call` (small `tools/call`, 2025 session on the broker), `edge_list` /
@@ -181,14 +194,21 @@ async function worker(values: Record<string, string | boolean | undefined>): Pro
   });
   observer.observe({ entryTypes: ["gc"] });
   const before = process.memoryUsage().heapUsed;
+  const cpuBefore = process.cpuUsage();
   getPriority();
   for (let i = 0; i < calls; i++) await op();
   getPriority();
+  const cpu = process.cpuUsage(cpuBefore);
   const after = process.memoryUsage().heapUsed;
   await new Promise((resolve) => setImmediate(resolve));
   observer.disconnect();
   process.stdout.write(
-    `${JSON.stringify({ allocated: after - before, collections, started: Math.round(started) })}\n`,
+    `${JSON.stringify({
+      allocated: after - before,
+      cpuUs: cpu.user + cpu.system,
+      collections,
+      started: Math.round(started),
+    })}\n`,
   );
   await pool.close();
   await edge.close(0);
@@ -197,9 +217,18 @@ async function worker(values: Record<string, string | boolean | undefined>): Pro
   rmSync(ownConfig);
 }
 
+type Mode = "instructions" | "alloc" | "cpu";
+
 interface Counted {
   perCall: number;
   note: string;
+}
+
+/** A build whose worker counts a path: this one, or the `--baseline` checkout's. */
+interface Build {
+  /** "" for this build, "baseline" for the other. */
+  tag: string;
+  script: string;
 }
 
 function runChild(command: string, args: string[]): Promise<string> {
@@ -219,33 +248,41 @@ function runChild(command: string, args: string[]): Promise<string> {
 }
 
 async function countPath(
-  mode: "instructions" | "alloc",
+  mode: Mode,
+  build: Build,
   path: PathId,
   common: string[],
   calls: number,
   extraFlags: string[],
 ): Promise<Counted> {
-  const self = fileURLToPath(import.meta.url);
-  const workerArgs = [self, "--worker", "--path", path, ...common];
-  if (mode === "alloc") {
-    const flags = [
-      "--expose-gc",
-      `--min-semi-space-size=${SEMI_SPACE_MIB}`,
-      `--max-semi-space-size=${SEMI_SPACE_MIB}`,
-    ];
+  const workerArgs = [build.script, "--worker", "--path", path, ...common];
+  if (mode === "alloc" || mode === "cpu") {
+    const flags =
+      mode === "alloc"
+        ? [
+            "--expose-gc",
+            `--min-semi-space-size=${SEMI_SPACE_MIB}`,
+            `--max-semi-space-size=${SEMI_SPACE_MIB}`,
+          ]
+        : ["--expose-gc"];
     const out = await runChild(process.execPath, [...flags, ...extraFlags, ...workerArgs]);
     const result = JSON.parse(out.trim().split("\n").pop()!) as {
       allocated: number;
+      cpuUs?: number;
       collections: string[];
       started: number;
     };
+    if (mode === "cpu") {
+      if (result.cpuUs === undefined) throw new Error(`${build.script}: its worker does not count CPU time`);
+      return { perCall: result.cpuUs / calls, note: "us" };
+    }
     if (result.collections.length > 0)
       throw new Error(
         `${path}: collections while counting (from ${result.started} ms): ${result.collections.join(", ")}`,
       );
     return { perCall: result.allocated / calls, note: "bytes" };
   }
-  const outFile = join(OUT_DIR, `${path}.callgrind.out`);
+  const outFile = join(OUT_DIR, `${path}${build.tag ? `.${build.tag}` : ""}.callgrind.out`);
   for (const f of readdirSync(OUT_DIR)) if (f.startsWith(basename(outFile))) rmSync(join(OUT_DIR, f));
   await runChild("valgrind", [
     "--tool=callgrind",
@@ -270,15 +307,49 @@ async function countPath(
   return { perCall: phases[1]! / calls, note: "instructions" };
 }
 
+/** Median and half the spread (max - min) of one path's rounds. */
+interface Summary {
+  median: number;
+  spread: number;
+}
+
+function summarise(values: readonly number[]): Summary {
+  const sorted = [...values].sort((x, y) => x - y);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, spread: sorted[sorted.length - 1]! - sorted[0]! };
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString("en-US");
+const shown = (s: Summary, rounds: number): string =>
+  rounds > 1 ? `${fmt(s.median)} (±${fmt(s.spread / 2)})` : fmt(s.median);
+
+/** The path a path is compared with: the same request to /mcp/<server>. */
+function baseOf(p: PathId): PathId | undefined {
+  return p === "broker_call" || p === "broker_call_2026"
+    ? "edge_call"
+    : p === "broker_list"
+      ? "edge_list"
+      : undefined;
+}
+
 async function driver(values: Record<string, string | boolean | undefined>): Promise<void> {
-  const mode = values.mode === "alloc" ? "alloc" : "instructions";
+  const mode: Mode = values.mode === "alloc" ? "alloc" : values.mode === "cpu" ? "cpu" : "instructions";
   const paths = (values.paths ? String(values.paths).split(",") : [...PATHS]) as PathId[];
   for (const p of paths)
     if (!PATHS.includes(p)) throw new Error(`unknown path ${p} (known: ${PATHS.join(", ")})`);
-  // `--node-flags="--cpu-prof --cpu-prof-dir=DIR"`: more flags for the alloc mode's processes.
+  // `--node-flags="--cpu-prof --cpu-prof-dir=DIR"`: more flags for the alloc and cpu modes' processes.
   const extraFlags = values["node-flags"] ? String(values["node-flags"]).split(" ").filter(Boolean) : [];
-  const calls = Number(values.calls ?? (mode === "alloc" ? 100 : 50));
+  const calls = Number(values.calls ?? (mode === "instructions" ? 50 : 100));
   const warmup = Number(values.warmup ?? 100);
+  const rounds = Number(values.rounds ?? 1);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error("--rounds: a whole number from 1");
+  const builds: Build[] = [{ tag: "", script: fileURLToPath(import.meta.url) }];
+  if (values.baseline !== undefined) {
+    const script = join(String(values.baseline), "dist", "bench", "broker-cost.js");
+    if (!existsSync(script)) throw new Error(`--baseline: no ${script} (run npm run build there)`);
+    builds.push({ tag: "baseline", script });
+  }
   mkdirSync(OUT_DIR, { recursive: true });
   // Keys and token made once, here (key generation is random); the registry is each worker's.
   const work = await prepareWorkdir("http://127.0.0.1:9");
@@ -305,40 +376,67 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
       String(warmup),
     ];
     process.stderr.write(
-      `${mode}: ${paths.join(", ")}; ${warmup} warm-up + ${calls} counted requests each\n`,
+      `${mode}: ${paths.join(", ")}; ${warmup} warm-up + ${calls} counted requests each, ${rounds} round(s)` +
+        `${builds.length > 1 ? `, this build and ${String(values.baseline)} alternating` : ""}\n`,
     );
-    const results: Partial<Record<PathId, Counted>> = {};
+    // Round by round; within a round each path with each build, the builds' order alternating.
+    const tasks: { round: number; path: PathId; build: Build }[] = [];
+    for (let round = 0; round < rounds; round++)
+      for (const path of paths)
+        for (const build of round % 2 === 0 ? builds : [...builds].reverse())
+          tasks.push({ round, path, build });
+    const counted = new Map<string, number[]>();
     const jobs = Number(values.jobs ?? 1);
     let next = 0;
     await Promise.all(
-      Array.from({ length: Math.min(jobs, paths.length) }, async () => {
-        while (next < paths.length) {
-          const path = paths[next++]!;
-          results[path] = await countPath(mode, path, common, calls, extraFlags);
-          process.stderr.write(`  ${path}: ${Math.round(results[path].perCall).toLocaleString("en-US")}\n`);
+      Array.from({ length: Math.min(jobs, tasks.length) }, async () => {
+        while (next < tasks.length) {
+          const { round, path, build } = tasks[next++]!;
+          const r = await countPath(mode, build, path, common, calls, extraFlags);
+          const key = `${build.tag} ${path}`;
+          counted.set(key, [...(counted.get(key) ?? []), r.perCall]);
+          process.stderr.write(
+            `  round ${round + 1} ${path}${build.tag ? ` (${build.tag})` : ""}: ${fmt(r.perCall)}\n`,
+          );
         }
       }),
     );
-    const unit = mode === "alloc" ? "bytes allocated per request" : "instructions per request";
+    const unit =
+      mode === "alloc"
+        ? "bytes allocated per request"
+        : mode === "cpu"
+          ? "CPU microseconds per request"
+          : "instructions per request";
     process.stdout.write(
-      `\n${unit} (node ${process.version}; whole process: client, edge, broker, reference server)\n`,
+      `\n${unit} (node ${process.version}; whole process: client, edge, broker, reference server)` +
+        `${rounds > 1 ? `; median (± half the spread) of ${rounds} rounds` : ""}\n`,
     );
-    const base = (p: PathId): PathId | undefined =>
-      p === "broker_call" || p === "broker_call_2026"
-        ? "edge_call"
-        : p === "broker_list"
-          ? "edge_list"
-          : undefined;
-    for (const p of paths) {
-      const r = results[p]!;
-      const b = base(p);
-      const against = b && results[b] ? results[b] : undefined;
-      const vs = against
-        ? `  x${(r.perCall / against.perCall).toFixed(2)} of ${b}, +${Math.round(r.perCall - against.perCall).toLocaleString("en-US")}`
-        : "";
-      process.stdout.write(
-        `  ${p.padEnd(17)} ${Math.round(r.perCall).toLocaleString("en-US").padStart(12)}${vs}\n`,
-      );
+    const summaryOf = (tag: string, p: PathId) => summarise(counted.get(`${tag} ${p}`)!);
+    for (const build of builds) {
+      if (builds.length > 1)
+        process.stdout.write(build.tag ? `${build.tag} (${String(values.baseline)}):\n` : "this build:\n");
+      for (const p of paths) {
+        const r = summaryOf(build.tag, p);
+        const b = baseOf(p);
+        const against = b && paths.includes(b) ? summaryOf(build.tag, b) : undefined;
+        const vs = against
+          ? `  x${(r.median / against.median).toFixed(2)} of ${b}, +${fmt(r.median - against.median)}`
+          : "";
+        process.stdout.write(`  ${p.padEnd(17)} ${shown(r, rounds).padStart(20)}${vs}\n`);
+      }
+    }
+    if (builds.length > 1) {
+      process.stdout.write("change, this build against the baseline:\n");
+      for (const p of paths) {
+        const now = summaryOf("", p);
+        const before = summaryOf("baseline", p);
+        const diff = now.median - before.median;
+        const change =
+          Math.abs(diff) <= Math.max(now.spread, before.spread)
+            ? "not distinguishable"
+            : `${diff > 0 ? "+" : ""}${fmt(diff)} (${diff > 0 ? "+" : ""}${((100 * diff) / before.median).toFixed(0)}%)`;
+        process.stdout.write(`  ${p.padEnd(17)} ${change}\n`);
+      }
     }
   } finally {
     work.remove();
@@ -355,6 +453,8 @@ const { values } = parseArgs({
     calls: { type: "string" },
     warmup: { type: "string" },
     jobs: { type: "string" },
+    rounds: { type: "string" },
+    baseline: { type: "string" },
     config: { type: "string" },
     token: { type: "string" },
   },
