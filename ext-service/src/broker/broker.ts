@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
   Client,
+  SdkErrorCode,
   StreamableHTTPClientTransport,
   type ReconnectionScheduler,
 } from "@modelcontextprotocol/client";
@@ -30,6 +31,7 @@ import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { answerKey, type AnswerRelay } from "./answers.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
+import { LIST_PAGES } from "./list-page.js";
 import { hopFetch } from "./hop-fetch.js";
 import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
@@ -191,13 +193,23 @@ const SERVER_DOWN: ReadonlySet<unknown> = new Set([
 
 /**
  * A hop that failed without an answer from the per-server path (it could not connect, its
- * connection or stream broke mid-answer): no per-server record has it. The request it fails
- * records it as the broker's own refusal when the agent is answered with it (hopBroken).
+ * connection or stream broke mid-answer), or whose answer the SDK client refused (a malformed
+ * result the per-server path let through): no per-server record has that failure. The request
+ * it fails records it as the broker's own refusal when the agent is answered with it (hopBroken).
  */
 class HopBroken extends ProtocolError {
-  constructor(readonly server: string) {
-    const info = Reasons.upstream_unavailable;
-    super(info.code, info.message, { reason: "upstream_unavailable", server });
+  constructor(
+    readonly server: string,
+    /**
+     * upstream_unavailable, or upstream_invalid_response when the server answered but the SDK
+     * client refused its result (`cause`: the SDK's words, for the log).
+     */
+    readonly reason: "upstream_unavailable" | "upstream_invalid_response" = "upstream_unavailable",
+    cause?: unknown,
+  ) {
+    const info = Reasons[reason];
+    super(info.code, info.message, { reason, server });
+    if (cause !== undefined) this.cause = cause;
   }
 }
 
@@ -211,12 +223,16 @@ function relayedError(err: unknown, server: string): ProtocolError {
   if (typeof e.code === "number" && Number.isInteger(e.code) && e.code < 0 && typeof e.message === "string") {
     return new ProtocolError(e.code, e.message, e.data);
   }
+  // The SDK client refused the server's result (a list page failing list-page.ts, a call result
+  // failing the SDK's schema): the server answered, badly. The agent gets the reason; the log
+  // gets the SDK's words (Broker.dropped), which name the first problem and where it is.
+  if (e.code === SdkErrorCode.InvalidResult) return new HopBroken(server, "upstream_invalid_response", err);
   return new HopBroken(server);
 }
 
 /**
  * The error a request of the agent is answered with when its hop failed: a HopBroken is audited
- * on the request (upstream_unavailable, an error) and carries its request id, as the per-server
+ * on the request (upstream_unavailable or upstream_invalid_response, an error) and carries its request id, as the per-server
  * path's own errors carry theirs. Only where the failure reaches the agent: a list leaves a
  * failed server out instead.
  */
@@ -224,7 +240,7 @@ function hopBroken(ctx: ServerContext | undefined): (err: unknown) => never {
   return (err) => {
     if (!(err instanceof HopBroken)) throw err;
     throw refusedInBand(ctx, {
-      reason: "upstream_unavailable",
+      reason: err.reason,
       id: ctx?.mcpReq.id ?? null,
       server: err.server,
       data: { server: err.server },
@@ -1344,8 +1360,9 @@ export class Broker {
     // A stream refused is no sign the server is down: it may offer no stream or listen at all.
     if (method !== "GET" && method !== "listen") this.lists.serverFailed(server);
     this.options.metrics.upstreamErrors.inc({ server, reason: "broker_dropped" });
+    const e = err as { message?: string; cause?: { message?: string } } | null;
     this.options.logger.warn(
-      { server, method, error: (err as { message?: string } | null)?.message },
+      { server, method, error: e?.message, ...(e?.cause?.message ? { cause: e.cause.message } : {}) },
       "aggregated endpoint: server left out of the view",
     );
   }
@@ -1729,20 +1746,21 @@ export class Broker {
   private fetchList(scope: Scope, server: string, kind: ListKind, ctx: ServerContext): Promise<FetchedList> {
     return this.withHop(scope, server, ctx, async (client) => {
       // Straight requests, not the client's list helpers: a client attached to an existing
-      // session has not seen the server's capabilities, and they would return nothing.
+      // session has not seen the server's capabilities, and they would return nothing. Each page
+      // is checked by list-page.ts, not by the SDK's schema of the method (a deep walk of every
+      // definition, half the cost of an uncached list); a page that fails is refused as a whole.
       const { method, field } = LISTS[kind];
       const items: Record<string, unknown>[] = [];
       const pages: unknown[] = [];
       let cursor: string | undefined;
       for (let page = 0; page < MAX_LIST_PAGES; page++) {
-        const result = (await client.request({
-          method,
-          params: cursor === undefined ? {} : { cursor },
-        } as never)) as Record<string, unknown>;
+        const result = await client.request(
+          { method, params: cursor === undefined ? {} : { cursor } },
+          LIST_PAGES[kind],
+        );
         pages.push(result);
-        const list = result[field];
-        if (Array.isArray(list)) items.push(...(list as Record<string, unknown>[]));
-        cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
+        items.push(...(result[field] as Record<string, unknown>[]));
+        cursor = result.nextCursor;
         if (cursor === undefined) break;
       }
       return { items, pages, hinted: client.getProtocolEra() === "modern" };
@@ -1777,6 +1795,7 @@ export class Broker {
         // A server without this kind of primitive is not a failure (nor a bound on the hints).
         if ((result.reason as { code?: unknown }).code !== JsonRpcCode.MethodNotFound) {
           this.dropped(server, kind, result.reason);
+          auditOf(ctx)?.leftOut(server);
           ttlMs = 0;
         }
         return;

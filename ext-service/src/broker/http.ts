@@ -74,6 +74,7 @@ export async function serveBrokerRequest(
   const refusal = await options.broker.handle(req, res, admission.principal, admission.view, parsed, {
     requestId: exchange.requestId,
     refused: (refused) => recordRefusal(exchange, refused),
+    leftOut: (server) => countOn(exchange, `left_out:${server}`),
   });
   if (refusal) {
     noteSubject(exchange, refusal);
@@ -137,7 +138,11 @@ function recordRefusal(exchange: Exchange, refusal: BrokerRefusal): void {
   denyExchange(
     exchange,
     refusal.reason,
-    refusal.reason === "internal_error" || refusal.reason === "upstream_unavailable" ? "error" : "deny",
+    refusal.reason === "internal_error" ||
+      refusal.reason === "upstream_unavailable" ||
+      refusal.reason === "upstream_invalid_response"
+      ? "error"
+      : "deny",
     refusal.cause,
   );
   noteSubject(exchange, refusal);

@@ -36,6 +36,11 @@ export interface BrokerAudit {
   /** The id of the request's audit record: every refusal carries it as `error.data.request_id`. */
   readonly requestId: string;
   refused(refusal: BrokerRefusal): void;
+  /**
+   * A server left out of a list this request asked for (its hop failed: down, refusing, or a
+   * malformed page, broker/list-page.ts): the record counts it as `left_out:<server>`.
+   */
+  leftOut(server: string): void;
 }
 
 /** JSON-RPC codes of the SDK's own HTTP-level errors, by what they say. */
