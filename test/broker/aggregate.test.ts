@@ -1,17 +1,6 @@
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
-import {
-  connectClient,
-  httpCall,
-  MCP_HEADERS,
-  startDemoGateway,
-  waitFor,
-  type DemoGateway,
-} from "../e2e/harness.js";
+import { describe, expect, it } from "vitest";
+import { connectClient, httpCall, MCP_HEADERS, waitFor } from "../e2e/harness.js";
+import { connectModern, demoPlane } from "./support.js";
 
 /**
  * The aggregated endpoint (/mcp) on both planes in front of the three demo servers, with the 1.x
@@ -20,23 +9,11 @@ import {
  * back through the front's per-server route (ext_authz + ext_proc).
  */
 describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", (plane) => {
-  let gw: DemoGateway;
-  let front: EnvoyRoleFront | undefined;
-  beforeAll(async () => {
-    gw = await startDemoGateway();
-    if (plane === "envoy")
-      front = await startEnvoyRoleFront({
-        extService: { engine: gw.dev.engine, logger: gw.log.logger, metrics: gw.metrics },
-      });
-  });
-  afterAll(async () => {
-    await front?.close();
-    await gw?.close();
-  });
-  const url = () => `${front?.url ?? gw.dev.edge.url}/mcp`;
+  const demo = demoPlane(plane);
+  const url = demo.url;
 
   it("1.x client: the union of what the agent may use, prefixed by server", async () => {
-    const mcp = await connectClient(url(), gw.token("support-bot"));
+    const mcp = await connectClient(url(), demo.gw.token("support-bot"));
     try {
       const tools = (await mcp.client.listTools()).tools.map((t) => t.name).sort();
       expect(tools).toEqual([
@@ -61,7 +38,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       expect(read.contents[0]!.uri).toBe("kb__kb://articles/kb-101");
       // The hop was decided on the plane's own per-server path, for this agent.
       await waitFor(() =>
-        gw.log.audits.some(
+        demo.gw.log.audits.some(
           (a) =>
             a.plane === plane &&
             a.server === "kb" &&
@@ -76,15 +53,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
   });
 
   it("v2 client (2026-07-28): the same view, stateless", async () => {
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    await client.connect(
-      new TransportV2(new URL(url()), {
-        requestInit: { headers: { authorization: `Bearer ${gw.token("support-bot")}` } },
-      }),
-    );
+    const client = await connectModern(url(), demo.gw.token("support-bot"));
     try {
       const tools = (await client.listTools()).tools.map((t) => t.name).sort();
       expect(tools).toContain("tickets__list_tickets");
@@ -102,7 +71,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
   // error without a reason or request id (audited as allowed), invalid UTF-8 became U+FFFD, and
   // duplicate keys passed; /mcp/<server> refuses all three.
   it("refuses a body that is not JSON-RPC exactly as /mcp/<server> does, and audits it", async () => {
-    const headers = { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` };
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${demo.gw.token("support-bot")}` };
     const cases: [Buffer, string, number][] = [
       [Buffer.from('{"hello":1}'), "invalid_request", -32600],
       [
@@ -129,7 +98,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       expect(error.code).toBe(code);
       expect(error.data.reason).toBe(reason);
       await waitFor(() =>
-        gw.log.audits.some(
+        demo.gw.log.audits.some(
           (a) =>
             a.request_id === error.data.request_id && a.decision === "deny" && a.reasons.includes(reason),
         ),
@@ -140,7 +109,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
   // New-user trial (user-trial): a mistyped view answered "No such MCP server", which sent the
   // user looking in the registry rather than in broker.views.
   it("says which view does not exist, to an authenticated agent only", async () => {
-    const base = front?.url ?? gw.dev.edge.url;
+    const base = demo.origin();
     const body = JSON.stringify({
       jsonrpc: "2.0",
       id: 1,
@@ -148,7 +117,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "raw", version: "1" } },
     });
     const authed = await httpCall(`${base}/mcp/views/no-such-view`, {
-      headers: { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` },
+      headers: { ...MCP_HEADERS, authorization: `Bearer ${demo.gw.token("support-bot")}` },
       body,
     });
     expect(authed.status).toBe(404);
@@ -164,8 +133,8 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
   // routes as "a response must carry exactly one of 'result' or 'error'", which reads as if the
   // client had sent a response.
   it("names the missing method of a message that is neither request nor response", async () => {
-    const headers = { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` };
-    const base = front?.url ?? gw.dev.edge.url;
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${demo.gw.token("support-bot")}` };
+    const base = demo.origin();
     for (const target of [url(), `${base}/mcp/tickets`]) {
       const r = await httpCall(target, { headers, body: '{"jsonrpc":"2.0","id":3}' });
       expect([target, r.status]).toEqual([target, 400]);
@@ -187,7 +156,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
   // "The body is not a JSON-RPC 2.0 message: Bad Request: the request body is not a valid
   // JSON-RPC message"; /mcp/<server> answers both `invalid_params` with what is missing.
   it("refuses a request that names nothing to call, read or get exactly as /mcp/<server> does", async () => {
-    const headers = { ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` };
+    const headers = { ...MCP_HEADERS, authorization: `Bearer ${demo.gw.token("support-bot")}` };
     const session = async (target: string) => {
       const r = await httpCall(target, {
         headers,
@@ -207,7 +176,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       expect(typeof sid).toBe("string");
       return { ...headers, "mcp-session-id": sid as string, "mcp-protocol-version": "2025-03-26" };
     };
-    const direct = `${front?.url ?? gw.dev.edge.url}/mcp/tickets`;
+    const direct = `${demo.origin()}/mcp/tickets`;
     const [aggregated, perServer] = [await session(url()), await session(direct)];
     const bodies: unknown[] = [
       { jsonrpc: "2.0", id: 1, method: "tools/call", params: {} },
@@ -245,7 +214,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       const requestId = (viaBroker.messages.flat()[0] as { error: { data: { request_id: string } } }).error
         .data.request_id;
       await waitFor(() =>
-        gw.log.audits.some(
+        demo.gw.log.audits.some(
           (a) => a.request_id === requestId && a.decision === "deny" && a.reasons.includes("invalid_params"),
         ),
       );
@@ -256,7 +225,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
   // delete_ticket" (the hop's name, absent from the client's list), and 2026-07-28 results said
   // they came from "demo-kb" while server/discover and the lists said "mcp-gateway".
   it("answers in the aggregate's own names and identity", async () => {
-    const mcp = await connectClient(url(), gw.token("support-bot"));
+    const mcp = await connectClient(url(), demo.gw.token("support-bot"));
     try {
       for (const name of ["tickets__delete_ticket", "tickets__no_such_tool"]) {
         const err = (await mcp.client.callTool({ name, arguments: { id: "T-1" } }).then(
@@ -272,15 +241,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
     } finally {
       await mcp.close();
     }
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    await client.connect(
-      new TransportV2(new URL(url()), {
-        requestInit: { headers: { authorization: `Bearer ${gw.token("support-bot")}` } },
-      }),
-    );
+    const client = await connectModern(url(), demo.gw.token("support-bot"));
     try {
       const serverInfo = (r: { _meta?: Record<string, unknown> }) =>
         r._meta?.["io.modelcontextprotocol/serverInfo"];

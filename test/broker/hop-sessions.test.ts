@@ -1,14 +1,8 @@
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTicketsServer } from "../../examples/servers/index.js";
 import type { RunningServer } from "../../examples/servers/http.js";
 import { startGateway, unusedPort, waitFor, type Gateway } from "../e2e/harness.js";
-import { recordingProxy, registryServer } from "./support.js";
+import { connect2025, recordingProxy, registryServer } from "./support.js";
 
 /**
  * The hop sessions of an aggregated 2025 session (`/mcp`), as the server behind the gateway sees
@@ -16,38 +10,6 @@ import { recordingProxy, registryServer } from "./support.js";
  * a server that restarted (its sessions gone, 404) gets a new hop session on the next request,
  * which is retried once, for the 1.x and the 2.x SDK client alike.
  */
-interface Sdk {
-  call(name: string): Promise<{ isError?: boolean; content?: unknown }>;
-  tools(): Promise<string[]>;
-  terminate(): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function connect(sdk: "1.x" | "2.x", url: string, token: string): Promise<Sdk> {
-  const init = { requestInit: { headers: { authorization: `Bearer ${token}` } } };
-  if (sdk === "1.x") {
-    const client = new Client({ name: "v1", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(url), init);
-    await client.connect(transport);
-    return {
-      call: (name) => client.callTool({ name, arguments: {} }) as never,
-      tools: async () => (await client.listTools()).tools.map((t) => t.name),
-      terminate: () => transport.terminateSession(),
-      close: () => client.close(),
-    };
-  }
-  const client = new ClientV2({ name: "v2", version: "1.0.0" });
-  const transport = new TransportV2(new URL(url), init);
-  await client.connect(transport);
-  expect(client.getProtocolEra()).not.toBe("modern");
-  return {
-    call: (name) => client.callTool({ name, arguments: {} }) as never,
-    tools: async () => (await client.listTools()).tools.map((t) => t.name),
-    terminate: () => transport.terminateSession(),
-    close: () => client.close(),
-  };
-}
-
 describe("hop sessions of /mcp (2025)", () => {
   let port: number;
   let tickets: RunningServer | undefined;
@@ -71,7 +33,7 @@ describe("hop sessions of /mcp (2025)", () => {
   });
 
   it("a DELETE ends the hop session opened after initialize (the server was down then)", async () => {
-    const client = await connect("1.x", `${gw.edge.url}/mcp`, await gw.token("tester"));
+    const client = await connect2025("1.x", `${gw.edge.url}/mcp`, await gw.token("tester"));
     try {
       // Down at initialize: left out of the session, opened at the first call.
       expect(proxy.seen.some((r) => r.rpc === "initialize" && r.status === 502)).toBe(true);
@@ -93,7 +55,7 @@ describe("hop sessions of /mcp (2025)", () => {
   for (const sdk of ["1.x", "2.x"] as const) {
     it(`${sdk}: after the server restarts (its sessions gone), the next call opens a new hop session`, async () => {
       tickets ??= await startTicketsServer(port);
-      const client = await connect(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
+      const client = await connect2025(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
       try {
         expect((await client.call("tickets__list_tickets")).isError).toBeFalsy();
         await tickets.close();
@@ -131,7 +93,7 @@ describe("hop sessions of /mcp (2025)", () => {
       tickets ??= await startTicketsServer(port);
       const from = proxy.seen.length;
       for (let i = 0; i < 3; i++) {
-        const client = await connect(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
+        const client = await connect2025(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
         expect(await client.tools()).toContain("tickets__list_tickets");
         expect((await client.call("tickets__list_tickets")).isError).toBeFalsy();
         await client.close();

@@ -1,15 +1,12 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { toNodeHandler } from "@modelcontextprotocol/node";
 import { McpServer as McpServerV2, createMcpHandler } from "@modelcontextprotocol/server";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import { startGateway, waitFor, type Gateway } from "../e2e/harness.js";
+import { connectModern } from "./support.js";
 
 /**
  * 2026-07-28 `subscriptions/listen` on the aggregated endpoint: the broker listens on each server
@@ -86,18 +83,12 @@ describe("aggregated endpoint: subscriptions/listen relays the servers' list_cha
 
   async function subscriber(path: string) {
     const changes: unknown[] = [];
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    client.setNotificationHandler("notifications/tools/list_changed", (n) => {
-      changes.push(n);
+    const client = await connectModern(`${gw.edge.url}${path}`, await gw.token("tester"), {
+      setup: (c) =>
+        c.setNotificationHandler("notifications/tools/list_changed", (n) => {
+          changes.push(n);
+        }),
     });
-    await client.connect(
-      new TransportV2(new URL(`${gw.edge.url}${path}`), {
-        requestInit: { headers: { authorization: `Bearer ${await gw.token("tester")}` } },
-      }),
-    );
     const subscription = await client.listen({ toolsListChanged: true });
     expect(subscription.honoredFilter).toEqual({ toolsListChanged: true });
     return { client, changes, close: () => subscription.close().then(() => client.close()) };

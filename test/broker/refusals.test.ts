@@ -1,18 +1,7 @@
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { describe, expect, it } from "vitest";
 import type { AuditRecord } from "../../ext-service/src/telemetry/audit.js";
-import {
-  connectClient,
-  httpCall,
-  MCP_HEADERS,
-  rpc,
-  startDemoGateway,
-  type DemoGateway,
-} from "../e2e/harness.js";
+import { connectClient, httpCall, MCP_HEADERS, rpc } from "../e2e/harness.js";
+import { connectModern, demoPlane } from "./support.js";
 
 /**
  * Issue 14: what the aggregated endpoint refuses on its own (a missing or unknown session, a
@@ -29,26 +18,14 @@ interface RpcError {
 }
 
 describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane", (plane) => {
-  let gw: DemoGateway;
-  let front: EnvoyRoleFront | undefined;
-  beforeAll(async () => {
-    gw = await startDemoGateway();
-    if (plane === "envoy")
-      front = await startEnvoyRoleFront({
-        extService: { engine: gw.dev.engine, logger: gw.log.logger, metrics: gw.metrics },
-      });
-  });
-  afterAll(async () => {
-    await front?.close();
-    await gw?.close();
-  });
-  const url = () => `${front?.url ?? gw.dev.edge.url}/mcp`;
-  const headers = () => ({ ...MCP_HEADERS, authorization: `Bearer ${gw.token("support-bot")}` });
+  const demo = demoPlane(plane);
+  const url = demo.url;
+  const headers = () => ({ ...MCP_HEADERS, authorization: `Bearer ${demo.gw.token("support-bot")}` });
 
   /** The aggregated endpoint's record of the request (not a hop's: those name a server route). */
   async function recordOf(requestId: string | undefined): Promise<AuditRecord> {
     expect(typeof requestId).toBe("string");
-    const records = await gw.log.auditFor(requestId!);
+    const records = await demo.gw.log.auditFor(requestId!);
     expect(records).toHaveLength(1);
     expect(records[0]!.plane).toBe(plane);
     return records[0]!;
@@ -70,7 +47,7 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
   }
 
   it("1.x client: a name whose server is unknown or outside the agent's view is a denial, audited", async () => {
-    const mcp = await connectClient(url(), gw.token("support-bot"));
+    const mcp = await connectClient(url(), demo.gw.token("support-bot"));
     try {
       const cases: [string, string, string | null][] = [
         ["zzz__foo", "server_not_registered", null],
@@ -117,15 +94,7 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
   });
 
   it("v2 client (2026-07-28): the same denial, audited", async () => {
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    await client.connect(
-      new TransportV2(new URL(url()), {
-        requestInit: { headers: { authorization: `Bearer ${gw.token("support-bot")}` } },
-      }),
-    );
+    const client = await connectModern(url(), demo.gw.token("support-bot"));
     try {
       const err = (await client.callTool({ name: "zzz__foo", arguments: {} }).then(
         () => undefined,
@@ -151,7 +120,7 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
       "session_required",
       5,
     );
-    const mcp = await connectClient(url(), gw.token("support-bot"));
+    const mcp = await connectClient(url(), demo.gw.token("support-bot"));
     try {
       const sessionId = mcp.transport.sessionId!;
       await expectRefused(
@@ -189,7 +158,7 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
   });
 
   it("counts the broker's refusals as denials in the metrics, as /mcp/<server> denials are", async () => {
-    const metric = async (name: string) => gw.metrics.registry.getSingleMetricAsString(name);
+    const metric = async (name: string) => demo.gw.metrics.registry.getSingleMetricAsString(name);
     const count = (text: string, pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
     const violations = /mcp_gateway_violations_total\{reason="session_unknown"\} (\d+)/;
     const before = count(await metric("mcp_gateway_violations_total"), violations);

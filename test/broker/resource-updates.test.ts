@@ -1,17 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import {
-  ResourceUpdatedNotificationSchema,
-  SubscribeRequestSchema,
-  UnsubscribeRequestSchema,
-} from "@modelcontextprotocol/sdk/types.js";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
+import { SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { toNodeHandler } from "@modelcontextprotocol/node";
 import {
   McpServer as McpServerV2,
@@ -22,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import { startGateway, waitFor, type Gateway } from "../e2e/harness.js";
+import { connect2025, connectModern } from "./support.js";
 
 /**
  * A server's notifications/resources/updated through the aggregated endpoint (/mcp): to a
@@ -111,18 +102,12 @@ describe.each(["edge", "envoy"] as const)("resources/updated through /mcp, %s pl
 
   async function listener(agent: string, resourceSubscriptions: string[]) {
     const updated: string[] = [];
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    client.setNotificationHandler("notifications/resources/updated", (n) => {
-      updated.push(n.params.uri);
+    const client = await connectModern(url(), await gw.token(agent), {
+      setup: (c) =>
+        c.setNotificationHandler("notifications/resources/updated", (n) => {
+          updated.push(n.params.uri);
+        }),
     });
-    await client.connect(
-      new TransportV2(new URL(url()), {
-        requestInit: { headers: { authorization: `Bearer ${await gw.token(agent)}` } },
-      }),
-    );
     const subscription = await client.listen({ resourceSubscriptions });
     expect(subscription.honoredFilter).toEqual({ resourceSubscriptions });
     return { updated, close: () => subscription.close().then(() => client.close()) };
@@ -152,30 +137,12 @@ describe.each(["edge", "envoy"] as const)("resources/updated through /mcp, %s pl
   for (const sdk of ["1.x", "2.x"] as const) {
     it(`${sdk} (2025): resources/subscribe, then the server's update arrives on the GET stream under the aggregate's URI`, async () => {
       const updated: string[] = [];
-      const init = { requestInit: { headers: { authorization: `Bearer ${await gw.token("tester")}` } } };
-      let subscribe: (uri: string) => Promise<unknown>;
-      let close: () => Promise<void>;
-      if (sdk === "1.x") {
-        const client = new Client({ name: "v1", version: "1.0.0" });
-        client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
-          updated.push(n.params.uri);
-        });
-        await client.connect(new StreamableHTTPClientTransport(new URL(url()), init));
-        subscribe = (uri) => client.subscribeResource({ uri });
-        close = () => client.close();
-      } else {
-        const client = new ClientV2({ name: "v2", version: "1.0.0" });
-        client.setNotificationHandler("notifications/resources/updated", (n) => {
-          updated.push(n.params.uri);
-        });
-        await client.connect(new TransportV2(new URL(url()), init));
-        expect(client.getProtocolEra()).not.toBe("modern");
-        subscribe = (uri) => client.subscribeResource({ uri });
-        close = () => client.close();
-      }
+      const client = await connect2025(sdk, url(), await gw.token("tester"), {
+        onResourceUpdated: (uri) => updated.push(uri),
+      });
       try {
         const before = subscribers.get(A)?.size ?? 0;
-        await subscribe(`notes25__${A}`);
+        await client.subscribe(`notes25__${A}`);
         expect(subscribers.get(A)?.size).toBe(before + 1);
         // The GET stream behind the client's opens after initialize: update until one arrives.
         for (let i = 0; i < 10 && updated.length === 0; i++) {
@@ -184,7 +151,7 @@ describe.each(["edge", "envoy"] as const)("resources/updated through /mcp, %s pl
         }
         expect(updated[0]).toBe(`notes25__${A}`);
       } finally {
-        await close();
+        await client.close();
       }
     });
   }

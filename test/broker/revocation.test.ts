@@ -1,13 +1,7 @@
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { httpCall, MCP_HEADERS, rpc, startGateway, waitFor, type Gateway } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
-import { demoRegistry } from "./support.js";
+import { connect2025, demoRegistry } from "./support.js";
 
 /**
  * The end of an aggregated 2025 session: a DELETE on one edge replica makes the sealed id unknown
@@ -17,35 +11,11 @@ import { demoRegistry } from "./support.js";
  */
 const KEY_ENV = "MCP_GW_TEST_REVOCATION_KEY";
 
-/** Each SDK major's client in the 2025 era: connect, list, end the session. */
-const clients = {
-  "SDK 1.x": async (url: string, token: string) => {
-    const client = new Client({ name: "v1", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(url), {
-      requestInit: { headers: { authorization: `Bearer ${token}` } },
-    });
-    await client.connect(transport);
-    return {
-      sessionId: transport.sessionId!,
-      list: async () => (await client.listTools()).tools.map((t) => t.name),
-      end: () => transport.terminateSession(),
-      close: () => client.close(),
-    };
-  },
-  "SDK 2.x (2025 era)": async (url: string, token: string) => {
-    const client = new ClientV2({ name: "v2", version: "1.0.0" });
-    const transport = new TransportV2(new URL(url), {
-      requestInit: { headers: { authorization: `Bearer ${token}` } },
-    });
-    await client.connect(transport);
-    return {
-      sessionId: transport.sessionId!,
-      list: async () => (await client.listTools()).tools.map((t) => t.name),
-      end: () => transport.terminateSession(),
-      close: () => client.close(),
-    };
-  },
-};
+/** Each SDK major's client in the 2025 era, as the tests name it. */
+const clients = [
+  ["SDK 1.x", "1.x"],
+  ["SDK 2.x (2025 era)", "2.x"],
+] as const;
 
 async function listWith(gw: Gateway, sessionId: string) {
   return httpCall(`${gw.edge.url}/mcp`, {
@@ -80,14 +50,14 @@ describeWithRedis("aggregated sessions ended on one replica, with the shared sto
     delete process.env[KEY_ENV];
   });
 
-  describe.each(Object.entries(clients))("%s", (_name, connect) => {
+  describe.each(clients)("%s", (_name, sdk) => {
     it("a DELETE on one replica is a 404 on both", async () => {
-      const mcp = await connect(`${a.edge.url}/mcp`, await a.token("tester"));
+      const mcp = await connect2025(sdk, `${a.edge.url}/mcp`, await a.token("tester"));
       try {
-        expect(await mcp.list()).toContain("kb__search_articles");
+        expect(await mcp.tools()).toContain("kb__search_articles");
         // The other replica serves the session until it ends.
         expect((await listWith(b, mcp.sessionId)).status).toBe(200);
-        await mcp.end();
+        await mcp.terminate();
         for (const gw of [b, a]) {
           const r = await listWith(gw, mcp.sessionId);
           expect(r.status).toBe(404);
@@ -100,7 +70,7 @@ describeWithRedis("aggregated sessions ended on one replica, with the shared sto
   });
 
   it("while the store is down a session request is refused (session_unavailable), then served again", async () => {
-    const mcp = await clients["SDK 1.x"](`${a.edge.url}/mcp`, await a.token("tester"));
+    const mcp = await connect2025("1.x", `${a.edge.url}/mcp`, await a.token("tester"));
     try {
       await redis.stop();
       await waitFor(() => !b.edge.ready(), 5_000, "the replica sees Redis down");
@@ -142,7 +112,7 @@ describe("aggregated sessions without a shared store", () => {
   });
 
   it("the id stops opening after broker.sessionTtl: 404, and the client starts a new session", async () => {
-    const mcp = await clients["SDK 1.x"](`${gw.edge.url}/mcp`, await gw.token("tester"));
+    const mcp = await connect2025("1.x", `${gw.edge.url}/mcp`, await gw.token("tester"));
     try {
       expect((await listWith(gw, mcp.sessionId)).status).toBe(200);
       await new Promise((resolve) => setTimeout(resolve, 1_700));

@@ -1,10 +1,23 @@
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import {
+  ElicitRequestSchema,
+  LoggingMessageNotificationSchema,
+  ResourceUpdatedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from "@modelcontextprotocol/client";
 import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { startDemoServers, type RunningServer } from "../../examples/servers/index.js";
-import type { GatewaySpec } from "../e2e/harness.js";
+import { afterAll, beforeAll, expect } from "vitest";
+import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { startDemoGateway, type DemoGateway, type GatewaySpec } from "../e2e/harness.js";
 
 /** registry/registry.yaml's servers, pointed at demo servers started on free ports. */
 export async function demoRegistry(): Promise<{
@@ -164,4 +177,174 @@ export function registryServer(name: string, url: string): GatewaySpec["servers"
   const server = registry.servers.find((s) => s.name === name);
   if (!server) throw new Error(`registry.yaml has no server ${name}`);
   return { ...server, upstreams: [url] };
+}
+
+/** The two SDK majors' clients in the 2025 era, by the names the tests give them. */
+export type Sdk2025 = "1.x" | "2.x";
+
+export interface LegacyClientOptions {
+  capabilities?: { elicitation?: Record<string, never>; sampling?: Record<string, never> };
+  /** The transport's fetch (a test that routes or records requests). */
+  fetch?: (url: string | URL, init?: RequestInit) => Promise<Response>;
+  /** The transport's SSE reconnection: a test resuming cut streams asks for prompt retries. */
+  reconnection?: {
+    initialReconnectionDelay: number;
+    maxReconnectionDelay: number;
+    reconnectionDelayGrowFactor: number;
+    maxRetries: number;
+  };
+  /** Each notifications/message's data. */
+  onLog?: (data: unknown) => void;
+  /** Each notifications/resources/updated's URI. */
+  onResourceUpdated?: (uri: string) => void;
+  /** The client's answer to an elicitation/create, given the request's id and its message. */
+  onElicit?: (
+    requestId: string | number,
+    message: string,
+  ) => Promise<{ action: "accept"; content: Record<string, string> }>;
+}
+
+/** One connected 2025-era client, whichever SDK major: what the broker tests do with it. */
+export interface LegacyClient {
+  /** The session's id and revision as the client had them once connected. */
+  readonly sessionId: string;
+  readonly protocolVersion: string;
+  call(
+    name: string,
+    args?: Record<string, unknown>,
+    options?: { timeout?: number; onprogress?: () => void },
+  ): Promise<{ isError?: boolean; content?: unknown }>;
+  tools(): Promise<string[]>;
+  subscribe(uri: string): Promise<unknown>;
+  terminate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * An SDK client of major `sdk` in a 2025 session on `url` with `token`; the 2.x client is checked
+ * to have negotiated a 2025 revision. Errors the client reports on its own (a refused GET stream)
+ * are dropped, as the SDKs do with no onerror set.
+ */
+export async function connect2025(
+  sdk: Sdk2025,
+  url: string,
+  token: string,
+  options: LegacyClientOptions = {},
+): Promise<LegacyClient> {
+  const init = {
+    requestInit: { headers: { authorization: `Bearer ${token}` } },
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+    ...(options.reconnection ? { reconnectionOptions: options.reconnection } : {}),
+  };
+  const capabilities = options.capabilities ?? {};
+  if (sdk === "1.x") {
+    const client = new Client({ name: "v1", version: "1.0.0" }, { capabilities });
+    client.onerror = () => undefined;
+    const { onLog, onResourceUpdated, onElicit } = options;
+    if (onLog) client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => onLog(n.params.data));
+    if (onResourceUpdated)
+      client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) =>
+        onResourceUpdated(n.params.uri),
+      );
+    if (onElicit)
+      client.setRequestHandler(ElicitRequestSchema, (request, extra) =>
+        onElicit(extra.requestId, request.params.message),
+      );
+    const transport = new StreamableHTTPClientTransport(new URL(url), init);
+    await client.connect(transport);
+    return {
+      sessionId: transport.sessionId!,
+      protocolVersion: transport.protocolVersion!,
+      call: (name, args = {}, { timeout, onprogress } = {}) =>
+        client.callTool({ name, arguments: args }, undefined, {
+          ...(timeout !== undefined ? { timeout } : {}),
+          ...(onprogress ? { onprogress } : {}),
+        }) as never,
+      tools: async () => (await client.listTools()).tools.map((t) => t.name),
+      subscribe: (uri) => client.subscribeResource({ uri }),
+      terminate: () => transport.terminateSession(),
+      close: () => client.close(),
+    };
+  }
+  const client = new ClientV2({ name: "v2", version: "1.0.0" }, { capabilities });
+  client.onerror = () => undefined;
+  const { onLog, onResourceUpdated, onElicit } = options;
+  if (onLog) client.setNotificationHandler("notifications/message", (n) => onLog(n.params.data));
+  if (onResourceUpdated)
+    client.setNotificationHandler("notifications/resources/updated", (n) => onResourceUpdated(n.params.uri));
+  if (onElicit)
+    client.setRequestHandler("elicitation/create", (request, ctx) =>
+      onElicit(ctx.mcpReq.id, (request.params as { message: string }).message),
+    );
+  const transport = new TransportV2(new URL(url), init);
+  await client.connect(transport);
+  expect(client.getProtocolEra()).not.toBe("modern");
+  return {
+    sessionId: transport.sessionId!,
+    protocolVersion: transport.protocolVersion!,
+    call: (name, args = {}, { timeout, onprogress } = {}) =>
+      client.callTool(
+        { name, arguments: args },
+        { ...(timeout !== undefined ? { timeout } : {}), ...(onprogress ? { onprogress } : {}) },
+      ) as never,
+    tools: async () => (await client.listTools()).tools.map((t) => t.name),
+    subscribe: (uri) => client.subscribeResource({ uri }),
+    terminate: () => transport.terminateSession(),
+    close: () => client.close(),
+  };
+}
+
+/**
+ * An SDK 2.x client pinned to 2026-07-28 on `url` with `token`. `setup` runs before it connects
+ * (notification handlers).
+ */
+export async function connectModern(
+  url: string,
+  token: string,
+  options: { name?: string; capabilities?: Record<string, unknown>; setup?: (client: ClientV2) => void } = {},
+): Promise<ClientV2> {
+  const client = new ClientV2(
+    { name: options.name ?? "v2", version: "1.0.0" },
+    {
+      ...(options.capabilities ? { capabilities: options.capabilities } : {}),
+      versionNegotiation: { mode: { pin: "2026-07-28" } },
+    },
+  );
+  options.setup?.(client);
+  await client.connect(
+    new TransportV2(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+  );
+  return client;
+}
+
+/**
+ * The demo gateway (`mcp-gateway dev`: kb, tickets, deploy) for the tests of a describe block, on
+ * `plane`: `origin()` is the edge, or an Envoy-role front over the same engine, and `url()` its /mcp.
+ */
+export function demoPlane(plane: "edge" | "envoy"): {
+  readonly gw: DemoGateway;
+  /** Where clients reach the plane: the edge, or the front. */
+  origin(): string;
+  url(): string;
+} {
+  let gw: DemoGateway | undefined;
+  let front: EnvoyRoleFront | undefined;
+  beforeAll(async () => {
+    gw = await startDemoGateway();
+    if (plane === "envoy")
+      front = await startEnvoyRoleFront({
+        extService: { engine: gw.dev.engine, logger: gw.log.logger, metrics: gw.metrics },
+      });
+  });
+  afterAll(async () => {
+    await front?.close();
+    await gw?.close();
+  });
+  return {
+    get gw() {
+      return gw!;
+    },
+    origin: () => front?.url ?? gw!.dev.edge.url,
+    url: () => `${front?.url ?? gw!.dev.edge.url}/mcp`,
+  };
 }

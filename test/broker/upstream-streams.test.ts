@@ -1,15 +1,9 @@
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { startKbServer, startTicketsServer } from "../../examples/servers/index.js";
 import type { RunningServer } from "../../examples/servers/http.js";
 import { startGateway, waitFor, type Gateway } from "../e2e/harness.js";
-import { recordingProxy, registryServer } from "./support.js";
+import { connect2025, connectModern, recordingProxy, registryServer, type LegacyClient } from "./support.js";
 
 /**
  * The servers' streams the broker holds behind the clients' streams of /mcp, counted where they
@@ -24,46 +18,11 @@ import { recordingProxy, registryServer } from "./support.js";
 
 type Proxy = Awaited<ReturnType<typeof recordingProxy>>;
 
-interface Session {
-  sessionId: string;
-  protocolVersion: string;
-  tools(): Promise<string[]>;
-  close(): Promise<void>;
-}
-
-async function session2025(sdk: "1.x" | "2.x", url: string, token: string): Promise<Session> {
-  const init = { requestInit: { headers: { authorization: `Bearer ${token}` } } };
-  if (sdk === "1.x") {
-    const client = new Client({ name: "v1", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(url), init);
-    // A refused GET stream is reported here; the session goes on without it.
-    client.onerror = () => undefined;
-    await client.connect(transport);
-    return {
-      sessionId: transport.sessionId!,
-      protocolVersion: transport.protocolVersion!,
-      tools: async () => (await client.listTools()).tools.map((t) => t.name),
-      close: () => client.close(),
-    };
-  }
-  const client = new ClientV2({ name: "v2", version: "1.0.0" });
-  const transport = new TransportV2(new URL(url), init);
-  client.onerror = () => undefined;
-  await client.connect(transport);
-  expect(client.getProtocolEra()).not.toBe("modern");
-  return {
-    sessionId: transport.sessionId!,
-    protocolVersion: transport.protocolVersion!,
-    tools: async () => (await client.listTools()).tools.map((t) => t.name),
-    close: () => client.close(),
-  };
-}
-
 /** A raw GET stream on a session: its status, its JSON body when refused, and how to end it. */
 async function rawStream(
   url: string,
   token: string,
-  s: Session,
+  s: LegacyClient,
 ): Promise<{ status: number; body: unknown; close(): void }> {
   const abort = new AbortController();
   const response = await fetch(url, {
@@ -138,7 +97,7 @@ describe.each(["edge", "envoy"] as const)("the servers' streams behind /mcp, %s 
     it(`${sdk}: over the agent's limit the oldest lingering streams close at the servers, then new ones are refused`, async () => {
       const token = await gw.token(`agent-${sdk}`);
       const before = mark();
-      const a = await session2025(sdk, url(), token);
+      const a = await connect2025(sdk, url(), token);
       open.push(a);
       await waitFor(() => streams(before).length === 2, 10_000, "a's streams at both servers");
       const aStreams = streams(before);
@@ -148,11 +107,11 @@ describe.each(["edge", "envoy"] as const)("the servers' streams behind /mcp, %s 
       expect(aStreams.every((r) => r.open)).toBe(true);
 
       const afterA = mark();
-      const b = await session2025(sdk, url(), token);
+      const b = await connect2025(sdk, url(), token);
       open.push(b);
       await waitFor(() => streams(afterA).length === 2, 10_000, "b's streams");
       const afterB = mark();
-      const c = await session2025(sdk, url(), token);
+      const c = await connect2025(sdk, url(), token);
       open.push(c);
       await waitFor(() => streams(afterB).length === 2, 10_000, "c's streams");
       // Two sets is the limit: c's made room by closing a's, the lingering one, at the servers.
@@ -162,7 +121,7 @@ describe.each(["edge", "envoy"] as const)("the servers' streams behind /mcp, %s 
       // b and c are both behind open client streams: a third session's stream is refused, and
       // nothing more opens at the servers; the session itself still works.
       const afterC = mark();
-      const d = await session2025(sdk, url(), token);
+      const d = await connect2025(sdk, url(), token);
       open.push(d);
       const refused = await rawStream(url(), token, d);
       expect(refused.status).toBe(429);
@@ -192,15 +151,7 @@ describe.each(["edge", "envoy"] as const)("the servers' streams behind /mcp, %s 
 
   it("2026-07-28: each subscriptions/listen counts, a third over the limit is refused, a closed one closes its servers' streams", async () => {
     const listen = async () => {
-      const client = new ClientV2(
-        { name: "v2", version: "1.0.0" },
-        { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-      );
-      await client.connect(
-        new TransportV2(new URL(url()), {
-          requestInit: { headers: { authorization: `Bearer ${await gw.token("agent-2026")}` } },
-        }),
-      );
+      const client = await connectModern(url(), await gw.token("agent-2026"));
       open.push(client);
       return { client, subscription: await client.listen({ toolsListChanged: true }) };
     };
@@ -242,7 +193,7 @@ describe("the servers' streams behind a closed client stream close after broker.
   for (const sdk of ["1.x", "2.x"] as const) {
     it(`${sdk}: open while the client's stream is, closed at the server soon after it closes`, async () => {
       const from = proxy.seen.length;
-      const s = await session2025(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
+      const s = await connect2025(sdk, `${gw.edge.url}/mcp`, await gw.token("tester"));
       const streams = () => proxy.seen.slice(from).filter((r) => r.method === "GET" && r.status === 200);
       await waitFor(() => streams().length === 1, 10_000, "the server stream");
       await new Promise((resolve) => setTimeout(resolve, 800));
