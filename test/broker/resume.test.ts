@@ -1,18 +1,11 @@
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import { httpCall, MCP_HEADERS, rpc, startGateway, waitFor, type Gateway } from "../e2e/harness.js";
 import { startConformanceServer } from "../conformance/servers.js";
-import { cuttableProxy, recordingProxy } from "./support.js";
+import { connect2025, cuttableProxy, recordingProxy } from "./support.js";
 
 /**
  * Resumable streams of the aggregated endpoint's 2025 sessions (Streamable HTTP resumability,
@@ -113,6 +106,30 @@ async function readEvents(
   return { events: parseEvents(text), ended };
 }
 
+/** A 2025-11-25 session opened by hand (initialize, notifications/initialized): its request headers. */
+async function openRawSession(url: string, token: string): Promise<Record<string, string>> {
+  const headers = { ...MCP_HEADERS, authorization: `Bearer ${token}` };
+  const init = await httpCall(url, {
+    headers,
+    body: rpc("initialize", {
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "raw", version: "1" },
+    }),
+  });
+  expect(init.status).toBe(200);
+  const session = {
+    ...headers,
+    "mcp-session-id": String(init.headers["mcp-session-id"]),
+    "mcp-protocol-version": "2025-11-25",
+  };
+  await httpCall(url, {
+    headers: session,
+    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+  });
+  return session;
+}
+
 describe("aggregated endpoint: resumable 2025 streams", () => {
   let upstream: RunningServer;
   /** The conformance suite's 2025 server: test_reconnection closes its call's stream mid-call. */
@@ -150,26 +167,7 @@ describe("aggregated endpoint: resumable 2025 streams", () => {
     );
 
   it("a server that closes a call's stream mid-call (SEP-1699): the client's stream closes too, and the server is asked again when the client resumes", async () => {
-    const token = await gw.token("tester");
-    const headers = { ...MCP_HEADERS, authorization: `Bearer ${token}` };
-    const init = await httpCall(`${gw.edge.url}/mcp`, {
-      headers,
-      body: rpc("initialize", {
-        protocolVersion: "2025-11-25",
-        capabilities: {},
-        clientInfo: { name: "raw", version: "1" },
-      }),
-    });
-    expect(init.status).toBe(200);
-    const session = {
-      ...headers,
-      "mcp-session-id": String(init.headers["mcp-session-id"]),
-      "mcp-protocol-version": "2025-11-25",
-    };
-    await httpCall(`${gw.edge.url}/mcp`, {
-      headers: session,
-      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-    });
+    const session = await openRawSession(`${gw.edge.url}/mcp`, await gw.token("tester"));
     const resumesBefore = pollingSeen.seen.filter((r) => r.lastEventId !== undefined).length;
 
     const call = await request(`${gw.edge.url}/mcp`, {
@@ -211,26 +209,7 @@ describe("aggregated endpoint: resumable 2025 streams", () => {
   });
 
   it("a call's stream cut after its first progress resumes with GET Last-Event-ID: the rest, then the result", async () => {
-    const token = await gw.token("tester");
-    const headers = { ...MCP_HEADERS, authorization: `Bearer ${token}` };
-    const init = await httpCall(`${gw.edge.url}/mcp`, {
-      headers,
-      body: rpc("initialize", {
-        protocolVersion: "2025-11-25",
-        capabilities: {},
-        clientInfo: { name: "raw", version: "1" },
-      }),
-    });
-    expect(init.status).toBe(200);
-    const session = {
-      ...headers,
-      "mcp-session-id": String(init.headers["mcp-session-id"]),
-      "mcp-protocol-version": "2025-11-25",
-    };
-    await httpCall(`${gw.edge.url}/mcp`, {
-      headers: session,
-      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-    });
+    const session = await openRawSession(`${gw.edge.url}/mcp`, await gw.token("tester"));
 
     const call = await request(`${gw.edge.url}/mcp`, {
       method: "POST",
@@ -289,56 +268,30 @@ describe("aggregated endpoint: resumable 2025 streams", () => {
   });
 
   /** The two SDK majors' clients in the 2025 era, each connected through a proxy the test can cut. */
-  const clients = {
-    "SDK 1.x": async (url: string, token: string, logs: string[]) => {
-      const client = new Client({ name: "v1", version: "1.0.0" });
-      client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
-        logs.push(String(n.params.data));
-      });
-      await client.connect(
-        new StreamableHTTPClientTransport(new URL(url), {
-          requestInit: { headers: { authorization: `Bearer ${token}` } },
-          reconnectionOptions: {
-            initialReconnectionDelay: 200,
-            maxReconnectionDelay: 1000,
-            reconnectionDelayGrowFactor: 1,
-            maxRetries: 30,
-          },
-        }),
-      );
-      return {
-        call: async (name: string, args: Record<string, unknown>, onprogress?: () => void) =>
-          JSON.stringify(
-            (await client.callTool({ name, arguments: args }, undefined, { onprogress })).content,
-          ),
-        close: () => client.close(),
-      };
-    },
-    "SDK 2.x (2025 era)": async (url: string, token: string, logs: string[]) => {
-      const client = new ClientV2({ name: "v2", version: "1.0.0" });
-      client.setNotificationHandler("notifications/message", (n) => {
-        logs.push(String(n.params.data));
-      });
-      await client.connect(
-        new TransportV2(new URL(url), {
-          requestInit: { headers: { authorization: `Bearer ${token}` } },
-          reconnectionOptions: {
-            initialReconnectionDelay: 200,
-            maxReconnectionDelay: 1000,
-            reconnectionDelayGrowFactor: 1,
-            maxRetries: 30,
-          },
-        }),
-      );
-      return {
-        call: async (name: string, args: Record<string, unknown>, onprogress?: () => void) =>
-          JSON.stringify((await client.callTool({ name, arguments: args }, { onprogress })).content),
-        close: () => client.close(),
-      };
-    },
-  };
+  const sdks = [
+    ["SDK 1.x", "1.x"],
+    ["SDK 2.x (2025 era)", "2.x"],
+  ] as const;
 
-  describe.each(Object.entries(clients))("%s", (_name, connectVia) => {
+  describe.each(sdks)("%s", (_name, sdk) => {
+    /** The client, resuming cut streams promptly; its log messages go to `logs`. */
+    const connectVia = async (url: string, token: string, logs: string[]) => {
+      const mcp = await connect2025(sdk, url, token, {
+        reconnection: {
+          initialReconnectionDelay: 200,
+          maxReconnectionDelay: 1000,
+          reconnectionDelayGrowFactor: 1,
+          maxRetries: 30,
+        },
+        onLog: (data) => logs.push(String(data)),
+      });
+      return {
+        call: async (name: string, args: Record<string, unknown>, onprogress?: () => void) =>
+          JSON.stringify((await mcp.call(name, args, { onprogress })).content),
+        close: () => mcp.close(),
+      };
+    };
+
     it("a call whose server closes its stream mid-call gets its result after the client resumes its own", async () => {
       const mcp = await connectVia(`${gw.edge.url}/mcp`, await gw.token("tester"), []);
       try {
