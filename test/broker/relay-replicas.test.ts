@@ -1,10 +1,6 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
@@ -19,7 +15,7 @@ import { prepareGatewayConfig, serverName, type GatewayConfig } from "../conform
 import { startServer2025, type RunningServer } from "../conformance/server-2025.js";
 import { LogCapture, waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
-import { recordingProxy, type Recorded } from "./support.js";
+import { connect2025, recordingProxy, type Recorded, type Sdk2025 } from "./support.js";
 
 /**
  * A server-to-client request relayed through /mcp waits for the client's answer on the replica
@@ -31,7 +27,7 @@ import { recordingProxy, type Recorded } from "./support.js";
  * waits (202), and when the store is lost both sides fail at once instead of waiting out the hop.
  */
 const ELICIT = { name: "conformance-2025__test_elicitation", arguments: { message: "Your name?" } };
-const ANSWER = { action: "accept", content: { response: "from the client" } } as const;
+const ANSWER = { action: "accept" as const, content: { response: "from the client" } };
 
 /** The client's fetch: answers (POSTs of JSON-RPC responses only) go to `answers`, all else as asked. */
 function splitFetch(primary: () => string, answers: () => string, seen: { status: number; body: string }[]) {
@@ -53,52 +49,26 @@ function splitFetch(primary: () => string, answers: () => string, seen: { status
 /** Runs in the client's elicitation handler before it answers, given the request's id. */
 type BeforeAnswer = (requestId: string | number) => Promise<void>;
 
-const clients = {
-  "SDK 1.x": async (
-    url: string,
-    token: string,
-    fetchFn: ReturnType<typeof splitFetch>,
-    beforeAnswer?: BeforeAnswer,
-  ) => {
-    const client = new Client({ name: "v1", version: "1.0.0" }, { capabilities: { elicitation: {} } });
-    client.setRequestHandler(ElicitRequestSchema, async (_request, extra) => {
-      await beforeAnswer?.(extra.requestId);
-      return ANSWER;
-    });
-    const transport = new StreamableHTTPClientTransport(new URL(url), {
-      requestInit: { headers: { authorization: `Bearer ${token}` } },
+/** The SDK major's client, answering elicitations with ANSWER once `beforeAnswer` has run. */
+const connectFor =
+  (sdk: Sdk2025) =>
+  async (url: string, token: string, fetchFn: ReturnType<typeof splitFetch>, beforeAnswer?: BeforeAnswer) => {
+    const mcp = await connect2025(sdk, url, token, {
+      capabilities: { elicitation: {} },
       fetch: fetchFn,
+      onElicit: async (requestId) => {
+        await beforeAnswer?.(requestId);
+        return ANSWER;
+      },
     });
-    await client.connect(transport);
     return {
-      sessionId: () => transport.sessionId!,
-      call: (timeout: number) => client.callTool(ELICIT, undefined, { timeout }),
-      close: () => client.close(),
+      sessionId: () => mcp.sessionId,
+      call: (timeout: number) => mcp.call(ELICIT.name, ELICIT.arguments, { timeout }),
+      close: () => mcp.close(),
     };
-  },
-  "SDK 2.x (2025 era)": async (
-    url: string,
-    token: string,
-    fetchFn: ReturnType<typeof splitFetch>,
-    beforeAnswer?: BeforeAnswer,
-  ) => {
-    const client = new ClientV2({ name: "v2", version: "1.0.0" }, { capabilities: { elicitation: {} } });
-    client.setRequestHandler("elicitation/create", async (_request, ctx) => {
-      await beforeAnswer?.(ctx.mcpReq.id);
-      return ANSWER;
-    });
-    const transport = new TransportV2(new URL(url), {
-      requestInit: { headers: { authorization: `Bearer ${token}` } },
-      fetch: fetchFn,
-    });
-    await client.connect(transport);
-    return {
-      sessionId: () => transport.sessionId!,
-      call: (timeout: number) => client.callTool(ELICIT, { timeout }),
-      close: () => client.close(),
-    };
-  },
-};
+  };
+
+const clients = { "SDK 1.x": connectFor("1.x"), "SDK 2.x (2025 era)": connectFor("2.x") };
 
 describe("an answer to a relayed request on another replica (2025, two edges)", () => {
   let server: RunningServer;
@@ -191,6 +161,35 @@ async function postAnswer(url: string, token: string, sessionId: string, answer:
   return { status: response.status, body: text === "" ? undefined : (JSON.parse(text) as unknown) };
 }
 
+/** One replica's shared state on `redis` (keys under `keyPrefix`), connected. */
+async function sharedState(redis: TestRedis, keyPrefix: string, log: LogCapture) {
+  const metrics = new Metrics(false);
+  const store = new RedisStore({ url: redis.url, keyPrefix, connectTimeoutMs: 1_000, commandTimeoutMs: 500 });
+  await store.waitUntilAvailable(5_000);
+  return { metrics, state: new GatewayState(store, metrics, log.logger) };
+}
+
+/**
+ * The call whose relayed request waited while the store went: the server heard the relay fail
+ * (answer_relay_unavailable; its tool reports the error) long before the hop's 60 s, and the
+ * client's late answer (its reply recorded in `seen`) is refused with 503 session_unavailable:
+ * the session check before the hand-over is the first to find the store down.
+ */
+async function expectRelayLost(
+  call: () => Promise<{ isError?: boolean; content?: unknown }>,
+  seen: { status: number; body: string }[],
+): Promise<void> {
+  const started = Date.now();
+  const result = await call();
+  expect(Date.now() - started).toBeLessThan(15_000);
+  expect(result.isError).toBe(true);
+  expect(JSON.stringify(result.content)).toContain(Reasons.answer_relay_unavailable.message);
+  // The client's fetch has read the refusal.
+  await waitFor(() => seen.length > 0, 5_000, "the client's answer");
+  expect(seen.map((s) => s.status)).toEqual([503]);
+  expect(JSON.parse(seen[0]!.body)).toMatchObject({ error: { data: { reason: "session_unavailable" } } });
+}
+
 describeWithRedis(
   "an answer to a relayed request on another replica, with the shared store (redis-server)",
   () => {
@@ -209,15 +208,7 @@ describeWithRedis(
       intruderToken = await signDevToken(keys.privateJwk, { subject: "intruder", ttl: "1h" });
       const keyPrefix = `relay${Date.now()}:`;
       for (let i = 0; i < 2; i++) {
-        const metrics = new Metrics(false);
-        const store = new RedisStore({
-          url: redis.url,
-          keyPrefix,
-          connectTimeoutMs: 1_000,
-          commandTimeoutMs: 500,
-        });
-        await store.waitUntilAvailable(5_000);
-        const state = new GatewayState(store, metrics, log.logger);
+        const { metrics, state } = await sharedState(redis, keyPrefix, log);
         const edge = await startEdge({
           engine: config.engine,
           logger: log.logger,
@@ -354,17 +345,7 @@ describeWithRedis(
         },
       );
       try {
-        const started = Date.now();
-        const result = await mcp.call(30_000);
-        // The server heard the relay fail (its tool reports the error) long before the hop's 60 s.
-        expect(Date.now() - started).toBeLessThan(15_000);
-        expect(result.isError).toBe(true);
-        expect(JSON.stringify(result.content)).toContain("cannot reach the gateway replica waiting for it");
-        await waitFor(() => seen.length > 0, 5_000, "the client's answer");
-        expect(seen[0]!.status).toBe(503);
-        expect(JSON.parse(seen[0]!.body)).toMatchObject({
-          error: { data: { reason: "session_unavailable" } },
-        });
+        await expectRelayLost(() => mcp.call(30_000), seen);
       } finally {
         await mcp.close();
       }
@@ -399,15 +380,7 @@ describeWithRedis(
       const keyPrefix = `relay-envoy${Date.now()}:`;
       let frontOrigin = "";
       for (let i = 0; i < 2; i++) {
-        const metrics = new Metrics(false);
-        const store = new RedisStore({
-          url: redis.url,
-          keyPrefix,
-          connectTimeoutMs: 1_000,
-          commandTimeoutMs: 500,
-        });
-        await store.waitUntilAvailable(5_000);
-        const state = new GatewayState(store, metrics, log.logger);
+        const { metrics, state } = await sharedState(redis, keyPrefix, log);
         const ext = await startExtService({
           engine: config.engine,
           logger: log.logger,
@@ -510,22 +483,9 @@ describeWithRedis(
       });
       sessionId = mcp.sessionId();
       try {
-        const started = Date.now();
-        const result = await mcp.call(30_000);
-        // The server heard the relay fail (its tool reports the error) long before the hop's 60 s.
-        expect(Date.now() - started).toBeLessThan(15_000);
-        expect(result.isError).toBe(true);
-        expect(JSON.stringify(result.content)).toContain(Reasons.answer_relay_unavailable.message);
-        const { to } = moved!;
-        // The client's fetch has read the refusal (the proxy saw its status before that).
-        await waitFor(() => seen.length > 0, 5_000, "the client's answer");
-        // Refused by the broker itself (a JSON-RPC error), not by the front; the session check
-        // before the hand-over is the first to find the store down.
-        expect(answersAt(to, sessionId).map((s) => s.status)).toEqual([503]);
-        expect(seen.map((s) => s.status)).toEqual([503]);
-        expect(JSON.parse(seen[0]!.body)).toMatchObject({
-          error: { data: { reason: "session_unavailable" } },
-        });
+        await expectRelayLost(() => mcp.call(30_000), seen);
+        // Refused by the broker itself (a JSON-RPC error), not by the front.
+        expect(answersAt(moved!.to, sessionId).map((s) => s.status)).toEqual([503]);
       } finally {
         await mcp.close();
       }
