@@ -6,7 +6,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/index.js";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
-import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
 import { Reasons } from "../../ext-service/src/policy/reasons.js";
 import { GatewayState } from "../../ext-service/src/runtime/gateway-state.js";
 import { RedisStore } from "../../ext-service/src/state/redis.js";
@@ -15,7 +14,7 @@ import { prepareGatewayConfig, serverName, type GatewayConfig } from "../conform
 import { startServer2025, type RunningServer } from "../conformance/server-2025.js";
 import { LogCapture, waitFor } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
-import { connect2025, recordingProxy, type Recorded, type Sdk2025 } from "./support.js";
+import { brokerReplica, connect2025, type BrokerReplica, type Sdk2025 } from "./support.js";
 
 /**
  * A server-to-client request relayed through /mcp waits for the client's answer on the replica
@@ -366,13 +365,7 @@ describeWithRedis(
     let config: GatewayConfig;
     let redis: TestRedis;
     let front: EnvoyRoleFront;
-    const replicas: {
-      ext: ExtService;
-      state: GatewayState;
-      seen: Recorded[];
-      url: string;
-      close(): Promise<void>;
-    }[] = [];
+    const replicas: (BrokerReplica & { state: GatewayState })[] = [];
     const log = new LogCapture();
     beforeAll(async () => {
       [server, redis] = await Promise.all([startServer2025(), startRedis()]);
@@ -381,29 +374,14 @@ describeWithRedis(
       let frontOrigin = "";
       for (let i = 0; i < 2; i++) {
         const { metrics, state } = await sharedState(redis, keyPrefix, log);
-        const ext = await startExtService({
+        const replica = await brokerReplica({
           engine: config.engine,
           logger: log.logger,
           metrics,
           state,
-          grpcHost: "127.0.0.1",
-          grpcPort: 0,
-          adminHost: "127.0.0.1",
-          adminPort: 0,
-          brokerHost: "127.0.0.1",
-          brokerPort: 0,
-          // The broker's hops come back through the front, as they go through Envoy's listener.
-          brokerHopOrigin: () => frontOrigin,
+          hopOrigin: () => frontOrigin,
         });
-        // What reaches each replica's broker listener, and with which session.
-        const proxy = await recordingProxy(Number(new URL(ext.brokerUrl).port));
-        replicas.push({
-          ext,
-          state,
-          seen: proxy.seen,
-          url: proxy.url.replace(/\/mcp$/, ""),
-          close: proxy.close,
-        });
+        replicas.push({ ...replica, state });
       }
       front = await startEnvoyRoleFront({
         extService: replicas[0]!.ext.grpcAddress,
@@ -416,7 +394,6 @@ describeWithRedis(
     afterAll(async () => {
       await front?.close();
       await Promise.allSettled(replicas.map((r) => r.close()));
-      await Promise.allSettled(replicas.map((r) => r.ext.close(0)));
       await Promise.allSettled(replicas.map((r) => r.state.close()));
       await Promise.allSettled([server?.close(), redis?.close()]);
       config?.remove();

@@ -16,7 +16,12 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { startDemoServers, type RunningServer } from "../../examples/servers/index.js";
 import { afterAll, beforeAll, expect } from "vitest";
+import type { GatewayEngine } from "../../ext-service/src/config/compile.js";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
+import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
+import type { GatewayState } from "../../ext-service/src/runtime/gateway-state.js";
+import type { Logger } from "../../ext-service/src/telemetry/logger.js";
+import type { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { startDemoGateway, type DemoGateway, type GatewaySpec } from "../e2e/harness.js";
 
 /** registry/registry.yaml's servers, pointed at demo servers started on free ports. */
@@ -346,5 +351,53 @@ export function demoPlane(plane: "edge" | "envoy"): {
     },
     origin: () => front?.url ?? gw!.dev.edge.url,
     url: () => `${front?.url ?? gw!.dev.edge.url}/mcp`,
+  };
+}
+
+/** One ext-service broker replica behind the Envoy-role front (brokerReplica). */
+export interface BrokerReplica {
+  ext: ExtService;
+  /** What reached its broker listener, and with which session. */
+  seen: Recorded[];
+  /** Its broker listener's origin, through the recording proxy: an endpoint of the front's broker cluster. */
+  url: string;
+  /** Closes the recording proxy, then the ext-service. */
+  close(): Promise<void>;
+}
+
+/**
+ * An ext-service on free local ports whose broker's hops come back through `hopOrigin()` (the
+ * Envoy-role front's origin, as they go through Envoy's listener), with a recordingProxy in front
+ * of its broker listener.
+ */
+export async function brokerReplica(options: {
+  engine: GatewayEngine;
+  logger: Logger;
+  hopOrigin: () => string;
+  metrics?: Metrics;
+  state?: GatewayState;
+}): Promise<BrokerReplica> {
+  const ext = await startExtService({
+    engine: options.engine,
+    logger: options.logger,
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+    ...(options.state ? { state: options.state } : {}),
+    grpcHost: "127.0.0.1",
+    grpcPort: 0,
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+    brokerHost: "127.0.0.1",
+    brokerPort: 0,
+    brokerHopOrigin: options.hopOrigin,
+  });
+  const proxy = await recordingProxy(Number(new URL(ext.brokerUrl).port));
+  return {
+    ext,
+    seen: proxy.seen,
+    url: proxy.url.replace(/\/mcp$/, ""),
+    async close() {
+      await proxy.close();
+      await ext.close(0);
+    },
   };
 }

@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { RingHash, xxHash64 } from "../../ext-service/src/envoy/ring-hash.js";
-import { startExtService, type ExtService } from "../../ext-service/src/envoy/server.js";
-import { recordingProxy } from "../broker/support.js";
+import { brokerReplica, type BrokerReplica } from "../broker/support.js";
 import { connectClient, startDemoGateway, type DemoGateway } from "../e2e/harness.js";
 
 /**
@@ -68,45 +67,30 @@ describe("RingHash", () => {
 
 describe("Envoy-role front over three broker replicas (mcp_gateway_broker, RING_HASH on mcp-session-id)", () => {
   let gw: DemoGateway;
-  const replicas: ExtService[] = [];
-  const seen: Awaited<ReturnType<typeof recordingProxy>>[] = [];
+  const replicas: BrokerReplica[] = [];
   let front: EnvoyRoleFront;
 
   beforeAll(async () => {
     gw = await startDemoGateway();
     let frontOrigin = "";
-    for (let i = 0; i < 3; i++) {
-      const replica = await startExtService({
-        engine: gw.dev.engine,
-        logger: gw.log.logger,
-        grpcHost: "127.0.0.1",
-        grpcPort: 0,
-        adminHost: "127.0.0.1",
-        adminPort: 0,
-        brokerHost: "127.0.0.1",
-        brokerPort: 0,
-        // Each replica's hops come back through the front, as they go through Envoy's listener.
-        brokerHopOrigin: () => frontOrigin,
-      });
-      replicas.push(replica);
-      // What reaches each replica's broker listener, and with which session.
-      seen.push(await recordingProxy(Number(new URL(replica.brokerUrl).port)));
-    }
+    for (let i = 0; i < 3; i++)
+      replicas.push(
+        await brokerReplica({ engine: gw.dev.engine, logger: gw.log.logger, hopOrigin: () => frontOrigin }),
+      );
     front = await startEnvoyRoleFront({
-      extService: replicas[0]!.grpcAddress,
+      extService: replicas[0]!.ext.grpcAddress,
       upstreams: Object.fromEntries(
         gw.dev.engine.registry
           .serverNames()
           .map((name) => [name, gw.dev.engine.registry.server(name)!.config.upstreams[0]!]),
       ),
-      broker: seen.map((s) => s.url.replace(/\/mcp$/, "")),
+      broker: replicas.map((r) => r.url),
     });
     frontOrigin = front.url;
   });
   afterAll(async () => {
     await front?.close();
-    await Promise.allSettled(seen.map((s) => s.close()));
-    await Promise.allSettled(replicas.map((r) => r.close(0)));
+    await Promise.allSettled(replicas.map((r) => r.close()));
     await gw?.close();
   });
 
@@ -128,13 +112,13 @@ describe("Envoy-role front over three broker replicas (mcp_gateway_broker, RING_
       }
     }
     const replicaOf = (session: string) =>
-      seen.map((s, i) => (s.seen.some((r) => r.session === session) ? i : -1)).filter((i) => i >= 0);
+      replicas.map((s, i) => (s.seen.some((r) => r.session === session) ? i : -1)).filter((i) => i >= 0);
     const placed = sessions.map((session) => {
       const where = replicaOf(session);
       // Every request that carried the session (notifications/initialized, lists, the call) went
       // to one replica, whichever served its initialize.
       expect(where).toHaveLength(1);
-      expect(seen[where[0]!]!.seen.filter((r) => r.session === session).length).toBeGreaterThanOrEqual(3);
+      expect(replicas[where[0]!]!.seen.filter((r) => r.session === session).length).toBeGreaterThanOrEqual(3);
       return where[0]!;
     });
     // Ten sessions over three replicas: on one alone with probability 3 / 3^10.
