@@ -3,19 +3,11 @@ import { dirname, join } from "node:path";
 import { request } from "undici";
 import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvalsAdminApi } from "../../ext-service/src/approvals/admin-api.js";
-import { consoleApi } from "../../ext-service/src/console/api.js";
 import { AuditRing, type AuditRecord } from "../../ext-service/src/telemetry/audit.js";
-import { adminBaseUrl, boundPort, startAdminServer } from "../../ext-service/src/telemetry/admin.js";
 import { startKbServer } from "../../examples/servers/kb.js";
 import type { RunningServer } from "../../examples/servers/http.js";
 import { connectClient, startGateway, type Gateway } from "../e2e/harness.js";
-
-const KB = (
-  parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
-    servers: { name: string; tools: (Record<string, unknown> & { name: string; pin?: string })[] }[];
-  }
-).servers.find((s) => s.name === "kb")!;
+import { KB, startConsoleAdmin } from "./support.js";
 
 describe("AuditRing", () => {
   it("keeps the newest `capacity` records, newest first", () => {
@@ -50,22 +42,9 @@ describe("console API: audit", () => {
       },
     });
     for (const name of ["reader", "boss", "alice"]) tokens[name] = await gw.token(name);
-    const approvals = gw.edge.state.approvals;
-    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
-      approvalsAdminApi(() => gw.edge.engine, approvals, gw.log.logger),
-      consoleApi({
-        engine: () => gw.edge.engine,
-        approvals,
-        audit: gw.edge.audit,
-        store: gw.edge.state.store,
-        metrics: gw.metrics,
-        upstreams: () => gw.edge.upstreamStatus(),
-        logger: gw.log.logger,
-      }),
-    ]);
-    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
-    approvals.adminUrl = adminUrl;
-    close = () => new Promise<void>((r) => admin.close(() => r()));
+    const admin = await startConsoleAdmin(gw, { approvalsApi: true });
+    adminUrl = admin.url;
+    close = admin.close;
   });
   afterAll(async () => {
     await close?.();
@@ -198,21 +177,9 @@ describe("console API: access, explain, budgets", () => {
       },
     });
     for (const name of ["reader", "mallory", "boss", "alice"]) tokens[name] = await gw.token(name);
-    const approvals = gw.edge.state.approvals;
-    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
-      consoleApi({
-        engine: () => gw.edge.engine,
-        approvals,
-        audit: gw.edge.audit,
-        store: gw.edge.state.store,
-        metrics: gw.metrics,
-        upstreams: () => gw.edge.upstreamStatus(),
-        logger: gw.log.logger,
-      }),
-    ]);
-    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
-    approvals.adminUrl = adminUrl;
-    close = () => new Promise<void>((r) => admin.close(() => r()));
+    const admin = await startConsoleAdmin(gw);
+    adminUrl = admin.url;
+    close = admin.close;
   });
   afterAll(async () => {
     await close?.();
@@ -445,21 +412,9 @@ describe("console API: overview and registry", () => {
       config: { approvals: { approvers: [{ roles: ["approver"] }] } },
     });
     for (const name of ["reader", "boss", "alice"]) tokens[name] = await gw.token(name);
-    const approvals = gw.edge.state.approvals;
-    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
-      consoleApi({
-        engine: () => gw.edge.engine,
-        approvals,
-        audit: gw.edge.audit,
-        store: gw.edge.state.store,
-        metrics: gw.metrics,
-        upstreams: () => gw.edge.upstreamStatus(),
-        logger: gw.log.logger,
-      }),
-    ]);
-    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
-    approvals.adminUrl = adminUrl;
-    close = () => new Promise<void>((r) => admin.close(() => r()));
+    const admin = await startConsoleAdmin(gw);
+    adminUrl = admin.url;
+    close = admin.close;
   });
   afterAll(async () => {
     await close?.();

@@ -1,21 +1,11 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { request } from "undici";
-import { parse } from "yaml";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { consoleApi } from "../../ext-service/src/console/api.js";
 import type { BudgetsPage } from "../../ext-service/src/console/budgets.js";
-import { adminBaseUrl, boundPort, startAdminServer } from "../../ext-service/src/telemetry/admin.js";
 import { startKbServer } from "../../examples/servers/kb.js";
 import type { RunningServer } from "../../examples/servers/http.js";
 import { connectClient, startGateway, type Gateway } from "../e2e/harness.js";
+import { KB, startConsoleAdmin } from "./support.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
-
-const KB = (
-  parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
-    servers: { name: string; tools: Record<string, unknown>[] }[];
-  }
-).servers.find((s) => s.name === "kb")!;
 
 /** The Budgets page's counters read from a real Redis (the store replicas share), and while it is down. */
 describeWithRedis("console API: budgets from Redis", () => {
@@ -37,19 +27,9 @@ describeWithRedis("console API: budgets from Redis", () => {
         budgets: { rules: [{ name: "kb-daily", per: "agent", tools: ["kb/*"], period: "day", limit: 10 }] },
       },
     });
-    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
-      consoleApi({
-        engine: () => gw.edge.engine,
-        approvals: gw.edge.state.approvals,
-        audit: gw.edge.audit,
-        store: gw.edge.state.store,
-        metrics: gw.metrics,
-        upstreams: () => gw.edge.upstreamStatus(),
-        logger: gw.log.logger,
-      }),
-    ]);
-    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
-    close = () => new Promise<void>((r) => admin.close(() => r()));
+    const admin = await startConsoleAdmin(gw);
+    adminUrl = admin.url;
+    close = admin.close;
   });
   afterAll(async () => {
     await close?.();

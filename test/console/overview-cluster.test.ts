@@ -1,26 +1,16 @@
-import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
-import { parse } from "yaml";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { loadEngine } from "../../ext-service/src/config/compile.js";
-import { consoleApi } from "../../ext-service/src/console/api.js";
-import { consoleAssets } from "../../ext-service/src/console/routes.js";
 import { startEdge, type Edge } from "../../ext-service/src/edge/server.js";
-import { adminBaseUrl, boundPort, startAdminServer } from "../../ext-service/src/telemetry/admin.js";
 import { Metrics } from "../../ext-service/src/telemetry/metrics.js";
 import { startKbServer } from "../../examples/servers/kb.js";
 import type { RunningServer } from "../../examples/servers/http.js";
 import { connectClient, LogCapture, startGateway, type Gateway } from "../e2e/harness.js";
+import { KB, startConsoleAdmin } from "./support.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
 import { chromiumAvailable, launchChromium, SCREENSHOT_DIR } from "./browser.js";
-
-const KB = (
-  parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
-    servers: { name: string; tools: Record<string, unknown>[] }[];
-  }
-).servers.find((s) => s.name === "kb")!;
 
 interface Overview {
   replica: { host: string; pid: number };
@@ -73,21 +63,9 @@ describeWithRedis("console Overview: this replica's rates and every replica's co
       host: "127.0.0.1",
       port: 0,
     });
-    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
-      consoleApi({
-        engine: () => gw.edge.engine,
-        approvals: gw.edge.state.approvals,
-        audit: gw.edge.audit,
-        store: gw.edge.state.store,
-        metrics: gw.metrics,
-        upstreams: () => gw.edge.upstreamStatus(),
-        logger: gw.log.logger,
-      }),
-      consoleAssets(),
-    ]);
-    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
-    gw.edge.state.approvals.adminUrl = adminUrl;
-    close = () => new Promise<void>((r) => admin.close(() => r()));
+    const admin = await startConsoleAdmin(gw, { assets: true });
+    adminUrl = admin.url;
+    close = admin.close;
   });
   afterAll(async () => {
     await close?.();

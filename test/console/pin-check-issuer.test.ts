@@ -1,25 +1,14 @@
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { request } from "undici";
-import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvalsAdminApi } from "../../ext-service/src/approvals/admin-api.js";
 import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
-import { consoleApi } from "../../ext-service/src/console/api.js";
 import type { PinCheckReport } from "../../ext-service/src/console/pin-check.js";
-import { consoleAssets } from "../../ext-service/src/console/routes.js";
-import { adminBaseUrl, boundPort, startAdminServer } from "../../ext-service/src/telemetry/admin.js";
 import { startKbServer } from "../../examples/servers/kb.js";
 import type { RunningServer } from "../../examples/servers/http.js";
 import { connectClient, ECHO_TOOL, startGateway, tempDir, unusedPort, type Gateway } from "../e2e/harness.js";
+import { KB, startConsoleAdmin } from "./support.js";
 import { chromiumAvailable, launchChromium, SCREENSHOT_DIR, type RunningBrowser } from "./browser.js";
-
-const KB = (
-  parse(readFileSync(join(import.meta.dirname, "../../registry/registry.yaml"), "utf8")) as {
-    servers: { name: string; tools: Record<string, unknown>[] }[];
-  }
-).servers.find((s) => s.name === "kb")!;
 
 /** A second trusted issuer whose tokens' roles count (a partner IdP). */
 const PARTNER = "https://partner.example";
@@ -87,23 +76,9 @@ describe("console: check pins now, and the explain box's issuer", () => {
         approvals: { approvers: [{ roles: ["approver"] }] },
       },
     });
-    const approvals = gw.edge.state.approvals;
-    const admin = await startAdminServer(gw.metrics, { ready: () => true }, "127.0.0.1", 0, [
-      approvalsAdminApi(() => gw.edge.engine, approvals, gw.log.logger),
-      consoleApi({
-        engine: () => gw.edge.engine,
-        approvals,
-        audit: gw.edge.audit,
-        store: gw.edge.state.store,
-        metrics: gw.metrics,
-        upstreams: () => gw.edge.upstreamStatus(),
-        logger: gw.log.logger,
-      }),
-      consoleAssets(),
-    ]);
-    adminUrl = adminBaseUrl("127.0.0.1", boundPort(admin));
-    approvals.adminUrl = adminUrl;
-    closeAdmin = () => new Promise<void>((r) => admin.close(() => r()));
+    const admin = await startConsoleAdmin(gw, { approvalsApi: true, assets: true });
+    adminUrl = admin.url;
+    closeAdmin = admin.close;
   });
   afterAll(async () => {
     await closeAdmin?.();
