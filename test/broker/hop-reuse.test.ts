@@ -1,16 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { connectClient, startGateway, waitFor, type Gateway } from "../e2e/harness.js";
+import { connectModern } from "./support.js";
 
 /**
  * The broker keeps its hop clients between requests (broker/hop-pool.ts) instead of building one
@@ -169,16 +166,7 @@ describe.each(["edge", "envoy"] as const)(
 
     it("2026-07-28 clients: one hop session per agent and capabilities, never shared with another agent", async () => {
       const v2 = async (agent: string, capabilities: Record<string, unknown> = {}) => {
-        const client = new ClientV2(
-          { name: agent, version: "1.0.0" },
-          { capabilities, versionNegotiation: { mode: { pin: "2026-07-28" } } },
-        );
-        await client.connect(
-          new TransportV2(new URL(url()), {
-            requestInit: { headers: { authorization: `Bearer ${await gw.token(agent)}` } },
-          }),
-        );
-        return client;
+        return connectModern(url(), await gw.token(agent), { name: agent, capabilities });
       };
       const tester = await v2("tester");
       const other = await v2("other");

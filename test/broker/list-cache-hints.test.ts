@@ -1,13 +1,10 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { toNodeHandler } from "@modelcontextprotocol/node";
 import { McpServer, createMcpHandler } from "@modelcontextprotocol/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type Gateway } from "../e2e/harness.js";
+import { connectModern } from "./support.js";
 
 /**
  * A 2026-07-28 server's caching hints decide how long the aggregated endpoint keeps its list
@@ -60,15 +57,7 @@ describe("aggregated endpoint: a 2026-07-28 server's ttlMs bounds the kept list"
   const hints: { ttlMs?: unknown; cacheScope?: unknown }[] = [];
 
   async function listTwice(token: string): Promise<number> {
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    await client.connect(
-      new TransportV2(new URL(`${gw.edge.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${token}` } },
-      }),
-    );
+    const client = await connectModern(`${gw.edge.url}/mcp`, token);
     try {
       const before = lists;
       for (let i = 0; i < 2; i++) {

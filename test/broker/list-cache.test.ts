@@ -1,8 +1,4 @@
 import { readFileSync, writeFileSync } from "node:fs";
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { CallToolRequestSchema, ListToolsRequestSchema, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +11,7 @@ import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import { LogCapture, connectClient, startGateway, type Gateway } from "../e2e/harness.js";
 import { describeWithRedis, startRedis, type TestRedis } from "../state/redis-server.js";
+import { connectModern } from "./support.js";
 
 /**
  * The aggregated endpoint keeps each server's lists per agent view (broker/list-cache.ts). Two
@@ -130,15 +127,7 @@ describe("aggregated endpoint: lists kept per agent view (edge)", () => {
   });
 
   it("the 2026-07-28 client's lists are kept too (the 2025 server answered a fallback hop)", async () => {
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    await client.connect(
-      new TransportV2(new URL(`${gw.edge.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${await gw.token("bob")}` } },
-      }),
-    );
+    const client = await connectModern(`${gw.edge.url}/mcp`, await gw.token("bob"));
     try {
       const before = notes.lists;
       const first = (await client.listTools()).tools.map((t) => t.name);

@@ -1,7 +1,3 @@
-import {
-  Client as ClientV2,
-  StreamableHTTPClientTransport as TransportV2,
-} from "@modelcontextprotocol/client";
 import { importJWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEV_AUDIENCE, DEV_ISSUER } from "../../ext-service/src/config/devkeys.js";
@@ -16,6 +12,7 @@ import {
   type ErrorBody,
   type TokenExchangeFixture,
 } from "../upstream/token-exchange-fixture.js";
+import { connectModern } from "./support.js";
 
 /**
  * Per-agent upstream credentials (RFC 8693 token exchange) through the aggregated endpoint, on
@@ -116,15 +113,7 @@ describe.each(["edge", "envoy"] as const)("token exchange through /mcp, %s plane
 
   it("v2 client (2026-07-28): the same, stateless", async () => {
     const mark = servers.seen.length;
-    const client = new ClientV2(
-      { name: "v2", version: "1.0.0" },
-      { versionNegotiation: { mode: { pin: "2026-07-28" } } },
-    );
-    await client.connect(
-      new TransportV2(new URL(`${base()}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${tokens.get("other")}` } },
-      }),
-    );
+    const client = await connectModern(`${base()}/mcp`, tokens.get("other")!);
     try {
       const tools = (await client.listTools()).tools.map((t) => t.name).sort();
       expect(tools).toEqual(["jira__echo", "wiki__echo"]);
