@@ -13,12 +13,17 @@
  * A variant is `bare` or `edge`, with modifiers: `+noaudit` (edge at log level warn: the audit
  * record is built, kept and counted, but no line is written), `+unbatched` (edge writing each log
  * line on its own, as before telemetry/logger.ts's LOG_FLUSH_DELAY_MS), `+semi<N>` (that process runs with
- * `--max-semi-space-size=N`, in MiB), `+flag=<node flag>` (any other flag, e.g. `+flag=--trace-gc`).
+ * `--max-semi-space-size=N`, in MiB), `+flag=<node flag>` (any other flag, e.g. `+flag=--trace-gc`),
+ * `+dist=<dir>` (edge only: the edge of another build, `<dir>` being a copy of an earlier `dist/`
+ * inside this tree, e.g. `bench/out/dist-before`, so a change is measured against the code before
+ * it in the same run: `--variants bare,edge+dist=bench/out/dist-before,edge`).
  * Prints one line per variant and round, then per variant the median over rounds and its ratio
  * to the first variant's figure in the same round (median, and half of max - min).
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { startHosted, type Hosted } from "./hosted.js";
 import { closedLoop, openLoop, type Operation } from "./load.js";
@@ -37,6 +42,8 @@ interface Variant {
   logLevel: "info" | "warn";
   unbatchedLog: boolean;
   nodeFlags: string[];
+  /** The build the edge is loaded from; undefined: this one. */
+  dist?: string;
 }
 
 function parseVariant(spec: string): Variant {
@@ -48,6 +55,7 @@ function parseVariant(spec: string): Variant {
     else if (mod === "unbatched" && kind === "edge") v.unbatchedLog = true;
     else if (/^semi\d+$/.test(mod)) v.nodeFlags.push(`--max-semi-space-size=${mod.slice(4)}`);
     else if (mod.startsWith("flag=")) v.nodeFlags.push(mod.slice(5));
+    else if (mod.startsWith("dist=") && kind === "edge") v.dist = mod.slice(5);
     else throw new Error(`variant ${spec}: unknown modifier ${mod}`);
   }
   return v;
@@ -150,7 +158,9 @@ async function main(): Promise<void> {
               variant.nodeFlags,
             )
           : await startHosted(
-              new URL(`./targets/edge${EXT}`, import.meta.url),
+              variant.dist === undefined
+                ? new URL(`./targets/edge${EXT}`, import.meta.url)
+                : new URL("bench/targets/edge.js", pathToFileURL(`${resolve(variant.dist)}/`)),
               "serveEdge",
               {
                 configFile: work.configFile,
