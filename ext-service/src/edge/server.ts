@@ -352,17 +352,19 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
     const route = engine.route(path);
     if (route.kind === "broker") return serveBroker(req, res, exchange, state);
     const t0 = performance.now();
-    const admission = await engine.admit(
+    const admitted = engine.admitStep(
       { method, path, headers, localAddress: req.socket.localAddress },
       exchange,
       route,
     );
+    // A known agent's cached token is admitted at once: no promise to wait for.
+    const admission = "then" in admitted ? await admitted : admitted;
     admitSeconds.observe((performance.now() - t0) / 1000);
     if (!admission.ok) return sendReply(res, admission.reply);
     // The aggregated endpoint's hops: the agent's own request to /mcp was already counted.
     if (!admission.principal.viaBroker) {
-      const admitted = admitAgent(res, exchange, state, admission.principal);
-      if (typeof admitted === "boolean" ? !admitted : !(await admitted)) return;
+      const agentAdmitted = admitAgent(res, exchange, state, admission.principal);
+      if (typeof agentAdmitted === "boolean" ? !agentAdmitted : !(await agentAdmitted)) return;
     }
 
     const media = checkMcpMedia(method, headers);

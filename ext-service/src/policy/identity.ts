@@ -43,7 +43,8 @@ interface AgentBinding {
 }
 
 interface CacheEntry {
-  principal: Principal;
+  /** What a hit answers: one frozen object per verified token, not one per request. */
+  result: Readonly<AuthResult & { ok: true }>;
   expiresAt: number;
 }
 
@@ -341,6 +342,15 @@ export class Authenticator {
   }
 
   async authenticate(authorization: string | undefined): Promise<AuthResult> {
+    return this.authenticateStep(authorization);
+  }
+
+  /**
+   * As authenticate, but answered at once (no promise) when no signature has to be checked: a
+   * missing or malformed header, or a token verified before whose cache entry has not expired.
+   * The request path then takes no promise and no microtask for the token of a known agent.
+   */
+  authenticateStep(authorization: string | undefined): AuthResult | Promise<AuthResult> {
     const token = Authenticator.bearerToken(authorization);
     if (token === null)
       return { ok: false, reason: "token_malformed", detail: "Authorization is not 'Bearer <token>'" };
@@ -352,15 +362,19 @@ export class Authenticator {
     const hit = this.cache.get(cacheKey);
     const now = this.now();
     if (hit) {
-      if (hit.expiresAt > now) return { ok: true, principal: hit.principal, cached: true };
+      if (hit.expiresAt > now) return hit.result;
       this.cache.delete(cacheKey);
     }
+    return this.verifyAndRemember(token, cacheKey, now);
+  }
+
+  private async verifyAndRemember(token: string, cacheKey: string, now: number): Promise<AuthResult> {
     const result = await this.verify(token);
     if (result.ok) {
       const exp =
         typeof result.principal.claims.exp === "number" ? result.principal.claims.exp * 1000 : Infinity;
       this.remember(cacheKey, {
-        principal: result.principal,
+        result: Object.freeze({ ok: true, principal: result.principal, cached: true }),
         expiresAt: Math.min(now + this.cacheTtlMs, exp),
       });
     }
