@@ -50,7 +50,10 @@ describe("kept hop clients expire when idle", () => {
     const hop = {
       client,
       transport,
-      speaker: { principal: { agent: "tester", roles: [], claims: {}, issuer: undefined, anonymous: false } },
+      speaker: {
+        principal: { agent: "tester", roles: [], claims: {}, issuer: undefined, anonymous: false },
+        bearer: { token: undefined },
+      },
       ctx: undefined,
       clientStream: undefined,
       sent: [],

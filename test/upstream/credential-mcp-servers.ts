@@ -30,11 +30,16 @@ export interface CredentialMcpServers {
   seen: SeenRequest[];
   /** `tools/call`s answered, as `<agent>@<server>`. */
   calls: string[];
+  /**
+   * Sends a log message (`notifications/message`, logger "ping", data `text`) from every session
+   * of server `name`, outside any request: it travels on the session's GET stream.
+   */
+  notify(name: "jira" | "wiki", text: string): Promise<void>;
   close(): Promise<void>;
 }
 
 function echoServer(name: "jira" | "wiki", calls: string[]): Server {
-  const server = new Server({ name, version: "1.0.0" }, { capabilities: { tools: {} } });
+  const server = new Server({ name, version: "1.0.0" }, { capabilities: { tools: {}, logging: {} } });
   server.setRequestHandler("tools/list", () => ({ tools: [ECHO] as never }));
   server.setRequestHandler("tools/call", (request, ctx) => {
     const auth = ctx.http?.authInfo;
@@ -56,11 +61,16 @@ function echoServer(name: "jira" | "wiki", calls: string[]): Server {
 export async function startCredentialMcpServers(endpoint: TokenEndpoint): Promise<CredentialMcpServers> {
   const seen: SeenRequest[] = [];
   const calls: string[] = [];
+  const created: { name: "jira" | "wiki"; server: Server }[] = [];
   const started = await Promise.all(
     (["jira", "wiki"] as const).map(async (name) => {
       let origin = "";
       const handler = bothErasHandler(
-        () => echoServer(name, calls),
+        () => {
+          const server = echoServer(name, calls);
+          created.push({ name, server });
+          return server;
+        },
         () => origin,
       );
       const http = createServer((req: IncomingMessage & { auth?: unknown }, res: ServerResponse) => {
@@ -103,6 +113,18 @@ export async function startCredentialMcpServers(endpoint: TokenEndpoint): Promis
     urls: { jira: started[0]!.url, wiki: started[1]!.url },
     seen,
     calls,
+    notify: async (name, text) => {
+      await Promise.allSettled(
+        created
+          .filter((c) => c.name === name)
+          .map((c) =>
+            c.server.notification({
+              method: "notifications/message",
+              params: { level: "info", logger: "ping", data: text },
+            }),
+          ),
+      );
+    },
     close: async () => {
       await Promise.all(started.map((s) => s.close()));
     },

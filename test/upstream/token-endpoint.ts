@@ -32,6 +32,8 @@ export interface TokenEndpoint {
   /** Requests refused, with the OAuth error returned. */
   refusals: string[];
   issued: Map<string, IssuedToken>;
+  /** The subject token of every exchange whose subject token verified, in order. */
+  subjects: string[];
   mode: EndpointMode;
   /** `expires_in` of issued tokens, seconds; undefined leaves it out. */
   expiresIn: number | undefined;
@@ -64,6 +66,7 @@ export async function startTokenEndpoint(options: {
     calls: 0,
     refusals: [],
     issued: new Map(),
+    subjects: [],
     mode: "ok",
     expiresIn: 300,
     slowMs: 2_000,
@@ -108,6 +111,7 @@ export async function startTokenEndpoint(options: {
         audience: DEV_AUDIENCE,
       });
       subject = payload.sub ?? "";
+      endpoint.subjects.push(form.get("subject_token") ?? "");
     } catch {
       return refuse(400, "invalid_grant");
     }

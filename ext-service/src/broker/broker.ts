@@ -33,7 +33,7 @@ import { answerKey, type AnswerRelay } from "./answers.js";
 import { BrokerListCache, type FetchedList, type ListKind, type ListOwner } from "./list-cache.js";
 import { LIST_PAGES } from "./list-page.js";
 import { hopFetch } from "./hop-fetch.js";
-import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
+import { closeHop, HopPool, type AgentBearer, type PooledHop } from "./hop-pool.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { BrokerReplay, postStreams, writeSharingSerialisation, type SessionEvents } from "./replay.js";
 import { ParkedHopStreams } from "./hop-resume.js";
@@ -102,10 +102,12 @@ interface Scope {
    */
   paramHeaders?: Record<string, string>;
   /**
-   * The agent's bearer token of the latest request (verified by admitBroker): sealed into hops to
-   * token-exchange servers only (policy/hop-token.ts), never sent anywhere as it is.
+   * The agent's bearer token (verified by admitBroker): sealed into hops to token-exchange servers
+   * only (policy/hop-token.ts), never sent anywhere as it is. In a 2025 session one holder shared
+   * by every scope and hop of the session, so every hop, also a server's GET stream reopened
+   * later, presents the token of the request that last touched the session (Broker.touch).
    */
-  agentToken?: string;
+  bearer: AgentBearer;
 }
 
 /** A 2025-era session this process serves: the SDK's session transport and server. */
@@ -117,6 +119,11 @@ interface LiveSession {
   events: SessionEvents;
   /** The scope its server's handlers run in (the agent token is the latest request's). */
   scope: Scope;
+  /**
+   * Reopenings of the servers' GET streams held back while the session's agent token has expired
+   * (Broker.reopenStream): they run when a request brings a newer token (Broker.touch).
+   */
+  awaitingToken: Set<() => void>;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
   /**
@@ -314,6 +321,18 @@ function jwtExpiry(token: string | undefined): number | undefined {
     return typeof exp === "number" ? exp * 1000 : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Thrown instead of a hop request to a token-exchange server when the agent token it would carry
+ * has expired (Broker.hopToken): nothing is sent, and an expired token is never presented.
+ */
+class AgentTokenExpired extends Error {
+  constructor(readonly server: string) {
+    super(
+      `the agent's token has expired: a hop to ${server} (token exchange) needs the token of a newer request of the agent`,
+    );
   }
 }
 
@@ -634,7 +653,7 @@ export class Broker {
         sessionId: undefined,
         clientCapabilities: {},
         paramHeaders,
-        agentToken,
+        bearer: { token: agentToken },
       };
       const serve = () =>
         this.modern.fetch(request, {
@@ -719,7 +738,7 @@ export class Broker {
       }
     }
     const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
-    live.scope.agentToken = agentToken;
+    this.touch(live, agentToken);
     if (req.method === "DELETE") await this.closeHops(live, principal, sessionId);
     let resumedStream: string | undefined;
     if (req.method === "GET") {
@@ -765,6 +784,50 @@ export class Broker {
   }
 
   /**
+   * A request of session `live` was admitted with `token`: from now on every hop of the session
+   * presents it (LiveSession.scope.bearer), also a server's GET stream that reopens later, and
+   * the reopenings held back for a newer token (reopenStream) run now.
+   */
+  private touch(live: LiveSession, token: string | undefined): void {
+    if (live.scope.bearer.token === token) return;
+    live.scope.bearer.token = token;
+    const waiting = [...live.awaitingToken];
+    live.awaitingToken.clear();
+    for (const reopen of waiting) reopen();
+  }
+
+  /**
+   * Whether a hop to `server` would carry `token` (a token-exchange server) and it has expired
+   * (its `exp`, read unverified: the hop's path verifies it again). Such a hop is not sent.
+   */
+  private bearerExpired(token: string | undefined, server: string): boolean {
+    if (token === undefined || !this.engine.hopTokens.sealsSubject(server)) return false;
+    return (jwtExpiry(token) ?? Infinity) <= Date.now();
+  }
+
+  /**
+   * The SDK's reopening of a server's GET stream behind session `live` (it closed): after
+   * `delayMs`, as the SDK would, when the session's agent token is still valid; held back until a
+   * request of the agent brings a newer one (touch) when it has expired and `server` would need
+   * it (a token-exchange server), rather than presented expired and refused.
+   */
+  private reopenStream(live: LiveSession, server: string, reopen: () => void, delayMs: number): () => void {
+    const run = () => {
+      if (!this.bearerExpired(live.scope.bearer.token, server)) return reopen();
+      this.options.logger.info(
+        { server },
+        "aggregated endpoint: the agent's token has expired; the server's stream reopens with the agent's next request",
+      );
+      live.awaitingToken.add(run);
+    };
+    const timer = setTimeout(run, delayMs);
+    return () => {
+      clearTimeout(timer);
+      live.awaitingToken.delete(run);
+    };
+  }
+
+  /**
    * The per-agent bound on the servers' streams (broker.streams): by default the number of
    * streams an agent may hold on `/mcp/<server>`, each client stream of `/mcp` counting once, and
    * a linger no longer than the replay buffer keeps what they send.
@@ -797,6 +860,7 @@ export class Broker {
 
   private closeListeners(live: LiveSession): void {
     live.hold = undefined;
+    live.awaitingToken.clear();
     const listeners = live.listeners;
     live.listeners = undefined;
     for (const listener of listeners ?? []) void listener.close().catch(() => undefined);
@@ -1009,7 +1073,7 @@ export class Broker {
       session,
       sessionId: undefined,
       clientCapabilities,
-      agentToken,
+      bearer: { token: agentToken },
     };
     const servers = this.servers(principal, view);
     const opened = await Promise.allSettled(servers.map((server) => this.openHopSession(scope, server)));
@@ -1023,7 +1087,7 @@ export class Broker {
       session,
     );
     const live = await this.liveSession(sealed, session, principal, view);
-    live.scope.agentToken = agentToken;
+    this.touch(live, agentToken);
     const response = await live.transport.handleRequest(request, { parsedBody: body, authInfo });
     return answer(res, response);
   }
@@ -1041,6 +1105,7 @@ export class Broker {
       session,
       sessionId: sealed,
       clientCapabilities: session.clientCapabilities,
+      bearer: { token: undefined },
     };
     const server = this.buildServer(scope);
     const replay = this.engine.config.broker.replay;
@@ -1065,6 +1130,7 @@ export class Broker {
       session,
       events,
       scope,
+      awaitingToken: new Set(),
       listeners: undefined,
       relaying: 0,
       awaiting: new Map(),
@@ -1156,7 +1222,7 @@ export class Broker {
       session: live.session,
       sessionId,
       clientCapabilities: {},
-      agentToken: live.scope.agentToken,
+      bearer: live.scope.bearer,
     };
     this.dropHops((key) => key.session === sessionId);
     const servers = new Set([
@@ -1192,7 +1258,7 @@ export class Broker {
       session: live.session,
       sessionId,
       clientCapabilities: live.session.clientCapabilities,
-      agentToken: live.scope.agentToken,
+      bearer: live.scope.bearer,
     };
     const names = this.namesOf(view);
     // A stateless server has no stream of its own to open (and may answer GET with 405).
@@ -1247,7 +1313,12 @@ export class Broker {
         );
       }
       live.listeners.push(client);
-      const transport = this.hopTransport(scope, server, this.hopSessionId(scope, server));
+      const transport = this.hopTransport(
+        scope,
+        server,
+        this.hopSessionId(scope, server),
+        (reopen, delayMs) => this.reopenStream(live, server, reopen, delayMs),
+      );
       transport.setProtocolVersion(live.session.protocolVersion);
       void client
         .connect(transport)
@@ -1390,7 +1461,7 @@ export class Broker {
       // token sealed in for a token-exchange server). Read at each request: a kept hop speaks
       // for the agent of the request using it, under the policy in force.
       fetch: (url, init) =>
-        hopFetch(url, init, `Bearer ${this.hopToken(scope.principal, server, scope.agentToken)}`),
+        hopFetch(url, init, `Bearer ${this.hopToken(scope.principal, server, scope.bearer.token)}`),
     });
   }
 
@@ -1402,6 +1473,8 @@ export class Broker {
    * expires soon is minted afresh each time.
    */
   private hopToken(principal: Principal, server: string, agentToken: string | undefined): string {
+    // Fails closed: an expired token is never sealed into a hop (it would be refused there).
+    if (this.bearerExpired(agentToken, server)) throw new AgentTokenExpired(server);
     const engine = this.engine;
     const tokens = engine.hopTokens;
     const now = Date.now();
@@ -1654,6 +1727,14 @@ export class Broker {
     ctx: ServerContext | undefined,
     work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
   ): Promise<T> {
+    if (this.bearerExpired(scope.bearer.token, server))
+      // Admitted within the clock skew, yet past its expiry: no hop carries an expired token.
+      throw refusedInBand(ctx, {
+        reason: "jwt_expired",
+        id: ctx?.mcpReq.id ?? null,
+        detail: `${server} takes a credential exchanged for it; send the request again with a fresh token`,
+        server,
+      });
     const capabilities = hopCapabilities(scope, ctx);
     let key: string | undefined;
     let hop: PooledHop | undefined;
@@ -1668,7 +1749,7 @@ export class Broker {
       hop = key === undefined ? undefined : this.hopPool.take(key);
       if (hop) {
         hop.speaker.principal = scope.principal;
-        hop.speaker.agentToken = scope.agentToken;
+        hop.speaker.bearer = scope.bearer;
       } else hop = await this.hop(scope, server, sessionId, capabilities);
     } catch (err) {
       this.dropped(server, "connect", err);
@@ -1792,8 +1873,14 @@ export class Broker {
     lists.forEach((result, i) => {
       const server = servers[i]!;
       if (result.status === "rejected") {
-        // A server without this kind of primitive is not a failure (nor a bound on the hints).
-        if ((result.reason as { code?: unknown }).code !== JsonRpcCode.MethodNotFound) {
+        // A server without this kind of primitive is not a failure (nor a bound on the hints), nor
+        // is the agent's expired token (refused and audited as such: withHopOnce).
+        const refused = (result.reason as { code?: unknown; data?: { reason?: unknown } }) ?? {};
+        if (refused.data?.reason === "jwt_expired") {
+          ttlMs = 0;
+          return;
+        }
+        if (refused.code !== JsonRpcCode.MethodNotFound) {
           this.dropped(server, kind, result.reason);
           auditOf(ctx)?.leftOut(server);
           ttlMs = 0;

@@ -4,6 +4,15 @@ import { LRUCache } from "lru-cache";
 import type { Principal } from "../policy/identity.js";
 
 /**
+ * The agent's bearer token a hop presents (sealed, for a token-exchange server only): one holder
+ * per 2025 session, shared by every scope, hop and GET stream of it and holding the token of the
+ * request that last touched the session; one per 2026-07-28 request.
+ */
+export interface AgentBearer {
+  token: string | undefined;
+}
+
+/**
  * An SDK client of one server's `/mcp/<server>` route, kept between the agent's requests
  * (HopPool). Its handlers are installed once and act for whichever request uses it now (`ctx`),
  * and its transport signs each HTTP request with a hop identity for that request's agent
@@ -13,10 +22,11 @@ export interface PooledHop {
   readonly client: Client;
   readonly transport: StreamableHTTPClientTransport;
   /**
-   * Who the hop speaks for in its current use (the agent and its latest token), read by its
-   * transport for each HTTP request's hop identity.
+   * Who the hop speaks for in its current use (the agent, and the holder of its current token:
+   * the 2025 session's, or the 2026-07-28 request's), read by its transport for each HTTP
+   * request's hop identity.
    */
-  readonly speaker: { principal: Principal; agentToken?: string };
+  readonly speaker: { principal: Principal; bearer: AgentBearer };
   /** The agent's request this hop serves now: server-to-client requests and logs go to it. */
   ctx: ServerContext | undefined;
   /**

@@ -81,6 +81,11 @@ export class HopTokens {
     private readonly carriesSubject: (server: string) => boolean = () => false,
   ) {}
 
+  /** Whether hops to `server` carry the agent's token (the server exchanges it for a credential). */
+  sealsSubject(server: string): boolean {
+    return this.carriesSubject(server);
+  }
+
   /**
    * A token that speaks for `principal` on `server`'s route only, until the TTL runs out.
    * `agentToken` is the bearer token `principal` was verified from; it is sealed in only when
