@@ -89,4 +89,28 @@ describe("aggregated endpoint: merged stream and failing servers", () => {
       await mcp.close();
     }
   });
+
+  it("a down server's breaker reaches the agent as the per-server path's breaker_open, with its record's id", async () => {
+    // kb was closed by the test before: each call's hop fails to connect until the edge's breaker
+    // for kb opens (edge.breaker.consecutiveFailures, 5 by default) and answers 503 itself.
+    const mcp = await connectClient(`${gw.edge.url}/mcp`, await gw.token("tester"));
+    try {
+      const seen: { reason?: unknown; request_id?: unknown }[] = [];
+      for (let i = 0; i < 8 && seen.at(-1)?.reason !== "breaker_open"; i++) {
+        const err = await mcp.client
+          .callTool({ name: "kb__search_articles", arguments: { query: "x" } })
+          .then(
+            () => undefined,
+            (e: unknown) => e as { data?: { reason?: unknown; request_id?: unknown } },
+          );
+        seen.push(err?.data ?? {});
+      }
+      expect(seen.map((d) => d.reason)).toContain("breaker_open");
+      const open = seen.find((d) => d.reason === "breaker_open")!;
+      // The per-server path's own refusal: its request id names the hop's audit record.
+      expect(open.request_id).toEqual(expect.any(String));
+    } finally {
+      await mcp.close();
+    }
+  });
 });

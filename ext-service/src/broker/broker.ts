@@ -230,11 +230,41 @@ function relayedError(err: unknown, server: string): ProtocolError {
   if (typeof e.code === "number" && Number.isInteger(e.code) && e.code < 0 && typeof e.message === "string") {
     return new ProtocolError(e.code, e.message, e.data);
   }
+  const refusal = gatewayRefusal(err);
+  if (refusal) return refusal;
   // The SDK client refused the server's result (a list page failing list-page.ts, a call result
   // failing the SDK's schema): the server answered, badly. The agent gets the reason; the log
   // gets the SDK's words (Broker.dropped), which name the first problem and where it is.
   if (e.code === SdkErrorCode.InvalidResult) return new HopBroken(server, "upstream_invalid_response", err);
   return new HopBroken(server);
+}
+
+/**
+ * The per-server path's own refusal that came as an HTTP error status (503 breaker_open, 504
+ * upstream_timeout, 502 upstream_unavailable, 429, ...) rather than inside a JSON-RPC answer: the
+ * SDK client throws it as an HTTP error holding the body, which is the gateway's JSON-RPC error
+ * with its reason and its record's request id. The agent gets it as it is, retry hint included,
+ * as a client of `/mcp/<server>` would.
+ */
+function gatewayRefusal(err: unknown): ProtocolError | undefined {
+  const e = err as { code?: unknown; data?: { status?: unknown; text?: unknown } } | null;
+  if (e?.code !== SdkErrorCode.ClientHttpNotImplemented || typeof e.data?.text !== "string") return undefined;
+  let body: { error?: { code?: unknown; message?: unknown; data?: { reason?: unknown } } } | undefined;
+  try {
+    body = JSON.parse(e.data.text) as typeof body;
+  } catch {
+    return undefined;
+  }
+  const error = body?.error;
+  if (
+    typeof error?.code !== "number" ||
+    !Number.isInteger(error.code) ||
+    typeof error.message !== "string" ||
+    typeof error.data?.reason !== "string" ||
+    !Object.hasOwn(Reasons, error.data.reason)
+  )
+    return undefined;
+  return new ProtocolError(error.code, error.message, error.data);
 }
 
 /**
