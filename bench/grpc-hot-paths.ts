@@ -166,7 +166,8 @@ async function clientMain(extServiceAddress: string, noopAddress: string, token:
     const { request, response } = prepare(workloadId);
     const r = await clients[side].exchange(request, () => response);
     if (r.answeredBy !== "upstream") {
-      throw new Error(`${side} ${workloadId}: answered by ${r.answeredBy} (${r.response.status})`);
+      const why = r.checkError ? `: ext_authz got no answer: ${r.checkError}` : "";
+      throw new Error(`${side} ${workloadId}: answered by ${r.answeredBy} (${r.response.status})${why}`);
     }
     const problem = checkAnswer(
       WORKLOADS[workloadId],

@@ -206,6 +206,8 @@ describe("failures of the processor (ext_proc.cc onMessageTimeout, onGrpcError, 
     // status_on_error unset: the outage reaches agents as a plain 500 from ext_proc.
     const r = await plain.exchange(POST, unreachable);
     expect(r.flags).toContain("UAEX");
+    // Why Check got no answer stays readable (a bench failing with a bare 503 said nothing).
+    expect(r.checkError).toMatch(/^14 UNAVAILABLE/);
     expect(r.response.status).toBe(500);
     expect(r.details).toMatch(/^ext_proc_error_gRPC_error_14/);
     // status_on_error 503 (envoy.yaml): the 503 and local_reply_config's JSON-RPC body.

@@ -409,6 +409,11 @@ export interface ExchangeTrace {
   /** Set when Envoy reset the downstream stream after sending part of a response. */
   reset?: boolean;
   check?: CheckResponse;
+  /**
+   * Why Check got no answer (the gRPC status and details, or the timeout): Envoy logs it and
+   * answers status_on_error; the model keeps it for whoever reads the trace (a test, a bench).
+   */
+  checkError?: string;
   authzMetadata?: Record<string, StructJson>;
   upstreamRequest?: UpstreamRequest;
   sent: ProcessingRequest[];
@@ -801,8 +806,9 @@ class ModelStream {
     let response: CheckResponse;
     try {
       response = await this.calls.check(check, this.config.authzTimeoutMs);
-    } catch {
+    } catch (err) {
       // No answer (timeout, unreachable, RPC error): status_on_error, flag UAEX.
+      this.trace.checkError = err instanceof Error ? err.message : String(err);
       await this.localReply({
         status: this.config.authzStatusOnError,
         body: "",
