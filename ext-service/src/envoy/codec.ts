@@ -793,22 +793,30 @@ export function serverProcessingRequestDecoder(
     const message = server(bytes) as ProcessingRequest & Obj;
     if (skippedMetadata && message.request === "response_headers") {
       skippedMetadata = false;
-      let metadata: unknown;
-      let decoded = false;
-      Object.defineProperty(message, "metadata_context", {
-        enumerable: true,
-        configurable: true,
-        get() {
-          if (!decoded) {
-            metadata = whole(bytes).metadata_context;
-            decoded = true;
-          }
-          return metadata;
-        },
-      });
+      metadataContextWhenRead(message, () => whole(bytes).metadata_context);
     }
     return message;
   };
+}
+
+/**
+ * Gives `message` a metadata_context that `decode` reads on first access, once: for a
+ * response_headers message decoded without it (both ProcessingRequest decoders of the server).
+ */
+export function metadataContextWhenRead(message: object, decode: () => unknown): void {
+  let metadata: unknown;
+  let decoded = false;
+  Object.defineProperty(message, "metadata_context", {
+    enumerable: true,
+    configurable: true,
+    get() {
+      if (!decoded) {
+        metadata = decode();
+        decoded = true;
+      }
+      return metadata;
+    },
+  });
 }
 
 /** CheckRequest decoder: direct, proto-loader's `fallback` for what it leaves (see above). */

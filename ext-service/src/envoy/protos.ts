@@ -11,7 +11,7 @@ import {
   type PackageDefinition,
   type ServiceDefinition,
 } from "@grpc/proto-loader";
-import { checkRequestDecoder, serverProcessingRequestDecoder } from "./codec.js";
+import { checkRequestDecoder, metadataContextWhenRead, serverProcessingRequestDecoder } from "./codec.js";
 import { EncodedMessage, EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
 
 /**
@@ -88,21 +88,11 @@ function processingRequestDeserializer(deserialize: Deserialize) {
     // metadata_context (8), unless the message is request_headers (2)
     const stripped = withoutField(bytes, 8, 2);
     const message = deserialize(stripped ?? bytes) as { response_headers?: unknown };
-    if (stripped !== undefined && stripped !== bytes && message.response_headers !== undefined) {
-      let metadata: unknown;
-      let decoded = false;
-      Object.defineProperty(message, "metadata_context", {
-        enumerable: true,
-        configurable: true,
-        get() {
-          if (!decoded) {
-            metadata = (deserialize(bytes) as { metadata_context?: unknown }).metadata_context;
-            decoded = true;
-          }
-          return metadata;
-        },
-      });
-    }
+    if (stripped !== undefined && stripped !== bytes && message.response_headers !== undefined)
+      metadataContextWhenRead(
+        message,
+        () => (deserialize(bytes) as { metadata_context?: unknown }).metadata_context,
+      );
     return message;
   };
 }
