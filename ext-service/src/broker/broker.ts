@@ -247,15 +247,7 @@ function relayedError(err: unknown, server: string): ProtocolError {
  * as a client of `/mcp/<server>` would.
  */
 function gatewayRefusal(err: unknown): ProtocolError | undefined {
-  const e = err as { code?: unknown; data?: { status?: unknown; text?: unknown } } | null;
-  if (e?.code !== SdkErrorCode.ClientHttpNotImplemented || typeof e.data?.text !== "string") return undefined;
-  let body: { error?: { code?: unknown; message?: unknown; data?: { reason?: unknown } } } | undefined;
-  try {
-    body = JSON.parse(e.data.text) as typeof body;
-  } catch {
-    return undefined;
-  }
-  const error = body?.error;
+  const error = hopHttpError(err)?.error;
   if (
     typeof error?.code !== "number" ||
     !Number.isInteger(error.code) ||
@@ -265,6 +257,32 @@ function gatewayRefusal(err: unknown): ProtocolError | undefined {
   )
     return undefined;
   return new ProtocolError(error.code, error.message, error.data);
+}
+
+/** A JSON-RPC error read from a hop's HTTP error body: nothing in it is trusted until checked. */
+interface HopJsonRpcError {
+  code?: unknown;
+  message?: unknown;
+  data?: { reason?: unknown };
+}
+
+/**
+ * The SDK client's error for a hop request answered with an HTTP error status: that status and
+ * the JSON-RPC error of its body, when the body is one (the gateway's refusals are); undefined
+ * for any other error.
+ */
+function hopHttpError(err: unknown): { status: unknown; error?: HopJsonRpcError } | undefined {
+  const e = err as { code?: unknown; data?: { status?: unknown; text?: unknown } } | null;
+  if (e?.code !== SdkErrorCode.ClientHttpNotImplemented) return undefined;
+  const status = e.data?.status;
+  try {
+    const body = JSON.parse(typeof e.data?.text === "string" ? e.data.text : "") as {
+      error?: HopJsonRpcError;
+    } | null;
+    return { status, error: body?.error };
+  } catch {
+    return { status };
+  }
 }
 
 /**
@@ -292,17 +310,9 @@ function hopBroken(ctx: ServerContext | undefined): (err: unknown) => never {
  * agent may no longer reach the server) is no such answer.
  */
 function hopSessionGone(err: unknown): boolean {
-  const e = err as { code?: unknown; data?: { status?: unknown; text?: unknown } } | null;
-  if (e?.code !== "CLIENT_HTTP_NOT_IMPLEMENTED" || e.data?.status !== 404) return false;
-  let reason: unknown;
-  try {
-    const body = JSON.parse(typeof e.data.text === "string" ? e.data.text : "") as {
-      error?: { data?: { reason?: unknown } };
-    };
-    reason = body?.error?.data?.reason;
-  } catch {
-    reason = undefined;
-  }
+  const answered = hopHttpError(err);
+  if (answered?.status !== 404) return false;
+  const reason = answered.error?.data?.reason;
   return reason === undefined || reason === "session_unknown";
 }
 
