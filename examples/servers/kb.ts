@@ -1,10 +1,11 @@
-import { McpServer, ResourceTemplate } from "@modelcontextprotocol/server";
+import { completable, McpServer, ResourceTemplate } from "@modelcontextprotocol/server";
 import { z } from "zod";
 import { serveBothEras } from "./dual-era.js";
 import type { RunningServer } from "./http.js";
 
 /**
- * Demo knowledge base: article search and retrieval, one prompt and two resources. One article
+ * Demo knowledge base: article search and retrieval, one prompt and two resources, with
+ * completions for the prompt's question (article titles) and the article template's id. One article
  * contains credential-looking strings (a fake AWS-style access key id and a fake private key
  * header) so the gateway's DLP has something to find. None of them is a real secret.
  * Built on the v2 SDK and served in both protocol eras (dual-era.ts): 2026-07-28 and 2025.
@@ -130,7 +131,11 @@ export function createKbServer(options: KbServerOptions = {}): McpServer {
     {
       title: "Answer from the knowledge base",
       description: "Draft an answer to a customer question using only knowledge-base articles.",
-      argsSchema: { question: z.string().describe("The customer's question") },
+      argsSchema: {
+        question: completable(z.string().describe("The customer's question"), (typed) =>
+          ARTICLES.map((a) => a.title).filter((t) => t.toLowerCase().startsWith(typed.toLowerCase())),
+        ),
+      },
     },
     ({ question }) => ({
       messages: [
@@ -157,6 +162,7 @@ export function createKbServer(options: KbServerOptions = {}): McpServer {
   server.registerResource(
     "article",
     new ResourceTemplate("kb://articles/{id}", {
+      complete: { id: (typed) => ARTICLES.map((a) => a.id).filter((id) => id.startsWith(typed)) },
       list: async () => ({
         resources: ARTICLES.map((a) => ({
           uri: `kb://articles/${a.id}`,

@@ -47,6 +47,7 @@ import {
   type ListenWatch,
 } from "./listen.js";
 import { UpstreamStreams, type StreamHold } from "./upstream-streams.js";
+import { ServerPresence, type ListChangedKind, type PresenceWatcher } from "./presence.js";
 import {
   brokerSessionOwner,
   OpenedBrokerSessions,
@@ -126,6 +127,8 @@ interface LiveSession {
   awaitingToken: Set<() => void>;
   /** Hop clients holding each server's GET stream, once the client opened its own. */
   listeners: Client[] | undefined;
+  /** Stops telling this session of servers leaving or rejoining its view (ServerPresence). */
+  unwatch: (() => void) | undefined;
   /**
    * `listeners` as the agent's per-agent stream limit counts them (upstream-streams.ts): they
    * linger once the client's GET stream closed, and are closed after broker.streams.linger.
@@ -197,6 +200,21 @@ const SERVER_DOWN: ReadonlySet<unknown> = new Set([
   "upstream_invalid_response",
   "breaker_open",
 ]);
+/**
+ * The optional capabilities the aggregate advertises only when a server of the view offers them
+ * (ServerPresence); tools, prompts and resources are always advertised, so that a server that
+ * joins the view later can be announced with their list_changed.
+ */
+const OPTIONAL_CAPABILITIES = ["completions", "logging"] as const;
+/** Ids sealed before the session kept what it was told: what every session was told then. */
+const OFFERED_BEFORE = [...OPTIONAL_CAPABILITIES];
+/** How long a 2026-07-28 request waits for the capabilities of servers not asked yet. */
+const DISCOVER_WAIT_MS = 5_000;
+
+/** Whether a hop's failure says its server is down (as the per-server path or the hop found it). */
+function serverDown(err: unknown, server: string): boolean {
+  return SERVER_DOWN.has((relayedError(err, server).data as { reason?: unknown } | undefined)?.reason);
+}
 
 /**
  * A hop that failed without an answer from the per-server path (it could not connect, its
@@ -611,16 +629,33 @@ export class Broker {
   private readonly listenBus = new BrokerListenBus();
   /** The servers' streams held behind the clients' streams, bounded per agent (upstream-streams.ts). */
   private readonly upstreamStreams: UpstreamStreams;
+  /** Servers' capabilities, and which are left out of the views (presence.ts). */
+  private readonly presence: ServerPresence;
+  /** Capabilities being asked of servers not known yet, for 2026-07-28 requests (discover). */
+  private readonly discovering = new Map<string, Promise<void>>();
 
   constructor(private readonly options: BrokerOptions) {
     this.names = new BrokerNames(options.engine().config.broker.separator);
     this.lists = new BrokerListCache(options.metrics, options.listsChangedAt);
     this.replay = new BrokerReplay(options.engine().config.broker.replay.maxTotalBytes, options.metrics);
     this.upstreamStreams = new UpstreamStreams(options.metrics);
+    this.presence = new ServerPresence(
+      () => durationMs(this.engine.config.broker.probeInterval),
+      (server, present, told) =>
+        options.logger.info(
+          { server, clients: told },
+          present
+            ? "aggregated endpoint: server back in the view; its clients are told (list_changed)"
+            : "aggregated endpoint: server left out of the view; its clients are told (list_changed)",
+        ),
+    );
     this.modern = createMcpHandler(
-      (ctx) => {
+      async (ctx) => {
         const scope = ctx.authInfo?.extra?.scope;
         if (!isPlainObject(scope)) throw new Error("broker: request without its scope");
+        // What the aggregate advertises (server/discover) and serves depends on what its
+        // servers offer: asked of those not known yet, once per process.
+        await this.discover(scope as unknown as Scope);
         return this.buildServer(scope as unknown as Scope);
       },
       {
@@ -900,6 +935,8 @@ export class Broker {
 
   private closeListeners(live: LiveSession): void {
     live.hold = undefined;
+    live.unwatch?.();
+    live.unwatch = undefined;
     live.awaitingToken.clear();
     const listeners = live.listeners;
     live.listeners = undefined;
@@ -1121,6 +1158,9 @@ export class Broker {
       if (result.status === "fulfilled") session.hops[servers[i]!] = result.value;
       else this.dropped(servers[i]!, "initialize", result.reason);
     });
+    // What the client is told it may use, from the servers that answered (sealed: a replica
+    // that restores the session serves the same).
+    session.offers = this.offered(Object.keys(session.hops));
     const sealed = sealBrokerSession(
       this.engine.sessions,
       brokerSessionOwner(principal.issuer, principal.agent, view),
@@ -1172,6 +1212,7 @@ export class Broker {
       scope,
       awaitingToken: new Set(),
       listeners: undefined,
+      unwatch: undefined,
       relaying: 0,
       awaiting: new Map(),
       streams: 0,
@@ -1311,6 +1352,14 @@ export class Broker {
       live.hold = hold;
     }
     live.listeners = [];
+    // Servers leaving or rejoining the view reach the client on this stream (presence.ts).
+    live.unwatch = this.presence.watch(
+      this.presenceWatcher(scope, (kind) => {
+        void live.server
+          .notification({ method: `notifications/${kind}/list_changed` })
+          .catch(() => undefined);
+      }),
+    );
     for (const server of servers) {
       const capabilities: Record<string, unknown> = {};
       for (const [, capability] of RELAYED_REQUESTS) {
@@ -1409,9 +1458,15 @@ export class Broker {
     const opening = servers.map(async (server) => {
       // The server's own URI -> the URI the client subscribed with.
       const resources = subscribed.get(server) ?? new Map<string, string>();
+      let client: Client;
       try {
         // A hop of its own (not kept: it holds the stream until the subscription ends).
-        const { client } = await this.hop(scope, server, undefined, hopCapabilities(scope, undefined));
+        ({ client } = await this.hop(scope, server, undefined, hopCapabilities(scope, undefined)));
+      } catch (err) {
+        // It could not connect (unlike a listen refused): told when it answers again (presence.ts).
+        return this.dropped(server, "connect", err);
+      }
+      try {
         if (closed) return end(client);
         clients.push(client);
         for (const method of LIST_CHANGED) {
@@ -1450,6 +1505,10 @@ export class Broker {
       new Promise((resolve) => (timer = setTimeout(resolve, LISTEN_SETUP_MS))),
     ]);
     clearTimeout(timer);
+    // Servers leaving or rejoining the view reach this subscriber only (presence.ts).
+    const unwatch = this.presence.watch(
+      this.presenceWatcher(scope, (kind) => emit(LIST_CHANGED_EVENTS[`notifications/${kind}/list_changed`]!)),
+    );
     return {
       attach(listener) {
         deliver = listener;
@@ -1461,15 +1520,88 @@ export class Broker {
       close() {
         if (closed) return;
         closed = true;
+        unwatch();
         for (const client of clients.splice(0)) end(client);
         onClosed();
       },
     };
   }
 
+  /**
+   * A client stream's side of ServerPresence: the servers of its agent's view, a list change sent
+   * as `tell` sends it, and a probe made as its agent: a `tools/list` through /mcp/<server> like
+   * any hop (decided and audited there), which brings the server back (withHopOnce) when it
+   * answers. A server without tools answers method not found: it answers all the same.
+   */
+  private presenceWatcher(scope: Scope, tell: (kind: ListChangedKind) => void): PresenceWatcher {
+    return {
+      servers: () => this.servers(scope.principal, scope.view),
+      changed: (_server, kinds) => {
+        for (const kind of kinds) tell(kind);
+      },
+      probe: (server) =>
+        this.withHop(scope, server, undefined, (client) =>
+          client.request({ method: "tools/list", params: {} }, LIST_PAGES.tools),
+        ).then(
+          () => undefined,
+          (err: unknown) => {
+            const e = err as { code?: unknown; data?: { reason?: unknown } } | null;
+            if (e?.code === JsonRpcCode.MethodNotFound && e.data?.reason === undefined)
+              this.presence.up(server);
+          },
+        ),
+    };
+  }
+
+  /** The optional capabilities at least one of `servers` offers, as far as this process knows. */
+  private offered(servers: readonly string[]): string[] {
+    const engine = this.engine;
+    return OPTIONAL_CAPABILITIES.filter((capability) =>
+      servers.some((server) => this.presence.capabilitiesOf(engine, server)?.[capability] !== undefined),
+    );
+  }
+
+  /**
+   * Asks the servers of a 2026-07-28 request's view whose capabilities this process does not
+   * know yet (none of its hops connected to them since the start or the last reload), with a hop
+   * of the request's agent: its `server/discover` (or `initialize`, for a server that speaks only
+   * 2025) answers them. Once per server, shared by concurrent requests; a server left out is not
+   * asked (its probe or next hop brings them); waits at most DISCOVER_WAIT_MS, after which the
+   * request is served with what is known.
+   */
+  private async discover(scope: Scope): Promise<void> {
+    const engine = this.engine;
+    const asking = this.servers(scope.principal, scope.view)
+      .filter((server) => this.presence.capabilitiesOf(engine, server) === undefined)
+      .filter((server) => !this.presence.isAbsent(server))
+      .map((server) => {
+        let pending = this.discovering.get(server);
+        if (pending === undefined) {
+          pending = this.hop(scope, server, undefined, hopCapabilities(scope, undefined))
+            .then(
+              (hop) => closeHop(hop),
+              (err: unknown) => this.dropped(server, "connect", err),
+            )
+            .finally(() => this.discovering.delete(server));
+          this.discovering.set(server, pending);
+        }
+        return pending;
+      });
+    if (asking.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(asking),
+      new Promise((resolve) => (timer = setTimeout(resolve, DISCOVER_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+  }
+
   private dropped(server: string, method: string, err: unknown): void {
     // A stream refused is no sign the server is down: it may offer no stream or listen at all.
-    if (method !== "GET" && method !== "listen") this.lists.serverFailed(server);
+    if (method !== "GET" && method !== "listen") {
+      this.lists.serverFailed(server);
+      if (serverDown(err, server)) this.presence.down(server);
+    }
     this.options.metrics.upstreamErrors.inc({ server, reason: "broker_dropped" });
     const e = err as { message?: string; cause?: { message?: string } } | null;
     this.options.logger.warn(
@@ -1544,6 +1676,8 @@ export class Broker {
     const client = new Client(HOP_CLIENT_INFO, { capabilities: scope.clientCapabilities });
     const transport = this.hopTransport(scope, server, undefined);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
+    this.presence.learned(this.engine, server, client.getServerCapabilities());
+    this.presence.up(server);
     const id = transport.sessionId ?? STATELESS_HOP;
     // Only the id is kept: the hops of the client's requests attach clients of their own to it.
     await transport.close();
@@ -1664,6 +1798,9 @@ export class Broker {
     const streamCut = (): void => void hop.client.close().catch(() => undefined);
     if (sessionId !== undefined && scope.session) transport.setProtocolVersion(scope.session.protocolVersion);
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
+    // A hop attached to a 2025 session skipped initialize and knows none.
+    const offered = client.getServerCapabilities();
+    if (offered !== undefined) this.presence.learned(this.engine, server, offered);
     const waiting = (unanswered = new Set());
     const receive = transport.onmessage;
     transport.onmessage = (message) => {
@@ -1823,6 +1960,7 @@ export class Broker {
     try {
       const result = await work(client, legacy ? undefined : signal);
       keep = true;
+      this.presence.up(server);
       return result;
     } catch (err) {
       // Nothing reached the server's session: renewed and sent again (withHop); this hop is closed.
@@ -1832,6 +1970,7 @@ export class Broker {
       const relayed = relayedError(err, server);
       if (SERVER_DOWN.has((relayed.data as { reason?: unknown } | undefined)?.reason)) {
         this.lists.serverFailed(server);
+        this.presence.down(server);
         keep = false;
         this.dropHops((k) => k.server === server);
       }
@@ -1968,13 +2107,20 @@ export class Broker {
   }
 
   private buildServer(scope: Scope): Server {
+    // 2025: what the client was told at initialize (sealed); 2026-07-28: what the view's servers
+    // offer now.
+    const offers = new Set(
+      scope.modern
+        ? this.offered(this.servers(scope.principal, scope.view))
+        : (scope.session?.offers ?? OFFERED_BEFORE),
+    );
     const server = new Server(BROKER_INFO, {
       capabilities: {
         tools: { listChanged: true },
         prompts: { listChanged: true },
         resources: { subscribe: true, listChanged: true },
-        completions: {},
-        logging: {},
+        ...(offers.has("completions") ? { completions: {} } : {}),
+        ...(offers.has("logging") ? { logging: {} } : {}),
       },
       instructions: this.namesOf(scope.view).instructions,
     });
@@ -2058,34 +2204,63 @@ export class Broker {
         })),
       };
     });
-    server.setRequestHandler("completion/complete", async (request, ctx) => {
-      const ref = request.params.ref;
-      const target =
-        ref.type === "ref/prompt"
-          ? this.route(scope, "prompts", ref.name, ctx)
-          : this.route(scope, "resources", ref.uri, ctx);
-      const hopRef = ref.type === "ref/prompt" ? { ...ref, name: target.name } : { ...ref, uri: target.name };
-      return this.withHop(scope, target.server, ctx, (client, signal) =>
-        // A straight request: a client attached to a session has not seen the server's capabilities.
-        client.request(
-          { method: "completion/complete", params: { ...request.params, ref: hopRef } },
-          { signal },
-        ),
-      )
-        .then(asGateway)
-        .catch(hopBroken(ctx));
-    });
-    if (!scope.modern) {
-      server.setRequestHandler("logging/setLevel", async (request, ctx) => {
-        await Promise.allSettled(
-          this.servers(scope.principal, scope.view).map((name) =>
-            this.withHop(scope, name, ctx, (client) =>
-              client.request({ method: "logging/setLevel", params: { level: request.params.level } }),
-            ),
+    if (offers.has("completions"))
+      server.setRequestHandler("completion/complete", async (request, ctx) => {
+        const ref = request.params.ref;
+        const target =
+          ref.type === "ref/prompt"
+            ? this.route(scope, "prompts", ref.name, ctx)
+            : this.route(scope, "resources", ref.uri, ctx);
+        const notOffered = () =>
+          refusedInBand(ctx, {
+            reason: "method_unknown",
+            cause: "not_offered",
+            id: ctx.mcpReq.id,
+            detail: `completion/complete: ${target.server} offers no completions`,
+            server: target.server,
+            data: { server: target.server },
+          });
+        // Known not to offer them: refused here, no hop. Not known (it was down when the client
+        // connected): asked, and its bare "method not found" is answered the same way.
+        const known = this.presence.capabilitiesOf(this.engine, target.server);
+        if (known !== undefined && known.completions === undefined) throw notOffered();
+        const hopRef =
+          ref.type === "ref/prompt" ? { ...ref, name: target.name } : { ...ref, uri: target.name };
+        return this.withHop(scope, target.server, ctx, (client, signal) =>
+          // A straight request: a client attached to a session has not seen the server's capabilities.
+          client.request(
+            { method: "completion/complete", params: { ...request.params, ref: hopRef } },
+            { signal },
           ),
+        )
+          .then(asGateway, (err: unknown) => {
+            const e = err as { code?: unknown; data?: { reason?: unknown } } | null;
+            if (e?.code === JsonRpcCode.MethodNotFound && e.data?.reason === undefined) throw notOffered();
+            throw err;
+          })
+          .catch(hopBroken(ctx));
+      });
+    if (!scope.modern && offers.has("logging")) {
+      // To each server of the view that offers logging (or is not known not to); each hop is
+      // decided and audited on its server's path.
+      server.setRequestHandler("logging/setLevel", async (request, ctx) => {
+        const engine = this.engine;
+        await Promise.allSettled(
+          this.servers(scope.principal, scope.view)
+            .filter((name) => {
+              const known = this.presence.capabilitiesOf(engine, name);
+              return known === undefined || known.logging !== undefined;
+            })
+            .map((name) =>
+              this.withHop(scope, name, ctx, (client) =>
+                client.request({ method: "logging/setLevel", params: { level: request.params.level } }),
+              ),
+            ),
         );
         return {};
       });
+    }
+    if (!scope.modern) {
       server.setRequestHandler("resources/subscribe", async (request, ctx) => {
         const target = this.route(scope, "resources", request.params.uri, ctx);
         await this.withHop(scope, target.server, ctx, (client) =>

@@ -19,6 +19,12 @@ export interface BrokerSession {
   hops: Record<string, string>;
   /** When (ms since the epoch) the id stops opening. */
   expiresAt: number;
+  /**
+   * The optional capabilities (`completions`, `logging`) the aggregate told the client at
+   * initialize, from the servers that answered it then: a replica that restores the session
+   * serves the same. Absent in ids sealed before it was kept: both, as they were told then.
+   */
+  offers?: string[];
 }
 
 /**
@@ -56,6 +62,7 @@ export function sealBrokerSession(
       session.clientInfo,
       session.hops,
       session.expiresAt,
+      ...(session.offers === undefined ? [] : [session.offers]),
     ]),
   );
 }
@@ -69,8 +76,10 @@ export function openBrokerSession(
 ): BrokerSession | undefined {
   const value = openSealedJson(sealer, sealed, owner);
   // Ids sealed without an expiry (before it existed) no longer open: clients start a new session.
-  if (!Array.isArray(value) || value.length !== 5) return undefined;
-  const [protocolVersion, clientCapabilities, clientInfo, hops, expiresAt] = value as unknown[];
+  if (!Array.isArray(value) || (value.length !== 5 && value.length !== 6)) return undefined;
+  const [protocolVersion, clientCapabilities, clientInfo, hops, expiresAt, offers] = value as unknown[];
+  if (offers !== undefined && !(Array.isArray(offers) && offers.every((o) => typeof o === "string")))
+    return undefined;
   if (typeof protocolVersion !== "string" || !isPlainObject(clientCapabilities) || !isPlainObject(hops))
     return undefined;
   if (typeof expiresAt !== "number" || !Number.isSafeInteger(expiresAt) || expiresAt <= now) return undefined;
@@ -88,6 +97,7 @@ export function openBrokerSession(
     clientInfo: { name: clientInfo.name, version: clientInfo.version },
     hops: hopIds,
     expiresAt,
+    ...(offers === undefined ? {} : { offers: offers as string[] }),
   };
 }
 

@@ -896,6 +896,9 @@ export const BrokerSchema = z
     sessionTtl: Duration.default("24h").describe(
       "Lifetime of an aggregated 2025 session (sealed into its id): after it the id is unknown (404) and the client starts a new session",
     ),
+    probeInterval: Duration.default("15s").describe(
+      "How often the broker asks a server left out of the views (found down) whether it answers again, while a client stream of /mcp has it in its view; 0: only the next hop to it tells",
+    ),
     views: z
       .record(ViewNameSchema, BrokerViewSchema)
       .default({})
