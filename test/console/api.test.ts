@@ -274,7 +274,8 @@ describe("console API: access, explain, budgets", () => {
     });
     expect(denied.body).toMatchObject({
       decision: "deny",
-      reason: "tool_unknown",
+      // The reader's tools/list shows get_article: the refusal says the policy refused it.
+      reason: "policy_denied",
       cause: "condition_false:roles.reader.rules[1]",
     });
     const bad = await explain({

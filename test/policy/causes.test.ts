@@ -75,10 +75,11 @@ describe("denial causes", () => {
       "deploy",
       "deploy_service",
       { environment: "prod" },
-      "tool_unknown",
+      // Listed to the agent (its rule's condition could hold): refused by policy, not unknown.
+      "policy_denied",
       "condition_false:roles.deployer.rules[0]",
     ],
-    ["claims-bot", "deploy", "deploy_service", {}, "tool_unknown", "condition_error:roles.claimed.rules[0]"],
+    ["claims-bot", "deploy", "deploy_service", {}, "policy_denied", "condition_error:roles.claimed.rules[0]"],
     ["support-bot", "tickets", "old_export", {}, "tool_deprecated", "deprecated"],
     ["research-bot", "tickets", "old_export", {}, "server_unknown", "rbac_no_rule"],
   ];

@@ -445,7 +445,7 @@ export const scenarios: readonly Scenario[] = [
     expect: { verdict: "forward", status: 200, answer: "result" },
   },
   {
-    name: "release-bot may not deploy to production without the scope (CEL)",
+    name: "release-bot may not deploy to production without the scope (CEL): refused by policy, not unknown",
     identity: RELEASE,
     request: {
       method: "POST",
@@ -453,7 +453,8 @@ export const scenarios: readonly Scenario[] = [
       body: call("deploy_service", { service: "search", version: "1.9.1", environment: "production" }),
       session: "shared",
     },
-    expect: deny(200, -32602, "tool_unknown"),
+    // deploy_service is in release-bot's tools/list: "Unknown tool" would read as a gateway bug.
+    expect: deny(200, -32010, "policy_denied"),
   },
   {
     name: "release-bot reads deploy status",

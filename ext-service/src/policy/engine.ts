@@ -884,6 +884,13 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
           : undefined,
     });
     if (!access.allowed) {
+      // A subject the agent's own list shows (an allow rule names it and its condition could
+      // hold), refused by a condition on this call: "unknown" would contradict the list and read
+      // as a gateway bug, and saying "refused" reveals nothing the list did not. The condition's
+      // text stays in the audit record's cause.
+      if (this.rbac.mayList(principal, server, target.kind, target.name)) {
+        return { reason: "policy_denied", detail: undefined, cause: access.cause };
+      }
       const reason =
         target.kind === "tools"
           ? "tool_unknown"

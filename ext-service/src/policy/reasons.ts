@@ -203,6 +203,11 @@ export const Reasons = {
   tool_deprecated: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown tool" },
   prompt_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown prompt" },
   resource_unknown: { code: JsonRpcCode.InvalidParams, status: 200, message: "Unknown resource" },
+  policy_denied: {
+    code: JsonRpcCode.PolicyDenied,
+    status: 200,
+    message: "The gateway's policy refused this request; an operator can look up why by its request_id",
+  },
   resource_uri_invalid: {
     code: JsonRpcCode.InvalidParams,
     status: 200,
