@@ -550,6 +550,11 @@ describe("identity: remote JWKS", () => {
   });
 });
 
+/** `token` with the character at `i` replaced (inside the signature: its bits all count there). */
+function changedAt(token: string, i: number): string {
+  return token.slice(0, i) + (token[i] === "A" ? "B" : "A") + token.slice(i + 1);
+}
+
 describe("identity: token cache", () => {
   it("verifies a token once: the second call is a cache hit and fetches no keys", async () => {
     clock = T0 * 1000;
@@ -605,6 +610,36 @@ describe("identity: token cache", () => {
     expect(await auth.authenticate(bearer(t3!))).toMatchObject({ cached: true });
     expect(await auth.authenticate(bearer(t2!))).toMatchObject({ cached: true });
     expect(await auth.authenticate(bearer(t1!))).toMatchObject({ cached: false });
+  });
+
+  it("never answers a token from another token's entry: one changed character is verified again", async () => {
+    clock = T0 * 1000;
+    const auth = authenticator({});
+    const token = await sign(rsa, A);
+    expect(await auth.authenticate(bearer(token))).toMatchObject({ ok: true, cached: false });
+    // The same header and claims, one signature character changed: not the cached token.
+    const forged = changedAt(token, token.length - 10);
+    expect(await auth.authenticate(bearer(forged))).toMatchObject({
+      ok: false,
+      reason: "jwt_signature_invalid",
+    });
+    // A prefix of the cached token is not it either.
+    expect(await auth.authenticate(bearer(token.slice(0, -2)))).toMatchObject({ ok: false });
+    expect(await auth.authenticate(bearer(token))).toMatchObject({ ok: true, cached: true });
+  });
+
+  it("caches a long token (over 1024 characters, keyed by its digest) as exactly that token", async () => {
+    clock = T0 * 1000;
+    const auth = authenticator({});
+    const token = await sign(rsa, { ...A, groups: Array.from({ length: 80 }, (_, i) => `group-${i}`) });
+    expect(token.length).toBeGreaterThan(1024);
+    expect(await auth.authenticate(bearer(token))).toMatchObject({ ok: true, cached: false });
+    expect(await auth.authenticate(bearer(token))).toMatchObject({ ok: true, cached: true });
+    const forged = changedAt(token, token.length - 10);
+    expect(await auth.authenticate(bearer(forged))).toMatchObject({
+      ok: false,
+      reason: "jwt_signature_invalid",
+    });
   });
 
   it("does not cache failures", async () => {

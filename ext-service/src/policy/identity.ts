@@ -253,8 +253,25 @@ function reasonFor(err: unknown): { reason: Reason; detail: string } {
 }
 
 /**
- * Verifies bearer tokens against the configured issuers. Verified tokens are cached by their
- * SHA-256 so a busy agent costs one signature check per TTL; an entry never outlives `exp`.
+ * Tokens up to this length are their own token-cache key; longer ones are keyed by their SHA-256.
+ * A key is then the exact token (no digest to compute per request, and no collision possible),
+ * while the cache's keys stay bounded: at most `tokenCache.maxEntries` times this many bytes
+ * (10 MB at the default 10,000 entries; a JWT of a few claims is 300 to 900 characters).
+ */
+const MAX_TOKEN_KEY_CHARS = 1024;
+
+/**
+ * The token cache's key of `token`: the token itself, or `#` and its SHA-256 when it is long. A
+ * bearer token never holds `#` (Authenticator.bearerToken), so the two kinds of key never meet.
+ */
+function tokenCacheKey(token: string): string {
+  return token.length <= MAX_TOKEN_KEY_CHARS ? token : `#${hash("sha256", token, "base64url")}`;
+}
+
+/**
+ * Verifies bearer tokens against the configured issuers. Verified tokens are cached (keyed by the
+ * token, tokenCacheKey) so a busy agent costs one signature check per TTL; an entry never
+ * outlives `exp`.
  */
 export class Authenticator {
   private readonly issuers: Map<string, CompiledIssuer>;
@@ -358,7 +375,7 @@ export class Authenticator {
       if (this.anonymous) return { ok: true, principal: this.anonymous, cached: true };
       return { ok: false, reason: "token_missing", detail: "no bearer token" };
     }
-    const cacheKey = hash("sha256", token, "base64url");
+    const cacheKey = tokenCacheKey(token);
     const hit = this.cache.get(cacheKey);
     const now = this.now();
     if (hit) {
