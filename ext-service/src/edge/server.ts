@@ -406,7 +406,9 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
       }
       if (verdict.action === "reply") return sendReply(res, verdict.reply);
       if (verdict.action !== "forward") return reject(res, exchange, "internal_error");
-      const refused = await shared.beforeForward(policy, exchange, verdict);
+      // Nothing to ask the store (no approval, budget or cache): no promise to wait for.
+      const step = shared.forwardStep(policy, exchange, verdict);
+      const refused = step instanceof Promise ? await step : step;
       if (refused) return sendReply(res, refused);
       if (verdict.forwardBody) body = Buffer.from(verdict.forwardBody);
       // The 2026-07-28 notification stream: ended at once on shutdown, like a GET stream.

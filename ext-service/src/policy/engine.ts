@@ -143,7 +143,7 @@ export type RequestVerdict =
       batch?: boolean;
       cacheableRead?: CacheableRead;
       /**
-       * Set by the step before forwarding (GatewayState.beforeForward) when the upstream gets
+       * Set by the step before forwarding (GatewayState.forwardStep) when the upstream gets
        * another body: the retry of an in-band approval without the gateway's own round.
        */
       forwardBody?: Uint8Array;

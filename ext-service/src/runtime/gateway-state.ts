@@ -34,7 +34,7 @@ interface HintedEntry {
 
 /**
  * The adapters' side of shared state: store I/O for the features the core decides (budgets),
- * the store's health for /readyz and metrics. Both data planes call `beforeForward` between the
+ * the store's health for /readyz and metrics. Both data planes call `forwardStep` between the
  * core's body verdict and forwarding.
  */
 export class GatewayState {
@@ -136,23 +136,10 @@ export class GatewayState {
   }
 
   /**
-   * Runs after the core let a body through and before it is forwarded. Returns the reply that
-   * ends the exchange instead (a spent budget), or undefined to forward.
-   */
-  async beforeForward(
-    engine: GatewayEngine,
-    exchange: Exchange,
-    verdict: RequestVerdict & { action: "forward" },
-  ): Promise<HttpReply | undefined> {
-    const reply = await this.decideForward(engine, exchange, verdict);
-    this.recordUse(engine, exchange, verdict);
-    return reply;
-  }
-
-  /**
-   * As beforeForward, but when nothing has to ask the store (no approval, no active budget, no
-   * cache) the answer comes back at once rather than as a promise: ext_proc's request body reply
-   * then skips the promise chain (and its allocations).
+   * Runs after the core let a body through and before it is forwarded: the reply that ends the
+   * exchange instead (a spent budget, a held approval, a cache hit), or undefined to forward.
+   * When nothing has to ask the store (no approval, no active budget, no cache) the answer comes
+   * back at once rather than as a promise, so the request path takes no promise chain for it.
    */
   forwardStep(
     engine: GatewayEngine,
