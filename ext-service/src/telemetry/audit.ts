@@ -314,16 +314,13 @@ export class AuditTrail {
           },
     );
     this.tracing?.finish(exchange);
-    this.metrics.requests.inc({
-      server: exchange.server ?? "-",
-      method: methodLabel(exchange.methods[0], exchange.httpMethod),
-      decision: exchange.decision,
-    });
+    this.metrics.countRequest(
+      exchange.server ?? "-",
+      methodLabel(exchange.methods[0], exchange.httpMethod),
+      exchange.decision,
+    );
     if (exchange.era !== undefined) {
-      this.metrics.protocolRequests.inc({
-        era: exchange.era,
-        protocol_version: exchange.protocolVersion ?? "none",
-      });
+      this.metrics.countProtocolRequest(exchange.era, exchange.protocolVersion ?? "none");
     }
     for (const reason of exchange.reasons) this.metrics.violations.inc({ reason });
     for (let i = 0; i < exchange.tools.length && i < MAX_LIST_ENTRIES; i++) {

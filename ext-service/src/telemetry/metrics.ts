@@ -64,6 +64,58 @@ export function causeLabel(cause: string, isReason: (code: string) => boolean): 
   return CAUSE_KINDS.has(kind) || (colon < 0 && isReason(kind)) ? kind : "other";
 }
 
+/**
+ * Increments of a counter kept per label set, and added to it when it is read (a scrape, or
+ * get(): prom-client runs the counter's `collect` first). prom-client validates and hashes the
+ * label values on every inc(), through a child from labels() too; the audit record's three
+ * counters did that on every request. Here a label set is found through a map per label, and
+ * its labels object is built once. Memory is that of the counter's own series: one entry per label
+ * set, and the label values are bounded (known names or `other`).
+ */
+class PendingCounts<L extends string> {
+  /** Entries by label values, one map level per label: exact, whatever characters a value holds. */
+  private readonly root = new Map<string, unknown>();
+  private readonly entries: { labels: Partial<Record<L, string>>; n: number }[] = [];
+
+  constructor(
+    private readonly counter: Counter<L>,
+    private readonly names: readonly L[],
+  ) {}
+
+  /** One more for the label set whose values are `v0`, `v1`, ... (in the order of `names`). */
+  add(v0: string, v1: string, v2 = "", v3 = ""): void {
+    const last = this.names.length - 1;
+    let level = this.root;
+    for (let i = 0; i < last; i++) {
+      const value = i === 0 ? v0 : i === 1 ? v1 : v2;
+      let next = level.get(value) as Map<string, unknown> | undefined;
+      if (next === undefined) level.set(value, (next = new Map<string, unknown>()));
+      level = next;
+    }
+    const value = last === 1 ? v1 : last === 2 ? v2 : v3;
+    const entry = level.get(value) as { n: number } | undefined;
+    if (entry !== undefined) {
+      entry.n++;
+      return;
+    }
+    const values = [v0, v1, v2, v3];
+    const labels: Partial<Record<L, string>> = {};
+    this.names.forEach((name, i) => (labels[name] = values[i]));
+    const created = { labels, n: 1 };
+    this.entries.push(created);
+    level.set(value, created);
+  }
+
+  /** Adds what was counted since the last read to the counter. */
+  flush(): void {
+    for (const entry of this.entries) {
+      if (entry.n === 0) continue;
+      this.counter.inc(entry.labels, entry.n);
+      entry.n = 0;
+    }
+  }
+}
+
 /** Prometheus metrics, all prefixed `mcp_gateway_`, on a registry of their own. */
 export class Metrics {
   readonly registry = new Registry();
@@ -73,6 +125,9 @@ export class Metrics {
   readonly violations: Counter<"reason">;
   readonly denialCauses: Counter<"cause">;
   readonly toolRequests: Counter<"agent" | "server" | "tool" | "decision">;
+  private readonly pendingRequests: PendingCounts<"server" | "method" | "decision">;
+  private readonly pendingProtocolRequests: PendingCounts<"era" | "protocol_version">;
+  private readonly pendingToolRequests: PendingCounts<"agent" | "server" | "tool" | "decision">;
   /** Agents of gateway.yaml and `server/tool` of the registry: the only label values they get. */
   private knownAgents: ReadonlySet<string> = new Set();
   private knownTools: ReadonlySet<string> = new Set();
@@ -97,13 +152,17 @@ export class Metrics {
       help: "HTTP exchanges by server, first JSON-RPC method and decision",
       labelNames: ["server", "method", "decision"],
       registers,
+      collect: () => this.pendingRequests.flush(),
     });
+    this.pendingRequests = new PendingCounts(this.requests, ["server", "method", "decision"]);
     this.protocolRequests = new Counter({
       name: "mcp_gateway_protocol_requests_total",
       help: "HTTP exchanges by MCP protocol era (2025, 2026) and revision (known revisions, other, none)",
       labelNames: ["era", "protocol_version"],
       registers,
+      collect: () => this.pendingProtocolRequests.flush(),
     });
+    this.pendingProtocolRequests = new PendingCounts(this.protocolRequests, ["era", "protocol_version"]);
     this.decisionSeconds = new Histogram({
       name: "mcp_gateway_decision_seconds",
       help: "Time spent in the policy core per phase",
@@ -128,7 +187,9 @@ export class Metrics {
       help: "tools/call requests by agent and tool (configured agents and registered tools; 'other' otherwise) and decision",
       labelNames: ["agent", "server", "tool", "decision"],
       registers,
+      collect: () => this.pendingToolRequests.flush(),
     });
+    this.pendingToolRequests = new PendingCounts(this.toolRequests, ["agent", "server", "tool", "decision"]);
     this.filtered = new Counter({
       name: "mcp_gateway_filtered_total",
       help: "Items removed from list responses or dropped from streams, by kind",
@@ -215,12 +276,22 @@ export class Metrics {
     decision: string,
   ): void {
     const known = server !== undefined && this.knownTools.has(`${server}/${tool}`);
-    this.toolRequests.inc({
-      agent: agent !== undefined && this.knownAgents.has(agent) ? agent : "other",
-      server: known ? server : "other",
-      tool: known ? tool : "other",
+    this.pendingToolRequests.add(
+      agent !== undefined && this.knownAgents.has(agent) ? agent : "other",
+      known ? server : "other",
+      known ? tool : "other",
       decision,
-    });
+    );
+  }
+
+  /** Counts one exchange (the audit record's): by server, method label and decision. */
+  countRequest(server: string, method: string, decision: string): void {
+    this.pendingRequests.add(server, method, decision);
+  }
+
+  /** Counts one exchange whose protocol era is known, by era and revision label. */
+  countProtocolRequest(era: string, protocolVersion: string): void {
+    this.pendingProtocolRequests.add(era, protocolVersion);
   }
 
   /**
