@@ -350,11 +350,14 @@ describe("server-side replies: dynamic_metadata written last", () => {
     ).toEqual(checkResponse.deserialize(checkResponse.serialize({ ...check, dynamic_metadata: struct })));
   });
 
-  it("a constant reply is encoded once, as proto-loader encodes it, and cannot change", () => {
+  it("a constant reply is encoded once, to what proto-loader's encoding decodes to, and cannot change", () => {
     const override = { response_body_mode: "BUFFERED", response_header_mode: "SEND" };
     const reply = constantMessage({ response_headers: { response: {} }, mode_override: override });
     const first = processMethod.responseSerialize(reply);
-    expect(first.equals(processingResponse.serialize(reply))).toBe(true);
+    // The direct encoder (reply-codec.ts) writes fields in the object's order, not by number.
+    expect(processingResponse.deserialize(first)).toEqual(
+      processingResponse.deserialize(processingResponse.serialize(reply)),
+    );
     expect(processMethod.responseSerialize(reply)).toBe(first);
     expect(Object.isFrozen(reply) && Object.isFrozen(reply.response_headers.response)).toBe(true);
     expect(Object.isFrozen(override)).toBe(true);

@@ -12,6 +12,12 @@ import {
   type ServiceDefinition,
 } from "@grpc/proto-loader";
 import { checkRequestDecoder, metadataContextWhenRead, serverProcessingRequestDecoder } from "./codec.js";
+import {
+  encodeCheckResponse,
+  encodeProcessingResponse,
+  replyEncoder,
+  setStatusCodes,
+} from "./reply-codec.js";
 import { EncodedMessage, EncodedStruct, appendStructField, encodeStructField, withoutField } from "./wire.js";
 
 /**
@@ -142,9 +148,10 @@ function onceForConstants(serialize: Serialize): Serialize {
 
 /**
  * The server side's hot path (reading requests, writing replies) decodes the ext_proc and
- * ext_authz requests directly (codec.ts, with proto-loader for what it leaves), skips converting
- * the Struct fields that cost most (see wire.ts), and sends constant or pre-encoded replies without
- * encoding them again; the messages our code sees and sends are unchanged.
+ * ext_authz requests directly (codec.ts) and encodes their replies directly (reply-codec.ts), with
+ * proto-loader for what those leave (skipping the Struct fields' conversions that cost most, see
+ * wire.ts), and sends constant or pre-encoded replies without encoding them again; the messages
+ * our code sees and sends are unchanged.
  * The client side (the Envoy-role client) keeps proto-loader's conversions.
  */
 function tuneServerSide(definition: PackageDefinition): void {
@@ -164,10 +171,10 @@ function tuneServerSide(definition: PackageDefinition): void {
   );
   writable(check).requestDeserialize = checkRequestDecoder(check.requestDeserialize);
   writable(process).responseSerialize = onceForConstants(
-    structFieldLast(process.responseSerialize, 8, "dynamic_metadata"),
+    replyEncoder(encodeProcessingResponse, structFieldLast(process.responseSerialize, 8, "dynamic_metadata")),
   );
   writable(check).responseSerialize = onceForConstants(
-    structFieldLast(check.responseSerialize, 4, "dynamic_metadata"),
+    replyEncoder(encodeCheckResponse, structFieldLast(check.responseSerialize, 4, "dynamic_metadata")),
   );
   const rateLimit = (definition[RATE_LIMIT_SERVICE] as ServiceDefinition).ShouldRateLimit as MethodDefinition<
     object,
@@ -214,6 +221,7 @@ export function envoyProtos(): EnvoyProtos {
     byName.set(v.name, v.number);
     byNumber.set(v.number, v.name);
   }
+  setStatusCodes(byName);
   loaded = {
     definition,
     Authorization: lookup(root, AUTHORIZATION_SERVICE),

@@ -97,7 +97,7 @@ export function withoutField(buf: Buffer, fieldNumber: number, unlessField?: num
 //                      bool bool_value = 4; Struct struct_value = 5; ListValue list_value = 6; } }
 // ListValue { repeated Value values = 1; }
 
-function varintSize(n: number): number {
+export function varintSize(n: number): number {
   let size = 1;
   while (n >= 128) {
     n = Math.floor(n / 128);
@@ -107,7 +107,7 @@ function varintSize(n: number): number {
 }
 
 /** UTF-8 length, as Buffer.byteLength counts it (a lone surrogate becomes U+FFFD: 3 bytes). */
-function utf8Length(s: string): number {
+export function utf8Length(s: string): number {
   let n = s.length;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -137,9 +137,24 @@ function checkValue(value: unknown): StructValue {
  */
 type Sizes = number[];
 
+/**
+ * The number written for Value.null_value, as protobufjs converts it: NULL_VALUE (0), another
+ * number as it is, and -1 (nothing written) for a name the enum lacks or a value of another type.
+ * A negative or fractional number, which protobufjs would write as its int32 writer does, is refused.
+ */
+function nullValueNumber(n: unknown): number {
+  if (n === "NULL_VALUE" || n === 0) return 0;
+  if (typeof n !== "number") return -1;
+  if (Number.isInteger(n) && n > 0 && n <= 0x7fffffff) return n;
+  throw new TypeError(".google.protobuf.Value.nullValue: a non-negative enum value expected");
+}
+
 function valueSize(v: StructValue, sizes: Sizes): number {
   let size = 0;
-  if (v.nullValue !== undefined && v.nullValue !== null) size += 2;
+  if (v.nullValue !== undefined && v.nullValue !== null) {
+    const n = nullValueNumber(v.nullValue);
+    if (n >= 0) size += 1 + varintSize(n);
+  }
   if (v.numberValue !== undefined && v.numberValue !== null) size += 9;
   if (v.stringValue !== undefined && v.stringValue !== null) {
     const n = utf8Length(v.stringValue);
@@ -188,7 +203,7 @@ function structSize(struct: Struct, sizes: Sizes): number {
   return size;
 }
 
-class Writer {
+export class Writer {
   pos = 0;
   next = 0;
   constructor(
@@ -217,8 +232,11 @@ class Writer {
   value(v: StructValue): void {
     const buf = this.buf;
     if (v.nullValue !== undefined && v.nullValue !== null) {
-      buf[this.pos++] = 0x08;
-      buf[this.pos++] = 0;
+      const n = nullValueNumber(v.nullValue);
+      if (n >= 0) {
+        buf[this.pos++] = 0x08;
+        this.varint(n);
+      }
     }
     if (v.numberValue !== undefined && v.numberValue !== null) {
       buf[this.pos++] = 0x11;
