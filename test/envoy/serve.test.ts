@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { connect as http2Connect } from "node:http2";
+import { connect as http2Connect, constants as httpConstants } from "node:http2";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -172,6 +172,47 @@ describe("HTTP/2 flow control", () => {
       expect(session.state.remoteWindowSize).toBe(expected);
     } finally {
       session.close();
+      await gw.close();
+    }
+  });
+});
+
+describe("Envoy's reset of every ext_proc stream", () => {
+  // nghttp2 answers more than 1000 RST_STREAMs in a burst (33 a second refill) with GOAWAY
+  // INTERNAL_ERROR, which failed the calls in flight (the bench saw ext_authz's Check die with
+  // "Session closed with error code 2"). Envoy resets each ext_proc stream when it is done.
+  it("asks the client to reconnect with GOAWAY NO_ERROR before nghttp2's limit tears the connection down", async () => {
+    const gw = await startGateway();
+    const session = http2Connect(`http://${gw.service.grpcAddress}`);
+    session.on("error", () => {});
+    const goaways: number[] = [];
+    session.on("goaway", (code: number) => goaways.push(code));
+    try {
+      await once(session, "connect");
+      let opened = 0;
+      while (goaways.length === 0 && opened < 1500) {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/envoy.service.ext_proc.v3.ExternalProcessor/Process",
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        stream.on("error", () => {});
+        opened++;
+        stream.close(httpConstants.NGHTTP2_CANCEL);
+        await once(stream, "close");
+      }
+      expect(goaways[0]).toBe(httpConstants.NGHTTP2_NO_ERROR);
+      // A new connection is served.
+      const client = new EnvoyRoleClient(gw.service.grpcAddress);
+      try {
+        const check = await client.check({ attributes: {} });
+        expect(check.status).toBeDefined();
+      } finally {
+        client.close();
+      }
+    } finally {
+      session.destroy();
       await gw.close();
     }
   });

@@ -1,5 +1,11 @@
 import type { Server as HttpServer } from "node:http";
-import type { Http2Server, Http2Session } from "node:http2";
+import {
+  constants,
+  type Http2Server,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
 import { Server, ServerCredentials, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { durationMs } from "../config/schema.js";
 import { GatewayState } from "../runtime/gateway-state.js";
@@ -113,13 +119,16 @@ function bindGrpc(server: Server, host: string, port: number, tls: GrpcTls | und
  * accepts anyway.
  *
  * grpc-js 1.14 has no server option for this, so the hook is its per-port `createHttp2Server`
- * (the version is pinned; test/envoy/serve.test.ts fails if the hook goes away).
+ * (the version is pinned; test/envoy/serve.test.ts fails if the hook goes away). Each session
+ * also gets renewBeforeResetLimit.
  */
 function advertiseFlowControlWindow(server: Server, bytes: number, logger: Logger): void {
   const hooked = server as unknown as { createHttp2Server?: (credentials: unknown) => Http2Server };
   const create = hooked.createHttp2Server;
   if (typeof create !== "function") {
-    logger.warn("grpc-js has no createHttp2Server: HTTP/2 flow-control windows stay at 64 KiB");
+    logger.warn(
+      "grpc-js has no createHttp2Server: HTTP/2 flow-control windows stay at 64 KiB, no renewal before the stream reset limit",
+    );
     return;
   }
   hooked.createHttp2Server = (credentials: unknown) => {
@@ -132,9 +141,66 @@ function advertiseFlowControlWindow(server: Server, bytes: number, logger: Logge
         // Already closing: nothing will flow on it.
         logger.debug({ err }, "ext-service: could not set the HTTP/2 window of a closing session");
       }
+      renewBeforeResetLimit(session, logger);
     });
     return http2Server;
   };
+}
+
+/**
+ * nghttp2's guard against "rapid reset" floods (CVE-2023-44487, in the nghttp2 Node 20 carries):
+ * a server session drains a token bucket of 1000 by one for every RST_STREAM it receives,
+ * refilled at 33 a second, and once it is empty sends GOAWAY INTERNAL_ERROR. Node has no setting
+ * for it and no event when it fires.
+ *
+ * Envoy resets every ext_proc stream it is done with (ExternalProcessorStreamImpl::close():
+ * closeStream() then resetStream(), ext_proc_graceful_grpc_close being off by default), so one
+ * Envoy worker's connection carrying more than 33 requests a second got that GOAWAY after about a
+ * thousand of them: the calls it had sent past the GOAWAY's last stream id were refused (the
+ * request's Check answered by status_on_error, its ext_proc stream failing it with a 500), and a
+ * grpc-js client (the Envoy-role model) fails every call in flight on an error GOAWAY. Before the
+ * bucket runs out, the session is told to go away gracefully instead (GOAWAY NO_ERROR naming no
+ * last stream): the client opens a new connection for new calls and lets the old one's finish.
+ *
+ * The count here errs high: every ext_proc stream is taken as reset (the RST of one the server
+ * has already ended still drains nghttp2's bucket, but closes nothing this side could observe),
+ * and any other stream that ends with an error code.
+ */
+const RESET_BURST = 1000;
+const RESET_REFILL_PER_SECOND = 33;
+/** Resets the client may still send before it reads the GOAWAY. */
+const RESET_HEADROOM = 250;
+/** Time the client gets to read the first GOAWAY before the closing one names the last stream. */
+const GOAWAY_GRACE_MS = 1000;
+const EXT_PROC_PATH = `/${EXTERNAL_PROCESSOR_SERVICE}/Process`;
+
+function renewBeforeResetLimit(session: Http2Session, logger: Logger): void {
+  let tokens = RESET_BURST;
+  let at = performance.now();
+  let leaving = false;
+  const spend = () => {
+    const now = performance.now();
+    tokens = Math.min(RESET_BURST, tokens + ((now - at) / 1000) * RESET_REFILL_PER_SECOND) - 1;
+    at = now;
+    if (leaving || tokens >= RESET_HEADROOM || session.closed || session.destroyed) return;
+    leaving = true;
+    logger.debug(
+      "ext-service: HTTP/2 connection near nghttp2's stream reset limit: asking the client to reconnect",
+    );
+    try {
+      // Every stream the client may already have sent is still served.
+      session.goaway(constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+    } catch {
+      return; // already going
+    }
+    setTimeout(() => {
+      if (!session.closed && !session.destroyed) session.close();
+    }, GOAWAY_GRACE_MS).unref();
+  };
+  session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    if (headers[":path"] === EXT_PROC_PATH) spend();
+    else stream.once("close", () => stream.rstCode !== constants.NGHTTP2_NO_ERROR && spend());
+  });
 }
 
 /** The ext-service: ext_authz + ext_proc + gRPC health on one port, admin HTTP on another. */
