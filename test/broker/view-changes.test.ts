@@ -21,11 +21,26 @@ import { connectModern, cuttableProxy } from "./support.js";
  * GET stream, a 2026-07-28 client on its `subscriptions/listen`.
  */
 
+/** Every session's server of the notes server: a tool added is added (and announced) on each. */
+const notesSessions = new Set<McpServer>();
+let added = 0;
+
 function notesServer(): McpServer {
   const server = new McpServer({ name: "notes", version: "1.0.0" });
+  notesSessions.add(server);
+  server.server.onclose = () => notesSessions.delete(server);
   server.registerTool("add_note", { description: "Adds a note" }, () => ({
     content: [{ type: "text", text: "noted" }],
   }));
+  server.registerTool("add_tool", { description: "Adds a tool to every session" }, () => {
+    added++;
+    // Each session's server announces it with tools/list_changed on that session's GET stream.
+    for (const session of notesSessions)
+      session.registerTool(`extra_${added}`, { description: "An added tool" }, () => ({
+        content: [{ type: "text", text: "extra" }],
+      }));
+    return { content: [{ type: "text", text: `added extra_${added}` }] };
+  });
   return server;
 }
 
@@ -97,7 +112,11 @@ describe.each(["edge", "envoy"] as const)("servers leaving and rejoining the vie
     proxy = await cuttableProxy(Number(new URL(notes.url).port));
     gw = await startGateway({
       servers: [
-        { name: "notes", upstreams: [`${proxy.url}/mcp`], tools: [{ name: "add_note" }] },
+        {
+          name: "notes",
+          upstreams: [`${proxy.url}/mcp`],
+          tools: [{ name: "add_note" }, { name: "add_tool" }],
+        },
         { name: "kb", upstreams: [kb.url], tools: [{ name: "search_articles" }, { name: "get_article" }] },
       ],
       security: { pins: { enforce: false, verifyBeforeCall: false } },
@@ -135,6 +154,14 @@ describe.each(["edge", "envoy"] as const)("servers leaving and rejoining the vie
         proxy.resume();
         await waitFor(() => client.changes() > heard, 10_000, "list_changed for notes rejoining");
         expect(await client.tools()).toContain("notes__add_note");
+        // Its stream behind the client's was opened when it joined: its own changes reach the
+        // client. The stream opens as the client is told: add tools until a change arrives.
+        const joined = client.changes();
+        for (let i = 0; i < 3 && client.changes() === joined; i++) {
+          await client.call("notes__add_tool");
+          await waitFor(() => client.changes() > joined, 1_500).catch(() => undefined);
+        }
+        expect(client.changes(), "notes' own list_changed").toBeGreaterThan(joined);
         // notes goes away: the hop that finds it down tells the client too.
         const seen = client.changes();
         proxy.cut();

@@ -125,8 +125,13 @@ interface LiveSession {
    * (Broker.reopenStream): they run when a request brings a newer token (Broker.touch).
    */
   awaitingToken: Set<() => void>;
-  /** Hop clients holding each server's GET stream, once the client opened its own. */
-  listeners: Client[] | undefined;
+  /**
+   * Hop clients holding each server's GET stream, once the client opened its own, by server,
+   * with the server's ServerPresence.generation when it was opened.
+   */
+  listeners: Map<string, { client: Client; generation: number }> | undefined;
+  /** The scope the listeners were opened in (listen): a server that joins later gets one too. */
+  listenScope: Scope | undefined;
   /** Stops telling this session of servers leaving or rejoining its view (ServerPresence). */
   unwatch: (() => void) | undefined;
   /**
@@ -940,7 +945,8 @@ export class Broker {
     live.awaitingToken.clear();
     const listeners = live.listeners;
     live.listeners = undefined;
-    for (const listener of listeners ?? []) void listener.close().catch(() => undefined);
+    live.listenScope = undefined;
+    for (const { client } of listeners?.values() ?? []) void client.close().catch(() => undefined);
   }
 
   /**
@@ -1212,6 +1218,7 @@ export class Broker {
       scope,
       awaitingToken: new Set(),
       listeners: undefined,
+      listenScope: undefined,
       unwatch: undefined,
       relaying: 0,
       awaiting: new Map(),
@@ -1341,9 +1348,11 @@ export class Broker {
       clientCapabilities: live.session.clientCapabilities,
       bearer: live.scope.bearer,
     };
-    const names = this.namesOf(view);
-    // A stateless server has no stream of its own to open (and may answer GET with 405).
-    const servers = this.servers(principal, view).filter((s) => Boolean(this.hopSessionId(scope, s)));
+    // A stateless server has no stream of its own to open (and may answer GET with 405). One
+    // without a hop session yet (down at initialize) counts: it gets its stream when it joins.
+    const servers = this.servers(principal, view).filter(
+      (s) => this.hopSessionId(scope, s) !== STATELESS_HOP,
+    );
     if (servers.length > 0) {
       const hold = this.upstreamStreams.open(principal, this.streamLimits.maxPerAgent, servers.length, () =>
         this.closeListeners(live),
@@ -1351,70 +1360,94 @@ export class Broker {
       if (!hold) return false;
       live.hold = hold;
     }
-    live.listeners = [];
-    // Servers leaving or rejoining the view reach the client on this stream (presence.ts).
+    live.listeners = new Map();
+    live.listenScope = scope;
+    // Servers leaving or rejoining the view reach the client on this stream (presence.ts); one
+    // that rejoins gets its stream opened again (the old one may have given up reconnecting).
     live.unwatch = this.presence.watch(
-      this.presenceWatcher(scope, (kind) => {
+      this.presenceWatcher(scope, (kind, server, present) => {
         void live.server
           .notification({ method: `notifications/${kind}/list_changed` })
           .catch(() => undefined);
+        if (present) this.listenTo(live, server);
       }),
     );
-    for (const server of servers) {
-      const capabilities: Record<string, unknown> = {};
-      for (const [, capability] of RELAYED_REQUESTS) {
-        if (scope.clientCapabilities[capability] !== undefined)
-          capabilities[capability] = scope.clientCapabilities[capability];
-      }
-      const client = new Client(HOP_CLIENT_INFO, { capabilities });
-      for (const method of LIST_CHANGED) {
-        client.setNotificationHandler(method, () => {
-          // Dropped before the client hears of it: the list it asks for next is the new one.
-          this.listChanged(server, method);
-          void live.server.notification({ method }).catch(() => undefined);
-        });
-      }
-      client.setNotificationHandler("notifications/resources/updated", (n) =>
-        live.server
-          .notification({
-            method: "notifications/resources/updated",
-            params: { ...n.params, uri: names.join(server, n.params.uri) },
-          })
-          .catch(() => undefined),
-      );
-      client.setNotificationHandler("notifications/message", (n) =>
-        live.server
-          .notification({
-            method: "notifications/message",
-            params: {
-              ...n.params,
-              logger: n.params.logger === undefined ? server : names.join(server, n.params.logger),
-            },
-          })
-          .catch(() => undefined),
-      );
-      for (const [method, capability] of RELAYED_REQUESTS) {
-        if (capabilities[capability] === undefined) continue;
-        client.setRequestHandler(method, (request) =>
-          relayed(live, () =>
-            live.server.request({ method, params: request.params } as never, { timeout: HOP_TIMEOUT_MS }),
-          ),
-        );
-      }
-      live.listeners.push(client);
-      const transport = this.hopTransport(
-        scope,
-        server,
-        this.hopSessionId(scope, server),
-        (reopen, delayMs) => this.reopenStream(live, server, reopen, delayMs),
-      );
-      transport.setProtocolVersion(live.session.protocolVersion);
-      void client
-        .connect(transport)
-        .then(() => transport.resumeStream(""))
-        .catch((err: unknown) => this.dropped(server, "GET", err));
-    }
+    for (const server of servers) this.listenTo(live, server);
     return true;
+  }
+
+  /**
+   * Opens `server`'s GET stream behind the client's of `live` (listen), unless one is open that
+   * was opened since the server last left the view; one opened before is closed first. Nothing
+   * when the client has no stream open, or the session has no hop session on the server yet (it
+   * gets one when a hop first needs it: withHopOnce calls this again then).
+   */
+  private listenTo(live: LiveSession, server: string): void {
+    const scope = live.listenScope;
+    const listeners = live.listeners;
+    if (scope === undefined || listeners === undefined) return;
+    const hopSession = this.hopSessionId(scope, server);
+    if (!hopSession) return;
+    const generation = this.presence.generation(server);
+    const held = listeners.get(server);
+    if (held !== undefined) {
+      if (held.generation >= generation) return;
+      void held.client.close().catch(() => undefined);
+    }
+    const names = this.namesOf(scope.view);
+    const capabilities: Record<string, unknown> = {};
+    for (const [, capability] of RELAYED_REQUESTS) {
+      if (scope.clientCapabilities[capability] !== undefined)
+        capabilities[capability] = scope.clientCapabilities[capability];
+    }
+    const client = new Client(HOP_CLIENT_INFO, { capabilities });
+    for (const method of LIST_CHANGED) {
+      client.setNotificationHandler(method, () => {
+        // Dropped before the client hears of it: the list it asks for next is the new one.
+        this.listChanged(server, method);
+        void live.server.notification({ method }).catch(() => undefined);
+      });
+    }
+    client.setNotificationHandler("notifications/resources/updated", (n) =>
+      live.server
+        .notification({
+          method: "notifications/resources/updated",
+          params: { ...n.params, uri: names.join(server, n.params.uri) },
+        })
+        .catch(() => undefined),
+    );
+    client.setNotificationHandler("notifications/message", (n) =>
+      live.server
+        .notification({
+          method: "notifications/message",
+          params: {
+            ...n.params,
+            logger: n.params.logger === undefined ? server : names.join(server, n.params.logger),
+          },
+        })
+        .catch(() => undefined),
+    );
+    for (const [method, capability] of RELAYED_REQUESTS) {
+      if (capabilities[capability] === undefined) continue;
+      client.setRequestHandler(method, (request) =>
+        relayed(live, () =>
+          live.server.request({ method, params: request.params } as never, { timeout: HOP_TIMEOUT_MS }),
+        ),
+      );
+    }
+    listeners.set(server, { client, generation });
+    const transport = this.hopTransport(scope, server, hopSession, (reopen, delayMs) =>
+      this.reopenStream(live, server, reopen, delayMs),
+    );
+    transport.setProtocolVersion(live.session.protocolVersion);
+    void client
+      .connect(transport)
+      .then(() => transport.resumeStream(""))
+      .catch((err: unknown) => {
+        // Opened again when the server rejoins (listenTo).
+        if (listeners.get(server)?.client === client) listeners.delete(server);
+        this.dropped(server, "GET", err);
+      });
   }
 
   /**
@@ -1439,7 +1472,9 @@ export class Broker {
     let deliver: ((event: ServerEvent) => void) | undefined;
     const queued: ServerEvent[] = [];
     let closed = false;
-    const clients: Client[] = [];
+    // By server: the listen's hop (once connected) and the server's ServerPresence.generation
+    // when it was opened.
+    const listening = new Map<string, { client?: Client; generation: number }>();
     const emit = (event: ServerEvent) => {
       if (closed) return;
       if (deliver) deliver(event);
@@ -1455,20 +1490,26 @@ export class Broker {
     };
     const servers = this.servers(scope.principal, scope.view);
     const subscribed = subscriptionsByServer(this.namesOf(scope.view), servers, filter.resourceSubscriptions);
-    const opening = servers.map(async (server) => {
+    const open = async (server: string) => {
       // The server's own URI -> the URI the client subscribed with.
       const resources = subscribed.get(server) ?? new Map<string, string>();
+      const held = { generation: this.presence.generation(server) } as {
+        client?: Client;
+        generation: number;
+      };
+      listening.set(server, held);
       let client: Client;
       try {
         // A hop of its own (not kept: it holds the stream until the subscription ends).
         ({ client } = await this.hop(scope, server, undefined, hopCapabilities(scope, undefined)));
       } catch (err) {
-        // It could not connect (unlike a listen refused): told when it answers again (presence.ts).
+        // It could not connect (unlike a listen refused): opened when it answers again (presence.ts).
+        if (listening.get(server) === held) listening.delete(server);
         return this.dropped(server, "connect", err);
       }
       try {
-        if (closed) return end(client);
-        clients.push(client);
+        if (closed || listening.get(server) !== held) return end(client);
+        held.client = client;
         for (const method of LIST_CHANGED) {
           client.setNotificationHandler(method, () => {
             this.listChanged(server, method);
@@ -1498,16 +1539,25 @@ export class Broker {
       } catch (err) {
         this.dropped(server, "listen", err);
       }
-    });
+    };
+    const opening = servers.map(open);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled(opening),
       new Promise((resolve) => (timer = setTimeout(resolve, LISTEN_SETUP_MS))),
     ]);
     clearTimeout(timer);
-    // Servers leaving or rejoining the view reach this subscriber only (presence.ts).
+    // Servers leaving or rejoining the view reach this subscriber only (presence.ts); one that
+    // rejoins is listened to again unless its listen was opened since it left.
     const unwatch = this.presence.watch(
-      this.presenceWatcher(scope, (kind) => emit(LIST_CHANGED_EVENTS[`notifications/${kind}/list_changed`]!)),
+      this.presenceWatcher(scope, (kind, server, present) => {
+        emit(LIST_CHANGED_EVENTS[`notifications/${kind}/list_changed`]!);
+        const held = listening.get(server);
+        if (!present || closed || (held !== undefined && held.generation >= this.presence.generation(server)))
+          return;
+        if (held?.client) end(held.client);
+        void open(server);
+      }),
     );
     return {
       attach(listener) {
@@ -1521,7 +1571,8 @@ export class Broker {
         if (closed) return;
         closed = true;
         unwatch();
-        for (const client of clients.splice(0)) end(client);
+        for (const { client } of listening.values()) if (client) end(client);
+        listening.clear();
         onClosed();
       },
     };
@@ -1533,11 +1584,14 @@ export class Broker {
    * any hop (decided and audited there), which brings the server back (withHopOnce) when it
    * answers. A server without tools answers method not found: it answers all the same.
    */
-  private presenceWatcher(scope: Scope, tell: (kind: ListChangedKind) => void): PresenceWatcher {
+  private presenceWatcher(
+    scope: Scope,
+    tell: (kind: ListChangedKind, server: string, present: boolean) => void,
+  ): PresenceWatcher {
     return {
       servers: () => this.servers(scope.principal, scope.view),
-      changed: (_server, kinds) => {
-        for (const kind of kinds) tell(kind);
+      changed: (server, kinds, present) => {
+        for (const kind of kinds) tell(kind, server, present);
       },
       probe: (server) =>
         this.withHop(scope, server, undefined, (client) =>
@@ -1625,15 +1679,19 @@ export class Broker {
     server: string,
     sessionId: string | undefined,
     reconnectionScheduler?: ReconnectionScheduler,
+    { stream = true }: { stream?: boolean } = {},
   ): StreamableHTTPClientTransport {
     return new StreamableHTTPClientTransport(new URL(`${this.options.hopOrigin()}/mcp/${server}`), {
       sessionId,
       reconnectionScheduler,
       // An identity for this agent and this server only, short-lived (with the agent's latest
       // token sealed in for a token-exchange server). Read at each request: a kept hop speaks
-      // for the agent of the request using it, under the policy in force.
+      // for the agent of the request using it, under the policy in force. Without `stream`, the
+      // GET the SDK opens after initialize is answered 405 here (the SDK then opens none).
       fetch: (url, init) =>
-        hopFetch(url, init, `Bearer ${this.hopToken(scope.principal, server, scope.bearer.token)}`),
+        !stream && init?.method === "GET"
+          ? Promise.resolve(new Response(null, { status: 405 }))
+          : hopFetch(url, init, `Bearer ${this.hopToken(scope.principal, server, scope.bearer.token)}`),
     });
   }
 
@@ -1674,7 +1732,9 @@ export class Broker {
    */
   private async openHopSession(scope: Scope, server: string): Promise<string> {
     const client = new Client(HOP_CLIENT_INFO, { capabilities: scope.clientCapabilities });
-    const transport = this.hopTransport(scope, server, undefined);
+    // No GET stream: it would be closed at once, and the session's own stream (listen) could
+    // find it still held by the server (409).
+    const transport = this.hopTransport(scope, server, undefined, undefined, { stream: false });
     await client.connect(transport, { timeout: HOP_TIMEOUT_MS });
     this.presence.learned(this.engine, server, client.getServerCapabilities());
     this.presence.up(server);
@@ -1920,7 +1980,12 @@ export class Broker {
       if (!scope.modern && sessionId === undefined) {
         // The server was left out at initialize: open its session now, for this process.
         sessionId = await this.openHopSession(scope, server);
-        if (scope.sessionId !== undefined) this.lateHops.set(`${scope.sessionId} ${server}`, sessionId);
+        if (scope.sessionId !== undefined) {
+          this.lateHops.set(`${scope.sessionId} ${server}`, sessionId);
+          // The client's stream is open: this server's joins it now.
+          const live = this.sessions.get(scope.sessionId);
+          if (live) this.listenTo(live, server);
+        }
       }
       key = hopKey(scope, server, this.options.hopOrigin(), sessionId, capabilities);
       hop = key === undefined ? undefined : this.hopPool.take(key);
@@ -2299,6 +2364,7 @@ export class Broker {
     this.upstreamStreams.closeAll();
     this.hopPool.clear();
     this.lists.clear();
+    this.presence.clear();
     return this.modern.close();
   }
 }

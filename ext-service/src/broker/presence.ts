@@ -12,8 +12,8 @@ const KINDS: readonly ListChangedKind[] = ["tools", "prompts", "resources"];
 export interface PresenceWatcher {
   /** The servers of the watcher's view, as the agent may reach them now. */
   servers(): readonly string[];
-  /** `server` dropped out of or came back into the view: its lists of `kinds` changed. */
-  changed(server: string, kinds: readonly ListChangedKind[]): void;
+  /** `server` dropped out of (`present` false) or came back into the view: its lists of `kinds` changed. */
+  changed(server: string, kinds: readonly ListChangedKind[], present: boolean): void;
   /** Asks `server` once, as this watcher's agent (a hop), whether it answers again. */
   probe(server: string): Promise<void>;
 }
@@ -31,6 +31,8 @@ export class ServerPresence {
   /** Servers left out of the views: a hop found them down and none answered since. */
   private readonly absent = new Set<string>();
   private readonly probing = new Set<string>();
+  /** How many times each server was left out: what was opened to it before may be dead. */
+  private readonly downs = new Map<string, number>();
   private readonly watchers = new Set<PresenceWatcher>();
   private timer: NodeJS.Timeout | undefined;
   private owner: unknown;
@@ -65,6 +67,7 @@ export class ServerPresence {
   down(server: string): void {
     if (this.absent.has(server)) return;
     this.absent.add(server);
+    this.downs.set(server, this.generation(server) + 1);
     this.tell(server, false);
     this.schedule();
   }
@@ -74,6 +77,11 @@ export class ServerPresence {
     if (!this.absent.delete(server)) return;
     this.tell(server, true);
     if (this.absent.size === 0) this.stop();
+  }
+
+  /** How many times `server` was left out so far (a stream opened at an older count may be dead). */
+  generation(server: string): number {
+    return this.downs.get(server) ?? 0;
   }
 
   /** `watcher` hears of changes from now on; the function returned stops it. */
@@ -90,6 +98,7 @@ export class ServerPresence {
     this.stop();
     this.watchers.clear();
     this.absent.clear();
+    this.downs.clear();
     this.capabilities.clear();
   }
 
@@ -111,7 +120,7 @@ export class ServerPresence {
     for (const watcher of [...this.watchers]) {
       if (!watcher.servers().includes(server)) continue;
       told++;
-      watcher.changed(server, kinds);
+      watcher.changed(server, kinds, present);
     }
     this.onChange(server, present, told);
   }
