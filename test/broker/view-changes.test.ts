@@ -122,7 +122,7 @@ describe.each(["edge", "envoy"] as const)("servers leaving and rejoining the vie
       security: { pins: { enforce: false, verifyBeforeCall: false } },
       // A short breaker cooldown: the probes that find notes down open it.
       edge: { breaker: { consecutiveFailures: 5, cooldown: "200ms" } },
-      config: { broker: { probeInterval: "100ms" } },
+      config: { broker: { probeInterval: "100ms", views: { kbonly: { servers: ["kb"] } } } },
     });
     if (plane === "envoy")
       front = await startEnvoyRoleFront({
@@ -144,6 +144,12 @@ describe.each(["edge", "envoy"] as const)("servers leaving and rejoining the vie
     async (kind) => {
       proxy.cut();
       const client = await listening(kind, url(), await gw.token("tester"));
+      // A client whose view does not hold notes is told nothing of it.
+      const kbOnly = await listening(
+        kind,
+        url().replace(/\/mcp$/, "/mcp/views/kbonly"),
+        await gw.token("tester"),
+      );
       try {
         // Listed once while notes is down: kb only.
         const before = await client.tools();
@@ -170,7 +176,9 @@ describe.each(["edge", "envoy"] as const)("servers leaving and rejoining the vie
         });
         await waitFor(() => client.changes() > seen, 5_000, "list_changed for notes leaving");
         expect(await client.tools()).not.toContain("notes__add_note");
+        expect(kbOnly.changes()).toBe(0);
       } finally {
+        await kbOnly.close();
         await client.close();
       }
     },
