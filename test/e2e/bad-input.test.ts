@@ -176,7 +176,7 @@ describe("bad input over HTTP", () => {
     expect(audits).toMatchObject([{ status: 408, reasons: ["request_timeout"], agent: "tester" }]);
   });
 
-  it("malformed HTTP: a bare 400, oversized headers: 431", async () => {
+  it("malformed HTTP: a bare 400, oversized headers: 431 with headers_too_large", async () => {
     const dup = parseRawResponse(
       await rawHttp(
         gw.edge.port,
@@ -187,10 +187,14 @@ describe("bad input over HTTP", () => {
     const big = parseRawResponse(
       await rawHttp(
         gw.edge.port,
-        `GET /mcp/ok HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: ${"a".repeat(20_000)}\r\n\r\n`,
+        `GET /mcp/ok HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: ${"a".repeat(70_000)}\r\n\r\n`,
       ),
     );
     expect(big.status).toBe(431);
+    expect(JSON.parse(big.body)).toMatchObject({
+      id: null,
+      error: { data: { reason: "headers_too_large" } },
+    });
   });
 
   it("unknown server: 404 with a JSON-RPC error", async () => {

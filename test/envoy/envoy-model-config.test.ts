@@ -21,8 +21,14 @@ function probes(): LocalReplyFacts[] {
     ["UC"],
     ["UR"],
   ];
-  const statuses = [200, 401, 403, 408, 413, 429, 500, 502, 503, 504];
-  const details = ["", "request_payload_too_large", "response_payload_too_large", "ext_authz_denied"];
+  const statuses = [200, 401, 403, 408, 413, 429, 431, 500, 502, 503, 504];
+  const details = [
+    "",
+    "request_payload_too_large",
+    "response_payload_too_large",
+    "ext_authz_denied",
+    "http1.headers_too_large",
+  ];
   const out: LocalReplyFacts[] = [];
   for (const f of flags)
     for (const status of statuses) for (const d of details) out.push({ status, flags: f, details: d });

@@ -59,7 +59,7 @@ import { isPlainObject } from "../mcp/jsonrpc.js";
 import type { GatewayEngine } from "../config/compile.js";
 import { durationMs } from "../config/schema.js";
 import { PARAM_HEADER_PREFIX, paramHeaderDeclarations, paramHeaderMismatch } from "../mcp/param-headers.js";
-import type { HopTokens } from "../policy/hop-token.js";
+import { MAX_HOP_TOKEN_LENGTH, type HopTokens } from "../policy/hop-token.js";
 
 export interface BrokerOptions {
   /** The policy in force (it changes on reload). */
@@ -395,6 +395,22 @@ class AgentTokenExpired extends Error {
   constructor(readonly server: string) {
     super(
       `the agent's token has expired: a hop to ${server} (token exchange) needs the token of a newer request of the agent`,
+    );
+  }
+}
+
+/**
+ * Thrown instead of a hop request whose hop identity would be longer than MAX_HOP_TOKEN_LENGTH
+ * (an agent token of tens of KB sealed in): the per-server route would not take it, so nothing is
+ * sent (policy/header-limits.ts).
+ */
+class AgentTokenTooLarge extends Error {
+  constructor(
+    readonly server: string,
+    readonly length: number,
+  ) {
+    super(
+      `the hop identity for ${server} would be ${length} characters long (at most ${MAX_HOP_TOKEN_LENGTH})`,
     );
   }
 }
@@ -1158,7 +1174,9 @@ export class Broker {
       clientCapabilities,
       bearer: { token: agentToken },
     };
-    const servers = this.servers(principal, view);
+    // A server this agent's hop identity is too long for is left out (it is not down: a request
+    // naming it is refused with agent_token_too_large, withHopOnce).
+    const servers = this.servers(principal, view).filter((server) => !this.hopTokenTooLarge(scope, server));
     const opened = await Promise.allSettled(servers.map((server) => this.openHopSession(scope, server)));
     opened.forEach((result, i) => {
       if (result.status === "fulfilled") session.hops[servers[i]!] = result.value;
@@ -1713,6 +1731,7 @@ export class Broker {
     if (kept !== undefined && kept.tokens === tokens && kept.agentToken === agentToken && now < kept.until)
       return kept.token;
     const token = tokens.mint(principal, server, agentToken);
+    if (token.length > MAX_HOP_TOKEN_LENGTH) throw new AgentTokenTooLarge(server, token.length);
     const ttlMs = durationMs(engine.config.broker.hopTokenTtl);
     const reuseMs = Math.min(ttlMs * HOP_TOKEN_REUSE_SHARE, HOP_TOKEN_REUSE_MAX_MS);
     // The hop expires no later than the agent's token it may carry (HopTokens.mint).
@@ -1724,6 +1743,19 @@ export class Broker {
       held.set(server, { tokens, agentToken, token, until });
     } else held?.delete(server);
     return token;
+  }
+
+  /**
+   * Whether this agent's hop identity for `server` is too long to send (hopToken): such a server is
+   * left out at initialize, and a request to it is refused with agent_token_too_large.
+   */
+  private hopTokenTooLarge(scope: Scope, server: string): boolean {
+    try {
+      this.hopToken(scope.principal, server, scope.bearer.token);
+      return false;
+    } catch (err) {
+      return err instanceof AgentTokenTooLarge;
+    }
   }
 
   /**
@@ -1972,6 +2004,14 @@ export class Broker {
         detail: `${server} takes a credential exchanged for it; send the request again with a fresh token`,
         server,
       });
+    if (this.hopTokenTooLarge(scope, server))
+      throw refusedInBand(ctx, {
+        reason: "agent_token_too_large",
+        id: ctx?.mcpReq.id ?? null,
+        detail: `${server} takes at most ${MAX_HOP_TOKEN_LENGTH} characters of hop identity; use a smaller token, or /mcp/${server}`,
+        server,
+        data: { server },
+      });
     const capabilities = hopCapabilities(scope, ctx);
     let key: string | undefined;
     let hop: PooledHop | undefined;
@@ -2118,9 +2158,9 @@ export class Broker {
       const server = servers[i]!;
       if (result.status === "rejected") {
         // A server without this kind of primitive is not a failure (nor a bound on the hints), nor
-        // is the agent's expired token (refused and audited as such: withHopOnce).
+        // is the agent's expired or too large token (refused and audited as such: withHopOnce).
         const refused = (result.reason as { code?: unknown; data?: { reason?: unknown } }) ?? {};
-        if (refused.data?.reason === "jwt_expired") {
+        if (refused.data?.reason === "jwt_expired" || refused.data?.reason === "agent_token_too_large") {
           ttlMs = 0;
           return;
         }

@@ -1,12 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { readBody } from "../edge/body.js";
+import { answerHeaderOverflow } from "../edge/header-overflow.js";
 import { headerMap, refusedHeaderName } from "../edge/headers.js";
 import { errorResponse, parseJsonRpcBody, type JsonRpcMessage, type JsonRpcRequest } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { missingTargetProblem } from "../mcp/methods.js";
 import { jsonReply, type HttpReply, type PolicyEngine } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
+import { MAX_REQUEST_HEADER_BYTES } from "../policy/header-limits.js";
 import type { Principal } from "../policy/identity.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { AuditTrail } from "../telemetry/audit.js";
@@ -172,7 +174,8 @@ export function startBrokerListener(options: {
   host: string;
   port: number;
 }): Promise<BrokerListener> {
-  const http: Server = createServer((req, res) => {
+  // Whatever Envoy's listener accepted, with the headers Envoy adds (policy/header-limits.ts).
+  const http: Server = createServer({ maxHeaderSize: MAX_REQUEST_HEADER_BYTES }, (req, res) => {
     const engine = options.engine();
     const traceparent = req.headers.traceparent;
     const exchange = engine.newExchange(
@@ -186,6 +189,22 @@ export function startBrokerListener(options: {
       if (!res.headersSent) sendReply(res, engine.rejection(exchange, "internal_error"));
       else res.destroy();
     });
+  });
+  // Beyond it: a 431 with the JSON-RPC error and an audit record, not a reset (edge/server.ts too).
+  http.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code !== "HPE_HEADER_OVERFLOW") {
+      // What Node answers without a listener: 408 for a headers timeout, else 400.
+      const head = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request";
+      if (err.code !== "ECONNRESET" && socket.writable)
+        socket.end(`HTTP/1.1 ${head}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      socket.destroySoon();
+      return;
+    }
+    const engine = options.engine();
+    const exchange = engine.newExchange("");
+    const reply = engine.rejection(exchange, "headers_too_large");
+    if (answerHeaderOverflow(socket, reply.status, reply.headers, reply.body))
+      options.audit.finish(exchange, reply.status);
   });
   // Long-lived GET streams: no Node timeouts of their own.
   http.requestTimeout = 0;

@@ -9,6 +9,7 @@ import { formatSseEvent } from "../mcp/sse.js";
 import { upstreamStatusRefused, type HttpReply } from "../policy/engine.js";
 import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
 import { HeldValue } from "../policy/exact-match.js";
+import { MAX_REQUEST_HEADER_BYTES } from "../policy/header-limits.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
 import type { ResponseTransformer } from "../policy/response.js";
 import { GatewayState } from "../runtime/gateway-state.js";
@@ -19,6 +20,7 @@ import type { Metrics } from "../telemetry/metrics.js";
 import { bufferedBody, readBody } from "./body.js";
 import type { BreakerTicket } from "./breaker.js";
 import { clientResponseHeaders, headerMap, refusedHeaderName, upstreamRequestHeaders } from "./headers.js";
+import { answerHeaderOverflow } from "./header-overflow.js";
 import { LoopStallWatch } from "./loop-stall.js";
 import { tracingFromConfig, withMetaTraceparent, type Tracing } from "../telemetry/tracing.js";
 import { Upstreams, type Endpoint, type UpstreamGroup, type UpstreamStatus } from "./upstream.js";
@@ -819,6 +821,8 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
 
   const http: Server = createServer(
     {
+      // Room for the broker's hop identities and agents' large tokens (policy/header-limits.ts).
+      maxHeaderSize: MAX_REQUEST_HEADER_BYTES,
       headersTimeout,
       requestTimeout,
       // Node checks both timeouts on this interval (default 30 s): keep it well below them.
@@ -840,6 +844,7 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
   // Protocol errors and timeouts Node detects before or while reading a request. A body that
   // stops arriving (slow client) gets 408 with a JSON-RPC error; malformed HTTP a bare 400/431.
   http.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === "HPE_HEADER_OVERFLOW") return headersTooLarge(socket);
     const current = (socket as EdgeSocket)[CURRENT];
     if (err.code === "ECONNRESET" || !socket.writable || current?.res.headersSent) {
       socket.destroy();
@@ -857,14 +862,24 @@ export function startEdge(options: EdgeOptions): Promise<Edge> {
         }),
       );
       head = "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json";
-    } else if (err.code === "HPE_HEADER_OVERFLOW") {
-      head = "HTTP/1.1 431 Request Header Fields Too Large";
     } else {
       head = "HTTP/1.1 400 Bad Request";
     }
     socket.end(`${head}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     socket.destroySoon();
   });
+
+  /**
+   * Headers longer than MAX_REQUEST_HEADER_BYTES (an agent's token of tens of KB): a 431 with the
+   * JSON-RPC error an MCP client can show, one audit record (nothing of the request is known: no
+   * agent, no id), and the connection drained before it closes (answerHeaderOverflow).
+   */
+  function headersTooLarge(socket: Socket): void {
+    const exchange = engine.newExchange("");
+    const reply = engine.rejection(exchange, "headers_too_large");
+    if (answerHeaderOverflow(socket, reply.status, reply.headers, reply.body))
+      audit.finish(exchange, reply.status);
+  }
 
   return new Promise((resolve, reject) => {
     const failed = (err: Error) => {

@@ -128,6 +128,11 @@ export interface EnvoyModelConfig {
   requestBufferLimitBytes?: number;
   /** HCM `server_name` (set on every response, server_header_transformation OVERWRITE). */
   serverName: string;
+  /**
+   * HCM `max_request_headers_kb` (Envoy's default 60): the HTTP/1 codec answers 431 to request
+   * headers whose names and values together exceed it (EnvoyModel.headersTooLarge).
+   */
+  maxRequestHeadersKb: number;
   /** Router `suppress_envoy_headers`. */
   suppressEnvoyHeaders: boolean;
   /** HCM `stream_idle_timeout` / route `idle_timeout`: a stream with no activity this long ends. */
@@ -193,10 +198,20 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
   },
   bufferLimitBytes: 2 * 1024 * 1024,
   serverName: "mcp-gateway",
+  maxRequestHeadersKb: 60,
   suppressEnvoyHeaders: true,
   streamIdleTimeoutMs: 300_000,
   localReplyMappers: [
     { matches: anyFlag(["RL"]), format: jsonRpcBody(-32029, "Too many requests; slow down", "rate_limited") },
+    {
+      matches: (r) => r.status === 431,
+      format: jsonRpcBody(
+        -32600,
+        "The request headers are too large (a bearer token is the usual cause)",
+        "headers_too_large",
+        false,
+      ),
+    },
     {
       matches: (r) => anyFlag(["SI"])(r) && r.status === 408,
       format: jsonRpcBody(-32600, "The request body was not received in time", "request_timeout"),
@@ -629,6 +644,48 @@ export class EnvoyModel {
     config: Partial<EnvoyModelConfig> = {},
   ) {
     this.config = { ...SHIPPED_CHAIN, ...config };
+  }
+
+  /**
+   * The HTTP/1 codec's answer to request headers over `max_request_headers_kb`, or undefined when
+   * they fit (codec_impl.cc ConnectionImpl::checkMaxHeadersSize: the header map's byteSize, the
+   * names and values, without the request line). ServerConnectionImpl::sendProtocolError then
+   * sends a local reply (status 431, details http1.headers_too_large) before the request's headers
+   * are complete, so no HTTP filter (ext_authz, ext_proc) sees the request or its answer;
+   * local_reply_config rewrites it, with no request headers to format from. Envoy closes the
+   * connection after it.
+   */
+  headersTooLarge(
+    rawHeaders: readonly string[],
+  ): { status: number; headers: Record<string, string>; body: string } | undefined {
+    // Node's rawHeaders: name, value, name, value...
+    let size = 0;
+    for (const part of rawHeaders) size += Buffer.byteLength(part);
+    return size > this.config.maxRequestHeadersKb * 1024 ? this.headersTooLargeReply() : undefined;
+  }
+
+  /** The 431 local reply of headersTooLarge, after local_reply_config. */
+  headersTooLargeReply(): { status: number; headers: Record<string, string>; body: string } {
+    let status = 431;
+    let body = "Request Header Fields Too Large";
+    let contentType = LOCAL_REPLY_CONTENT_TYPE;
+    const facts: LocalReplyFacts = { status, flags: [], details: "http1.headers_too_large" };
+    const mapper = this.config.localReplyMappers.find((m) => m.matches(facts));
+    if (mapper) {
+      status = mapper.status ?? status;
+      const format = mapper.format?.({});
+      if (format) ({ body, contentType } = format);
+    }
+    return {
+      status,
+      headers: {
+        "content-type": contentType,
+        "content-length": String(Buffer.byteLength(body)),
+        server: this.config.serverName,
+        connection: "close",
+      },
+      body,
+    };
   }
 
   /** One HTTP request through the chain; resolves when Envoy is done with it. */

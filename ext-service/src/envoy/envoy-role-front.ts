@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { request as undiciRequest } from "undici";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { Metrics } from "../telemetry/metrics.js";
@@ -13,6 +13,7 @@ import type {
 } from "./envoy-model.js";
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "./envoy-role-client.js";
 import { RingHash } from "./ring-hash.js";
+import { answerHeaderOverflow } from "../edge/header-overflow.js";
 import { startExtService, type ExtService } from "./server.js";
 import type { GatewayEngine } from "../config/compile.js";
 
@@ -72,6 +73,9 @@ export interface EnvoyRoleFront {
   setBrokers(urls: string[]): void;
   close(): Promise<void>;
 }
+
+/** What Node's parser counts beyond Envoy's header bytes (the request line): room for it. */
+const FRONT_HEADER_SLACK = 16 * 1024;
 
 /** The aggregated endpoint's routes (routes.yaml sends them to the broker cluster). */
 function brokerRoute(path: string): boolean {
@@ -267,6 +271,14 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    // The HTTP/1 codec, before any route or filter: headers over max_request_headers_kb.
+    const tooLarge = client.model.headersTooLarge(req.rawHeaders);
+    if (tooLarge) {
+      res.shouldKeepAlive = false;
+      req.resume();
+      res.writeHead(tooLarge.status, tooLarge.headers).end(tooLarge.body);
+      return;
+    }
     if (brokerUrls.length > 0 && brokerRoute(req.url ?? "/")) return proxyToBroker(req, res);
     const abort = new AbortController();
     let ended = false;
@@ -330,7 +342,22 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
       );
   };
 
-  const http: Server = createServer(handle);
+  // Node's parser must not decide before the model does: it counts the request line too, and
+  // Envoy's limit is the model's (max_request_headers_kb). Beyond this, the same 431.
+  const http: Server = createServer(
+    { maxHeaderSize: client.model.config.maxRequestHeadersKb * 1024 + FRONT_HEADER_SLACK },
+    handle,
+  );
+  http.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === "HPE_HEADER_OVERFLOW") {
+      const reply = client.model.headersTooLargeReply();
+      answerHeaderOverflow(socket, reply.status, reply.headers, reply.body);
+      return;
+    }
+    if (err.code !== "ECONNRESET" && socket.writable)
+      socket.end("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    socket.destroySoon();
+  });
   // Long-lived SSE streams: no Node timeouts of its own (the model has Envoy's idle timeout).
   http.requestTimeout = 0;
   http.headersTimeout = 0;

@@ -26,11 +26,8 @@ import type { SessionSealer } from "./session-seal.js";
 /** Owner data for hop tokens: no agent-chosen name can produce it (the issuer is reserved). */
 const HOP_ISSUER = "mcp-gateway/broker-hop v1";
 
-/**
- * The longest hop token opened: room for an agent token of several KB sealed inside (Node's
- * HTTP parser takes 16 KiB of headers by default; Envoy 60 KiB). A longer one reads as invalid.
- */
-export const MAX_HOP_TOKEN_LENGTH = 16 * 1024;
+// The longest hop token minted or opened, and why it fits every listener on the way.
+export { MAX_HOP_TOKEN_LENGTH } from "./header-limits.js";
 
 /** What a hop token carries. */
 interface HopClaims {

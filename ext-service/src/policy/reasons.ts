@@ -161,6 +161,16 @@ export const Reasons = {
     message: "Not forwarded: another message in the same batch was denied",
   },
   body_too_large: { code: JsonRpcCode.InvalidRequest, status: 413, message: "The request body is too large" },
+  headers_too_large: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 431,
+    message: "The request headers are too large (a bearer token is the usual cause)",
+  },
+  agent_token_too_large: {
+    code: JsonRpcCode.InvalidRequest,
+    status: 431,
+    message: "The agent's token is too large to be carried to this server through the aggregated endpoint",
+  },
   unsupported_media_type: {
     code: JsonRpcCode.InvalidRequest,
     status: 415,
