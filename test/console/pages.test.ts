@@ -112,7 +112,7 @@ describe.runIf(chromiumAvailable())("console pages in a real browser: audit, acc
     await page.getByLabel("Token roles (comma-separated, optional)").press("Enter");
     await expect.poll(() => page.locator("#explain-decision").textContent()).toBe("DENY");
     const reason = await page.locator("#explain-reason").textContent();
-    expect(reason).toContain("tool_unknown");
+    expect(reason).toContain("policy_denied");
     expect(reason).toContain("condition_false:roles.deployer.rules[0]");
     await page.locator("#explain-answer").scrollIntoViewIfNeeded();
     await shot("access-explain-deny");
