@@ -265,9 +265,10 @@ export async function render(root) {
     setStatus("Checking pins: fetching each server's tools/list…");
     try {
       const report = await api("/console/api/registry/check", { body: {} });
-      checked.replaceChildren(...checkReport(report));
-      // The live column shows what the check recorded.
+      // The live column shows what the check recorded; both are drawn together, so the report
+      // never says "drifted" beside a tool row that still reads "matches pin".
       r = await api("/console/api/registry");
+      checked.replaceChildren(...checkReport(report));
       draw();
       setStatus(`Pins checked at ${when(report.checked_at)}.`);
       document.getElementById("pin-check-title").focus();
