@@ -174,13 +174,13 @@ function failureReason(
  * public routes (ARCHITECTURE.md section 2) with the same verdicts, errors and audit records as
  * the Envoy path.
  */
-export function startEdge(options: EdgeOptions): Promise<Edge> {
+export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const { logger, metrics } = options;
   let engine = options.engine;
   const cfg = engine.config.edge;
   const audit = options.audit ?? new AuditTrail(logger, metrics, "edge");
   const ownsTracing = options.tracing === undefined;
-  const tracing = options.tracing ?? tracingFromConfig(engine.config, "edge");
+  const tracing = options.tracing ?? (await tracingFromConfig(engine.config, "edge"));
   metrics.setKnownNames(Object.keys(engine.config.agents), engine.registry.toolNames());
   if (tracing) audit.tracing = tracing;
   const ownsState = options.state === undefined;

@@ -210,7 +210,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
   const metrics = options.metrics ?? new Metrics();
   const audit = new AuditTrail(logger, metrics, "envoy");
   const ownsTracing = options.tracing === undefined;
-  const tracing = options.tracing ?? tracingFromConfig(engine.config, "envoy");
+  const tracing = options.tracing ?? (await tracingFromConfig(engine.config, "envoy"));
   metrics.setKnownNames(Object.keys(engine.config.agents), engine.registry.toolNames());
   audit.tracing = tracing;
   const ownsState = options.state === undefined;

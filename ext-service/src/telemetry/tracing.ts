@@ -8,21 +8,13 @@ import {
   type Attributes,
   type Context,
   type Span,
-  type Tracer,
 } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  type SpanExporter,
-} from "@opentelemetry/sdk-trace-base";
 import type { GatewayConfig } from "../config/schema.js";
 import type { Exchange } from "../policy/exchange.js";
 import { Reasons } from "../policy/reasons.js";
+import type { TracerSdk, TracingOptions } from "./tracing-sdk.js";
+
+export type { TracingOptions } from "./tracing-sdk.js";
 
 /**
  * OpenTelemetry spans for the gateway's two hops, after the semantic conventions for MCP
@@ -34,21 +26,11 @@ import { Reasons } from "../policy/reasons.js";
  * are `mcp_gateway.*` attributes.
  *
  * Spans are made only when tracing is configured: the adapters hold no Tracing otherwise, and
- * each exchange costs one `undefined` check. Span ends ride on the audit record (AuditTrail calls
+ * each exchange costs one `undefined` check. The SDK and the exporter (tracing-sdk.ts) are loaded
+ * only then too: tracingFromConfig imports them when the config turns tracing on, so a gateway
+ * without tracing starts without loading them. Span ends ride on the audit record (AuditTrail calls
  * finish), which every exchange gets exactly once.
  */
-
-export interface TracingOptions {
-  /** OTLP/HTTP traces URL, e.g. http://jaeger:4318/v1/traces. */
-  url: string;
-  serviceName: string;
-  /** Share of new traces sampled (a sampled caller's trace is always followed). */
-  sampleRatio: number;
-  /** The data plane: `edge` or `envoy`. */
-  plane: string;
-  /** For tests: where spans go instead of an OTLP/HTTP exporter to `url`. */
-  exporter?: SpanExporter;
-}
 
 /** Network facts of the agent's hop, as far as the plane knows them. */
 export interface ServerHop {
@@ -66,8 +48,6 @@ interface ExchangeSpans {
   client: Span | undefined;
 }
 
-const propagator = new W3CTraceContextPropagator();
-
 /** The OTLP/HTTP traces URL from gateway.yaml and the standard OTEL_EXPORTER_OTLP_* variables. */
 export function tracesUrl(
   configured: string | undefined,
@@ -80,22 +60,31 @@ export function tracesUrl(
   return configured;
 }
 
-/** A Tracing for gateway.yaml's `tracing` section, or undefined when tracing is off. */
-export function tracingFromConfig(
+/**
+ * A Tracing for gateway.yaml's `tracing` section, or undefined when tracing is off. The SDK and
+ * exporter are imported here, only when tracing is on.
+ */
+export async function tracingFromConfig(
   config: GatewayConfig,
   plane: string,
   env: NodeJS.ProcessEnv = process.env,
-): Tracing | undefined {
+): Promise<Tracing | undefined> {
   const settings = config.tracing;
   if (!settings.enabled) return undefined;
   const url = tracesUrl(settings.endpoint, env);
   if (!url) return undefined;
-  return new Tracing({
+  return createTracing({
     url,
     serviceName: env.OTEL_SERVICE_NAME || settings.serviceName,
     sampleRatio: settings.sampleRatio,
     plane,
   });
+}
+
+/** A Tracing with the SDK (loaded now if it was not yet) exporting to `options.url` or `options.exporter`. */
+export async function createTracing(options: TracingOptions): Promise<Tracing> {
+  const { createTracerSdk } = await import("./tracing-sdk.js");
+  return new Tracing(options, createTracerSdk(options));
 }
 
 function methodTarget(exchange: Exchange): { method: string | undefined; target: string | undefined } {
@@ -182,23 +171,14 @@ function fail(span: Span, failure: Failure | undefined): void {
 }
 
 export class Tracing {
-  private readonly provider: BasicTracerProvider;
-  private readonly tracer: Tracer;
   private readonly spans = new WeakMap<Exchange, ExchangeSpans>();
   private readonly hops = new WeakMap<Exchange, ServerHop>();
 
-  constructor(private readonly options: TracingOptions) {
-    const exporter = options.exporter ?? new OTLPTraceExporter({ url: options.url });
-    this.provider = new BasicTracerProvider({
-      resource: resourceFromAttributes({
-        "service.name": options.serviceName,
-        "mcp_gateway.plane": options.plane,
-      }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(options.sampleRatio) }),
-      spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })],
-    });
-    this.tracer = this.provider.getTracer("mcp-gateway");
-  }
+  /** `sdk` from tracing-sdk.ts (createTracing loads it). */
+  constructor(
+    private readonly options: TracingOptions,
+    private readonly sdk: TracerSdk,
+  ) {}
 
   /**
    * The SERVER span of the agent's hop, started (at the exchange's start) on first use, once the
@@ -213,12 +193,12 @@ export class Tracing {
     const parent =
       parentHeader === undefined
         ? ROOT_CONTEXT
-        : propagator.extract(ROOT_CONTEXT, { traceparent: parentHeader }, defaultTextMapGetter);
+        : this.sdk.propagator.extract(ROOT_CONTEXT, { traceparent: parentHeader }, defaultTextMapGetter);
     const attributes: Attributes = {};
     if (hop?.clientAddress !== undefined) attributes["client.address"] = hop.clientAddress;
     if (hop?.clientPort !== undefined) attributes["client.port"] = hop.clientPort;
     if (hop?.httpVersion !== undefined) attributes["network.protocol.version"] = hop.httpVersion;
-    const server = this.tracer.startSpan(
+    const server = this.sdk.tracer.startSpan(
       spanName(exchange),
       { kind: SpanKind.SERVER, startTime: exchange.startedAt, attributes },
       parent,
@@ -247,13 +227,13 @@ export class Tracing {
     if (upstream.address !== undefined) attributes["server.address"] = upstream.address;
     if (upstream.port !== undefined) attributes["server.port"] = upstream.port;
     if (exchange.server !== undefined) attributes["mcp_gateway.server"] = exchange.server;
-    spans.client = this.tracer.startSpan(
+    spans.client = this.sdk.tracer.startSpan(
       spanName(exchange),
       { kind: SpanKind.CLIENT, attributes },
       spans.serverContext,
     );
     const carrier: Record<string, string> = {};
-    propagator.inject(trace.setSpan(ROOT_CONTEXT, spans.client), carrier, defaultTextMapSetter);
+    this.sdk.propagator.inject(trace.setSpan(ROOT_CONTEXT, spans.client), carrier, defaultTextMapSetter);
     return carrier.traceparent;
   }
 
@@ -300,11 +280,11 @@ export class Tracing {
 
   /** Exports what is buffered (tests, shutdown). */
   flush(): Promise<void> {
-    return this.provider.forceFlush();
+    return this.sdk.forceFlush();
   }
 
   shutdown(): Promise<void> {
-    return this.provider.shutdown();
+    return this.sdk.shutdown();
   }
 }
 
