@@ -221,7 +221,11 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
       format: jsonRpcBody(-32050, "The MCP server did not answer in time", "upstream_timeout"),
     },
     {
-      matches: anyFlag(["UH", "UF", "URX", "UC", "UR", "NC", "UO"]),
+      matches: anyFlag(["UH"]),
+      format: jsonRpcBody(-32050, "The MCP server is failing; requests are paused briefly", "breaker_open"),
+    },
+    {
+      matches: anyFlag(["UF", "URX", "UC", "UR", "NC", "UO"]),
       format: jsonRpcBody(-32050, "The MCP server is unavailable", "upstream_unavailable"),
     },
     {
@@ -294,8 +298,53 @@ export interface UpstreamAnswer {
 }
 
 /**
+ * Why the router answers instead of the upstream: the local reply router.cc sends. A cluster
+ * rejects with one to say which (no healthy host, a connect failure with its transport reason,
+ * a reset); any other rejection is taken as a connect failure with no transport reason.
+ */
+export class UpstreamLocalReply extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    readonly details: string,
+    readonly flags: string[],
+  ) {
+    super(details);
+    this.name = "UpstreamLocalReply";
+  }
+
+  /** No host to pick: every host failed its health check or is ejected (503, UH). */
+  static noHealthyUpstream(): UpstreamLocalReply {
+    return new UpstreamLocalReply(503, "no healthy upstream", "no_healthy_upstream", ["UH"]);
+  }
+
+  /**
+   * onUpstreamReset before the response: "reset reason: <reason>" in the body, and the details
+   * `upstream_reset_before_response_started{<reason>|<transport failure reason>}` with spaces as
+   * underscores (Envoy 1.3x: the reason is "remote connection failure", no longer
+   * "connection failure", and "|" separates the transport failure reason, formerly ",").
+   */
+  static reset(reason: string, transportFailure?: string): UpstreamLocalReply {
+    const flag =
+      reason === "remote connection failure" ||
+      reason === "local connection failure" ||
+      reason === "connection timeout"
+        ? "UF"
+        : reason === "connection termination"
+          ? "UC"
+          : "UR";
+    const body =
+      `upstream connect error or disconnect/reset before headers. reset reason: ${reason}` +
+      (transportFailure ? `, transport failure reason: ${transportFailure}` : "");
+    const details = `upstream_reset_before_response_started{${reason}${transportFailure ? `|${transportFailure}` : ""}}`;
+    return new UpstreamLocalReply(503, body, details.replace(/\s/g, "_"), [flag]);
+  }
+}
+
+/**
  * The router's cluster: sends the request, resolves with the response headers as soon as they
- * come. Rejects when the server cannot be reached (Envoy answers 503, flag UF).
+ * come. Rejects when the server cannot be reached (Envoy answers 503, flag UF), with an
+ * UpstreamLocalReply to say what Envoy would.
  */
 export type UpstreamCluster = (request: UpstreamRequest, signal: AbortSignal) => Promise<UpstreamAnswer>;
 
@@ -1112,13 +1161,15 @@ class ModelStream {
     let answer: UpstreamAnswer;
     try {
       answer = await this.cluster(upstreamRequest, this.upstreamAbort.signal);
-    } catch {
+    } catch (err) {
       if (this.finished) return;
+      const reply =
+        err instanceof UpstreamLocalReply ? err : UpstreamLocalReply.reset("remote connection failure");
       await this.localReply({
-        status: 503,
-        body: "upstream connect error or disconnect/reset before headers",
-        details: "upstream_reset_before_response_started{connection_failure}",
-        flags: ["UF"],
+        status: reply.status,
+        body: reply.body,
+        details: reply.details,
+        flags: reply.flags,
         by: "envoy",
       });
       return;

@@ -12,6 +12,9 @@ import type {
   UpstreamAnswer,
 } from "./envoy-model.js";
 import { EnvoyRoleClient, type EnvoyRoleOptions } from "./envoy-role-client.js";
+import { UpstreamLocalReply } from "./envoy-model.js";
+import { OutlierDetector, outlierDetectionOf, type OutlierDetectionConfig } from "./outlier.js";
+import { outlierDetection } from "./render.js";
 import { RingHash } from "./ring-hash.js";
 import { answerHeaderOverflow } from "../edge/header-overflow.js";
 import { startExtService, type ExtService } from "./server.js";
@@ -54,6 +57,13 @@ export interface EnvoyRoleFrontOptions {
    * broker routes' hash_policy makes Envoy do.
    */
   broker?: string | string[];
+  /**
+   * Outlier detection on each MCP server's cluster (outlier.ts): by default what render.ts
+   * writes in the cluster's outlier_detection for the engine's edge.breaker (the schema's
+   * defaults without an engine). Fields given here replace the rendered ones (a test may
+   * shorten the interval); false turns it off.
+   */
+  outlier?: Partial<OutlierDetectionConfig> | false;
   /** Called with each request's trace once Envoy is done with it (tests look at answeredBy, flags). */
   onExchange?: (trace: ExchangeTrace, request: { method: string; path: string }) => void;
 }
@@ -71,6 +81,8 @@ export interface EnvoyRoleFront {
    * Envoy, whose load balancer picks a host only when a request starts.
    */
   setBrokers(urls: string[]): void;
+  /** The outlier detector of a server's cluster, once a request has been routed to it. */
+  outlier(server: string): OutlierDetector | undefined;
   close(): Promise<void>;
 }
 
@@ -105,6 +117,21 @@ function hasRequestBody(req: IncomingMessage): boolean {
   if (req.headers["transfer-encoding"] !== undefined) return true;
   const length = Number(req.headers["content-length"] ?? "0");
   return Number.isFinite(length) && length > 0;
+}
+
+/**
+ * What Envoy's router says when the request did not reach the server: the connection pool's
+ * failure (refused: a remote connection failure whose transport failure reason is the socket's
+ * "delayed connect error") or the connection closing before response headers (termination).
+ */
+function resetOf(err: unknown): UpstreamLocalReply {
+  const code = (err as { code?: string }).code;
+  if (code === "ECONNREFUSED")
+    return UpstreamLocalReply.reset("remote connection failure", "delayed connect error: Connection refused");
+  if (code === "UND_ERR_CONNECT_TIMEOUT") return UpstreamLocalReply.reset("connection timeout");
+  if (code === "UND_ERR_SOCKET" || code === "ECONNRESET" || code === "EPIPE")
+    return UpstreamLocalReply.reset("connection termination");
+  return UpstreamLocalReply.reset("remote connection failure");
 }
 
 /**
@@ -164,6 +191,29 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
   const upstreamFor = (server: string): string | undefined =>
     options.upstreams?.[server] ?? engine?.registry.server(server)?.config.upstreams[0];
 
+  const outlierConfig: OutlierDetectionConfig | undefined =
+    options.outlier === false
+      ? undefined
+      : {
+          ...outlierDetectionOf(
+            outlierDetection(engine?.config.edge.breaker ?? { consecutiveFailures: 5, cooldown: "10s" }),
+          ),
+          ...options.outlier,
+        };
+  /** One detector per server's cluster, its host the upstream URL (one endpoint per cluster). */
+  const outliers = new Map<string, OutlierDetector>();
+  const outlierFor = (server: string, host: string): OutlierDetector | undefined => {
+    if (!outlierConfig) return undefined;
+    let detector = outliers.get(server);
+    if (!detector) {
+      detector = new OutlierDetector(outlierConfig, [host]);
+      detector.start();
+      outliers.set(server, detector);
+    }
+    detector.addHost(host);
+    return detector;
+  };
+
   /** The router and the server's cluster: prefix_rewrite to the upstream URL, auto_host_rewrite. */
   const cluster = (server: string | undefined) =>
     async function send(
@@ -173,6 +223,9 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
       const target = server ? upstreamFor(server) : undefined;
       if (!target) throw new Error(`no upstream for ${request.path}`);
       const url = new URL(target);
+      // The load balancer picks among the hosts outlier detection has not ejected.
+      const detector = outlierFor(server!, target);
+      if (detector?.isEjected(target)) throw UpstreamLocalReply.noHealthyUpstream();
       const q = request.path.indexOf("?");
       if (q >= 0) url.search = request.path.slice(q);
       const headers = { ...request.headers };
@@ -194,8 +247,13 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
         });
       } catch (err) {
         done();
-        throw err;
+        // The client left: Envoy resets the upstream request and charges the host nothing.
+        if (signal.aborted) throw err;
+        detector?.localOriginFailure(target);
+        throw resetOf(err);
       }
+      detector?.connectSuccess(target);
+      detector?.httpStatus(target, res.statusCode);
       const responseHeaders = headerRecord(res.headers);
       const length = responseHeaders["content-length"];
       const contentLength = length === undefined ? undefined : Number(length);
@@ -373,7 +431,9 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     client,
     extService,
     setBrokers,
+    outlier: (server) => outliers.get(server),
     async close() {
+      for (const detector of outliers.values()) detector.stop();
       const closed = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
       await closed;

@@ -156,9 +156,35 @@ export function dnsClusterType(logical: boolean): Obj {
   };
 }
 
+/**
+ * The edge's breaker, in Envoy terms: N consecutive failures (5xx, 502-504, connect failures
+ * and timeouts counted apart) eject a replica for the cooldown, twice as long at the second
+ * ejection in a row, and so on up to 300 s; the interval timer (5 s) lets it back. No active
+ * health check unejects it early (Envoy's default would: a server answering 500 with its port
+ * open would be back at the next TCP check, whatever the cooldown). The Envoy-role model runs
+ * this object (outlier.ts).
+ */
+export function outlierDetection(breaker: { consecutiveFailures: number; cooldown: number | string }): Obj {
+  const failures = breaker.consecutiveFailures;
+  return {
+    consecutive_5xx: failures,
+    consecutive_gateway_failure: failures,
+    consecutive_local_origin_failure: failures,
+    split_external_local_origin_errors: true,
+    interval: "5s",
+    base_ejection_time: seconds(durationMs(breaker.cooldown)),
+    max_ejection_time: seconds(Math.max(300_000, durationMs(breaker.cooldown))),
+    max_ejection_percent: 100,
+    enforcing_consecutive_5xx: 100,
+    enforcing_consecutive_gateway_failure: 100,
+    enforcing_consecutive_local_origin_failure: 100,
+    enforcing_success_rate: 0,
+    successful_active_health_check_uneject_host: false,
+  };
+}
+
 function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: LoadedConfig): Obj {
   const { edge } = loaded.config;
-  const failures = edge.breaker.consecutiveFailures;
   const tls = upstreams[0]!.scheme === "https";
   const allIps = upstreams.every((u) => isIP(u.host) !== 0);
   const name = clusterName(server.name);
@@ -195,21 +221,7 @@ function renderCluster(server: RegistryServer, upstreams: Upstream[], loaded: Lo
         },
       ],
     },
-    // The edge's breaker, in Envoy terms: N consecutive failures eject a replica for the cooldown.
-    outlier_detection: {
-      consecutive_5xx: failures,
-      consecutive_gateway_failure: failures,
-      consecutive_local_origin_failure: failures,
-      split_external_local_origin_errors: true,
-      interval: "5s",
-      base_ejection_time: seconds(durationMs(edge.breaker.cooldown)),
-      max_ejection_time: seconds(Math.max(300_000, durationMs(edge.breaker.cooldown))),
-      max_ejection_percent: 100,
-      enforcing_consecutive_5xx: 100,
-      enforcing_consecutive_gateway_failure: 100,
-      enforcing_consecutive_local_origin_failure: 100,
-      enforcing_success_rate: 0,
-    },
+    outlier_detection: outlierDetection(edge.breaker),
     // MCP has no standard health endpoint: a TCP connect check proves the listener is up without
     // creating MCP sessions or opening streams; failing requests are caught by outlier detection.
     health_checks: [
