@@ -20,7 +20,7 @@ import type { ListKind } from "./list-cache.js";
  *
  * A page that fails is refused as a whole (fail closed), as the SDK refused it: the SDK client
  * rejects the request with `Invalid result for <method>: <the first problem, with its path>`, and
- * the broker leaves that server out of the list, logged and counted (Broker.dropped).
+ * the broker leaves that server out of the list, logged and counted (BrokerHops.dropped).
  */
 
 /** A page as checked: the list's items are plain objects; nothing is copied. */

@@ -1,3 +1,4 @@
+import { ProtocolError, type ServerContext } from "@modelcontextprotocol/server";
 import { isPlainObject, type JsonRpcId } from "../mcp/jsonrpc.js";
 import { JsonRpcCode, Reasons, type Reason } from "../policy/reasons.js";
 
@@ -107,4 +108,25 @@ export async function sdkRefusal(response: Response): Promise<BrokerRefusal | un
     ...(message !== "" && message !== Reasons[reason].message ? { detail: message } : {}),
     ...(data ? { data } : {}),
   };
+}
+
+/** The caller's side of the request a handler serves (Broker.handle puts it in the SDK's authInfo). */
+export function auditOf(ctx: ServerContext | undefined): BrokerAudit | undefined {
+  const audit = ctx?.http?.authInfo?.extra?.audit;
+  return typeof audit === "object" && audit !== null ? (audit as BrokerAudit) : undefined;
+}
+
+/**
+ * A refusal of one message by the broker itself: reported to the request's caller (audited there
+ * as a denial) and the error that answers the message, with the request's audit id.
+ */
+export function refusedInBand(ctx: ServerContext | undefined, refusal: BrokerRefusal): ProtocolError {
+  const audit = auditOf(ctx);
+  audit?.refused(refusal);
+  const info = Reasons[refusal.reason];
+  return new ProtocolError(info.code, refusal.detail ? `${info.message}: ${refusal.detail}` : info.message, {
+    ...refusal.data,
+    reason: refusal.reason,
+    ...(audit ? { request_id: audit.requestId } : {}),
+  });
 }

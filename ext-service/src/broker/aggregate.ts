@@ -1,0 +1,217 @@
+import { ProtocolError, SERVER_INFO_META_KEY, type ServerContext } from "@modelcontextprotocol/server";
+import type { Principal } from "../policy/identity.js";
+import { JsonRpcCode, Reasons } from "../policy/reasons.js";
+import { isPlainObject } from "../mcp/jsonrpc.js";
+import type { GatewayEngine } from "../config/compile.js";
+import { durationMs } from "../config/schema.js";
+import type { BrokerListCache, FetchedList, ListKind, ListOwner } from "./list-cache.js";
+import { LIST_PAGES } from "./list-page.js";
+import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
+import { auditOf, refusedInBand } from "./refusals.js";
+import { hopCapabilities, type Scope } from "./scope.js";
+import type { BrokerHops } from "./hops.js";
+
+// The aggregate over the servers of a view: which servers it holds, how it names their tools,
+// prompts and resources, their lists merged into one, and a name routed back to its server.
+
+const LISTS = {
+  tools: { method: "tools/list", field: "tools" },
+  prompts: { method: "prompts/list", field: "prompts" },
+  resources: { method: "resources/list", field: "resources" },
+  resourceTemplates: { method: "resources/templates/list", field: "resourceTemplates" },
+} as const;
+/** Pages read from one server for one list: a server cannot keep the broker paging for ever. */
+const MAX_LIST_PAGES = 100;
+
+export const UNKNOWN_REASON = {
+  tools: "tool_unknown",
+  prompts: "prompt_unknown",
+  resources: "resource_unknown",
+} as const;
+
+export function unknownName(kind: "tools" | "prompts" | "resources", name: string): ProtocolError {
+  const reason = UNKNOWN_REASON[kind];
+  const info = Reasons[reason];
+  return new ProtocolError(info.code, `${info.message}: ${name}`, { reason });
+}
+
+/**
+ * A hop's "unknown" refusal names the server's own name (`delete_ticket`); the client asked for
+ * the aggregate's (`tickets__delete_ticket`), a name it can find in its lists. The rest of the
+ * error (code, reason, the hop's request id) is the per-server path's, as it gave it.
+ */
+export function asAsked(kind: "tools" | "prompts" | "resources", name: string): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof ProtocolError && isPlainObject(err.data) && err.data.reason === UNKNOWN_REASON[kind])
+      throw new ProtocolError(err.code, unknownName(kind, name).message, err.data);
+    throw err;
+  };
+}
+
+/**
+ * A hop's result without the server's 2026-07-28 identity (`_meta` serverInfo): the client's
+ * server is the gateway, whose identity the SDK stamps on every result, as on the lists.
+ */
+export function asGateway<T>(result: T): T {
+  const meta = (result as { _meta?: unknown } | undefined)?._meta;
+  if (!isPlainObject(meta) || !(SERVER_INFO_META_KEY in meta)) return result;
+  const rest = { ...meta };
+  delete rest[SERVER_INFO_META_KEY];
+  return { ...result, _meta: rest };
+}
+
+/** The servers of an agent's view as one: their lists merged, a prefixed name routed to its server. */
+export class BrokerAggregate {
+  readonly names: BrokerNames;
+
+  constructor(
+    private readonly engineOf: () => GatewayEngine,
+    private readonly lists: BrokerListCache,
+    private readonly hops: BrokerHops,
+  ) {
+    this.names = new BrokerNames(engineOf().config.broker.separator);
+  }
+
+  private get engine(): GatewayEngine {
+    return this.engineOf();
+  }
+
+  /** Servers of the view that the agent may reach, in registry order. */
+  servers(principal: Principal, view: string | undefined): string[] {
+    const engine = this.engine;
+    const names =
+      view === undefined ? engine.registry.serverNames() : (engine.config.broker.views[view]?.servers ?? []);
+    return names.filter(
+      (n) => engine.registry.server(n) !== undefined && engine.rbac.mayReachServer(principal, n),
+    );
+  }
+
+  /** How the view names things: prefixed by server, or one server's own names (`prefix: false`). */
+  namesOf(view: string | undefined): ViewNames {
+    const config = view === undefined ? undefined : this.engine.config.broker.views[view];
+    if (config?.prefix === false && config.servers.length === 1)
+      return new SingleServerNames(config.servers[0]!);
+    return this.names;
+  }
+
+  private inView(view: string | undefined, server: string, tool: string): boolean {
+    if (view === undefined) return true;
+    const tools = this.engine.config.broker.views[view]?.tools;
+    if (tools === undefined) return true;
+    return tools.includes(`${server}/*`) || tools.includes(`${server}/${tool}`);
+  }
+
+  /** Whose lists a request sees: what a hop's list depends on besides the server (list-cache.ts). */
+  private listOwner(scope: Scope, ctx: ServerContext): ListOwner {
+    return {
+      principal: scope.principal,
+      view: scope.view,
+      protocolVersion: scope.modern ? "2026" : (scope.session?.protocolVersion ?? ""),
+      capabilities: Object.keys(hopCapabilities(scope, ctx)),
+    };
+  }
+
+  /** One server's whole list (every page) through its hop. */
+  private fetchList(scope: Scope, server: string, kind: ListKind, ctx: ServerContext): Promise<FetchedList> {
+    return this.hops.withHop(scope, server, ctx, async (client) => {
+      // Straight requests, not the client's list helpers: a client attached to an existing
+      // session has not seen the server's capabilities, and they would return nothing. Each page
+      // is checked by list-page.ts, not by the SDK's schema of the method (a deep walk of every
+      // definition, half the cost of an uncached list); a page that fails is refused as a whole.
+      const { method, field } = LISTS[kind];
+      const items: Record<string, unknown>[] = [];
+      const pages: unknown[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < MAX_LIST_PAGES; page++) {
+        const result = await client.request(
+          { method, params: cursor === undefined ? {} : { cursor } },
+          LIST_PAGES[kind],
+        );
+        pages.push(result);
+        items.push(...(result[field] as Record<string, unknown>[]));
+        cursor = result.nextCursor;
+        if (cursor === undefined) break;
+      }
+      return { items, pages, hinted: client.getProtocolEra() === "modern" };
+    });
+  }
+
+  /**
+   * One list over every server of the view, each server's part kept per agent view
+   * (list-cache.ts); a server that fails is left out (and counted). For a 2026-07-28 client, the
+   * caching hints of the whole: fresh for as long as every part is (a part without hints, or a
+   * server left out, makes it 0: the next list asks again), and private (it is this agent's view).
+   */
+  async listAll(
+    scope: Scope,
+    kind: ListKind,
+    ctx: ServerContext,
+  ): Promise<{ items: Record<string, unknown>[]; hints: { ttlMs?: number; cacheScope?: "private" } }> {
+    const engine = this.engine;
+    const owner = this.listOwner(scope, ctx);
+    const servers = this.servers(scope.principal, scope.view);
+    const lists = await Promise.allSettled(
+      servers.map((server) =>
+        this.lists.list(engine, owner, server, kind, () => this.fetchList(scope, server, kind, ctx)),
+      ),
+    );
+    const out: Record<string, unknown>[] = [];
+    const names = this.namesOf(scope.view);
+    let ttlMs = durationMs(engine.config.cache.hints.maxTtl);
+    lists.forEach((result, i) => {
+      const server = servers[i]!;
+      if (result.status === "rejected") {
+        // A server without this kind of primitive is not a failure (nor a bound on the hints), nor
+        // is the agent's expired or too large token (refused and audited as such: withHopOnce).
+        const refused = (result.reason as { code?: unknown; data?: { reason?: unknown } }) ?? {};
+        if (refused.data?.reason === "jwt_expired" || refused.data?.reason === "agent_token_too_large") {
+          ttlMs = 0;
+          return;
+        }
+        if (refused.code !== JsonRpcCode.MethodNotFound) {
+          this.hops.dropped(server, kind, result.reason);
+          auditOf(ctx)?.leftOut(server);
+          ttlMs = 0;
+        }
+        return;
+      }
+      ttlMs = Math.min(ttlMs, result.value.freshForMs);
+      for (const item of result.value.items) {
+        if (kind === "tools" && !this.inView(scope.view, server, String(item.name))) continue;
+        if (kind === "resources") out.push({ ...item, uri: names.join(server, String(item.uri)) });
+        else if (kind === "resourceTemplates")
+          out.push({ ...item, uriTemplate: names.join(server, String(item.uriTemplate)) });
+        else out.push({ ...item, name: names.join(server, String(item.name)) });
+      }
+    });
+    return { items: out, hints: scope.modern ? { ttlMs: Math.floor(ttlMs), cacheScope: "private" } : {} };
+  }
+
+  /**
+   * The server a prefixed name routes to, if it is in the agent's view; else the message is
+   * refused as unknown (as /mcp/<server> refuses a name the agent may not use), and audited.
+   */
+  route(
+    scope: Scope,
+    kind: "tools" | "prompts" | "resources",
+    name: string,
+    ctx: ServerContext,
+  ): { server: string; name: string } {
+    const split = this.namesOf(scope.view).split(name);
+    if (
+      split &&
+      this.servers(scope.principal, scope.view).includes(split.server) &&
+      (kind !== "tools" || this.inView(scope.view, split.server, split.name))
+    )
+      return split;
+    const registered = split !== undefined && this.engine.registry.server(split.server) !== undefined;
+    throw refusedInBand(ctx, {
+      reason: UNKNOWN_REASON[kind],
+      cause: registered ? "not_in_view" : "server_not_registered",
+      id: ctx.mcpReq.id,
+      detail: name,
+      ...(registered ? { server: split.server } : {}),
+      subject: { kind, name },
+    });
+  }
+}

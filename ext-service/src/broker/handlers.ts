@@ -1,0 +1,231 @@
+import { isInputRequiredResult, Server } from "@modelcontextprotocol/server";
+import { JsonRpcCode } from "../policy/reasons.js";
+import type { GatewayEngine } from "../config/compile.js";
+import { asAsked, asGateway, type BrokerAggregate } from "./aggregate.js";
+import { hopBroken } from "./hop-errors.js";
+import { HOP_TIMEOUT_MS, type BrokerHops } from "./hops.js";
+import type { ServerPresence } from "./presence.js";
+import { refusedInBand } from "./refusals.js";
+import { retryParams, type Scope } from "./scope.js";
+
+// What the aggregated endpoint serves: its MCP server's capabilities and request handlers.
+
+const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
+/**
+ * The optional capabilities the aggregate advertises only when a server of the view offers them
+ * (ServerPresence); tools, prompts and resources are always advertised, so that a server that
+ * joins the view later can be announced with their list_changed.
+ */
+const OPTIONAL_CAPABILITIES = ["completions", "logging"] as const;
+/** Ids sealed before the session kept what it was told: what every session was told then. */
+const OFFERED_BEFORE = [...OPTIONAL_CAPABILITIES];
+
+/** What the aggregate's server is built from (the broker's parts). */
+export interface ServerParts {
+  engine: () => GatewayEngine;
+  aggregate: BrokerAggregate;
+  hops: BrokerHops;
+  presence: ServerPresence;
+}
+
+/** The optional capabilities at least one of `servers` offers, as far as this process knows. */
+export function offeredCapabilities(parts: ServerParts, servers: readonly string[]): string[] {
+  const engine = parts.engine();
+  return OPTIONAL_CAPABILITIES.filter((capability) =>
+    servers.some((server) => parts.presence.capabilitiesOf(engine, server)?.[capability] !== undefined),
+  );
+}
+
+/**
+ * The aggregate's MCP server for one scope (a 2025 session, or one 2026-07-28 request), built with
+ * the SDK's server class: each handler routes to the servers of the view through their hops.
+ */
+export function buildServer(parts: ServerParts, scope: Scope): Server {
+  // 2025: what the client was told at initialize (sealed); 2026-07-28: what the view's servers
+  // offer now.
+  const offers = new Set(
+    scope.modern
+      ? offeredCapabilities(parts, parts.aggregate.servers(scope.principal, scope.view))
+      : (scope.session?.offers ?? OFFERED_BEFORE),
+  );
+  const server = new Server(BROKER_INFO, {
+    capabilities: {
+      tools: { listChanged: true },
+      prompts: { listChanged: true },
+      resources: { subscribe: true, listChanged: true },
+      ...(offers.has("completions") ? { completions: {} } : {}),
+      ...(offers.has("logging") ? { logging: {} } : {}),
+    },
+    instructions: parts.aggregate.namesOf(scope.view).instructions,
+  });
+  server.setRequestHandler("tools/list", async (_request, ctx) => {
+    const { items, hints } = await parts.aggregate.listAll(scope, "tools", ctx);
+    return { tools: items as never, ...hints };
+  });
+  server.setRequestHandler("prompts/list", async (_request, ctx) => {
+    const { items, hints } = await parts.aggregate.listAll(scope, "prompts", ctx);
+    return { prompts: items as never, ...hints };
+  });
+  server.setRequestHandler("resources/list", async (_request, ctx) => {
+    const { items, hints } = await parts.aggregate.listAll(scope, "resources", ctx);
+    return { resources: items as never, ...hints };
+  });
+  server.setRequestHandler("resources/templates/list", async (_request, ctx) => {
+    const { items, hints } = await parts.aggregate.listAll(scope, "resourceTemplates", ctx);
+    return { resourceTemplates: items as never, ...hints };
+  });
+  server.setRequestHandler("tools/call", async (request, ctx) => {
+    const target = parts.aggregate.route(scope, "tools", request.params.name, ctx);
+    const progressToken = request.params._meta?.progressToken;
+    const params = {
+      name: target.name,
+      ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
+      ...(scope.modern ? retryParams(ctx) : {}),
+    };
+    return parts.hops
+      .withHop(scope, target.server, ctx, (client, signal) => {
+        const options = {
+          signal,
+          timeout: HOP_TIMEOUT_MS,
+          resetTimeoutOnProgress: true,
+          ...(progressToken !== undefined
+            ? {
+                onprogress: (progress: { progress: number; total?: number; message?: string }) =>
+                  void ctx.mcpReq
+                    .notify({ method: "notifications/progress", params: { ...progress, progressToken } })
+                    .catch(() => undefined),
+              }
+            : {}),
+        };
+        // 2026-07-28: a straight request, so an `input_required` result comes back to the agent as it
+        // is, and the agent's Mcp-Param-* headers (checked against the pinned schema) go with it.
+        if (client.getProtocolEra() === "modern")
+          return client.request(
+            { method: "tools/call", params },
+            { ...options, allowInputRequired: true, headers: scope.paramHeaders ?? {} },
+          );
+        return client.callTool(params, options);
+      })
+      .then(asGateway, asAsked("tools", request.params.name))
+      .catch(hopBroken(ctx)) as never;
+  });
+  server.setRequestHandler("prompts/get", async (request, ctx) => {
+    const target = parts.aggregate.route(scope, "prompts", request.params.name, ctx);
+    const params = {
+      name: target.name,
+      ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
+      ...(scope.modern ? retryParams(ctx) : {}),
+    };
+    return parts.hops
+      .withHop(scope, target.server, ctx, (client, signal) =>
+        client.getPrompt(params, { signal, allowInputRequired: true }),
+      )
+      .then(asGateway, asAsked("prompts", request.params.name))
+      .catch(hopBroken(ctx));
+  });
+  server.setRequestHandler("resources/read", async (request, ctx) => {
+    const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx);
+    const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
+    const result = await parts.hops
+      .withHop(scope, target.server, ctx, (client, signal) =>
+        client.readResource(params, { signal, allowInputRequired: true }),
+      )
+      .then(asGateway, asAsked("resources", request.params.uri))
+      .catch(hopBroken(ctx));
+    if (isInputRequiredResult(result)) return result as never;
+    return {
+      ...result,
+      contents: result.contents.map((c) => ({
+        ...c,
+        uri: parts.aggregate.namesOf(scope.view).join(target.server, c.uri),
+      })),
+    };
+  });
+  if (offers.has("completions"))
+    server.setRequestHandler("completion/complete", async (request, ctx) => {
+      const ref = request.params.ref;
+      const target =
+        ref.type === "ref/prompt"
+          ? parts.aggregate.route(scope, "prompts", ref.name, ctx)
+          : parts.aggregate.route(scope, "resources", ref.uri, ctx);
+      const notOffered = () =>
+        refusedInBand(ctx, {
+          reason: "method_unknown",
+          cause: "not_offered",
+          id: ctx.mcpReq.id,
+          detail: `completion/complete: ${target.server} offers no completions`,
+          server: target.server,
+          data: { server: target.server },
+        });
+      // Known not to offer them: refused here, no hop. Not known (it was down when the client
+      // connected): asked, and its bare "method not found" is answered the same way.
+      const known = parts.presence.capabilitiesOf(parts.engine(), target.server);
+      if (known !== undefined && known.completions === undefined) throw notOffered();
+      const hopRef = ref.type === "ref/prompt" ? { ...ref, name: target.name } : { ...ref, uri: target.name };
+      return parts.hops
+        .withHop(scope, target.server, ctx, (client, signal) =>
+          // A straight request: a client attached to a session has not seen the server's capabilities.
+          client.request(
+            { method: "completion/complete", params: { ...request.params, ref: hopRef } },
+            { signal },
+          ),
+        )
+        .then(asGateway, (err: unknown) => {
+          const e = err as { code?: unknown; data?: { reason?: unknown } } | null;
+          if (e?.code === JsonRpcCode.MethodNotFound && e.data?.reason === undefined) throw notOffered();
+          throw err;
+        })
+        .catch(hopBroken(ctx));
+    });
+  if (!scope.modern && offers.has("logging")) {
+    // To each server of the view that offers logging (or is not known not to); each hop is
+    // decided and audited on its server's path.
+    server.setRequestHandler("logging/setLevel", async (request, ctx) => {
+      const engine = parts.engine();
+      await Promise.allSettled(
+        parts.aggregate
+          .servers(scope.principal, scope.view)
+          .filter((name) => {
+            const known = parts.presence.capabilitiesOf(engine, name);
+            return known === undefined || known.logging !== undefined;
+          })
+          .map((name) =>
+            parts.hops.withHop(scope, name, ctx, (client) =>
+              client.request({ method: "logging/setLevel", params: { level: request.params.level } }),
+            ),
+          ),
+      );
+      return {};
+    });
+  }
+  if (!scope.modern) {
+    server.setRequestHandler("resources/subscribe", async (request, ctx) => {
+      const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx);
+      await parts.hops
+        .withHop(scope, target.server, ctx, (client) =>
+          client.request({ method: "resources/subscribe", params: { uri: target.name } }),
+        )
+        .catch(hopBroken(ctx));
+      return {};
+    });
+    server.setRequestHandler("resources/unsubscribe", async (request, ctx) => {
+      const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx);
+      await parts.hops
+        .withHop(scope, target.server, ctx, (client) =>
+          client.request({ method: "resources/unsubscribe", params: { uri: target.name } }),
+        )
+        .catch(hopBroken(ctx));
+      return {};
+    });
+  }
+  // A method the aggregate does not serve: refused with its reason and audited, as on
+  // /mcp/<server> (the SDK's own answer has no reason). Not in 2026-07-28, where the SDK answers
+  // an unknown method with HTTP 404 (SEP-2575) before any handler runs, only when none is set:
+  // that answer reaches the caller as a refusal of its own (refusals.ts, sdkRefusal).
+  if (!scope.modern)
+    server.fallbackRequestHandler = (request, ctx) =>
+      Promise.reject(
+        refusedInBand(ctx, { reason: "method_unknown", id: request.id, detail: request.method }),
+      );
+  return server;
+}

@@ -1,0 +1,76 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { isPlainObject, type JsonRpcId } from "../mcp/jsonrpc.js";
+import { sdkRefusal, type BrokerRefusal } from "./refusals.js";
+
+// The aggregated endpoint's HTTP surface: node requests and responses to and from the web ones
+// the SDK serves, and what the broker reads of a request body before the SDK does.
+
+/** The id of a body that is one JSON-RPC request; null for anything else. */
+export function requestIdOf(body: unknown): JsonRpcId | null {
+  if (!isPlainObject(body) || typeof body.method !== "string") return null;
+  return typeof body.id === "string" || typeof body.id === "number" ? body.id : null;
+}
+
+/** A POST that carries only JSON-RPC responses: the client's answers to relayed requests. */
+export function onlyAnswers(body: unknown): boolean {
+  const messages = Array.isArray(body) ? body : [body];
+  return (
+    messages.length > 0 &&
+    messages.every(
+      (m) => isPlainObject(m) && !("method" in m) && "id" in m && ("result" in m || "error" in m),
+    )
+  );
+}
+
+/** Writes a web Response to a node response, streaming its body (SSE) as it arrives. */
+export async function sendResponse(
+  res: ServerResponse,
+  response: Response,
+  extra: Record<string, string> = {},
+) {
+  const headers: Record<string, string> = { ...extra };
+  response.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  res.writeHead(response.status, headers);
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  res.flushHeaders();
+  const reader = response.body.getReader();
+  const cancel = () => void reader.cancel().catch(() => undefined);
+  res.once("close", cancel);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (res.destroyed) break;
+      if (!res.write(value))
+        await new Promise<void>((resume) => res.once("drain", resume).once("close", resume));
+    }
+  } finally {
+    res.off("close", cancel);
+  }
+  if (!res.destroyed) res.end();
+}
+
+/**
+ * The SDK's answer to the agent: sent as it is, unless it is an error the SDK wrote itself, which
+ * is returned as the broker's refusal for the caller to audit and answer (refusals.ts).
+ */
+export async function answer(res: ServerResponse, response: Response): Promise<BrokerRefusal | undefined> {
+  const refusal = await sdkRefusal(response);
+  if (refusal) return refusal;
+  await sendResponse(res, response);
+  return undefined;
+}
+
+export function webRequest(req: IncomingMessage, origin: string): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name === "authorization" || name === "content-length") continue;
+    headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  return new Request(`${origin}${req.url ?? "/mcp"}`, { method: req.method ?? "GET", headers });
+}
