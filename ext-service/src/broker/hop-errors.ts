@@ -94,7 +94,11 @@ export interface HopJsonRpcError {
  */
 export function hopHttpError(err: unknown): { status: unknown; error?: HopJsonRpcError } | undefined {
   const e = err as { code?: unknown; data?: { status?: unknown; text?: unknown } } | null;
-  if (e?.code !== SdkErrorCode.ClientHttpNotImplemented) return undefined;
+  // A 2026-07-28 hop's first request is its era probe: a 5xx to it is EraNegotiationFailed.
+  const http =
+    e?.code === SdkErrorCode.ClientHttpNotImplemented ||
+    (e?.code === SdkErrorCode.EraNegotiationFailed && typeof e.data?.status === "number");
+  if (!http) return undefined;
   const status = e.data?.status;
   try {
     const body = JSON.parse(typeof e.data?.text === "string" ? e.data.text : "") as {
