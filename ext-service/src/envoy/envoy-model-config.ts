@@ -183,6 +183,7 @@ export function chainFromEnvoyYaml(file: string, listenerName = "mcp_tls"): Part
     bufferLimitBytes: Number(listener.per_connection_buffer_limit_bytes ?? 1024 * 1024),
     serverName: (manager.server_name as string | undefined) ?? "envoy",
     maxRequestHeadersKb: Number(manager.max_request_headers_kb ?? 60),
+    maxHeadersCount: Number(obj(manager.common_http_protocol_options).max_headers_count ?? 100),
     suppressEnvoyHeaders: router.suppress_envoy_headers === true,
     streamIdleTimeoutMs: durationMs(manager.stream_idle_timeout) ?? 300_000,
     localReplyMappers: list(obj(manager.local_reply_config).mappers).map((m) => mapperOf(obj(m))),

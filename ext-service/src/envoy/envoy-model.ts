@@ -133,6 +133,11 @@ export interface EnvoyModelConfig {
    * headers whose names and values together exceed it (EnvoyModel.headersTooLarge).
    */
   maxRequestHeadersKb: number;
+  /**
+   * HCM `common_http_protocol_options.max_headers_count` (Envoy's default 100): the HTTP/2 codec
+   * resets a request stream with more headers (EnvoyModel.http2HeadersOverflow).
+   */
+  maxHeadersCount: number;
   /** Router `suppress_envoy_headers`. */
   suppressEnvoyHeaders: boolean;
   /** HCM `stream_idle_timeout` / route `idle_timeout`: a stream with no activity this long ends. */
@@ -199,6 +204,7 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
   bufferLimitBytes: 2 * 1024 * 1024,
   serverName: "mcp-gateway",
   maxRequestHeadersKb: 60,
+  maxHeadersCount: 100,
   suppressEnvoyHeaders: true,
   streamIdleTimeoutMs: 300_000,
   localReplyMappers: [
@@ -711,6 +717,25 @@ export class EnvoyModel {
     let size = 0;
     for (const part of rawHeaders) size += Buffer.byteLength(part);
     return size > this.config.maxRequestHeadersKb * 1024 ? this.headersTooLargeReply() : undefined;
+  }
+
+  /**
+   * The HTTP/2 codec's check as each request header is decoded (http2/codec_impl.cc
+   * ConnectionImpl::saveHeader): once the header map holds more than `max_request_headers_kb` of
+   * names and values (pseudo-headers included) or more than `max_headers_count` headers, the
+   * callback fails "temporally" and nghttp2 resets the stream (RST_STREAM INTERNAL_ERROR; details
+   * http2.too_many_headers). Unlike HTTP/1 there is no 431 and no local reply: the request never
+   * reaches the connection manager, so no filter and no local_reply_config sees it, and the
+   * connection with its other streams goes on. Returns the details, or undefined when they fit.
+   */
+  http2HeadersOverflow(rawHeaders: readonly string[]): string | undefined {
+    let size = 0;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      size += Buffer.byteLength(rawHeaders[i]!) + Buffer.byteLength(rawHeaders[i + 1] ?? "");
+      if (size > this.config.maxRequestHeadersKb * 1024 || i / 2 + 1 > this.config.maxHeadersCount)
+        return "http2.too_many_headers";
+    }
+    return undefined;
   }
 
   /** The 431 local reply of headersTooLarge, after local_reply_config. */

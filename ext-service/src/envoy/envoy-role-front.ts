@@ -1,5 +1,11 @@
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  constants as h2,
+  createServer as createH2Server,
+  type Http2Server,
+  type ServerHttp2Session,
+} from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
 import { request as undiciRequest } from "undici";
 import { createLogger, type Logger } from "../telemetry/logger.js";
@@ -64,6 +70,13 @@ export interface EnvoyRoleFrontOptions {
    * shorten the interval); false turns it off.
    */
   outlier?: Partial<OutlierDetectionConfig> | false;
+  /**
+   * Also listen for HTTP/2 with prior knowledge (h2c), as the shipped listeners' `codec_type: AUTO`
+   * takes it (and the TLS listener negotiates through ALPN): the same model behind HTTP/2's codec.
+   */
+  http2?: boolean;
+  /** Called with each HTTP/2 stream the codec resets before the connection manager has it. */
+  onCodecReset?: (details: string, request: { path: string }) => void;
   /** Called with each request's trace once Envoy is done with it (tests look at answeredBy, flags). */
   onExchange?: (trace: ExchangeTrace, request: { method: string; path: string }) => void;
 }
@@ -72,6 +85,8 @@ export interface EnvoyRoleFront {
   /** http://host:port, the listener's origin: MCP servers are at `${url}/mcp/<server>`. */
   url: string;
   port: number;
+  /** The h2c listener's origin (the `http2` option). */
+  h2Url?: string;
   client: EnvoyRoleClient;
   /** The ext-service the front started, if it started one. */
   extService?: ExtService;
@@ -106,7 +121,8 @@ function routedServer(path: string): string | undefined {
 function headerRecord(raw: IncomingMessage["headers"] | Record<string, string | string[] | undefined>) {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (v === undefined) continue;
+    // HTTP/2's pseudo-headers are the request line's parts, read where they are needed.
+    if (v === undefined || k.startsWith(":")) continue;
     out[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
   }
   return out;
@@ -328,9 +344,9 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     );
   };
 
-  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+  const handle = (req: IncomingMessage, res: ServerResponse, http2 = false): void => {
     // The HTTP/1 codec, before any route or filter: headers over max_request_headers_kb.
-    const tooLarge = client.model.headersTooLarge(req.rawHeaders);
+    const tooLarge = http2 ? undefined : client.model.headersTooLarge(req.rawHeaders);
     if (tooLarge) {
       res.shouldKeepAlive = false;
       req.resume();
@@ -346,7 +362,7 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
     const downstreamRequest: DownstreamRequest = {
       method: req.method ?? "GET",
       path: req.url ?? "/",
-      authority: req.headers.host,
+      authority: req.headers.host ?? (req.headers[":authority"] as string | undefined),
       headers: headerRecord(req.headers),
       body: hasRequestBody(req) ? (req as AsyncIterable<Buffer>) : undefined,
       remoteAddress: req.socket.remoteAddress?.replace(/^::ffff:/, ""),
@@ -425,15 +441,51 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
   const { port } = http.address() as AddressInfo;
   const host = options.host ?? "127.0.0.1";
   frontOrigin = `http://${host}:${port}`;
+
+  // HTTP/2: Node's own limits opened wide, so that the model's codec check decides.
+  let h2Server: Http2Server | undefined;
+  let h2Url: string | undefined;
+  const h2Sessions = new Set<ServerHttp2Session>();
+  if (options.http2) {
+    const headerBytes = client.model.config.maxRequestHeadersKb * 1024;
+    h2Server = createH2Server(
+      {
+        maxHeaderListPairs: client.model.config.maxHeadersCount * 4 + 64,
+        settings: { maxHeaderListSize: headerBytes * 2 + FRONT_HEADER_SLACK },
+      },
+      (req, res) => {
+        const overflow = client.model.http2HeadersOverflow(req.rawHeaders);
+        if (overflow) {
+          options.onCodecReset?.(overflow, { path: req.url });
+          req.stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+          return;
+        }
+        handle(req as unknown as IncomingMessage, res as unknown as ServerResponse, true);
+      },
+    );
+    h2Server.on("session", (session) => {
+      h2Sessions.add(session);
+      session.on("close", () => h2Sessions.delete(session));
+    });
+    h2Server.listen(0, host);
+    await once(h2Server, "listening");
+    h2Url = `http://${host}:${(h2Server.address() as AddressInfo).port}`;
+  }
   return {
     url: `http://${host}:${port}`,
     port,
+    ...(h2Url ? { h2Url } : {}),
     client,
     extService,
     setBrokers,
     outlier: (server) => outliers.get(server),
     async close() {
       for (const detector of outliers.values()) detector.stop();
+      if (h2Server) {
+        const h2Closed = new Promise<void>((resolve) => h2Server.close(() => resolve()));
+        for (const session of h2Sessions) session.destroy();
+        await h2Closed;
+      }
       const closed = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
       await closed;

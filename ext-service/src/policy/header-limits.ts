@@ -17,7 +17,8 @@ export const MAX_HOP_TOKEN_LENGTH = 32 * 1024;
 
 /**
  * Envoy's `max_request_headers_kb` on the gateway's listeners (envoy.yaml states it; 60 is also
- * Envoy's default): request headers beyond it get Envoy's 431 before any filter runs.
+ * Envoy's default): request headers beyond it get Envoy's 431 before any filter runs on HTTP/1;
+ * on HTTP/2 Envoy's codec resets the stream instead (EnvoyModel.http2HeadersOverflow).
  */
 export const ENVOY_MAX_REQUEST_HEADERS_KB = 60;
 
