@@ -35,6 +35,53 @@ export function jsonTextMemberCount(text: string): number {
   return count;
 }
 
+/** Nesting depth and members of a JSON text, from one pass (jsonTextShape). */
+export interface JsonTextShape {
+  /** Deepest nesting of `{`/`[` outside strings; once it passes the scan's limit, that depth. */
+  depth: number;
+  /** Members (`:` outside strings), as jsonTextMemberCount; partial when the depth passed the limit. */
+  members: number;
+}
+
+const LEFT_BRACE = 123;
+const LEFT_BRACKET = 91;
+const RIGHT_BRACE = 125;
+const RIGHT_BRACKET = 93;
+const QUOTE = 34;
+const COLON = 58;
+
+/**
+ * The request path's two checks of a body's text, in one linear pass before JSON.parse: the
+ * nesting depth (refused over a limit before the parser builds anything) and the member count
+ * for the duplicate-key test (hasDuplicateKeysAfter). Strings are skipped natively (indexOf);
+ * brackets and colons inside them do not count. Stops as soon as the depth passes `stopAbove`.
+ * For any text, `depth` is what the earlier char-by-char depth scan returned and, when the depth
+ * did not pass the limit, `members` is jsonTextMemberCount(text).
+ */
+export function jsonTextShape(text: string, stopAbove = Infinity): JsonTextShape {
+  let depth = 0;
+  let max = 0;
+  let members = 0;
+  const length = text.length;
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      const end = afterString(text, i);
+      // An unterminated string runs to the end of the text.
+      if (end === -1) break;
+      i = end - 1;
+    } else if (c === COLON) members++;
+    else if (c === LEFT_BRACE || c === LEFT_BRACKET) {
+      depth++;
+      if (depth > max) {
+        max = depth;
+        if (max > stopAbove) return { depth: max, members };
+      }
+    } else if (c === RIGHT_BRACE || c === RIGHT_BRACKET) depth--;
+  }
+  return { depth: max, members };
+}
+
 /** `text[open]` is an opening quote; the index after its closing quote, or -1. */
 function afterString(text: string, open: number): number {
   let from = open + 1;
@@ -68,6 +115,15 @@ export function parsedMemberCount(value: unknown): number {
     }
   }
   return count;
+}
+
+/**
+ * True when a text with `members` members (jsonTextShape) that JSON.parse read as `value` names
+ * some key twice in one object.
+ */
+export function hasDuplicateKeysAfter(members: number, value: unknown): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  return members !== parsedMemberCount(value);
 }
 
 /** True when `text` (which JSON.parse read as `value`) names some key twice in one object. */

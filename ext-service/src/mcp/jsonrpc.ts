@@ -1,4 +1,4 @@
-import { hasDuplicateKeys } from "./duplicate-keys.js";
+import { hasDuplicateKeysAfter, jsonTextShape } from "./duplicate-keys.js";
 
 /**
  * JSON-RPC 2.0 message model for MCP bodies: single messages and batches, requests,
@@ -63,29 +63,10 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
 
 /**
  * Maximum nesting depth of a JSON text, counted without parsing so a hostile body is refused
- * before JSON.parse builds it. Brackets inside strings do not count.
+ * before JSON.parse builds it. Brackets inside strings do not count. Stops once past `stopAbove`.
  */
 export function jsonDepth(text: string, stopAbove = Infinity): number {
-  let depth = 0;
-  let max = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92 /* \ */) i++;
-      else if (c === 34 /* " */) inString = false;
-      continue;
-    }
-    if (c === 34) inString = true;
-    else if (c === 123 /* { */ || c === 91 /* [ */) {
-      depth++;
-      if (depth > max) {
-        max = depth;
-        if (max > stopAbove) return max;
-      }
-    } else if (c === 125 /* } */ || c === 93 /* ] */) depth--;
-  }
-  return max;
+  return jsonTextShape(text, stopAbove).depth;
 }
 
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -142,7 +123,9 @@ function readableId(value: unknown): JsonRpcId | null {
 
 /** Parses an HTTP body holding one JSON-RPC message or a batch. */
 export function parseJsonRpcText(text: string, limits: ParseLimits): ParsedBody {
-  if (jsonDepth(text, limits.maxJsonDepth) > limits.maxJsonDepth) {
+  // Depth and the members for the duplicate-key test, in one pass over the text.
+  const shape = jsonTextShape(text, limits.maxJsonDepth);
+  if (shape.depth > limits.maxJsonDepth) {
     return {
       ok: false,
       reason: "json_too_deep",
@@ -157,7 +140,7 @@ export function parseJsonRpcText(text: string, limits: ParseLimits): ParsedBody 
     return { ok: false, reason: "parse_error", detail: (err as Error).message, id: null };
   }
   // The server may read another of two same-named values than the one checked here (F7).
-  if (hasDuplicateKeys(text, value)) {
+  if (hasDuplicateKeysAfter(shape.members, value)) {
     return { ok: false, reason: "invalid_request", detail: "an object names the same key twice", id: null };
   }
   if (Array.isArray(value)) {
