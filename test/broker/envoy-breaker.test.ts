@@ -1,16 +1,54 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { once } from "node:events";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { serveMcp, type RunningServer } from "../../examples/servers/http.js";
 import { startKbServer } from "../../examples/servers/kb.js";
 import type { ExchangeTrace } from "../../ext-service/src/envoy/envoy-model.js";
 import { startEnvoyRoleFront, type EnvoyRoleFront } from "../../ext-service/src/envoy/envoy-role-front.js";
 import { startGateway, waitFor, type Gateway } from "../e2e/harness.js";
-import { connect2025, connectModern, cuttableProxy } from "./support.js";
+import { connect2025, connectModern } from "./support.js";
+
+/**
+ * An HTTP proxy to `port` that answers every request 503 while `failing`, as a server in trouble
+ * does (a server that drops connections it accepted is not ejected by Envoy: each connection
+ * counts as made before its reset counts as a failure; outlier.test.ts).
+ */
+async function failingProxy(
+  port: number,
+): Promise<{ url: string; failing: boolean; close(): Promise<void> }> {
+  const state = {
+    url: "",
+    failing: false,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+  const server = createServer((req, res) => {
+    if (state.failing) {
+      req.resume();
+      return void req.on("end", () => res.writeHead(503, { "content-type": "text/plain" }).end("overloaded"));
+    }
+    const upstream = request(
+      { host: "127.0.0.1", port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    upstream.on("error", () => res.destroy());
+    res.on("close", () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return state;
+}
 
 /**
  * The edge's breaker on the Envoy plane, through the aggregated endpoint: each hop of the broker
  * comes back through Envoy's route for its server, whose cluster runs the rendered outlier
- * detection (outlier.ts). A server whose connections fail five times in a row is ejected; while
+ * detection (outlier.ts). A server answering 503 five times in a row is ejected; while
  * it is, Envoy answers its route 503 no_healthy_upstream (UH), which the shipped local reply
  * mapper makes breaker_open. The agent's aggregated view drops the server with that reason, the
  * other servers keep answering, and the server is back once its ejection time has passed.
@@ -53,14 +91,14 @@ const reasonOf = (err: unknown): unknown => (err as { data?: { reason?: unknown 
 describe("Envoy plane, /mcp: a server failing repeatedly is ejected by outlier detection", () => {
   let notes: RunningServer;
   let kb: RunningServer;
-  let proxy: Awaited<ReturnType<typeof cuttableProxy>>;
+  let proxy: Awaited<ReturnType<typeof failingProxy>>;
   let gw: Gateway;
   let front: EnvoyRoleFront;
   const notesTraces: ExchangeTrace[] = [];
 
   beforeAll(async () => {
     [notes, kb] = await Promise.all([serveMcp(notesServer, 0), startKbServer(0)]);
-    proxy = await cuttableProxy(Number(new URL(notes.url).port));
+    proxy = await failingProxy(Number(new URL(notes.url).port));
     gw = await startGateway({
       servers: [
         { name: "notes", upstreams: [`${proxy.url}/mcp`], tools: [{ name: "add_note" }] },
@@ -80,7 +118,7 @@ describe("Envoy plane, /mcp: a server failing repeatedly is ejected by outlier d
       },
     });
   });
-  afterEach(() => proxy.resume());
+  afterEach(() => void (proxy.failing = false));
   afterAll(async () => {
     await front?.close();
     await gw?.close();
@@ -98,14 +136,18 @@ describe("Envoy plane, /mcp: a server failing repeatedly is ejected by outlier d
         );
         await client.call("notes__add_note");
 
-        // notes' connections fail: the hops (and the broker's probes) fail until Envoy ejects it.
-        proxy.cut();
+        // notes answers 503: the hops (and the broker's probes) fail until Envoy ejects it.
+        proxy.failing = true;
         const reasons: unknown[] = [];
         for (let i = 0; i < 12 && reasons.at(-1) !== "breaker_open"; i++) {
           reasons.push(await client.call("notes__add_note").then(() => "answered", reasonOf));
         }
         expect(reasons.at(-1), reasons.join(", ")).toBe("breaker_open");
-        expect(reasons.every((r) => r === "upstream_unavailable" || r === "breaker_open")).toBe(true);
+        // Before: the server's own 503, as the per-server path answers it (not JSON-RPC: upstream_*).
+        expect(
+          reasons.slice(0, -1).every((r) => /^upstream_/.test(String(r))),
+          reasons.join(", "),
+        ).toBe(true);
         const ejectedAt = performance.now();
         expect(front.outlier("notes")!.available()).toEqual([]);
         expect(notesTraces.at(-1)?.flags).toContain("UH");
@@ -117,7 +159,7 @@ describe("Envoy plane, /mcp: a server failing repeatedly is ejected by outlier d
         await expect(client.call("kb__search_articles")).resolves.toBeDefined();
 
         // notes answers again, but Envoy does not try it before the ejection time...
-        proxy.resume();
+        proxy.failing = false;
         const early = await client.call("notes__add_note").then(() => "answered", reasonOf);
         if (performance.now() - ejectedAt < COOLDOWN_MS - 300) expect(early).toBe("breaker_open");
         // ...and lets it back on the interval tick after it: the view holds it again.

@@ -341,6 +341,8 @@ describe("Envoy-role front: each MCP server's cluster runs the rendered outlier 
   beforeAll(async () => {
     gw = await startGateway();
     failing = createServer((req, res) => {
+      // Status 0: the connection is dropped once the request has come (accepted, then closed).
+      if (status === 0) return void req.socket.destroy();
       req.resume();
       req.on("end", () => res.writeHead(status, { "content-type": "text/plain" }).end("server error"));
     });
@@ -410,6 +412,22 @@ describe("Envoy-role front: each MCP server's cluster runs the rendered outlier 
     const back = await post("tickets", "support-bot");
     expect(back.trace.answeredBy).toBe("upstream");
     expect(back.trace.flags).not.toContain("UH");
+  });
+
+  it("connections accepted then dropped: 503 UC, upstream_unavailable, never an ejection (each counts a connect success first)", async () => {
+    status = 0;
+    try {
+      for (let i = 0; i < 8; i++) {
+        const r = await post("tickets", "support-bot");
+        expect(r.status).toBe(503);
+        expect(r.trace.flags).toEqual(["UC"]);
+        expect(r.trace.details).toBe("upstream_reset_before_response_started{connection_termination}");
+        expect(JSON.parse(r.text)).toMatchObject({ error: { data: { reason: "upstream_unavailable" } } });
+      }
+      expect(front.outlier("tickets")!.available()).toHaveLength(1);
+    } finally {
+      status = 200;
+    }
   });
 
   it("connection refused: 503 UF with 1.3x's details, upstream_unavailable; the 5th ejects (UH, breaker_open)", async () => {

@@ -265,8 +265,14 @@ export async function startEnvoyRoleFront(options: EnvoyRoleFrontOptions): Promi
         done();
         // The client left: Envoy resets the upstream request and charges the host nothing.
         if (signal.aborted) throw err;
+        const reply = resetOf(err);
+        // A connection that was made and then closed: the pool handed it over first
+        // (LocalOriginConnectSuccess, which clears the local-origin count), then the reset counts
+        // one failure. So a server that accepts and drops every connection is never ejected for
+        // it, as in Envoy with split_external_local_origin_errors; one that refuses them is.
+        if (reply.flags.includes("UC")) detector?.connectSuccess(target);
         detector?.localOriginFailure(target);
-        throw resetOf(err);
+        throw reply;
       }
       detector?.connectSuccess(target);
       detector?.httpStatus(target, res.statusCode);
