@@ -34,7 +34,12 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { parse, stringify } from "yaml";
 import { HOT_PATHS, HOT_PATH_IDS, HotPathFixture, type HotPathId } from "./hot-paths.js";
-import { compareInstructions, formatCount, type InstructionResults } from "./instructions-compare.js";
+import {
+  compareInstructions,
+  formatCount,
+  turbofanFromAnnotation,
+  type InstructionResults,
+} from "./instructions-compare.js";
 import { runScript } from "./script.js";
 import { prepareWorkdir } from "./setup.js";
 
@@ -67,11 +72,27 @@ function git(args: string[]): string | null {
 const MARKER = "uv_os_getpriority";
 
 /**
+ * Instructions of one callgrind dump spent in TurboFan's compiles (inclusive cost of the runtime
+ * functions that run them), read with callgrind_annotate; 0 when none ran.
+ */
+function turbofanInstructions(file: string): number {
+  const out = execFileSync("callgrind_annotate", ["--inclusive=yes", "--threshold=100", file], {
+    encoding: "utf8",
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  return turbofanFromAnnotation(out);
+}
+
+/**
  * One worker process under callgrind; resolves with the instructions of each phase between
  * markers: [start-up and warm-up, first path, second path, ...] (what follows the last marker,
- * the exit, is not counted).
+ * the exit, is not counted), and of each phase the part TurboFan's compiles took.
  */
-function countPhases(nodeFlags: string[], workerArgs: string[], outFile: string): Promise<number[]> {
+function countPhases(
+  nodeFlags: string[],
+  workerArgs: string[],
+  outFile: string,
+): Promise<{ phases: number[]; compiles: number[] }> {
   for (const f of readdirSync(dirname(outFile))) {
     if (f.startsWith(basename(outFile))) rmSync(join(dirname(outFile), f));
   }
@@ -96,12 +117,18 @@ function countPhases(nodeFlags: string[], workerArgs: string[], outFile: string)
     child.on("exit", (code) => {
       if (code !== 0) return reject(new Error(`valgrind exited ${code}:\n${output.slice(-3000)}`));
       const phases: number[] = [];
+      const compiles: number[] = [];
       for (let i = 1; existsSync(`${outFile}.${i}`); i++) {
         const m = /^summary: (\d+)$/m.exec(readFileSync(`${outFile}.${i}`, "utf8"));
         if (!m) return reject(new Error(`no summary in ${outFile}.${i}`));
         phases.push(Number(m[1]));
+        try {
+          compiles.push(turbofanInstructions(`${outFile}.${i}`));
+        } catch (err) {
+          return reject(err as Error);
+        }
       }
-      resolve(phases);
+      resolve({ phases, compiles });
     });
   });
 }
@@ -242,13 +269,13 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
       `${allocationOnly ? "running" : "counting"} ${paths.length} paths in ${repeat * groups.length} process(es) ` +
         `${allocationOnly ? "natively" : "under callgrind"} (node ${nodeFlags.join(" ")})...\n`,
     );
-    type Counted = { phases: number[]; allocations: Record<string, Allocation> };
+    type Counted = { phases: number[]; compiles: number[]; allocations: Record<string, Allocation> };
     const tasks = Array.from({ length: repeat }, (_, r) =>
       groups.map((group, g) => async (): Promise<Counted> => {
         const out = join(OUT_DIR, `run${r}-${g}`);
         const args = [...common, "--measure", group.join(","), "--alloc-out", `${out}.alloc.json`];
-        const phases = allocationOnly
-          ? await runNative(nodeFlags, args)
+        const { phases, compiles } = allocationOnly
+          ? { phases: await runNative(nodeFlags, args), compiles: [] }
           : await countPhases(nodeFlags, args, `${out}.callgrind.out`);
         process.stderr.write(
           `  repeat ${r + 1}, ${group.join(",")}: ${phases.map(formatCount).join(", ")}\n`,
@@ -261,7 +288,7 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
           string,
           Allocation
         >;
-        return { phases, allocations };
+        return { phases, compiles, allocations };
       }),
     ).flat();
     const counted = await pooled(tasks, jobs);
@@ -280,6 +307,7 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
       // Phases alternate: start-up (or the previous path's end) and warm-up, then the counted runs.
       const runsCounted = HOT_PATHS[p].iterations * (HOT_PATHS[p].exchangesPerRun ?? 1);
       const perRun = runs.map((run) => run.phases[2 * i + 1]! / runsCounted);
+      const compilePerRun = runs.map((run) => (run.compiles[2 * i + 1] ?? 0) / runsCounted);
       // Allocation does not vary between repeats of a --predictable run: the first one's.
       const alloc = runs[0]!.allocations[p];
       results.paths[p] = {
@@ -288,6 +316,9 @@ async function driver(values: Record<string, string | boolean | undefined>): Pro
         warmup: HOT_PATHS[p].warmup,
         instructions: Math.round(perRun.reduce((a, b) => a + b, 0) / perRun.length),
         spread: Math.round(Math.max(...perRun) - Math.min(...perRun)),
+        ...(allocationOnly
+          ? {}
+          : { turbofan: Math.round(compilePerRun.reduce((a, b) => a + b, 0) / compilePerRun.length) }),
         ...(alloc && alloc.collections === 0
           ? { allocatedBytes: Math.round((alloc.heapBytes + Math.max(0, alloc.externalBytes)) / runsCounted) }
           : {}),

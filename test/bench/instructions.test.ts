@@ -1,7 +1,11 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HOT_PATHS, HOT_PATH_IDS, HotPathFixture } from "../../bench/hot-paths.js";
-import { compareInstructions, type InstructionResults } from "../../bench/instructions-compare.js";
+import {
+  compareInstructions,
+  turbofanFromAnnotation,
+  type InstructionResults,
+} from "../../bench/instructions-compare.js";
 import { prepareWorkdir, type Workdir } from "../../bench/setup.js";
 
 function results(counts: Record<string, [number, number]>, node = "v20.20.2"): InstructionResults {
@@ -53,6 +57,28 @@ describe("instruction counts against the baseline", () => {
     const ratios = text.slice(text.indexOf("gRPC path"));
     expect(ratios).toMatch(/x do-nothing/);
     expect(ratios).not.toMatch(/^a\s/m);
+  });
+
+  it("reads TurboFan's compiles from callgrind_annotate's inclusive listing", () => {
+    // Lines as callgrind_annotate --inclusive=yes prints them (node v20.20.2, valgrind 3.19).
+    const annotation = [
+      "260,853,528 (100.0%)  PROGRAM TOTALS",
+      " 94,787,348 (36.34%)  ???:v8::internal::Runtime_CompileOptimized(int, unsigned long*, v8::internal::Isolate*) [/usr/bin/node]",
+      " 94,785,224 (36.34%)  ???:v8::internal::Compiler::CompileOptimized(v8::internal::Isolate*, ...) [/usr/bin/node]",
+      "  1,000,000 ( 0.38%)  ???:v8::internal::Runtime_CompileOptimizedOSR(int, unsigned long*, v8::internal::Isolate*) [/usr/bin/node]",
+      " 58,596,061 (22.46%)  ???:Builtins_CompileLazy [/usr/bin/node]",
+    ].join("\n");
+    expect(turbofanFromAnnotation(annotation)).toBe(95_787_348);
+    expect(turbofanFromAnnotation("1,000 (100.0%)  PROGRAM TOTALS")).toBe(0);
+  });
+
+  it("prints the counts without TurboFan, each against its twin", () => {
+    const current = results({ edge_small: [1_700_000, 0], edge_small_bare: [860_000, 0] });
+    current.paths.edge_small!.turbofan = 600_000;
+    current.paths.edge_small_bare!.turbofan = 250_000;
+    const { text } = compareInstructions(current, undefined, 3);
+    expect(text).toMatch(/^edge_small\s+1,700,000\s+600,000\s+35\.3%\s+1,100,000\s+1\.80$/m);
+    expect(text).toMatch(/^edge_small_bare\s+860,000\s+250,000\s+29\.1%\s+610,000\s+-$/m);
   });
 
   it("has a committed baseline for every hot path", () => {
