@@ -113,6 +113,21 @@ describe("upstream faults through the edge", () => {
       sse(res, [`data: {"jsonrpc":"2.0","id":1,"result":{"blob":"${"y".repeat(3000)}`]);
       // ...and the event never ends: the upstream would keep the stream open forever
     });
+    fakes.bigresumable = await fakeUpstream(async (req, res) => {
+      if (req.method !== "POST") return void res.writeHead(405).end();
+      const msg = (await readJsonBody(req)) as { id: number; method: string };
+      if (msg.method === "initialize") {
+        res.writeHead(200, { "content-type": "application/json", "mcp-session-id": "big-1" });
+        res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: INIT_RESULT }));
+        return;
+      }
+      if (msg.method === "notifications/initialized") return void res.writeHead(202).end();
+      // An event with an id (the stream could be resumed), then one over maxSseEventBytes.
+      sse(res, [
+        `id: ev-1\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}\n\n`,
+        `data: {"jsonrpc":"2.0","id":${msg.id},"result":{"blob":"${"y".repeat(3000)}`,
+      ]);
+    });
     fakes.flaky = await fakeUpstream(async (req, res) => {
       const msg = (await readJsonBody(req)) as { id: number };
       flaky.hits++;
@@ -168,6 +183,7 @@ describe("upstream faults through the edge", () => {
         { name: "ends", upstreams: [fakes.ends.url] },
         { name: "flaky", upstreams: [fakes.flaky.url] },
         { name: "bigevent", upstreams: [fakes.bigevent.url] },
+        { name: "bigresumable", upstreams: [fakes.bigresumable.url] },
         { name: "slow", upstreams: [fakes.slow.url] },
         { name: "headers", upstreams: [fakes.headers.url] },
         { name: "accepted", upstreams: [fakes.accepted.url] },
@@ -356,11 +372,27 @@ describe("upstream faults through the edge", () => {
     expect(r.status).toBe(200);
     expect(r.text).not.toContain("yyyy");
     const errors = r.messages as { id: unknown; error: { data: { reason: string } } }[];
-    expect(errors.map((m) => [m.id, m.error.data.reason])).toEqual([
-      [null, "response_too_large"],
-      [1, "response_too_large"],
-    ]);
+    // Once, under the request's id (not also under id null, which answers nobody).
+    expect(errors.map((m) => [m.id, m.error.data.reason])).toEqual([[1, "response_too_large"]]);
     await waitFor(() => bigEventUpstreamClosed, 5_000, "the upstream stream to be closed");
+  });
+
+  it("SSE event over maxSseEventBytes after an event id: the SDK 1.x client's call fails at once with the gateway's error", async () => {
+    // The stream had an event id, so the edge cannot answer the request at its end (the client
+    // may resume): the error event itself must carry the request's id, or the call waits out its timeout.
+    const c = await connectClient(gw.url("bigresumable"), await gw.token("tester"));
+    try {
+      const started = performance.now();
+      const err = await c.client.ping({ timeout: 5_000 }).then(
+        () => undefined,
+        (e: unknown) => e as McpError,
+      );
+      expect(err).toBeInstanceOf(McpError);
+      expect(err?.data).toMatchObject({ reason: "response_too_large" });
+      expect(performance.now() - started).toBeLessThan(2_500);
+    } finally {
+      await c.close();
+    }
   });
 
   it("breaker: opens after consecutive failures, answers 503 without calling, recovers after the cool-down", async () => {

@@ -495,6 +495,40 @@ describe("ext_proc: responses", () => {
     expect(r.response.body.toString()).not.toContain("AKIA");
   });
 
+  it("answers the request's id (0 and '' kept) on refusals after the body: a batch, a redirect, a replaced body", async () => {
+    // A batch refused as a whole (duplicate ids): one error per request, under its id.
+    const batch = await gw.client.exchange(
+      post(
+        JSON.stringify([
+          toolsCall(0, "list_tickets"),
+          toolsCall("", "get_ticket"),
+          toolsCall(0, "get_ticket"),
+        ]),
+      ),
+      unreachable,
+    );
+    expect(batch.answeredBy).toBe("ext_proc");
+    expect((json(batch) as { id: unknown }[]).map((a) => a.id)).toEqual([0, "", 0]);
+    // The upstream's redirect, refused in the response-headers phase.
+    const redirect = await gw.client.exchange(post(JSON.stringify(toolsCall("", "list_tickets"))), () => ({
+      status: 302,
+      headers: { location: "https://elsewhere.example/", "content-length": "0" },
+      body: "",
+    }));
+    expect(redirect.response.status).toBe(502);
+    expect(json(redirect)).toMatchObject({
+      id: "",
+      error: { data: { reason: "upstream_invalid_response" } },
+    });
+    // A success body that is not JSON-RPC, replaced in the response-body phase.
+    const replaced = await gw.client.exchange(post(JSON.stringify(toolsCall(0, "list_tickets"))), () => ({
+      status: 200,
+      headers: { "content-type": "application/json" },
+      body: "42",
+    }));
+    expect(json(replaced)).toMatchObject({ id: 0, error: { data: { reason: "upstream_invalid_response" } } });
+  });
+
   it("replaces error bodies that are not JSON-RPC with its own, keeping the status (security review F7)", async () => {
     const r = await gw.client.exchange(post(JSON.stringify(toolsCall(1, "list_tickets"))), () => ({
       status: 500,

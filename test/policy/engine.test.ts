@@ -512,6 +512,47 @@ describe("evaluateRequestBody: batches", () => {
   });
 });
 
+describe("evaluateRequestBody: whole-request refusals answer the request's id", () => {
+  const refused = (ex: Exchange, input: unknown, headers: Record<string, string> = {}) => {
+    const v = engine.evaluateRequestBody(ex, body(input), headers);
+    expect(v.action).toBe("reply");
+    return v.action === "reply" ? v.reply : { status: 0, headers: {}, body: "null" };
+  };
+
+  it("keeps the id exactly as sent: 0, the empty string, a string that reads as a number", async () => {
+    for (const id of [0, "", "7", -1.5]) {
+      const ex = await admitted("support-bot");
+      const r = refused(ex, call(id, "list_tickets"), { "mcp-method": "tools/list" });
+      expect(r.status).toBe(400);
+      expect(JSON.parse(r.body)).toMatchObject({ id, error: { data: { reason: "header_mismatch" } } });
+    }
+  });
+
+  it("answers every request of a refused batch under its own id, and not its notifications", async () => {
+    const ex = await admitted("support-bot");
+    const r = refused(ex, [
+      call(0, "list_tickets"),
+      { jsonrpc: "2.0", method: "notifications/progress" },
+      call("", "list_tickets"),
+      call(0, "list_tickets"),
+    ]);
+    expect(r.status).toBe(400);
+    const answers = JSON.parse(r.body) as { id: unknown; error: { data: { reason: string } } }[];
+    expect(answers.map((a) => [a.id, a.error.data.reason])).toEqual([
+      [0, "invalid_request"],
+      ["", "invalid_request"],
+      [0, "invalid_request"],
+    ]);
+  });
+
+  it("answers a refused notification with id null (it has no id)", async () => {
+    const ex = await admitted("support-bot");
+    const r = refused(ex, { jsonrpc: "2.0", method: "notifications/progress" }, { "mcp-method": "ping" });
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ id: null, error: { data: { reason: "header_mismatch" } } });
+  });
+});
+
 describe("evaluateRequestBody: bad input", () => {
   const cases: [string, string | Uint8Array, number, number, string][] = [
     ["malformed JSON", '{"jsonrpc":"2.0",', 400, -32700, "parse_error"],
@@ -542,6 +583,8 @@ describe("evaluateRequestBody: bad input", () => {
       "body_too_large",
     ],
   ];
+  // A message that is not JSON-RPC but has a readable id is refused under it; else the id is null.
+  const readableIds: Record<string, number> = { "missing jsonrpc": 1, "wrong jsonrpc": 1 };
   for (const [name, input, status, code, reason] of cases) {
     it(name, async () => {
       const ex = await admitted("support-bot");
@@ -552,7 +595,7 @@ describe("evaluateRequestBody: bad input", () => {
       const b = JSON.parse(v.reply.body);
       expect(b).toMatchObject({
         jsonrpc: "2.0",
-        id: null,
+        id: readableIds[name] ?? null,
         error: { code, data: { reason, request_id: ex.requestId } },
       });
       expect(ex).toMatchObject({ decision: "deny", reasons: [reason] });

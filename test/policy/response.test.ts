@@ -303,9 +303,10 @@ describe("JSON responses", () => {
       const t = engine.responseTransformer(ex, "application/json", 200);
       const out = t.transformJson(bad === "\u00ff" ? new Uint8Array([0xff, 0xfe]) : enc.encode(bad));
       expect(out, bad).toBeDefined();
+      // The request's id: a client matching answers by id is not left waiting.
       expect(JSON.parse(dec.decode(out))).toEqual({
         jsonrpc: "2.0",
-        id: null,
+        id: 1,
         error: {
           code: -32050,
           message: "The MCP server sent an invalid response",
@@ -329,7 +330,7 @@ describe("JSON responses", () => {
       expect(t.replacedErrorBody).toBe(true);
       expect(t.refusal).toBeUndefined();
       expect(JSON.parse(dec.decode(out))).toMatchObject({
-        id: null,
+        id: 1,
         error: {
           message: expect.stringContaining("HTTP 404"),
           data: { reason: "upstream_invalid_response" },
@@ -369,6 +370,20 @@ describe("JSON responses", () => {
     expect(big.byteLength).toBeGreaterThan(2048);
     const out = engine.responseTransformer(ex, "application/json", 200).transformJson(big);
     expect(JSON.parse(dec.decode(out)).error.data.reason).toBe("response_too_large");
+  });
+
+  it("answers each request of a batch under its own id when the whole body is replaced (0 and '' kept)", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 0, method: "tools/list" },
+      { jsonrpc: "2.0", method: "notifications/progress" },
+      { jsonrpc: "2.0", id: "", method: "ping" },
+    ]);
+    const out = engine.responseTransformer(ex, "application/json", 200).transformJson(enc.encode("42"));
+    const answers = JSON.parse(dec.decode(out)) as { id: unknown; error: { data: { reason: string } } }[];
+    expect(answers.map((a) => [a.id, a.error.data.reason])).toEqual([
+      [0, "upstream_invalid_response"],
+      ["", "upstream_invalid_response"],
+    ]);
   });
 });
 
@@ -495,6 +510,25 @@ describe("SSE responses", () => {
     expect(t.push(enc.encode(sseEvent({ jsonrpc: "2.0", id: 1, result: {} })))).toHaveLength(0);
     expect(t.end()).toHaveLength(0);
     expect(ex).toMatchObject({ decision: "error", reasons: ["response_too_large"] });
+  });
+
+  it("answers the requests still waiting under their ids when an event is over maxSseEventBytes", () => {
+    const ex = exchangeFor("support-bot", ["support"], "tickets", [
+      { jsonrpc: "2.0", id: 0, method: "tools/list" },
+      { jsonrpc: "2.0", id: "", method: "ping" },
+    ]);
+    const t = engine.responseTransformer(ex, "text/event-stream", 200);
+    const out = dec.decode(t.push(enc.encode(`data: ${"x".repeat(2000)}`)));
+    const answers = out
+      .split("\n")
+      .filter((line) => line.startsWith("data: "))
+      .map((line) => JSON.parse(line.slice(6)) as { id: unknown; error: { data: { reason: string } } });
+    expect(answers.map((a) => [a.id, a.error.data.reason])).toEqual([
+      [0, "response_too_large"],
+      ["", "response_too_large"],
+    ]);
+    // Answered: nothing is left for the edge to answer again at the end of the stream.
+    expect(ex.pending.size).toBe(0);
   });
 
   it("gives the same output for any split of the stream into chunks (property)", () => {

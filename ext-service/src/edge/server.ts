@@ -3,11 +3,11 @@ import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { classifierFor, classifyResponse } from "../classifier/gate.js";
 import { durationMs } from "../config/schema.js";
-import { errorResponse, type JsonRpcId } from "../mcp/jsonrpc.js";
+import { errorResponse } from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { formatSseEvent } from "../mcp/sse.js";
 import { upstreamStatusRefused, type HttpReply } from "../policy/engine.js";
-import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
+import { countOn, denyExchange, idOfKey, type Exchange } from "../policy/exchange.js";
 import { HeldValue } from "../policy/exact-match.js";
 import { MAX_REQUEST_HEADER_BYTES } from "../policy/header-limits.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
@@ -124,11 +124,6 @@ const UPSTREAM_FAILURES: ReadonlySet<Reason> = new Set<Reason>([
 
 function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
-}
-
-/** Undoes `idKey` from policy/exchange.ts ("n:<number>" or "s:<string>"). */
-function idFromKey(key: string): JsonRpcId {
-  return key.startsWith("n:") ? Number(key.slice(2)) : key.slice(2);
 }
 
 /** Aborts the upstream call, or keeps it from starting. */
@@ -777,7 +772,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         events += formatSseEvent({
           event: "message",
           data: JSON.stringify(
-            errorResponse(idFromKey(key), info.code, info.message, {
+            errorResponse(idOfKey(key), info.code, info.message, {
               reason,
               request_id: exchange.requestId,
             }),
@@ -855,6 +850,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
       if (current) current.bodyTimeout = true;
       const info = Reasons.request_timeout;
+      // `"id": null`: the body never arrived, so no id can be read (docs/REASONS.md).
       body = JSON.stringify(
         errorResponse(null, info.code, info.message, {
           reason: "request_timeout",

@@ -42,7 +42,8 @@ export type ParsedBody =
       ok: false;
       reason: ParseFailure;
       detail: string;
-      /** id of the message, when one could be read */ id: JsonRpcId | null;
+      /** id of the message (of the batch member refused), when one could be read */
+      id: JsonRpcId | null;
     };
 
 export interface ParseLimits {

@@ -29,7 +29,10 @@ import {
   countOn,
   denyExchange,
   idKey,
+  idOfKey,
   newExchange,
+  noteBody,
+  refusalBody,
   traceIdOf,
   validTraceparent,
   type Exchange,
@@ -321,26 +324,30 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     return parseRoute(path, (name) => this.registry.server(name) !== undefined);
   }
 
-  /** The JSON-RPC error reply for a reason that rejects the whole HTTP request. */
+  /**
+   * The JSON-RPC error reply for a reason that rejects the whole HTTP request. It answers the
+   * request's id (each request's, for a batch) once the body was parsed (exchange.refusalBody);
+   * `id` names it instead where the caller knows better (a broker refusal of one request).
+   */
   rejection(
     exchange: Exchange,
     reason: Reason,
     detail?: string,
     extraHeaders: Record<string, string> = {},
-    id: JsonRpcId | null = null,
+    id?: JsonRpcId | null,
     extraData: Record<string, unknown> = {},
   ): HttpReply {
     denyExchange(exchange, reason, reason === "internal_error" ? "error" : "deny");
     const info = Reasons[reason];
     const headers: Record<string, string> = { ...extraHeaders };
     if (info.status === 401) headers["www-authenticate"] ??= this.bearerChallenge(reason, exchange.server);
+    const message = detail ? `${info.message}: ${detail}` : info.message;
+    const data = { ...extraData, reason, request_id: exchange.requestId };
     return jsonReply(
       info.status,
-      errorResponse(id, info.code, detail ? `${info.message}: ${detail}` : info.message, {
-        ...extraData,
-        reason,
-        request_id: exchange.requestId,
-      }),
+      id === undefined || id === null
+        ? refusalBody(exchange, info.code, message, data)
+        : errorResponse(id, info.code, message, data),
       headers,
     );
   }
@@ -663,9 +670,11 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     exchange.sessionId = headers["mcp-session-id"];
     const parsed = parseJsonRpcBody(body, this.limits);
     if (!parsed.ok) {
-      const reply = this.rejection(exchange, parsed.reason, parsed.detail);
+      // A single message whose id could be read is answered with it (mcp/jsonrpc.ts).
+      const reply = this.rejection(exchange, parsed.reason, parsed.detail, {}, parsed.id);
       return { action: "reply", reply };
     }
+    noteBody(exchange, parsed.batch, parsed.messages);
     const principal = exchange.principal;
     const server = exchange.server;
     if (!principal || !server) return { action: "reply", reply: this.rejection(exchange, "internal_error") };
@@ -788,12 +797,11 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     const standard = batch ? { "mcp-protocol-version": headers["mcp-protocol-version"] } : headers;
     for (const message of messages) {
       const era = classifyEra(message, standard);
-      const id = message.kind === "request" ? message.id : null;
       if (!era.ok) {
         if (era.problem !== "unsupported_protocol_version")
-          return this.rejection(exchange, era.problem, era.detail, {}, id);
+          return this.rejection(exchange, era.problem, era.detail);
         exchange.protocolVersion = protocolVersionLabel(era.detail);
-        return this.rejection(exchange, era.problem, era.detail, {}, id, {
+        return this.rejection(exchange, era.problem, era.detail, {}, undefined, {
           // The envelope revisions it can parse (2025 revisions are negotiated with initialize).
           supported: [...MODERN_PROTOCOL_VERSIONS],
           requested: era.detail,
@@ -996,9 +1004,8 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     const answers = [...exchange.pending.keys()].map((key) => {
       const why = refused.has(key) ? reason : "batch_rejected";
       const info = Reasons[why];
-      const id: JsonRpcId = key.startsWith("n:") ? Number(key.slice(2)) : key.slice(2);
       return errorResponse(
-        id,
+        idOfKey(key),
         info.code,
         why === reason && detail ? `${info.message}: ${detail}` : info.message,
         {

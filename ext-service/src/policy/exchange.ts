@@ -1,6 +1,6 @@
 import type { HeldValue } from "./exact-match.js";
 import type { ProtocolEra } from "../mcp/eras.js";
-import type { JsonRpcId } from "../mcp/jsonrpc.js";
+import { errorResponse, type JsonRpcId, type JsonRpcMessage } from "../mcp/jsonrpc.js";
 import type { Principal } from "./identity.js";
 import type { Reason } from "./reasons.js";
 
@@ -21,6 +21,12 @@ export interface Exchange {
   metaTraceparent: string | undefined;
   /** The first JSON-RPC request's id, as a string (`jsonrpc.request.id` in spans). */
   rpcId: string | undefined;
+  /**
+   * Whom a refusal of the whole request answers, set once the body is parsed: its requests' ids
+   * (exactly as sent) and whether it was a batch. Undefined before (and without) a parsed body:
+   * a refusal then carries `"id": null`, as JSON-RPC says when the id cannot be determined.
+   */
+  answerTo: { readonly batch: boolean; readonly ids: readonly JsonRpcId[] } | undefined;
   server: string | undefined;
   principal: Principal | undefined;
   httpMethod: string;
@@ -74,6 +80,11 @@ export function idKey(id: JsonRpcId | null): string {
   return typeof id === "number" ? `n:${id}` : `s:${String(id)}`;
 }
 
+/** Undoes idKey: the id exactly as the request sent it ("n:0" is 0, "s:" is ""). */
+export function idOfKey(key: string): JsonRpcId {
+  return key.startsWith("n:") ? Number(key.slice(2)) : key.slice(2);
+}
+
 export function newExchange(requestId: string, httpMethod: string, now: number): Exchange {
   return {
     requestId,
@@ -82,6 +93,7 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     traceparent: undefined,
     metaTraceparent: undefined,
     rpcId: undefined,
+    answerTo: undefined,
     server: undefined,
     principal: undefined,
     httpMethod,
@@ -101,6 +113,31 @@ export function newExchange(requestId: string, httpMethod: string, now: number):
     outcome: undefined,
     heldValues: [],
   };
+}
+
+/** Records the parsed body's request ids, which every later refusal of the whole request answers. */
+export function noteBody(exchange: Exchange, batch: boolean, messages: readonly JsonRpcMessage[]): void {
+  const ids: JsonRpcId[] = [];
+  for (const m of messages) if (m.kind === "request") ids.push(m.id);
+  exchange.answerTo = { batch, ids };
+}
+
+/**
+ * The JSON-RPC error body of a refusal of the whole request (JSON-RPC 2.0 section 5 and 6):
+ * one request's refusal carries its id; a batch's is an array with one error per request in
+ * it, each with its id; a body of notifications or responses only, or one not parsed (yet),
+ * gets one error with `"id": null` (there is no id to answer, or none could be read).
+ */
+export function refusalBody(
+  exchange: Exchange,
+  code: number,
+  message: string,
+  data: Record<string, unknown>,
+): unknown {
+  const to = exchange.answerTo;
+  if (!to || to.ids.length === 0) return errorResponse(null, code, message, data);
+  if (!to.batch) return errorResponse(to.ids[0]!, code, message, data);
+  return to.ids.map((id) => errorResponse(id, code, message, data));
 }
 
 export function denyExchange(

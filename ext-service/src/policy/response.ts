@@ -3,7 +3,15 @@ import { hasDuplicateKeys } from "../mcp/duplicate-keys.js";
 import { arrayItemSources } from "../mcp/json-source.js";
 import { SseEventTooLarge, SseParser, formatSseEvent, type SseEvent } from "../mcp/sse.js";
 import type { SubjectKind } from "../mcp/methods.js";
-import { countOn, denyExchange, idKey, type Exchange, type PendingRequest } from "./exchange.js";
+import {
+  countOn,
+  denyExchange,
+  idKey,
+  idOfKey,
+  refusalBody,
+  type Exchange,
+  type PendingRequest,
+} from "./exchange.js";
 import type { Rbac } from "./rbac.js";
 import type { ToolRegistry } from "./registry.js";
 import type { StreamResumption } from "./resumption.js";
@@ -152,14 +160,11 @@ export class ResponseTransformer {
     const info = Reasons.upstream_invalid_response;
     return encoder.encode(
       JSON.stringify(
-        errorResponse(
-          null,
+        refusalBody(
+          this.exchange,
           info.code,
           `The MCP server answered HTTP ${this.status} without a JSON-RPC error`,
-          {
-            reason: "upstream_invalid_response",
-            request_id: this.exchange.requestId,
-          },
+          { reason: "upstream_invalid_response", request_id: this.exchange.requestId },
         ),
       ),
     );
@@ -258,19 +263,32 @@ export class ResponseTransformer {
     const info = Reasons[reason];
     return encoder.encode(
       JSON.stringify(
-        errorResponse(null, info.code, info.message, { reason, request_id: this.exchange.requestId }),
+        refusalBody(this.exchange, info.code, info.message, { reason, request_id: this.exchange.requestId }),
       ),
     );
   }
 
+  /**
+   * The stream ends here: each request still waiting for its answer gets this error under its
+   * id (a client matches answers by id, and would wait for one never coming); a stream with none
+   * waiting (a GET stream's server messages) gets one with `"id": null`.
+   */
   private errorEvent(reason: "response_too_large"): string {
     const info = Reasons[reason];
-    return formatSseEvent({
-      event: "message",
-      data: JSON.stringify(
-        errorResponse(null, info.code, info.message, { reason, request_id: this.exchange.requestId }),
-      ),
-    });
+    const data = { reason, request_id: this.exchange.requestId };
+    const pending = this.exchange.pending;
+    if (pending.size === 0)
+      return formatSseEvent({
+        event: "message",
+        data: JSON.stringify(errorResponse(null, info.code, info.message, data)),
+      });
+    let out = "";
+    for (const key of pending.keys()) {
+      const answer = errorResponse(idOfKey(key), info.code, info.message, data);
+      out += formatSseEvent({ event: "message", data: JSON.stringify(answer) });
+    }
+    pending.clear();
+    return out;
   }
 
   /**
