@@ -1,10 +1,15 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { CURL_BEGIN, CURL_END, repoRoot } from "../../ext-service/src/commands/dev.js";
-import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../../ext-service/src/config/devkeys.js";
+import {
+  DEV_ISSUER,
+  devSessionKeyFile,
+  ensureDevKeys,
+  signDevToken,
+} from "../../ext-service/src/config/devkeys.js";
 import { edgeAddresses, untilOutput } from "../state/support.js";
 import { connectClient, fakeUpstream, httpCall, MCP_HEADERS, readJsonBody, rpc, tempDir } from "./harness.js";
 
@@ -107,6 +112,54 @@ describe("mcp-gateway dev (npm start)", () => {
     // Audit records of streams that end with the gateway may come between the two lines.
     expect(run.stdout()).toMatch(/SIGINT: stopping the gateway and the demo servers\n(?:\{.*\}\n)*stopped\n/);
   }, 60_000);
+
+  // Two cold `dev` starts one after the other, as the test below.
+  it("keeps the agents' aggregated session ids valid across a restart (a dev session key in --keys, 0600)", async () => {
+    const dir = tempDir();
+    const args = ["--admin-port", "0", "--demo-ports", "0", "--keys", dir.dir];
+    let first: Running | undefined = cli(["dev", "--port", "0", ...args]);
+    let second: Running | undefined;
+    try {
+      await until(first, /Ctrl-C stops everything\./);
+      const url = /^One URL for every server .*\n {2}(http:\/\/127\.0\.0\.1:(\d+)\/mcp)$/m.exec(
+        first.stdout(),
+      )!;
+      const token = /^ {2}support-bot {2}roles: .*\n {4}(\S+)$/m.exec(first.stdout())![1]!;
+      const keyFile = devSessionKeyFile(dir.dir);
+      expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+      const key = readFileSync(keyFile, "utf8");
+      const mcp = await connectClient(url[1]!, token);
+      const sessionId = mcp.transport.sessionId!;
+      const before = (await mcp.client.listTools()).tools.map((t) => t.name);
+      await mcp.close();
+      first.child.kill("SIGINT");
+      expect(await first.exit).toBe(0);
+      first = undefined;
+
+      second = cli(["dev", "--port", url[2]!, ...args]);
+      await until(second, /Ctrl-C stops everything\./);
+      expect(readFileSync(keyFile, "utf8")).toBe(key); // read back, not made anew
+      const r = await httpCall(url[1]!, {
+        headers: {
+          ...MCP_HEADERS,
+          authorization: `Bearer ${token}`,
+          "mcp-session-id": sessionId,
+          "mcp-protocol-version": "2025-06-18",
+        },
+        body: rpc("tools/list", undefined, 2),
+      });
+      expect(r.status).toBe(200);
+      expect(r.messages[0]).toMatchObject({ id: 2, result: { tools: before.map((name) => ({ name })) } });
+    } finally {
+      for (const run of [first, second]) {
+        if (run && run.child.exitCode === null) {
+          run.child.kill("SIGKILL");
+          await run.exit;
+        }
+      }
+      dir.remove();
+    }
+  }, 90_000);
 
   // Two cold `dev` starts one after the other (each a tsx compile, keys and three demo servers):
   // 12 s at load average 16 on two cores, over the 20 s default at higher load.

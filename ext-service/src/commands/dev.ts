@@ -12,7 +12,7 @@ import {
 import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
 import { compileEngine } from "../config/compile.js";
-import { DEV_ISSUER, ensureDevKeys, signDevToken } from "../config/devkeys.js";
+import { DEV_ISSUER, ensureDevKeys, ensureDevSessionKey, signDevToken } from "../config/devkeys.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { startEdge, type Edge } from "../edge/index.js";
 import type { Principal } from "../policy/identity.js";
@@ -95,7 +95,8 @@ function explainListenError(err: unknown, what: string, port: number): Error {
 export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
   const root = repoRoot();
   const host = options.host ?? "127.0.0.1";
-  const keys = await ensureDevKeys(resolve(options.keysDir ?? join(root, ".dev")));
+  const keysDir = resolve(options.keysDir ?? join(root, ".dev"));
+  const keys = await ensureDevKeys(keysDir);
   const base = loadConfig(options.configFile ?? join(root, "examples", "gateway.yaml"));
 
   const demoPorts: Partial<Record<DemoServerName, number>> = {};
@@ -118,6 +119,12 @@ export async function startDev(options: DevOptions = {}): Promise<DevRuntime> {
       config: {
         ...base.config,
         publicUrl,
+        // A config without session keys gets the dev one (beside the dev signing key): the
+        // session ids agents hold survive a restart of the dev gateway. One with keys keeps them.
+        sessions:
+          base.config.sessions.keys.length > 0
+            ? base.config.sessions
+            : { ...base.config.sessions, keys: [{ file: ensureDevSessionKey(keysDir) }] },
         auth: {
           ...base.config.auth,
           issuers: base.config.auth.issuers.map((i) =>
@@ -324,7 +331,8 @@ export const devCommand: Command = {
   usage: `Usage: mcp-gateway dev [--config examples/gateway.yaml] [--port 8080] [--admin-port 9901]
                        [--demo-ports kb,tickets,deploy | 0] [--keys .dev]
 
-Creates the dev signing key in --keys (first run only, never committed), starts the demo MCP
+Creates the dev signing key and session key in --keys (first run only, never committed; the
+session key keeps session ids valid across restarts when the config has no sessions.keys), starts the demo MCP
 servers (kb 3101, tickets 3102, deploy 3103) and the local edge with the demo config, then prints
 the gateway URL per server, a ready token per demo agent and a curl command that lists tools
 through the gateway. Port 0 picks free ports. Ctrl-C (SIGINT) or SIGTERM stops everything.`,

@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SignJWT, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
 import { durationMs } from "./schema.js";
@@ -31,6 +32,29 @@ export async function ensureDevKeys(dir: string): Promise<DevKeys> {
   writeFileSync(privateFile, JSON.stringify(privateJwk, null, 2) + "\n", { mode: 0o600 });
   writeFileSync(jwksFile, JSON.stringify({ keys: [publicJwk] }, null, 2) + "\n");
   return { privateJwk, jwksFile };
+}
+
+/** Where the dev session key lives beside the dev signing key. */
+export function devSessionKeyFile(dir: string): string {
+  return join(dir, "session-key");
+}
+
+/**
+ * The dev gateway's `sessions.keys` secret: created in `dir` on first use (32 random bytes,
+ * base64url, mode 0600) and read back after, so session ids the agents hold survive a restart of
+ * `mcp-gateway dev`. Never committed (.dev/ is gitignored). A file others may read is tightened
+ * to 0600 (it seals every session id); one holding less than 32 characters is replaced.
+ */
+export function ensureDevSessionKey(dir: string): string {
+  const file = devSessionKeyFile(dir);
+  if (existsSync(file)) {
+    if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600);
+    if (readFileSync(file, "utf8").trim().length >= 32) return file;
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600 });
+  chmodSync(file, 0o600); // writeFileSync's mode applies to a new file only
+  return file;
 }
 
 export interface TokenRequest {
