@@ -1,7 +1,14 @@
-import { isInputRequiredResult, Server } from "@modelcontextprotocol/server";
+import {
+  isInputRequiredResult,
+  Server,
+  type JSONRPCRequest,
+  type Result,
+  type ServerContext,
+} from "@modelcontextprotocol/server";
 import { JsonRpcCode } from "../policy/reasons.js";
 import type { GatewayEngine } from "../config/compile.js";
 import { asAsked, asGateway, type BrokerAggregate } from "./aggregate.js";
+import { CALL_RESULT } from "./call-result.js";
 import { hopBroken } from "./hop-errors.js";
 import { HOP_TIMEOUT_MS, type BrokerHops } from "./hops.js";
 import type { ServerPresence } from "./presence.js";
@@ -19,6 +26,34 @@ const BROKER_INFO = { name: "mcp-gateway", version: "1.0.0" };
 const OPTIONAL_CAPABILITIES = ["completions", "logging"] as const;
 /** Ids sealed before the session kept what it was told: what every session was told then. */
 const OFFERED_BEFORE = [...OPTIONAL_CAPABILITIES];
+
+type RequestHandler = (request: JSONRPCRequest, ctx: ServerContext) => Promise<Result>;
+
+/**
+ * The SDK's server, but a `tools/call` result is sent as the handler returns it: the server's
+ * result through the hop (call-result.ts), which the per-server path inspected. The SDK's server
+ * parses every `tools/call` result with its schema of the method again (a deep walk of a large
+ * result) and drops what the schema does not name. Everything else of the SDK's handling stays
+ * (its checks of the request, of a 2026-07-28 `requestState`, of an `input_required` result): it
+ * runs as it did, and is shown an empty result in place of a complete one.
+ */
+class AggregateServer extends Server {
+  protected override _wrapHandler(method: string, handler: RequestHandler): RequestHandler {
+    if (method !== "tools/call") return super._wrapHandler(method, handler);
+    return async (request, ctx) => {
+      let relayed: Result | undefined;
+      const checked = await super._wrapHandler(method, async (req, c) => {
+        const result = await handler(req, c);
+        if (isInputRequiredResult(result)) return result;
+        relayed = result;
+        return { content: [] };
+      })(request, ctx);
+      if (relayed === undefined) return checked;
+      // As the SDK does: a result without content gets an empty one (2025 requires it).
+      return relayed.content === undefined ? { ...relayed, content: [] } : relayed;
+    };
+  }
+}
 
 /** What the aggregate's server is built from (the broker's parts). */
 export interface ServerParts {
@@ -48,7 +83,7 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
       ? offeredCapabilities(parts, parts.aggregate.servers(scope.principal, scope.view))
       : (scope.session?.offers ?? OFFERED_BEFORE),
   );
-  const server = new Server(BROKER_INFO, {
+  const server = new AggregateServer(BROKER_INFO, {
     capabilities: {
       tools: { listChanged: true },
       prompts: { listChanged: true },
@@ -97,14 +132,16 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
               }
             : {}),
         };
-        // 2026-07-28: a straight request, so an `input_required` result comes back to the agent as it
-        // is, and the agent's Mcp-Param-* headers (checked against the pinned schema) go with it.
+        // A straight request with the broker's own result schema (call-result.ts): the result goes
+        // back as the server sent it. 2026-07-28: an `input_required` result comes back to the agent
+        // as it is, and the agent's Mcp-Param-* headers (checked against the pinned schema) go with it.
         if (client.getProtocolEra() === "modern")
-          return client.request(
-            { method: "tools/call", params },
-            { ...options, allowInputRequired: true, headers: scope.paramHeaders ?? {} },
-          );
-        return client.callTool(params, options);
+          return client.request({ method: "tools/call", params }, CALL_RESULT, {
+            ...options,
+            allowInputRequired: true,
+            headers: scope.paramHeaders ?? {},
+          });
+        return client.request({ method: "tools/call", params }, CALL_RESULT, options);
       })
       .then(asGateway, asAsked("tools", request.params.name))
       .catch(hopBroken(ctx)) as never;
