@@ -85,6 +85,8 @@ const LIST_CHANGED = [
   "notifications/prompts/list_changed",
   "notifications/resources/list_changed",
 ] as const;
+/** The longest delay a timer takes (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 /** How long a 2026-07-28 request waits for the capabilities of servers not asked yet. */
 const DISCOVER_WAIT_MS = 5_000;
 
@@ -101,6 +103,11 @@ export class Broker {
     ttl: 30 * 60_000,
     updateAgeOnGet: true,
     dispose: (live, sessionId) => {
+      clearTimeout(live.expiry);
+      // Expired (not only evicted: a sealed id still valid may be restored, here or elsewhere):
+      // its hop sessions end now, in the background.
+      if (live.session.expiresAt <= Date.now() && !this.terminated.has(sessionId))
+        void this.hops.closeHops(live, live.scope.principal, sessionId);
       this.unlisten(live);
       for (const { stop } of live.awaiting.values()) stop();
       live.awaiting.clear();
@@ -598,10 +605,18 @@ export class Broker {
       streams: 0,
       hold: undefined,
       parkedHops: new ParkedHopStreams(),
+      expiry: undefined,
     };
     const relay = this.options.answers;
     if (relay) this.answers.wire(live, relay);
     this.sessions.set(sealed, live);
+    // Its sealed id expires then, on every replica: the session is over, its hop sessions are
+    // ended on their servers (dispose), as a DELETE of the client would.
+    live.expiry = setTimeout(
+      () => void this.sessions.delete(sealed),
+      Math.min(Math.max(0, session.expiresAt - Date.now()), MAX_TIMER_MS),
+    );
+    live.expiry.unref();
     return live;
   }
 

@@ -39,6 +39,8 @@ import {
 
 export const HOP_CLIENT_INFO = { name: "mcp-gateway-broker", version: "1.0.0" };
 export const HOP_TIMEOUT_MS = 60_000;
+/** How long ending a hop session (its DELETE) may take before it is given up on. */
+const HOP_END_TIMEOUT_MS = 5_000;
 /**
  * Hop clients kept between requests (hop-pool.ts): keys (an agent session's or a stateless
  * agent's hops to one server), idle hops per key, and how long an unused key stays.
@@ -158,6 +160,12 @@ export class BrokerHops {
     return (jwtExpiry(token) ?? Infinity) <= Date.now();
   }
 
+  /**
+   * Ends the hop sessions of client session `sessionId` on their servers: a DELETE with each hop
+   * session's id (never the agent's token: the hop's own identity), each given at most
+   * HOP_END_TIMEOUT_MS; a server that cannot be told is logged and counted, and its session
+   * expires there on its own. Kept hops of the session are closed.
+   */
   async closeHops(live: LiveSession, principal: Principal, sessionId: string): Promise<void> {
     const scope: Scope = {
       principal,
@@ -175,9 +183,28 @@ export class BrokerHops {
     ]);
     await Promise.allSettled(
       [...servers].map(async (server) => {
-        const transport = this.hopTransport(scope, server, this.hopSessionId(scope, server));
-        await transport.terminateSession();
-        this.lateHops.delete(`${sessionId} ${server}`);
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          const transport = this.hopTransport(scope, server, this.hopSessionId(scope, server));
+          await Promise.race([
+            transport.terminateSession(),
+            new Promise((_, reject) => {
+              timer = setTimeout(
+                () => reject(new Error(`no answer within ${HOP_END_TIMEOUT_MS} ms`)),
+                HOP_END_TIMEOUT_MS,
+              );
+            }),
+          ]);
+        } catch (err) {
+          this.options.metrics.upstreamErrors.inc({ server, reason: "broker_session_end" });
+          this.options.logger.warn(
+            { server, error: (err as { message?: string } | null)?.message },
+            "aggregated endpoint: could not end a hop session on its server; it expires there",
+          );
+        } finally {
+          clearTimeout(timer);
+          this.lateHops.delete(`${sessionId} ${server}`);
+        }
       }),
     );
   }

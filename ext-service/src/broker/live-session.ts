@@ -47,6 +47,8 @@ export interface LiveSession {
   awaiting: Map<string, { serverId: string | number; stop: () => void }>;
   /** Hop streams a server closed mid-call, waiting for the client to resume its own (hop-resume.ts). */
   parkedHops: ParkedHopStreams;
+  /** Ends the session when its sealed id expires (Broker.liveSession). */
+  expiry: NodeJS.Timeout | undefined;
 }
 
 /** Runs one relay of a server-to-client request, counted as pending in its session meanwhile. */
