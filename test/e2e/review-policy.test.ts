@@ -206,7 +206,12 @@ describe("security review F4: duplicate request ids", () => {
       body: batch,
     });
     expect(r.status).toBe(400);
-    expect((r.messages[0] as RpcAnswer).error?.data?.reason).toBe("invalid_request");
+    // Each request of the refused batch is answered under its id (docs/REASONS.md).
+    const answers = r.messages[0] as RpcAnswer[];
+    expect(answers.map((a) => [a.id, a.error?.data?.reason])).toEqual([
+      [1, "invalid_request"],
+      [1, "invalid_request"],
+    ]);
     expect(r.text).not.toContain("internal_escalation");
   });
 });

@@ -86,6 +86,7 @@ export const ESCAPING_URIS: readonly string[] = [
 
 /** The parts of a JSON-RPC answer the review tests read. */
 export interface RpcAnswer {
+  id?: string | number | null;
   result?: {
     contents?: { uri?: string; text?: string }[];
     completion?: { values: string[] };

@@ -3,11 +3,17 @@ import type { AddressInfo, Socket } from "node:net";
 import { readBody } from "../edge/body.js";
 import { answerHeaderOverflow } from "../edge/header-overflow.js";
 import { headerMap, refusedHeaderName } from "../edge/headers.js";
-import { errorResponse, parseJsonRpcBody, type JsonRpcMessage, type JsonRpcRequest } from "../mcp/jsonrpc.js";
+import {
+  errorResponse,
+  parseJsonRpcBody,
+  type JsonRpcId,
+  type JsonRpcMessage,
+  type JsonRpcRequest,
+} from "../mcp/jsonrpc.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { missingTargetProblem } from "../mcp/methods.js";
 import { jsonReply, type HttpReply, type PolicyEngine } from "../policy/engine.js";
-import { countOn, denyExchange, type Exchange } from "../policy/exchange.js";
+import { countOn, denyExchange, noteBody, type Exchange } from "../policy/exchange.js";
 import { MAX_REQUEST_HEADER_BYTES } from "../policy/header-limits.js";
 import type { Principal } from "../policy/identity.js";
 import { Reasons, type Reason } from "../policy/reasons.js";
@@ -42,8 +48,13 @@ export async function serveBrokerRequest(
   exchange: Exchange,
 ): Promise<void> {
   const { engine } = options;
-  const reject = (reason: Reason, extra: Record<string, string> = {}, detail?: string) =>
-    sendReply(res, engine.rejection(exchange, reason, detail, extra));
+  // Once the body is parsed, a refusal answers its requests' ids (PolicyEngine.rejection).
+  const reject = (
+    reason: Reason,
+    extra: Record<string, string> = {},
+    detail?: string,
+    id?: JsonRpcId | null,
+  ) => sendReply(res, engine.rejection(exchange, reason, detail, extra, id));
   if (refusedHeaderName(req.headers) !== undefined) return reject("header_name_invalid");
   const headers = headerMap(req.headers);
   const method = exchange.httpMethod;
@@ -65,7 +76,8 @@ export async function serveBrokerRequest(
     // The checks of /mcp/<server> (mcp/jsonrpc.ts: strict UTF-8, nesting depth, duplicate keys,
     // the JSON-RPC shape, batch size), refused with the same reasons and audited alike.
     const checked = parseJsonRpcBody(read.body, engine.limits);
-    if (!checked.ok) return reject(checked.reason, {}, checked.detail);
+    if (!checked.ok) return reject(checked.reason, {}, checked.detail, checked.id);
+    noteBody(exchange, checked.batch, checked.messages);
     parsed = checked.batch ? checked.messages.map((m) => m.raw) : checked.messages[0]!.raw;
     for (const message of checked.messages)
       if (message.kind !== "response") exchange.methods.push(message.method);
@@ -80,6 +92,7 @@ export async function serveBrokerRequest(
   });
   if (refusal) {
     noteSubject(exchange, refusal);
+    // A refusal without an id (the SDK transport's own errors say null) answers the body's.
     const reply = engine.rejection(exchange, refusal.reason, refusal.detail, {}, refusal.id, refusal.data);
     return sendReply(res, refusal.status === undefined ? reply : { ...reply, status: refusal.status });
   }

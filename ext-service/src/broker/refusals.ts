@@ -16,7 +16,10 @@ export interface BrokerRefusal {
   cause?: string;
   /** HTTP status of a whole-request refusal; Reasons[reason].status when absent. */
   status?: number;
-  /** The JSON-RPC id of the refused request, null when there is none (or it is unknown). */
+  /**
+   * The JSON-RPC id of the refused request; null when there is none or it is unknown, and then
+   * the reply answers the ids of the body's requests (PolicyEngine.rejection, docs/REASONS.md).
+   */
   id: JsonRpcId | null;
   /** Appended to the reason's message. */
   detail?: string;
