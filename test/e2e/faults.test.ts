@@ -28,10 +28,31 @@ const INIT_RESULT = {
   serverInfo: { name: "fake", version: "1" },
 };
 
-/** Answers initialize with JSON and a session id; everything else by `mode`. */
+/** Starts a 200 SSE answer with these events; the caller ends the stream (or does not). */
 function sse(res: import("node:http").ServerResponse, events: string[]): void {
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
   for (const e of events) res.write(e);
+}
+
+/**
+ * A fake with the 2025 handshake of an SDK client (initialize answered with JSON and session id
+ * `sessionId`, 202 for notifications/initialized, 405 for the GET stream): `answer` answers the rest.
+ */
+function handshakeFake(
+  sessionId: string,
+  answer: (msg: { id: number; method: string }, res: import("node:http").ServerResponse) => void,
+): Promise<Fake> {
+  return fakeUpstream(async (req, res) => {
+    if (req.method !== "POST") return void res.writeHead(405).end();
+    const msg = (await readJsonBody(req)) as { id: number; method: string };
+    if (msg.method === "initialize") {
+      res.writeHead(200, { "content-type": "application/json", "mcp-session-id": sessionId });
+      res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: INIT_RESULT }));
+      return;
+    }
+    if (msg.method === "notifications/initialized") return void res.writeHead(202).end();
+    answer(msg, res);
+  });
 }
 
 describe("upstream faults through the edge", () => {
@@ -67,15 +88,7 @@ describe("upstream faults through the edge", () => {
       const body = JSON.stringify({ jsonrpc: "2.0", id: 1, result: { padding: "x".repeat(5000) } });
       res.writeHead(200, { "content-type": "application/json" }).end(body);
     });
-    fakes.cut = await fakeUpstream(async (req, res) => {
-      if (req.method !== "POST") return void res.writeHead(405).end();
-      const msg = (await readJsonBody(req)) as { id: number; method: string };
-      if (msg.method === "initialize") {
-        res.writeHead(200, { "content-type": "application/json", "mcp-session-id": "cut-1" });
-        res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: INIT_RESULT }));
-        return;
-      }
-      if (msg.method === "notifications/initialized") return void res.writeHead(202).end();
+    fakes.cut = await handshakeFake("cut-1", (msg, res) => {
       // half an event, then the connection drops
       sse(res, [
         `event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}\n\n`,
@@ -113,15 +126,7 @@ describe("upstream faults through the edge", () => {
       sse(res, [`data: {"jsonrpc":"2.0","id":1,"result":{"blob":"${"y".repeat(3000)}`]);
       // ...and the event never ends: the upstream would keep the stream open forever
     });
-    fakes.bigresumable = await fakeUpstream(async (req, res) => {
-      if (req.method !== "POST") return void res.writeHead(405).end();
-      const msg = (await readJsonBody(req)) as { id: number; method: string };
-      if (msg.method === "initialize") {
-        res.writeHead(200, { "content-type": "application/json", "mcp-session-id": "big-1" });
-        res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: INIT_RESULT }));
-        return;
-      }
-      if (msg.method === "notifications/initialized") return void res.writeHead(202).end();
+    fakes.bigresumable = await handshakeFake("big-1", (msg, res) => {
       // An event with an id (the stream could be resumed), then one over maxSseEventBytes.
       sse(res, [
         `id: ev-1\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}\n\n`,
