@@ -544,9 +544,13 @@ export class Broker {
       if (result.status === "fulfilled") session.hops[servers[i]!] = result.value;
       else this.hops.dropped(servers[i]!, "initialize", result.reason);
     });
-    // What the client is told it may use, from the servers that answered (sealed: a replica
-    // that restores the session serves the same).
-    session.offers = offeredCapabilities(this.serverParts, Object.keys(session.hops));
+    // What the client is told it may use (sealed: a replica that restores the session serves the
+    // same), fixed for the session: 2025 has no notification of a change of capabilities. From
+    // every server of the view whose capabilities this process knows: those that answered now,
+    // and one down now with what it offered when a hop or probe last reached it (it rejoins the
+    // session when it answers again). One never reached since the start or the last reload
+    // offers nothing the session is told of.
+    session.offers = offeredCapabilities(this.serverParts, servers);
     const sealed = sealBrokerSession(
       this.engine.sessions,
       brokerSessionOwner(principal.issuer, principal.agent, view),
