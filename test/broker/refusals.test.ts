@@ -142,7 +142,8 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
         "answer_not_pending",
         null,
       );
-      // Written by the SDK's session transport, which gives no reason of its own.
+      // Written by the SDK's session transport, which gives no reason of its own; the broker adds
+      // the reason and answers the request's id, as /mcp/<server> does (d666791).
       await expectRefused(
         await httpCall(url(), {
           headers: { ...headers(), "mcp-session-id": sessionId, "mcp-protocol-version": "1999-01-01" },
@@ -150,7 +151,7 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
         }),
         400,
         "unsupported_protocol_version",
-        null,
+        8,
       );
     } finally {
       await mcp.close();
