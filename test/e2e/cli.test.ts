@@ -222,6 +222,10 @@ describe("mcp-gateway edge", () => {
     }
     expect(await run.exit).toBe(0);
     expect(run.stdout()).toContain('"msg":"draining"');
+    // No sessions.keys: its session ids die with it, and the operator is told at start.
+    expect(run.stdout()).toMatch(
+      /"setting":"sessions\.keys".*no sessions\.keys: session ids are sealed with a key of this process only/,
+    );
   });
 
   it("writes every audit record before it exits on SIGTERM, though nothing read its stdout meanwhile", async () => {
@@ -301,9 +305,11 @@ describe("mcp-gateway edge", () => {
           },
           roles: { all: { rules: [{ effect: "allow", tools: ["*/*"] }] } },
           agents: { tester: { roles: ["all"] } },
+          sessions: { keys: [{ file: "session.key" }] },
           ...extra,
         }),
       );
+    writeFileSync(join(tmp.dir, "session.key"), "k".repeat(32) + "\n");
     registry(["one"]);
     gateway();
     const run = cli(["edge", "--config", join(tmp.dir, "reload.yaml"), "--port", "0", "--admin-port", "0"]);
@@ -333,6 +339,7 @@ describe("mcp-gateway edge", () => {
       const metrics = (await httpCall(`${admin}/metrics`, { method: "GET" })).text;
       expect(metrics).toContain('mcp_gateway_config_reloads_total{result="applied"} 1');
       expect(metrics).toContain('mcp_gateway_config_reloads_total{result="rejected"} 1');
+      expect(run.stdout()).not.toContain("no sessions.keys");
     } finally {
       run.child.kill("SIGTERM");
       await upstream.close();

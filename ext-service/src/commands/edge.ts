@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
-import { loadEngine, warnReferences } from "../config/compile.js";
+import { loadEngine, warnEphemeralSessionKeys, warnReferences } from "../config/compile.js";
 import { startEdge } from "../edge/index.js";
 import { reloadOnHangup } from "./reload.js";
 import { approvalsAdminApi } from "../approvals/admin-api.js";
@@ -78,6 +78,7 @@ listen, edge (rate limit, breaker, timeouts), logLevel and shutdownGrace need a 
     const { engine, references } = loadEngine(values.config);
     const logger = createLogger(engine.config.logLevel);
     warnReferences(logger, references);
+    warnEphemeralSessionKeys(logger, engine.config);
     const metrics = new Metrics();
     const edge = await startEdge({
       engine,

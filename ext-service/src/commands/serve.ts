@@ -2,7 +2,7 @@ import type { Command } from "./command.js";
 import { UsageError } from "./command.js";
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { loadEngine, warnReferences } from "../config/compile.js";
+import { loadEngine, warnEphemeralSessionKeys, warnReferences } from "../config/compile.js";
 import { durationMs, type GatewayConfig } from "../config/schema.js";
 import type { GrpcTls } from "../envoy/server.js";
 import { startExtService } from "../envoy/server.js";
@@ -74,6 +74,7 @@ first); then no new streams are accepted, in-flight streams may finish until shu
     const { engine, references } = loadEngine(file);
     const logger = createLogger(engine.config.logLevel);
     warnReferences(logger, references);
+    warnEphemeralSessionKeys(logger, engine.config);
     const grpcTls = readGrpcTls(engine.config, file);
     const service = await startExtService({ engine, logger, grpcPort, adminPort, grpcTls });
     const listen = engine.config.listen;

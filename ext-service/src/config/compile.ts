@@ -191,6 +191,22 @@ function inFileOrder(problems: ConfigProblem[], configFile: string): ConfigProbl
     .map(({ p }) => p);
 }
 
+/**
+ * Warns at start when `sessions.keys` is empty: session ids, hop identities and resumable event
+ * ids are then sealed under a key this process made up, so they die with it and another replica
+ * refuses them. Fine for one process tried by hand, a surprise behind a load balancer.
+ */
+export function warnEphemeralSessionKeys(
+  logger: { warn(fields: object, message: string): void },
+  config: Pick<GatewayConfig, "sessions">,
+): void {
+  if (config.sessions.keys.length > 0) return;
+  logger.warn(
+    { setting: "sessions.keys" },
+    "no sessions.keys: session ids are sealed with a key of this process only; they stop working when it restarts and other replicas refuse them (404 session_unknown). Give every replica the same keys (docs/CONFIG.md)",
+  );
+}
+
 /** Logs each reference problem a running gateway tolerates (see referenceProblems). */
 export function warnReferences(
   logger: { warn(fields: object, message: string): void },
