@@ -10,9 +10,10 @@ import {
   type JsonRpcMessage,
   type JsonRpcRequest,
 } from "../mcp/jsonrpc.js";
+import { classifyEra, protocolVersionLabel } from "../mcp/eras.js";
 import { MCP_HTTP_METHODS, checkMcpMedia } from "../mcp/media.js";
 import { missingTargetProblem } from "../mcp/methods.js";
-import { jsonReply, type HttpReply, type PolicyEngine } from "../policy/engine.js";
+import { jsonReply, type HeaderMap, type HttpReply, type PolicyEngine } from "../policy/engine.js";
 import { countOn, denyExchange, noteBody, type Exchange } from "../policy/exchange.js";
 import { MAX_REQUEST_HEADER_BYTES } from "../policy/header-limits.js";
 import type { Principal } from "../policy/identity.js";
@@ -67,6 +68,12 @@ export async function serveBrokerRequest(
   const media = checkMcpMedia(method, headers);
   if (media) return reject(media, media === "http_method_not_allowed" ? { allow: MCP_HTTP_METHODS } : {});
   let parsed: unknown;
+  if (method !== "POST") {
+    // GET and DELETE are 2025-era session operations, recorded as /mcp/<server> records them.
+    exchange.era = "2025";
+    const version = headers["mcp-protocol-version"];
+    exchange.protocolVersion = version === undefined ? undefined : protocolVersionLabel(version.trim());
+  }
   if (method === "POST") {
     const read = await readBody(req, engine.limits.maxRequestBytes);
     if (!read.ok) {
@@ -81,6 +88,7 @@ export async function serveBrokerRequest(
     parsed = checked.batch ? checked.messages.map((m) => m.raw) : checked.messages[0]!.raw;
     for (const message of checked.messages)
       if (message.kind !== "response") exchange.methods.push(message.method);
+    noteEra(exchange, checked.messages, checked.batch, headers);
     const malformed = refuseMissingTargets(exchange, checked.messages, checked.batch);
     if (malformed) return sendReply(res, malformed);
   }
@@ -97,6 +105,29 @@ export async function serveBrokerRequest(
     return sendReply(res, refusal.status === undefined ? reply : { ...reply, status: refusal.status });
   }
   exchange.status = res.statusCode;
+}
+
+/**
+ * The era and revision of the request in its audit record and the protocol metric, as
+ * /mcp/<server> records them (PolicyEngine.classifyBody over mcp/eras.ts; a batch is classified on
+ * its version header only). What the classification refuses is the broker's to answer: such a
+ * message sets nothing.
+ */
+function noteEra(
+  exchange: Exchange,
+  messages: readonly JsonRpcMessage[],
+  batch: boolean,
+  headers: HeaderMap,
+): void {
+  const standard = batch ? { "mcp-protocol-version": headers["mcp-protocol-version"] } : headers;
+  for (const message of messages) {
+    const era = classifyEra(message, standard);
+    if (!era.ok) continue;
+    if (exchange.era === undefined || (exchange.protocolVersion === undefined && era.version !== undefined)) {
+      exchange.era = era.era;
+      exchange.protocolVersion = era.version === undefined ? undefined : protocolVersionLabel(era.version);
+    }
+  }
 }
 
 /**
