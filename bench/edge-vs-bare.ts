@@ -5,10 +5,13 @@
  * server; per round, each variant in turn (the order rotates) gets the same load, and its
  * process's CPU is read from /proc around it: user and kernel time, the main thread apart from
  * the rest (V8's GC helper threads, libuv's pool), context switches, and its garbage-collection
- * pauses (count, total, longest).
+ * pauses (count, total, longest; and by V8's kind: scavenges, mark-compacts, incremental marking),
+ * and with `--loop-delay <ms>` its event loop's delay (longest, 99th percentile), sampled that often
+ * (perf_hooks.monitorEventLoopDelay; off by default: the sampling timer costs CPU).
  *
  *   npm run build && node dist/bench/edge-vs-bare.js --variants bare,edge,edge+noaudit,edge+semi32 \
- *     --rounds 5 --seconds 4 [--rate 500 | --concurrency 8] [--workload call_small] [--base-port P]
+ *     --rounds 5 --seconds 4 [--rate 500 | --concurrency 8] [--workload call_small] [--base-port P] \
+ *     [--loop-delay 1]
  *
  * A variant is `bare` or `edge`, with modifiers: `+noaudit` (edge at log level warn: the audit
  * record is built, kept and counted, but no line is written), `+unbatched` (edge writing each log
@@ -25,7 +28,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { startHosted, type Hosted } from "./hosted.js";
+import { startHosted, type GcTotals, type Hosted } from "./hosted.js";
 import { closedLoop, openLoop, type Operation } from "./load.js";
 import { prepareWorkdir } from "./setup.js";
 import { median, percentile } from "./stats.js";
@@ -109,9 +112,22 @@ interface Row {
   gcPer1000: number;
   gcMsPer1000: number;
   gcMaxMs: number;
+  /** By V8's kind: scavenges, mark-compacts (major), incremental marking steps (per 1,000, longest). */
+  scavPer1000: number;
+  scavMaxMs: number;
+  majorPer1000: number;
+  majorMaxMs: number;
+  incrPer1000: number;
+  incrMaxMs: number;
+  /** The event loop's delay (with --loop-delay): longest and 99th percentile, ms. */
+  loopMaxMs: number;
+  loopP99Ms: number;
   p50: number;
   p99: number;
 }
+
+const NONE = { count: 0, totalMs: 0, maxMs: 0 };
+const kind = (g: GcTotals, k: keyof NonNullable<GcTotals["byKind"]>) => g.byKind?.[k] ?? NONE;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -123,6 +139,8 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "3" },
       rate: { type: "string" },
       concurrency: { type: "string", default: "8" },
+      /** Sample each variant's event-loop delay every this many ms (0: off; the timer costs CPU). */
+      "loop-delay": { type: "string", default: "0" },
       /** The reference server listens here, the variants on the next ports (0: any free ones). */
       "base-port": { type: "string", default: "0" },
     },
@@ -143,6 +161,8 @@ async function main(): Promise<void> {
     "reference server",
   );
   const referenceOrigin = `http://127.0.0.1:${reference.ports.http}`;
+  // The variants' processes (not the reference server) sample their loop's delay (bench/host.ts).
+  if (Number(values["loop-delay"]) > 0) process.env.BENCH_LOOP_DELAY_MS = values["loop-delay"];
   const work = await prepareWorkdir(referenceOrigin);
   const started: { variant: Variant; hosted: Hosted; op: Operation; close(): Promise<void> }[] = [];
   try {
@@ -201,7 +221,8 @@ async function main(): Promise<void> {
     process.stdout.write(
       `${workload.id}, ${rate !== undefined ? `open loop ${rate}/s` : `closed loop c=${concurrency}`}, ` +
         `${values.seconds} s per variant and round, ${rounds} rounds, Node ${process.version}\n` +
-        `round variant            req/s  cpu us/req  user   kernel  main  other  ctxsw/req  gc/1000  gc ms/1000  gc max ms  p50 ms  p99 ms\n`,
+        `round variant            req/s  cpu us/req  user   kernel  main  other  ctxsw/req  gc/1000  gc ms/1000  gc max ms  ` +
+        `scav/1000  scav max  mc/1000  mc max  incr/1000  incr max  loop max  loop p99  p50 ms  p99 ms\n`,
     );
     for (let round = 0; round < rounds; round++) {
       const order = started.map((_, i) => started[(i + round) % started.length]!);
@@ -229,13 +250,21 @@ async function main(): Promise<void> {
           gcPer1000: per(gc1.count - gc0.count) * 1000,
           gcMsPer1000: per(gc1.totalMs - gc0.totalMs) * 1000,
           gcMaxMs: gc1.maxMs,
+          scavPer1000: per(kind(gc1, "minor").count - kind(gc0, "minor").count) * 1000,
+          scavMaxMs: kind(gc1, "minor").maxMs,
+          majorPer1000: per(kind(gc1, "major").count - kind(gc0, "major").count) * 1000,
+          majorMaxMs: kind(gc1, "major").maxMs,
+          incrPer1000: per(kind(gc1, "incremental").count - kind(gc0, "incremental").count) * 1000,
+          incrMaxMs: kind(gc1, "incremental").maxMs,
+          loopMaxMs: gc1.loop?.maxMs ?? NaN,
+          loopP99Ms: gc1.loop?.p99Ms ?? NaN,
           p50: percentile(sorted, 50) ?? NaN,
           p99: percentile(sorted, 99) ?? NaN,
         };
         rows.push(row);
         const f = (n: number, w: number, d = 1) => n.toFixed(d).padStart(w);
         process.stdout.write(
-          `${f(round, 5, 0)} ${row.variant.padEnd(16)} ${f(row.perSecond, 7, 0)} ${f(row.cpu, 11)} ${f(row.user, 6)} ${f(row.system, 7)} ${f(row.mainThread, 6)} ${f(row.otherThreads, 6)} ${f(row.switchesPerReq, 10, 2)} ${f(row.gcPer1000, 8, 2)} ${f(row.gcMsPer1000, 11, 2)} ${f(row.gcMaxMs, 10, 2)} ${f(row.p50, 7, 3)} ${f(row.p99, 7, 3)}\n`,
+          `${f(round, 5, 0)} ${row.variant.padEnd(16)} ${f(row.perSecond, 7, 0)} ${f(row.cpu, 11)} ${f(row.user, 6)} ${f(row.system, 7)} ${f(row.mainThread, 6)} ${f(row.otherThreads, 6)} ${f(row.switchesPerReq, 10, 2)} ${f(row.gcPer1000, 8, 2)} ${f(row.gcMsPer1000, 11, 2)} ${f(row.gcMaxMs, 10, 2)} ${f(row.scavPer1000, 10, 2)} ${f(row.scavMaxMs, 9, 2)} ${f(row.majorPer1000, 8, 2)} ${f(row.majorMaxMs, 7, 2)} ${f(row.incrPer1000, 10, 2)} ${f(row.incrMaxMs, 9, 2)} ${f(row.loopMaxMs, 9, 2)} ${f(row.loopP99Ms, 9, 2)} ${f(row.p50, 7, 3)} ${f(row.p99, 7, 3)}\n`,
         );
       }
     }
@@ -259,6 +288,14 @@ async function main(): Promise<void> {
       "gcPer1000",
       "gcMsPer1000",
       "gcMaxMs",
+      "scavPer1000",
+      "scavMaxMs",
+      "majorPer1000",
+      "majorMaxMs",
+      "incrPer1000",
+      "incrMaxMs",
+      "loopMaxMs",
+      "loopP99Ms",
       "p50",
       "p99",
     ];

@@ -1,4 +1,4 @@
-import { PerformanceObserver } from "node:perf_hooks";
+import { constants, monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 
 /**
  * Child-process entry: runs one server (reference MCP server, edge, ext-service, no-op) in a
@@ -21,21 +21,53 @@ type Message =
   | { type: "closed" }
   | { type: "cpu"; micros: number; gc: GcTotals };
 
-/** Garbage-collection pauses of this process so far; `maxMs` is the longest since the last ask. */
-interface GcTotals {
+/** Pauses of one kind: how many, their total and the longest since the last ask (ms). */
+interface Pauses {
   count: number;
   totalMs: number;
   maxMs: number;
 }
-const gc: GcTotals = { count: 0, totalMs: 0, maxMs: 0 };
+/**
+ * Garbage-collection pauses of this process so far; `maxMs` is the longest since the last ask.
+ * `byKind` splits them as V8 reports them: scavenges (minor), mark-compacts (major), incremental
+ * marking steps and weak callbacks. `loop` (with BENCH_LOOP_DELAY_MS set) is the event loop's delay
+ * since the last ask (perf_hooks.monitorEventLoopDelay): how late a timer due then ran, so the
+ * longest synchronous stretch of any cause (GC, a long task, a synchronous write).
+ */
+interface GcTotals extends Pauses {
+  byKind: Record<"minor" | "major" | "incremental" | "weakcb", Pauses>;
+  loop?: { maxMs: number; p99Ms: number; meanMs: number };
+}
+const pauses = (): Pauses => ({ count: 0, totalMs: 0, maxMs: 0 });
+const gc: GcTotals = {
+  ...pauses(),
+  byKind: { minor: pauses(), major: pauses(), incremental: pauses(), weakcb: pauses() },
+};
+const KINDS: [number, keyof GcTotals["byKind"]][] = [
+  [constants.NODE_PERFORMANCE_GC_MINOR, "minor"],
+  [constants.NODE_PERFORMANCE_GC_MAJOR, "major"],
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL, "incremental"],
+  [constants.NODE_PERFORMANCE_GC_WEAKCB, "weakcb"],
+];
+const add = (p: Pauses, ms: number) => {
+  p.count++;
+  p.totalMs += ms;
+  if (ms > p.maxMs) p.maxMs = ms;
+};
 // Pauses of the main thread for garbage collection: what stalls every request in flight.
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
-    gc.count++;
-    gc.totalMs += entry.duration;
-    if (entry.duration > gc.maxMs) gc.maxMs = entry.duration;
+    add(gc, entry.duration);
+    const kind = (entry as { detail?: { kind?: number } }).detail?.kind;
+    const name = KINDS.find(([k]) => k === kind)?.[1];
+    if (name) add(gc.byKind[name], entry.duration);
   }
 }).observe({ entryTypes: ["gc"] });
+// Opt-in (BENCH_LOOP_DELAY_MS, the sampling interval): its timer wakes the loop that often, which
+// costs CPU and changes what a CPU-per-request figure means.
+const loopResolution = Number(process.env.BENCH_LOOP_DELAY_MS ?? 0);
+const loopDelay = loopResolution > 0 ? monitorEventLoopDelay({ resolution: loopResolution }) : undefined;
+loopDelay?.enable();
 
 function send(message: Message): Promise<void> {
   return new Promise((resolve) => {
@@ -66,8 +98,17 @@ async function main(): Promise<void> {
     if (m?.type === "cpu") {
       // CPU time of this process (all threads), so the harness can charge each side its cost.
       const used = process.cpuUsage();
-      void send({ type: "cpu", micros: used.user + used.system, gc: { ...gc } });
+      if (loopDelay) {
+        gc.loop = {
+          maxMs: loopDelay.max / 1e6,
+          p99Ms: loopDelay.percentile(99) / 1e6,
+          meanMs: loopDelay.mean / 1e6,
+        };
+      }
+      void send({ type: "cpu", micros: used.user + used.system, gc: structuredClone(gc) });
       gc.maxMs = 0;
+      for (const p of Object.values(gc.byKind)) p.maxMs = 0;
+      loopDelay?.reset();
     }
   });
   // The parent went away: nothing will ever measure this server again.

@@ -1,9 +1,19 @@
 import { fork, type ChildProcess } from "node:child_process";
 
-export interface GcTotals {
+export interface Pauses {
   count: number;
   totalMs: number;
   maxMs: number;
+}
+
+/**
+ * A hosted process's garbage-collection pauses so far, in all and by V8's kind (`maxMs`: the
+ * longest since the previous ask), and its event loop's delay since the previous ask (sampled
+ * every millisecond; bench/host.ts).
+ */
+export interface GcTotals extends Pauses {
+  byKind?: Record<"minor" | "major" | "incremental" | "weakcb", Pauses>;
+  loop?: { maxMs: number; p99Ms: number; meanMs: number };
 }
 
 /** A server running in its own process (see bench/host.ts). */
