@@ -226,9 +226,9 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   };
   const perAgent = cfg.perAgent;
   const openByAgent = new Map<string, { requests: number; streams: number }>();
-  // Bound once: prom-client's observe() builds, checks and hashes the labels on every request.
-  const admitSeconds = metrics.decisionTimer("admit");
-  const requestSeconds = metrics.decisionTimer("request");
+  // Bound once: observe() with a labels object builds and checks them on every request.
+  const admitSeconds = metrics.decisionSeconds.labels({ phase: "admit" });
+  const requestSeconds = metrics.decisionSeconds.labels({ phase: "request" });
   const active = new Set<Active>();
   const stopCounting = metrics.countInflight("edge", () => active.size);
   let idleWaiter: (() => void) | undefined;

@@ -65,7 +65,7 @@ export function deniedResponse(reply: HttpReply, reason: string | undefined, req
 export function createCheckHandler(ctx: AdapterContext) {
   const { audit, logger, metrics } = ctx;
   // Bound once: observe() with a labels object builds and checks them on every call.
-  const authzSeconds = metrics.decisionTimer("authz");
+  const authzSeconds = metrics.decisionSeconds.labels({ phase: "authz" });
 
   async function decide(request: CheckRequest): Promise<CheckReply | EncodedMessage> {
     const engine = ctx.engine; // one policy per call, even if a reload lands while it awaits

@@ -116,102 +116,6 @@ class PendingCounts<L extends string> {
   }
 }
 
-/** What prom-client 15 keeps per label set of a histogram (lib/histogram.js, `hashMap`). */
-interface HistogramSeries {
-  labels: Record<string, string | number>;
-  bucketValues: Record<string, number>;
-  sum: number;
-  count: number;
-}
-
-/**
- * One label set of a histogram, observed per request. prom-client's child from labels() still
- * converts, validates and hashes the labels on every observe(); this finds the label set's series
- * once (through that child, which creates it) and then adds to it as prom-client's observe does:
- * same sum (added in the same order), count and bucket (the first upper bound >= the value). Each
- * observe checks that the series is still the histogram's (after reset() it is not), and a value
- * that is not finite, or a histogram whose series cannot be found, goes through prom-client's own
- * observe, which throws or counts as before.
- */
-export class HistogramObserver {
-  private readonly child: { observe(value: number): void };
-  private series: HistogramSeries | undefined;
-  private key = "";
-  /** prom-client's series of the histogram when this one was found (reset() replaces it). */
-  private map: Record<string, HistogramSeries> = {};
-  /** prom-client's upper bounds of the histogram's buckets, in its order. */
-  private bounds: readonly number[] = [];
-
-  constructor(
-    private readonly histogram: Histogram<string>,
-    private readonly labels: Readonly<Record<string, string>>,
-  ) {
-    this.child = histogram.labels(labels);
-  }
-
-  observe(value: number): void {
-    const series = this.series;
-    if (
-      series === undefined ||
-      !Number.isFinite(value) ||
-      (this.histogram as unknown as { hashMap?: unknown }).hashMap !== this.map ||
-      this.map[this.key] !== series
-    ) {
-      this.child.observe(value);
-      this.find();
-      return;
-    }
-    series.sum += value;
-    series.count += 1;
-    const bounds = this.bounds;
-    for (let i = 0; i < bounds.length; i++) {
-      const bound = bounds[i]!;
-      if (value <= bound) {
-        series.bucketValues[bound]! += 1;
-        return;
-      }
-    }
-  }
-
-  private seriesMap(): Record<string, HistogramSeries> | undefined {
-    const map = (this.histogram as unknown as { hashMap?: unknown }).hashMap;
-    return typeof map === "object" && map !== null ? (map as Record<string, HistogramSeries>) : undefined;
-  }
-
-  /** The series of this label set in the histogram, if exactly one has these label values. */
-  private find(): void {
-    this.series = undefined;
-    const map = this.seriesMap();
-    const bounds = (this.histogram as unknown as { upperBounds?: unknown }).upperBounds;
-    if (map === undefined || !Array.isArray(bounds) || !bounds.every((b) => typeof b === "number")) return;
-    const names = Object.keys(this.labels);
-    let found: string | undefined;
-    for (const key of Object.keys(map)) {
-      const series = map[key];
-      const labels = series?.labels;
-      if (typeof labels !== "object" || labels === null || Object.keys(labels).length !== names.length)
-        continue;
-      if (!names.every((name) => labels[name] === this.labels[name])) continue;
-      if (found !== undefined) return;
-      found = key;
-    }
-    const series = found === undefined ? undefined : map[found];
-    if (
-      series === undefined ||
-      typeof series.sum !== "number" ||
-      typeof series.count !== "number" ||
-      typeof series.bucketValues !== "object" ||
-      !(bounds as number[]).every((bound) => typeof series.bucketValues[bound] === "number")
-    ) {
-      return;
-    }
-    this.key = found!;
-    this.map = map;
-    this.bounds = bounds as number[];
-    this.series = series;
-  }
-}
-
 /** Prometheus metrics, all prefixed `mcp_gateway_`, on a registry of their own. */
 export class Metrics {
   readonly registry = new Registry();
@@ -388,11 +292,6 @@ export class Metrics {
   /** Counts one exchange whose protocol era is known, by era and revision label. */
   countProtocolRequest(era: string, protocolVersion: string): void {
     this.pendingProtocolRequests.add(era, protocolVersion);
-  }
-
-  /** The decision timing of one phase, bound once and observed per request (HistogramObserver). */
-  decisionTimer(phase: string): HistogramObserver {
-    return new HistogramObserver(this.decisionSeconds, { phase });
   }
 
   /**
