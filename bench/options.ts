@@ -40,11 +40,11 @@ Options (environment variable in brackets; a flag wins over its variable):
   --connections 8           concurrent connections at saturation               [BENCH_CONNECTIONS]
   --rounds 3                rounds (spread = max - min over them); each round  [BENCH_ROUNDS]
                             rotates the order of the sides
-  --targets direct,edge,ext-service,bare-proxy                                 [BENCH_TARGETS]
+  --targets direct,edge,ext-service,bare-proxy,broker,broker-uncached         [BENCH_TARGETS]
                             bare-proxy: node:http + undici with no policy, the
-                            edge's CPU baseline; also broker,broker-uncached
-                            (not run by default): the same workloads through
-                            the aggregated endpoint, compared with edge
+                            edge's CPU baseline; broker, broker-uncached: the
+                            same workloads through the aggregated endpoint
+                            (lists kept, lists not kept), compared with edge
   --workloads ${DEFAULT_WORKLOAD_IDS.join(",")}
                                                                                [BENCH_WORKLOADS]
                             also call_uncached,call_cached (not run by default):

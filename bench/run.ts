@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { runBench } from "./harness.js";
 import { USAGE, UsageError, parseSettings, type BenchSettings } from "./options.js";
 import { runScript } from "./script.js";
-import { DEFAULT_TARGET_NAMES, TARGETS, TARGET_NAMES } from "./targets/index.js";
+import { TARGETS, TARGET_NAMES } from "./targets/index.js";
 
 /** `npm run bench`: see USAGE in options.ts and docs/BENCHMARKS.md. */
 
@@ -14,13 +14,7 @@ const REPO_BENCH = fileURLToPath(
 async function main(): Promise<number> {
   let settings: BenchSettings | "help";
   try {
-    settings = parseSettings(
-      process.argv.slice(2),
-      process.env,
-      TARGET_NAMES,
-      REPO_BENCH,
-      DEFAULT_TARGET_NAMES,
-    );
+    settings = parseSettings(process.argv.slice(2), process.env, TARGET_NAMES, REPO_BENCH);
   } catch (err) {
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
       process.stderr.write(`bench: ${(err as Error).message}\n\n${USAGE}`);

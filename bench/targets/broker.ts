@@ -13,7 +13,7 @@ import type { BenchContext, Side, SideDeclaration, Target } from "./types.js";
  * workloads sent to a local edge's `/mcp/views/<server>` (a view holding that one server, so the
  * answer is the same 50 tools, prefixed), in a 2025 session opened once, whose broker hops to the
  * same edge's `/mcp/<server>`. Compared with the `edge` side (`/mcp/<server>` directly), which the
- * run must include: `--targets edge,broker`.
+ * run must include (both are in the default run).
  *
  * `broker` keeps lists (broker.lists, the default); `broker-uncached` has `broker.lists.ttl: 0`,
  * so every tools/list makes its hop.
@@ -109,7 +109,6 @@ function uncachedConfig(ctx: BenchContext): string {
 export const target: Target = {
   name: "broker",
   sides: [BROKER],
-  optional: true,
   unavailable: () => missingModules(BROKER_MODULE),
   async start(ctx) {
     return [await startBrokerSide(ctx, BROKER, ctx.configFile)];
@@ -119,7 +118,6 @@ export const target: Target = {
 export const uncachedTarget: Target = {
   name: "broker-uncached",
   sides: [BROKER_UNCACHED],
-  optional: true,
   unavailable: () => missingModules(BROKER_MODULE),
   async start(ctx) {
     return [await startBrokerSide(ctx, BROKER_UNCACHED, uncachedConfig(ctx))];

@@ -10,5 +10,3 @@ export type { BenchContext, Side, Target } from "./types.js";
 /** Every target, in measuring order. Each is skipped (with the reason) when it cannot run. */
 export const TARGETS: readonly Target[] = [direct, edge, extService, bareProxy, broker, brokerUncached];
 export const TARGET_NAMES = TARGETS.map((t) => t.name);
-/** What runs when --targets is not given. */
-export const DEFAULT_TARGET_NAMES = TARGETS.filter((t) => !t.optional).map((t) => t.name);

@@ -51,8 +51,6 @@ export interface SideDeclaration {
 export interface Target {
   readonly name: string;
   readonly sides: readonly SideDeclaration[];
-  /** Left out of the default run: measured only when named in --targets. */
-  readonly optional?: boolean;
   /** Why the target cannot run in this tree (a missing module), or undefined. */
   unavailable(): string | undefined;
   start(ctx: BenchContext): Promise<Side[]>;
