@@ -45,8 +45,11 @@ export const SERVER_INFO = { name: "mcp-gateway-conformance-2025", version: "1.0
 /** Elicitation schemas are plain JSON Schema; the SDK's request type narrows them, the wire does not. */
 type ElicitParams = { message: string; requestedSchema: Record<string, unknown> };
 
-function buildServer(progressStepMs: number): McpServer {
+function buildServer(progressStepMs: number, strictCapabilities = false): McpServer {
   const server = new McpServer(SERVER_INFO, {
+    // Strict: a request the client did not declare the capability for is refused here, before it
+    // is sent (the SDK's enforceStrictCapabilities), as a server that checks before it asks.
+    ...(strictCapabilities ? { enforceStrictCapabilities: true } : {}),
     capabilities: {
       tools: { listChanged: true },
       resources: { subscribe: true, listChanged: true },
@@ -294,7 +297,14 @@ export interface RunningServer {
 export async function startServer2025(
   port = 0,
   /** Pause between test_tool_with_progress's steps: long enough for a test to cancel it mid-call. */
-  { progressStepMs = STEP_DELAY_MS }: { progressStepMs?: number } = {},
+  {
+    progressStepMs = STEP_DELAY_MS,
+    strictCapabilities = false,
+  }: {
+    progressStepMs?: number;
+    /** Refuse to send a server-to-client request the client did not declare a capability for. */
+    strictCapabilities?: boolean;
+  } = {},
 ): Promise<RunningServer> {
   const transports = new Map<string, StreamableHTTPServerTransport>();
   const validateHost = localhostHostValidation();
@@ -333,7 +343,7 @@ export async function startServer2025(
     transport.onclose = () => {
       if (transport.sessionId) transports.delete(transport.sessionId);
     };
-    await buildServer(progressStepMs).connect(transport);
+    await buildServer(progressStepMs, strictCapabilities).connect(transport);
     await transport.handleRequest(req, res);
   };
 

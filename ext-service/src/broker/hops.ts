@@ -21,7 +21,7 @@ import type { ViewNames } from "./names.js";
 import { postStreams } from "./replay.js";
 import { refusedInBand } from "./refusals.js";
 import type { ServerPresence } from "./presence.js";
-import { hopCapabilities, RELAYED_REQUESTS, type Scope } from "./scope.js";
+import { hopCapabilities, legacyHopCapabilities, RELAYED_REQUESTS, type Scope } from "./scope.js";
 import { relayed, type LiveSession } from "./live-session.js";
 import {
   AgentTokenExpired,
@@ -384,6 +384,14 @@ export class BrokerHops {
     let unanswered: Set<JsonRpcId> | undefined;
     const send = transport.send.bind(transport);
     transport.send = (message, options) => {
+      // A 2026-07-28 request's hop to a server that speaks only 2025 (the SDK's fallback to
+      // initialize): declared there, a capability holds for the hop session, and the server's
+      // requests come on the call's stream. Only what the broker can relay is declared.
+      if (scope.modern && "method" in message && message.method === "initialize" && "id" in message)
+        message = {
+          ...message,
+          params: { ...message.params, capabilities: legacyHopCapabilities(capabilities) },
+        };
       if (prefixing && "method" in message) {
         if ("id" in message) message = { ...message, id: `${idPrefix}${message.id}` };
         else if (

@@ -34,6 +34,26 @@ export const RELAYED_REQUESTS = [
   ["roots/list", "roots"],
 ] as const;
 
+/**
+ * The capabilities of RELAYED_REQUESTS the broker can relay to a 2026-07-28 client from a server
+ * that speaks only 2025 (whose requests come on the call's stream, where that client takes none).
+ */
+export const BRIDGED_CAPABILITIES: ReadonlySet<string> = new Set<string>();
+
+/**
+ * What a 2026-07-28 request's hop declares in `initialize` to a server that speaks only 2025: of
+ * what the request declares, only what the broker can relay to such a client. A server told it
+ * may elicit but whose request cannot reach the client would find out mid-call (method not
+ * found); told nothing, it knows not to ask.
+ */
+export function legacyHopCapabilities(declared: Record<string, unknown>): Record<string, unknown> {
+  const capabilities: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(declared))
+    if (BRIDGED_CAPABILITIES.has(name) || !RELAYED_REQUESTS.some(([, c]) => c === name))
+      capabilities[name] = value;
+  return capabilities;
+}
+
 /** The client capabilities a 2026-07-28 request declares in its envelope. */
 export function requestCapabilities(ctx: ServerContext | undefined): Record<string, unknown> {
   const envelope = ctx?.mcpReq.envelope as Record<string, unknown> | undefined;
