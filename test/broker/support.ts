@@ -217,7 +217,10 @@ export interface LegacyClient {
   call(
     name: string,
     args?: Record<string, unknown>,
-    options?: { timeout?: number; onprogress?: () => void },
+    options?: {
+      timeout?: number;
+      onprogress?: (progress: { progress: number; total?: number; message?: string }) => void;
+    },
   ): Promise<{ isError?: boolean; content?: unknown }>;
   tools(): Promise<string[]>;
   subscribe(uri: string): Promise<unknown>;

@@ -94,6 +94,15 @@ export function jwtExpiry(token: string | undefined): number | undefined {
   }
 }
 
+/** The number a hop's SDK client gave a request, from `value` as the wire has it (`<prefix><n>`). */
+export function hopNumber(value: unknown, prefix: string): number | undefined {
+  if (typeof value !== "string" || !value.startsWith(prefix)) return undefined;
+  const digits = value.slice(prefix.length);
+  if (!/^(0|[1-9][0-9]*)$/.test(digits)) return undefined;
+  const n = Number(digits);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
 /** The server and the client session of a hop key. */
 export function hopKeyParts(key: string): { server: string; session: string } {
   const [server = "", session = ""] = key.split("\n", 2);
@@ -377,8 +386,11 @@ export class BrokerHops {
     // 2025: every hop of a client session (concurrent requests, other replicas) shares its session
     // on the server, which tells requests and their streams apart by id, and each SDK client
     // numbers its own from 0. Once connected, this hop's ids carry a prefix of its own on the
-    // wire; answers get the client's number back.
-    const idPrefix = scope.modern ? undefined : `${this.wireIdPrefix}hop${++this.hopsBuilt}-`;
+    // wire; answers get the client's number back. The progress tokens the SDK client sets (its
+    // request's number) carry the same prefix in both eras, so no two requests in flight on a
+    // server share one (the spec's rule), and the server's progress comes back with the number.
+    const hopPrefix = `${this.wireIdPrefix}hop${++this.hopsBuilt}-`;
+    const idPrefix = scope.modern ? undefined : hopPrefix;
     let prefixing = false;
     // Once connected: the wire ids of the requests sent whose answer has not come (streamCut).
     let unanswered: Set<JsonRpcId> | undefined;
@@ -393,15 +405,26 @@ export class BrokerHops {
           params: { ...message.params, capabilities: legacyHopCapabilities(capabilities) },
         };
       if (prefixing && "method" in message) {
-        if ("id" in message) message = { ...message, id: `${idPrefix}${message.id}` };
-        else if (
-          message.method === "notifications/cancelled" &&
-          typeof message.params?.requestId === "number"
-        )
+        const token = message.params?._meta?.progressToken;
+        if ("id" in message && typeof token === "number")
           message = {
             ...message,
-            params: { ...message.params, requestId: `${idPrefix}${message.params.requestId}` },
+            params: {
+              ...message.params,
+              _meta: { ...message.params?._meta, progressToken: `${hopPrefix}${token}` },
+            },
           };
+        if (idPrefix !== undefined) {
+          if ("id" in message) message = { ...message, id: `${idPrefix}${message.id}` };
+          else if (
+            message.method === "notifications/cancelled" &&
+            typeof message.params?.requestId === "number"
+          )
+            message = {
+              ...message,
+              params: { ...message.params, requestId: `${idPrefix}${message.params.requestId}` },
+            };
+        }
       }
       if ("method" in message && "id" in message) {
         // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
@@ -447,14 +470,18 @@ export class BrokerHops {
     transport.onmessage = (message) => {
       if (!("method" in message) && message.id !== undefined) {
         waiting.delete(message.id);
-        if (idPrefix !== undefined && typeof message.id === "string" && message.id.startsWith(idPrefix)) {
-          const id = Number(message.id.slice(idPrefix.length));
-          if (Number.isSafeInteger(id)) message = { ...message, id };
-        }
+        const id = idPrefix === undefined ? undefined : hopNumber(message.id, idPrefix);
+        if (id !== undefined) message = { ...message, id };
+      } else if ("method" in message && message.method === "notifications/progress") {
+        // Only a token this hop gave is relayed, as the number its SDK client knows: progress
+        // naming any other token (not one of this hop's requests) is dropped.
+        const id = hopNumber(message.params?.progressToken, hopPrefix);
+        if (id === undefined) return;
+        message = { ...message, params: { ...message.params, progressToken: id } };
       }
       receive?.(message);
     };
-    prefixing = idPrefix !== undefined;
+    prefixing = true;
     // A 2026-07-28 request whose server speaks only 2025: the hop initialized a session of its own.
     hop.ownSession = scope.modern && sessionId === undefined && transport.sessionId !== undefined;
     return hop;
