@@ -33,9 +33,9 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       });
       expect(JSON.stringify(prompt.messages)).toContain("refunds?");
       const resources = (await mcp.client.listResources()).resources.map((r) => r.uri);
-      expect(resources).toContain("kb__kb://style-guide");
-      const read = await mcp.client.readResource({ uri: "kb__kb://articles/kb-101" });
-      expect(read.contents[0]!.uri).toBe("kb__kb://articles/kb-101");
+      expect(resources).toContain("kb.kb://style-guide");
+      const read = await mcp.client.readResource({ uri: "kb.kb://articles/kb-101" });
+      expect(read.contents[0]!.uri).toBe("kb.kb://articles/kb-101");
       // The hop was decided on the plane's own per-server path, for this agent.
       await waitFor(() =>
         demo.gw.log.audits.some(
@@ -60,8 +60,8 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
       expect(tools).not.toContain("tickets__delete_ticket");
       const r = await client.callTool({ name: "tickets__get_ticket", arguments: { id: "T-1" } });
       expect(JSON.stringify(r.content)).toContain("T-1");
-      const read = await client.readResource({ uri: "kb__kb://style-guide" });
-      expect(read.contents[0]!.uri).toBe("kb__kb://style-guide");
+      const read = await client.readResource({ uri: "kb.kb://style-guide" });
+      expect(read.contents[0]!.uri).toBe("kb.kb://style-guide");
     } finally {
       await client.close();
     }
@@ -247,7 +247,7 @@ describe.each(["edge", "envoy"] as const)("aggregated endpoint /mcp, %s plane", 
         r._meta?.["io.modelcontextprotocol/serverInfo"];
       const called = await client.callTool({ name: "kb__search_articles", arguments: { query: "refund" } });
       expect(serverInfo(called)).toEqual({ name: "mcp-gateway", version: "1.0.0" });
-      const read = await client.readResource({ uri: "kb__kb://style-guide" });
+      const read = await client.readResource({ uri: "kb.kb://style-guide" });
       expect(serverInfo(read)).toEqual({ name: "mcp-gateway", version: "1.0.0" });
       const prompt = await client.getPrompt({ name: "kb__answer_from_kb", arguments: { question: "q?" } });
       expect(serverInfo(prompt)).toEqual({ name: "mcp-gateway", version: "1.0.0" });

@@ -133,7 +133,7 @@ describe.each(["edge", "envoy"] as const)("the aggregate's capabilities, %s plan
         ).toEqual(["Refund policy"]);
         expect(
           await mcp.complete(
-            { type: "ref/resource", uri: "kb__kb://articles/{id}" },
+            { type: "ref/resource", uri: "kb.kb://articles/{id}" },
             { name: "id", value: "kb-10" },
           ),
         ).toEqual(["kb-101", "kb-102", "kb-103", "kb-104", "kb-105"]);

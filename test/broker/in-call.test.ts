@@ -138,11 +138,11 @@ describe.each(["edge", "envoy"] as const)(
           argument: { name: "arg1", value: "" },
         });
         expect(completion.completion.values.length).toBeGreaterThan(0);
-        await mcp.client.subscribeResource({ uri: "conformance-2025__test://static-text" });
-        await mcp.client.unsubscribeResource({ uri: "conformance-2025__test://static-text" });
+        await mcp.client.subscribeResource({ uri: "conformance-2025.test://static-text" });
+        await mcp.client.unsubscribeResource({ uri: "conformance-2025.test://static-text" });
         await mcp.client.setLoggingLevel("warning");
         await expect(
-          mcp.client.subscribeResource({ uri: "nowhere__test://static-text" }),
+          mcp.client.subscribeResource({ uri: "nowhere.test://static-text" }),
         ).rejects.toMatchObject({ data: { reason: "resource_unknown" } });
       } finally {
         await mcp.close();

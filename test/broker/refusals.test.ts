@@ -79,14 +79,14 @@ describe.each(["edge", "envoy"] as const)("the broker's own refusals, %s plane",
       expect(prompt.data?.reason).toBe("prompt_unknown");
       expect((await recordOf(prompt.data?.request_id)).reasons).toEqual(["prompt_unknown"]);
       const read = (await mcp.client
-        .readResource({ uri: "deploy__x://y" })
+        .readResource({ uri: "deploy.x://y" })
         .catch((e: unknown) => e)) as RpcError;
       expect(read.data?.reason).toBe("resource_unknown");
       expect(await recordOf(read.data?.request_id)).toMatchObject({
         decision: "deny",
         reasons: ["resource_unknown"],
         server: "deploy",
-        resources: ["deploy__x://y"],
+        resources: ["deploy.x://y"],
       });
     } finally {
       await mcp.close();

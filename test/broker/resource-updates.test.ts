@@ -18,7 +18,7 @@ import { connect2025, connectModern } from "./support.js";
  * A server's notifications/resources/updated through the aggregated endpoint (/mcp): to a
  * 2026-07-28 client's subscriptions/listen for the resources it listed in resourceSubscriptions
  * (from a 2026-07-28 server's listen and from a 2025 server's session), and to a 2025 client's GET
- * stream after resources/subscribe; always under the URI the client knows (`<server>__<uri>`), and
+ * stream after resources/subscribe; always under the URI the client knows (`<server>.<uri>`), and
  * only to the subscriber that asked for that resource.
  */
 
@@ -114,17 +114,17 @@ describe.each(["edge", "envoy"] as const)("resources/updated through /mcp, %s pl
   }
 
   it("2026-07-28: subscriptions/listen gets the updates of the resources it listed, under its URIs, and no one else's", async () => {
-    const tester = await listener("tester", [`notes26__${A}`, `notes25__${A}`]);
-    const other = await listener("other", [`notes26__${B}`]);
+    const tester = await listener("tester", [`notes26.${A}`, `notes25.${A}`]);
+    const other = await listener("other", [`notes26.${B}`]);
     try {
       handler.notify.resourceUpdated(A);
       await updateLegacy(A);
       await waitFor(() => tester.updated.length === 2, 10_000, "both servers' updates of a");
-      expect(tester.updated.sort()).toEqual([`notes25__${A}`, `notes26__${A}`]);
+      expect(tester.updated.sort()).toEqual([`notes25.${A}`, `notes26.${A}`]);
       handler.notify.resourceUpdated(B);
       await updateLegacy(B);
       await waitFor(() => other.updated.length === 1, 10_000, "notes26's update of b");
-      expect(other.updated).toEqual([`notes26__${B}`]);
+      expect(other.updated).toEqual([`notes26.${B}`]);
       // Nothing of b reaches the subscriber of a, nothing of a the subscriber of b.
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(tester.updated).toHaveLength(2);
@@ -142,14 +142,14 @@ describe.each(["edge", "envoy"] as const)("resources/updated through /mcp, %s pl
       });
       try {
         const before = subscribers.get(A)?.size ?? 0;
-        await client.subscribe(`notes25__${A}`);
+        await client.subscribe(`notes25.${A}`);
         expect(subscribers.get(A)?.size).toBe(before + 1);
         // The GET stream behind the client's opens after initialize: update until one arrives.
         for (let i = 0; i < 10 && updated.length === 0; i++) {
           await updateLegacy(A);
           await waitFor(() => updated.length > 0, 500).catch(() => undefined);
         }
-        expect(updated[0]).toBe(`notes25__${A}`);
+        expect(updated[0]).toBe(`notes25.${A}`);
       } finally {
         await client.close();
       }

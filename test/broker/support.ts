@@ -223,7 +223,12 @@ export interface LegacyClient {
     },
   ): Promise<{ isError?: boolean; content?: unknown }>;
   tools(): Promise<string[]>;
+  /** The URIs of resources/list, and the URI templates of resources/templates/list. */
+  resourceUris(): Promise<{ resources: string[]; templates: string[] }>;
+  read(uri: string): Promise<{ contents: { uri: string }[] }>;
+  prompt(name: string, args?: Record<string, string>): Promise<{ messages: { content: unknown }[] }>;
   subscribe(uri: string): Promise<unknown>;
+  unsubscribe(uri: string): Promise<unknown>;
   terminate(): Promise<void>;
   close(): Promise<void>;
 }
@@ -269,7 +274,14 @@ export async function connect2025(
           ...(onprogress ? { onprogress } : {}),
         }) as never,
       tools: async () => (await client.listTools()).tools.map((t) => t.name),
+      resourceUris: async () => ({
+        resources: (await client.listResources()).resources.map((r) => r.uri),
+        templates: (await client.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate),
+      }),
+      read: (uri) => client.readResource({ uri }),
+      prompt: (name, args = {}) => client.getPrompt({ name, arguments: args }),
       subscribe: (uri) => client.subscribeResource({ uri }),
+      unsubscribe: (uri) => client.unsubscribeResource({ uri }),
       terminate: () => transport.terminateSession(),
       close: () => client.close(),
     };
@@ -296,7 +308,14 @@ export async function connect2025(
         { ...(timeout !== undefined ? { timeout } : {}), ...(onprogress ? { onprogress } : {}) },
       ) as never,
     tools: async () => (await client.listTools()).tools.map((t) => t.name),
+    resourceUris: async () => ({
+      resources: (await client.listResources()).resources.map((r) => r.uri),
+      templates: (await client.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate),
+    }),
+    read: (uri) => client.readResource({ uri }),
+    prompt: (name, args = {}) => client.getPrompt({ name, arguments: args }),
     subscribe: (uri) => client.subscribeResource({ uri }),
+    unsubscribe: (uri) => client.unsubscribeResource({ uri }),
     terminate: () => transport.terminateSession(),
     close: () => client.close(),
   };

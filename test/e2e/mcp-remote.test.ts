@@ -88,8 +88,8 @@ describe("mcp-remote through the edge (trial B3)", () => {
       const listed = await client.callTool({ name: "tickets__list_tickets", arguments: {} });
       expect(listed.isError).toBeFalsy();
       expect(JSON.stringify(listed.content)).toContain("T-1");
-      const read = await client.readResource({ uri: "kb__kb://style-guide" });
-      expect(read.contents[0]!.uri).toBe("kb__kb://style-guide");
+      const read = await client.readResource({ uri: "kb.kb://style-guide" });
+      expect(read.contents[0]!.uri).toBe("kb.kb://style-guide");
       const prompt = await client.getPrompt({
         name: "kb__answer_from_kb",
         arguments: { question: "refunds?" },

@@ -60,6 +60,57 @@ export function asGateway<T>(result: T): T {
   return { ...result, _meta: rest };
 }
 
+/** A content block of `server`, its resource link's or embedded resource's URI as the view gives it. */
+function blockUris(block: unknown, names: ViewNames, server: string): unknown {
+  if (!isPlainObject(block)) return block;
+  if (block.type === "resource_link" && typeof block.uri === "string")
+    return { ...block, uri: names.joinUri(server, block.uri) };
+  if (block.type === "resource" && isPlainObject(block.resource) && typeof block.resource.uri === "string")
+    return { ...block, resource: { ...block.resource, uri: names.joinUri(server, block.resource.uri) } };
+  return block;
+}
+
+function hasUri(block: unknown): boolean {
+  return isPlainObject(block) && (block.type === "resource_link" || block.type === "resource");
+}
+
+/**
+ * A `tools/call` result of `server` whose resource links and embedded resources carry the URIs the
+ * view gives (names.ts), so that the client can read (or subscribe to) what it was pointed at. The
+ * result is kept as it is when it has none (the common case): nothing is copied.
+ * `structuredContent` is the tool's own data, checked against its output schema: left alone.
+ */
+export function callResultUris<T>(result: T, names: ViewNames, server: string): T {
+  const content = (result as { content?: unknown } | undefined)?.content;
+  if (!Array.isArray(content) || !content.some(hasUri)) return result;
+  return { ...result, content: content.map((b) => blockUris(b, names, server)) };
+}
+
+/** A prompt message's content blocks (one, or a list). */
+function messageBlocks(message: unknown): unknown[] {
+  const content = isPlainObject(message) ? message.content : undefined;
+  return Array.isArray(content) ? content : [content];
+}
+
+/** A `prompts/get` result of `server`, the URIs in its messages' content as the view gives them. */
+export function promptUris<T>(result: T, names: ViewNames, server: string): T {
+  const messages = (result as { messages?: unknown } | undefined)?.messages;
+  if (!Array.isArray(messages) || !messages.some((m) => messageBlocks(m).some(hasUri))) return result;
+  return {
+    ...result,
+    messages: messages.map((m) => {
+      if (!isPlainObject(m) || !messageBlocks(m).some(hasUri)) return m;
+      const content = m.content;
+      return {
+        ...m,
+        content: Array.isArray(content)
+          ? content.map((b) => blockUris(b, names, server))
+          : blockUris(content, names, server),
+      };
+    }),
+  };
+}
+
 /** The servers of an agent's view as one: their lists merged, a prefixed name routed to its server. */
 export class BrokerAggregate {
   readonly names: BrokerNames;
@@ -178,9 +229,9 @@ export class BrokerAggregate {
       ttlMs = Math.min(ttlMs, result.value.freshForMs);
       for (const item of result.value.items) {
         if (kind === "tools" && !this.inView(scope.view, server, String(item.name))) continue;
-        if (kind === "resources") out.push({ ...item, uri: names.join(server, String(item.uri)) });
+        if (kind === "resources") out.push({ ...item, uri: names.joinUri(server, String(item.uri)) });
         else if (kind === "resourceTemplates")
-          out.push({ ...item, uriTemplate: names.join(server, String(item.uriTemplate)) });
+          out.push({ ...item, uriTemplate: names.joinUri(server, String(item.uriTemplate)) });
         else out.push({ ...item, name: names.join(server, String(item.name)) });
       }
     });
@@ -188,16 +239,20 @@ export class BrokerAggregate {
   }
 
   /**
-   * The server a prefixed name routes to, if it is in the agent's view; else the message is
-   * refused as unknown (as /mcp/<server> refuses a name the agent may not use), and audited.
+   * The server a prefixed name (a resource's URI, for "resources") routes to, if it is in the
+   * agent's view; else the message is refused as unknown (as /mcp/<server> refuses a name the
+   * agent may not use), and audited. `legacyUri`: a URI in the form of earlier releases routes
+   * too (names.ts).
    */
   route(
     scope: Scope,
     kind: "tools" | "prompts" | "resources",
     name: string,
     ctx: ServerContext,
+    legacyUri = false,
   ): { server: string; name: string } {
-    const split = this.namesOf(scope.view).split(name);
+    const names = this.namesOf(scope.view);
+    const split = kind === "resources" ? names.splitUri(name, legacyUri) : names.split(name);
     if (
       split &&
       this.servers(scope.principal, scope.view).includes(split.server) &&

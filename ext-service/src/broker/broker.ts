@@ -746,7 +746,7 @@ export class Broker {
       live.server
         .notification({
           method: "notifications/resources/updated",
-          params: { ...n.params, uri: names.join(server, n.params.uri) },
+          params: { ...n.params, uri: names.joinUri(server, n.params.uri) },
         })
         .catch(() => undefined),
     );

@@ -7,7 +7,7 @@ import {
 } from "@modelcontextprotocol/server";
 import { JsonRpcCode } from "../policy/reasons.js";
 import type { GatewayEngine } from "../config/compile.js";
-import { asAsked, asGateway, type BrokerAggregate } from "./aggregate.js";
+import { asAsked, asGateway, callResultUris, promptUris, type BrokerAggregate } from "./aggregate.js";
 import { CALL_RESULT } from "./call-result.js";
 import { hopBroken } from "./hop-errors.js";
 import { HOP_TIMEOUT_MS, type BrokerHops } from "./hops.js";
@@ -143,7 +143,10 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
           });
         return client.request({ method: "tools/call", params }, CALL_RESULT, options);
       })
-      .then(asGateway, asAsked("tools", request.params.name))
+      .then(
+        (result) => callResultUris(asGateway(result), parts.aggregate.namesOf(scope.view), target.server),
+        asAsked("tools", request.params.name),
+      )
       .catch(hopBroken(ctx)) as never;
   });
   server.setRequestHandler("prompts/get", async (request, ctx) => {
@@ -157,11 +160,15 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
       .withHop(scope, target.server, ctx, (client, signal) =>
         client.getPrompt(params, { signal, allowInputRequired: true }),
       )
-      .then(asGateway, asAsked("prompts", request.params.name))
+      .then(
+        (result) => promptUris(asGateway(result), parts.aggregate.namesOf(scope.view), target.server),
+        asAsked("prompts", request.params.name),
+      )
       .catch(hopBroken(ctx));
   });
   server.setRequestHandler("resources/read", async (request, ctx) => {
-    const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx);
+    // A URI in the form of earlier releases still reads (names.ts); the contents carry the new one.
+    const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx, true);
     const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
     const result = await parts.hops
       .withHop(scope, target.server, ctx, (client, signal) =>
@@ -174,7 +181,7 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
       ...result,
       contents: result.contents.map((c) => ({
         ...c,
-        uri: parts.aggregate.namesOf(scope.view).join(target.server, c.uri),
+        uri: parts.aggregate.namesOf(scope.view).joinUri(target.server, c.uri),
       })),
     };
   });
@@ -246,7 +253,8 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
       return {};
     });
     server.setRequestHandler("resources/unsubscribe", async (request, ctx) => {
-      const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx);
+      // A subscription made under a URI of an earlier release (names.ts) can still be ended.
+      const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx, true);
       await parts.hops
         .withHop(scope, target.server, ctx, (client) =>
           client.request({ method: "resources/unsubscribe", params: { uri: target.name } }),

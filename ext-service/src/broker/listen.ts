@@ -69,7 +69,7 @@ export function subscriptionsByServer(
 ): Map<string, Map<string, string>> {
   const byServer = new Map<string, Map<string, string>>();
   for (const uri of uris) {
-    const target = names.split(uri);
+    const target = names.splitUri(uri);
     if (!target || !servers.includes(target.server)) continue;
     let resources = byServer.get(target.server);
     if (!resources) byServer.set(target.server, (resources = new Map()));

@@ -885,7 +885,7 @@ export const BrokerSchema = z
       .regex(/^[_.]{1,4}$/, "expected 1-4 characters from '_' and '.' (server names never contain them)")
       .default("__")
       .describe(
-        "Between the server name and the tool, prompt or resource name on the aggregated endpoint (/mcp)",
+        "Between the server name and the tool or prompt name on the aggregated endpoint (/mcp); resource URIs and URI templates are '<server>.<uri>' whatever it is",
       ),
     hopTokenTtl: Duration.default("60s").describe(
       "Lifetime of the gateway-sealed identity the broker presents on its hop to /mcp/<server>",
@@ -1106,6 +1106,12 @@ export const ServerNameSchema = z
   .regex(
     /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
     "server names are DNS labels: lower-case letters, digits and '-', 1-63 characters, no leading or trailing '-'",
+  )
+  // The aggregated endpoint gives a server's resource URIs as `<server>.<uri>` (broker/names.ts):
+  // the server name opens the URI's scheme, which starts with a letter (RFC 3986).
+  .regex(
+    /^[^0-9]/,
+    "server names start with a letter (RFC 1035 labels): /mcp gives their resource URIs as '<server>.<uri>', and a URI scheme starts with a letter",
   );
 
 const JsonObject = z.record(z.string(), z.unknown());
