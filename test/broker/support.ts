@@ -1,7 +1,9 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import {
+  CreateMessageRequestSchema,
   ElicitRequestSchema,
+  ListRootsRequestSchema,
   LoggingMessageNotificationSchema,
   ResourceUpdatedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
@@ -188,7 +190,11 @@ export function registryServer(name: string, url: string): GatewaySpec["servers"
 export type Sdk2025 = "1.x" | "2.x";
 
 export interface LegacyClientOptions {
-  capabilities?: { elicitation?: Record<string, never>; sampling?: Record<string, never> };
+  capabilities?: {
+    elicitation?: Record<string, never>;
+    sampling?: Record<string, never>;
+    roots?: { listChanged?: boolean };
+  };
   /** The transport's fetch (a test that routes or records requests). */
   fetch?: (url: string | URL, init?: RequestInit) => Promise<Response>;
   /** The transport's SSE reconnection: a test resuming cut streams asks for prompt retries. */
@@ -207,6 +213,10 @@ export interface LegacyClientOptions {
     requestId: string | number,
     message: string,
   ) => Promise<{ action: "accept"; content: Record<string, string> }>;
+  /** The client's roots, answered to a roots/list. */
+  onRoots?: () => { uri: string; name?: string }[];
+  /** The client's model's text, answered to a sampling/createMessage given its first message's text. */
+  onSample?: (prompt: string) => string;
 }
 
 /** One connected 2025-era client, whichever SDK major: what the broker tests do with it. */
@@ -220,6 +230,7 @@ export interface LegacyClient {
     options?: {
       timeout?: number;
       onprogress?: (progress: { progress: number; total?: number; message?: string }) => void;
+      signal?: AbortSignal;
     },
   ): Promise<{ isError?: boolean; content?: unknown }>;
   tools(): Promise<string[]>;
@@ -231,6 +242,17 @@ export interface LegacyClient {
   unsubscribe(uri: string): Promise<unknown>;
   terminate(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A sampling/createMessage answer: `onSample` given the first message's text. */
+function sampled(onSample: (prompt: string) => string, messages: { content: unknown }[]) {
+  const content = messages[0]?.content as { type?: string; text?: string } | undefined;
+  const prompt = content?.type === "text" ? (content.text ?? "") : "";
+  return {
+    model: "test-model",
+    role: "assistant" as const,
+    content: { type: "text" as const, text: onSample(prompt) },
+  };
 }
 
 /**
@@ -253,8 +275,13 @@ export async function connect2025(
   if (sdk === "1.x") {
     const client = new Client({ name: "v1", version: "1.0.0" }, { capabilities });
     client.onerror = () => undefined;
-    const { onLog, onResourceUpdated, onElicit } = options;
+    const { onLog, onResourceUpdated, onElicit, onRoots, onSample } = options;
     if (onLog) client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => onLog(n.params.data));
+    if (onRoots) client.setRequestHandler(ListRootsRequestSchema, () => ({ roots: onRoots() }));
+    if (onSample)
+      client.setRequestHandler(CreateMessageRequestSchema, (request) =>
+        sampled(onSample, request.params.messages),
+      );
     if (onResourceUpdated)
       client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) =>
         onResourceUpdated(n.params.uri),
@@ -268,10 +295,11 @@ export async function connect2025(
     return {
       sessionId: transport.sessionId!,
       protocolVersion: transport.protocolVersion!,
-      call: (name, args = {}, { timeout, onprogress } = {}) =>
+      call: (name, args = {}, { timeout, onprogress, signal } = {}) =>
         client.callTool({ name, arguments: args }, undefined, {
           ...(timeout !== undefined ? { timeout } : {}),
           ...(onprogress ? { onprogress } : {}),
+          ...(signal ? { signal } : {}),
         }) as never,
       tools: async () => (await client.listTools()).tools.map((t) => t.name),
       resourceUris: async () => ({
@@ -288,8 +316,13 @@ export async function connect2025(
   }
   const client = new ClientV2({ name: "v2", version: "1.0.0" }, { capabilities });
   client.onerror = () => undefined;
-  const { onLog, onResourceUpdated, onElicit } = options;
+  const { onLog, onResourceUpdated, onElicit, onRoots, onSample } = options;
   if (onLog) client.setNotificationHandler("notifications/message", (n) => onLog(n.params.data));
+  if (onRoots) client.setRequestHandler("roots/list", () => ({ roots: onRoots() }));
+  if (onSample)
+    client.setRequestHandler("sampling/createMessage", (request) =>
+      sampled(onSample, request.params.messages as { content: unknown }[]),
+    );
   if (onResourceUpdated)
     client.setNotificationHandler("notifications/resources/updated", (n) => onResourceUpdated(n.params.uri));
   if (onElicit)
@@ -302,10 +335,14 @@ export async function connect2025(
   return {
     sessionId: transport.sessionId!,
     protocolVersion: transport.protocolVersion!,
-    call: (name, args = {}, { timeout, onprogress } = {}) =>
+    call: (name, args = {}, { timeout, onprogress, signal } = {}) =>
       client.callTool(
         { name, arguments: args },
-        { ...(timeout !== undefined ? { timeout } : {}), ...(onprogress ? { onprogress } : {}) },
+        {
+          ...(timeout !== undefined ? { timeout } : {}),
+          ...(onprogress ? { onprogress } : {}),
+          ...(signal ? { signal } : {}),
+        },
       ) as never,
     tools: async () => (await client.listTools()).tools.map((t) => t.name),
     resourceUris: async () => ({

@@ -245,8 +245,10 @@ export class Broker {
         paramHeaders,
         bearer: { token: agentToken },
       };
+      // A 2026-07-28 request is cancelled by closing its stream: the agent going away aborts it.
+      const modernRequest = webRequest(req, origin, res);
       const serve = () =>
-        this.modern.fetch(request, {
+        this.modern.fetch(modernRequest, {
           parsedBody: body,
           authInfo: { ...authInfo, extra: { scope, audit } },
         });

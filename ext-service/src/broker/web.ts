@@ -66,11 +66,27 @@ export async function answer(res: ServerResponse, response: Response): Promise<B
   return undefined;
 }
 
-export function webRequest(req: IncomingMessage, origin: string): Request {
+/**
+ * The web request the SDK serves for `req`. With `res`, its signal is aborted when the response
+ * closes before it was finished (the client went away: a 2026-07-28 cancellation), as the SDK's
+ * node adapter does, so the handlers' `ctx.mcpReq.signal` and what they started (hops) end too.
+ */
+export function webRequest(req: IncomingMessage, origin: string, res?: ServerResponse): Request {
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || name === "authorization" || name === "content-length") continue;
     headers.set(name, Array.isArray(value) ? value.join(", ") : value);
   }
-  return new Request(`${origin}${req.url ?? "/mcp"}`, { method: req.method ?? "GET", headers });
+  let signal: AbortSignal | undefined;
+  if (res) {
+    const gone = new AbortController();
+    if (res.destroyed) gone.abort();
+    else res.once("close", () => res.writableFinished || gone.abort());
+    signal = gone.signal;
+  }
+  return new Request(`${origin}${req.url ?? "/mcp"}`, {
+    method: req.method ?? "GET",
+    headers,
+    ...(signal ? { signal } : {}),
+  });
 }
