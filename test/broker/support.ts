@@ -95,6 +95,8 @@ export interface Recorded {
   session: string | undefined;
   /** The JSON-RPC method of a POST's body (the first of a batch). */
   rpc: string | undefined;
+  /** An initialize's clientInfo.name (the broker's hops: mcp-gateway-broker). */
+  clientName: string | undefined;
   /** The request's Last-Event-ID (a GET resuming a stream). */
   lastEventId: string | undefined;
   /** 0 until the server answered (or 502 when it could not be reached). */
@@ -121,10 +123,14 @@ export async function recordingProxy(port: number): Promise<{
     req.on("end", () => {
       const body = Buffer.concat(chunks);
       let rpc: string | undefined;
+      let clientName: string | undefined;
       try {
-        const parsed = JSON.parse(body.toString("utf8")) as { method?: unknown } | { method?: unknown }[];
+        type Message = { method?: unknown; params?: { clientInfo?: { name?: unknown } } };
+        const parsed = JSON.parse(body.toString("utf8")) as Message | Message[];
         const first = Array.isArray(parsed) ? parsed[0] : parsed;
         rpc = typeof first?.method === "string" ? first.method : undefined;
+        const name = first?.params?.clientInfo?.name;
+        clientName = typeof name === "string" ? name : undefined;
       } catch {
         rpc = undefined;
       }
@@ -134,6 +140,7 @@ export async function recordingProxy(port: number): Promise<{
         method: req.method ?? "",
         session: typeof session === "string" ? session : undefined,
         rpc,
+        clientName,
         lastEventId: typeof lastEventId === "string" ? lastEventId : undefined,
         status: 0,
         opened: undefined,

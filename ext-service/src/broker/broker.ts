@@ -35,7 +35,7 @@ import {
   type ListenFilter,
   type ListenWatch,
 } from "./listen.js";
-import { relayed, type LiveSession } from "./live-session.js";
+import { relayed, type LiveSession, type SessionEnd } from "./live-session.js";
 import { SessionAnswers } from "./session-answers.js";
 import { ServerPresence, type ListChangedKind, type PresenceWatcher } from "./presence.js";
 import type { BrokerAudit, BrokerRefusal } from "./refusals.js";
@@ -98,24 +98,15 @@ const DISCOVER_WAIT_MS = 5_000;
  * hop is exactly the one a direct client gets. See docs/design/broker.md.
  */
 export class Broker {
-  private readonly sessions = new LRUCache<string, LiveSession>({
-    max: 10_000,
-    ttl: 30 * 60_000,
-    updateAgeOnGet: true,
-    dispose: (live, sessionId) => {
-      clearTimeout(live.expiry);
-      // Expired (not only evicted: a sealed id still valid may be restored, here or elsewhere):
-      // its hop sessions end now, in the background.
-      if (live.session.expiresAt <= Date.now() && !this.terminated.has(sessionId))
-        void this.hops.closeHops(live, live.scope.principal, sessionId);
-      this.unlisten(live);
-      for (const { stop } of live.awaiting.values()) stop();
-      live.awaiting.clear();
-      live.events.clear();
-      void live.server.close().catch(() => undefined);
-      this.hops.dropHops((key) => key.session === sessionId);
-    },
-  });
+  /**
+   * The 2025 sessions this process serves, at most broker.liveSessions.max (read at start; the
+   * least recently used goes first), each dropped after broker.liveSessions.idle with nothing in
+   * progress (Broker.release). One that leaves takes with it what only this process knew of it:
+   * the hop sessions it opened (ended on their servers), its streams, its kept events.
+   */
+  private readonly sessions: LRUCache<string, LiveSession>;
+  /** The broker is closing (close): sessions leaving now end no hop sessions. */
+  private closing = false;
   /**
    * Sessions ended with DELETE, seen by this process (its own DELETEs, and ends the shared store
    * reported). Their sealed ids still open until they expire, so without this a terminated id
@@ -156,6 +147,10 @@ export class Broker {
   private readonly discovering = new Map<string, Promise<void>>();
 
   constructor(private readonly options: BrokerOptions) {
+    this.sessions = new LRUCache<string, LiveSession>({
+      max: options.engine().config.broker.liveSessions.max,
+      dispose: (live, sessionId) => this.disposed(live, sessionId),
+    });
     this.lists = new BrokerListCache(options.metrics, options.listsChangedAt);
     this.replay = new BrokerReplay(options.engine().config.broker.replay.maxTotalBytes, options.metrics);
     this.upstreamStreams = new UpstreamStreams(options.metrics);
@@ -208,6 +203,67 @@ export class Broker {
 
   private get engine(): GatewayEngine {
     return this.options.engine();
+  }
+
+  /**
+   * A 2025 session left `sessions`: over (its sealed id expired; the client's DELETE, here or on
+   * another replica) or only gone from this process (evicted, idle), its id still valid. Its hop
+   * sessions end on their servers in the background: every one when its id expired; else those
+   * only this process knew (LiveSession.lateHops), which nothing could use or end once it is gone
+   * (a DELETE here has ended every one already; the sealed ones of a session only gone from this
+   * process stay for its id to be restored).
+   */
+  private disposed(live: LiveSession, sessionId: string): void {
+    clearTimeout(live.expiry);
+    clearTimeout(live.idle);
+    const reason: SessionEnd =
+      live.leaving ??
+      (this.terminated.has(sessionId)
+        ? "deleted"
+        : live.session.expiresAt <= Date.now()
+          ? "expired"
+          : "evicted");
+    live.left = reason;
+    if (!this.closing)
+      void this.hops.closeHops(
+        live,
+        live.scope.principal,
+        sessionId,
+        reason,
+        reason === "expired" ? "all" : "late",
+      );
+    this.unlisten(live);
+    for (const { stop } of live.awaiting.values()) stop();
+    live.awaiting.clear();
+    live.events.clear();
+    void live.server.close().catch(() => undefined);
+    this.hops.dropHops((key) => key.session === sessionId);
+  }
+
+  /** Removes session `id` from this process for `reason`, if `live` is still the one held. */
+  private leave(id: string, live: LiveSession, reason: "idle" | "expired"): void {
+    if (this.sessions.peek(id) !== live) return;
+    live.leaving = reason;
+    this.sessions.delete(id);
+  }
+
+  /** A request of session `live` is being served (its idle time stops) until `release`. */
+  private use(live: LiveSession): void {
+    live.active++;
+    clearTimeout(live.idle);
+    live.idle = undefined;
+  }
+
+  /**
+   * A request of session `id` is done: with nothing else in progress (no request, no client
+   * stream open), the session leaves the process after broker.liveSessions.idle unless used again.
+   */
+  private release(id: string, live: LiveSession): void {
+    if (--live.active > 0 || live.left !== undefined) return;
+    clearTimeout(live.idle);
+    const idleMs = durationMs(this.engine.config.broker.liveSessions.idle);
+    live.idle = setTimeout(() => this.leave(id, live, "idle"), Math.min(idleMs, MAX_TIMER_MS));
+    live.idle.unref();
   }
 
   /**
@@ -330,8 +386,47 @@ export class Broker {
       }
     }
     const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
+    this.use(live);
+    try {
+      return await this.serveSession(
+        req,
+        res,
+        live,
+        principal,
+        view,
+        sessionId,
+        session,
+        now,
+        request,
+        body,
+        authInfo,
+        agentToken,
+      );
+    } finally {
+      this.release(sessionId, live);
+    }
+  }
+
+  /** Serves one request of the 2025 session `live` (handle). */
+  private async serveSession(
+    req: IncomingMessage,
+    res: ServerResponse,
+    live: LiveSession,
+    principal: Principal,
+    view: string | undefined,
+    sessionId: string,
+    session: BrokerSession,
+    now: number,
+    request: Request,
+    body: unknown,
+    authInfo: { token: string; clientId: string; scopes: string[]; extra: Record<string, unknown> },
+    agentToken: string | undefined,
+  ): Promise<BrokerRefusal | undefined> {
     this.touch(live, agentToken);
-    if (req.method === "DELETE") await this.hops.closeHops(live, principal, sessionId);
+    if (req.method === "DELETE") {
+      live.leaving = "deleted";
+      await this.hops.closeHops(live, principal, sessionId, "deleted", "all");
+    }
     let resumedStream: string | undefined;
     if (req.method === "GET") {
       const lastEventId = req.headers["last-event-id"];
@@ -489,8 +584,9 @@ export class Broker {
 
   /** Session `id` ended (here or, as the shared store says, on another replica). */
   private ended(id: string, session: BrokerSession, now: number): void {
-    this.sessions.delete(id);
+    // Known as ended first: the session's dispose reads it.
     this.terminated.set(id, true, { ttl: Math.max(1, session.expiresAt - now) });
+    this.sessions.delete(id);
   }
 
   private sessionUnavailable(what: "check" | "record", err: unknown, body: unknown): BrokerRefusal {
@@ -559,9 +655,14 @@ export class Broker {
       session,
     );
     const live = await this.liveSession(sealed, session, principal, view);
-    this.touch(live, agentToken);
-    const response = await live.transport.handleRequest(request, { parsedBody: body, authInfo });
-    return answer(res, response);
+    this.use(live);
+    try {
+      this.touch(live, agentToken);
+      const response = await live.transport.handleRequest(request, { parsedBody: body, authInfo });
+      return await answer(res, response);
+    } finally {
+      this.release(sealed, live);
+    }
   }
 
   private async liveSession(
@@ -612,6 +713,11 @@ export class Broker {
       hold: undefined,
       parkedHops: new ParkedHopStreams(),
       expiry: undefined,
+      lateHops: new Map(),
+      active: 0,
+      idle: undefined,
+      leaving: undefined,
+      left: undefined,
     };
     const relay = this.options.answers;
     if (relay) this.answers.wire(live, relay);
@@ -619,10 +725,13 @@ export class Broker {
     // Its sealed id expires then, on every replica: the session is over, its hop sessions are
     // ended on their servers (dispose), as a DELETE of the client would.
     live.expiry = setTimeout(
-      () => void this.sessions.delete(sealed),
+      () => this.leave(sealed, live, "expired"),
       Math.min(Math.max(0, session.expiresAt - Date.now()), MAX_TIMER_MS),
     );
     live.expiry.unref();
+    // Idle until its first request is served (use, release).
+    live.active = 1;
+    this.release(sealed, live);
     return live;
   }
 
@@ -992,6 +1101,8 @@ export class Broker {
   }
 
   close(): Promise<void> {
+    // The process stops: what it alone knew of its sessions is left for the servers to expire.
+    this.closing = true;
     this.sessions.clear();
     this.opened.clear();
     this.upstreamStreams.closeAll();

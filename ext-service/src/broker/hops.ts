@@ -5,7 +5,7 @@ import {
 } from "@modelcontextprotocol/client";
 import { ProtocolError, type ServerContext } from "@modelcontextprotocol/server";
 import { decodeJwt } from "jose";
-import { LRUCache } from "lru-cache";
+import { Counter } from "prom-client";
 import type { Principal } from "../policy/identity.js";
 import { JsonRpcCode } from "../policy/reasons.js";
 import type { JsonRpcId } from "../mcp/jsonrpc.js";
@@ -22,7 +22,7 @@ import { postStreams } from "./replay.js";
 import { refusedInBand } from "./refusals.js";
 import type { ServerPresence } from "./presence.js";
 import { hopCapabilities, legacyHopCapabilities, RELAYED_REQUESTS, type Scope } from "./scope.js";
-import { relayed, type LiveSession } from "./live-session.js";
+import { relayed, type LiveSession, type SessionEnd } from "./live-session.js";
 import {
   AgentTokenExpired,
   AgentTokenTooLarge,
@@ -103,6 +103,22 @@ export function hopNumber(value: unknown, prefix: string): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
+const endCounters = new WeakMap<Metrics, Counter<"reason" | "result">>();
+
+function endCounter(metrics: Metrics): Counter<"reason" | "result"> {
+  let counter = endCounters.get(metrics);
+  if (!counter) {
+    counter = new Counter({
+      name: "mcp_gateway_broker_hop_session_ends_total",
+      help: "Hop sessions the aggregated endpoint ended on their servers (DELETE) as a 2025 session ended or left the process, by why (deleted, expired, evicted, idle) and result (ended, failed)",
+      labelNames: ["reason", "result"],
+      registers: [metrics.registry],
+    });
+    endCounters.set(metrics, counter);
+  }
+  return counter;
+}
+
 /** The server and the client session of a hop key. */
 export function hopKeyParts(key: string): { server: string; session: string } {
   const [server = "", session = ""] = key.split("\n", 2);
@@ -142,8 +158,8 @@ export class BrokerHops {
     Principal,
     Map<string, { tokens: HopTokens; agentToken: string | undefined; token: string; until: number }>
   >();
-  /** Hop sessions opened after initialize (a server that was down then), per client session. */
-  private readonly lateHops = new LRUCache<string, string>({ max: 10_000, ttl: 30 * 60_000 });
+  /** mcp_gateway_broker_hop_session_ends_total (closeHops). */
+  private readonly ends: Counter<"reason" | "result">;
   /** Hop clients built so far: numbers each hop's own id prefix (hop). */
   private hopsBuilt = 0;
 
@@ -154,7 +170,9 @@ export class BrokerHops {
     private readonly sessions: HopSessions,
     /** The broker's own prefix of wire ids (Broker.wireIdPrefix): each hop's ids carry it. */
     private readonly wireIdPrefix: string,
-  ) {}
+  ) {
+    this.ends = endCounter(options.metrics);
+  }
 
   private get engine(): GatewayEngine {
     return this.options.engine();
@@ -170,12 +188,20 @@ export class BrokerHops {
   }
 
   /**
-   * Ends the hop sessions of client session `sessionId` on their servers: a DELETE with each hop
-   * session's id (never the agent's token: the hop's own identity), each given at most
-   * HOP_END_TIMEOUT_MS; a server that cannot be told is logged and counted, and its session
-   * expires there on its own. Kept hops of the session are closed.
+   * Ends hop sessions of client session `sessionId` on their servers, for `reason`: `all` when the
+   * session is over here (the client's DELETE, its id expired), `late` (only those this process
+   * alone knows, LiveSession.lateHops) when it merely leaves the process (evicted, idle) or
+   * another replica ended it: the sealed ones stay for the id to be restored, here or on another
+   * replica, or were ended there. Kept hops of the session are closed (endHopSession says how
+   * each ends).
    */
-  async closeHops(live: LiveSession, principal: Principal, sessionId: string): Promise<void> {
+  async closeHops(
+    live: LiveSession,
+    principal: Principal,
+    sessionId: string,
+    reason: SessionEnd,
+    which: "all" | "late",
+  ): Promise<void> {
     const scope: Scope = {
       principal,
       view: undefined,
@@ -186,36 +212,73 @@ export class BrokerHops {
       bearer: live.scope.bearer,
     };
     this.dropHops((key) => key.session === sessionId);
-    const servers = new Set([
-      ...Object.keys(live.session.hops),
-      ...this.engine.registry.serverNames().filter((s) => this.lateHops.has(`${sessionId} ${s}`)),
-    ]);
+    const ending = new Map(which === "all" ? Object.entries(live.session.hops) : []);
+    for (const [server, hopSession] of live.lateHops) ending.set(server, hopSession);
+    live.lateHops.clear();
+    for (const [server, hopSession] of ending) if (hopSession === STATELESS_HOP) ending.delete(server);
+    if (ending.size === 0) return;
+    if (which === "late")
+      this.options.logger.info(
+        { reason, servers: [...ending.keys()] },
+        "aggregated endpoint: a 2025 session left this process; the hop sessions only it knew are ended on their servers",
+      );
     await Promise.allSettled(
-      [...servers].map(async (server) => {
-        let timer: NodeJS.Timeout | undefined;
-        try {
-          const transport = this.hopTransport(scope, server, this.hopSessionId(scope, server));
-          await Promise.race([
-            transport.terminateSession(),
-            new Promise((_, reject) => {
-              timer = setTimeout(
-                () => reject(new Error(`no answer within ${HOP_END_TIMEOUT_MS} ms`)),
-                HOP_END_TIMEOUT_MS,
-              );
-            }),
-          ]);
-        } catch (err) {
-          this.options.metrics.upstreamErrors.inc({ server, reason: "broker_session_end" });
-          this.options.logger.warn(
-            { server, error: (err as { message?: string } | null)?.message },
-            "aggregated endpoint: could not end a hop session on its server; it expires there",
-          );
-        } finally {
-          clearTimeout(timer);
-          this.lateHops.delete(`${sessionId} ${server}`);
-        }
-      }),
+      [...ending].map(([server, hopSession]) => this.endHopSession(scope, server, hopSession, reason)),
     );
+  }
+
+  /**
+   * Ends one hop session on its server: a DELETE with its id (never the agent's token: the hop's
+   * own identity), given at most HOP_END_TIMEOUT_MS; a server that cannot be told is logged and
+   * counted, and the session expires there on its own.
+   */
+  private async endHopSession(
+    scope: Scope,
+    server: string,
+    hopSession: string,
+    reason: SessionEnd,
+  ): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const transport = this.hopTransport(scope, server, hopSession);
+      await Promise.race([
+        transport.terminateSession(),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no answer within ${HOP_END_TIMEOUT_MS} ms`)),
+            HOP_END_TIMEOUT_MS,
+          );
+        }),
+      ]);
+      this.ends.inc({ reason, result: "ended" });
+    } catch (err) {
+      this.ends.inc({ reason, result: "failed" });
+      this.options.metrics.upstreamErrors.inc({ server, reason: "broker_session_end" });
+      this.options.logger.warn(
+        { server, reason, error: (err as { message?: string } | null)?.message },
+        "aggregated endpoint: could not end a hop session on its server; it expires there",
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Keeps `hopSession`, just opened on `server` by this process, as the client session's
+   * (LiveSession.lateHops), in `live`, the session the request runs in. Undefined when kept; the
+   * reason the session left when it left the process meanwhile (evicted while the server was
+   * being initialized): then no one holds the id, and the request that opened it ends it when it
+   * is done (withHop), instead of leaving it open on the server.
+   */
+  private remember(
+    live: LiveSession | undefined,
+    server: string,
+    hopSession: string,
+  ): SessionEnd | undefined {
+    if (live === undefined) return "evicted";
+    if (live.left !== undefined) return live.left;
+    live.lateHops.set(server, hopSession);
+    return undefined;
   }
 
   dropped(server: string, method: string, err: unknown): void {
@@ -237,9 +300,8 @@ export class BrokerHops {
    * down at initialize, or its session was gone and renewed) before the one sealed at initialize.
    */
   hopSessionId(scope: Scope, server: string): string | undefined {
-    const late =
-      scope.sessionId === undefined ? undefined : this.lateHops.get(`${scope.sessionId} ${server}`);
-    return late ?? scope.session?.hops[server];
+    const live = scope.sessionId === undefined ? undefined : this.sessions.get(scope.sessionId);
+    return live?.lateHops.get(server) ?? scope.session?.hops[server];
   }
 
   hopTransport(
@@ -525,8 +587,8 @@ export class BrokerHops {
   /**
    * Runs `work` on a hop client of `server` (withHopOnce). When the server answers that the
    * client session's hop session is gone (404: it restarted), a new hop session is opened, kept
-   * for the client session (lateHops, this process) and the request is sent once more; a second
-   * 404 is refused as upstream_session_lost, not retried again.
+   * for the client session (LiveSession.lateHops, this process only) and the request is sent
+   * once more; a second 404 is refused as upstream_session_lost, not retried again.
    */
   async withHop<T>(
     scope: Scope,
@@ -544,6 +606,7 @@ export class BrokerHops {
     this.options.logger.info({ server }, "aggregated endpoint: hop session gone (404); opening a new one");
     // Kept hops on the lost session are of no more use.
     this.dropHops((key) => key.server === server && key.session === sessionId);
+    const live = this.sessions.get(sessionId);
     let renewed: string;
     try {
       renewed = await this.openHopSession(scope, server);
@@ -551,12 +614,14 @@ export class BrokerHops {
       this.dropped(server, "initialize", err);
       throw relayedError(err, server);
     }
-    this.lateHops.set(`${sessionId} ${server}`, renewed);
+    const left = this.remember(live, server, renewed);
     try {
-      return await this.withHopOnce(scope, server, ctx, work);
+      return await this.withHopOnce(scope, server, ctx, work, renewed);
     } catch (err) {
       if (err instanceof HopSessionGone) throw sessionLost(server);
       throw err;
+    } finally {
+      if (left !== undefined) void this.endHopSession(scope, server, renewed, left);
     }
   }
 
@@ -564,13 +629,33 @@ export class BrokerHops {
    * Runs `work` on a hop client of `server`: one kept from an earlier request of the same agent
    * session (2025) or agent and capabilities (2026-07-28) when there is one, else a new one; kept
    * again after, unless the work failed other than with a JSON-RPC error, was cancelled, or the
-   * client's session ended meanwhile.
+   * client's session ended meanwhile. `hopSession`: the 2025 hop session to attach to, when the
+   * caller just opened it (withHop); else the client session's (hopSessionId), opened now when
+   * it has none on `server`.
    */
   private async withHopOnce<T>(
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
     work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+    hopSession?: string,
+  ): Promise<T> {
+    const opened: { orphan?: { id: string; reason: SessionEnd } } = {};
+    try {
+      return await this.withAttachedHop(scope, server, ctx, work, hopSession, opened);
+    } finally {
+      // Opened for a session that left the process meanwhile: no one else would end it.
+      if (opened.orphan) void this.endHopSession(scope, server, opened.orphan.id, opened.orphan.reason);
+    }
+  }
+
+  private async withAttachedHop<T>(
+    scope: Scope,
+    server: string,
+    ctx: ServerContext | undefined,
+    work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+    hopSession: string | undefined,
+    opened: { orphan?: { id: string; reason: SessionEnd } },
   ): Promise<T> {
     if (this.bearerExpired(scope.bearer.token, server))
       // Admitted within the clock skew, yet past its expiry: no hop carries an expired token.
@@ -592,15 +677,16 @@ export class BrokerHops {
     let key: string | undefined;
     let hop: PooledHop | undefined;
     try {
-      let sessionId = scope.modern ? undefined : this.hopSessionId(scope, server);
+      let sessionId = scope.modern ? undefined : (hopSession ?? this.hopSessionId(scope, server));
       if (!scope.modern && sessionId === undefined) {
         // The server was left out at initialize: open its session now, for this process.
+        const live = scope.sessionId === undefined ? undefined : this.sessions.get(scope.sessionId);
         sessionId = await this.openHopSession(scope, server);
         if (scope.sessionId !== undefined) {
-          this.lateHops.set(`${scope.sessionId} ${server}`, sessionId);
+          const left = this.remember(live, server, sessionId);
           // The client's stream is open: this server's joins it now.
-          const live = this.sessions.get(scope.sessionId);
-          if (live) this.sessions.joined(live, server);
+          if (left === undefined) this.sessions.joined(live!, server);
+          else opened.orphan = { id: sessionId, reason: left };
         }
       }
       key = hopKey(scope, server, this.options.hopOrigin(), sessionId, capabilities);
@@ -664,6 +750,7 @@ export class BrokerHops {
       } else if (
         keep &&
         key !== undefined &&
+        opened.orphan === undefined &&
         !(scope.sessionId !== undefined && this.sessions.ended(scope.sessionId))
       ) {
         this.hopPool.give(key, hop);

@@ -49,7 +49,29 @@ export interface LiveSession {
   parkedHops: ParkedHopStreams;
   /** Ends the session when its sealed id expires (Broker.liveSession). */
   expiry: NodeJS.Timeout | undefined;
+  /**
+   * Hop sessions only this process knows, by server: opened after initialize (the server was
+   * down then) or in place of a sealed one the server lost (404). They live as long as the live
+   * session: when it leaves the process (evicted, idle, expired, ended) they are ended on their
+   * servers, since nothing else could ever use or end them (BrokerHops.closeHops).
+   */
+  lateHops: Map<string, string>;
+  /** Requests of the session being served now, streams included (Broker.handle). */
+  active: number;
+  /** Drops the session from memory once it has had nothing in progress for broker.liveSessions.idle. */
+  idle: NodeJS.Timeout | undefined;
+  /** Why the broker itself removes it from its sessions (Broker.leave; dispose reads it). */
+  leaving: "deleted" | "idle" | "expired" | undefined;
+  /** Why it left the process; a hop session opened for it since is no one's (BrokerHops.remember). */
+  left: SessionEnd | undefined;
 }
+
+/**
+ * Why a 2025 session ended, or left the process while its id still opens: `deleted` (the client's
+ * DELETE), `expired` (its sealed id), `evicted` (over broker.liveSessions.max, the least recently
+ * used), `idle` (nothing in progress for broker.liveSessions.idle).
+ */
+export type SessionEnd = "deleted" | "expired" | "evicted" | "idle";
 
 /** Runs one relay of a server-to-client request, counted as pending in its session meanwhile. */
 export async function relayed(live: LiveSession, send: () => Promise<unknown>): Promise<never> {

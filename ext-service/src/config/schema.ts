@@ -896,6 +896,25 @@ export const BrokerSchema = z
     sessionTtl: Duration.default("24h").describe(
       "Lifetime of an aggregated 2025 session (sealed into its id): after it the id is unknown (404) and the client starts a new session",
     ),
+    liveSessions: z
+      .object({
+        max: z
+          .number()
+          .int()
+          .positive()
+          .default(10_000)
+          .describe(
+            "2025 sessions one process holds in memory (the least recently used goes first); read at start",
+          ),
+        idle: Duration.default("30m").describe(
+          "How long a 2025 session with no request in progress and no stream open stays in memory",
+        ),
+      })
+      .strict()
+      .prefault({})
+      .describe(
+        "The 2025 sessions of /mcp a process holds: one that leaves (evicted, idle) ends the hop sessions only this process knew; its id still reopens",
+      ),
     probeInterval: Duration.default("15s").describe(
       "How often the broker asks a server left out of the views (found down) whether it answers again, while a client stream of /mcp has it in its view; 0: only the next hop to it tells",
     ),
