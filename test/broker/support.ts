@@ -467,3 +467,61 @@ export async function brokerReplica(options: {
     },
   };
 }
+
+/**
+ * An HTTP proxy in front of `127.0.0.1:<port>` that holds each JSON-RPC request (a POST whose
+ * body has an id) for `delay` ms before passing it on, as a slow MCP server; notifications, GET
+ * and DELETE pass at once. With `down`, every connection is dropped, as a server that is down.
+ * `answered` counts the requests of each JSON-RPC method the server answered through it.
+ */
+export async function slowProxy(port: number): Promise<{
+  url: string;
+  delay: number;
+  down: boolean;
+  answered: Record<string, number>;
+  close(): Promise<void>;
+}> {
+  const state = { delay: 0, down: false, answered: {} as Record<string, number> };
+  const server = createHttpServer((req, res) => {
+    if (state.down) return void req.socket.destroy();
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      let rpc: { method?: unknown; id?: unknown } | undefined;
+      try {
+        rpc = JSON.parse(body.toString("utf8")) as typeof rpc;
+      } catch {
+        rpc = undefined;
+      }
+      const method = typeof rpc?.method === "string" ? rpc.method : undefined;
+      const held = req.method === "POST" && rpc?.id !== undefined ? state.delay : 0;
+      setTimeout(() => {
+        if (res.destroyed) return;
+        const upstream = httpRequest(
+          { host: "127.0.0.1", port, path: req.url, method: req.method, headers: req.headers, agent: false },
+          (answer) => {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            res.flushHeaders();
+            answer.pipe(res);
+            answer.once("end", () => {
+              if (method !== undefined) state.answered[method] = (state.answered[method] ?? 0) + 1;
+            });
+          },
+        );
+        upstream.on("error", () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
+        res.once("close", () => upstream.destroy());
+        upstream.end(body);
+      }, held);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return Object.assign(state, {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  });
+}

@@ -5,6 +5,7 @@ import { isPlainObject } from "../mcp/jsonrpc.js";
 import type { GatewayEngine } from "../config/compile.js";
 import { durationMs } from "../config/schema.js";
 import type { BrokerListCache, FetchedList, ListKind, ListOwner } from "./list-cache.js";
+import { fanOut, fanoutMs } from "./fanout.js";
 import { LIST_PAGES } from "./list-page.js";
 import { BrokerNames, SingleServerNames, type ViewNames } from "./names.js";
 import { auditOf, refusedInBand } from "./refusals.js";
@@ -189,9 +190,12 @@ export class BrokerAggregate {
 
   /**
    * One list over every server of the view, each server's part kept per agent view
-   * (list-cache.ts); a server that fails is left out (and counted). For a 2026-07-28 client, the
-   * caching hints of the whole: fresh for as long as every part is (a part without hints, or a
-   * server left out, makes it 0: the next list asks again), and private (it is this agent's view).
+   * (list-cache.ts); a server that fails, or has not answered by the fan-out's deadline
+   * (broker.fanoutTimeout, fanout.ts), is left out (and counted). A late one's answer goes on to
+   * the cache (if nothing made it stale meanwhile); its failure is handled as if it had come in
+   * time. For a 2026-07-28 client, the caching hints of the whole: fresh for as long as every part
+   * is (a part without hints, or a server left out, makes it 0: the next list asks again), and
+   * private (it is this agent's view).
    */
   async listAll(
     scope: Scope,
@@ -201,29 +205,32 @@ export class BrokerAggregate {
     const engine = this.engine;
     const owner = this.listOwner(scope, ctx);
     const servers = this.servers(scope.principal, scope.view);
-    const lists = await Promise.allSettled(
+    const lists = await fanOut(
       servers.map((server) =>
         this.lists.list(engine, owner, server, kind, () => this.fetchList(scope, server, kind, ctx)),
       ),
+      fanoutMs(engine),
+      (i, late) => {
+        const server = servers[i]!;
+        this.hops.late(server, kind);
+        late.catch((err: unknown) => this.failed(server, kind, err));
+      },
     );
     const out: Record<string, unknown>[] = [];
     const names = this.namesOf(scope.view);
     let ttlMs = durationMs(engine.config.cache.hints.maxTtl);
     lists.forEach((result, i) => {
       const server = servers[i]!;
+      if (result.status === "late") {
+        auditOf(ctx)?.leftOut(server, true);
+        ttlMs = 0;
+        return;
+      }
       if (result.status === "rejected") {
-        // A server without this kind of primitive is not a failure (nor a bound on the hints), nor
-        // is the agent's expired or too large token (refused and audited as such: withHopOnce).
-        const refused = (result.reason as { code?: unknown; data?: { reason?: unknown } }) ?? {};
-        if (refused.data?.reason === "jwt_expired" || refused.data?.reason === "agent_token_too_large") {
-          ttlMs = 0;
-          return;
-        }
-        if (refused.code !== JsonRpcCode.MethodNotFound) {
-          this.hops.dropped(server, kind, result.reason);
-          auditOf(ctx)?.leftOut(server);
-          ttlMs = 0;
-        }
+        const failed = this.failed(server, kind, result.reason);
+        if (failed === "dropped") auditOf(ctx)?.leftOut(server);
+        // A server without this kind of primitive bounds nothing.
+        if (failed !== "absent") ttlMs = 0;
         return;
       }
       ttlMs = Math.min(ttlMs, result.value.freshForMs);
@@ -236,6 +243,20 @@ export class BrokerAggregate {
       }
     });
     return { items: out, hints: scope.modern ? { ttlMs: Math.floor(ttlMs), cacheScope: "private" } : {} };
+  }
+
+  /**
+   * A server's list failed: `absent` when it has no such list (method not found, not a failure),
+   * `refused` when the agent's token was (expired, too large: refused and audited as such by
+   * withHopOnce), else `dropped`: left out as down or refusing (BrokerHops.dropped).
+   */
+  private failed(server: string, kind: ListKind, err: unknown): "absent" | "refused" | "dropped" {
+    const refused = (err as { code?: unknown; data?: { reason?: unknown } } | null) ?? {};
+    if (refused.data?.reason === "jwt_expired" || refused.data?.reason === "agent_token_too_large")
+      return "refused";
+    if (refused.code === JsonRpcCode.MethodNotFound) return "absent";
+    this.hops.dropped(server, kind, err);
+    return "dropped";
   }
 
   /**

@@ -20,6 +20,7 @@ import type { GatewayEngine } from "../config/compile.js";
 import { durationMs } from "../config/schema.js";
 import { PARAM_HEADER_PREFIX, paramHeaderDeclarations, paramHeaderMismatch } from "../mcp/param-headers.js";
 import { answerKey, type AnswerRelay } from "./answers.js";
+import { fanOut, fanoutMs } from "./fanout.js";
 import { BrokerAggregate } from "./aggregate.js";
 import { BrokerListCache } from "./list-cache.js";
 import { LIST_PAGES } from "./list-page.js";
@@ -78,8 +79,6 @@ export interface BrokerOptions {
   answers?: AnswerRelay;
 }
 
-/** How long a `subscriptions/listen` on the aggregate waits for the servers' listens to open. */
-const LISTEN_SETUP_MS = 5_000;
 const LIST_CHANGED = [
   "notifications/tools/list_changed",
   "notifications/prompts/list_changed",
@@ -87,8 +86,6 @@ const LIST_CHANGED = [
 ] as const;
 /** The longest delay a timer takes (2^31 - 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2_147_483_647;
-/** How long a 2026-07-28 request waits for the capabilities of servers not asked yet. */
-const DISCOVER_WAIT_MS = 5_000;
 
 /**
  * The aggregated endpoint (`/mcp`, `/mcp/views/<name>`): one MCP server, built with the SDK's
@@ -144,7 +141,7 @@ export class Broker {
   /** Servers' capabilities, and which are left out of the views (presence.ts). */
   private readonly presence: ServerPresence;
   /** Capabilities being asked of servers not known yet, for 2026-07-28 requests (discover). */
-  private readonly discovering = new Map<string, Promise<void>>();
+  private readonly discovering = new Map<string, { asked: Promise<void>; until: number }>();
 
   constructor(private readonly options: BrokerOptions) {
     this.sessions = new LRUCache<string, LiveSession>({
@@ -190,7 +187,7 @@ export class Broker {
         if (!isPlainObject(scope)) throw new Error("broker: request without its scope");
         // What the aggregate advertises (server/discover) and serves depends on what its
         // servers offer: asked of those not known yet, once per process.
-        await this.discover(scope as unknown as Scope);
+        await this.discover(scope as unknown as Scope, ctx.authInfo?.extra?.audit as BrokerAudit | undefined);
         return buildServer(this.serverParts, scope as unknown as Scope);
       },
       {
@@ -338,6 +335,7 @@ export class Broker {
           body as { params?: Record<string, unknown> },
           agentToken,
           authInfo,
+          audit,
         );
       }
       return { reason: "session_required", id: requestIdOf(body) };
@@ -599,7 +597,9 @@ export class Broker {
 
   /**
    * `initialize` without a session: opens a session on each server of the view (in parallel; one
-   * that fails is left out and opened later when it is used), seals them into the client's id.
+   * that fails, or has not answered by the fan-out's deadline, is left out and opened later when
+   * it is used), seals them into the client's id. A late one's session, once opened, is the
+   * client session's (BrokerHops.lateOpening).
    */
   private async initialize(
     res: ServerResponse,
@@ -609,6 +609,7 @@ export class Broker {
     body: { params?: Record<string, unknown> },
     agentToken: string | undefined,
     authInfo: { token: string; clientId: string; scopes: string[]; extra: Record<string, unknown> },
+    audit: BrokerAudit,
   ): Promise<BrokerRefusal | undefined> {
     const params = body.params ?? {};
     const clientCapabilities = isPlainObject(params.capabilities) ? params.capabilities : {};
@@ -637,10 +638,22 @@ export class Broker {
     const servers = this.aggregate
       .servers(principal, view)
       .filter((server) => !this.hops.hopTokenTooLarge(scope, server));
-    const opened = await Promise.allSettled(servers.map((server) => this.hops.openHopSession(scope, server)));
+    const late = new Map<string, Promise<string>>();
+    const opened = await fanOut(
+      servers.map((server) => this.hops.openHopSession(scope, server)),
+      fanoutMs(this.engine),
+      (i, opening) => {
+        this.hops.late(servers[i]!, "initialize");
+        late.set(servers[i]!, opening);
+      },
+    );
     opened.forEach((result, i) => {
-      if (result.status === "fulfilled") session.hops[servers[i]!] = result.value;
-      else this.hops.dropped(servers[i]!, "initialize", result.reason);
+      const server = servers[i]!;
+      if (result.status === "fulfilled") session.hops[server] = result.value;
+      else {
+        if (result.status === "rejected") this.hops.dropped(server, "initialize", result.reason);
+        audit.leftOut(server, result.status === "late");
+      }
     });
     // What the client is told it may use (sealed: a replica that restores the session serves the
     // same), fixed for the session: 2025 has no notification of a change of capabilities. From
@@ -658,6 +671,7 @@ export class Broker {
     this.use(live);
     try {
       this.touch(live, agentToken);
+      for (const [server, opening] of late) this.hops.lateOpening(live, server, opening);
       const response = await live.transport.handleRequest(request, { parsedBody: body, authInfo });
       return await answer(res, response);
     } finally {
@@ -910,7 +924,7 @@ export class Broker {
    * speaks only 2025: a session of its own, its GET stream and `resources/subscribe`), each
    * through `/mcp/<server>` like any hop. Their list_changed drop the kept lists and go to this
    * subscriber only, as do updates of the resources it subscribed to (`filter`), under the URIs
-   * it gave. Waits up to LISTEN_SETUP_MS for them; one that opens later still delivers, one that
+   * it gave. Waits for them until the fan-out's deadline (broker.fanoutTimeout); one that opens later still delivers, one that
    * fails is left out. `onClosed` runs once when the subscription ends.
    */
   private async watch(scope: Scope, filter: ListenFilter, onClosed: () => void): Promise<ListenWatch> {
@@ -989,13 +1003,7 @@ export class Broker {
         this.hops.dropped(server, "listen", err);
       }
     };
-    const opening = servers.map(open);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled(opening),
-      new Promise((resolve) => (timer = setTimeout(resolve, LISTEN_SETUP_MS))),
-    ]);
-    clearTimeout(timer);
+    await fanOut(servers.map(open), fanoutMs(this.engine), () => undefined);
     // Servers leaving or rejoining the view reach this subscriber only (presence.ts); one that
     // rejoins is listened to again unless its listen was opened since it left.
     const unwatch = this.presence.watch(
@@ -1063,11 +1071,15 @@ export class Broker {
    * know yet (none of its hops connected to them since the start or the last reload), with a hop
    * of the request's agent: its `server/discover` (or `initialize`, for a server that speaks only
    * 2025) answers them. Once per server, shared by concurrent requests; a server left out is not
-   * asked (its probe or next hop brings them); waits at most DISCOVER_WAIT_MS, after which the
-   * request is served with what is known.
+   * asked (its probe or next hop brings them). Each ask is waited for until the fan-out's deadline
+   * (broker.fanoutTimeout) counted from when it was asked, by every request that finds it
+   * pending: one that missed it delays no later request (the request is served with what is
+   * known, and the server's capabilities count from when it answers). A request that waited
+   * for a server in vain counts it left out (`fanout_timeout:<server>`).
    */
-  private async discover(scope: Scope): Promise<void> {
+  private async discover(scope: Scope, audit: BrokerAudit | undefined): Promise<void> {
     const engine = this.engine;
+    const now = Date.now();
     const asking = this.aggregate
       .servers(scope.principal, scope.view)
       .filter((server) => this.presence.capabilitiesOf(engine, server) === undefined)
@@ -1075,24 +1087,27 @@ export class Broker {
       .map((server) => {
         let pending = this.discovering.get(server);
         if (pending === undefined) {
-          pending = this.hops
+          const asked = this.hops
             .hop(scope, server, undefined, hopCapabilities(scope, undefined))
             .then(
               (hop) => closeHop(hop),
               (err: unknown) => this.hops.dropped(server, "connect", err),
             )
             .finally(() => this.discovering.delete(server));
+          pending = { asked, until: now + fanoutMs(engine) };
           this.discovering.set(server, pending);
         }
-        return pending;
-      });
-    if (asking.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled(asking),
-      new Promise((resolve) => (timer = setTimeout(resolve, DISCOVER_WAIT_MS))),
-    ]);
-    clearTimeout(timer);
+        return { server, pending };
+      })
+      .filter(({ pending }) => pending.until > now);
+    await Promise.all(
+      asking.map(async ({ server, pending }) => {
+        const [answered] = await fanOut([pending.asked], pending.until - now, () => undefined);
+        if (answered?.status !== "late") return;
+        this.hops.late(server, "server/discover");
+        audit?.leftOut(server, true);
+      }),
+    );
   }
 
   /** Hop clients kept idle for later requests (hop-pool.ts), for tests and diagnostics. */

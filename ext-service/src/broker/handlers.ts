@@ -11,6 +11,7 @@ import { asAsked, asGateway, callResultUris, promptUris, type BrokerAggregate } 
 import { CALL_RESULT } from "./call-result.js";
 import { hopBroken } from "./hop-errors.js";
 import { HOP_TIMEOUT_MS, type BrokerHops } from "./hops.js";
+import { fanOut, fanoutMs } from "./fanout.js";
 import type { ServerPresence } from "./presence.js";
 import { refusedInBand } from "./refusals.js";
 import { retryParams, type Scope } from "./scope.js";
@@ -226,7 +227,8 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
     // decided and audited on its server's path.
     server.setRequestHandler("logging/setLevel", async (request, ctx) => {
       const engine = parts.engine();
-      await Promise.allSettled(
+      // Answered once each has, or at the fan-out's deadline: a slow server's goes on.
+      await fanOut(
         parts.aggregate
           .servers(scope.principal, scope.view)
           .filter((name) => {
@@ -238,6 +240,8 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
               client.request({ method: "logging/setLevel", params: { level: request.params.level } }),
             ),
           ),
+        fanoutMs(engine),
+        () => undefined,
       );
       return {};
     });

@@ -160,6 +160,8 @@ export class BrokerHops {
   >();
   /** mcp_gateway_broker_hop_session_ends_total (closeHops). */
   private readonly ends: Counter<"reason" | "result">;
+  /** Hop sessions still being opened for a client session's initialize that did not wait (lateOpening). */
+  private readonly opening = new Map<string, Promise<string>>();
   /** Hop clients built so far: numbers each hop's own id prefix (hop). */
   private hopsBuilt = 0;
 
@@ -292,6 +294,50 @@ export class BrokerHops {
     this.options.logger.warn(
       { server, method, error: e?.message, ...(e?.cause?.message ? { cause: e.cause.message } : {}) },
       "aggregated endpoint: server left out of the view",
+    );
+  }
+
+  /**
+   * `server` had not answered `method` of a fan-out by its deadline (broker.fanoutTimeout,
+   * fanout.ts): left out of that answer, counted and logged. Not a failure: its hop goes on, and
+   * only how it ends (an answer, or a failure such as the per-server path's upstream_timeout)
+   * says whether the server is up or down (presence.ts); its kept lists stay.
+   */
+  late(server: string, method: string): void {
+    this.options.metrics.upstreamErrors.inc({ server, reason: "broker_fanout_timeout" });
+    this.options.logger.warn(
+      { server, method, waited: this.engine.config.broker.fanoutTimeout },
+      "aggregated endpoint: server left out of an answer, no answer by broker.fanoutTimeout",
+    );
+  }
+
+  /**
+   * `opening`: the hop session on `server` that the initialize of client session `live` asked for
+   * and was answered without (a late member of its fan-out). Once opened it is the session's, as
+   * one opened on first use is (LiveSession.lateHops; its GET stream joins the client's), or,
+   * when the session left the process meanwhile, it is ended on its server. A hop that needs it
+   * before it is open waits for it rather than opening another (withHopOnce). A failure leaves
+   * the server out as any.
+   */
+  lateOpening(live: LiveSession, server: string, opening: Promise<string>): void {
+    const sessionId = live.scope.sessionId;
+    if (sessionId === undefined) return;
+    const key = `${sessionId} ${server}`;
+    this.opening.set(key, opening);
+    const done = () => {
+      if (this.opening.get(key) === opening) this.opening.delete(key);
+    };
+    opening.then(
+      (id) => {
+        done();
+        const left = this.remember(live, server, id);
+        if (left === undefined) this.sessions.joined(live, server);
+        else if (id !== STATELESS_HOP) void this.endHopSession(live.scope, server, id, left);
+      },
+      (err: unknown) => {
+        done();
+        this.dropped(server, "initialize", err);
+      },
     );
   }
 
@@ -679,9 +725,15 @@ export class BrokerHops {
     try {
       let sessionId = scope.modern ? undefined : (hopSession ?? this.hopSessionId(scope, server));
       if (!scope.modern && sessionId === undefined) {
-        // The server was left out at initialize: open its session now, for this process.
+        // The server was left out at initialize: its session is the one still being opened for
+        // it then (lateOpening keeps it for the session), or one opened now, for this process.
         const live = scope.sessionId === undefined ? undefined : this.sessions.get(scope.sessionId);
-        sessionId = await this.openHopSession(scope, server);
+        const pending =
+          scope.sessionId === undefined ? undefined : this.opening.get(`${scope.sessionId} ${server}`);
+        const late = pending && (await pending.catch(() => undefined));
+        const kept = late === undefined ? undefined : this.hopSessionId(scope, server);
+        if (kept !== undefined) sessionId = kept;
+        else sessionId = await this.openHopSession(scope, server);
         if (scope.sessionId !== undefined) {
           const left = this.remember(live, server, sessionId);
           // The client's stream is open: this server's joins it now.

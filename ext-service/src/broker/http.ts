@@ -96,7 +96,10 @@ export async function serveBrokerRequest(
   const refusal = await options.broker.handle(req, res, admission.principal, admission.view, parsed, {
     requestId: exchange.requestId,
     refused: (refused) => recordRefusal(exchange, refused),
-    leftOut: (server) => countOn(exchange, `left_out:${server}`),
+    leftOut: (server, late) => {
+      countOn(exchange, `left_out:${server}`);
+      if (late) countOn(exchange, `fanout_timeout:${server}`);
+    },
   });
   if (refusal) {
     noteSubject(exchange, refusal);

@@ -41,10 +41,12 @@ export interface BrokerAudit {
   readonly requestId: string;
   refused(refusal: BrokerRefusal): void;
   /**
-   * A server left out of a list this request asked for (its hop failed: down, refusing, or a
-   * malformed page, broker/list-page.ts): the record counts it as `left_out:<server>`.
+   * A server left out of the answer to this request (a list, or initialize): its hop failed
+   * (down, refusing, or a malformed page, broker/list-page.ts), or it had not answered by the
+   * fan-out's deadline (`late`, broker/fanout.ts). The record counts it as `left_out:<server>`,
+   * and a late one as `fanout_timeout:<server>` too.
    */
-  leftOut(server: string): void;
+  leftOut(server: string, late?: boolean): void;
 }
 
 /** JSON-RPC codes of the SDK's own HTTP-level errors, by what they say. */

@@ -918,6 +918,9 @@ export const BrokerSchema = z
     probeInterval: Duration.default("15s").describe(
       "How often the broker asks a server left out of the views (found down) whether it answers again, while a client stream of /mcp has it in its view; 0: only the next hop to it tells",
     ),
+    fanoutTimeout: Duration.default("5s").describe(
+      "How long an answer that asks every server of the view (initialize, the lists, a 2026-07-28 request's capabilities) waits for them: a server that has not answered by then is left out of that answer, audited and counted; its hop goes on. 5s: far above a healthy server's answer, far below edge.upstreamTimeout; 0: no deadline of its own",
+    ),
     views: z
       .record(ViewNameSchema, BrokerViewSchema)
       .default({})
