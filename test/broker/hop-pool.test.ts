@@ -56,6 +56,7 @@ describe("kept hop clients expire when idle", () => {
       },
       ctx: undefined,
       clientStream: undefined,
+      asker: undefined,
       sent: [],
       ownSession: true,
       sessionId: transport.sessionId!,

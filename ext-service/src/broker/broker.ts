@@ -42,6 +42,7 @@ import { ServerPresence, type ListChangedKind, type PresenceWatcher } from "./pr
 import type { BrokerAudit, BrokerRefusal } from "./refusals.js";
 import { BrokerReplay, postStreams, writeSharingSerialisation } from "./replay.js";
 import { hopCapabilities, RELAYED_REQUESTS, type Scope } from "./scope.js";
+import { InputBridge } from "./bridge.js";
 import {
   brokerSessionOwner,
   OpenedBrokerSessions,
@@ -130,6 +131,8 @@ export class Broker {
   private readonly aggregate: BrokerAggregate;
   /** What the aggregate's MCP servers are built from (handlers.ts). */
   private readonly serverParts: ServerParts;
+  /** 2026-07-28 calls to 2025-only servers held for their client's input (bridge.ts). */
+  readonly bridge = new InputBridge();
   /** Lists per agent view and server (list-cache.ts). */
   private readonly lists: BrokerListCache;
   /** What the 2025 sessions' streams sent, to replay for a client that resumes (replay.ts). */
@@ -180,6 +183,7 @@ export class Broker {
       aggregate: this.aggregate,
       hops: this.hops,
       presence: this.presence,
+      bridge: this.bridge,
     };
     this.modern = createMcpHandler(
       async (ctx) => {
@@ -1121,6 +1125,7 @@ export class Broker {
     this.sessions.clear();
     this.opened.clear();
     this.upstreamStreams.closeAll();
+    this.bridge.clear();
     this.hops.clear();
     this.lists.clear();
     this.presence.clear();

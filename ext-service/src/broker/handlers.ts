@@ -15,6 +15,8 @@ import { fanOut, fanoutMs } from "./fanout.js";
 import type { ServerPresence } from "./presence.js";
 import { refusedInBand } from "./refusals.js";
 import { retryParams, type Scope } from "./scope.js";
+import { bridgeSubject, isBridgeState, type InputBridge } from "./bridge.js";
+import type { Client } from "@modelcontextprotocol/client";
 
 // What the aggregated endpoint serves: its MCP server's capabilities and request handlers.
 
@@ -62,6 +64,37 @@ export interface ServerParts {
   aggregate: BrokerAggregate;
   hops: BrokerHops;
   presence: ServerPresence;
+  bridge: InputBridge;
+}
+
+/**
+ * A call, prompt or read relayed to `server`. In 2026-07-28 its server may speak only 2025 and ask
+ * the client for input on the call's stream: the bridge answers the client `input_required`
+ * instead, and a retry with a state the bridge issued goes on with the call it holds (bridge.ts)
+ * rather than making a new hop.
+ */
+function relay<T>(
+  parts: ServerParts,
+  scope: Scope,
+  ctx: ServerContext,
+  server: string,
+  method: string,
+  name: string,
+  args: unknown,
+  work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+): Promise<T> {
+  if (!scope.modern) return parts.hops.withHop(scope, server, ctx, work);
+  const subject = () => bridgeSubject(scope, server, method, name, args);
+  const state = ctx.mcpReq.requestState<unknown>();
+  // An input_required result, as the work's own may be (its request allows them).
+  if (isBridgeState(state))
+    return parts.bridge.resume(ctx, subject(), state, ctx.mcpReq.inputResponses) as Promise<T>;
+  return parts.bridge.run(subject, (bind) =>
+    parts.hops.withHop(scope, server, ctx, (client, signal, use) => {
+      bind(use);
+      return work(client, signal);
+    }),
+  ) as Promise<T>;
 }
 
 /** The optional capabilities at least one of `servers` offers, as far as this process knows. */
@@ -118,8 +151,15 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
       ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
       ...(scope.modern ? retryParams(ctx) : {}),
     };
-    return parts.hops
-      .withHop(scope, target.server, ctx, (client, signal) => {
+    return relay(
+      parts,
+      scope,
+      ctx,
+      target.server,
+      "tools/call",
+      request.params.name,
+      request.params.arguments,
+      (client, signal) => {
         const options = {
           signal,
           timeout: HOP_TIMEOUT_MS,
@@ -143,7 +183,8 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
             headers: scope.paramHeaders ?? {},
           });
         return client.request({ method: "tools/call", params }, CALL_RESULT, options);
-      })
+      },
+    )
       .then(
         (result) => callResultUris(asGateway(result), parts.aggregate.namesOf(scope.view), target.server),
         asAsked("tools", request.params.name),
@@ -157,10 +198,16 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
       ...(request.params.arguments ? { arguments: request.params.arguments } : {}),
       ...(scope.modern ? retryParams(ctx) : {}),
     };
-    return parts.hops
-      .withHop(scope, target.server, ctx, (client, signal) =>
-        client.getPrompt(params, { signal, allowInputRequired: true }),
-      )
+    return relay(
+      parts,
+      scope,
+      ctx,
+      target.server,
+      "prompts/get",
+      request.params.name,
+      request.params.arguments,
+      (client, signal) => client.getPrompt(params, { signal, allowInputRequired: true }),
+    )
       .then(
         (result) => promptUris(asGateway(result), parts.aggregate.namesOf(scope.view), target.server),
         asAsked("prompts", request.params.name),
@@ -171,10 +218,16 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
     // A URI in the form of earlier releases still reads (names.ts); the contents carry the new one.
     const target = parts.aggregate.route(scope, "resources", request.params.uri, ctx, true);
     const params = { uri: target.name, ...(scope.modern ? retryParams(ctx) : {}) };
-    const result = await parts.hops
-      .withHop(scope, target.server, ctx, (client, signal) =>
-        client.readResource(params, { signal, allowInputRequired: true }),
-      )
+    const result = await relay(
+      parts,
+      scope,
+      ctx,
+      target.server,
+      "resources/read",
+      request.params.uri,
+      undefined,
+      (client, signal) => client.readResource(params, { signal, allowInputRequired: true }),
+    )
       .then(asGateway, asAsked("resources", request.params.uri))
       .catch(hopBroken(ctx));
     if (isInputRequiredResult(result)) return result as never;

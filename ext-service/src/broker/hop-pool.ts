@@ -1,5 +1,5 @@
 import type { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
-import type { ServerContext } from "@modelcontextprotocol/server";
+import type { Result, ServerContext } from "@modelcontextprotocol/server";
 import { LRUCache } from "lru-cache";
 import type { Principal } from "../policy/identity.js";
 
@@ -34,6 +34,11 @@ export interface PooledHop {
    * `postStreams`): where the hop parks a resumption its server asked for (hop-resume.ts).
    */
   clientStream: string | undefined;
+  /**
+   * A 2026-07-28 request's hop to a server that speaks only 2025: where the server's requests to
+   * the client go during the current use (bridge.ts, the call that asked them).
+   */
+  asker: ((method: string, params: unknown) => Promise<Result>) | undefined;
   /** Ids of the requests sent in the current use (2025: what a cancellation names). */
   readonly sent: (string | number)[];
   /**
@@ -56,6 +61,7 @@ export interface HopPoolOptions {
 /** Closes a hop: its own session first (DELETE on /mcp/<server>), then its transport. */
 export async function closeHop(hop: PooledHop): Promise<void> {
   hop.ctx = undefined;
+  hop.asker = undefined;
   hop.clientStream = undefined;
   if (hop.ownSession) await hop.transport.terminateSession().catch(() => undefined);
   await hop.client.close().catch(() => undefined);
@@ -100,6 +106,7 @@ export class HopPool {
   /** Puts a hop the request is done with back, or closes it when its key holds enough. */
   give(key: string, hop: PooledHop): void {
     hop.ctx = undefined;
+    hop.asker = undefined;
     hop.clientStream = undefined;
     hop.sent.length = 0;
     if (hop.client.transport === undefined) return void closeHop(hop);

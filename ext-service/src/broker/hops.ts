@@ -21,7 +21,14 @@ import type { ViewNames } from "./names.js";
 import { postStreams } from "./replay.js";
 import { refusedInBand } from "./refusals.js";
 import type { ServerPresence } from "./presence.js";
-import { hopCapabilities, legacyHopCapabilities, RELAYED_REQUESTS, type Scope } from "./scope.js";
+import {
+  BRIDGED_CAPABILITIES,
+  hopCapabilities,
+  legacyHopCapabilities,
+  RELAYED_REQUESTS,
+  type Scope,
+} from "./scope.js";
+import type { HopUse } from "./bridge.js";
 import { relayed, type LiveSession, type SessionEnd } from "./live-session.js";
 import {
   AgentTokenExpired,
@@ -462,12 +469,23 @@ export class BrokerHops {
       speaker,
       ctx: undefined,
       clientStream: undefined,
+      asker: undefined,
       sent: [],
       ownSession: false,
     };
-    if (!scope.modern) {
-      for (const [method, capability] of RELAYED_REQUESTS) {
-        if (capabilities[capability] === undefined) continue;
+    for (const [method, capability] of RELAYED_REQUESTS) {
+      if (capabilities[capability] === undefined) continue;
+      if (scope.modern) {
+        // Sent only by a server that speaks only 2025 (declared in its initialize): the call
+        // using the hop turns it into an input_required result for the client (bridge.ts).
+        if (!BRIDGED_CAPABILITIES.has(capability)) continue;
+        client.setRequestHandler(method, (request) => {
+          const asker = hop.asker;
+          if (!asker)
+            throw new ProtocolError(JsonRpcCode.MethodNotFound, `${method}: no request to relay it to`);
+          return asker(method, request.params) as never;
+        });
+      } else
         client.setRequestHandler(method, (request) => {
           const ctx = hop.ctx;
           if (!ctx)
@@ -477,7 +495,6 @@ export class BrokerHops {
           const live = scope.sessionId === undefined ? undefined : this.sessions.get(scope.sessionId);
           return live ? relayed(live, send) : (send() as never);
         });
-      }
     }
     client.setNotificationHandler("notifications/message", (notification) =>
       hop.ctx?.mcpReq.notify({
@@ -640,7 +657,7 @@ export class BrokerHops {
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
-    work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+    work: (client: Client, signal: AbortSignal | undefined, use: HopUse) => Promise<T>,
   ): Promise<T> {
     try {
       return await this.withHopOnce(scope, server, ctx, work);
@@ -683,7 +700,7 @@ export class BrokerHops {
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
-    work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+    work: (client: Client, signal: AbortSignal | undefined, use: HopUse) => Promise<T>,
     hopSession?: string,
   ): Promise<T> {
     const opened: { orphan?: { id: string; reason: SessionEnd } } = {};
@@ -699,7 +716,7 @@ export class BrokerHops {
     scope: Scope,
     server: string,
     ctx: ServerContext | undefined,
-    work: (client: Client, signal: AbortSignal | undefined) => Promise<T>,
+    work: (client: Client, signal: AbortSignal | undefined, use: HopUse) => Promise<T>,
     hopSession: string | undefined,
     opened: { orphan?: { id: string; reason: SessionEnd } },
   ): Promise<T> {
@@ -755,29 +772,46 @@ export class BrokerHops {
     hop.clientStream = postStreams.getStore()?.id;
     const { client, transport } = hop;
     const legacy = client.getProtocolEra() !== "modern";
-    const signal = ctx?.mcpReq.signal;
+    let signal = ctx?.mcpReq.signal;
     let stopListening = () => {};
-    if (signal && legacy) {
+    const used = hop;
+    const listen = () => {
+      const current = signal;
+      if (!current || !legacy) return;
       // In 2025 a closed stream is not a cancellation: the SDK client would only close it, so
       // the broker tells the server with notifications/cancelled for what this hop sent.
-      const used = hop;
       const onAbort = () => {
         void Promise.allSettled(
           used.sent.map((requestId) =>
             transport.send({
               jsonrpc: "2.0",
               method: "notifications/cancelled",
-              params: { requestId, reason: String(signal.reason ?? "cancelled by the client") },
+              params: { requestId, reason: String(current.reason ?? "cancelled by the client") },
             }),
           ),
         ).then(() => closeHop(used));
       };
-      signal.addEventListener("abort", onAbort, { once: true });
-      stopListening = () => signal.removeEventListener("abort", onAbort);
-    }
+      if (current.aborted) return onAbort();
+      current.addEventListener("abort", onAbort, { once: true });
+      stopListening = () => current.removeEventListener("abort", onAbort);
+    };
+    listen();
+    // A call held for its client's input (bridge.ts) moves to the client's retry, or to none
+    // while held: its logs and its cancellation follow the request the client waits on.
+    const use: HopUse = {
+      hop,
+      rebind: (next) => {
+        stopListening();
+        stopListening = () => {};
+        used.ctx = next;
+        used.clientStream = undefined;
+        signal = next?.mcpReq.signal;
+        listen();
+      },
+    };
     let keep = false;
     try {
-      const result = await work(client, legacy ? undefined : signal);
+      const result = await work(client, legacy ? undefined : signal, use);
       keep = true;
       this.presence.up(server);
       return result;

@@ -36,9 +36,10 @@ export const RELAYED_REQUESTS = [
 
 /**
  * The capabilities of RELAYED_REQUESTS the broker can relay to a 2026-07-28 client from a server
- * that speaks only 2025 (whose requests come on the call's stream, where that client takes none).
+ * that speaks only 2025 (whose requests come on the call's stream, where that client takes none):
+ * turned into `input_required` results (bridge.ts).
  */
-export const BRIDGED_CAPABILITIES: ReadonlySet<string> = new Set<string>();
+export const BRIDGED_CAPABILITIES: ReadonlySet<string> = new Set(RELAYED_REQUESTS.map(([, c]) => c));
 
 /**
  * What a 2026-07-28 request's hop declares in `initialize` to a server that speaks only 2025: of

@@ -120,6 +120,12 @@ export const Reasons = {
     message:
       "No request of this session waits for this answer on any gateway replica that can take it: it timed out or was cancelled, or (without a shared state store) the session's requests must reach one replica (affinity by Mcp-Session-Id)",
   },
+  input_not_pending: {
+    code: JsonRpcCode.InvalidParams,
+    status: 400,
+    message:
+      "No call of this agent waits for this input on this gateway replica: it expired, was answered already, or is held by another replica",
+  },
   answer_relay_unavailable: {
     code: JsonRpcCode.UpstreamUnavailable,
     status: 503,
