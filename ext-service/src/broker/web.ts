@@ -22,7 +22,13 @@ export function onlyAnswers(body: unknown): boolean {
   );
 }
 
-/** Writes a web Response to a node response, streaming its body (SSE) as it arrives. */
+/**
+ * Writes a web Response to a node response, streaming its body (SSE) as it arrives. However it
+ * stops before the body's end (the client went away, the response was destroyed, a write or a
+ * read failed), the body is cancelled at once: its source (the SDK transport's stream of a GET or
+ * a call) learns the stream is gone, instead of enqueueing into a stream no one reads and still
+ * holding the session's one GET stream (a new one refused 409).
+ */
 export async function sendResponse(
   res: ServerResponse,
   response: Response,
@@ -39,20 +45,38 @@ export async function sendResponse(
   }
   res.flushHeaders();
   const reader = response.body.getReader();
+  let finished = false;
   const cancel = () => void reader.cancel().catch(() => undefined);
   res.once("close", cancel);
   try {
-    for (;;) {
+    // `destroyed` is set when the response is destroyed, its close event only later: a chunk read
+    // in between must not be written, and must not end the loop without the cancel.
+    while (!res.destroyed) {
       const { done, value } = await reader.read();
-      if (done) break;
+      if (done) {
+        finished = true;
+        break;
+      }
       if (res.destroyed) break;
-      if (!res.write(value))
-        await new Promise<void>((resume) => res.once("drain", resume).once("close", resume));
+      if (!res.write(value)) await drained(res);
     }
   } finally {
     res.off("close", cancel);
+    if (!finished) cancel();
   }
   if (!res.destroyed) res.end();
+}
+
+/** Resolves when `res` drains or closes, leaving no listener behind. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise<void>((resume) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resume();
+    };
+    res.once("drain", done).once("close", done);
+  });
 }
 
 /**
