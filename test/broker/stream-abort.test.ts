@@ -33,14 +33,16 @@ describe("a client stream of /mcp that dies", () => {
       cancel: () => void (cancelled = true),
     });
     const served = new Promise<ServerResponse>((resolve) => (serving = resolve));
-    let sending: Promise<void> | undefined;
     const opened = new Promise<IncomingMessage>((resolve, reject) => {
       const req = request(`http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`, resolve);
       req.on("error", reject);
       req.end();
     });
     const res = await served;
-    sending = sendResponse(res, new Response(body, { headers: { "content-type": "text/event-stream" } }));
+    const sending = sendResponse(
+      res,
+      new Response(body, { headers: { "content-type": "text/event-stream" } }),
+    );
     const answer = await opened;
     answer.on("error", () => undefined);
     answer.resume();
