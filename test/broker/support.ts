@@ -372,7 +372,13 @@ export async function connect2025(
 export async function connectModern(
   url: string,
   token: string,
-  options: { name?: string; capabilities?: Record<string, unknown>; setup?: (client: ClientV2) => void } = {},
+  options: {
+    name?: string;
+    capabilities?: Record<string, unknown>;
+    setup?: (client: ClientV2) => void;
+    /** The transport's fetch (a test that records requests or answers). */
+    fetch?: (url: string | URL, init?: RequestInit) => Promise<Response>;
+  } = {},
 ): Promise<ClientV2> {
   const client = new ClientV2(
     { name: options.name ?? "v2", version: "1.0.0" },
@@ -383,7 +389,10 @@ export async function connectModern(
   );
   options.setup?.(client);
   await client.connect(
-    new TransportV2(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+    new TransportV2(new URL(url), {
+      requestInit: { headers: { authorization: `Bearer ${token}` } },
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+    }),
   );
   return client;
 }
