@@ -34,10 +34,17 @@ describe("test/envoy-e2e/flows.ts against the local edge", () => {
     await Promise.all(Object.values(servers ?? {}).map((s) => s.close()));
   });
 
-  it("passes every flow: 401 challenge, RFC 9728 metadata, tools/list, tools/call, 429", async () => {
+  it("passes every flow: 401 challenge, RFC 9728 metadata, tools/list, tools/call, /mcp, 429", async () => {
     const base = new URL(gw.url("kb")).origin;
     const results = await runGatewayFlows(base, await gw.token("support-bot"));
-    expect(results).toHaveLength(5);
+    expect(results.map((r) => r.name.split(/[ :]/)[0])).toEqual([
+      "no",
+      "RFC",
+      "tools/list",
+      "tools/call",
+      "/mcp",
+      "over",
+    ]);
     for (const r of results) expect(r.ok, `${r.name}: ${r.detail}`).toBe(true);
   }, 60_000);
 
@@ -45,6 +52,7 @@ describe("test/envoy-e2e/flows.ts against the local edge", () => {
     const base = new URL(gw.url("kb")).origin;
     const results = await runGatewayFlows(base, "not-a-token");
     expect(results.find((r) => r.name.startsWith("tools/list"))!.ok).toBe(false);
+    expect(results.find((r) => r.name.startsWith("/mcp"))!.ok).toBe(false);
   }, 60_000);
 });
 

@@ -7,7 +7,7 @@
  *   MCP_GATEWAY_URL=http://127.0.0.1:8080 MCP_GATEWAY_TOKEN=<support-bot token> npx tsx test/envoy-e2e/flows.ts
  *
  * The token must be for an agent that may use the kb server (the demo's support-bot or
- * research-bot). Exit code 0 when every flow passes; each result is printed.
+ * research-bot), through /mcp too. Exit code 0 when every flow passes; each result is printed.
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -89,6 +89,30 @@ export async function runGatewayFlows(baseUrl: string, token: string): Promise<F
     }),
   );
   if (connected) await client.close();
+
+  // The aggregated endpoint: Envoy routes /mcp to the ext-service's broker listener, whose hops come
+  // back through Envoy's per-server routes (broker.hopUrl), so every hop is decided there.
+  const aggregate = new Client({ name: "mcp-gateway-e2e-aggregate", version: "1.0.0" });
+  let aggregated = false;
+  results.push(
+    await flow("/mcp (the broker): initialize, tools/list, tools/call kb__search_articles", async () => {
+      const transport = new StreamableHTTPClientTransport(new URL("/mcp", baseUrl), {
+        requestInit: { headers: { Authorization: `Bearer ${token}` } },
+      });
+      await aggregate.connect(transport);
+      aggregated = true;
+      check(typeof transport.sessionId === "string", "no Mcp-Session-Id from initialize");
+      const names = (await aggregate.listTools()).tools.map((t) => t.name);
+      check(names.includes("kb__search_articles"), `tools: ${names.join(", ")}`);
+      const result = await aggregate.callTool({
+        name: "kb__search_articles",
+        arguments: { query: "gateway" },
+      });
+      check(result.isError !== true, `tool error: ${JSON.stringify(result.content)}`);
+      return `${names.length} tools; ${JSON.stringify(result.content).slice(0, 100)}`;
+    }),
+  );
+  if (aggregated) await aggregate.close();
 
   results.push(
     await flow("over the per-agent rate limit: 429 with the JSON-RPC rate_limited error", async () => {
