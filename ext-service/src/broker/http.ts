@@ -220,6 +220,13 @@ export function startBrokerListener(options: {
   logger: Logger;
   host: string;
   port: number;
+  /**
+   * The agent's rate limit, as the Envoy plane counts the agent's requests (envoy/ratelimit.ts
+   * takeAgentToken): 0 when the request may go, else the seconds to wait. Each request to the
+   * aggregated endpoint is counted once here (Envoy's routes to it run no rate limit: without
+   * ext_authz they know no agent), and its hops are not counted again, as on the local edge.
+   */
+  limitAgent?: (principal: Principal) => Promise<number>;
 }): Promise<BrokerListener> {
   // Whatever Envoy's listener accepted, with the headers Envoy adds (policy/header-limits.ts).
   const http: Server = createServer({ maxHeaderSize: MAX_REQUEST_HEADER_BYTES }, (req, res) => {
@@ -231,7 +238,24 @@ export function startBrokerListener(options: {
       typeof traceparent === "string" ? traceparent : undefined,
     );
     res.once("close", () => options.audit.finish(exchange, res.headersSent ? res.statusCode : 499));
-    serveBrokerRequest({ engine, broker: options.broker }, req, res, exchange).catch((err: unknown) => {
+    const limitAgent = options.limitAgent;
+    const admitAgent =
+      limitAgent &&
+      (async (principal: Principal) => {
+        const wait = await limitAgent(principal);
+        if (wait === 0) return true;
+        sendReply(
+          res,
+          engine.rejection(exchange, "rate_limited", undefined, { "retry-after": String(wait) }),
+        );
+        return false;
+      });
+    serveBrokerRequest(
+      { engine, broker: options.broker, ...(admitAgent ? { admitAgent } : {}) },
+      req,
+      res,
+      exchange,
+    ).catch((err: unknown) => {
       options.logger.error({ err, request_id: exchange.requestId }, "aggregated endpoint request failed");
       if (!res.headersSent) sendReply(res, engine.rejection(exchange, "internal_error"));
       else res.destroy();

@@ -193,6 +193,7 @@ export const SHIPPED_CHAIN: Readonly<EnvoyModelConfig> = Object.freeze<EnvoyMode
       [
         { header: "x-mcp-agent", descriptorKey: "agent", skipIfAbsent: false },
         { header: "x-mcp-issuer", descriptorKey: "issuer", skipIfAbsent: true },
+        { header: "x-mcp-via-broker", descriptorKey: "via_broker", skipIfAbsent: true },
       ],
     ],
     timeoutMs: 250,

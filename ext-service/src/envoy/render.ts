@@ -395,9 +395,10 @@ function localRateLimit(loaded: LoadedConfig): Obj {
 /**
  * `/mcp` and `/mcp/views/<name>`: the aggregated endpoint, served by the ext-service's broker
  * listener. ext_authz and ext_proc are off here: the broker authenticates the agent itself, and
- * each of its hops comes back through this listener on the server's own route, where both run
- * (and the per-agent rate limit counts it). The local rate limit is off too: without ext_authz's
- * x-mcp-agent header every agent would share one bucket.
+ * each of its hops comes back through this listener on the server's own route, where both run.
+ * The local rate limit is off too: without ext_authz's x-mcp-agent header every agent would share
+ * one bucket. The broker listener counts each request against the agent's global bucket itself
+ * (ratelimit.ts takeAgentToken), and the global limit does not count its hops (via_broker).
  */
 function brokerRoutes(loaded: LoadedConfig): Obj[] {
   // A 2025 session's requests after initialize (the answers to relayed server-to-client

@@ -21,7 +21,7 @@ import { Metrics } from "../telemetry/metrics.js";
 import { createCheckHandler } from "./authz.js";
 import type { AdapterContext } from "./context.js";
 import { createProcessHandler } from "./extproc.js";
-import { createRateLimitHandler } from "./ratelimit.js";
+import { createRateLimitHandler, takeAgentToken } from "./ratelimit.js";
 import { TokenExchanger } from "../upstream/token-exchange.js";
 import { PinVerifier } from "../upstream/pin-verifier.js";
 import { HealthService } from "./health.js";
@@ -309,6 +309,7 @@ export async function startExtService(options: ExtServiceOptions): Promise<ExtSe
       broker,
       audit,
       logger,
+      limitAgent: (principal) => takeAgentToken(ctx, principal),
       host: options.brokerHost ?? listen.broker.host,
       // A caller that asks for a free gRPC port (tests, benches) gets a free broker port too.
       port: options.brokerPort ?? ((options.grpcPort ?? listen.grpc.port) === 0 ? 0 : listen.broker.port),

@@ -60,7 +60,13 @@ import {
 import { readSessionSecrets } from "./session-keys.js";
 import { durationMs } from "../model/duration.js";
 import { readUpstreamCredentials, type UpstreamCredentials } from "./upstream-credentials.js";
-import { HopTokens, isHopToken, MAX_HOP_TOKEN_LENGTH, type OpenedHop } from "./hop-token.js";
+import {
+  HopTokens,
+  isHopToken,
+  MAX_HOP_TOKEN_LENGTH,
+  VIA_BROKER_HEADER,
+  type OpenedHop,
+} from "./hop-token.js";
 import { IssuedCredentialSeal, tokenExchangeKey, type TokenExchangeNeed } from "./token-exchange.js";
 
 /**
@@ -640,6 +646,10 @@ export class PolicyEngine<Config extends PolicyConfig = PolicyConfig> {
     };
     // Agent names are namespaced by issuer: the upstream needs both to tell two agents apart.
     if (principal?.issuer !== undefined) set["x-mcp-issuer"] = agentHeaderValue(principal.issuer);
+    // A hop of the aggregated endpoint (its request to /mcp was counted against the agent's rate
+    // limit): behind Envoy the global rate limit's descriptor carries it, and the rate limit
+    // service does not count the hop again (envoy/ratelimit.ts). Client copies are stripped above.
+    if (principal?.viaBroker) set[VIA_BROKER_HEADER] = "1";
     // The server's own credential, held by the gateway: it replaces whatever the agent sent.
     const held = exchange.server ? this.credentialHeaders(exchange.server) : undefined;
     const credential = exchanged ? { ...held, ...exchanged } : held;

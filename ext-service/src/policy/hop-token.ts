@@ -29,6 +29,13 @@ const HOP_ISSUER = "mcp-gateway/broker-hop v1";
 // The longest hop token minted or opened, and why it fits every listener on the way.
 export { MAX_HOP_TOKEN_LENGTH } from "./header-limits.js";
 
+/**
+ * Set (to "1") on the upstream request of a hop admitted with a hop identity, by the gateway
+ * only (client copies of every x-mcp-* header are stripped): behind Envoy, the global rate
+ * limit's descriptor carries it, so the hop is not counted again (envoy/ratelimit.ts).
+ */
+export const VIA_BROKER_HEADER = "x-mcp-via-broker";
+
 /** What a hop token carries. */
 interface HopClaims {
   agent: string;
