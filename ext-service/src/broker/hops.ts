@@ -791,7 +791,6 @@ export class BrokerHops {
           ),
         ).then(() => closeHop(used));
       };
-      if (current.aborted) return onAbort();
       current.addEventListener("abort", onAbort, { once: true });
       stopListening = () => current.removeEventListener("abort", onAbort);
     };
