@@ -10,7 +10,7 @@ import type { GatewayEngine } from "../config/compile.js";
 import { asAsked, asGateway, callResultUris, promptUris, type BrokerAggregate } from "./aggregate.js";
 import { CALL_RESULT } from "./call-result.js";
 import { hopBroken } from "./hop-errors.js";
-import { HOP_TIMEOUT_MS, type BrokerHops } from "./hops.js";
+import { HOP_TIMEOUT_MS, takeRawCallResult, type BrokerHops } from "./hops.js";
 import { fanOut, fanoutMs } from "./fanout.js";
 import type { ServerPresence } from "./presence.js";
 import { refusedInBand } from "./refusals.js";
@@ -176,12 +176,17 @@ export function buildServer(parts: ServerParts, scope: Scope): Server {
         // A straight request with the broker's own result schema (call-result.ts): the result goes
         // back as the server sent it. 2026-07-28: an `input_required` result comes back to the agent
         // as it is, and the agent's Mcp-Param-* headers (checked against the pinned schema) go with it.
-        if (client.getProtocolEra() === "modern")
-          return client.request({ method: "tools/call", params }, CALL_RESULT, {
-            ...options,
-            allowInputRequired: true,
-            headers: scope.paramHeaders ?? {},
-          });
+        if (client.getProtocolEra() === "modern") {
+          takeRawCallResult(client);
+          // What the server sent, which the SDK's codec did not check (hops.ts keepRawCallResult).
+          return client
+            .request({ method: "tools/call", params }, CALL_RESULT, {
+              ...options,
+              allowInputRequired: true,
+              headers: scope.paramHeaders ?? {},
+            })
+            .then((result) => takeRawCallResult(client) ?? result);
+        }
         return client.request({ method: "tools/call", params }, CALL_RESULT, options);
       },
     )

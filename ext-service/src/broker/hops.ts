@@ -2,13 +2,14 @@ import {
   Client,
   StreamableHTTPClientTransport,
   type ReconnectionScheduler,
+  type JSONRPCMessage,
 } from "@modelcontextprotocol/client";
 import { ProtocolError, type ServerContext } from "@modelcontextprotocol/server";
 import { decodeJwt } from "jose";
 import { Counter } from "prom-client";
 import type { Principal } from "../policy/identity.js";
 import { JsonRpcCode } from "../policy/reasons.js";
-import type { JsonRpcId } from "../mcp/jsonrpc.js";
+import { isPlainObject, type JsonRpcId } from "../mcp/jsonrpc.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { GatewayEngine } from "../config/compile.js";
@@ -19,6 +20,7 @@ import { hopFetch } from "./hop-fetch.js";
 import { closeHop, HopPool, type PooledHop } from "./hop-pool.js";
 import type { ViewNames } from "./names.js";
 import { postStreams } from "./replay.js";
+import { callResultProblem, type CallResult } from "./call-result.js";
 import { refusedInBand } from "./refusals.js";
 import type { ServerPresence } from "./presence.js";
 import {
@@ -108,6 +110,35 @@ export function hopNumber(value: unknown, prefix: string): number | undefined {
   if (!/^(0|[1-9][0-9]*)$/.test(digits)) return undefined;
   const n = Number(digits);
   return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** The raw tools/call result a 2026-07-28 hop client last received (keepRawCallResult). */
+const rawCallResults = new WeakMap<Client, CallResult>();
+
+/**
+ * A 2026-07-28 hop's answer to its tools/call: the v2 SDK client's codec for that revision checks
+ * a complete result against its wire schema before the request's own (CALL_RESULT), and refuses a
+ * content part of a kind that schema does not know, which the per-server path relays. A complete
+ * result with the shape the broker relies on (callResultProblem) is kept aside for the request
+ * (takeRawCallResult) and the SDK is handed an empty one in its place; anything else goes to the
+ * SDK as it came (input_required, errors, a result the broker refuses too).
+ */
+function keepRawCallResult(client: Client, message: JSONRPCMessage): JSONRPCMessage {
+  if (!("result" in message)) return message;
+  const result: unknown = message.result;
+  if (!isPlainObject(result) || result.resultType !== "complete" || callResultProblem(result) !== undefined)
+    return message;
+  const raw: CallResult = { ...result };
+  delete raw.resultType;
+  rawCallResults.set(client, raw);
+  return { ...message, result: { resultType: "complete", content: [] } } as JSONRPCMessage;
+}
+
+/** The tools/call result `client` received as the server sent it (keepRawCallResult), once. */
+export function takeRawCallResult(client: Client): CallResult | undefined {
+  const raw = rawCallResults.get(client);
+  rawCallResults.delete(client);
+  return raw;
 }
 
 const endCounters = new WeakMap<Metrics, Counter<"reason" | "result">>();
@@ -520,6 +551,9 @@ export class BrokerHops {
     // Once connected: the wire ids of the requests sent whose answer has not come (streamCut).
     let unanswered: Set<JsonRpcId> | undefined;
     const send = transport.send.bind(transport);
+    // 2026-07-28: the ids of the tools/call requests sent, whose results keepRawCallResult takes.
+    let modernHop = false;
+    const calls = new Set<JsonRpcId>();
     transport.send = (message, options) => {
       // A 2026-07-28 request's hop to a server that speaks only 2025 (the SDK's fallback to
       // initialize): declared there, a capability holds for the hop session, and the server's
@@ -552,6 +586,7 @@ export class BrokerHops {
         }
       }
       if ("method" in message && "id" in message) {
+        if (modernHop && message.method === "tools/call") calls.add(message.id);
         // The ids this hop sends in each use: what a 2025 cancellation names (withHop).
         hop.sent.push(message.id);
         if (unanswered !== undefined) {
@@ -591,8 +626,11 @@ export class BrokerHops {
     const offered = client.getServerCapabilities();
     if (offered !== undefined) this.presence.learned(this.engine, server, offered);
     const waiting = (unanswered = new Set());
+    modernHop = client.getProtocolEra() === "modern";
     const receive = transport.onmessage;
     transport.onmessage = (message) => {
+      if (calls.size > 0 && !("method" in message) && message.id !== undefined && calls.delete(message.id))
+        message = keepRawCallResult(client, message);
       if (!("method" in message) && message.id !== undefined) {
         waiting.delete(message.id);
         const id = idPrefix === undefined ? undefined : hopNumber(message.id, idPrefix);
