@@ -260,7 +260,9 @@ export class Broker {
    * stream open), the session leaves the process after broker.liveSessions.idle unless used again.
    */
   private release(id: string, live: LiveSession): void {
-    if (--live.active > 0 || live.left !== undefined) return;
+    live.active--;
+    if (live.expired && live.posts === 0) return this.leave(id, live, "expired");
+    if (live.active > 0 || live.left !== undefined) return;
     clearTimeout(live.idle);
     const idleMs = durationMs(this.engine.config.broker.liveSessions.idle);
     live.idle = setTimeout(() => this.leave(id, live, "idle"), Math.min(idleMs, MAX_TIMER_MS));
@@ -389,6 +391,8 @@ export class Broker {
     }
     const live = held ?? (await this.restore(sessionId, session, principal, view, origin));
     this.use(live);
+    const posting = req.method === "POST";
+    if (posting) live.posts++;
     try {
       return await this.serveSession(
         req,
@@ -405,6 +409,7 @@ export class Broker {
         agentToken,
       );
     } finally {
+      if (posting) live.posts--;
       this.release(sessionId, live);
     }
   }
@@ -734,6 +739,8 @@ export class Broker {
       lateHops: new Map(),
       active: 0,
       idle: undefined,
+      posts: 0,
+      expired: false,
       leaving: undefined,
       left: undefined,
     };
@@ -741,9 +748,12 @@ export class Broker {
     if (relay) this.answers.wire(live, relay);
     this.sessions.set(sealed, live);
     // Its sealed id expires then, on every replica: the session is over, its hop sessions are
-    // ended on their servers (dispose), as a DELETE of the client would.
+    // ended on their servers (dispose), as a DELETE of the client would. The id opens no new
+    // request from then on; a POST still being answered is answered first (its call would
+    // otherwise never be: the transport closes its stream without the answer), bounded by the
+    // hop's own timeout, and the session leaves when the last one is done (release).
     live.expiry = setTimeout(
-      () => this.leave(sealed, live, "expired"),
+      () => (live.posts > 0 ? (live.expired = true) : this.leave(sealed, live, "expired")),
       Math.min(Math.max(0, session.expiresAt - Date.now()), MAX_TIMER_MS),
     );
     live.expiry.unref();

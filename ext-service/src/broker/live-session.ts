@@ -60,6 +60,10 @@ export interface LiveSession {
   active: number;
   /** Drops the session from memory once it has had nothing in progress for broker.liveSessions.idle. */
   idle: NodeJS.Timeout | undefined;
+  /** The client's POSTs being answered now (Broker.handle): the session's expiry waits for them. */
+  posts: number;
+  /** Its sealed id expired while a POST was being answered: it leaves when the last one is done. */
+  expired: boolean;
   /** Why the broker itself removes it from its sessions (Broker.leave; dispose reads it). */
   leaving: "deleted" | "idle" | "expired" | undefined;
   /** Why it left the process; a hop session opened for it since is no one's (BrokerHops.remember). */
