@@ -151,6 +151,14 @@ const messageOf = (err: Refusal): unknown =>
 /** What must be the same at /mcp and at /mcp/<server>: everything but the request id. */
 const shapeOf = (err: Refusal) => ({ code: err.code, message: messageOf(err), reason: err.data?.reason });
 
+/**
+ * Every test here connects the same agent several times, on /mcp and /mcp/<server>, within
+ * seconds: the default per-agent bucket (50/s, burst 100) refused some of them with 429 in CI.
+ * What is tested is the per-server policy on the hop; the rate limit has its own tests
+ * (rate-limit.test.ts, test/state/).
+ */
+const UNREACHED_RATE_LIMIT = { requestsPerSecond: 10_000, burst: 10_000 };
+
 const refusalOf = (promise: Promise<unknown>): Promise<Refusal> =>
   promise.then(
     (r) => {
@@ -178,6 +186,7 @@ describe.each(["edge", "envoy"] as const)("per-server policy on every hop of /mc
         { name: "json", upstreams: [upstreams.json.url], tools: await pinned(upstreams.json.url) },
         { name: "sse", upstreams: [upstreams.sse.url], tools: await pinned(upstreams.sse.url) },
       ],
+      config: { edge: { rateLimit: UNREACHED_RATE_LIMIT } },
     });
     if (plane === "envoy")
       front = await startEnvoyRoleFront({
@@ -414,6 +423,7 @@ describe.each(["edge", "envoy"] as const)("the hop identity, %s plane", (plane) 
         one: { rules: [{ effect: "allow", tools: ["one/*"] }] },
       },
       agents: { tester: { roles: ["all"] }, reader: { roles: ["one"] } },
+      config: { edge: { rateLimit: UNREACHED_RATE_LIMIT } },
     });
     if (plane === "envoy")
       front = await startEnvoyRoleFront({

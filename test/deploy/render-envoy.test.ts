@@ -195,8 +195,9 @@ describe("mcp-gateway registry render-envoy", { timeout: 90_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toBe("");
     expect(result.stderr).toBe(
-      `${join(dir, "registry.yaml")}:3:11: servers[0].name: server names are DNS labels: lower-case letters, ` +
-        "digits and '-', 1-63 characters, no leading or trailing '-'\n1 problem(s) found.\n",
+      `${join(dir, "registry.yaml")}:3:11: servers[0].name: server names are DNS labels that start with a ` +
+        "letter: lower-case letters, digits and '-', 1-63 characters, no trailing '-' (/mcp gives their " +
+        "resource URIs as '<server>.<uri>', and a URI scheme starts with a letter)\n1 problem(s) found.\n",
     );
     expect(existsSync(out)).toBe(false);
   });

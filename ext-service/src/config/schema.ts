@@ -1125,15 +1125,11 @@ export const GatewayConfigSchema = z
 
 export const ServerNameSchema = z
   .string()
+  // RFC 1035 labels: the aggregated endpoint gives a server's resource URIs as `<server>.<uri>`
+  // (broker/names.ts), so the name opens the URI's scheme, which starts with a letter (RFC 3986).
   .regex(
-    /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
-    "server names are DNS labels: lower-case letters, digits and '-', 1-63 characters, no leading or trailing '-'",
-  )
-  // The aggregated endpoint gives a server's resource URIs as `<server>.<uri>` (broker/names.ts):
-  // the server name opens the URI's scheme, which starts with a letter (RFC 3986).
-  .regex(
-    /^[^0-9]/,
-    "server names start with a letter (RFC 1035 labels): /mcp gives their resource URIs as '<server>.<uri>', and a URI scheme starts with a letter",
+    /^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/,
+    "server names are DNS labels that start with a letter: lower-case letters, digits and '-', 1-63 characters, no trailing '-' (/mcp gives their resource URIs as '<server>.<uri>', and a URI scheme starts with a letter)",
   );
 
 const JsonObject = z.record(z.string(), z.unknown());
